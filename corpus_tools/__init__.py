@@ -1,0 +1,1 @@
+"""Corpus extraction from real builds and IR analysis with llvmlite."""

@@ -1,0 +1,1 @@
+"""The `mlgo` command line."""

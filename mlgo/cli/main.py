@@ -1,0 +1,49 @@
+"""`mlgo` entry point: argparse subcommands. Each command module exposes
+`register(subparsers)`, which adds its parser and sets `func(args) -> int`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mlgo.errors import MlgoError
+
+# Modules that define subcommands, imported lazily so `mlgo --help` stays quick.
+COMMAND_MODULES = [
+    "corpus_tools.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlgo",
+        description="Train ML policies for LLVM's inliner and register allocator, "
+        "and serve them to stock clang-19.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except MlgoError as e:
+        print(f"mlgo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mlgo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Running the real LLVM tools: discovery, interactive compiles, and measuring their output."""

@@ -1,0 +1,20 @@
+"""LLVM's training-log / interactive wire protocol: the one place that reads and writes it."""
+
+from mlgo.protocol.tensor_spec import DTYPES, TensorSpec
+from mlgo.protocol.training_log import (
+    ByteSource,
+    Context,
+    Event,
+    Header,
+    LogReader,
+    LogWriter,
+    Observation,
+    Outcome,
+    StreamSource,
+    parse_header,
+)
+
+__all__ = [
+    "DTYPES", "TensorSpec", "ByteSource", "Context", "Event", "Header", "LogReader", "LogWriter",
+    "Observation", "Outcome", "StreamSource", "parse_header",
+]

@@ -1,0 +1,229 @@
+"""LLVM's training-log wire format, both directions.
+
+The compiler (interactive mode, or development mode's `-training-log`) writes:
+  one JSON header line  {"features": [spec...], "score": spec?, "advice": spec?}
+  then any number of events:
+    {"context": NAME}\n                          -- a new function/module starts
+    {"observation": N}\n <tensor bytes...> \n     -- every feature, in header order, raw LE
+    {"outcome": N}\n <score bytes> \n              -- development mode's reward (optional)
+In interactive mode the host answers each observation with the raw advice tensor bytes.
+
+Every read is of an exact size: reading past one observation would block a host whose
+compiler is waiting for the answer (see DESIGN.md 1.1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from mlgo.errors import ProtocolError
+from mlgo.protocol.tensor_spec import TensorSpec
+
+MAX_LINE = 1 << 20  # a header with thousands of features is still far below this
+
+
+class ByteSource(Protocol):
+    """Where the reader gets bytes from: a file, or a FIFO with deadlines."""
+
+    name: str
+
+    def readline(self, limit: int) -> bytes:
+        """Bytes up to and including b'\\n' (fewer only at end of stream)."""
+        ...
+
+    def read_exact(self, n: int) -> bytes:
+        """Exactly n bytes (fewer only at end of stream)."""
+        ...
+
+
+class StreamSource:
+    """A ByteSource over a blocking binary file object (log files, tests)."""
+
+    def __init__(self, f: BinaryIO, name: str = "<stream>") -> None:
+        self._f = f
+        self.name = name
+
+    def readline(self, limit: int) -> bytes:
+        return self._f.readline(limit)
+
+    def read_exact(self, n: int) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            b = self._f.read(n - got)
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
+        return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Header:
+    features: tuple[TensorSpec, ...]
+    advice: TensorSpec | None = None
+    score: TensorSpec | None = None
+
+    def to_json(self) -> dict:
+        d: dict = {"features": [f.to_json() for f in self.features]}
+        if self.score is not None:
+            d["score"] = self.score.to_json()
+        if self.advice is not None:
+            d["advice"] = self.advice.to_json()
+        return d
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def observation_bytes(self) -> int:
+        return sum(f.num_bytes for f in self.features)
+
+
+@dataclass(frozen=True)
+class Context:
+    name: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    index: int
+    features: dict[str, np.ndarray] = field(repr=False)
+    context: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    index: int
+    value: np.ndarray
+    context: str = ""
+
+
+Event = Context | Observation | Outcome
+
+
+def parse_header(line: bytes, source: str = "<stream>") -> Header:
+    try:
+        d = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"{source}: header is not JSON ({e}): {line[:200]!r}") from e
+    if not isinstance(d, dict) or not isinstance(d.get("features"), list):
+        raise ProtocolError(f"{source}: header has no 'features' list: {line[:200]!r}")
+    try:
+        feats = tuple(TensorSpec.from_json(f) for f in d["features"])
+        advice = TensorSpec.from_json(d["advice"]) if "advice" in d else None
+        score = TensorSpec.from_json(d["score"]) if "score" in d else None
+    except ValueError as e:
+        raise ProtocolError(f"{source}: bad tensor spec in header: {e}") from e
+    names = [f.name for f in feats]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"{source}: duplicate feature names in header")
+    return Header(feats, advice, score)
+
+
+class LogReader:
+    """Reads a training-log stream event by event. `header` is read on construction."""
+
+    def __init__(self, source: ByteSource) -> None:
+        self._src = source
+        self.context = ""
+        line = source.readline(MAX_LINE)
+        if not line:
+            raise ProtocolError(f"{source.name}: stream ended before the header")
+        if not line.endswith(b"\n"):
+            raise ProtocolError(f"{source.name}: header line truncated or too long")
+        self.header = parse_header(line, source.name)
+
+    def _read_tensor(self, spec: TensorSpec, what: str) -> np.ndarray:
+        raw = self._src.read_exact(spec.num_bytes)
+        if len(raw) != spec.num_bytes:
+            raise ProtocolError(
+                f"{self._src.name}: stream truncated in {what}, tensor {spec.name!r}: "
+                f"expected {spec.num_bytes} bytes, got {len(raw)}"
+            )
+        return spec.decode(raw)
+
+    def _expect_newline(self, what: str) -> None:
+        nl = self._src.read_exact(1)
+        if nl != b"\n":
+            raise ProtocolError(
+                f"{self._src.name}: expected newline after {what}, got {nl!r} "
+                "(feature sizes do not match the header?)"
+            )
+
+    def next_event(self) -> Event | None:
+        """The next event, or None at a clean end of stream."""
+        line = self._src.readline(MAX_LINE)
+        if not line:
+            return None
+        if not line.endswith(b"\n"):
+            raise ProtocolError(f"{self._src.name}: stream truncated in an event line: {line[:200]!r}")
+        try:
+            d = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"{self._src.name}: event line is not JSON: {line[:200]!r}") from e
+        if not isinstance(d, dict) or len(d) != 1:
+            raise ProtocolError(f"{self._src.name}: unexpected event line: {line[:200]!r}")
+        if "context" in d:
+            self.context = str(d["context"])
+            return Context(self.context)
+        if "observation" in d:
+            idx = _int_field(d["observation"], self._src.name, line)
+            what = f"observation {idx}"
+            feats = {f.name: self._read_tensor(f, what) for f in self.header.features}
+            self._expect_newline(what)
+            return Observation(idx, feats, self.context)
+        if "outcome" in d:
+            idx = _int_field(d["outcome"], self._src.name, line)
+            if self.header.score is None:
+                raise ProtocolError(f"{self._src.name}: outcome event but the header has no score")
+            val = self._read_tensor(self.header.score, f"outcome {idx}")
+            self._expect_newline(f"outcome {idx}")
+            return Outcome(idx, val, self.context)
+        raise ProtocolError(f"{self._src.name}: unknown event: {line[:200]!r}")
+
+    def __iter__(self) -> Iterator[Event]:
+        while (ev := self.next_event()) is not None:
+            yield ev
+
+
+def _int_field(v: object, source: str, line: bytes) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ProtocolError(f"{source}: event index is not an integer: {line[:200]!r}")
+    return v
+
+
+class LogWriter:
+    """Writes the compiler's side of the stream (used by fake compilers in tests and by trace tools)."""
+
+    def __init__(self, out: BinaryIO, header: Header) -> None:
+        self._out = out
+        self.header = header
+        out.write(json.dumps(header.to_json()).encode() + b"\n")
+
+    def context(self, name: str) -> None:
+        self._out.write(json.dumps({"context": name}).encode() + b"\n")
+
+    def observation(self, index: int, features: Mapping[str, object]) -> None:
+        missing = [f.name for f in self.header.features if f.name not in features]
+        if missing:
+            raise ValueError(f"observation {index}: missing features {missing}")
+        parts = [json.dumps({"observation": index}).encode() + b"\n"]
+        parts += [f.encode(features[f.name]) for f in self.header.features]
+        parts.append(b"\n")
+        self._out.write(b"".join(parts))
+
+    def outcome(self, index: int, value: object) -> None:
+        if self.header.score is None:
+            raise ValueError("header has no score spec")
+        self._out.write(
+            json.dumps({"outcome": index}).encode() + b"\n" + self.header.score.encode(value) + b"\n"
+        )
+
+    def flush(self) -> None:
+        self._out.flush()
