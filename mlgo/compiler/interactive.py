@@ -1,0 +1,242 @@
+"""Running clang-19 on one module, plainly or in LLVM's interactive mode.
+
+`InteractiveCompile` is the low-level loop: start the compiler with a channel flag, hand out
+each observation, send back each piece of advice, and collect the result. It never waits
+forever: opens and reads go through FifoChannel (deadlines + liveness), and the whole compile
+has a wall-clock limit after which the process group is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlgo.errors import CompileError, MlgoError, ProtocolError
+from mlgo.protocol import Context, Header, LogReader, Observation, Outcome
+from mlgo.protocol.channel import FifoChannel
+
+DEFAULT_TIMEOUT = float(os.environ.get("MLGO_COMPILE_TIMEOUT", "300"))
+
+
+def make_workdir(prefix: str = "mlgo-") -> Path:
+    base = os.environ.get("MLGO_TMPDIR")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+@dataclass
+class CompileResult:
+    argv: list[str]
+    returncode: int
+    stderr: str
+    seconds: float
+
+
+def _describe_failure(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"compiler crashed with signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"compiler killed by signal {-rc}"
+    return f"compiler exited with status {rc}"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def run_compile(argv: Sequence[str], name: str, workdir: Path, timeout: float = DEFAULT_TIMEOUT) -> CompileResult:
+    """A plain (non-interactive) compile with a time limit; CompileError on failure."""
+    t0 = time.monotonic()
+    err_path = workdir / "stderr.txt"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise CompileError(name, f"compiler timed out after {timeout:.0f}s",
+                               err_path.read_text(errors="replace")) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+    stderr = err_path.read_text(errors="replace")
+    if rc != 0:
+        raise CompileError(name, _describe_failure(rc), stderr)
+    return CompileResult(list(argv), rc, stderr, time.monotonic() - t0)
+
+
+class InteractiveCompile:
+    """One compiler process in interactive mode.
+
+        with InteractiveCompile(argv_fn, "mod.c", workdir) as c:
+            while (obs := c.next_observation()) is not None:
+                c.answer(policy(obs.features))
+            result = c.finish()
+
+    `argv` already carries the channel flag naming `channel_base`; the caller owns `workdir`
+    (FIFOs, stderr, outputs) and removes it.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        name: str,
+        workdir: Path,
+        *,
+        channel_base: Path,
+        timeout: float = DEFAULT_TIMEOUT,
+        open_timeout: float = 60.0,
+    ) -> None:
+        self.argv = list(argv)
+        self.name = name
+        self.workdir = workdir
+        self._deadline = time.monotonic() + timeout
+        self._timeout = timeout
+        self._t0 = time.monotonic()
+        self._timed_out = False
+        self._err_path = workdir / "stderr.txt"
+        self._err = open(self._err_path, "wb")
+        self.channel = FifoChannel(channel_base, self._alive, name=name,
+                                   open_timeout=open_timeout, io_timeout=timeout)
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=self._err,
+                                         start_new_session=True)
+        except OSError as e:
+            self.channel.close()
+            self._err.close()
+            raise CompileError(name, f"cannot start {self.argv[0]}: {e}") from e
+        self._reader: LogReader | None = None
+        # True when the compiler finished cleanly without ever opening the channel: its
+        # advisor never ran (e.g. -O0 uses neither the ML inliner nor the greedy allocator).
+        self.no_channel = False
+        self._pending: Observation | None = None
+        self.contexts: list[str] = []
+        self.outcomes: list[Outcome] = []
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        if time.monotonic() > self._deadline:
+            self._timed_out = True
+            _kill_group(self.proc)
+            return False
+        return True
+
+    def _stderr(self) -> str:
+        self._err.flush()
+        try:
+            return self._err_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _fail(self, e: Exception) -> CompileError:
+        """Turn a channel/protocol problem into an error that explains the compiler's state."""
+        if self.proc.poll() is None:
+            _kill_group(self.proc)
+        rc = self.proc.returncode
+        if self._timed_out:
+            msg = f"compiler timed out after {self._timeout:.0f}s"
+        elif rc not in (None, 0):
+            msg = _describe_failure(rc)
+        else:
+            msg = str(e).removeprefix(f"{self.name}: ")
+        return CompileError(self.name, msg, self._stderr())
+
+    @property
+    def header(self) -> Header:
+        if self._reader is None and not self.no_channel:
+            self._open()
+        if self._reader is None:
+            raise CompileError(self.name, "the compiler made no decisions, so it sent no header")
+        return self._reader.header
+
+    def _open(self) -> None:
+        try:
+            self.channel.open()
+        except ProtocolError as e:
+            if self.proc.poll() == 0 and not self._timed_out:
+                self.no_channel = True
+                return
+            raise self._fail(e) from e
+        try:
+            self._reader = LogReader(self.channel)
+        except ProtocolError as e:
+            raise self._fail(e) from e
+
+    def next_observation(self) -> Observation | None:
+        """The next decision to make, or None when the compiler has no more."""
+        if self._reader is None and not self.no_channel:
+            self._open()
+        if self._reader is None:
+            return None
+        if self._pending is not None:
+            raise MlgoError(f"{self.name}: previous observation was not answered")
+        try:
+            while (ev := self._reader.next_event()) is not None:
+                if isinstance(ev, Observation):
+                    self._pending = ev
+                    return ev
+                if isinstance(ev, Context):
+                    self.contexts.append(ev.name)
+                elif isinstance(ev, Outcome):
+                    self.outcomes.append(ev)
+        except ProtocolError as e:
+            raise self._fail(e) from e
+        return None
+
+    def answer(self, action: int) -> None:
+        if self._pending is None:
+            raise MlgoError(f"{self.name}: answer() without a pending observation")
+        spec = self.header.advice
+        if spec is None:
+            raise self._fail(ProtocolError(f"{self.name}: header has no advice spec"))
+        self._pending = None
+        try:
+            self.channel.send(spec.encode([action]))
+        except ProtocolError as e:
+            raise self._fail(e) from e
+
+    def finish(self) -> CompileResult:
+        """Wait for the compiler; CompileError unless it exited cleanly."""
+        remaining = max(0.0, self._deadline - time.monotonic())
+        try:
+            rc = self.proc.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            self._timed_out = True
+            _kill_group(self.proc)
+            rc = self.proc.returncode
+        if rc != 0 or self._timed_out:
+            raise self._fail(MlgoError("compile failed"))
+        return CompileResult(self.argv, rc, self._stderr(), time.monotonic() - self._t0)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            _kill_group(self.proc)
+        self.channel.close()
+        self._err.close()
+
+    def __enter__(self) -> InteractiveCompile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def remove_workdir(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)

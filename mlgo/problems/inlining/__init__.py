@@ -1,0 +1,1 @@
+"""The inlining problem: features, compile command, reward, default proxy, network."""

@@ -1,0 +1,62 @@
+"""Inlining for size: the inliner asks, per call site, whether to inline; the objective is the
+.text size of the module's object file at -Oz."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+
+from mlgo.compiler.measure import text_size
+from mlgo.errors import ProtocolError
+from mlgo.problems.base import Heuristic, Measurement, Observation, Problem
+from mlgo.protocol import Header
+
+ADVICE = "inlining_decision"
+# LLVM 19 sends this feature in interactive mode but always as 0 (DESIGN.md 1.1): never learn from it.
+IGNORED_FEATURES = ("inlining_default",)
+
+
+def cost_threshold(obs: Observation) -> int:
+    """The default inliner's rule as the interactive features expose it: inline when the
+    estimated cost is below the threshold. Reproduces plain -Oz within 0.1% (DESIGN.md 1.1)."""
+    return int(int(obs["cost_estimate"].reshape(-1)[0]) < int(obs["threshold"].reshape(-1)[0]))
+
+
+@gin.configurable(module="inlining")
+class InliningForSize(Problem):
+    name = "inlining"
+    objective = ".text bytes"
+    advice_name = ADVICE
+
+    def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = ()) -> None:
+        super().__init__(opt_level, extra_flags)
+
+    def channel_flags(self, channel_base: Path) -> list[str]:
+        return [
+            "-mllvm", "-enable-ml-inliner=release",
+            "-mllvm", f"-inliner-interactive-channel-base={channel_base}",
+            "-mllvm", "-inliner-interactive-include-default",
+        ]
+
+    def measure(self, workdir: Path, name: str) -> Measurement:
+        return Measurement(float(text_size(workdir / "out.o")))
+
+    def heuristics(self) -> dict[str, Heuristic | None]:
+        return {
+            "default": None,
+            "cost-threshold": cost_threshold,
+            "never": lambda obs: 0,
+            "always": lambda obs: 1,
+        }
+
+    def default_proxy(self, obs: Observation) -> int:
+        return cost_threshold(obs)
+
+    def check_header(self, header: Header, source: str) -> None:
+        names = set(header.feature_names)
+        missing = [n for n in ("cost_estimate", "threshold") if n not in names]
+        if missing:
+            raise ProtocolError(f"{source}: inliner features {missing} missing from the header")
+        if header.advice is None or header.advice.name != ADVICE:
+            raise ProtocolError(f"{source}: expected advice {ADVICE!r}, header has {header.advice}")

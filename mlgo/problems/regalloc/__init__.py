@@ -1,0 +1,1 @@
+"""The regalloc problem: features, compile command, reward, default proxy, network."""

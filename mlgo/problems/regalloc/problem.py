@@ -1,0 +1,108 @@
+"""Register-allocation eviction: when the greedy allocator finds no free register, it asks
+which of up to 32 candidate registers to evict (or position 32: evict nothing). The objective
+is the block-frequency-weighted spill, reload and copy cost from the allocator's remarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+import numpy as np
+
+from mlgo.compiler.measure import parse_regalloc_remarks
+from mlgo.errors import ProtocolError
+from mlgo.problems.base import Heuristic, Measurement, Observation, Problem
+from mlgo.protocol import Header
+
+ADVICE = "index_to_evict"
+NUM_CANDIDATES = 33
+NO_EVICTION = 32  # the live range being allocated: evict nothing
+
+
+def _row(obs: Observation, name: str) -> np.ndarray:
+    return np.asarray(obs[name]).reshape(-1)
+
+
+def valid_positions(obs: Observation) -> np.ndarray:
+    return np.flatnonzero(_row(obs, "mask") != 0)
+
+
+def never_evict(obs: Observation) -> int:
+    valid = valid_positions(obs)
+    return NO_EVICTION if NO_EVICTION in valid or len(valid) == 0 else int(valid[-1])
+
+
+def first_valid(obs: Observation) -> int:
+    valid = valid_positions(obs)
+    return int(valid[0]) if len(valid) else NO_EVICTION
+
+
+def eviction_cost_proxy(obs: Observation) -> int:
+    """Imitates greedy's choice: a free register if there is one, else evict the interference
+    that is cheapest to spill (lowest weighted reads+writes, hint-bearing ranges last), unless
+    the range being allocated is itself the cheapest, in which case evict nothing."""
+    valid = valid_positions(obs)
+    if len(valid) == 0:
+        return NO_EVICTION
+    free = [int(i) for i in valid if _row(obs, "is_free")[i] != 0]
+    if free:
+        return free[0]
+    cost = (_row(obs, "weighed_read_writes_by_max").astype(np.float64)
+            + _row(obs, "hint_weights_by_max").astype(np.float64)
+            + 1e-3 * _row(obs, "nr_urgent").astype(np.float64))
+    return int(valid[np.argmin(cost[valid])])
+
+
+@gin.configurable(module="regalloc")
+class RegallocEviction(Problem):
+    name = "regalloc"
+    objective = "spill cost"
+    advice_name = ADVICE
+
+    def __init__(self, opt_level: str | None = None, extra_flags: tuple[str, ...] = ()) -> None:
+        # None keeps each module's own optimization level (as its project built it).
+        super().__init__(opt_level, extra_flags)
+
+    def channel_flags(self, channel_base: Path) -> list[str]:
+        return [
+            "-mllvm", "-regalloc-enable-advisor=release",
+            "-mllvm", f"-regalloc-evict-interactive-channel-base={channel_base}",
+        ]
+
+    def measurement_flags(self, workdir: Path, cc1: bool) -> list[str]:
+        out = str(workdir / "remarks.yaml")
+        if cc1:
+            return ["-opt-record-file", out, "-opt-record-passes", "regalloc",
+                    "-opt-record-format", "yaml"]
+        return ["-fsave-optimization-record=yaml", f"-foptimization-record-file={out}",
+                "-foptimization-record-passes=regalloc"]
+
+    def baseline_args(self, module) -> list[str]:
+        # Remarks flags name a temp path; leave them out of the cache key.
+        return super().baseline_args(module) + ["<regalloc remarks>"]
+
+    def measure(self, workdir: Path, name: str) -> Measurement:
+        costs = parse_regalloc_remarks(workdir / "remarks.yaml")
+        return Measurement(costs.total, costs.per_function)
+
+    def heuristics(self) -> dict[str, Heuristic | None]:
+        return {
+            "default": None,
+            "proxy": eviction_cost_proxy,
+            "never": never_evict,
+            "first-valid": first_valid,
+        }
+
+    def default_proxy(self, obs: Observation) -> int:
+        return eviction_cost_proxy(obs)
+
+    def check_header(self, header: Header, source: str) -> None:
+        names = set(header.feature_names)
+        missing = [n for n in ("mask", "is_free") if n not in names]
+        if missing:
+            raise ProtocolError(f"{source}: eviction features {missing} missing from the header")
+        if header.advice is None or header.advice.name != ADVICE:
+            raise ProtocolError(f"{source}: expected advice {ADVICE!r}, header has {header.advice}")
+        mask = next(f for f in header.features if f.name == "mask")
+        if mask.num_elements != NUM_CANDIDATES:
+            raise ProtocolError(f"{source}: mask has {mask.num_elements} positions, expected 33")
