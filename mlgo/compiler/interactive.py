@@ -146,10 +146,11 @@ class InteractiveCompile:
             return ""
 
     def _fail(self, e: Exception) -> CompileError:
-        """Turn a channel/protocol problem into an error that explains the compiler's state."""
-        if self.proc.poll() is None:
+        """Turn a channel/protocol problem into an error that explains the compiler's state:
+        its own failure if it had already died, else the protocol problem (and it is killed)."""
+        rc = self.proc.poll()
+        if rc is None:
             _kill_group(self.proc)
-        rc = self.proc.returncode
         if self._timed_out:
             msg = f"compiler timed out after {self._timeout:.0f}s"
         elif rc not in (None, 0):

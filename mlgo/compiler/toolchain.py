@@ -35,7 +35,7 @@ def _env_override(name: str) -> str | None:
     return os.environ.get(key)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find_tool(name: str, check_version: bool = True) -> Tool:
     """Path of `name-19` (e.g. clang-19, llc-19, llvm-objcopy-19), version-checked."""
     override = _env_override(name)

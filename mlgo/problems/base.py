@@ -100,6 +100,7 @@ class Problem(ABC):
     def default_proxy(self, obs: Observation) -> int:
         """An observation-level imitation of the default heuristic (the warm-start label)."""
 
+    @abstractmethod
     def check_header(self, header: Header, source: str) -> None:
         """Raise if the compiler's header lacks what this problem relies on."""
 

@@ -1,0 +1,104 @@
+"""Running many ModuleTasks: a local process pool (default) or Ray, behind one interface.
+
+A worker that dies mid-task (OOM kill, segfault in a library) must not stop the run: the local
+pool is rebuilt and the lost tasks are retried once; a task that kills its worker twice is
+reported as a failed module."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Protocol
+
+from mlgo.workers.tasks import ModuleOutcome, ModuleTask, run_module
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool(Protocol):
+    def run(self, tasks: Sequence[ModuleTask]) -> Iterator[ModuleOutcome]:
+        """Outcomes in completion order; exactly one per task."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalPool:
+    """A process pool of `workers` processes (spawned, so no parent state such as TensorFlow
+    leaks into workers)."""
+
+    def __init__(self, workers: int | None = None, task_fn: Callable[[ModuleTask], ModuleOutcome] = run_module) -> None:
+        self.workers = workers or max(1, (os.cpu_count() or 2))
+        self._task_fn = task_fn
+        self._ctx = multiprocessing.get_context("spawn")
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=self._ctx)
+        return self._executor
+
+    def run(self, tasks: Sequence[ModuleTask]) -> Iterator[ModuleOutcome]:
+        queue = list(range(len(tasks)))
+        suspects: list[int] = []  # lost when a worker died: rerun alone, so blame is certain
+        inflight: dict[Future, int] = {}
+        solo: int | None = None
+        while queue or suspects or inflight:
+            if not inflight:
+                solo = suspects.pop(0) if suspects else None
+                if solo is not None:
+                    inflight[self._pool().submit(self._task_fn, tasks[solo])] = solo
+            if solo is None:
+                while queue and not suspects and len(inflight) < 2 * self.workers:
+                    i = queue.pop(0)
+                    inflight[self._pool().submit(self._task_fn, tasks[i])] = i
+            if not inflight:
+                continue
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                i = inflight.pop(fut)
+                try:
+                    yield fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    if i == solo:
+                        yield ModuleOutcome(tasks[i].module.name, False,
+                                            error="worker process died while compiling this "
+                                            "module (twice, the second time alone)")
+                    else:
+                        suspects.append(i)
+            if broken:
+                suspects.extend(inflight.values())
+                inflight.clear()
+                log.warning("a worker process died; restarting the pool and rerunning %d "
+                            "task(s) one at a time", len(suspects))
+                self._reset()
+
+    def _reset(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_pool(workers: int | None = None, ray_address: str | None = None) -> WorkerPool:
+    if ray_address:
+        from mlgo.workers.ray_pool import RayPool
+
+        return RayPool(ray_address, workers)
+    return LocalPool(workers)

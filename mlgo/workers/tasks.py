@@ -1,0 +1,136 @@
+"""The unit of work a worker runs: compile one module under one policy, return what happened.
+
+Everything here is picklable and TensorFlow-free, so the same task runs in a local process
+pool or on a Ray worker."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from corpus_tools.corpus import Module
+from mlgo.errors import MlgoError
+
+_GIN_LOADED: set[str] = set()
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Where a worker's decisions come from: a built-in heuristic by name, or exported weights
+    (a policy directory on shared disk, or the parameters themselves)."""
+
+    builtin: str | None = None
+    policy_dir: str | None = None
+    params: np.ndarray | None = field(default=None, compare=False)
+    greedy: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModuleTask:
+    problem: str
+    module: Module
+    policy: PolicySpec
+    record: bool = False  # send back observations and actions (for traces and training)
+    gin_config: str = ""
+    timeout: float = 300.0
+
+
+@dataclass
+class ModuleOutcome:
+    module: str
+    ok: bool
+    error: str = ""
+    reward: float = 0.0
+    policy_total: float = 0.0
+    default_total: float = 0.0
+    num_decisions: int = 0
+    seconds: float = 0.0
+    per_function: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # With record=True: feature name -> array [T, ...]; actions [T]; log-probs [T] if sampled.
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    actions: np.ndarray | None = None
+    logprobs: np.ndarray | None = None
+    default_actions: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _apply_gin(config: str) -> None:
+    if not config:
+        return
+    key = hashlib.sha256(config.encode()).hexdigest()
+    if key in _GIN_LOADED:
+        return
+    import gin
+
+    gin.parse_config(config)
+    _GIN_LOADED.add(key)
+
+
+def _decision_source(task: ModuleTask, problem: Any):
+    """A callable obs -> action, plus a list collecting log-probs when sampling."""
+    spec = task.policy
+    logprobs: list[float] = []
+    if spec.builtin is not None:
+        heuristic = problem.heuristic(spec.builtin)
+        return heuristic, logprobs
+    from mlgo.policies.loading import numpy_policy  # numpy only: no TensorFlow in workers
+
+    policy = numpy_policy(problem, spec.policy_dir, spec.params)
+    if spec.greedy:
+        return policy.act, logprobs
+    rng = np.random.default_rng(spec.seed)
+
+    def sample(obs):
+        a, lp = policy.act_sample(obs, rng)
+        logprobs.append(lp)
+        return a
+
+    return sample, logprobs
+
+
+def run_module(task: ModuleTask) -> ModuleOutcome:
+    """Compile `task.module` under `task.policy`. Never raises for a bad module: the outcome
+    carries the error so the caller can skip, count and report it."""
+    from mlgo.env import CompilerEnv, run_episode
+    from mlgo.problems import get_problem
+
+    t0 = time.monotonic()
+    try:
+        _apply_gin(task.gin_config)
+        problem = get_problem(task.problem)
+        decide, logprobs = _decision_source(task, problem)
+        env = CompilerEnv(problem, task.module, timeout=task.timeout, record=task.record)
+        if decide is None:  # the default heuristic itself
+            res = run_episode(env, None)
+        else:
+            res = run_episode(env, decide)
+        out = ModuleOutcome(
+            task.module.name, True, reward=res.reward, policy_total=res.measurement.total,
+            default_total=res.default.total, num_decisions=res.num_decisions,
+            seconds=time.monotonic() - t0,
+            per_function={
+                k: (res.measurement.per_function.get(k, 0.0), res.default.per_function.get(k, 0.0))
+                for k in set(res.measurement.per_function) | set(res.default.per_function)
+            },
+        )
+        if task.record and res.observations:
+            names = list(res.observations[0])
+            out.features = {n: np.stack([o[n] for o in res.observations]) for n in names}
+            out.actions = np.asarray(res.actions, dtype=np.int64)
+            out.default_actions = np.asarray(
+                [problem.default_proxy(o) for o in res.observations], dtype=np.int64)
+            if logprobs:
+                out.logprobs = np.asarray(logprobs, dtype=np.float32)
+        return out
+    except MlgoError as e:
+        return ModuleOutcome(task.module.name, False, error=str(e), seconds=time.monotonic() - t0)
+    except Exception as e:  # a bug, not a bad module: keep the traceback for the report
+        return ModuleOutcome(task.module.name, False,
+                             error=f"internal error: {e!r}\n{traceback.format_exc()}",
+                             seconds=time.monotonic() - t0)
