@@ -13,6 +13,9 @@ from mlgo.errors import MlgoError
 # Modules that define subcommands, imported lazily so `mlgo --help` stays quick.
 COMMAND_MODULES = [
     "corpus_tools.cli",
+    "mlgo.cli.trace",
+    "mlgo.cli.vocab",
+    "mlgo.cli.eval",
 ]
 
 

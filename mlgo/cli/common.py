@@ -1,0 +1,99 @@
+"""Pieces shared by the subcommands: problem/corpus/worker flags, gin, progress, failure reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from corpus_tools.corpus import Corpus
+from mlgo.errors import MlgoError
+from mlgo.problems import PROBLEMS
+from mlgo.workers.pool import make_pool
+from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
+
+
+def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
+    p.add_argument("--problem", required=True, choices=PROBLEMS)
+    if corpus:
+        p.add_argument("--corpus", required=True, type=Path, help="corpus directory")
+        p.add_argument("--max-modules", type=int, default=0,
+                       help="use only the first N modules (0: all)")
+    p.add_argument("--workers", type=int, default=0, help="local worker processes (default: cores)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run workers on a Ray cluster ('auto', 'local' or host:port)")
+    p.add_argument("--gin_file", action="append", default=[], type=Path)
+    p.add_argument("--gin_bindings", action="append", default=[],
+                   help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
+    p.add_argument("--timeout", type=float, default=300.0, help="per-compile wall-clock limit (s)")
+
+
+def setup_gin(args: argparse.Namespace) -> str:
+    """Parse gin files and bindings; return the config text to replay in workers."""
+    import gin
+
+    # Importing the problems registers their configurables before parsing.
+    import mlgo.problems.inlining.problem  # noqa: F401
+    import mlgo.problems.regalloc.problem  # noqa: F401
+
+    for f in args.gin_file:
+        if not Path(f).is_file():
+            raise MlgoError(f"{f}: gin file not found")
+    try:
+        gin.parse_config_files_and_bindings([str(f) for f in args.gin_file], args.gin_bindings)
+    except Exception as e:  # gin raises ValueError/KeyError/SyntaxError-alikes
+        where = ", ".join([*map(str, args.gin_file), *args.gin_bindings]) or "gin"
+        raise MlgoError(f"bad gin configuration ({where}): {e}") from e
+    return gin.config_str()
+
+
+def load_corpus(args: argparse.Namespace) -> Corpus:
+    corpus = Corpus.load(args.corpus)
+    if len(corpus) == 0:
+        raise MlgoError(f"{args.corpus}: the corpus has no modules")
+    if args.max_modules:
+        corpus.modules = corpus.modules[: args.max_modules]
+    return corpus
+
+
+def policy_spec(policy: str) -> PolicySpec:
+    """A built-in heuristic name, or a policy directory."""
+    p = Path(policy)
+    if p.is_dir():
+        return PolicySpec(policy_dir=str(p.resolve()))
+    if "/" in policy or p.suffix:
+        raise MlgoError(f"{policy}: policy directory not found")
+    return PolicySpec(builtin=policy)
+
+
+def run_with_progress(
+    args: argparse.Namespace, tasks: Sequence[ModuleTask], desc: str
+) -> Iterator[ModuleOutcome]:
+    from tqdm import tqdm
+
+    pool = make_pool(args.workers or None, args.ray)
+    try:
+        with tqdm(total=len(tasks), desc=desc, unit="mod", file=sys.stderr,
+                  disable=None, dynamic_ncols=True) as bar:
+            for out in pool.run(tasks):
+                bar.update(1)
+                yield out
+    finally:
+        pool.close()
+
+
+def report_failures(failures: list[ModuleOutcome], path: Path | None = None) -> None:
+    """Print a summary of skipped modules (the first line of each error), optionally as JSON."""
+    if not failures:
+        return
+    print(f"{len(failures)} module(s) failed and were skipped:", file=sys.stderr)
+    for f in failures[:20]:
+        first = f.error.strip().splitlines()[0] if f.error.strip() else "unknown error"
+        print(f"  {f.module}: {first}", file=sys.stderr)
+    if len(failures) > 20:
+        print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
+    if path is not None:
+        path.write_text(json.dumps([{"module": f.module, "error": f.error} for f in failures], indent=1))
+        print(f"  full errors: {path}", file=sys.stderr)

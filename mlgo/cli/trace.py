@@ -1,0 +1,54 @@
+"""`mlgo trace`: record (features, default-proxy action, reward) for every decision of a corpus."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlgo.cli.common import (
+    add_problem_args,
+    load_corpus,
+    policy_spec,
+    report_failures,
+    run_with_progress,
+    setup_gin,
+)
+from mlgo.workers.tasks import ModuleTask
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trace", help="record decisions of a policy (default: the default proxy) over a corpus")
+    add_problem_args(p)
+    p.add_argument("--policy", default=None,
+                   help="who decides while tracing (default: the problem's default proxy)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="trace directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlgo.problems import get_problem
+    from mlgo.traces import TraceWriter
+
+    gin_config = setup_gin(args)
+    corpus = load_corpus(args)
+    problem = get_problem(args.problem)
+    header = problem.header()
+    proxy = {"inlining": "cost-threshold", "regalloc": "proxy"}[problem.name]
+    spec = policy_spec(args.policy or proxy)
+    tasks = [ModuleTask(problem.name, m, spec, record=True, gin_config=gin_config, timeout=args.timeout)
+             for m in corpus.modules]
+    writer = TraceWriter(args.output, header, {"problem": problem.name, "corpus": str(corpus.root),
+                                               "policy": args.policy or proxy})
+    failures, no_decisions = [], 0
+    for out in run_with_progress(args, tasks, "trace"):
+        if not out.ok:
+            failures.append(out)
+        elif out.actions is None:
+            no_decisions += 1
+        else:
+            writer.add(out)
+    writer.close({"failed": [f.module for f in failures], "no_decisions": no_decisions})
+    print(f"traced {writer.modules} module(s), {writer.decisions} decision(s) -> {args.output} "
+          f"({no_decisions} with no decision, {len(failures)} failed)")
+    report_failures(failures, args.output / "failures.json")
+    return 0 if writer.modules else 1

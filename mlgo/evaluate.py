@@ -1,0 +1,127 @@
+"""Evaluating a policy against the default heuristic over a corpus: per-module and total
+objective, a JSON report, a table and a plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corpus_tools.corpus import Corpus, atomic_write_text
+from mlgo.workers.tasks import ModuleOutcome
+
+
+@dataclass
+class EvalReport:
+    problem: str
+    policy: str
+    objective: str
+    modules: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def default_total(self) -> float:
+        return sum(m["default"] for m in self.modules)
+
+    @property
+    def policy_total(self) -> float:
+        return sum(m["policy"] for m in self.modules)
+
+    @property
+    def relative_change(self) -> float:
+        """(policy - default) / default over the whole corpus: negative is better."""
+        d = self.default_total
+        return (self.policy_total - d) / d if d else 0.0
+
+    def per_project(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for m in self.modules:
+            p = out.setdefault(m["project"], {"default": 0.0, "policy": 0.0, "modules": 0})
+            p["default"] += m["default"]
+            p["policy"] += m["policy"]
+            p["modules"] += 1
+        for p in out.values():
+            p["relative_change"] = (p["policy"] - p["default"]) / p["default"] if p["default"] else 0.0
+        return out
+
+    def counts(self) -> dict[str, int]:
+        worse = sum(m["policy"] > m["default"] for m in self.modules)
+        better = sum(m["policy"] < m["default"] for m in self.modules)
+        return {"better": better, "worse": worse, "same": len(self.modules) - worse - better}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "problem": self.problem, "policy": self.policy, "objective": self.objective,
+            "default_total": self.default_total, "policy_total": self.policy_total,
+            "relative_change": self.relative_change, "counts": self.counts(),
+            "projects": self.per_project(), "modules": self.modules, "failures": self.failures,
+        }
+
+
+def collect(problem: str, policy: str, objective: str, corpus: Corpus,
+            outcomes: Iterable[ModuleOutcome]) -> EvalReport:
+    project = {m.name: m.project for m in corpus.modules}
+    rep = EvalReport(problem, policy, objective)
+    for o in outcomes:
+        if not o.ok:
+            rep.failures.append({"module": o.module, "error": o.error})
+            continue
+        rep.modules.append({
+            "module": o.module, "project": project.get(o.module, ""),
+            "default": o.default_total, "policy": o.policy_total,
+            "relative_change": (o.policy_total - o.default_total) / o.default_total
+            if o.default_total else 0.0,
+            "decisions": o.num_decisions, "seconds": round(o.seconds, 4),
+        })
+    rep.modules.sort(key=lambda m: m["module"])
+    return rep
+
+
+def format_table(rep: EvalReport, top: int = 10) -> str:
+    lines = [f"{rep.problem}: policy {rep.policy!r} vs default ({rep.objective}, smaller is better)"]
+    lines.append(f"{'project':24s} {'modules':>7s} {'default':>14s} {'policy':>14s} {'change':>8s}")
+    for name, p in sorted(rep.per_project().items()):
+        lines.append(f"{name or '-':24s} {p['modules']:7d} {p['default']:14.1f} {p['policy']:14.1f} "
+                     f"{100 * p['relative_change']:+7.2f}%")
+    lines.append(f"{'TOTAL':24s} {len(rep.modules):7d} {rep.default_total:14.1f} "
+                 f"{rep.policy_total:14.1f} {100 * rep.relative_change:+7.2f}%")
+    c = rep.counts()
+    lines.append(f"modules better: {c['better']}, worse: {c['worse']}, same: {c['same']}, "
+                 f"failed: {len(rep.failures)}")
+    worst = sorted(rep.modules, key=lambda m: -m["relative_change"])[:top]
+    worst = [m for m in worst if m["relative_change"] > 0]
+    if worst:
+        lines.append("largest regressions:")
+        lines += [f"  {m['module']:50s} {100 * m['relative_change']:+7.2f}%" for m in worst]
+    return "\n".join(lines)
+
+
+def write_json(rep: EvalReport, path: Path) -> None:
+    atomic_write_text(path, json.dumps(rep.to_json(), indent=1) + "\n")
+
+
+def plot(rep: EvalReport, path: Path) -> None:
+    """Histogram of per-module relative change, plus the sorted per-module curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    changes = [100 * m["relative_change"] for m in rep.modules]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.hist(changes, bins=40, color="#4477aa")
+    ax1.axvline(0, color="k", lw=0.8)
+    ax1.set_xlabel(f"per-module change in {rep.objective} vs default (%)")
+    ax1.set_ylabel("modules")
+    ax2.plot(sorted(changes), color="#cc6677")
+    ax2.axhline(0, color="k", lw=0.8)
+    ax2.set_xlabel("modules, sorted")
+    ax2.set_ylabel("change (%)")
+    fig.suptitle(f"{rep.problem}: {rep.policy} — total {100 * rep.relative_change:+.2f}% "
+                 f"over {len(rep.modules)} modules")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

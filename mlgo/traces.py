@@ -1,0 +1,164 @@
+"""Decision traces on disk: what the compiler asked, what was answered, and how it turned out.
+
+A trace is a directory:
+    TRACE/trace.tfrecord   one tf.train.SequenceExample per module: context {module, reward,
+                           policy_total, default_total}, feature_lists {<feature>..., action,
+                           default_action, reward} with one entry per decision
+    TRACE/trace.json       the compiler header (feature specs), problem, policy, counts, failures
+Read it with `read_trace` (numpy arrays per module) or `trace_dataset` (a tf.data.Dataset).
+TensorFlow is imported only here, in the process that writes or reads, never in compile workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpus_tools.corpus import atomic_write_text
+from mlgo.errors import MlgoError
+from mlgo.protocol import Header, TensorSpec
+from mlgo.workers.tasks import ModuleOutcome
+
+RECORDS = "trace.tfrecord"
+META = "trace.json"
+
+
+@dataclass
+class ModuleTrace:
+    module: str
+    reward: float
+    policy_total: float
+    default_total: float
+    features: dict[str, np.ndarray]  # name -> [T, *shape]
+    actions: np.ndarray  # [T]
+    default_actions: np.ndarray  # [T]
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def _feature(tf: Any, spec: TensorSpec, value: np.ndarray) -> Any:
+    flat = np.asarray(value).reshape(-1)
+    if spec.dtype.kind == "f":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=flat.astype(np.float32)))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=flat.astype(np.int64)))
+
+
+class TraceWriter:
+    def __init__(self, out_dir: Path | str, header: Header, meta: dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.header = header
+        self.meta = dict(meta)
+        self._tmp = self.dir / (RECORDS + ".tmp")
+        self._writer = tf.io.TFRecordWriter(str(self._tmp))
+        self.modules = 0
+        self.decisions = 0
+
+    def add(self, outcome: ModuleOutcome) -> None:
+        tf = self._tf
+        if outcome.actions is None or len(outcome.actions) == 0:
+            return
+        steps = len(outcome.actions)
+        lists = {}
+        for spec in self.header.features:
+            if spec.name not in outcome.features:
+                raise MlgoError(f"{outcome.module}: trace lacks feature {spec.name!r}")
+            vals = outcome.features[spec.name]
+            lists[spec.name] = tf.train.FeatureList(feature=[_feature(tf, spec, vals[t]) for t in range(steps)])
+        i64 = TensorSpec("a", "int64_t", (1,))
+        f32 = TensorSpec("r", "float", (1,))
+        lists["action"] = tf.train.FeatureList(feature=[_feature(tf, i64, a) for a in outcome.actions])
+        default = outcome.default_actions if outcome.default_actions is not None else outcome.actions
+        lists["default_action"] = tf.train.FeatureList(feature=[_feature(tf, i64, a) for a in default])
+        lists["reward"] = tf.train.FeatureList(feature=[_feature(tf, f32, outcome.reward)] * steps)
+        context = tf.train.Features(feature={
+            "module": tf.train.Feature(bytes_list=tf.train.BytesList(value=[outcome.module.encode()])),
+            "reward": _feature(tf, f32, outcome.reward),
+            "policy_total": _feature(tf, f32, outcome.policy_total),
+            "default_total": _feature(tf, f32, outcome.default_total),
+        })
+        ex = tf.train.SequenceExample(context=context, feature_lists=tf.train.FeatureLists(feature_list=lists))
+        self._writer.write(ex.SerializeToString())
+        self.modules += 1
+        self.decisions += steps
+
+    def close(self, extra_meta: dict[str, Any] | None = None) -> None:
+        """Finish: records first, then the metadata; a trace without trace.json is incomplete."""
+        self._writer.close()
+        self._tmp.replace(self.dir / RECORDS)
+        meta = {**self.meta, **(extra_meta or {}), "header": self.header.to_json(),
+                "modules": self.modules, "decisions": self.decisions}
+        atomic_write_text(self.dir / META, json.dumps(meta, indent=1) + "\n")
+
+
+def load_meta(trace_dir: Path | str) -> dict[str, Any]:
+    p = Path(trace_dir) / META
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise MlgoError(f"{p}: not found; {trace_dir} is not a finished trace (run `mlgo trace`)") from e
+    except json.JSONDecodeError as e:
+        raise MlgoError(f"{p}: not valid JSON ({e})") from e
+
+
+def trace_header(trace_dir: Path | str) -> Header:
+    from mlgo.protocol import parse_header
+
+    return parse_header(json.dumps(load_meta(trace_dir)["header"]).encode(), str(trace_dir))
+
+
+def _parse_spec(tf: Any, header: Header) -> tuple[dict, dict]:
+    context = {
+        "module": tf.io.FixedLenFeature([], tf.string),
+        "reward": tf.io.FixedLenFeature([1], tf.float32),
+        "policy_total": tf.io.FixedLenFeature([1], tf.float32),
+        "default_total": tf.io.FixedLenFeature([1], tf.float32),
+    }
+    seq = {}
+    for f in header.features:
+        dt = tf.float32 if f.dtype.kind == "f" else tf.int64
+        seq[f.name] = tf.io.FixedLenSequenceFeature([f.num_elements], dt)
+    seq["action"] = tf.io.FixedLenSequenceFeature([1], tf.int64)
+    seq["default_action"] = tf.io.FixedLenSequenceFeature([1], tf.int64)
+    seq["reward"] = tf.io.FixedLenSequenceFeature([1], tf.float32)
+    return context, seq
+
+
+def trace_dataset(trace_dir: Path | str) -> Any:
+    """A tf.data.Dataset of (context, sequence) dicts, one element per module."""
+    import tensorflow as tf
+
+    header = trace_header(trace_dir)
+    ctx, seq = _parse_spec(tf, header)
+    ds = tf.data.TFRecordDataset(str(Path(trace_dir) / RECORDS))
+    return ds.map(lambda r: tf.io.parse_single_sequence_example(r, ctx, seq))
+
+
+def read_trace(trace_dir: Path | str) -> Iterator[ModuleTrace]:
+    """Each module's trace as numpy arrays, features reshaped to the header's shapes."""
+    header = trace_header(trace_dir)
+    try:
+        for ctx, seq in trace_dataset(trace_dir).as_numpy_iterator():
+            steps = len(seq["action"])
+            feats = {
+                f.name: seq[f.name].reshape((steps, *f.shape)).astype(f.dtype)
+                for f in header.features
+            }
+            yield ModuleTrace(
+                ctx["module"].decode(), float(ctx["reward"][0]), float(ctx["policy_total"][0]),
+                float(ctx["default_total"][0]), feats, seq["action"][:, 0],
+                seq["default_action"][:, 0],
+            )
+    except Exception as e:  # tf.errors.DataLossError and friends
+        if type(e).__module__.startswith("tensorflow"):
+            raise MlgoError(f"{Path(trace_dir) / RECORDS}: corrupt or truncated trace ({e})") from e
+        raise
