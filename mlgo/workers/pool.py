@@ -69,7 +69,7 @@ class LocalPool:
                     if i == solo:
                         yield ModuleOutcome(tasks[i].module.name, False,
                                             error="worker process died while compiling this "
-                                            "module (twice, the second time alone)")
+                                            "module (twice, the second time alone)", tag=tasks[i].tag)
                     else:
                         suspects.append(i)
             if broken:

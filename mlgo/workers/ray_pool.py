@@ -51,7 +51,8 @@ class RayPool:
                         ray.exceptions.RayError) as e:
                     log.warning("%s: ray worker failed: %s", task.module.name, e)
                     yield ModuleOutcome(task.module.name, False,
-                                        error=f"ray worker failed on this module: {type(e).__name__}: {e}")
+                                        error=f"ray worker failed on this module: {type(e).__name__}: {e}",
+                                        tag=task.tag)
 
     def close(self) -> None:
         if self._started:

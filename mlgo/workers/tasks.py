@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class ModuleTask:
     record: bool = False  # send back observations and actions (for traces and training)
     gin_config: str = ""
     timeout: float = 300.0
+    tag: int = 0  # the caller's label (e.g. which ES candidate), copied into the outcome
 
 
 @dataclass
@@ -58,6 +60,7 @@ class ModuleOutcome:
     logprobs: np.ndarray | None = None
     default_actions: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tag: int = 0
 
 
 def _apply_gin(config: str) -> None:
@@ -84,7 +87,8 @@ def _decision_source(task: ModuleTask, problem: Any):
     policy = numpy_policy(problem, spec.policy_dir, spec.params)
     if spec.greedy:
         return policy.act, logprobs
-    rng = np.random.default_rng(spec.seed)
+    # Each module gets its own stream, reproducible from (seed, module name).
+    rng = np.random.default_rng([spec.seed, zlib.crc32(task.module.name.encode())])
 
     def sample(obs):
         a, lp = policy.act_sample(obs, rng)
@@ -97,6 +101,12 @@ def _decision_source(task: ModuleTask, problem: Any):
 def run_module(task: ModuleTask) -> ModuleOutcome:
     """Compile `task.module` under `task.policy`. Never raises for a bad module: the outcome
     carries the error so the caller can skip, count and report it."""
+    out = _run_module(task)
+    out.tag = task.tag
+    return out
+
+
+def _run_module(task: ModuleTask) -> ModuleOutcome:
     from mlgo.env import CompilerEnv, run_episode
     from mlgo.problems import get_problem
 

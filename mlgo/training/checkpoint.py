@@ -1,0 +1,106 @@
+"""Atomic training checkpoints: a killed run resumes from its last complete iteration.
+
+    OUT/checkpoints/ckpt-000012/arrays.npz   parameters, optimizer moments, baselines ...
+    OUT/checkpoints/ckpt-000012/state.json   iteration, metrics, rng state, sha256 of arrays.npz
+    OUT/checkpoints/LATEST                   name of the newest complete checkpoint
+
+A checkpoint directory is written under a temporary name and renamed when complete; LATEST is
+replaced atomically after that. Loading verifies the checksum and falls back to an older
+checkpoint rather than ever loading a torn one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpus_tools.corpus import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checkpoint:
+    iteration: int
+    arrays: dict[str, np.ndarray]
+    state: dict[str, Any]
+
+
+class Checkpointer:
+    def __init__(self, output_dir: Path | str, keep: int = 3) -> None:
+        self.dir = Path(output_dir) / "checkpoints"
+        self.keep = keep
+
+    def save(self, iteration: int, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-{iteration:06d}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.dir))
+        try:
+            with open(tmp / "arrays.npz", "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = _sha256(tmp / "arrays.npz")
+            (tmp / "state.json").write_text(json.dumps(
+                {"iteration": iteration, "sha256": digest, "state": state}, indent=1))
+            final = self.dir / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        atomic_write_text(self.dir / "LATEST", name + "\n")
+        self._prune()
+        return final
+
+    def _complete(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
+        return sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("ckpt-"))
+
+    def _prune(self) -> None:
+        for p in self._complete()[: -self.keep]:
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.dir.iterdir():  # temp dirs of a run killed mid-save
+            if p.is_dir() and p.name.startswith("."):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def load_latest(self) -> Checkpoint | None:
+        """The newest checkpoint that verifies, or None for a fresh run."""
+        candidates = self._complete()
+        latest = (self.dir / "LATEST")
+        if latest.is_file():
+            named = self.dir / latest.read_text().strip()
+            if named in candidates:  # prefer what LATEST names, then older ones
+                candidates = [c for c in candidates if c <= named]
+        for path in reversed(candidates):
+            try:
+                return self._load(path)
+            except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+                log.warning("%s: unusable checkpoint (%s); trying an older one", path, e)
+        return None
+
+    def _load(self, path: Path) -> Checkpoint:
+        meta = json.loads((path / "state.json").read_text())
+        if _sha256(path / "arrays.npz") != meta["sha256"]:
+            raise ValueError("checksum mismatch")
+        with np.load(path / "arrays.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        return Checkpoint(int(meta["iteration"]), arrays, meta["state"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

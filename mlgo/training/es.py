@@ -1,0 +1,118 @@
+"""Evolution strategies on the flat parameter vector.
+
+Each iteration:
+  1. draw P Gaussian directions e_i and compile a sample of M training modules with the greedy
+     policy at theta + sigma*e_i and at theta - sigma*e_i (antithetic pairs: 2*P*M compiles);
+  2. fitness F of a candidate = mean reward over the modules every candidate compiled
+     (reward = (default - policy) / default, so F > 0 beats the default heuristic);
+  3. normalize fitness across the 2P candidates (centered ranks, or z-scores);
+  4. optionally keep only the top-k pairs by max(F+, F-);
+  5. gradient estimate  g = sum_i (w+_i - w-_i) e_i / (2 k sigma);  ascend with Adam or SGD.
+Only numpy runs in workers: a candidate is just a parameter vector sent with the task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gin
+import numpy as np
+
+from mlgo.training.optim import Adam
+from mlgo.training.run import TrainingRun
+
+
+@gin.configurable(module="es")
+@dataclass
+class ESConfig:
+    iterations: int = 20
+    directions: int = 6  # P antithetic pairs per iteration
+    modules_per_iteration: int = 12
+    sigma: float = 0.02
+    learning_rate: float = 0.01
+    top_k: int = 0  # 0: use every direction
+    normalization: str = "rank"  # "rank" or "zscore"
+    optimizer: str = "adam"  # "adam" or "sgd"
+    validate_every: int = 1
+
+
+def centered_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks scaled to [-0.5, 0.5]; ties share their mean rank. Robust to outlier modules."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    for v in np.unique(x):  # average ties
+        tie = x == v
+        ranks[tie] = ranks[tie].mean()
+    return ranks / max(len(x) - 1, 1) - 0.5
+
+
+def zscores(x: np.ndarray) -> np.ndarray:
+    std = x.std()
+    return (x - x.mean()) / std if std > 0 else np.zeros_like(x)
+
+
+def es_gradient(eps: np.ndarray, f_plus: np.ndarray, f_minus: np.ndarray, sigma: float,
+                normalization: str = "rank", top_k: int = 0) -> np.ndarray:
+    """The ascent direction from antithetic fitness values (see the module docstring)."""
+    norm = centered_ranks if normalization == "rank" else zscores
+    w = norm(np.concatenate([f_plus, f_minus]))
+    w_plus, w_minus = w[: len(f_plus)], w[len(f_plus):]
+    keep = np.arange(len(f_plus))
+    if 0 < top_k < len(f_plus):
+        keep = np.argsort(-np.maximum(f_plus, f_minus), kind="stable")[:top_k]
+    return ((w_plus[keep] - w_minus[keep]) @ eps[keep]) / (2 * len(keep) * sigma)
+
+
+def train(run: TrainingRun, cfg: ESConfig) -> np.ndarray:
+    theta = run.params.astype(np.float64)
+    adam = Adam(theta.size, cfg.learning_rate)
+    if run.resumed is not None and "adam_m" in run.resumed.arrays:
+        adam.load(run.resumed.arrays)
+
+    for it in run.iterations(cfg.iterations):
+        rng = np.random.default_rng([run.seed, it, 7])
+        eps = rng.standard_normal((cfg.directions, theta.size))
+        modules = run.sample_modules(cfg.modules_per_iteration, it)
+        candidates = [theta + cfg.sigma * e for e in eps] + [theta - cfg.sigma * e for e in eps]
+        tasks = [run.task(m, run.policy_spec(c, greedy=True), record=False)
+                 for c in candidates for m in modules]
+        tasks = [_tagged(t, i // len(modules)) for i, t in enumerate(tasks)]
+        outs = run.run_tasks(tasks)
+
+        # Compare candidates on the same modules: drop a module if any candidate failed on it.
+        bad = {o.module for o in outs if not o.ok}
+        reward = np.zeros((len(candidates), len(modules)))
+        col = {m.name: j for j, m in enumerate(modules)}
+        for o in outs:
+            if o.ok and o.module not in bad:
+                reward[o.tag, col[o.module]] = o.reward
+        usable = [col[m.name] for m in modules if m.name not in bad]
+        if not usable:
+            run.log_metrics(it, {"es/usable_modules": 0})
+            continue
+        fitness = reward[:, usable].mean(axis=1)
+        f_plus, f_minus = fitness[: cfg.directions], fitness[cfg.directions:]
+
+        grad = es_gradient(eps, f_plus, f_minus, cfg.sigma, cfg.normalization, cfg.top_k)
+        if cfg.optimizer == "adam":
+            theta = theta + adam.step(-grad)  # Adam minimizes: step on the negated ascent
+        else:
+            theta = theta + cfg.learning_rate * grad
+
+        val = run.validate(theta) if (it + 1) % cfg.validate_every == 0 else None
+        metrics = {
+            "reward/mean": float(fitness.mean()), "reward/max": float(fitness.max()),
+            "reward/min": float(fitness.min()),
+            "reward/p50": float(np.percentile(fitness, 50)),
+            "es/usable_modules": len(usable), "es/grad_norm": float(np.linalg.norm(grad)),
+            "es/param_norm": float(np.linalg.norm(theta)),
+        }
+        run.end_iteration(it, theta.astype(np.float32), adam.state(), metrics, val)
+    return theta.astype(np.float32)
+
+
+def _tagged(task, tag: int):
+    from dataclasses import replace
+
+    return replace(task, tag=tag)

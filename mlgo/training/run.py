@@ -1,0 +1,210 @@
+"""What every training algorithm shares: the output directory, the train/validation split,
+the worker pool, checkpoints and resume, TensorBoard summaries, progress, and keeping the
+best policy on the validation split.
+
+    OUT/split.json         train and validation module names (fixed for the run's lifetime)
+    OUT/structure/         the network (policy dir format) workers rebuild it from
+    OUT/checkpoints/       see checkpoint.py
+    OUT/policy/            the newest policy        OUT/best/   the best on validation
+    OUT/tensorboard/       summaries                OUT/log.jsonl  one line of metrics per iteration
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpus_tools.corpus import Corpus, Module, atomic_write_text
+from mlgo.errors import MlgoError
+from mlgo.training.checkpoint import Checkpoint, Checkpointer
+from mlgo.workers.pool import WorkerPool
+from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Validation:
+    policy_total: float
+    default_total: float
+    modules: int
+    failed: int
+
+    @property
+    def relative_change(self) -> float:
+        """(policy - default) / default: negative is better."""
+        return (self.policy_total - self.default_total) / self.default_total if self.default_total else 0.0
+
+
+class TrainingRun:
+    def __init__(
+        self,
+        *,
+        problem: Any,
+        corpus: Corpus,
+        output: Path,
+        pool: WorkerPool,
+        network: Any,
+        params: np.ndarray,
+        algorithm: str,
+        gin_config: str = "",
+        timeout: float = 300.0,
+        validation_fraction: float = 0.2,
+        seed: int = 0,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        from mlgo.policies.checkpoint import save_policy
+
+        self.problem = problem
+        self.corpus = corpus
+        self.output = Path(output)
+        self.pool = pool
+        self.network = network
+        self.algorithm = algorithm
+        self.gin_config = gin_config
+        self.timeout = timeout
+        self.seed = seed
+        self.meta = dict(meta or {})
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.train_modules, self.val_modules = self._split(validation_fraction)
+        self.structure_dir = self.output / "structure"
+        if not (self.structure_dir / "policy.json").is_file():
+            save_policy(self.structure_dir, network, params, self._policy_meta({}))
+        self.checkpointer = Checkpointer(self.output)
+        self.resumed: Checkpoint | None = self.checkpointer.load_latest()
+        self.params = self.resumed.arrays["params"] if self.resumed else np.asarray(params)
+        self.start_iteration = self.resumed.iteration + 1 if self.resumed else 0
+        self.state: dict[str, Any] = dict(self.resumed.state) if self.resumed else {}
+        self.best: float | None = self.state.get("best_relative_change")
+        self._writer = None
+        if self.resumed:
+            log.info("resuming %s from iteration %d (%s)", algorithm, self.resumed.iteration,
+                     self.checkpointer.dir)
+
+    # -- data ---------------------------------------------------------------------------------
+    def _split(self, fraction: float) -> tuple[list[Module], list[Module]]:
+        path = self.output / "split.json"
+        by_name = {m.name: m for m in self.corpus.modules}
+        if path.is_file():
+            split = json.loads(path.read_text())
+            missing = [n for n in split["train"] + split["validation"] if n not in by_name]
+            if missing:
+                raise MlgoError(f"{path}: {len(missing)} module(s) of this run's split are not in "
+                                f"the corpus {self.corpus.root}, e.g. {missing[:3]}")
+        else:
+            from corpus_tools.report import split_by_project
+
+            train, val = split_by_project(self.corpus, fraction, self.seed)
+            split = {"train": list(train), "validation": list(val)}
+            atomic_write_text(path, json.dumps(split, indent=1) + "\n")
+        train = [by_name[n] for n in split["train"]]
+        val = [by_name[n] for n in split["validation"]]
+        if not train:
+            raise MlgoError(f"{self.corpus.root}: no training modules after the split")
+        return train, val
+
+    def sample_modules(self, n: int, iteration: int) -> list[Module]:
+        """n training modules, a different deterministic sample each iteration."""
+        rng = np.random.default_rng([self.seed, iteration])
+        if n <= 0 or n >= len(self.train_modules):
+            return list(self.train_modules)
+        idx = rng.choice(len(self.train_modules), size=n, replace=False)
+        return [self.train_modules[i] for i in sorted(idx)]
+
+    # -- rollouts -----------------------------------------------------------------------------
+    def policy_spec(self, params: np.ndarray, greedy: bool, seed: int = 0) -> PolicySpec:
+        return PolicySpec(policy_dir=str(self.structure_dir.resolve()),
+                          params=np.asarray(params, dtype=np.float32), greedy=greedy, seed=seed)
+
+    def run_tasks(self, tasks: Sequence[ModuleTask]) -> list[ModuleOutcome]:
+        outs = list(self.pool.run(tasks))
+        failed = [o for o in outs if not o.ok]
+        for o in failed:
+            first = o.error.strip().splitlines()[0] if o.error.strip() else "unknown error"
+            log.warning("skipped %s: %s", o.module, first)
+        self.state.setdefault("failed_modules", {})
+        for o in failed:
+            self.state["failed_modules"][o.module] = o.error.strip().splitlines()[0][:300] if o.error.strip() else ""
+        return outs
+
+    def task(self, module: Module, spec: PolicySpec, record: bool) -> ModuleTask:
+        return ModuleTask(self.problem.name, module, spec, record=record,
+                          gin_config=self.gin_config, timeout=self.timeout)
+
+    def validate(self, params: np.ndarray) -> Validation | None:
+        if not self.val_modules:
+            return None
+        spec = self.policy_spec(params, greedy=True)
+        outs = self.run_tasks([self.task(m, spec, False) for m in self.val_modules])
+        ok = [o for o in outs if o.ok]
+        return Validation(sum(o.policy_total for o in ok), sum(o.default_total for o in ok),
+                          len(ok), len(outs) - len(ok))
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def iterations(self, total: int) -> Iterator[int]:
+        """Iteration numbers still to run (after a resume, from the next one), with progress."""
+        from tqdm import tqdm
+
+        its = range(self.start_iteration, total)
+        with tqdm(its, total=total, initial=self.start_iteration, desc=self.algorithm,
+                  unit="it", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
+            for it in bar:
+                self._t0 = time.monotonic()
+                yield it
+
+    def _summary_writer(self):
+        if self._writer is None:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(str(self.output / "tensorboard"))
+        return self._writer
+
+    def log_metrics(self, iteration: int, metrics: dict[str, float]) -> None:
+        import tensorflow as tf
+
+        with self._summary_writer().as_default(step=iteration):
+            for k, v in metrics.items():
+                tf.summary.scalar(k, float(v))
+        self._summary_writer().flush()
+        with open(self.output / "log.jsonl", "a") as f:
+            f.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+
+    def end_iteration(self, iteration: int, params: np.ndarray, arrays: dict[str, np.ndarray],
+                      metrics: dict[str, float], validation: Validation | None) -> None:
+        """Save the newest policy, the best one on validation, metrics and a checkpoint."""
+        from mlgo.policies.checkpoint import save_policy
+
+        metrics = dict(metrics)
+        metrics["seconds"] = time.monotonic() - getattr(self, "_t0", time.monotonic())
+        if validation is not None:
+            metrics["validation/relative_change"] = validation.relative_change
+            metrics["validation/failed"] = validation.failed
+            if self.best is None or validation.relative_change < self.best:
+                self.best = validation.relative_change
+                save_policy(self.output / "best", self.network, params, self._policy_meta(
+                    {"iteration": iteration, "validation": validation.__dict__ |
+                     {"relative_change": validation.relative_change}}))
+        save_policy(self.output / "policy", self.network, params,
+                    self._policy_meta({"iteration": iteration}))
+        self.log_metrics(iteration, metrics)
+        self.state["best_relative_change"] = self.best
+        self.checkpointer.save(iteration, {"params": np.asarray(params), **arrays}, self.state)
+        self.params = np.asarray(params)
+
+    def _policy_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {"algorithm": self.algorithm, "corpus": str(self.corpus.root),
+                "train_modules": len(self.train_modules), "validation_modules": len(self.val_modules),
+                "seed": self.seed, **self.meta, **extra}
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.pool.close()
