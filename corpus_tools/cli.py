@@ -1,0 +1,171 @@
+"""`mlgo corpus ...`: extract, debian, merge, check, report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from mlgo.errors import CorpusError
+
+
+def _default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    corpus = subparsers.add_parser("corpus", help="build, merge, check and describe corpora")
+    sub = corpus.add_subparsers(dest="corpus_command", metavar="SUBCOMMAND", required=True)
+
+    ex = sub.add_parser(
+        "extract", help="extract bitcode + commands from a build into a corpus",
+        description="Extract modules from one source. Re-running resumes: modules already "
+        "present are skipped.")
+    src = ex.add_mutually_exclusive_group(required=True)
+    src.add_argument("--compile-db", type=Path, metavar="FILE",
+                     help="compile_commands.json: every compile is re-run to bitcode")
+    src.add_argument("--objects", type=Path, metavar="DIR",
+                     help="objects built with -Xclang -fembed-bitcode=all")
+    src.add_argument("--sources", type=Path, metavar="DIR",
+                     help="a source tree: every .c/.cc/.cpp/.cxx is compiled")
+    ex.add_argument("-I", dest="include_dirs", action="append", default=[], metavar="DIR",
+                    help="include directory (with --sources)")
+    ex.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME[=VALUE]",
+                    help="macro definition (with --sources)")
+    ex.add_argument("--codegen-flags", default="-O2", metavar="FLAGS",
+                    help="flags for compiling and for each module's .cmd, with --sources "
+                    "(default: %(default)s)")
+    ex.add_argument("--root", type=Path, help="with --compile-db: module names are source "
+                    "paths relative to this (default: the common directory of the sources)")
+    ex.add_argument("--project", help="project name, the first component of module names "
+                    "(default: the directory name; required with --compile-db)")
+    _common(ex)
+    ex.set_defaults(func=_cmd_extract)
+
+    deb = sub.add_parser("debian", help="build Debian source packages with clang-19 into "
+                         "one corpus (one project per package)")
+    deb.add_argument("packages", nargs="*", metavar="PKG",
+                     help="source package names with a recipe in third_party/debian")
+    deb.add_argument("--all", action="store_true", help="every package with a recipe")
+    deb.add_argument("--list", action="store_true", help="list the recipes and exit")
+    deb.add_argument("--cache", type=Path, default=None,
+                     help="download/build cache (default: ~/.cache/mlgo/debian)")
+    deb.add_argument("--rebuild", action="store_true",
+                     help="rebuild even if the cache holds a finished build")
+    deb.add_argument("-o", "--output", type=Path, help="corpus directory")
+    deb.add_argument("-j", "--jobs", type=int, default=_default_jobs())
+    deb.add_argument("--no-progress", action="store_true")
+    deb.set_defaults(func=_cmd_debian)
+
+    merge = sub.add_parser("merge", help="merge corpora into one (dedupes identical bitcode)")
+    merge.add_argument("inputs", nargs="+", type=Path, metavar="CORPUS")
+    merge.add_argument("-o", "--output", type=Path, required=True)
+    merge.add_argument("--copy", action="store_true", help="copy files instead of hard links")
+    merge.set_defaults(func=_cmd_merge)
+
+    check = sub.add_parser("check", help="recompile every module with its .cmd")
+    check.add_argument("corpus", type=Path)
+    check.add_argument("-j", "--jobs", type=int, default=_default_jobs())
+    check.add_argument("--timeout", type=float, default=600.0, help="seconds per module")
+    check.add_argument("--no-progress", action="store_true")
+    check.set_defaults(func=_cmd_check)
+
+    report = sub.add_parser("report", help="statistics of a corpus's IR")
+    report.add_argument("corpus", type=Path)
+    report.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help="also write the report as JSON")
+    report.add_argument("-j", "--jobs", type=int, default=_default_jobs())
+    report.set_defaults(func=_cmd_report)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=Path, required=True, help="corpus directory")
+    p.add_argument("-j", "--jobs", type=int, default=_default_jobs())
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per compile")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from corpus_tools import extract
+
+    common = dict(jobs=args.jobs, timeout=args.timeout, progress=not args.no_progress)
+    if (args.include_dirs or args.defines) and not args.sources:
+        raise CorpusError("-I/-D only apply with --sources (a compile database or an "
+                          "object's embedded command carries its own)")
+    if args.compile_db:
+        if not args.project:
+            raise CorpusError("--compile-db needs --project NAME")
+        summary = extract.extract_compile_db(args.compile_db, args.output,
+                                             project=args.project, root=args.root, **common)
+    elif args.objects:
+        summary = extract.extract_objects(args.objects, args.output, project=args.project,
+                                          **common)
+    else:
+        flags = [f"-I{d}" for d in args.include_dirs] + [f"-D{d}" for d in args.defines]
+        summary = extract.extract_sources(args.sources, args.output, project=args.project,
+                                          flags=flags,
+                                          codegen_flags=shlex.split(args.codegen_flags),
+                                          **common)
+    print(summary.format())
+    return 1 if summary.failed else 0
+
+
+def _cmd_debian(args: argparse.Namespace) -> int:
+    from corpus_tools import debian
+
+    if args.list:
+        for r in debian.all_recipes():
+            tested = r.tested
+            print(f"{r.package:20} {r.language:4} {r.build:13} "
+                  f"modules={tested.get('modules', '?')} "
+                  f"build_seconds={tested.get('build_seconds', '?')}")
+        return 0
+    packages = [r.package for r in debian.all_recipes()] if args.all else args.packages
+    if not packages:
+        raise CorpusError("name at least one package (or --all, or --list)")
+    if args.output is None:
+        raise CorpusError("-o CORPUS is required")
+    cache = args.cache or debian.DEFAULT_CACHE
+    failed = []
+    for pkg in packages:
+        try:
+            res = debian.build_package(pkg, args.output, cache=cache, jobs=args.jobs,
+                                       progress=not args.no_progress, rebuild=args.rebuild)
+        except CorpusError as e:
+            # One package failing to build should not lose the others.
+            print(f"mlgo: {pkg}: {e}", file=sys.stderr)
+            failed.append(pkg)
+            continue
+        print(f"{pkg}: built in {res.build_seconds:.0f} s")
+        print(res.extract.format())
+        if res.extract.failed:
+            failed.append(pkg)
+    if failed:
+        print(f"packages with failures: {' '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from corpus_tools import extract
+
+    summary = extract.merge_corpora(args.inputs, args.output, link=not args.copy)
+    print(summary.format())
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from corpus_tools import extract
+
+    summary = extract.check_corpus(args.corpus, jobs=args.jobs, timeout=args.timeout,
+                                   progress=not args.no_progress)
+    print(summary.format())
+    return 1 if summary.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from corpus_tools.report import run_report
+
+    return run_report(args.corpus, args.json, args.jobs)

@@ -1,0 +1,397 @@
+"""Corpora from Debian source packages, built with clang-19 under `bear`.
+
+Each package has a recipe in third_party/debian/<package>.toml (data, not code):
+
+    package = "lua5.4"            # source package name
+    language = "c"                # "c" or "c++" (what most of its modules are)
+    build = "debian-rules"        # run the package's own `debian/rules build-arch`, or
+                                  # "steps": run `steps` (shell lines) in the unpacked tree
+    steps = []                    # only with build = "steps"
+    build_deps = "all"            # `apt-get build-dep`, or a list of binary packages
+    exclude = ["debian/32/*"]     # globs on source paths (relative to the unpacked tree)
+    env = {}                      # extra environment for the build
+    [tested]                      # what the recipe gave when it was last run (informational)
+    modules = 34
+    build_seconds = 60
+
+The flow per package: make sure apt knows deb-src entries, `apt-get source --download-only`
+into the cache, install build dependencies, `dpkg-source -x`, build with CC=clang-19
+CXX=clang++-19 under `bear`, then `extract_compile_db` into the corpus with the package name
+as the project. "debian-rules" keeps the optimization flags exactly as the package builds
+them (dpkg-buildflags: -O2 -g -fstack-protector-strong ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpus_tools.extract import (
+    DEFAULT_EXCLUDES,
+    OUTSIDE_ROOT_PATTERN,
+    ExtractSummary,
+    extract_compile_db,
+)
+from mlgo.compiler import toolchain
+from mlgo.errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "third_party" / "debian"
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlgo" / "debian"
+APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
+DEBIAN_SOURCES = APT_SOURCES_DIR / "debian.sources"
+DEB_SRC_FILE = APT_SOURCES_DIR / "mlgo-deb-src.sources"
+BUILD_TIMEOUT = 3600.0
+_BUILD_KINDS = ("debian-rules", "steps")
+_RECIPE_KEYS = {"package", "language", "build", "steps", "build_deps", "exclude", "env",
+                "tested", "notes", "build_timeout"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    package: str
+    language: str
+    build: str = "debian-rules"
+    steps: tuple[str, ...] = ()
+    build_deps: str | tuple[str, ...] = "all"
+    exclude: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    tested: dict = field(default_factory=dict)
+    build_timeout: float = BUILD_TIMEOUT
+    source: Path | None = None  # the recipe file
+
+
+def parse_recipe(path: Path | str) -> Recipe:
+    """Read and validate one recipe file; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise CorpusError(f"{path}: recipe not found") from e
+    except tomllib.TOMLDecodeError as e:
+        raise CorpusError(f"{path}: not valid TOML ({e})") from e
+    unknown = set(data) - _RECIPE_KEYS
+    if unknown:
+        raise CorpusError(f"{path}: unknown key(s) {sorted(unknown)}")
+
+    def need(key: str, kind: type) -> object:
+        if key not in data:
+            raise CorpusError(f"{path}: missing '{key}'")
+        if not isinstance(data[key], kind):
+            raise CorpusError(f"{path}: '{key}' must be a {kind.__name__}")
+        return data[key]
+
+    package = need("package", str)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", package):
+        raise CorpusError(f"{path}: {package!r} is not a Debian source package name")
+    language = need("language", str)
+    if language not in ("c", "c++"):
+        raise CorpusError(f"{path}: 'language' must be \"c\" or \"c++\", not {language!r}")
+    build = data.get("build", "debian-rules")
+    if build not in _BUILD_KINDS:
+        raise CorpusError(f"{path}: 'build' must be one of {_BUILD_KINDS}, not {build!r}")
+    steps = data.get("steps", [])
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise CorpusError(f"{path}: 'steps' must be a list of shell command strings")
+    if build == "steps" and not steps:
+        raise CorpusError(f"{path}: build = \"steps\" needs a non-empty 'steps' list")
+    if build != "steps" and steps:
+        raise CorpusError(f"{path}: 'steps' is only used with build = \"steps\"")
+    deps = data.get("build_deps", "all")
+    if deps != "all" and not (isinstance(deps, list) and all(isinstance(d, str) for d in deps)):
+        raise CorpusError(f"{path}: 'build_deps' must be \"all\" or a list of package names")
+    exclude = data.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        raise CorpusError(f"{path}: 'exclude' must be a list of glob strings")
+    env = data.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise CorpusError(f"{path}: 'env' must be a table of strings")
+    tested = data.get("tested", {})
+    if not isinstance(tested, dict):
+        raise CorpusError(f"{path}: 'tested' must be a table")
+    timeout = data.get("build_timeout", BUILD_TIMEOUT)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise CorpusError(f"{path}: 'build_timeout' must be a positive number of seconds")
+    return Recipe(package, language, build, tuple(steps),
+                  "all" if deps == "all" else tuple(deps), tuple(exclude), dict(env),
+                  dict(tested), float(timeout), path)
+
+
+def recipe_path(package: str, recipes_dir: Path = RECIPES_DIR) -> Path:
+    return recipes_dir / f"{package}.toml"
+
+
+def load_recipe(package: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
+    path = recipe_path(package, recipes_dir)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in recipes_dir.glob("*.toml"))) or "none"
+        raise CorpusError(f"no recipe for Debian package {package!r} ({path} missing); "
+                          f"known: {known}")
+    recipe = parse_recipe(path)
+    if recipe.package != package:
+        raise CorpusError(f"{path}: 'package' is {recipe.package!r}, expected {package!r}")
+    return recipe
+
+
+def all_recipes(recipes_dir: Path = RECIPES_DIR) -> list[Recipe]:
+    return [parse_recipe(p) for p in sorted(recipes_dir.glob("*.toml"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# apt
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
+         timeout: float = 1800.0, env: dict[str, str] | None = None) -> str:
+    log.info("%s: %s", what, " ".join(argv))
+    try:
+        res = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
+                             timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        raise CorpusError(f"{what}: `{' '.join(argv)}` timed out after {timeout:g} s") from e
+    except FileNotFoundError as e:
+        raise CorpusError(f"{what}: {argv[0]} is not installed ({e})") from e
+    if res.returncode != 0:
+        tail = (res.stderr.strip() or res.stdout.strip())[-3000:]
+        raise CorpusError(f"{what}: `{' '.join(argv)}` failed with status "
+                          f"{res.returncode}:\n{tail}")
+    return res.stdout
+
+
+def has_deb_src(sources_dir: Path = APT_SOURCES_DIR,
+                sources_list: Path = Path("/etc/apt/sources.list")) -> bool:
+    """True if any apt source (one-line or deb822 format) is enabled for deb-src."""
+    files = [sources_list] if sources_list.is_file() else []
+    files += sorted(sources_dir.glob("*.list")) + sorted(sources_dir.glob("*.sources"))
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        if f.suffix == ".sources":
+            if re.search(r"^Types:.*\bdeb-src\b", text, re.MULTILINE):
+                return True
+        elif re.search(r"^\s*deb-src\s", text, re.MULTILINE):
+            return True
+    return False
+
+
+def deb_src_text(debian_sources: str) -> str:
+    """The deb822 sources with every `Types:` line turned into `Types: deb-src`."""
+    out = re.sub(r"^Types:.*$", "Types: deb-src", debian_sources, flags=re.MULTILINE)
+    if "Types: deb-src" not in out:
+        raise CorpusError("the apt sources have no 'Types:' line to copy")
+    return out
+
+
+def ensure_deb_src() -> None:
+    """Make `apt-get source` possible: add deb-src entries copied from debian.sources."""
+    if has_deb_src():
+        return
+    command = (f"sed 's/^Types:.*/Types: deb-src/' {DEBIAN_SOURCES} > {DEB_SRC_FILE} "
+               "&& apt-get update")
+    if not DEBIAN_SOURCES.is_file():
+        raise CorpusError(f"no deb-src entry in the apt sources and {DEBIAN_SOURCES} does not "
+                          "exist to copy one from; add a deb-src source and run apt-get update")
+    if not _is_root():
+        raise CorpusError(f"apt has no deb-src entry, needed by `apt-get source`; as root run:\n"
+                          f"  {command}")
+    DEB_SRC_FILE.write_text(deb_src_text(DEBIAN_SOURCES.read_text()))
+    log.info("added %s; running apt-get update", DEB_SRC_FILE)
+    _run(["apt-get", "update"], "apt-get update")
+
+
+def source_versions(package: str) -> list[str]:
+    """Versions of a source package apt knows, newest first."""
+    out = _run(["apt-cache", "showsrc", package], f"{package}: apt-cache showsrc")
+    versions = []
+    current = None
+    for line in out.splitlines():
+        if line.startswith("Package: "):
+            current = line.split(":", 1)[1].strip()
+        elif line.startswith("Version: ") and current == package:
+            v = line.split(":", 1)[1].strip()
+            if v not in versions:
+                versions.append(v)
+    if not versions:
+        raise CorpusError(f"{package}: apt knows no source package of that name")
+    return sorted(versions, key=functools.cmp_to_key(_compare_versions), reverse=True)
+
+
+def _compare_versions(a: str, b: str) -> int:
+    if a == b:
+        return 0
+    lt = subprocess.run(["dpkg", "--compare-versions", a, "lt", b]).returncode == 0
+    return -1 if lt else 1
+
+
+def _strip_epoch(version: str) -> str:
+    return version.split(":", 1)[1] if ":" in version else version
+
+
+def download_source(package: str, cache: Path) -> Path:
+    """`apt-get source --download-only` into `cache/src/<package>`; returns the .dsc.
+
+    The newest version comes first; when the archive no longer serves it (a mirror snapshot
+    behind the package index answers 404), older versions apt lists are tried, with a
+    warning naming the version used."""
+    ensure_deb_src()
+    dest = cache / "src" / package
+    dest.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for i, version in enumerate(source_versions(package)):
+        dsc = dest / f"{package}_{_strip_epoch(version)}.dsc"
+        if dsc.is_file():
+            return dsc
+        try:
+            _run(["apt-get", "source", "--download-only", f"{package}={version}"],
+                 f"{package}: download", cwd=dest, timeout=1800)
+        except CorpusError as e:
+            errors.append(str(e))
+            continue
+        if not dsc.is_file():
+            raise CorpusError(f"{package}: apt-get source succeeded but {dsc} is missing")
+        if i > 0:
+            log.warning("%s: newest source version could not be downloaded; using %s",
+                        package, version)
+        return dsc
+    raise CorpusError(f"{package}: no source version could be downloaded:\n" +
+                      "\n".join(errors))
+
+
+def unpack_source(dsc: Path, build_root: Path) -> Path:
+    """`dpkg-source -x` into a fresh directory under build_root."""
+    target = build_root / dsc.stem.replace("_", "-", 1)
+    if target.exists():
+        shutil.rmtree(target)
+    build_root.mkdir(parents=True, exist_ok=True)
+    _run(["dpkg-source", "--no-check", "-x", str(dsc), str(target)], f"{dsc.name}: unpack",
+         timeout=600)
+    return target
+
+
+def install_build_deps(recipe: Recipe, src_dir: Path) -> None:
+    """Install what the build needs, only when something is missing."""
+    pkg = recipe.package
+    if recipe.build_deps == "all":
+        check = subprocess.run(["dpkg-checkbuilddeps"], cwd=src_dir, capture_output=True,
+                               text=True)
+        if check.returncode == 0:
+            return
+        argv = ["apt-get", "build-dep", "-y", pkg]
+        missing = check.stderr.strip()
+    else:
+        missing_pkgs = [d for d in recipe.build_deps if not _installed(d)]
+        if not missing_pkgs:
+            return
+        argv = ["apt-get", "install", "-y", "--no-install-recommends", *missing_pkgs]
+        missing = " ".join(missing_pkgs)
+    if not _is_root():
+        raise CorpusError(f"{pkg}: build dependencies missing ({missing}); as root run:\n"
+                          f"  {' '.join(argv)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _run(argv, f"{pkg}: install build dependencies", env=env, timeout=3600)
+
+
+def _installed(binary_package: str) -> bool:
+    res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", binary_package],
+                         capture_output=True, text=True)
+    return res.returncode == 0 and res.stdout.strip().endswith("installed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Build and extract
+
+
+@dataclass
+class PackageResult:
+    package: str
+    build_seconds: float
+    extract: ExtractSummary
+
+
+def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CC=toolchain.clang().path,
+        CXX=toolchain.clangxx().path,
+        DEB_BUILD_OPTIONS=f"nocheck nodoc parallel={max(1, jobs)}",
+        DEBIAN_FRONTEND="noninteractive",
+        MAKEFLAGS=f"-j{max(1, jobs)}",
+    )
+    env.update(recipe.env)
+    return env
+
+
+def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
+    """Run the recipe's build under bear; returns the compile_commands.json."""
+    bear = shutil.which("bear")
+    if bear is None:
+        raise CorpusError("bear is not installed (apt-get install bear); it records the "
+                          "compile commands of a build")
+    compile_db = src_dir / "mlgo_compile_commands.json"
+    if recipe.build == "debian-rules":
+        # build-arch, not build: some trees have a directory named `build` that would make
+        # make consider the target up to date.
+        command = ["debian/rules", "build-arch"]
+    else:
+        command = ["bash", "-euo", "pipefail", "-c", "\n".join(recipe.steps)]
+    argv = [bear, "--output", str(compile_db), "--", *command]
+    log_path = src_dir / "mlgo_build.log"
+    log.info("%s: building in %s (log %s)", recipe.package, src_dir, log_path)
+    with open(log_path, "wb") as log_file:
+        try:
+            res = subprocess.run(argv, cwd=src_dir, env=build_env(recipe, jobs),
+                                 stdout=log_file, stderr=subprocess.STDOUT,
+                                 timeout=recipe.build_timeout, start_new_session=True)
+        except subprocess.TimeoutExpired as e:
+            raise CorpusError(f"{recipe.package}: build timed out after "
+                              f"{recipe.build_timeout:g} s; log: {log_path}") from e
+    if res.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise CorpusError(f"{recipe.package}: build failed with status {res.returncode}; "
+                          f"log: {log_path}\n{tail}")
+    if not compile_db.is_file():
+        raise CorpusError(f"{recipe.package}: bear wrote no {compile_db}")
+    return compile_db
+
+
+def build_package(
+    package: str, out_dir: Path | str, *, cache: Path | str = DEFAULT_CACHE, jobs: int = 1,
+    recipes_dir: Path = RECIPES_DIR, progress: bool = True, rebuild: bool = False,
+) -> PackageResult:
+    """Download, build and extract one package into the corpus `out_dir` (project =
+    package name). A previous successful build in the cache is reused unless `rebuild`."""
+    recipe = load_recipe(package, recipes_dir)
+    cache = Path(cache)
+    dsc = download_source(package, cache)
+    build_root = cache / "build"
+    src_dir = build_root / dsc.stem.replace("_", "-", 1)
+    stamp = src_dir / "mlgo_build.ok"
+    start = time.monotonic()
+    if rebuild or not stamp.is_file():
+        src_dir = unpack_source(dsc, build_root)
+        install_build_deps(recipe, src_dir)
+        build_with_bear(recipe, src_dir, jobs)
+        stamp.write_text(f"{time.monotonic() - start:.1f}\n")
+    else:
+        log.info("%s: reusing the build in %s", package, src_dir)
+    build_seconds = time.monotonic() - start
+    summary = extract_compile_db(
+        src_dir / "mlgo_compile_commands.json", out_dir, project=package, root=src_dir,
+        exclude=(*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude), jobs=jobs, progress=progress)
+    return PackageResult(package, build_seconds, summary)
