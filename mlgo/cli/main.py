@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "mlgo.cli.trace",
     "mlgo.cli.vocab",
     "mlgo.cli.eval",
+    "mlgo.cli.train",
 ]
 
 

@@ -27,17 +27,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlgo.problems import get_problem
-    from mlgo.traces import TraceWriter
 
     gin_config = setup_gin(args)
     corpus = load_corpus(args)
     problem = get_problem(args.problem)
+    modules = trace_modules(args, problem, corpus.modules, gin_config)
+    return 0 if modules else 1
+
+
+def trace_modules(args: argparse.Namespace, problem, modules, gin_config: str) -> int:
+    """Trace `modules` into args.output; returns how many modules had decisions."""
+    from mlgo.traces import TraceWriter
+
     header = problem.header()
     proxy = {"inlining": "cost-threshold", "regalloc": "proxy"}[problem.name]
     spec = policy_spec(args.policy or proxy)
     tasks = [ModuleTask(problem.name, m, spec, record=True, gin_config=gin_config, timeout=args.timeout)
-             for m in corpus.modules]
-    writer = TraceWriter(args.output, header, {"problem": problem.name, "corpus": str(corpus.root),
+             for m in modules]
+    writer = TraceWriter(args.output, header, {"problem": problem.name,
                                                "policy": args.policy or proxy})
     failures, no_decisions = [], 0
     for out in run_with_progress(args, tasks, "trace"):
@@ -51,4 +58,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"traced {writer.modules} module(s), {writer.decisions} decision(s) -> {args.output} "
           f"({no_decisions} with no decision, {len(failures)} failed)")
     report_failures(failures, args.output / "failures.json")
-    return 0 if writer.modules else 1
+    return writer.modules

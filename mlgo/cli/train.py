@@ -1,0 +1,136 @@
+"""`mlgo train`: behavioral cloning, PPO or ES for a problem over a corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from mlgo.cli.common import add_problem_args, load_corpus, setup_gin
+from mlgo.errors import MlgoError
+
+log = logging.getLogger(__name__)
+ALGORITHMS = ("bc", "ppo", "es")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a policy (bc warm start, ppo, es)")
+    add_problem_args(p)
+    p.add_argument("--algorithm", required=True, choices=ALGORITHMS)
+    p.add_argument("--output", "-o", required=True, type=Path,
+                   help="run directory; run the same command again to resume a killed run")
+    p.add_argument("--warmstart", type=Path, default=None,
+                   help="policy directory to start from (e.g. a bc run's OUT/best)")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="trace for bc and for the vocab (default: traced into OUT/trace)")
+    p.add_argument("--vocab", type=Path, default=None,
+                   help="feature quantiles (default: from the warm start, or built into OUT/vocab)")
+    p.add_argument("--validation-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def _ensure_trace(args, problem, corpus, gin_config: str, train_names: set[str] | None) -> Path:
+    """A trace of the default proxy over the training modules (built once, reused on resume)."""
+    from mlgo.cli import trace as trace_cmd
+    from mlgo.traces import META
+
+    if args.trace:
+        return args.trace
+    out = args.output / "trace"
+    if (out / META).is_file():
+        return out
+    log.info("tracing the default heuristic's decisions into %s", out)
+    sub = argparse.Namespace(**vars(args))
+    sub.output, sub.policy = out, None
+    sub.max_modules = 0
+    mods = corpus.modules if train_names is None else [m for m in corpus.modules if m.name in train_names]
+    trace_cmd.trace_modules(sub, problem, mods, gin_config)
+    return out
+
+
+def _network_and_params(args, problem, corpus, gin_config: str):
+    from mlgo.cli.vocab import build_vocab
+    from mlgo.policies.checkpoint import load_policy
+
+    structure = args.output / "structure"
+    if (structure / "policy.json").is_file():  # resuming: the run's own network
+        net, params, _ = load_policy(structure, problem=problem.name)
+        return net, params
+    if args.warmstart:
+        net, params, meta = load_policy(args.warmstart, problem=problem.name)
+        header = problem.header()
+        net.check_features(header)
+        return net, params
+    vocab = args.vocab
+    if vocab is None:
+        vocab = args.output / "vocab"
+        if not vocab.is_dir():
+            split = _split_names(args, corpus)
+            trace = _ensure_trace(args, problem, corpus, gin_config, split)
+            build_vocab(trace, vocab)
+    net = problem.build_network(problem.header(), vocab)
+    return net, net.init_params(args.seed)
+
+
+def _split_names(args, corpus) -> set[str] | None:
+    from corpus_tools.report import split_by_project
+
+    split = args.output / "split.json"
+    if split.is_file():
+        return set(json.loads(split.read_text())["train"])
+    train, _ = split_by_project(corpus, args.validation_fraction, args.seed)
+    return set(train)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlgo.problems import get_problem
+    from mlgo.training import bc, es, ppo
+    from mlgo.training.run import TrainingRun
+    from mlgo.workers.pool import make_pool
+
+    gin_config = setup_gin(args)
+    corpus = load_corpus(args)
+    problem = get_problem(args.problem)
+    args.output.mkdir(parents=True, exist_ok=True)
+    _check_same_run(args)
+    net, params = _network_and_params(args, problem, corpus, gin_config)
+    pool = make_pool(args.workers or None, args.ray)
+    run_ = TrainingRun(problem=problem, corpus=corpus, output=args.output, pool=pool, network=net,
+                       params=params, algorithm=args.algorithm, gin_config=gin_config,
+                       timeout=args.timeout, validation_fraction=args.validation_fraction,
+                       seed=args.seed, meta={"warmstart": str(args.warmstart or "")})
+    try:
+        if args.algorithm == "bc":
+            trace = _ensure_trace(args, problem, corpus, gin_config, {m.name for m in run_.train_modules})
+            bc.train(run_, bc.BCConfig(), trace)
+        elif args.algorithm == "ppo":
+            ppo.train(run_, ppo.PPOConfig())
+        else:
+            es.train(run_, es.ESConfig())
+    finally:
+        run_.close()
+    best = run_.best
+    print(f"done: {args.algorithm} on {problem.name}; newest policy {args.output / 'policy'}"
+          + (f", best on validation {args.output / 'best'} ({100 * best:+.2f}% {problem.objective} "
+             "vs default)" if best is not None else ""))
+    failed = run_.state.get("failed_modules", {})
+    if failed:
+        print(f"{len(failed)} module(s) failed at least once and were skipped; see "
+              f"{args.output / 'checkpoints'} state.json")
+    return 0
+
+
+def _check_same_run(args: argparse.Namespace) -> None:
+    """Refuse to resume a run directory with a different problem or algorithm."""
+    stamp = args.output / "run.json"
+    want = {"problem": args.problem, "algorithm": args.algorithm}
+    if stamp.is_file():
+        have = json.loads(stamp.read_text())
+        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if diff:
+            raise MlgoError(f"{args.output} holds a run with {', '.join(f'{k}={a}' for k, (a, _) in diff.items())}; "
+                            f"use another --output for {', '.join(f'{k}={b}' for k, (_, b) in diff.items())}")
+    else:
+        stamp.write_text(json.dumps(want) + "\n")
