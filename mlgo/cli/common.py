@@ -41,8 +41,10 @@ def setup_gin(args: argparse.Namespace) -> str:
     for f in args.gin_file:
         if not Path(f).is_file():
             raise MlgoError(f"{f}: gin file not found")
+    gin.clear_config()  # one configuration per command, even when called in-process repeatedly
     try:
-        gin.parse_config_files_and_bindings([str(f) for f in args.gin_file], args.gin_bindings)
+        gin.parse_config_files_and_bindings([str(f) for f in args.gin_file], args.gin_bindings,
+                                            finalize_config=False)
     except Exception as e:  # gin raises ValueError/KeyError/SyntaxError-alikes
         where = ", ".join([*map(str, args.gin_file), *args.gin_bindings]) or "gin"
         raise MlgoError(f"bad gin configuration ({where}): {e}") from e
