@@ -532,6 +532,9 @@ def _produce(task: ExtractTask, out_dir: Path, timeout: float) -> _Produced:
         if not _is_bitcode(head):
             raise _TaskFailed("output is not LLVM bitcode (empty or truncated)")
         return _Produced(tmp_bc, tuple(cmd), bitcode_digest(tmp_bc))
+    except OSError as e:
+        tmp_bc.unlink(missing_ok=True)
+        raise _TaskFailed(f"{e.filename or task.source}: {e.strerror or e}") from e
     except BaseException:
         tmp_bc.unlink(missing_ok=True)
         raise
@@ -549,6 +552,19 @@ def _read_existing_description(out_dir: Path) -> dict:
     if not isinstance(desc, dict) or not isinstance(desc.get("modules", []), list):
         raise CorpusError(f"{path}: exists but is not a corpus description")
     return desc
+
+
+def _read_failures(out_dir: Path) -> list[dict]:
+    path = out_dir / FAILURES_FILE
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorpusError(f"{path}: not valid JSON ({e}); delete it to start a fresh list") from e
+    if not isinstance(data, list):
+        raise CorpusError(f"{path}: expected a list of failures; delete it to start afresh")
+    return [f for f in data if isinstance(f, dict)]
 
 
 def _has_module(out_dir: Path, name: str) -> bool:
@@ -587,8 +603,12 @@ def _run_tasks(
     def finish() -> None:
         write_description(out_dir, modules, projects,
                           **({"duplicates": known_dups} if known_dups else {}))
-        atomic_write_text(out_dir / FAILURES_FILE,
-                          json.dumps([f.to_json() for f in summary.failed], indent=1) + "\n")
+        # Failures of earlier runs into this corpus (e.g. other projects) stay listed unless
+        # this run attempted the same module again.
+        attempted = {t.module for t in tasks}
+        kept = [f for f in _read_failures(out_dir) if f.get("module") not in attempted]
+        atomic_write_text(out_dir / FAILURES_FILE, json.dumps(
+            kept + [f.to_json() for f in summary.failed], indent=1) + "\n")
 
     from tqdm import tqdm
 

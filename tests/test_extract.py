@@ -329,3 +329,23 @@ def test_unreadable_compile_db_is_a_corpus_error(tmp_path: Path) -> None:
     bad.write_text(json.dumps([{"directory": "/d", "command": cmd, "file": "a b.c"}]))
     [entry] = extract.read_compile_db(bad)
     assert entry.file == Path("/d/a b.c") and entry.arguments[-1] == "a b.c"
+
+
+def test_failures_of_other_projects_stay_listed(tmp_path: Path) -> None:
+    src = _make_project(tmp_path)
+    out = tmp_path / "corpus"
+    extract.extract_compile_db(src / "build" / "compile_commands.json", out, project="demo",
+                               root=src, progress=False)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "one.c").write_text("int one(void) { return 1; }\n")
+    second = extract.extract_sources(tree, out, progress=False)
+    assert second.extracted == ["tree/one.c"] and not second.failed
+    failures = json.loads((out / extract.FAILURES_FILE).read_text())
+    assert [f["module"] for f in failures] == ["demo/broken.c"]
+    assert {m.project for m in Corpus.load(out).modules} == {"demo", "tree"}
+    # Fixing the file and re-running clears its failure.
+    (src / "broken.c").write_text("int fixed(void) { return 0; }\n")
+    extract.extract_compile_db(src / "build" / "compile_commands.json", out, project="demo",
+                               root=src, progress=False)
+    assert json.loads((out / extract.FAILURES_FILE).read_text()) == []

@@ -1,0 +1,138 @@
+"""Debian recipes: parsing, deb-src handling, and one real package build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from corpus_tools import debian, extract
+from corpus_tools.corpus import Corpus
+from mlgo.errors import CorpusError
+
+
+def test_every_shipped_recipe_parses_and_records_its_result() -> None:
+    recipes = debian.all_recipes()
+    assert len(recipes) >= 10
+    for r in recipes:
+        assert r.source is not None and r.source.stem == r.package
+        assert debian.load_recipe(r.package).package == r.package
+        assert r.tested.get("modules", 0) > 0, f"{r.source}: no tested module count"
+        assert r.tested.get("build_seconds", 0) > 0, f"{r.source}: no tested build time"
+    assert sum(r.language == "c++" for r in recipes) >= 4
+
+
+def _write(tmp_path: Path, text: str, name: str = "pkg.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_recipe_parsing_accepts_steps_and_subset_of_dependencies(tmp_path: Path) -> None:
+    r = debian.parse_recipe(_write(tmp_path, """
+package = "pkg"
+language = "c++"
+build = "steps"
+steps = ["cmake -S . -B b -DCMAKE_EXPORT_COMPILE_COMMANDS=ON", "make -C b"]
+build_deps = ["cmake"]
+exclude = ["tests/*"]
+env = { CFLAGS = "-O2" }
+[tested]
+modules = 3
+build_seconds = 12.5
+"""))
+    assert r.build == "steps" and len(r.steps) == 2 and r.build_deps == ("cmake",)
+    assert r.exclude == ("tests/*",) and r.env == {"CFLAGS": "-O2"} and r.tested["modules"] == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    ('language = "c"', "missing 'package'"),
+    ('package = "Bad Name"\nlanguage = "c"', "not a Debian source package name"),
+    ('package = "pk"\nlanguage = "rust"', "'language'"),
+    ('package = "pk"\nlanguage = "c"\nbuild = "scons"', "'build' must be one of"),
+    ('package = "pk"\nlanguage = "c"\nbuild = "steps"', "non-empty 'steps'"),
+    ('package = "pk"\nlanguage = "c"\nsteps = ["make"]', "only used with build"),
+    ('package = "pk"\nlanguage = "c"\nbuild_deps = "some"', "'build_deps'"),
+    ('package = "pk"\nlanguage = "c"\nflavour = 1', "unknown key"),
+    ('package = "pk"\nlanguage = ', "not valid TOML"),
+])
+def test_bad_recipes_are_rejected_naming_the_file(tmp_path: Path, text: str,
+                                                   message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(CorpusError, match=message) as info:
+        debian.parse_recipe(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_package_lists_known_recipes(tmp_path: Path) -> None:
+    _write(tmp_path, 'package = "zz"\nlanguage = "c"\n', "zz.toml")
+    with pytest.raises(CorpusError, match="known: zz"):
+        debian.load_recipe("nope", tmp_path)
+    _write(tmp_path, 'package = "other"\nlanguage = "c"\n', "yy.toml")
+    with pytest.raises(CorpusError, match="expected 'yy'"):
+        debian.load_recipe("yy", tmp_path)
+
+
+def test_deb_src_detection_and_generation(tmp_path: Path) -> None:
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    deb822 = ("Types: deb\nURIs: http://example.invalid/debian\nSuites: bookworm\n"
+              "Components: main\n\nTypes: deb\nURIs: http://example.invalid/sec\n"
+              "Suites: bookworm-security\nComponents: main\n")
+    (d / "debian.sources").write_text(deb822)
+    missing_list = tmp_path / "sources.list"
+    assert not debian.has_deb_src(d, missing_list)
+    src_text = debian.deb_src_text(deb822)
+    assert src_text.count("Types: deb-src") == 2 and "Types: deb\n" not in src_text
+    (d / "src.sources").write_text(src_text)
+    assert debian.has_deb_src(d, missing_list)
+    (d / "src.sources").unlink()
+    missing_list.write_text("# deb-src http://x bookworm main\ndeb http://x bookworm main\n")
+    assert not debian.has_deb_src(d, missing_list)
+    missing_list.write_text("deb-src http://x bookworm main\n")
+    assert debian.has_deb_src(d, missing_list)
+    with pytest.raises(CorpusError):
+        debian.deb_src_text("URIs: http://x\n")
+
+
+def test_build_env_uses_clang_19_and_the_recipe_env() -> None:
+    r = debian.Recipe("p", "c", env={"DEB_CFLAGS_MAINT_APPEND": "-fno-plt"})
+    env = debian.build_env(r, 3)
+    assert env["CC"].endswith("clang-19") and env["CXX"].endswith("clang++-19")
+    assert "parallel=3" in env["DEB_BUILD_OPTIONS"] and "nocheck" in env["DEB_BUILD_OPTIONS"]
+    assert env["DEB_CFLAGS_MAINT_APPEND"] == "-fno-plt"
+
+
+def _can_fetch_sources() -> str | None:
+    if os.geteuid() != 0 and not debian.has_deb_src():
+        return "needs root (to add deb-src) or an existing deb-src entry"
+    if shutil.which("bear") is None or shutil.which("dpkg-source") is None:
+        return "needs bear and dpkg-dev"
+    res = subprocess.run(["apt-cache", "showsrc", "tinyxml2"], capture_output=True, text=True)
+    if debian.has_deb_src() and "Package: tinyxml2" not in res.stdout:
+        return "apt has no source index for tinyxml2"
+    return None
+
+
+@pytest.mark.slow
+def test_real_package_builds_into_a_corpus_that_recompiles(tmp_path: Path) -> None:
+    reason = _can_fetch_sources()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path / "corpus"
+    result = debian.build_package("tinyxml2", out, cache=tmp_path / "cache", jobs=2,
+                                  progress=False)
+    assert not result.extract.failed
+    corpus = Corpus.load(out)
+    assert {m.name for m in corpus.modules} == {"tinyxml2/tinyxml2.cpp", "tinyxml2/xmltest.cpp"}
+    assert {m.project for m in corpus.modules} == {"tinyxml2"}
+    # The package's own optimization flags are kept (dpkg-buildflags give -O2).
+    assert "-O2" in corpus.modules[0].args() and corpus.modules[0].args()[0] == "-c"
+    assert not extract.check_corpus(out, jobs=2, progress=False).failed
+    # The cached build is reused: the second run extracts nothing new and builds nothing.
+    again = debian.build_package("tinyxml2", out, cache=tmp_path / "cache", progress=False)
+    assert again.extract.extracted == [] and len(again.extract.skipped_existing) == 2
+    assert again.build_seconds < 5
