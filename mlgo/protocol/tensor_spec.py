@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,15 +38,15 @@ class TensorSpec:
         if any((not isinstance(d, int)) or d < 0 for d in self.shape):
             raise ValueError(f"tensor {self.name!r}: bad shape {self.shape!r}")
 
-    @property
+    @functools.cached_property
     def dtype(self) -> np.dtype:
         return DTYPES[self.type]
 
-    @property
+    @functools.cached_property
     def num_elements(self) -> int:
         return math.prod(self.shape)
 
-    @property
+    @functools.cached_property
     def num_bytes(self) -> int:
         return self.num_elements * self.dtype.itemsize
 

@@ -14,6 +14,7 @@ compiler is waiting for the answer (see DESIGN.md 1.1).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ class Header:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    @property
+    @functools.cached_property
     def observation_bytes(self) -> int:
         return sum(f.num_bytes for f in self.features)
 
@@ -148,6 +149,35 @@ class LogReader:
             )
         return spec.decode(raw)
 
+    def _read_observation(self, idx: int) -> dict[str, np.ndarray]:
+        """All features of one observation with a single exact-size read (the hot path of
+        every interactive compile), then sliced per feature."""
+        size = self.header.observation_bytes
+        raw = self._src.read_exact(size + 1)
+        if len(raw) < size:
+            offset = 0
+            for f in self.header.features:
+                if offset + f.num_bytes > len(raw):
+                    raise ProtocolError(
+                        f"{self._src.name}: stream truncated in observation {idx}, tensor "
+                        f"{f.name!r}: expected {f.num_bytes} bytes, got {max(0, len(raw) - offset)}"
+                    )
+                offset += f.num_bytes
+        if len(raw) == size or raw[size] != 0x0A:
+            got = raw[size:size + 1]
+            raise ProtocolError(
+                f"{self._src.name}: expected newline after observation {idx}, got {got!r} "
+                "(feature sizes do not match the header?)"
+            )
+        out = {}
+        offset = 0
+        for f in self.header.features:
+            n = f.num_bytes
+            out[f.name] = np.frombuffer(raw, dtype=f.dtype, count=f.num_elements,
+                                        offset=offset).reshape(f.shape)
+            offset += n
+        return out
+
     def _expect_newline(self, what: str) -> None:
         nl = self._src.read_exact(1)
         if nl != b"\n":
@@ -174,10 +204,7 @@ class LogReader:
             return Context(self.context)
         if "observation" in d:
             idx = _int_field(d["observation"], self._src.name, line)
-            what = f"observation {idx}"
-            feats = {f.name: self._read_tensor(f, what) for f in self.header.features}
-            self._expect_newline(what)
-            return Observation(idx, feats, self.context)
+            return Observation(idx, self._read_observation(idx), self.context)
         if "outcome" in d:
             idx = _int_field(d["outcome"], self._src.name, line)
             if self.header.score is None:

@@ -36,7 +36,6 @@ class InliningForSize(Problem):
         return [
             "-mllvm", "-enable-ml-inliner=release",
             "-mllvm", f"-inliner-interactive-channel-base={channel_base}",
-            "-mllvm", "-inliner-interactive-include-default",
         ]
 
     def measure(self, workdir: Path, name: str) -> Measurement:
