@@ -26,8 +26,11 @@ def _mod(corpus, name):
 
 def test_header_comes_from_the_compiler():
     h = get_problem("inlining").header()
-    assert len(h.features) == 39 and h.advice.name == "inlining_decision"
-    assert {"cost_estimate", "threshold", "callsite_height", "inlining_default"} <= set(h.feature_names)
+    # 38 features: mlgo leaves out -inliner-interactive-include-default, whose
+    # `inlining_default` is always 0 in LLVM 19 and is not in the plugin's FeatureMap.
+    assert len(h.features) == 38 and h.advice.name == "inlining_decision"
+    assert {"cost_estimate", "threshold", "callsite_height"} <= set(h.feature_names)
+    assert "inlining_default" not in h.feature_names
     r = get_problem("regalloc").header()
     assert r.advice.name == "index_to_evict"
     assert next(f for f in r.features if f.name == "mask").shape == (1, 33)
