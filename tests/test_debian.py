@@ -136,3 +136,13 @@ def test_real_package_builds_into_a_corpus_that_recompiles(tmp_path: Path) -> No
     again = debian.build_package("tinyxml2", out, cache=tmp_path / "cache", progress=False)
     assert again.extract.extracted == [] and len(again.extract.skipped_existing) == 2
     assert again.build_seconds < 5
+
+
+def test_cli_lists_recipes_and_requires_packages(capsys) -> None:
+    from mlgo.cli.main import main as mlgo_main
+
+    assert mlgo_main(["corpus", "debian", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "lua5.4" in listed and "tinyxml2" in listed and "modules=" in listed
+    assert mlgo_main(["corpus", "debian", "-o", "/nonexistent/x"]) == 2
+    assert "at least one package" in capsys.readouterr().err
