@@ -7,7 +7,7 @@ Each package has a recipe in third_party/debian/<package>.toml (data, not code):
     build = "debian-rules"        # run the package's own `debian/rules build-arch`, or
                                   # "steps": run `steps` (shell lines) in the unpacked tree
     steps = []                    # only with build = "steps"
-    build_deps = "all"            # `apt-get build-dep`, or a list of binary packages
+    build_deps = "all"            # `apt-get build-dep --arch-only`, or a list of packages
     exclude = ["debian/32/*"]     # globs on source paths (relative to the unpacked tree)
     env = {}                      # extra environment for the build
     [tested]                      # what the recipe gave when it was last run (informational)
@@ -288,11 +288,13 @@ def install_build_deps(recipe: Recipe, src_dir: Path) -> None:
     """Install what the build needs, only when something is missing."""
     pkg = recipe.package
     if recipe.build_deps == "all":
-        check = subprocess.run(["dpkg-checkbuilddeps"], cwd=src_dir, capture_output=True,
-                               text=True)
+        # Architecture-dependent dependencies only (-B / --arch-only): the corpus needs the
+        # compiled code, not the documentation toolchains of Build-Depends-Indep.
+        check = subprocess.run(["dpkg-checkbuilddeps", "-B"], cwd=src_dir,
+                               capture_output=True, text=True)
         if check.returncode == 0:
             return
-        argv = ["apt-get", "build-dep", "-y", pkg]
+        argv = ["apt-get", "build-dep", "-y", "--arch-only", pkg]
         missing = check.stderr.strip()
     else:
         missing_pkgs = [d for d in recipe.build_deps if not _installed(d)]
