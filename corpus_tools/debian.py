@@ -229,6 +229,11 @@ def source_versions(package: str) -> list[str]:
                 versions.append(v)
     if not versions:
         raise CorpusError(f"{package}: apt knows no source package of that name")
+    return sort_versions(versions)
+
+
+def sort_versions(versions: Sequence[str]) -> list[str]:
+    """Debian versions, newest first, compared by dpkg's rules."""
     return sorted(versions, key=functools.cmp_to_key(_compare_versions), reverse=True)
 
 

@@ -146,3 +146,9 @@ def test_cli_lists_recipes_and_requires_packages(capsys) -> None:
     assert "lua5.4" in listed and "tinyxml2" in listed and "modules=" in listed
     assert mlgo_main(["corpus", "debian", "-o", "/nonexistent/x"]) == 2
     assert "at least one package" in capsys.readouterr().err
+
+
+def test_versions_sort_by_dpkg_rules() -> None:
+    versions = ["2.5.0-1+deb12u2", "2.5.0-1+deb12u10", "1:1.0-1", "2.5.0-1", "2.5.0~rc1-1"]
+    assert debian.sort_versions(versions) == [
+        "1:1.0-1", "2.5.0-1+deb12u10", "2.5.0-1+deb12u2", "2.5.0-1", "2.5.0~rc1-1"]
