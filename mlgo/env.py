@@ -72,6 +72,7 @@ class CompilerEnv:
         self._obs: Obs | None = None
         self._observations: list[Obs] = []
         self._actions: list[int] = []
+        self._steps = 0
         self.result: EpisodeResult | None = None
 
     @property
@@ -82,6 +83,7 @@ class CompilerEnv:
         self.close()
         self.result = None
         self._observations, self._actions = [], []
+        self._steps = 0
         self._workdir = make_workdir()
         base = self._workdir / "channel"
         argv = self.problem.compile_argv(self.module, self._workdir, base)
@@ -95,6 +97,7 @@ class CompilerEnv:
         if self.record:
             self._observations.append(self._obs)
             self._actions.append(int(action))
+        self._steps += 1
         self._compile.answer(int(action))
         obs, reward = self._advance(0.0)
         return obs, reward, obs is None, False, self._info()
@@ -112,8 +115,8 @@ class CompilerEnv:
             default = self.problem.baseline(self.module, self.cache)
             r = self.problem.reward(measurement, default)
             self.result = EpisodeResult(
-                self.module.name, measurement, default, r, len(self._actions) if self.record
-                else -1, res.seconds, self._observations, self._actions,
+                self.module.name, measurement, default, r, self._steps, res.seconds,
+                self._observations, self._actions,
                 list(self._compile.contexts),
             )
             self._teardown()
