@@ -138,7 +138,10 @@ def _cmd_debian(args: argparse.Namespace) -> int:
             print(f"mlgo: {pkg}: {e}", file=sys.stderr)
             failed.append(pkg)
             continue
-        print(f"{pkg}: built in {res.build_seconds:.0f} s")
+        if res.build_seconds:
+            print(f"{pkg}: built in {res.build_seconds:.0f} s")
+        else:
+            print(f"{pkg}: reused the cached build")
         print(res.extract.format())
         if res.extract.failed:
             failed.append(pkg)

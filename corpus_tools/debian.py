@@ -389,15 +389,16 @@ def build_package(
     build_root = cache / "build"
     src_dir = build_root / dsc.stem.replace("_", "-", 1)
     stamp = src_dir / "mlgo_build.ok"
-    start = time.monotonic()
+    build_seconds = 0.0  # the build proper: not download, unpacking or dependencies
     if rebuild or not stamp.is_file():
         src_dir = unpack_source(dsc, build_root)
         install_build_deps(recipe, src_dir)
+        start = time.monotonic()
         build_with_bear(recipe, src_dir, jobs)
-        stamp.write_text(f"{time.monotonic() - start:.1f}\n")
+        build_seconds = time.monotonic() - start
+        stamp.write_text(f"{build_seconds:.1f}\n")
     else:
         log.info("%s: reusing the build in %s", package, src_dir)
-    build_seconds = time.monotonic() - start
     summary = extract_compile_db(
         src_dir / "mlgo_compile_commands.json", out_dir, project=package, root=src_dir,
         exclude=(*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude), jobs=jobs, progress=progress)

@@ -135,7 +135,7 @@ def test_real_package_builds_into_a_corpus_that_recompiles(tmp_path: Path) -> No
     # The cached build is reused: the second run extracts nothing new and builds nothing.
     again = debian.build_package("tinyxml2", out, cache=tmp_path / "cache", progress=False)
     assert again.extract.extracted == [] and len(again.extract.skipped_existing) == 2
-    assert again.build_seconds < 5
+    assert again.build_seconds == 0 and result.build_seconds > 0
 
 
 def test_cli_lists_recipes_and_requires_packages(capsys) -> None:
