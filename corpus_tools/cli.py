@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deb.add_argument("-o", "--output", type=Path, help="corpus directory")
     deb.add_argument("-j", "--jobs", type=int, default=_default_jobs())
     deb.add_argument("--no-progress", action="store_true")
+    deb.add_argument("--timeout", type=float, default=600.0, help="seconds per compile")
+    deb.add_argument("--verify", action="store_true",
+                     help="recompile each newly extracted module with its .cmd afterwards")
     deb.set_defaults(func=_cmd_debian)
 
     merge = sub.add_parser("merge", help="merge corpora into one (dedupes identical bitcode)")
@@ -85,6 +88,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, default=_default_jobs())
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per compile")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verify", action="store_true",
+                   help="recompile each newly extracted module with its .cmd afterwards")
+
+
+def _verify(out: Path, summary, args: argparse.Namespace) -> int:
+    """Recompile the modules this run added; 1 if any fails."""
+    from corpus_tools import extract
+
+    if not summary.extracted:
+        return 0
+    check = extract.check_corpus(out, modules=summary.extracted, jobs=args.jobs,
+                                 timeout=args.timeout, progress=not args.no_progress)
+    print(check.format())
+    return 1 if check.failed else 0
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -109,7 +126,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
                                           codegen_flags=shlex.split(args.codegen_flags),
                                           **common)
     print(summary.format())
-    return 1 if summary.failed else 0
+    verify_failed = _verify(args.output, summary, args) if args.verify else 0
+    return 1 if summary.failed or verify_failed else 0
 
 
 def _cmd_debian(args: argparse.Namespace) -> int:
@@ -132,7 +150,8 @@ def _cmd_debian(args: argparse.Namespace) -> int:
     for pkg in packages:
         try:
             res = debian.build_package(pkg, args.output, cache=cache, jobs=args.jobs,
-                                       progress=not args.no_progress, rebuild=args.rebuild)
+                                       progress=not args.no_progress, rebuild=args.rebuild,
+                                       timeout=args.timeout)
         except CorpusError as e:
             # One package failing to build should not lose the others.
             print(f"mlgo: {pkg}: {e}", file=sys.stderr)
@@ -143,7 +162,8 @@ def _cmd_debian(args: argparse.Namespace) -> int:
         else:
             print(f"{pkg}: reused the cached build")
         print(res.extract.format())
-        if res.extract.failed:
+        verify_failed = _verify(args.output, res.extract, args) if args.verify else 0
+        if res.extract.failed or verify_failed:
             failed.append(pkg)
     if failed:
         print(f"packages with failures: {' '.join(failed)}", file=sys.stderr)

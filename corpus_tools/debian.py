@@ -37,6 +37,7 @@ from pathlib import Path
 
 from corpus_tools.extract import (
     DEFAULT_EXCLUDES,
+    DEFAULT_TIMEOUT,
     OUTSIDE_ROOT_PATTERN,
     ExtractSummary,
     extract_compile_db,
@@ -380,6 +381,7 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
 def build_package(
     package: str, out_dir: Path | str, *, cache: Path | str = DEFAULT_CACHE, jobs: int = 1,
     recipes_dir: Path = RECIPES_DIR, progress: bool = True, rebuild: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> PackageResult:
     """Download, build and extract one package into the corpus `out_dir` (project =
     package name). A previous successful build in the cache is reused unless `rebuild`."""
@@ -401,5 +403,6 @@ def build_package(
         log.info("%s: reusing the build in %s", package, src_dir)
     summary = extract_compile_db(
         src_dir / "mlgo_compile_commands.json", out_dir, project=package, root=src_dir,
-        exclude=(*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude), jobs=jobs, progress=progress)
+        exclude=(*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude), jobs=jobs,
+        timeout=timeout, progress=progress)
     return PackageResult(package, build_seconds, summary)

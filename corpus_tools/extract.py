@@ -706,10 +706,17 @@ def _recompile(module, timeout: float) -> None:
                 raise _TaskFailed("compiler output is not an ELF object")
 
 
-def check_corpus(corpus_dir: Path | str, *, jobs: int = 1, timeout: float = DEFAULT_TIMEOUT,
-                 progress: bool = True) -> CheckSummary:
-    """Recompile every module (`clang-19 <.cmd> -x ir M.bc -o M.o`) and collect failures."""
+def check_corpus(corpus_dir: Path | str, *, modules: Iterable[str] | None = None, jobs: int = 1,
+                 timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> CheckSummary:
+    """Recompile every module (`clang-19 <.cmd> -x ir M.bc -o M.o`), or only `modules`, and
+    collect failures."""
     corpus = Corpus.load(corpus_dir)
+    if modules is not None:
+        wanted = set(modules)
+        unknown = wanted - {m.name for m in corpus.modules}
+        if unknown:
+            raise CorpusError(f"{corpus_dir}: not in the corpus: {sorted(unknown)[:5]}")
+        corpus = corpus.subset(wanted)
     summary = CheckSummary(Path(corpus_dir))
     from tqdm import tqdm
 

@@ -239,6 +239,9 @@ def test_check_reports_a_truncated_module(tmp_path: Path) -> None:
     extract.extract_sources(tree, out, progress=False)
     bc = out / "tree" / "two.c.bc"
     bc.write_bytes(bc.read_bytes()[:40])
+    assert not extract.check_corpus(out, modules=["tree/one.c"], progress=False).failed
+    with pytest.raises(CorpusError, match="not in the corpus"):
+        extract.check_corpus(out, modules=["tree/none.c"], progress=False)
     check = extract.check_corpus(out, progress=False)
     assert check.ok == ["tree/one.c"]
     assert [f.module for f in check.failed] == ["tree/two.c"] and check.failed[0].stderr
@@ -303,9 +306,10 @@ def test_cli_extract_sources_and_compile_db(tmp_path: Path, capsys) -> None:
     out = tmp_path / "corpus"
     rc = mlgo_main(["corpus", "extract", "--sources", str(tree), "-I", str(tree), "-D", "X=1",
                     "--codegen-flags", "-O1 -fPIC", "--project", "cli", "-o", str(out),
-                    "--no-progress"])
+                    "--no-progress", "--verify"])
     assert rc == 0
-    assert "1 extracted" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1 extracted" in printed and "1 modules recompile, 0 fail" in printed
     assert Corpus.load(out).modules[0].args() == ["-c", "-O1", "-fPIC"]
 
     src = _make_project(tmp_path / "p")
