@@ -1,0 +1,570 @@
+"""Static statistics of LLVM IR modules, read with llvmlite: call graph, live ranges, size.
+
+llvmlite 0.50 bundles LLVM 22 and reads LLVM 19 bitcode (auto-upgrading intrinsics). Each module is
+first copied into plain Python structures (`FunctionIR`), so the graph and liveness algorithms
+below do not depend on llvmlite and can be tested on hand-made inputs.
+
+Definitions
+-----------
+Call sites (calls, invokes and callbrs), classified by their called operand:
+  decision point   the callee is a function with a body in this module. These are the calls the
+                   inliner asks its advisor about (LLVM's MLInlineAdvisor `getInlinableCS`: called
+                   function known and not a declaration). Self-recursive calls are included and
+                   also counted on their own (`self_recursive_calls`): LLVM answers those without
+                   asking the model.
+  external call    the callee is a declaration that is not an intrinsic.
+  intrinsic call   the callee's name starts with "llvm." (always a declaration). Counted apart and
+                   in neither of the two above: most lower to inline code, not to a call.
+  indirect call    the called operand is not a function (pointer, alias, ...).
+  inline asm       the called operand is inline assembly; not a call at all, counted apart.
+
+Call graph: nodes are the defined functions, with an edge f -> g for each decision point in f
+calling g. SCCs come from an iterative Tarjan (no recursion, so deep call chains are fine), listed
+callees first. Height follows MLInlineAdvisor's `FunctionLevels`: an SCC's height is 0 if none of its
+decision points calls into another SCC, otherwise 1 + the largest height among the SCCs it calls.
+A function has its SCC's height; the `callsite_height` feature of a call site is its caller's height.
+
+CFG and loops: a depth-first search from the entry block; an edge to a block that is still on the
+DFS stack is a back-edge and its target a loop header. `loops` counts distinct headers, which for
+reducible control flow equals the number of natural loops (LLVM's LoopInfo). Blocks not reachable
+from the entry are counted in `unreachable_blocks` and placed after the reachable ones.
+
+Tracked values: function arguments and instructions whose type is not void/label/metadata/token,
+except static allocas (allocas in the entry block): those become frame slots, not registers.
+
+Liveness: classic SSA data flow over blocks, with phi operands treated as used at the end of the
+incoming block (live-out of that block, not live-in of the phi's block) and phi results defined
+at the top of their block, all phis of a block at once.
+  max_pressure           the largest number of tracked values live at once at any point between two
+                         instructions (a register-pressure estimate, no register classes).
+  live_across_calls      values live across at least one call that is not an intrinsic or inline
+                         asm: live after the call and not its result.
+  live_across_back_edges values live on at least one back-edge t -> h, i.e. live-out of t and
+                         live-in of h. A value handed to a phi of h is not counted: the phi starts
+                         a new value.
+Live intervals: blocks are laid out in reverse post-order, instructions numbered from 1 (arguments
+are defined at 0). A value's interval is the hull [first, last) of the gaps between instructions
+where it is live: from its definition (or the start of a block it is live into) to its last use (or
+the end of a block it is live out of). `max_interval_overlap` is the largest number of intervals
+covering one gap, what a linear-scan allocator without lifetime holes would see; it is never below
+`max_pressure`. `longest_live_range` is the longest interval in instructions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mlgo.errors import CorpusError
+
+CALL_OPCODES = frozenset({"call", "invoke", "callbr"})
+
+# Call kinds of a call site (see the module docstring).
+DECISION = "decision"
+EXTERNAL = "external"
+INTRINSIC = "intrinsic"
+INDIRECT = "indirect"
+INLINE_ASM = "inline_asm"
+# Calls that clobber registers like a real call does.
+_REAL_CALL_KINDS = frozenset({DECISION, EXTERNAL, INDIRECT})
+
+
+# --------------------------------------------------------------------------------------------
+# Plain-Python IR: what the algorithms need, nothing more.
+
+
+@dataclass
+class Instruction:
+    opcode: str
+    defines: int | None = None  # id of the tracked value this instruction defines
+    uses: tuple[int, ...] = ()  # ids of tracked values used (for a phi: empty, see incoming)
+    incoming: tuple[tuple[int, int], ...] = ()  # phi only: (value id, incoming block index)
+    call_kind: str | None = None
+    callee: str | None = None  # name of a directly called function
+
+
+@dataclass
+class Block:
+    instructions: list[Instruction]
+    successors: list[int]  # block indices
+
+
+@dataclass
+class FunctionIR:
+    name: str
+    blocks: list[Block]  # blocks[0] is the entry
+    arguments: tuple[int, ...] = ()  # tracked value ids
+
+
+@dataclass
+class FunctionStats:
+    name: str
+    linkage: str
+    blocks: int
+    instructions: int
+    unreachable_blocks: int
+    loops: int
+    back_edges: int
+    decision_points: int
+    self_recursive_calls: int
+    external_calls: int
+    intrinsic_calls: int
+    indirect_calls: int
+    inline_asm_calls: int
+    callees: list[str]  # defined functions called directly, sorted, without repeats
+    height: int
+    scc_size: int  # number of functions in this function's SCC
+    live_values: int
+    max_pressure: int
+    max_interval_overlap: int
+    longest_live_range: int
+    live_across_calls: int
+    live_across_back_edges: int
+
+
+@dataclass
+class ModuleStats:
+    name: str
+    path: str
+    functions: list[FunctionStats]
+    declarations: int
+    sccs: int
+    recursive_sccs: int  # SCCs with more than one function or a self-call
+    max_height: int
+    decision_points_by_height: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def decision_points(self) -> int:
+        return sum(f.decision_points for f in self.functions)
+
+    @property
+    def external_calls(self) -> int:
+        return sum(f.external_calls for f in self.functions)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decision_points"] = self.decision_points
+        d["external_calls"] = self.external_calls
+        # JSON object keys are strings; keep the order by height.
+        d["decision_points_by_height"] = {
+            str(h): n for h, n in sorted(self.decision_points_by_height.items())
+        }
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# Reading IR with llvmlite.
+
+
+def parse_module(path: Path | str):
+    """Parse a bitcode (`.bc`) or textual (`.ll`) module and verify it.
+
+    Raises CorpusError naming the file and carrying LLVM's message for unreadable, truncated,
+    corrupt or invalid modules."""
+    import llvmlite.binding as llvm
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read module ({e.strerror or e})") from e
+    try:
+        if path.suffix == ".ll":
+            module = llvm.parse_assembly(data.decode(errors="replace"))
+        else:
+            module = llvm.parse_bitcode(data)
+        module.verify()
+    except RuntimeError as e:
+        message = " ".join(str(e).split())
+        raise CorpusError(f"{path}: llvmlite cannot use this module: {message}") from e
+    return module
+
+
+def _address(value) -> int:
+    # llvmlite makes a new wrapper per access; the LLVM object's address is the identity.
+    return ctypes.cast(value._ptr, ctypes.c_void_p).value
+
+
+def _is_tracked_type(type_ref) -> bool:
+    from llvmlite.binding.typeref import TypeKind
+
+    return type_ref.type_kind not in (
+        TypeKind.void, TypeKind.label, TypeKind.metadata, TypeKind.token)
+
+
+def _call_kind(callee_operand, defined: set[str]) -> tuple[str, str | None]:
+    from llvmlite.binding.value import ValueKind
+
+    kind = callee_operand.value_kind
+    if kind == ValueKind.function:
+        name = callee_operand.name
+        if name.startswith("llvm."):
+            return INTRINSIC, name
+        return (DECISION if name in defined else EXTERNAL), name
+    if kind == ValueKind.inline_asm:
+        return INLINE_ASM, None
+    return INDIRECT, None
+
+
+def function_ir(function, defined: set[str]) -> FunctionIR:
+    """Copy one defined llvmlite function into a FunctionIR."""
+    blocks = list(function.blocks)
+    block_index = {_address(b): i for i, b in enumerate(blocks)}
+    value_ids: dict[int, int] = {}
+    arguments = []
+    for arg in function.arguments:
+        if _is_tracked_type(arg.type):
+            value_ids[_address(arg)] = len(value_ids)
+            arguments.append(value_ids[_address(arg)])
+
+    # First pass: ids for every value; operands are resolved afterwards because phis (and
+    # unreachable code) may refer to instructions that come later.
+    raw: list[list[tuple[object, Instruction, list[int], list[int]]]] = []
+    for bi, block in enumerate(blocks):
+        rows = []
+        for inst in block.instructions:
+            opcode = inst.opcode
+            operands = list(inst.operands)
+            ir_inst = Instruction(opcode)
+            tracked = _is_tracked_type(inst.type) and not (opcode == "alloca" and bi == 0)
+            if tracked:
+                ir_inst.defines = len(value_ids)
+                value_ids[_address(inst)] = ir_inst.defines
+            if opcode in CALL_OPCODES and operands:
+                ir_inst.call_kind, ir_inst.callee = _call_kind(operands[-1], defined)
+            incoming = [_address(b) for b in inst.incoming_blocks] if opcode == "phi" else []
+            rows.append((inst, ir_inst, [_address(o) for o in operands], incoming))
+        raw.append(rows)
+
+    ir_blocks = []
+    for rows in raw:
+        instructions = []
+        successors: list[int] = []
+        for _, ir_inst, operand_addresses, incoming in rows:
+            if ir_inst.opcode == "phi":
+                ir_inst.incoming = tuple(
+                    (value_ids[v], block_index[b])
+                    for v, b in zip(operand_addresses, incoming, strict=True)
+                    if v in value_ids and b in block_index)
+            else:
+                ir_inst.uses = tuple(value_ids[a] for a in operand_addresses if a in value_ids)
+            instructions.append(ir_inst)
+        if rows:
+            # Block operands of the terminator are the successors (br, switch, invoke, ...).
+            for a in rows[-1][2]:
+                if a in block_index and block_index[a] not in successors:
+                    successors.append(block_index[a])
+        ir_blocks.append(Block(instructions, successors))
+    return FunctionIR(function.name, ir_blocks, tuple(arguments))
+
+
+# --------------------------------------------------------------------------------------------
+# Graph algorithms.
+
+
+def strongly_connected_components(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Tarjan's algorithm without recursion. Returns the SCCs callees-first (reverse topological
+    order of the condensation); edges to nodes not in `graph` are ignored."""
+    index: dict[str, int] = {}
+    lowlink: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    sccs: list[list[str]] = []
+    successors = {n: [s for s in graph[n] if s in graph] for n in graph}
+    for root in graph:
+        if root in index:
+            continue
+        index[root] = lowlink[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(successors[root]))]
+        while work:
+            node, edges = work[-1]
+            for succ in edges:
+                if succ not in index:
+                    index[succ] = lowlink[succ] = len(index)
+                    stack.append(succ)
+                    on_stack.add(succ)
+                    work.append((succ, iter(successors[succ])))
+                    break
+                if succ in on_stack:
+                    lowlink[node] = min(lowlink[node], index[succ])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    lowlink[parent] = min(lowlink[parent], lowlink[node])
+                if lowlink[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    sccs.append(component)
+    return sccs
+
+
+def scc_heights(graph: Mapping[str, Iterable[str]],
+                sccs: Sequence[Sequence[str]] | None = None) -> dict[str, int]:
+    """Height of every node (see the module docstring). `sccs` must be callees-first, as
+    strongly_connected_components returns them."""
+    if sccs is None:
+        sccs = strongly_connected_components(graph)
+    height: dict[str, int] = {}
+    for component in sccs:
+        members = set(component)
+        level = 0
+        for node in component:
+            for callee in graph[node]:
+                if callee in height and callee not in members:
+                    level = max(level, height[callee] + 1)
+        for node in component:
+            height[node] = level
+    return height
+
+
+def depth_first_order(successors: Sequence[Sequence[int]]
+                      ) -> tuple[list[int], list[tuple[int, int]]]:
+    """Iterative DFS from block 0: (reverse post-order of the reachable blocks, back-edges)."""
+    if not successors:
+        return [], []
+    postorder: list[int] = []
+    back_edges: list[tuple[int, int]] = []
+    state = [0] * len(successors)  # 0 unvisited, 1 on the DFS stack, 2 finished
+    state[0] = 1
+    work = [(0, iter(successors[0]))]
+    while work:
+        node, edges = work[-1]
+        for succ in edges:
+            if state[succ] == 0:
+                state[succ] = 1
+                work.append((succ, iter(successors[succ])))
+                break
+            if state[succ] == 1:
+                back_edges.append((node, succ))
+        else:
+            work.pop()
+            state[node] = 2
+            postorder.append(node)
+    postorder.reverse()
+    return postorder, back_edges
+
+
+# --------------------------------------------------------------------------------------------
+# Liveness.
+
+
+@dataclass
+class Liveness:
+    order: list[int]  # layout: reachable blocks in RPO, then unreachable ones
+    back_edges: list[tuple[int, int]]
+    unreachable: int
+    live_in: list[set[int]]
+    live_out: list[set[int]]
+    max_pressure: int
+    live_across_calls: set[int]
+    live_across_back_edges: set[int]
+    intervals: dict[int, tuple[int, int]]  # value id -> gaps [first, last + 1) where it is live
+
+    @property
+    def max_interval_overlap(self) -> int:
+        events: dict[int, int] = {}
+        for start, end in self.intervals.values():
+            events[start] = events.get(start, 0) + 1
+            events[end] = events.get(end, 0) - 1
+        best = current = 0
+        for position in sorted(events):
+            current += events[position]
+            best = max(best, current)
+        return best
+
+    @property
+    def longest_live_range(self) -> int:
+        return max((end - start for start, end in self.intervals.values()), default=0)
+
+
+def liveness(function: FunctionIR) -> Liveness:
+    blocks = function.blocks
+    n = len(blocks)
+    rpo, back_edges = depth_first_order([b.successors for b in blocks])
+    reachable = set(rpo)
+    order = rpo + [b for b in range(n) if b not in reachable]
+
+    defs: list[set[int]] = []
+    upward_exposed: list[set[int]] = []
+    phi_uses_out: list[set[int]] = [set() for _ in range(n)]
+    for block in blocks:
+        defined: set[int] = set()
+        exposed: set[int] = set()
+        for inst in block.instructions:
+            if inst.opcode == "phi":
+                for value, pred in inst.incoming:
+                    phi_uses_out[pred].add(value)
+            else:
+                exposed.update(u for u in inst.uses if u not in defined)
+            if inst.defines is not None:
+                defined.add(inst.defines)
+        defs.append(defined)
+        upward_exposed.append(exposed)
+
+    live_in: list[set[int]] = [set(e) for e in upward_exposed]
+    live_out: list[set[int]] = [set() for _ in range(n)]
+    changed = True
+    while changed:  # backward problem: visit in post-order so most facts settle in one sweep
+        changed = False
+        for b in reversed(order):
+            out = set(phi_uses_out[b])
+            for s in blocks[b].successors:
+                out |= live_in[s]
+            live_out[b] = out
+            new_in = upward_exposed[b] | (out - defs[b])
+            if new_in != live_in[b]:
+                live_in[b] = new_in
+                changed = True
+
+    # Layout positions: instruction k of the layout is at k + 1; gap g lies between positions g
+    # and g + 1, so gap 0 is before the first instruction (where arguments are live).
+    first_gap: dict[int, int] = {a: 0 for a in function.arguments}
+    last_gap: dict[int, int] = {}
+
+    def extend(value: int, gap: int) -> None:
+        if value not in first_gap or gap < first_gap[value]:
+            first_gap[value] = gap
+        if gap > last_gap.get(value, -1):
+            last_gap[value] = gap
+
+    max_pressure = 0
+    across_calls: set[int] = set()
+    position = 0
+    for b in order:
+        block = blocks[b]
+        start = position  # gap before the block's first instruction
+        position += len(block.instructions)
+        end = position  # gap after its terminator
+        for value in live_in[b]:
+            extend(value, start)
+        for value in live_out[b]:
+            extend(value, end)
+        live = set(live_out[b])
+        max_pressure = max(max_pressure, len(live))
+        gap = end
+        for inst in reversed(block.instructions):
+            gap -= 1
+            if inst.opcode == "phi":
+                continue
+            if inst.defines is not None:
+                live.discard(inst.defines)
+                if inst.defines not in first_gap or gap + 1 < first_gap[inst.defines]:
+                    first_gap[inst.defines] = gap + 1
+            if inst.call_kind in _REAL_CALL_KINDS:
+                across_calls |= live
+            for u in inst.uses:
+                live.add(u)
+                extend(u, gap)
+            max_pressure = max(max_pressure, len(live))
+        for inst in block.instructions:
+            if inst.opcode == "phi" and inst.defines is not None:
+                # Phi results exist from the block's top; a used one is in `live` here already.
+                first_gap[inst.defines] = min(first_gap.get(inst.defines, start), start)
+
+    across_back_edges: set[int] = set()
+    for tail, header in back_edges:
+        across_back_edges |= live_out[tail] & live_in[header]
+
+    # Half-open [first gap, last gap + 1); a value never used has no interval.
+    intervals = {v: (first_gap[v], last + 1) for v, last in last_gap.items()
+                 if v in first_gap and last >= first_gap[v]}
+    return Liveness(order, back_edges, n - len(rpo), live_in, live_out, max_pressure,
+                    across_calls, across_back_edges, intervals)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole functions and modules.
+
+
+def function_stats(function: FunctionIR, linkage: str = "") -> FunctionStats:
+    """Everything but the call-graph fields (height, scc_size), which need the whole module."""
+    live = liveness(function)
+    counts = dict.fromkeys((DECISION, EXTERNAL, INTRINSIC, INDIRECT, INLINE_ASM), 0)
+    self_calls = 0
+    callees: set[str] = set()
+    for block in function.blocks:
+        for inst in block.instructions:
+            if inst.call_kind is None:
+                continue
+            counts[inst.call_kind] += 1
+            if inst.call_kind == DECISION:
+                callees.add(inst.callee)
+                self_calls += inst.callee == function.name
+    return FunctionStats(
+        name=function.name,
+        linkage=linkage,
+        blocks=len(function.blocks),
+        instructions=sum(len(b.instructions) for b in function.blocks),
+        unreachable_blocks=live.unreachable,
+        loops=len({header for _, header in live.back_edges}),
+        back_edges=len(live.back_edges),
+        decision_points=counts[DECISION],
+        self_recursive_calls=self_calls,
+        external_calls=counts[EXTERNAL],
+        intrinsic_calls=counts[INTRINSIC],
+        indirect_calls=counts[INDIRECT],
+        inline_asm_calls=counts[INLINE_ASM],
+        callees=sorted(callees),
+        height=0,
+        scc_size=1,
+        live_values=len(live.intervals),
+        max_pressure=live.max_pressure,
+        max_interval_overlap=live.max_interval_overlap,
+        longest_live_range=live.longest_live_range,
+        live_across_calls=len(live.live_across_calls),
+        live_across_back_edges=len(live.live_across_back_edges),
+    )
+
+
+def module_stats_from_functions(name: str, path: str, functions: list[FunctionStats],
+                                declarations: int = 0) -> ModuleStats:
+    """Fill in the call-graph fields of `functions` and sum them up into a ModuleStats."""
+    graph = {f.name: f.callees for f in functions}
+    sccs = strongly_connected_components(graph)
+    heights = scc_heights(graph, sccs)
+    scc_size = {member: len(component) for component in sccs for member in component}
+    by_height: dict[int, int] = {}
+    for f in functions:
+        f.height = heights[f.name]
+        f.scc_size = scc_size[f.name]
+        if f.decision_points:
+            by_height[f.height] = by_height.get(f.height, 0) + f.decision_points
+    recursive = sum(1 for c in sccs if len(c) > 1 or c[0] in graph[c[0]])
+    return ModuleStats(
+        name=name,
+        path=path,
+        functions=functions,
+        declarations=declarations,
+        sccs=len(sccs),
+        recursive_sccs=recursive,
+        max_height=max(heights.values(), default=0),
+        decision_points_by_height=by_height,
+    )
+
+
+def analyze_module(path: Path | str, name: str | None = None) -> ModuleStats:
+    """Statistics of one module file (`.bc` or `.ll`). Raises CorpusError if it cannot be read."""
+    path = Path(path)
+    module = parse_module(path)
+    defined: set[str] = set()
+    declarations = 0
+    for fn in module.functions:
+        if fn.is_declaration:
+            declarations += not fn.name.startswith("llvm.")
+        else:
+            defined.add(fn.name)
+    functions = [
+        function_stats(function_ir(fn, defined), fn.linkage.name)
+        for fn in module.functions if not fn.is_declaration
+    ]
+    return module_stats_from_functions(name or path.stem, str(path), functions, declarations)
