@@ -1,0 +1,177 @@
+"""The policy directory: everything needed to rebuild and run a trained policy.
+
+    DIR/policy.json    {"format": "mlgo-policy", "version": 1,
+                        "problem": "inlining" | "regalloc",
+                        "network": {"class": "module:Class", "config": {...}},
+                        "features": [TensorSpec JSON, in the compiler header's order],
+                        "advice": TensorSpec JSON,
+                        "param_shapes": [[name, shape], ...], "num_params": N,
+                        "params_sha256": hex digest of params.npy,
+                        "vocab": "vocab" or null,
+                        "meta": {training metadata: algorithm, iteration, corpus, ...}}
+    DIR/params.npy     the flat float32 parameter vector
+    DIR/vocab/         <feature>.buckets copied from the vocab the network was built with
+
+Saving builds the whole directory next to DIR and renames it into place, so a reader never
+sees a half-written policy; the digest lets a reader that raced a replacement notice it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlgo.errors import MlgoError
+from mlgo.policies.network import FeatureMismatchError, PolicyNetwork, as_specs, network_class
+from mlgo.policies.vocab import load_vocab, save_vocab
+from mlgo.protocol.tensor_spec import TensorSpec
+
+FORMAT = "mlgo-policy"
+VERSION = 1
+POLICY_JSON = "policy.json"
+PARAMS = "params.npy"
+VOCAB_DIR = "vocab"
+
+
+class PolicyFormatError(MlgoError):
+    """A policy directory is missing, unreadable, or for another problem."""
+
+
+def _npy_bytes(params: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(params, dtype=np.float32).reshape(-1), allow_pickle=False)
+    return buf.getvalue()
+
+
+def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarray,
+                meta: dict[str, Any] | None = None) -> Path:
+    """Write (or atomically replace) a policy directory; returns its path."""
+    policy_dir = Path(policy_dir)
+    network.unflatten_numpy(params)  # refuses a vector of the wrong size
+    raw = _npy_bytes(params)
+    vocab = network.vocab
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "problem": network.problem,
+        "network": network.to_json(),
+        "features": [f.to_json() for f in network.features],
+        "advice": network.advice.to_json(),
+        "param_shapes": [[n, list(s)] for n, s in network.param_shapes()],
+        "num_params": network.num_params,
+        "params_sha256": hashlib.sha256(raw).hexdigest(),
+        "vocab": VOCAB_DIR if vocab else None,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "meta": meta or {},
+    }
+    policy_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=policy_dir.parent, prefix=f".{policy_dir.name}.tmp-"))
+    try:
+        (tmp / PARAMS).write_bytes(raw)
+        if vocab:
+            save_vocab(tmp / VOCAB_DIR, vocab)
+        (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+        _fsync_dir_files(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        _swap_into_place(tmp, policy_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return policy_dir
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"policy metadata: {type(o).__name__} is not JSON serializable")
+
+
+def _fsync_dir_files(d: Path) -> None:
+    for p in (d / PARAMS, d / POLICY_JSON):
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """rename() a directory over a missing name is atomic; over an existing one it is not
+    allowed, so move the old one aside first (readers may miss DIR for that instant)."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    os.rename(target, old / "policy")
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_policy_json(policy_dir: Path | str) -> dict[str, Any]:
+    policy_dir = Path(policy_dir)
+    path = policy_dir / POLICY_JSON
+    if not path.is_file():
+        raise PolicyFormatError(f"{policy_dir}: not a policy directory (no {POLICY_JSON})")
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as e:
+        raise PolicyFormatError(f"{path}: not valid JSON ({e})") from e
+    if doc.get("format") != FORMAT:
+        raise PolicyFormatError(f"{path}: not an mlgo policy (format {doc.get('format')!r})")
+    if doc.get("version") != VERSION:
+        raise PolicyFormatError(f"{path}: policy format version {doc.get('version')}, "
+                                f"this mlgo reads version {VERSION}")
+    return doc
+
+
+def load_policy(policy_dir: Path | str, problem: str | None = None, features: Any = None,
+                ) -> tuple[PolicyNetwork, np.ndarray, dict[str, Any]]:
+    """(network, flat params, training metadata) from a policy directory. With `problem`,
+    refuse another problem's policy; with `features` (a Header or TensorSpec list), refuse a
+    policy built for different features, listing each difference."""
+    policy_dir = Path(policy_dir)
+    for attempt in range(3):  # a concurrent save_policy may swap the directory mid-read
+        doc = read_policy_json(policy_dir)
+        try:
+            raw = (policy_dir / PARAMS).read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        if hashlib.sha256(raw).hexdigest() == doc.get("params_sha256"):
+            break
+        if attempt == 2:
+            raise PolicyFormatError(f"{policy_dir}: {PARAMS} is missing or does not match "
+                                    f"{POLICY_JSON} (corrupt or half-copied policy)")
+        time.sleep(0.05)
+    if problem is not None and doc["problem"] != problem:
+        raise PolicyFormatError(f"{policy_dir}: a {doc['problem']} policy, not a {problem} policy")
+    specs = [TensorSpec.from_json(f) for f in doc["features"]]
+    advice = TensorSpec.from_json(doc["advice"]) if doc.get("advice") else None
+    vocab: dict[str, np.ndarray] = {}
+    if doc.get("vocab"):
+        names = [p.name[: -len(".buckets")] for p in (policy_dir / doc["vocab"]).glob("*.buckets")]
+        vocab = load_vocab(policy_dir / doc["vocab"], names)
+    cls = network_class(doc["network"]["class"])
+    if cls.problem != doc["problem"]:
+        raise PolicyFormatError(f"{policy_dir}: network {doc['network']['class']} is for "
+                                f"{cls.problem}, the policy says {doc['problem']}")
+    network = cls.from_json(specs, doc["network"]["config"], vocab, advice)
+    params = np.load(io.BytesIO(raw), allow_pickle=False)
+    if params.shape != (network.num_params,):
+        raise PolicyFormatError(f"{policy_dir}: {PARAMS} has shape {params.shape}, the network "
+                                f"takes {network.num_params} parameters")
+    if features is not None:
+        try:
+            network.check_features(as_specs(features))
+        except FeatureMismatchError as e:
+            raise FeatureMismatchError(f"{policy_dir}: {e}") from None
+    return network, params, dict(doc.get("meta", {}))

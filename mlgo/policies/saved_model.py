@@ -1,0 +1,69 @@
+"""Export a policy as a TensorFlow SavedModel with LLVM's signature.
+
+The serving signature (key `action`, also `serving_default`) takes one input per header
+feature, named exactly as in the compiler's header, with the header's dtype and fully static
+shape (e.g. `callee_basic_block_count` int64 [1], regalloc `mask` int64 [1, 33]) and returns
+the greedy advice under LLVM's name (`inlining_decision` / `index_to_evict`, int64 [1]).
+This is what `saved_model_cli aot_compile_cpu --signature_def_key action` (and so an LLVM
+release build's embedded model) consumes. A second signature, `logits`, returns the
+[1, num_actions] logits for parity tests and sampling.
+
+Weights are a variable holding the flat parameter vector (frozen to constants by AOT
+compilation); vocab boundaries are graph constants.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mlgo.policies.network import PolicyNetwork
+
+ACTION_SIGNATURE = "action"
+LOGITS_SIGNATURE = "logits"
+
+
+def export_saved_model(network: PolicyNetwork, flat_params: np.ndarray, out_dir: Path | str) -> Path:
+    """Write the SavedModel to `out_dir` (replaced if it exists); returns the path."""
+    import tensorflow as tf
+
+    out_dir = Path(out_dir)
+    network.unflatten_numpy(flat_params)  # refuses a vector of the wrong size
+    module = tf.Module()
+    module.params = tf.Variable(np.asarray(flat_params, np.float32).reshape(-1), trainable=False,
+                                name="params")
+    signature = [{f.name: tf.TensorSpec(shape=f.shape, dtype=tf.as_dtype(f.dtype), name=f.name)
+                  for f in network.features}]
+
+    def batched_logits(features):
+        # LLVM hands over one observation; the network works on batches of one.
+        batch = {name: tf.expand_dims(x, 0) for name, x in features.items()}
+        return network.logits_tf(module.params, batch)
+
+    @tf.function(input_signature=signature)
+    def action(features):
+        decision = tf.argmax(batched_logits(features), axis=-1, output_type=tf.int64)
+        return {network.advice.name: tf.reshape(decision, network.advice.shape)}
+
+    @tf.function(input_signature=signature)
+    def logits(features):
+        return {"logits": batched_logits(features)}
+
+    module.action, module.logits = action, logits
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        tf.saved_model.save(module, str(tmp / "model"), signatures={
+            ACTION_SIGNATURE: action.get_concrete_function(),
+            "serving_default": action.get_concrete_function(),
+            LOGITS_SIGNATURE: logits.get_concrete_function(),
+        })
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        (tmp / "model").rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

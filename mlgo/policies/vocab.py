@@ -1,0 +1,126 @@
+"""Feature normalization by quantiles (the "vocab").
+
+For each feature the vocab holds sorted boundaries b_0 <= ... <= b_{n-1}, taken at evenly
+spaced quantiles of the values seen in a trace, one float per line in
+`VOCAB_DIR/<feature>.buckets` (MLGO's layout). A raw value x becomes
+
+    q = #{i : b_i <= x} / n          (in [0, 1]; 0 below every boundary, 1 at or above the last)
+
+and the network sees [q, sqrt(q), q^2] (and, optionally, sign(x) * log1p(|x|), which keeps
+the magnitude that q discards outside the trace's range). Quantiles make heavy-tailed counts
+(costs, sizes, 2**40-sized outliers) comparable without hand-tuned scaling.
+
+The numpy and TensorFlow versions below compute the same numbers (compared in float64, then
+float32 arithmetic); the TensorFlow one is imported lazily so numpy-only workers never load it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from mlgo.errors import MlgoError
+
+SUFFIX = ".buckets"
+
+
+class VocabError(MlgoError):
+    """A vocab directory lacks a feature's boundaries or holds unreadable ones."""
+
+
+def buckets_path(vocab_dir: Path | str, feature: str) -> Path:
+    return Path(vocab_dir) / f"{feature}{SUFFIX}"
+
+
+def load_vocab(vocab_dir: Path | str, features: Iterable[str]) -> dict[str, np.ndarray]:
+    """Boundaries (float64, sorted) for each named feature; all missing ones are reported at once."""
+    vocab_dir = Path(vocab_dir)
+    if not vocab_dir.is_dir():
+        raise VocabError(f"vocab directory {vocab_dir} does not exist (build one with `mlgo vocab`)")
+    out: dict[str, np.ndarray] = {}
+    missing = []
+    for name in features:
+        path = buckets_path(vocab_dir, name)
+        if not path.is_file():
+            missing.append(name)
+            continue
+        try:
+            values = np.array([float(t) for t in path.read_text().split()], dtype=np.float64)
+        except ValueError as e:
+            raise VocabError(f"{path}: not one number per line ({e})") from e
+        if np.isnan(values).any():
+            raise VocabError(f"{path}: contains NaN")
+        out[name] = np.sort(values)
+    if missing:
+        raise VocabError(
+            f"vocab directory {vocab_dir} has no boundaries for feature(s) {', '.join(missing)} "
+            f"(expected {', '.join(f'{m}{SUFFIX}' for m in missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}); rebuild it with `mlgo vocab` from a trace "
+            "of the same compiler"
+        )
+    return out
+
+
+def save_vocab(vocab_dir: Path | str, vocab: Mapping[str, np.ndarray]) -> None:
+    """Write `<feature>.buckets` files, each atomically (temp file + rename)."""
+    vocab_dir = Path(vocab_dir)
+    vocab_dir.mkdir(parents=True, exist_ok=True)
+    for name, bounds in vocab.items():
+        text = "".join(f"{b!r}\n" for b in np.asarray(bounds, dtype=np.float64).tolist())
+        fd, tmp = tempfile.mkstemp(dir=vocab_dir, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, buckets_path(vocab_dir, name))
+
+
+def padded_boundaries(bounds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack per-feature boundaries into [F, max_n] padded with +inf (never <= a finite x), and
+    the real counts n_f as float32 (at least 1, so a feature with no boundaries maps to q = 0)."""
+    width = max([len(b) for b in bounds] + [1])
+    table = np.full((len(bounds), width), np.inf, dtype=np.float64)
+    for i, b in enumerate(bounds):
+        table[i, : len(b)] = b
+    counts = np.array([max(len(b), 1) for b in bounds], dtype=np.float32)
+    return table, counts
+
+
+def quantiles_numpy(x: np.ndarray, table: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """x [B, F] (any numeric dtype) -> q [B, F] float32, feature f against table[f]."""
+    x = np.asarray(x, dtype=np.float64)
+    idx = np.empty(x.shape, dtype=np.float32)
+    for f in range(table.shape[0]):
+        idx[:, f] = np.searchsorted(table[f], x[:, f], side="right")
+    return idx / counts
+
+
+def quantiles_tf(x, table: np.ndarray, counts: np.ndarray):
+    """The TensorFlow twin of quantiles_numpy (XLA-compilable: searchsorted is UpperBound)."""
+    import tensorflow as tf
+
+    x = tf.cast(x, tf.float64)
+    # searchsorted wants matching leading dims: search row f of the table for column f of x.
+    idx = tf.searchsorted(tf.constant(table), tf.transpose(x), side="right")
+    return tf.cast(tf.transpose(idx), tf.float32) / tf.constant(counts)
+
+
+def expand_numpy(q: np.ndarray, x: np.ndarray, with_log: bool) -> np.ndarray:
+    """[B, F] quantiles (and raw values) -> [B, F * k] network inputs, grouped per feature."""
+    parts = [q, np.sqrt(q), q * q]
+    if with_log:
+        x = np.asarray(x, dtype=np.float64)
+        parts.append((np.sign(x) * np.log1p(np.abs(x))).astype(np.float32))
+    return np.stack(parts, axis=-1).reshape(q.shape[0], -1)
+
+
+def expand_tf(q, x, with_log: bool):
+    import tensorflow as tf
+
+    parts = [q, tf.sqrt(q), q * q]
+    if with_log:
+        x = tf.cast(x, tf.float64)
+        parts.append(tf.cast(tf.sign(x) * tf.math.log1p(tf.abs(x)), tf.float32))
+    return tf.reshape(tf.stack(parts, axis=-1), [tf.shape(q)[0], -1])

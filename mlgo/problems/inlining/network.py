@@ -1,0 +1,113 @@
+"""The inlining policy network: one call site's features -> P(inline).
+
+    x_f          raw int64 feature f (every header feature except the ignored ones)
+    q_f          quantile of x_f in the vocab (mlgo/policies/vocab.py), in [0, 1]
+    input        concat_f [q_f, sqrt(q_f), q_f^2 (, sign(x_f) log1p|x_f|)]
+    logits [2]   MLP(input): logit 0 = do not inline, logit 1 = inline (a Bernoulli head
+                 written as two logits so it shares the softmax code path with regalloc)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gin
+import numpy as np
+
+from mlgo.errors import MlgoError
+from mlgo.policies import vocab as V
+from mlgo.policies.network import MLP, Batch, ParamShapes, PolicyNetwork, as_specs
+from mlgo.protocol.tensor_spec import TensorSpec
+
+ADVICE = "inlining_decision"
+
+
+@gin.configurable(module="inlining")
+@dataclass(frozen=True)
+class InliningNetworkConfig:
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "relu"
+    log_features: bool = False  # add sign(x) log1p(|x|) per feature
+    # LLVM 19 sends inlining_default as 0 always (DESIGN.md 1.1): learning from it is noise.
+    ignored_features: tuple[str, ...] = ("inlining_default",)
+    output_scale: float = field(default=0.01)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> InliningNetworkConfig:
+        return cls(hidden_sizes=tuple(int(h) for h in d["hidden_sizes"]),
+                   activation=str(d["activation"]), log_features=bool(d["log_features"]),
+                   ignored_features=tuple(d["ignored_features"]),
+                   output_scale=float(d.get("output_scale", 0.01)))
+
+
+class InliningNetwork(PolicyNetwork):
+    problem = "inlining"
+    advice_name = ADVICE
+
+    def __init__(self, features: Sequence[TensorSpec] | Any, config: InliningNetworkConfig | None = None,
+                 vocab: Mapping[str, np.ndarray] | None = None, advice: TensorSpec | None = None) -> None:
+        super().__init__(features, advice)
+        self.config = config or InliningNetworkConfig()
+        self.inputs = [f for f in self.features if f.name not in self.config.ignored_features]
+        vocab = dict(vocab or {})
+        missing = [f.name for f in self.inputs if f.name not in vocab]
+        if missing:
+            raise V.VocabError(f"inlining network: no vocab boundaries for {', '.join(missing)}")
+        self._vocab = {f.name: np.asarray(vocab[f.name], dtype=np.float64) for f in self.inputs}
+        # One table row per input column (a feature with k elements contributes k columns).
+        rows = [self._vocab[f.name] for f in self.inputs for _ in range(f.num_elements)]
+        self._table, self._counts = V.padded_boundaries(rows)
+        self.num_columns = len(rows)
+        per_column = 4 if self.config.log_features else 3
+        self.mlp = MLP("mlp", (self.num_columns * per_column, *self.config.hidden_sizes, 2),
+                       self.config.activation)
+
+    @property
+    def num_actions(self) -> int:
+        return 2
+
+    @property
+    def vocab(self) -> dict[str, np.ndarray]:
+        return dict(self._vocab)
+
+    def param_shapes(self) -> ParamShapes:
+        return self.mlp.param_shapes()
+
+    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self.mlp.init(rng, self.config.output_scale)
+
+    def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
+        x = np.concatenate([self.rows(batch, f.name) for f in self.inputs], axis=1)
+        q = V.quantiles_numpy(x, self._table, self._counts)
+        return self.mlp.numpy(p, V.expand_numpy(q, x, self.config.log_features))
+
+    def _logits_tf(self, p: dict[str, Any], batch: Batch):
+        import tensorflow as tf
+
+        x = tf.concat([tf.cast(self.rows_tf(batch, f.name), tf.float64) for f in self.inputs], axis=1)
+        q = V.quantiles_tf(x, self._table, self._counts)
+        return self.mlp.tf(p, V.expand_tf(q, x, self.config.log_features))
+
+    def config_json(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    @classmethod
+    def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
+                  vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> InliningNetwork:
+        return cls(features, InliningNetworkConfig.from_json(config), vocab, advice)
+
+
+def build_network(header_or_specs: Any, vocab_dir: Path | str | None,
+                  config: InliningNetworkConfig | None = None) -> InliningNetwork:
+    """The network for the compiler's header, normalized by the vocab in `vocab_dir`; the
+    config defaults to gin's bindings of InliningNetworkConfig."""
+    specs = as_specs(header_or_specs)
+    advice = getattr(header_or_specs, "advice", None)
+    config = config or InliningNetworkConfig()
+    used = [f.name for f in specs if f.name not in config.ignored_features]
+    if vocab_dir is None:
+        raise MlgoError("the inlining network needs a vocab directory (`mlgo vocab`)")
+    return InliningNetwork(specs, config, V.load_vocab(vocab_dir, used), advice)

@@ -1,0 +1,309 @@
+"""Networks: numpy and TensorFlow compute the same logits, masks hold, vocab and feature
+errors are clear, and the numpy side never imports TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import gin
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlgo.errors import MlgoError
+from mlgo.policies import vocab as V
+from mlgo.policies.network import INVALID_LOGIT, FeatureMismatchError
+from mlgo.policies.policy import NumpyPolicy, sample_from_logits
+from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
+from mlgo.problems.inlining.network import build_network as build_inlining
+from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
+from mlgo.protocol.tensor_spec import TensorSpec
+
+# -- the LLVM 19 headers, as the compiler sends them (DESIGN.md 1.1) ---------------------------
+INLINING_FEATURES = (
+    "sroa_savings sroa_losses load_elimination call_penalty call_argument_setup "
+    "load_relative_intrinsic lowered_call_arg_setup indirect_call_penalty jump_table_penalty "
+    "case_cluster_penalty switch_default_dest_penalty switch_penalty "
+    "unsimplified_common_instructions num_loops dead_blocks simplified_instructions "
+    "constant_args constant_offset_ptr_args callsite_cost cold_cc_penalty "
+    "last_call_to_static_bonus is_multiple_blocks nested_inlines nested_inline_cost_estimate "
+    "threshold callee_basic_block_count callsite_height node_count nr_ctant_params "
+    "cost_estimate edge_count caller_users caller_conditionally_executed_blocks "
+    "caller_basic_block_count callee_conditionally_executed_blocks callee_users "
+    "is_callee_avail_external is_caller_avail_external inlining_default"
+).split()
+REGALLOC_FEATURES = [
+    ("mask", "int64_t"), ("is_free", "int64_t"), ("nr_urgent", "float"),
+    ("nr_broken_hints", "float"), ("is_hint", "int64_t"), ("is_local", "int64_t"),
+    ("nr_rematerializable", "float"), ("nr_defs_and_uses", "float"),
+    ("weighed_reads_by_max", "float"), ("weighed_writes_by_max", "float"),
+    ("weighed_read_writes_by_max", "float"), ("weighed_indvars_by_max", "float"),
+    ("hint_weights_by_max", "float"), ("start_bb_freq_by_max", "float"),
+    ("end_bb_freq_by_max", "float"), ("hottest_bb_freq_by_max", "float"),
+    ("liverange_size", "float"), ("use_def_density", "float"), ("max_stage", "int64_t"),
+    ("min_stage", "int64_t"),
+]
+K = 33
+
+
+def inlining_specs() -> list[TensorSpec]:
+    return [TensorSpec(n, "int64_t", (1,)) for n in INLINING_FEATURES]
+
+
+def regalloc_specs() -> list[TensorSpec]:
+    return [TensorSpec(n, t, (1, K)) for n, t in REGALLOC_FEATURES] + [
+        TensorSpec("progress", "float", (1,))]
+
+
+def random_inlining_batch(rng: np.random.Generator, b: int) -> dict[str, np.ndarray]:
+    """Heavy-tailed counts, some negative (costs and bonuses can be), occasional zeros."""
+    out = {}
+    for n in INLINING_FEATURES:
+        mag = np.exp(rng.uniform(0, 12, size=b)).astype(np.int64)
+        sign = np.where(rng.random(b) < 0.2, -1, 1)
+        zero = rng.random(b) < 0.2
+        out[n] = np.where(zero, 0, sign * mag).reshape(b, 1).astype(np.int64)
+    out["inlining_default"] = np.zeros((b, 1), np.int64)
+    return out
+
+
+def random_regalloc_batch(rng: np.random.Generator, b: int) -> dict[str, np.ndarray]:
+    out = {}
+    for n, t in REGALLOC_FEATURES:
+        if t == "int64_t":
+            v = rng.integers(0, 2 if n.startswith(("is_", "mask")) else 8, size=(b, 1, K))
+            out[n] = v.astype(np.int64)
+        elif n.endswith("_by_max"):
+            out[n] = rng.random((b, 1, K)).astype(np.float32)
+        else:
+            out[n] = np.exp(rng.uniform(-3, 10, size=(b, 1, K))).astype(np.float32)
+    out["mask"][:, 0, K - 1] = 1  # at least one valid position
+    out["progress"] = rng.random((b, 1)).astype(np.float32)
+    return out
+
+
+def make_vocab(rng: np.random.Generator, n: int = 100) -> dict[str, np.ndarray]:
+    data = random_inlining_batch(rng, 2000)
+    return {k: np.unique(np.quantile(v.astype(np.float64), np.linspace(0, 1, n + 1)))
+            for k, v in data.items() if k != "inlining_default"}
+
+
+def random_params(net, seed: int, scale: float = 0.3) -> np.ndarray:
+    """Larger than init_params' near-zero output layer, so logits differ visibly."""
+    return (np.random.default_rng(seed).standard_normal(net.num_params) * scale).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def inl_net() -> InliningNetwork:
+    return InliningNetwork(inlining_specs(), InliningNetworkConfig(log_features=True),
+                           make_vocab(np.random.default_rng(0)))
+
+
+@pytest.fixture(scope="module")
+def ra_net() -> RegallocNetwork:
+    return RegallocNetwork(regalloc_specs())
+
+
+# -- vocab ----------------------------------------------------------------------------------------
+def test_vocab_round_trip_and_missing_feature(tmp_path):
+    vocab = make_vocab(np.random.default_rng(1))
+    V.save_vocab(tmp_path, vocab)
+    loaded = V.load_vocab(tmp_path, list(vocab))
+    assert all(np.array_equal(loaded[k], vocab[k]) for k in vocab)
+    (tmp_path / "callee_users.buckets").unlink()
+    with pytest.raises(V.VocabError, match=r"callee_users") as e:
+        build_inlining(inlining_specs(), tmp_path)
+    assert str(tmp_path) in str(e.value)
+    with pytest.raises(V.VocabError, match="does not exist"):
+        V.load_vocab(tmp_path / "nope", ["x"])
+
+
+def test_quantile_math_numpy_and_tf():
+    import tensorflow as tf
+
+    table, counts = V.padded_boundaries([np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0]),
+                                         np.array([])])
+    x = np.array([[0, 0, 5], [1, -1, 5], [2, 0, 5], [4, 7, 5], [2**40, 0, 5]], np.int64)
+    want = np.array([[0, 1, 0], [0.25, 0, 0], [0.5, 1, 0], [1, 1, 0], [1, 1, 0]], np.float32)
+    np.testing.assert_array_equal(V.quantiles_numpy(x, table, counts), want)
+    np.testing.assert_array_equal(V.quantiles_tf(tf.constant(x), table, counts).numpy(), want)
+    e_np = V.expand_numpy(want, x, True)
+    e_tf = V.expand_tf(tf.constant(want), tf.constant(x), True).numpy()
+    assert e_np.shape == (5, 12)
+    np.testing.assert_allclose(e_np, e_tf, rtol=1e-6)
+    np.testing.assert_allclose(e_np[4, 3], np.log1p(2.0**40), rtol=1e-6)
+
+
+# -- numpy vs TensorFlow -------------------------------------------------------------------------
+def _edge_inlining_batches() -> list[dict[str, np.ndarray]]:
+    zeros = {n: np.zeros((1, 1), np.int64) for n in INLINING_FEATURES}
+    huge = {n: np.full((1, 1), 2**40, np.int64) for n in INLINING_FEATURES}
+    extreme = {n: np.full((1, 1), np.iinfo(np.int64).max, np.int64) for n in INLINING_FEATURES}
+    negative = {n: np.full((1, 1), -(2**31) if i % 2 else -7, np.int64)
+                for i, n in enumerate(INLINING_FEATURES)}
+    return [zeros, huge, extreme, negative]
+
+
+def test_inlining_numpy_matches_tf(inl_net):
+    rng = np.random.default_rng(2)
+    params = random_params(inl_net, 3)
+    for batch in [random_inlining_batch(rng, 256), *_edge_inlining_batches()]:
+        a = inl_net.logits_numpy(params, batch)
+        b = inl_net.logits_tf(params, batch).numpy()
+        assert a.shape == (len(batch["threshold"]), 2) and np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_inlining_ignores_inlining_default(inl_net):
+    batch = random_inlining_batch(np.random.default_rng(4), 64)
+    params = random_params(inl_net, 5)
+    flipped = dict(batch, inlining_default=np.ones_like(batch["inlining_default"]))
+    np.testing.assert_array_equal(inl_net.logits_numpy(params, batch),
+                                  inl_net.logits_numpy(params, flipped))
+    assert "inlining_default" not in inl_net.vocab and len(inl_net.inputs) == 38
+
+
+def test_regalloc_numpy_matches_tf_and_masks(ra_net):
+    rng = np.random.default_rng(6)
+    params = random_params(ra_net, 7)
+    garbage = random_regalloc_batch(rng, 8)
+    garbage["use_def_density"][:, 0, :3] = [np.inf, np.nan, -np.inf]
+    garbage["liverange_size"][:, 0, 5] = 3.0e38
+    garbage["weighed_reads_by_max"][:, 0, 7] = np.nan
+    zeros = {k: np.zeros_like(v) for k, v in garbage.items()}
+    zeros["mask"][:, 0, K - 1] = 1
+    for batch in [random_regalloc_batch(rng, 128), garbage, zeros]:
+        a = ra_net.logits_numpy(params, batch)
+        b = ra_net.logits_tf(params, batch).numpy()
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+        mask = batch["mask"].reshape(-1, K) != 0
+        assert np.all(a[~mask] == INVALID_LOGIT) and np.isfinite(a).all()
+        assert np.all(a[mask] > INVALID_LOGIT / 2)
+
+
+def test_regalloc_gradients_finite_despite_garbage(ra_net):
+    import tensorflow as tf
+
+    batch = random_regalloc_batch(np.random.default_rng(8), 16)
+    batch["nr_urgent"][:, 0, :] = np.nan
+    theta = tf.Variable(random_params(ra_net, 9))
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(tf.nn.log_softmax(ra_net.logits_tf(theta, batch))[:, K - 1])
+    assert np.isfinite(tape.gradient(loss, theta).numpy()).all()
+
+
+def test_single_observation_is_a_batch_of_one(inl_net, ra_net):
+    for net, batch in ((inl_net, random_inlining_batch(np.random.default_rng(10), 1)),
+                       (ra_net, random_regalloc_batch(np.random.default_rng(11), 1))):
+        params = random_params(net, 12)
+        single = {k: v[0] for k, v in batch.items()}  # the header's own shapes
+        np.testing.assert_array_equal(net.logits_numpy(params, single),
+                                      net.logits_numpy(params, batch))
+
+
+# -- parameters, config, feature checks ----------------------------------------------------------
+def test_param_layout_and_init(inl_net, ra_net):
+    for net in (inl_net, ra_net):
+        p = net.init_params(3)
+        assert p.dtype == np.float32 and p.shape == (net.num_params,)
+        np.testing.assert_array_equal(p, net.init_params(3))
+        assert not np.array_equal(p, net.init_params(4))
+        assert sum(int(np.prod(s)) for _, s in net.param_shapes()) == net.num_params
+        with pytest.raises(MlgoError, match="parameters"):
+            net.unflatten_numpy(p[:-1])
+    # 38 inputs x [q, sqrt q, q^2, log] -> 64 -> 64 -> 2
+    assert inl_net.param_shapes()[0] == ("mlp/0/w", (38 * 4, 64))
+    assert ra_net.param_shapes()[0] == ("scorer/0/w", (21, 32))
+    # a fresh policy is near uniform (small output layer)
+    batch = random_inlining_batch(np.random.default_rng(0), 32)
+    assert np.abs(np.diff(inl_net.logits_numpy(inl_net.init_params(0), batch))).max() < 0.5
+
+
+def test_hyperparameters_come_from_gin():
+    gin.clear_config()
+    try:
+        gin.parse_config("regalloc.RegallocNetworkConfig.hidden_sizes = (16,)\n"
+                         "regalloc.RegallocNetworkConfig.activation = 'tanh'")
+        net = RegallocNetwork(regalloc_specs())
+        assert net.config.hidden_sizes == (16,) and net.config.activation == "tanh"
+        assert [s for _, s in net.param_shapes()] == [(21, 16), (16,), (16, 1), (1,)]
+        # explicit configs (as checkpoints pass them) win over gin bindings
+        cfg = RegallocNetworkConfig.from_json(RegallocNetwork(regalloc_specs()).config_json())
+        assert cfg.hidden_sizes == (16,)
+        assert RegallocNetworkConfig(hidden_sizes=(8,)).hidden_sizes == (8,)
+    finally:
+        gin.clear_config()
+    assert RegallocNetworkConfig().hidden_sizes == (32, 32)
+
+
+def test_feature_mismatch_lists_differences(inl_net, ra_net):
+    specs = [s for s in inlining_specs() if s.name != "callee_users"]
+    specs.append(TensorSpec("new_feature", "int64_t", (1,)))
+    specs[0] = TensorSpec("sroa_savings", "int32_t", (1,))
+    with pytest.raises(FeatureMismatchError) as e:
+        inl_net.check_features(specs)
+    msg = str(e.value)
+    assert "missing callee_users" in msg and "unexpected new_feature" in msg
+    assert "sroa_savings: expected int64_t [1], got int32_t [1]" in msg
+    inl_net.check_features(list(reversed(inlining_specs())))  # order does not matter
+    with pytest.raises(FeatureMismatchError, match="lacks feature.*mask"):
+        ra_net.logits_numpy(ra_net.init_params(0), {"progress": np.zeros(1)})
+    with pytest.raises(FeatureMismatchError, match="no 'mask'"):
+        RegallocNetwork(regalloc_specs()[1:])
+    with pytest.raises(FeatureMismatchError, match="1 or 33 elements"):
+        RegallocNetwork([*regalloc_specs(), TensorSpec("odd", "float", (2,))])
+
+
+# -- masks are respected by every way of acting --------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(mask_bits=st.lists(st.booleans(), min_size=K, max_size=K).filter(any),
+       seed=st.integers(0, 2**31 - 1))
+def test_masked_positions_never_chosen(ra_net, mask_bits, seed):
+    rng = np.random.default_rng(seed)
+    obs = {k: v[0] for k, v in random_regalloc_batch(rng, 1).items()}
+    obs["mask"] = np.array(mask_bits, np.int64).reshape(1, K)
+    valid = set(np.flatnonzero(mask_bits).tolist())
+    params = random_params(ra_net, seed % 1000, scale=1.0)
+    assert NumpyPolicy(ra_net, params).act(obs) in valid
+    sampler = NumpyPolicy(ra_net, params, greedy=False, seed=seed)
+    for _ in range(20):
+        assert sampler.act(obs) in valid
+        a, logp = sampler.act_sample(obs, rng)
+        assert a in valid and np.isfinite(logp) and logp <= 0
+
+
+def test_sampling_follows_softmax():
+    logits = np.array([0.0, np.log(3.0), INVALID_LOGIT, 0.0], np.float32)
+    rng = np.random.default_rng(0)
+    draws = [sample_from_logits(logits, rng) for _ in range(20000)]
+    freq = np.bincount([a for a, _ in draws], minlength=4) / len(draws)
+    np.testing.assert_allclose(freq, [0.2, 0.6, 0.0, 0.2], atol=0.015)
+    a, logp = draws[0]
+    assert logp == pytest.approx(np.log([0.2, 0.6, 0.0, 0.2][a]), abs=1e-6)
+
+
+# -- workers stay TensorFlow-free ----------------------------------------------------------------
+def test_numpy_side_never_imports_tensorflow(tmp_path, inl_net, ra_net):
+    from mlgo.policies.checkpoint import save_policy
+
+    save_policy(tmp_path / "inl", inl_net, inl_net.init_params(0))
+    save_policy(tmp_path / "ra", ra_net, ra_net.init_params(0))
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from mlgo.policies.loading import numpy_policy
+        from mlgo.problems.inlining.network import InliningNetwork
+        from mlgo.problems.regalloc.network import RegallocNetwork
+        inl = numpy_policy("inlining", {str(tmp_path / 'inl')!r})
+        ra = numpy_policy("regalloc", {str(tmp_path / 'ra')!r}, greedy=False)
+        names = [f.name for f in inl.network.features]
+        print(inl.act({{n: np.zeros(1, np.int64) for n in names}}))
+        obs = {{f.name: np.ones(f.shape, f.dtype) for f in ra.network.features}}
+        print(ra.act_sample(obs, np.random.default_rng(0)))
+        assert "tensorflow" not in sys.modules, "numpy side imported TensorFlow"
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
