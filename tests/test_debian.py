@@ -152,3 +152,27 @@ def test_versions_sort_by_dpkg_rules() -> None:
     versions = ["2.5.0-1+deb12u2", "2.5.0-1+deb12u10", "1:1.0-1", "2.5.0-1", "2.5.0~rc1-1"]
     assert debian.sort_versions(versions) == [
         "1:1.0-1", "2.5.0-1+deb12u10", "2.5.0-1+deb12u2", "2.5.0-1", "2.5.0~rc1-1"]
+
+
+@pytest.mark.skipif(shutil.which("bear") is None, reason="needs bear")
+def test_steps_recipe_builds_under_bear_with_clang(tmp_path: Path) -> None:
+    tree = tmp_path / "pkg"
+    tree.mkdir()
+    (tree / "a.c").write_text("int a(int x) { return x + 1; }\n")
+    (tree / "b.cc").write_text("int b(int x) { return x * 2; }\n")
+    (tree / "Makefile").write_text(
+        "all: a.o b.o\n"
+        "a.o: a.c\n\t$(CC) -O2 -c a.c -o a.o\n"
+        "b.o: b.cc\n\t$(CXX) -Os -c b.cc -o b.o\n")
+    recipe = debian.Recipe("pk", "c", build="steps", steps=("echo configure", "make"))
+    compile_db = debian.build_with_bear(recipe, tree, jobs=2)
+    out = tmp_path / "corpus"
+    summary = extract.extract_compile_db(compile_db, out, project="pk", root=tree,
+                                         progress=False)
+    assert sorted(summary.extracted) == ["pk/a.c", "pk/b.cc"]
+    args = {m.name: m.args() for m in Corpus.load(out).modules}
+    assert args == {"pk/a.c": ["-c", "-O2"], "pk/b.cc": ["-c", "-Os"]}
+
+    failing = debian.Recipe("pk", "c", build="steps", steps=("false",))
+    with pytest.raises(CorpusError, match="build failed with status"):
+        debian.build_with_bear(failing, tree, jobs=1)
