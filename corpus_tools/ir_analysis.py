@@ -253,9 +253,14 @@ def function_ir(function, defined: set[str]) -> FunctionIR:
             instructions.append(ir_inst)
         if rows:
             # Block operands of the terminator are the successors (br, switch, invoke, ...).
-            for a in rows[-1][2]:
-                if a in block_index and block_index[a] not in successors:
-                    successors.append(block_index[a])
+            targets = [block_index[a] for a in rows[-1][2] if a in block_index]
+            if rows[-1][1].opcode == "br":
+                # A conditional br stores (cond, false, true); LLVM's successor order, which
+                # decides the DFS and so the layout, is true first.
+                targets.reverse()
+            for t in targets:
+                if t not in successors:
+                    successors.append(t)
         ir_blocks.append(Block(instructions, successors))
     return FunctionIR(function.name, ir_blocks, tuple(arguments))
 
