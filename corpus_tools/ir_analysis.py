@@ -221,7 +221,7 @@ def function_ir(function, defined: set[str]) -> FunctionIR:
 
     # First pass: ids for every value; operands are resolved afterwards because phis (and
     # unreachable code) may refer to instructions that come later.
-    raw: list[list[tuple[object, Instruction, list[int], list[int]]]] = []
+    raw: list[list[tuple[Instruction, list[int], list[int]]]] = []
     for bi, block in enumerate(blocks):
         rows = []
         for inst in block.instructions:
@@ -235,14 +235,14 @@ def function_ir(function, defined: set[str]) -> FunctionIR:
             if opcode in CALL_OPCODES and operands:
                 ir_inst.call_kind, ir_inst.callee = _call_kind(operands[-1], defined)
             incoming = [_address(b) for b in inst.incoming_blocks] if opcode == "phi" else []
-            rows.append((inst, ir_inst, [_address(o) for o in operands], incoming))
+            rows.append((ir_inst, [_address(o) for o in operands], incoming))
         raw.append(rows)
 
     ir_blocks = []
     for rows in raw:
         instructions = []
         successors: list[int] = []
-        for _, ir_inst, operand_addresses, incoming in rows:
+        for ir_inst, operand_addresses, incoming in rows:
             if ir_inst.opcode == "phi":
                 ir_inst.incoming = tuple(
                     (value_ids[v], block_index[b])
@@ -253,8 +253,8 @@ def function_ir(function, defined: set[str]) -> FunctionIR:
             instructions.append(ir_inst)
         if rows:
             # Block operands of the terminator are the successors (br, switch, invoke, ...).
-            targets = [block_index[a] for a in rows[-1][2] if a in block_index]
-            if rows[-1][1].opcode == "br":
+            targets = [block_index[a] for a in rows[-1][1] if a in block_index]
+            if rows[-1][0].opcode == "br":
                 # A conditional br stores (cond, false, true); LLVM's successor order, which
                 # decides the DFS and so the layout, is true first.
                 targets.reverse()

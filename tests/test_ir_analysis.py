@@ -14,6 +14,7 @@ import pytest
 from corpus_tools.ir_analysis import (
     analyze_module,
     depth_first_order,
+    function_ir,
     liveness,
     parse_module,
     scc_heights,
@@ -78,8 +79,6 @@ def test_liveness_known_answers():
 
 def test_layout_is_llvm_reverse_post_order():
     module = parse_module(DATA / "liveness.ll")
-    from corpus_tools.ir_analysis import function_ir
-
     fn = function_ir(module.get_function("diamond"), set())
     # blocks: entry 0, left 1, right 2, join 3; LLVM's RPO puts the false successor first.
     assert fn.blocks[0].successors == [1, 2]
