@@ -34,10 +34,9 @@ def setup_gin(args: argparse.Namespace) -> str:
     """Parse gin files and bindings; return the config text to replay in workers."""
     import gin
 
-    # Importing the problems registers their configurables before parsing.
-    import mlgo.problems.inlining.problem  # noqa: F401
-    import mlgo.problems.regalloc.problem  # noqa: F401
+    from mlgo.configurables import import_configurables
 
+    import_configurables(training=True)
     for f in args.gin_file:
         if not Path(f).is_file():
             raise MlgoError(f"{f}: gin file not found")

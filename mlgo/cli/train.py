@@ -67,21 +67,10 @@ def _network_and_params(args, problem, corpus, gin_config: str):
     if vocab is None:
         vocab = args.output / "vocab"
         if not vocab.is_dir():
-            split = _split_names(args, corpus)
-            trace = _ensure_trace(args, problem, corpus, gin_config, split)
+            trace = _ensure_trace(args, problem, corpus, gin_config, None)
             build_vocab(trace, vocab)
     net = problem.build_network(problem.header(), vocab)
     return net, net.init_params(args.seed)
-
-
-def _split_names(args, corpus) -> set[str] | None:
-    from corpus_tools.report import split_by_project
-
-    split = args.output / "split.json"
-    if split.is_file():
-        return set(json.loads(split.read_text())["train"])
-    train, _ = split_by_project(corpus, args.validation_fraction, args.seed)
-    return set(train)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
                        seed=args.seed, meta={"warmstart": str(args.warmstart or "")})
     try:
         if args.algorithm == "bc":
-            trace = _ensure_trace(args, problem, corpus, gin_config, {m.name for m in run_.train_modules})
+            # All modules are traced: bc trains on the training split's decisions and reports
+            # agreement on the held-out ones.
+            trace = _ensure_trace(args, problem, corpus, gin_config, None)
             bc.train(run_, bc.BCConfig(), trace)
         elif args.algorithm == "ppo":
             ppo.train(run_, ppo.PPOConfig())

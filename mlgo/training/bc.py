@@ -23,8 +23,8 @@ from mlgo.training.run import TrainingRun
 @gin.configurable(module="bc")
 @dataclass
 class BCConfig:
-    epochs: int = 8
-    batch_size: int = 512
+    epochs: int = 20
+    batch_size: int = 64
     learning_rate: float = 3e-3
     validate_every: int = 0  # compile the validation modules every N epochs (0: last epoch only)
 

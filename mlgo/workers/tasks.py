@@ -71,7 +71,11 @@ def _apply_gin(config: str) -> None:
         return
     import gin
 
-    gin.parse_config(config)
+    from mlgo.configurables import import_configurables
+
+    import_configurables(training=False)
+    # Training-side bindings (bc/ppo/es) were validated by the CLI; workers have no use for them.
+    gin.parse_config(config, skip_unknown=True)
     _GIN_LOADED.add(key)
 
 

@@ -49,6 +49,12 @@ class InliningForSize(Problem):
             "always": lambda obs: 1,
         }
 
+    def build_network(self, header: Header, vocab_dir: Path | None):
+        """A fresh policy network for this header (hyperparameters from gin)."""
+        from mlgo.problems.inlining.network import build_network
+
+        return build_network(header, vocab_dir)
+
     def default_proxy(self, obs: Observation) -> int:
         return cost_threshold(obs)
 

@@ -91,6 +91,12 @@ class RegallocEviction(Problem):
             "first-valid": first_valid,
         }
 
+    def build_network(self, header: Header, vocab_dir: Path | None):
+        """A fresh policy network for this header (hyperparameters from gin)."""
+        from mlgo.problems.regalloc.network import build_network
+
+        return build_network(header, vocab_dir)
+
     def default_proxy(self, obs: Observation) -> int:
         return eviction_cost_proxy(obs)
 
