@@ -318,3 +318,99 @@ def test_loops_match_llvm_loopinfo(compiled_sources):
         assert ours == expected, name
         loops += sum(expected.values())
     assert loops >= 4
+
+
+# --------------------------------------------------------------------------------------------
+# Liveness against its path definition on random control flow.
+
+
+def _random_function(rng: random.Random):
+    from corpus_tools.ir_analysis import Block, FunctionIR, Instruction
+
+    n_blocks = rng.randint(1, 7)
+    succs = [rng.sample(range(n_blocks), rng.randint(0, min(2, n_blocks)))
+             for _ in range(n_blocks)]
+    preds = [[p for p in range(n_blocks) if b in succs[p]] for b in range(n_blocks)]
+    arguments = tuple(range(rng.randint(0, 2)))
+    next_id = len(arguments)
+    blocks_phis, blocks_body = [], []
+    for b in range(n_blocks):
+        phis = []
+        for _ in range(rng.randint(0, 2) if preds[b] else 0):
+            phis.append(next_id)
+            next_id += 1
+        blocks_phis.append(phis)
+        body = []
+        for _ in range(rng.randint(1, 4)):
+            defines = None
+            if rng.random() < 0.8:
+                defines = next_id
+                next_id += 1
+            body.append(defines)
+        blocks_body.append(body)
+    all_values = list(range(next_id))
+    blocks = []
+    for b in range(n_blocks):
+        insts = [Instruction("phi", defines=v,
+                             incoming=tuple((rng.choice(all_values), p) for p in preds[b]))
+                 for v in blocks_phis[b]]
+        for defines in blocks_body[b]:
+            uses = tuple(rng.sample(all_values, min(len(all_values), rng.randint(0, 3))))
+            kind = rng.choice([None, None, "external", "intrinsic"])
+            insts.append(Instruction("call" if kind else "add", defines=defines, uses=uses,
+                                     call_kind=kind))
+        blocks.append(Block(insts, succs[b]))
+    return FunctionIR("random", blocks, arguments), all_values
+
+
+def _live_at(fn, value: int, block: int, index: int) -> bool:
+    """Is `value` live before non-phi instruction `index` of `block` (index == len: at the
+    block's end)? True if some path from there reaches a use before a definition."""
+    todo, seen = [(block, index)], set()
+    while todo:
+        b, k = todo.pop()
+        body = [i for i in fn.blocks[b].instructions if i.opcode != "phi"]
+        killed = False
+        for inst in body[k:]:
+            if value in inst.uses:
+                return True
+            if inst.defines == value:
+                killed = True
+                break
+        if killed:
+            continue
+        for s in fn.blocks[b].successors:
+            phis = [i for i in fn.blocks[s].instructions if i.opcode == "phi"]
+            if any(v == value and p == b for i in phis for v, p in i.incoming):
+                return True
+            if any(i.defines == value for i in phis) or s in seen:
+                continue
+            seen.add(s)
+            todo.append((s, 0))
+    return False
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_liveness_matches_path_definition(seed):
+    fn, values = _random_function(random.Random(seed))
+    live = liveness(fn)
+    best = 0
+    across_calls: set[int] = set()
+    for b, block in enumerate(fn.blocks):
+        body = [i for i in block.instructions if i.opcode != "phi"]
+        for k in range(len(body) + 1):
+            live_here = {v for v in values if _live_at(fn, v, b, k)}
+            best = max(best, len(live_here))
+            if k > 0 and body[k - 1].call_kind == "external":
+                across_calls |= live_here - {body[k - 1].defines}
+        assert live.live_out[b] == {v for v in values if _live_at(fn, v, b, len(body))}
+    assert live.max_pressure == best
+    assert live.live_across_calls == across_calls
+    across_back_edges = set()
+    for tail, header in live.back_edges:
+        phi_defs = {i.defines for i in fn.blocks[header].instructions if i.opcode == "phi"}
+        tail_end = sum(i.opcode != "phi" for i in fn.blocks[tail].instructions)
+        across_back_edges |= {v for v in values if v not in phi_defs
+                              and _live_at(fn, v, tail, tail_end) and _live_at(fn, v, header, 0)}
+    assert live.live_across_back_edges == across_back_edges
+    assert live.max_interval_overlap >= live.max_pressure
