@@ -1,0 +1,175 @@
+"""The inliner pass plugin: `inliner_plugin.cpp` + a policy's C source -> libmlgo_inliner.so,
+built against llvm-19-dev and cached under `<cache>/plugins/<hash>/`.
+
+    so = build_plugin(codegen.inline_cost_threshold())
+    clang-19 -Oz -fpass-plugin=<so> -c x.c
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlgo.compiler import toolchain
+from mlgo.errors import MlgoError, ToolchainError
+from mlgo.serving import codegen
+from mlgo.serving.build import (
+    SOURCE_DIR,
+    BuildError,
+    cached_artifact,
+    content_key,
+    file_identity,
+    packaged_source,
+    run_build,
+)
+
+PLUGIN_SOURCE = "inliner_plugin.cpp"
+PLUGIN_FILE = "libmlgo_inliner.so"
+PLUGIN_OBJECT = "inliner_plugin.o"
+# Where a trained-policy C generator is expected (the policy package's side of the seam).
+POLICY_CODEGEN_MODULE = "mlgo.policies.codegen"
+
+# Flags that must not reach the plugin's link: the plugin's LLVM symbols are resolved from
+# libLLVM inside clang's process, so "no undefined symbols" would make the link fail.
+_FORBIDDEN_LINK_FLAGS = ("-Wl,--no-undefined", "-Wl,-z,defs", "-Wl,-no-undefined")
+
+# A module with a call site worth deciding on: the build's smoke test checks that the plugin
+# loads into clang-19 and that the inliner really asks it.
+_SMOKE_C = """
+static int mlgo_square(int x) { return x * x; }
+int mlgo_smoke(int y) { return mlgo_square(y) + mlgo_square(y + 1); }
+"""
+
+
+@dataclass(frozen=True)
+class LlvmDev:
+    llvm_config: str
+    version: str
+    cxxflags: tuple[str, ...]
+
+
+@functools.cache
+def llvm_dev() -> LlvmDev:
+    """llvm-config-19's version and C++ flags (ToolchainError if llvm-19-dev is missing)."""
+    tool = toolchain.find_tool("llvm-config", check_version=False)
+
+    def ask(flag: str) -> str:
+        try:
+            out = subprocess.run([tool.path, flag], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise ToolchainError(f"{tool.path} {flag} failed: {e}") from e
+        if out.returncode != 0:
+            raise ToolchainError(f"{tool.path} {flag} failed: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    version = ask("--version")
+    if not version.startswith(f"{toolchain.LLVM_MAJOR}."):
+        raise ToolchainError(
+            f"{tool.path} is LLVM {version}; the plugin must be built against LLVM "
+            f"{toolchain.LLVM_MAJOR} (the clang that loads it): " + toolchain.INSTALL_HINT
+        )
+    flags = tuple(f for f in ask("--cxxflags").split() if f not in _FORBIDDEN_LINK_FLAGS)
+    return LlvmDev(tool.path, version, flags)
+
+
+def plugin_object() -> Path:
+    """inliner_plugin.cpp compiled against llvm-19-dev: the slow part of every plugin build
+    (LLVM's headers), shared by all policies and cached by source, LLVM version and flags."""
+    llvm = llvm_dev()
+    cxx = toolchain.clangxx()
+    source = packaged_source(PLUGIN_SOURCE)
+    flags = ["-O2", "-fPIC", *llvm.cxxflags]
+    key = content_key("inliner-plugin-object", source, llvm.version, " ".join(flags),
+                      file_identity(cxx.path))
+
+    def build(tmp: Path) -> dict:
+        src = tmp / PLUGIN_SOURCE
+        src.write_text(source)
+        run_build([cxx.path, *flags, "-c", str(src), "-o", str(tmp / PLUGIN_OBJECT)],
+                  SOURCE_DIR / PLUGIN_SOURCE, "the inliner plugin")
+        return {"llvm_version": llvm.version}
+
+    return cached_artifact("plugin-objects", key, PLUGIN_OBJECT, build)
+
+
+def build_plugin(policy_c_source: str, *, policy_label: str = "policy") -> Path:
+    """Path of libmlgo_inliner.so serving `policy_c_source` (see mlgo.serving.codegen for the
+    ABI), building it on first use. The cache key covers the plugin's and the policy's sources,
+    the LLVM version and flags, and the compilers, so a plugin built for another LLVM is never
+    reused (and the plugin itself refuses to load into a different LLVM)."""
+    llvm = llvm_dev()
+    cc, cxx = toolchain.clang(), toolchain.clangxx()
+    obj = plugin_object()
+    key = content_key("inliner-plugin", obj.parent.name, policy_c_source, llvm.version,
+                      file_identity(cc.path), file_identity(cxx.path))
+
+    def build(tmp: Path) -> dict:
+        policy_c = tmp / "policy.c"
+        policy_c.write_text(policy_c_source)
+        run_build([cc.path, "-O2", "-fPIC", "-c", str(policy_c), "-o", str(tmp / "policy.o")],
+                  policy_c, f"the {policy_label} policy")
+        out = tmp / PLUGIN_FILE
+        # Link nothing: LLVM's symbols resolve against the libLLVM already in clang's process.
+        run_build([cxx.path, "-shared", "-fPIC", str(obj), str(tmp / "policy.o"), "-o", str(out)],
+                  policy_c, f"the inliner plugin for the {policy_label} policy")
+        _smoke_test(out, cc.path, policy_label)
+        (tmp / "policy.o").unlink()
+        return {"llvm_version": llvm.version, "policy": policy_label}
+
+    return cached_artifact("plugins", key, PLUGIN_FILE, build)
+
+
+def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
+    """Compile a two-function module with the plugin and check it made the inlining decision."""
+    with tempfile.TemporaryDirectory(prefix="mlgo-plugin-check-") as d:
+        src, log = Path(d) / "smoke.c", Path(d) / "decisions.txt"
+        src.write_text(_SMOKE_C)
+        env = dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log))
+        proc = subprocess.run([clang, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
+                               f"-fpass-plugin={plugin}"], capture_output=True, text=True,
+                              env=env, timeout=120)
+        if proc.returncode != 0:
+            raise BuildError(f"inliner plugin for the {policy_label} policy: it does not work in "
+                             f"{clang}:\n"
+                             f"{proc.stderr.strip()[-3000:]}")
+        if not log.is_file() or not log.read_text().strip():
+            raise BuildError(f"inliner plugin for the {policy_label} policy: clang loaded {plugin}"
+                             " but its inliner never consulted it (no decision logged)")
+
+
+def policy_source(policy: str) -> tuple[str, str]:
+    """(C source, label) for a built-in inliner heuristic name or a trained policy directory."""
+    if policy in codegen.INLINE_HEURISTICS:
+        return codegen.INLINE_HEURISTICS[policy](), policy
+    path = Path(policy)
+    if not path.is_dir():
+        raise MlgoError(
+            f"{policy}: neither a built-in inliner policy ({', '.join(codegen.INLINE_HEURISTICS)})"
+            " nor a policy directory"
+        )
+    if importlib.util.find_spec("mlgo.policies") is None:
+        raise MlgoError(
+            f"{policy}: trained-policy plugins need the mlgo.policies package (policy loading "
+            "and its C code generator), which this installation does not have"
+        )
+    if importlib.util.find_spec(POLICY_CODEGEN_MODULE) is None:
+        raise MlgoError(
+            f"{policy}: trained-policy plugins need a C code generator for the policy network: "
+            f"{POLICY_CODEGEN_MODULE}.policy_c_source(policy_dir, problem) returning C in the ABI "
+            "described in mlgo/serving/codegen.py; mlgo.policies does not provide it yet"
+        )
+    generator = importlib.import_module(POLICY_CODEGEN_MODULE)
+    source = generator.policy_c_source(path, "inlining")
+    return source, str(path.resolve())
+
+
+def plugin_for(policy: str) -> Path:
+    """A ready plugin for `policy` (built-in heuristic name or policy directory)."""
+    source, label = policy_source(policy)
+    return build_plugin(source, policy_label=label)

@@ -1,0 +1,164 @@
+"""The inliner pass plugin: built from a policy's C source, loaded by the stock clang-19, and
+making exactly the decisions interactive mode makes with the same heuristic."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from corpus_fixtures import make_small_corpus
+
+from corpus_tools.corpus import Corpus
+from mlgo import env as mlgo_env
+from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
+from mlgo.compiler.measure import text_size
+from mlgo.errors import MlgoError
+from mlgo.problems import get_problem
+from mlgo.serving import codegen, plugin
+from mlgo.serving.build import BuildError
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    return Corpus.load(make_small_corpus(tmp_path_factory.mktemp("plugin-corpus")))
+
+
+@pytest.fixture(scope="module")
+def cost_threshold_plugin() -> Path:
+    # The user's plugin cache (keyed by content): built once, reused by later sessions.
+    return plugin.plugin_for("cost-threshold")
+
+
+def _interactive(module, heuristic, workdir: Path) -> tuple[bytes, list[tuple[list[int], int]]]:
+    """Object bytes and (features, decision) pairs of an interactive-mode compile."""
+    problem = get_problem("inlining")
+    base = workdir / "channel"
+    argv = problem.compile_argv(module, workdir, base)
+    decisions = []
+    with InteractiveCompile(argv, module.name, workdir, channel_base=base, timeout=120) as c:
+        names = c.header.feature_names if not c.no_channel else []
+        while (obs := c.next_observation()) is not None:
+            action = heuristic(obs.features)
+            decisions.append(([int(np.asarray(obs.features[n]).reshape(-1)[0]) for n in names],
+                              action))
+            c.answer(action)
+        c.finish()
+    assert names == list(codegen.INLINE_FEATURES_LLVM19)
+    return (workdir / "out.o").read_bytes(), decisions
+
+
+def _with_plugin(module, so: Path, workdir: Path) -> tuple[bytes, list[tuple[list[int], int]]]:
+    """Object bytes and logged (features, decision) pairs of a plain -Oz compile with the plugin."""
+    log = workdir / "plugin-decisions.txt"
+    out = workdir / "plugin.o"
+    args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={so}"])
+    subprocess.run(["clang-19", *args, "-o", str(out)], check=True,
+                   env=dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log)))
+    decisions = []
+    if log.exists():
+        for line in log.read_text().splitlines():
+            features, decision = line.split("->")
+            decisions.append(([int(x) for x in features.split()], int(decision)))
+    return out.read_bytes(), decisions
+
+
+def test_feature_lists_match_the_compiler() -> None:
+    inlining = get_problem("inlining").header()
+    assert inlining.feature_names == list(codegen.INLINE_FEATURES_LLVM19)
+    regalloc = get_problem("regalloc").header()
+    assert [(f.name, f.type, f.num_elements) for f in regalloc.features] == list(
+        codegen.REGALLOC_FEATURES_LLVM19)
+
+
+def test_plugin_matches_interactive_mode(corpus: Corpus, cost_threshold_plugin: Path) -> None:
+    problem = get_problem("inlining")
+    heuristic = problem.heuristic("cost-threshold")
+    total_decisions = 0
+    for module in corpus.modules:
+        workdir = make_workdir("mlgo-test-plugin-")
+        try:
+            ref_obj, ref_decisions = _interactive(module, heuristic, workdir)
+            obj, decisions = _with_plugin(module, cost_threshold_plugin, workdir)
+            assert decisions == ref_decisions, module.name
+            assert obj == ref_obj, f"{module.name}: objects differ"
+            plugin_text = text_size(workdir / "plugin.o")
+        finally:
+            remove_workdir(workdir)
+        # And the size agrees with what training and evaluation see through mlgo.env.
+        with mlgo_env.make(problem, module) as e:
+            assert mlgo_env.run_episode(e, heuristic).measurement.total == plugin_text
+        total_decisions += len(decisions)
+    assert total_decisions >= 3  # calls.c alone has several call sites
+
+
+def test_plugin_decisions_follow_the_policy(corpus: Corpus, cost_threshold_plugin: Path,
+                                            tmp_path: Path) -> None:
+    """A different policy links into a different plugin and changes the code."""
+    never = plugin.plugin_for("never")
+    assert never != cost_threshold_plugin
+    module = next(m for m in corpus.modules if m.name.endswith("calls.c"))
+    _, with_threshold = _with_plugin(module, cost_threshold_plugin, tmp_path)
+    threshold_size = text_size(tmp_path / "plugin.o")
+    (tmp_path / "plugin-decisions.txt").unlink()
+    _, with_never = _with_plugin(module, never, tmp_path)
+    assert any(d == 1 for _, d in with_threshold)
+    assert with_never and all(d == 0 for _, d in with_never)
+    assert text_size(tmp_path / "plugin.o") != threshold_size
+
+
+def test_policy_with_other_features_is_refused() -> None:
+    names = list(codegen.INLINE_FEATURES_LLVM19)
+    names[names.index("edge_count")] = "edge_count_v2"
+    with pytest.raises(BuildError, match="edge_count_v2") as info:
+        plugin.build_plugin(codegen.inline_cost_threshold(names), policy_label="renamed")
+    assert "position 30: compiler 'edge_count', policy 'edge_count_v2'" in str(info.value)
+
+
+def test_cache_key_covers_the_llvm_version(monkeypatch: pytest.MonkeyPatch,
+                                           cost_threshold_plugin: Path) -> None:
+    real = plugin.llvm_dev()
+    seen: list[str] = []
+
+    def fake_cached_artifact(kind, key, filename, build):
+        seen.append(key)
+        return Path("/nonexistent") / filename
+
+    monkeypatch.setattr(plugin, "cached_artifact", fake_cached_artifact)
+    monkeypatch.setattr(plugin, "plugin_object", lambda: cost_threshold_plugin)
+    source = codegen.inline_cost_threshold()
+    plugin.build_plugin(source)
+    monkeypatch.setattr(plugin, "llvm_dev", lambda: plugin.LlvmDev(real.llvm_config, "19.1.99",
+                                                                   real.cxxflags))
+    plugin.build_plugin(source)
+    assert len(seen) == 2 and seen[0] != seen[1]
+
+
+def test_unknown_policy_names_the_choices() -> None:
+    with pytest.raises(MlgoError, match="cost-threshold"):
+        plugin.policy_source("no-such-policy")
+
+
+def test_policy_directory_needs_a_c_generator(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(plugin.importlib.util, "find_spec",
+                        lambda name, *a: None if name == plugin.POLICY_CODEGEN_MODULE
+                        else real_find_spec(name, *a))
+    with pytest.raises(MlgoError, match="trained-policy plugins need"):
+        plugin.policy_source(str(tmp_path))
+
+
+def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None:
+    import argparse
+
+    from mlgo.cli import plugin as plugin_cli
+
+    parser = argparse.ArgumentParser()
+    plugin_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["plugin", "cost-threshold"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.strip() == str(cost_threshold_plugin)
