@@ -33,6 +33,38 @@ long hash(const char *s) {
 }
 """,
     "leaf.c": "int leaf(int x) { return x + 1; }\n",
+    "strings.c": r"""
+#include <stddef.h>
+static size_t len(const char *s) { size_t n = 0; while (s[n]) n++; return n; }
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+static const char *skip(const char *s) { while (is_space(*s)) s++; return s; }
+int count_words(const char *s) {
+  int n = 0;
+  for (s = skip(s); *s; s = skip(s)) { n++; while (*s && !is_space(*s)) s++; }
+  return n;
+}
+size_t total_len(const char **v, int n) { size_t t = 0; for (int i = 0; i < n; i++) t += len(skip(v[i])); return t; }
+""",
+    "tree.c": r"""
+#include <stdlib.h>
+struct node { int key; struct node *l, *r; };
+static struct node *mk(int k) { struct node *n = malloc(sizeof *n); n->key = k; n->l = n->r = 0; return n; }
+static struct node *ins(struct node *t, int k) {
+  if (!t) return mk(k);
+  if (k < t->key) t->l = ins(t->l, k); else t->r = ins(t->r, k);
+  return t;
+}
+static int depth(const struct node *t) { if (!t) return 0; int a = depth(t->l), b = depth(t->r); return 1 + (a > b ? a : b); }
+static void drop(struct node *t) { if (t) { drop(t->l); drop(t->r); free(t); } }
+int tree_depth(const int *keys, int n) { struct node *t = 0; for (int i = 0; i < n; i++) t = ins(t, keys[i]); int d = depth(t); drop(t); return d; }
+""",
+    "mathx.c": r"""
+static double sq(double x) { return x * x; }
+static double poly(double x) { return sq(x) * 3 + x * 2 + 1; }
+static double clamp(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+double eval_all(const double *v, int n) { double s = 0; for (int i = 0; i < n; i++) s += clamp(poly(v[i]), -1e6, 1e6); return s; }
+double norm2(const double *v, int n) { double s = 0; for (int i = 0; i < n; i++) s += sq(v[i]); return s; }
+""",
 }
 
 

@@ -1,0 +1,107 @@
+"""`mlgo train` end to end on a small real corpus: bc, then es and ppo from its warm start,
+resume after kill -9, and refusing a mismatched run directory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from corpus_fixtures import SOURCES, make_small_corpus
+
+from mlgo.cli.main import main
+from mlgo.policies.checkpoint import load_policy
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_small_corpus(tmp_path_factory.mktemp("c"))
+
+
+@pytest.fixture(scope="module")
+def bc_run(corpus, tmp_path_factory):
+    os.environ["MLGO_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    out = tmp_path_factory.mktemp("runs") / "bc"
+    rc = main(["train", "--problem", "inlining", "--algorithm", "bc", "--corpus", str(corpus),
+               "-o", str(out), "--workers", "2", "--validation-fraction", "0.34",
+               "--gin_bindings", "bc.BCConfig.epochs = 3"])
+    assert rc == 0
+    return out
+
+
+def test_bc_writes_policy_checkpoints_and_summaries(bc_run):
+    net, params, meta = load_policy(bc_run / "policy", problem="inlining")
+    assert params.shape == (net.num_params,) and meta["algorithm"] == "bc"
+    log = [json.loads(x) for x in (bc_run / "log.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in log] == [0, 1, 2]
+    assert 0.0 <= log[-1]["bc/agreement_train"] <= 1.0
+    assert "validation/relative_change" in log[-1]
+    assert (bc_run / "best" / "policy.json").is_file()
+    assert list((bc_run / "tensorboard").iterdir())
+    assert (bc_run / "checkpoints" / "LATEST").read_text().strip() == "ckpt-000002"
+
+
+@pytest.mark.parametrize("algorithm,bindings", [
+    ("es", ["es.ESConfig.iterations = 2", "es.ESConfig.directions = 2"]),
+    ("ppo", ["ppo.PPOConfig.iterations = 2", "ppo.PPOConfig.epochs = 1"]),
+])
+def test_warm_started_algorithms_run(bc_run, corpus, tmp_path, algorithm, bindings):
+    out = tmp_path / algorithm
+    args = ["train", "--problem", "inlining", "--algorithm", algorithm, "--corpus", str(corpus),
+            "-o", str(out), "--warmstart", str(bc_run / "best"), "--workers", "2",
+            "--validation-fraction", "0.34"]
+    for b in bindings:
+        args += ["--gin_bindings", b]
+    assert main(args) == 0
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in log] == [0, 1]
+    assert all("reward/mean" in x for x in log)
+    # Running the finished command again resumes past the end: nothing more to do.
+    assert main(args) == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_kill_minus_9_then_resume(bc_run, corpus, tmp_path):
+    out = tmp_path / "es-killed"
+    cmd = [sys.executable, "-m", "mlgo.cli.main", "train", "--problem", "inlining",
+           "--algorithm", "es", "--corpus", str(corpus), "-o", str(out),
+           "--warmstart", str(bc_run / "best"), "--workers", "1", "--validation-fraction", "0.34",
+           "--gin_bindings", "es.ESConfig.iterations = 4", "--gin_bindings", "es.ESConfig.directions = 2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    latest = out / "checkpoints" / "LATEST"
+    deadline = time.monotonic() + 240
+    while not latest.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert latest.is_file(), "no checkpoint before the kill"
+    done_before = int(latest.read_text().strip().split("-")[1])
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    log = [json.loads(x)["iteration"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1] == 3 and sorted(set(log)) == [0, 1, 2, 3]
+    assert done_before + 1 in log  # it went on from the checkpoint, not from scratch
+    assert (out / "checkpoints" / "LATEST").read_text().strip() == "ckpt-000003"
+
+
+def test_mismatched_run_directory_is_refused(bc_run, corpus, capsys):
+    rc = main(["train", "--problem", "inlining", "--algorithm", "es", "--corpus", str(corpus),
+               "-o", str(bc_run)])
+    assert rc == 2 and "algorithm=bc" in capsys.readouterr().err
+
+
+def test_warm_start_of_the_wrong_problem_is_refused(bc_run, corpus, tmp_path, capsys):
+    rc = main(["train", "--problem", "regalloc", "--algorithm", "es", "--corpus", str(corpus),
+               "-o", str(tmp_path / "x"), "--warmstart", str(bc_run / "best")])
+    assert rc == 2 and "not 'regalloc'" in capsys.readouterr().err
+
+
+def test_policy_dir_runs_in_eval(bc_run, corpus, tmp_path):
+    out = tmp_path / "e.json"
+    assert main(["eval", "--problem", "inlining", "--corpus", str(corpus), "--policy",
+                 str(bc_run / "best"), "--json", str(out), "--workers", "1"]) == 0
+    assert len(json.loads(out.read_text())["modules"]) == len(SOURCES)
+    assert Path(str(out).replace(".json", ".png")).is_file()
