@@ -96,6 +96,16 @@ def random_params(net, seed: int, scale: float = 0.3) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(net.num_params) * scale).astype(np.float32)
 
 
+def balanced_inlining_params(net: InliningNetwork, seed: int) -> np.ndarray:
+    """Random parameters whose output bias is shifted so about half of the random call sites
+    are inlined: parity tests then compare decisions that actually vary."""
+    params = random_params(net, seed)
+    batch = random_inlining_batch(np.random.default_rng(seed + 1000), 500)
+    logits = net.logits_numpy(params, batch)
+    params[-1] += np.median(logits[:, 0] - logits[:, 1])  # the last parameter: bias of logit 1
+    return params
+
+
 @pytest.fixture(scope="module")
 def inl_net() -> InliningNetwork:
     return InliningNetwork(inlining_specs(), InliningNetworkConfig(log_features=True),
@@ -124,12 +134,14 @@ def test_vocab_round_trip_and_missing_feature(tmp_path):
 def test_quantile_math_numpy_and_tf():
     import tensorflow as tf
 
-    table, counts = V.padded_boundaries([np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0]),
-                                         np.array([])])
+    table = V.QuantileTable([np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0]), np.array([])])
     x = np.array([[0, 0, 5], [1, -1, 5], [2, 0, 5], [4, 7, 5], [2**40, 0, 5]], np.int64)
     want = np.array([[0, 1, 0], [0.25, 0, 0], [0.5, 1, 0], [1, 1, 0], [1, 1, 0]], np.float32)
-    np.testing.assert_array_equal(V.quantiles_numpy(x, table, counts), want)
-    np.testing.assert_array_equal(V.quantiles_tf(tf.constant(x), table, counts).numpy(), want)
+    for rows in (x[:1], x):  # one row (bisect) and several (searchsorted)
+        np.testing.assert_array_equal(table.numpy(rows), want[: len(rows)])
+    many = np.repeat(x, 10, axis=0)
+    np.testing.assert_array_equal(table.numpy(many), np.repeat(want, 10, axis=0))
+    np.testing.assert_array_equal(table.tf(tf.constant(x)).numpy(), want)
     e_np = V.expand_numpy(want, x, True)
     e_tf = V.expand_tf(tf.constant(want), tf.constant(x), True).numpy()
     assert e_np.shape == (5, 12)

@@ -153,7 +153,7 @@ def load_policy(policy_dir: Path | str, problem: str | None = None, features: An
                                     f"{POLICY_JSON} (corrupt or half-copied policy)")
         time.sleep(0.05)
     if problem is not None and doc["problem"] != problem:
-        raise PolicyFormatError(f"{policy_dir}: a {doc['problem']} policy, not a {problem} policy")
+        raise PolicyFormatError(f"{policy_dir}: the policy is for problem {doc['problem']!r}, not {problem!r}")
     specs = [TensorSpec.from_json(f) for f in doc["features"]]
     advice = TensorSpec.from_json(doc["advice"]) if doc.get("advice") else None
     vocab: dict[str, np.ndarray] = {}

@@ -35,7 +35,7 @@ def load_network(policy_dir: Path | str, problem: str | None = None) -> tuple[Po
     if problem is not None and network.problem != problem:
         from mlgo.policies.checkpoint import PolicyFormatError
 
-        raise PolicyFormatError(f"{policy_dir}: a {network.problem} policy, not a {problem} policy")
+        raise PolicyFormatError(f"{policy_dir}: the policy is for problem {network.problem!r}, not {problem!r}")
     return network, params
 
 

@@ -19,9 +19,11 @@ spec.shape also works: B = 1). Networks are built from the compiler header's fea
 
 from __future__ import annotations
 
+import functools
 import importlib
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -140,6 +142,7 @@ class PolicyNetwork(ABC):
             raise FeatureMismatchError(f"{self.problem}: duplicate feature names in {names}")
         self.advice = advice or TensorSpec(self.advice_name, "int64_t", (1,))
         self._spec = {f.name: f for f in self.features}
+        self._names = frozenset(self._spec)
 
     # -- what subclasses define ----------------------------------------------------------------
     @property
@@ -175,36 +178,46 @@ class PolicyNetwork(ABC):
         return {}
 
     # -- shared machinery ----------------------------------------------------------------------
+    @functools.cached_property
+    def _layout(self) -> list[tuple[str, tuple[int, ...], int, int]]:
+        """(name, shape, start, end) of each array in the flat vector."""
+        layout, offset = [], 0
+        for name, shape in self.param_shapes():
+            n = math.prod(shape)
+            layout.append((name, tuple(shape), offset, offset + n))
+            offset += n
+        return layout
+
     @property
     def num_params(self) -> int:
-        return sum(int(np.prod(s)) for _, s in self.param_shapes())
+        return self._layout[-1][3] if self._layout else 0
 
     def init_params(self, seed: int = 0) -> np.ndarray:
         arrays = self._init_arrays(np.random.default_rng(seed))
         return np.concatenate([np.asarray(arrays[n], np.float32).reshape(-1)
-                               for n, _ in self.param_shapes()])
+                               for n, _, _, _ in self._layout])
 
     def unflatten_numpy(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         flat = np.asarray(flat, dtype=np.float32).reshape(-1)
         self._check_size(flat.shape[0])
-        out, offset = {}, 0
-        for name, shape in self.param_shapes():
-            n = int(np.prod(shape))
-            out[name] = flat[offset: offset + n].reshape(shape)
-            offset += n
-        return out
+        return {name: flat[a:b].reshape(shape) for name, shape, a, b in self._layout}
 
     def unflatten_tf(self, flat) -> dict[str, Any]:
         import tensorflow as tf
 
         flat = tf.reshape(tf.cast(flat, tf.float32), [-1])
         self._check_size(int(flat.shape[0]))
-        out, offset = {}, 0
-        for name, shape in self.param_shapes():
-            n = int(np.prod(shape))
-            out[name] = tf.reshape(flat[offset: offset + n], shape)
-            offset += n
-        return out
+        return {name: tf.reshape(flat[a:b], shape) for name, shape, a, b in self._layout}
+
+    def bind_numpy(self, flat: np.ndarray) -> Callable[[Batch], np.ndarray]:
+        """logits_numpy with the parameters cut once: batch -> logits (for per-decision use)."""
+        arrays = self.unflatten_numpy(flat)
+
+        def logits(batch: Batch) -> np.ndarray:
+            self._check_batch(batch)
+            return self._logits_numpy(arrays, batch)
+
+        return logits
 
     def logits_numpy(self, flat: np.ndarray, batch: Batch) -> np.ndarray:
         self._check_batch(batch)
@@ -238,8 +251,8 @@ class PolicyNetwork(ABC):
             raise MlgoError(f"{self.problem} network takes {self.num_params} parameters, got {n}")
 
     def _check_batch(self, batch: Batch) -> None:
-        missing = [f.name for f in self.features if f.name not in batch]
-        if missing:
+        if not self._names.issubset(batch.keys()):
+            missing = [f.name for f in self.features if f.name not in batch]
             raise FeatureMismatchError(
                 f"{self.problem} network: observation lacks feature(s) {', '.join(missing)}")
 

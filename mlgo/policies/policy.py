@@ -65,13 +65,12 @@ class NumpyPolicy(LogitsPolicy):
     def __init__(self, network: PolicyNetwork, flat_params: np.ndarray, greedy: bool = True,
                  seed: int = 0) -> None:
         self.network = network
-        self.params = np.asarray(flat_params, dtype=np.float32).reshape(-1)
-        network.unflatten_numpy(self.params)  # fail now, not at the first decision, on a bad size
+        self._logits = network.bind_numpy(flat_params)  # parameters cut once, not per decision
         self.greedy = greedy
         self._rng = np.random.default_rng(seed)
 
     def logits(self, obs: Observation) -> np.ndarray:
-        return self.network.logits_numpy(self.params, obs)[0]
+        return self._logits(obs)[0]
 
     def act(self, obs: Observation) -> int:
         if self.greedy:

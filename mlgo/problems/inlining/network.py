@@ -59,8 +59,10 @@ class InliningNetwork(PolicyNetwork):
         self._vocab = {f.name: np.asarray(vocab[f.name], dtype=np.float64) for f in self.inputs}
         # One table row per input column (a feature with k elements contributes k columns).
         rows = [self._vocab[f.name] for f in self.inputs for _ in range(f.num_elements)]
-        self._table, self._counts = V.padded_boundaries(rows)
+        self.quantiles = V.QuantileTable(rows)
         self.num_columns = len(rows)
+        self._input_names = [f.name for f in self.inputs]
+        self._scalar_inputs = all(f.num_elements == 1 for f in self.inputs)
         per_column = 4 if self.config.log_features else 3
         self.mlp = MLP("mlp", (self.num_columns * per_column, *self.config.hidden_sizes, 2),
                        self.config.activation)
@@ -80,15 +82,19 @@ class InliningNetwork(PolicyNetwork):
         return self.mlp.init(rng, self.config.output_scale)
 
     def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
-        x = np.concatenate([self.rows(batch, f.name) for f in self.inputs], axis=1)
-        q = V.quantiles_numpy(x, self._table, self._counts)
+        if self._scalar_inputs:  # the usual case: one np.array call gathers [F, B] at C speed
+            x = np.array([batch[n] for n in self._input_names], dtype=np.float64)
+            x = x.reshape(self.num_columns, -1).T
+        else:
+            x = np.concatenate([self.rows(batch, n) for n in self._input_names], axis=1)
+        q = self.quantiles.numpy(x)
         return self.mlp.numpy(p, V.expand_numpy(q, x, self.config.log_features))
 
     def _logits_tf(self, p: dict[str, Any], batch: Batch):
         import tensorflow as tf
 
         x = tf.concat([tf.cast(self.rows_tf(batch, f.name), tf.float64) for f in self.inputs], axis=1)
-        q = V.quantiles_tf(x, self._table, self._counts)
+        q = self.quantiles.tf(x)
         return self.mlp.tf(p, V.expand_tf(q, x, self.config.log_features))
 
     def config_json(self) -> dict[str, Any]:

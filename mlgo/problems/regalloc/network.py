@@ -5,9 +5,9 @@ shared across positions, then a softmax over the positions the compiler allows (
                    every scalar feature (e.g. progress) broadcast to all positions
     transform      bounded features (flags, *_by_max ratios, progress) pass through, clipped
                    to [-PASSTHROUGH_CLIP, PASSTHROUGH_CLIP]; unbounded ones (counts, sizes,
-                   densities, stages) become sign(v) log1p(|v|). NaN -> 0 and everything clipped
-                   to +-1e30 first: masked positions may carry garbage, and NaN there would poison the
-                   gradient even though their logits are replaced.
+                   densities, stages) become sign(v) log1p(|v|). Before that, NaN -> 0 and
+                   everything is clipped to +-1e30: masked positions may carry garbage, and a
+                   NaN there would poison the gradient even though its logit is replaced.
     logit_k        MLP(c_k) if mask_k == 1 else INVALID_LOGIT
 
 Sharing the scorer across positions makes the policy independent of which physical register
@@ -102,16 +102,17 @@ class RegallocNetwork(PolicyNetwork):
     # -- numpy ---------------------------------------------------------------------------------
     def _candidates_numpy(self, batch: Batch) -> np.ndarray:
         """[B, K, C] float32 per-candidate inputs."""
-        k = self.num_candidates
-        cols = []
-        for f in self.columns:
-            v = self.rows(batch, f.name).astype(np.float64)
-            cols.append(np.broadcast_to(v, (v.shape[0], k)) if f.num_elements == 1 else v)
-        v = np.stack(cols, axis=-1)
-        v = np.clip(np.nan_to_num(v, nan=0.0), -FINITE_CAP, FINITE_CAP)
-        v = np.where(self._passthrough, np.clip(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP),
-                     np.sign(v) * np.log1p(np.abs(v)))
-        return v.astype(np.float32)
+        b = np.asarray(batch[MASK]).size // self.num_candidates
+        v = np.empty((b, len(self.columns), self.num_candidates), dtype=np.float64)
+        for j, f in enumerate(self.columns):
+            # assignment converts the dtype and broadcasts scalar features over positions
+            v[:, j, :] = np.asarray(batch[f.name]).reshape(b, f.num_elements)
+        v[np.isnan(v)] = 0.0
+        np.clip(v, -FINITE_CAP, FINITE_CAP, out=v)
+        free = v[:, ~self._passthrough, :]
+        v[:, ~self._passthrough, :] = np.sign(free) * np.log1p(np.abs(free))
+        np.clip(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP, out=v)  # no-op on log1p'd values (<= 70)
+        return v.transpose(0, 2, 1).astype(np.float32)
 
     def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
         c = self._candidates_numpy(batch)
@@ -132,9 +133,8 @@ class RegallocNetwork(PolicyNetwork):
         v = tf.stack(cols, axis=-1)
         v = tf.where(tf.math.is_nan(v), tf.zeros_like(v), v)
         v = tf.clip_by_value(v, -FINITE_CAP, FINITE_CAP)
-        v = tf.where(tf.constant(self._passthrough),
-                     tf.clip_by_value(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP),
-                     tf.sign(v) * tf.math.log1p(tf.abs(v)))
+        v = tf.where(tf.constant(self._passthrough), v, tf.sign(v) * tf.math.log1p(tf.abs(v)))
+        v = tf.clip_by_value(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP)
         return tf.cast(v, tf.float32)
 
     def _logits_tf(self, p: dict[str, Any], batch: Batch):

@@ -1,0 +1,205 @@
+"""Policy directories (save/load, atomic replace, mismatch errors), the worker loader, and
+SavedModel export: LLVM's signature, and the same greedy decisions as the numpy policy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_networks import (
+    K,
+    balanced_inlining_params,
+    inlining_specs,
+    make_vocab,
+    random_inlining_batch,
+    random_params,
+    random_regalloc_batch,
+    regalloc_specs,
+)
+
+from mlgo.errors import MlgoError
+from mlgo.policies.checkpoint import PolicyFormatError, load_policy, read_policy_json, save_policy
+from mlgo.policies.loading import numpy_policy
+from mlgo.policies.network import FeatureMismatchError
+from mlgo.policies.policy import NumpyPolicy, Policy, SavedModelPolicy
+from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
+from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
+from mlgo.protocol.tensor_spec import TensorSpec
+
+SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
+
+
+def observations(batch: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    n = len(next(iter(batch.values())))
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def inl():
+    net = InliningNetwork(inlining_specs(), InliningNetworkConfig(hidden_sizes=(32, 16)),
+                          make_vocab(np.random.default_rng(0)))
+    return net, balanced_inlining_params(net, 1)
+
+
+@pytest.fixture(scope="module")
+def ra():
+    net = RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(activation="tanh"))
+    return net, random_params(net, 2, scale=1.0)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, inl, ra):
+    """One SavedModel per problem for the whole module (export and TF import are the slow part)."""
+    from mlgo.policies.saved_model import export_saved_model
+
+    root = tmp_path_factory.mktemp("saved_models")
+    return {"inlining": export_saved_model(*inl, root / "inlining"),
+            "regalloc": export_saved_model(*ra, root / "regalloc")}
+
+
+# -- policy directories --------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["inl", "ra"])
+def test_policy_dir_round_trip(tmp_path, request, which):
+    net, params = request.getfixturevalue(which)
+    meta = {"algorithm": "es", "iteration": np.int64(3), "corpus": tmp_path}
+    save_policy(tmp_path / "p", net, params, meta)
+    doc = read_policy_json(tmp_path / "p")
+    assert doc["problem"] == net.problem and doc["num_params"] == net.num_params
+    assert [f["name"] for f in doc["features"]] == [f.name for f in net.features]
+    assert doc["advice"]["name"] == net.advice_name
+    assert (tmp_path / "p" / "vocab").is_dir() == bool(net.vocab)
+
+    net2, params2, meta2 = load_policy(tmp_path / "p", problem=net.problem, features=net.features)
+    assert type(net2) is type(net) and net2.config == net.config
+    assert net2.features == net.features and net2.param_shapes() == net.param_shapes()
+    assert meta2 == {"algorithm": "es", "iteration": 3, "corpus": str(tmp_path)}
+    np.testing.assert_array_equal(params2, params)
+    assert set(net2.vocab) == set(net.vocab)
+    assert all(np.array_equal(net2.vocab[k], net.vocab[k]) for k in net.vocab)
+    rng = np.random.default_rng(5)
+    batch = random_inlining_batch(rng, 32) if which == "inl" else random_regalloc_batch(rng, 32)
+    np.testing.assert_array_equal(net.logits_numpy(params, batch), net2.logits_numpy(params2, batch))
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_dirs(tmp_path, ra):
+    net, params = ra
+    save_policy(tmp_path / "policy", net, params, {"iteration": 0})
+    save_policy(tmp_path / "policy", net, params + 1, {"iteration": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]
+    _, got, meta = load_policy(tmp_path / "policy")
+    np.testing.assert_array_equal(got, (params + 1).astype(np.float32))
+    assert meta["iteration"] == 1
+    with pytest.raises(MlgoError, match="parameters"):
+        save_policy(tmp_path / "bad", net, params[:-1])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_wrong_problem_and_feature_mismatch_are_reported(tmp_path, inl):
+    net, params = inl
+    save_policy(tmp_path / "p", net, params)
+    with pytest.raises(PolicyFormatError, match="for problem 'inlining', not 'regalloc'"):
+        load_policy(tmp_path / "p", problem="regalloc")
+    newer = [s for s in inlining_specs() if s.name not in ("inlining_default", "edge_count")]
+    newer.append(TensorSpec("callee_loop_depth", "int64_t", (1,)))
+    with pytest.raises(FeatureMismatchError) as e:
+        load_policy(tmp_path / "p", features=newer)
+    msg = str(e.value)
+    for part in ("missing inlining_default", "missing edge_count", "unexpected callee_loop_depth",
+                 str(tmp_path / "p")):
+        assert part in msg
+    with pytest.raises(PolicyFormatError, match="not a policy directory"):
+        load_policy(tmp_path)
+
+
+def test_corrupt_policy_dirs_are_refused(tmp_path, ra):
+    net, params = ra
+    save_policy(tmp_path / "p", net, params)
+    shutil.copytree(tmp_path / "p", tmp_path / "q")
+    (tmp_path / "q" / "params.npy").write_bytes(b"garbage")
+    with pytest.raises(PolicyFormatError, match="does not match"):
+        load_policy(tmp_path / "q")
+    doc = json.loads((tmp_path / "p" / "policy.json").read_text())
+    (tmp_path / "p" / "policy.json").write_text(json.dumps(doc | {"version": 99}))
+    with pytest.raises(PolicyFormatError, match="version 99"):
+        load_policy(tmp_path / "p")
+
+
+def test_vocab_missing_from_policy_dir_names_the_feature(tmp_path, inl):
+    net, params = inl
+    save_policy(tmp_path / "p", net, params)
+    (tmp_path / "p" / "vocab" / "threshold.buckets").unlink()
+    with pytest.raises(MlgoError, match="threshold"):
+        load_policy(tmp_path / "p")
+
+
+def test_worker_loader_uses_task_params_and_follows_replacement(tmp_path, inl):
+    net, params = inl
+    save_policy(tmp_path / "p", net, params)
+    obs = observations(random_inlining_batch(np.random.default_rng(6), 50))
+    saved = numpy_policy("inlining", tmp_path / "p")
+    assert isinstance(saved, Policy)
+    want = [NumpyPolicy(net, params).act(o) for o in obs]
+    assert [saved.act(o) for o in obs] == want
+    other = balanced_inlining_params(net, 2)
+    flipped = numpy_policy("inlining", tmp_path / "p", other)  # ES candidates send params
+    assert [flipped.act(o) for o in obs] != want
+    save_policy(tmp_path / "p", net, other)
+    assert [numpy_policy("inlining", tmp_path / "p").act(o) for o in obs] != want
+    with pytest.raises(PolicyFormatError):
+        numpy_policy("regalloc", tmp_path / "p")
+
+
+# -- SavedModel export ---------------------------------------------------------------------------
+def test_saved_model_signature_is_llvms(exported, inl, ra):
+    for net, _ in (inl, ra):
+        sm = SavedModelPolicy(exported[net.problem])
+        assert sm.output_name == net.advice_name
+        assert set(sm.inputs) == {f.name for f in net.features}
+        for f in net.features:
+            spec = sm.inputs[f.name]
+            assert tuple(spec.shape) == f.shape and spec.dtype.as_numpy_dtype == f.dtype.type
+        out = sm._action.structured_outputs[net.advice_name]
+        assert tuple(out.shape) == (1,) and out.dtype.name == "int64"
+    assert tuple(SavedModelPolicy(exported["regalloc"]).inputs["mask"].shape) == (1, K)
+
+
+@pytest.mark.parametrize("problem", ["inlining", "regalloc"])
+def test_saved_model_decides_like_numpy(exported, inl, ra, problem):
+    net, params = inl if problem == "inlining" else ra
+    rng = np.random.default_rng(7)
+    batch = random_inlining_batch(rng, 300) if problem == "inlining" else random_regalloc_batch(rng, 300)
+    if problem == "regalloc":  # sparse masks, so the choice is constrained
+        batch["mask"] = (rng.random(batch["mask"].shape) < 0.3).astype(np.int64)
+        batch["mask"][:, 0, K - 1] = 1
+    sm, npol = SavedModelPolicy(exported[problem]), NumpyPolicy(net, params)
+    obs = observations(batch)
+    sm_actions = [sm.act(o) for o in obs]
+    assert sm_actions == [npol.act(o) for o in obs]
+    assert len(set(sm_actions)) > 1  # the parity is not between two constant policies
+    for o in obs[:20]:
+        np.testing.assert_allclose(sm.logits(o), npol.logits(o), atol=1e-5, rtol=1e-5)
+    if problem == "regalloc":
+        assert all(batch["mask"][i, 0, a] == 1 for i, a in enumerate(sm_actions))
+
+
+@pytest.mark.skipif(not SAVED_MODEL_CLI.exists(), reason="saved_model_cli not installed")
+def test_saved_model_cli_sees_the_signature_and_aot_compiles(exported, tmp_path):
+    show = subprocess.run([str(SAVED_MODEL_CLI), "show", "--dir", str(exported["inlining"]),
+                           "--tag_set", "serve", "--signature_def", "action"],
+                          capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stderr
+    assert "inputs['callee_basic_block_count']" in show.stdout
+    assert "outputs['inlining_decision']" in show.stdout and "DT_INT64" in show.stdout
+    # XLA ahead-of-time compilation: what an LLVM release build embeds (needs static shapes).
+    aot = subprocess.run([str(SAVED_MODEL_CLI), "aot_compile_cpu", "--dir", str(exported["regalloc"]),
+                          "--tag_set", "serve", "--signature_def_key", "action",
+                          "--output_prefix", str(tmp_path / "model"), "--cpp_class", "mlgo::Evict"],
+                         capture_output=True, text=True, timeout=300)
+    assert aot.returncode == 0, aot.stderr[-3000:]
+    header = (tmp_path / "model.h").read_text()
+    assert "arg_feed_mask" in header and "result_fetch_index_to_evict" in header
