@@ -203,3 +203,63 @@ def test_saved_model_cli_sees_the_signature_and_aot_compiles(exported, tmp_path)
     assert aot.returncode == 0, aot.stderr[-3000:]
     header = (tmp_path / "model.h").read_text()
     assert "arg_feed_mask" in header and "result_fetch_index_to_evict" in header
+
+
+# -- C code for the serving binaries -------------------------------------------------------------
+C_COMPILER = shutil.which("clang-19") or shutil.which("cc")
+
+
+def _compile_c(source: str, out: Path):
+    import ctypes
+
+    src = out.with_suffix(".c")
+    src.write_text(source)
+    r = subprocess.run([C_COMPILER, "-O2", "-fPIC", "-shared", "-Wall", "-Werror", str(src),
+                        "-o", str(out), "-lm"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return ctypes.CDLL(str(out))
+
+
+@pytest.mark.skipif(C_COMPILER is None, reason="no C compiler")
+def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
+    import ctypes
+
+    from mlgo.policies.codegen import policy_c_source
+
+    for net, params in (inl, ra):
+        save_policy(tmp_path / net.problem, net, params)
+        lib = _compile_c(policy_c_source(tmp_path / net.problem, net.problem),
+                         tmp_path / f"{net.problem}.so")
+        names = ctypes.c_char_p * len(net.features)
+        declared = names.in_dll(lib, "mlgo_policy_feature_names")
+        assert [d.decode() for d in declared] == [f.name for f in net.features]
+        rng = np.random.default_rng(8)
+        policy = NumpyPolicy(net, params)
+        if net.problem == "inlining":
+            batch = random_inlining_batch(rng, 300)
+            batch["cost_estimate"][:3] = [[2**40], [-(2**40)], [0]]
+            fn = lib.mlgo_inline_policy
+            fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]
+
+            def decide(o, fn=fn, net=net):
+                row = np.array([o[f.name][0] for f in net.features], np.int64)
+                return fn(row.ctypes.data, len(row))
+        else:
+            batch = random_regalloc_batch(rng, 300)
+            batch["mask"] = (rng.random(batch["mask"].shape) < 0.3).astype(np.int64)
+            batch["use_def_density"][:5, 0, :2] = [np.inf, np.nan]
+            fn = lib.mlgo_regalloc_policy
+            fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]
+
+            def decide(o, fn=fn, net=net):
+                arrays = [np.ascontiguousarray(o[f.name], f.dtype) for f in net.features]
+                ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+                return fn(ptrs, len(arrays))
+        obs = observations(batch)
+        got = [decide(o) for o in obs]
+        want = [policy.act(o) for o in obs]
+        # Dense sums run in another order than numpy's: only near-ties may differ.
+        margins = [np.sort(policy.logits(o))[-1] - np.sort(policy.logits(o))[-2] for o in obs]
+        differ = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+        assert all(margins[i] < 1e-4 for i in differ), [(got[i], want[i], margins[i]) for i in differ]
+        assert len(differ) <= 3 and len(set(got)) > 1
