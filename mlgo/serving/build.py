@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlgo.errors import MlgoError
 
-SOURCE_DIR = Path(__file__).resolve().parent
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# Module-level imports stay minimal (no pathlib, subprocess, tempfile): finding an artifact
+# that is already built is on the compiler wrapper's per-compile path.
+SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 META = "build.json"
 
 
@@ -27,19 +29,19 @@ class BuildError(MlgoError):
     """A native artifact could not be built (the message names the source and the cause)."""
 
 
-def cache_root() -> Path:
+def cache_root() -> str:
     """MLGO_CACHE_DIR, else $XDG_CACHE_HOME/mlgo, else ~/.cache/mlgo (as the baseline cache)."""
-    d = os.environ.get("MLGO_CACHE_DIR") or os.path.join(
+    return os.environ.get("MLGO_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mlgo"
     )
-    return Path(d)
 
 
 def packaged_source(name: str) -> str:
     """The text of a C/C++ source shipped in this package."""
-    path = SOURCE_DIR / name
+    path = os.path.join(SOURCE_DIR, name)
     try:
-        return path.read_text()
+        with open(path) as f:
+            return f.read()
     except OSError as e:
         raise BuildError(f"{path}: cannot read the packaged source ({e}); reinstall mlgo") from e
 
@@ -58,10 +60,23 @@ def file_identity(path: str) -> str:
     return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def find_artifact(kind: str, key: str, filename: str) -> str | None:
+    """The path of an already-built artifact, or None (cheap: no subprocess, no build)."""
+    final = os.path.join(cache_root(), kind, key[:32])
+    target = os.path.join(final, filename)
+    if os.path.isfile(target) and _meta_key(final) == key:
+        return target
+    return None
+
+
 def cached_artifact(kind: str, key: str, filename: str, build: Callable[[Path], dict]) -> Path:
     """`<cache>/<kind>/<key>/<filename>`, calling `build(tmpdir)` to create it when absent.
     `build` writes `filename` into tmpdir and returns metadata recorded beside it."""
-    final = cache_root() / kind / key[:32]
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    final = Path(cache_root()) / kind / key[:32]
     target = final / filename
     if target.is_file() and _meta_key(final) == key:
         return target
@@ -89,15 +104,18 @@ def cached_artifact(kind: str, key: str, filename: str, build: Callable[[Path], 
     return target
 
 
-def _meta_key(directory: Path) -> str | None:
+def _meta_key(directory: Path | str) -> str | None:
     try:
-        return json.loads((directory / META).read_text()).get("key")
+        with open(os.path.join(directory, META)) as f:
+            return json.load(f).get("key")
     except (OSError, ValueError, AttributeError):
         return None
 
 
 def run_build(argv: Sequence[str], source: Path, what: str, timeout: float = 600) -> None:
     """Run one compiler command; BuildError naming `source` and quoting the compiler on failure."""
+    import subprocess
+
     try:
         proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=timeout)

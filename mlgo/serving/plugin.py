@@ -92,7 +92,7 @@ def plugin_object() -> Path:
         src = tmp / PLUGIN_SOURCE
         src.write_text(source)
         run_build([cxx.path, *flags, "-c", str(src), "-o", str(tmp / PLUGIN_OBJECT)],
-                  SOURCE_DIR / PLUGIN_SOURCE, "the inliner plugin")
+                  Path(SOURCE_DIR) / PLUGIN_SOURCE, "the inliner plugin")
         return {"llvm_version": llvm.version}
 
     return cached_artifact("plugin-objects", key, PLUGIN_OBJECT, build)
@@ -153,20 +153,25 @@ def policy_source(policy: str) -> tuple[str, str]:
             f"{policy}: neither a built-in inliner policy ({', '.join(codegen.INLINE_HEURISTICS)})"
             " nor a policy directory"
         )
+    return trained_policy_source(path, "inlining")
+
+
+def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
+    """C source of a trained policy directory, from the policy package's code generator."""
+    what = "trained-policy plugins" if problem == "inlining" else "trained-policy regalloc hosts"
     if importlib.util.find_spec("mlgo.policies") is None:
         raise MlgoError(
-            f"{policy}: trained-policy plugins need the mlgo.policies package (policy loading "
+            f"{path}: {what} need the mlgo.policies package (policy loading "
             "and its C code generator), which this installation does not have"
         )
     if importlib.util.find_spec(POLICY_CODEGEN_MODULE) is None:
         raise MlgoError(
-            f"{policy}: trained-policy plugins need a C code generator for the policy network: "
+            f"{path}: {what} need a C code generator for the policy network: "
             f"{POLICY_CODEGEN_MODULE}.policy_c_source(policy_dir, problem) returning C in the ABI "
             "described in mlgo/serving/codegen.py; mlgo.policies does not provide it yet"
         )
     generator = importlib.import_module(POLICY_CODEGEN_MODULE)
-    source = generator.policy_c_source(path, "inlining")
-    return source, str(path.resolve())
+    return generator.policy_c_source(path, problem), str(path.resolve())
 
 
 def plugin_for(policy: str) -> Path:
