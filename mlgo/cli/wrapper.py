@@ -157,7 +157,14 @@ def run(driver: str, args: list[str]) -> int:
 
 def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], policy: str,
                    feature_mismatch_status: int) -> int:
-    workdir = _private_dir()
+    try:
+        workdir = _private_dir()
+    except OSError as e:
+        if not _fallback_allowed():
+            return _error(f"cannot create the channel directory: {e}")
+        _warn(f"cannot create the channel directory, compiling with plain clang-19 "
+              f"(MLGO_FALLBACK=1): {e}")
+        return _run_plain(clang, [*extra, *args], [])
     base = os.path.join(workdir, "channel")
     fifos = [base + ".in", base + ".out"]
     host_pid = clang_pid = None
@@ -174,9 +181,9 @@ def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], pol
 
     previous = {s: signal.signal(s, forward) for s in _FORWARDED_SIGNALS}
     try:
-        for fifo in fifos:
-            os.mkfifo(fifo, 0o600)
         try:
+            for fifo in fifos:
+                os.mkfifo(fifo, 0o600)
             host_pid = os.posix_spawn(host, [host, base, HOST_OPEN_TIMEOUT, str(os.getpid())],
                                       os.environ)
         except OSError as e:
