@@ -1,0 +1,1 @@
+"""Exporting a trained policy for LLVM: SavedModel, XLA AOT artifacts, and a manifest."""
