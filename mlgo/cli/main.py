@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "mlgo.cli.eval",
     "mlgo.cli.train",
     "mlgo.cli.export",
+    "mlgo.cli.plugin",
     "mlgo.cli.demo",
 ]
 
