@@ -10,6 +10,8 @@ Each package has a recipe in third_party/debian/<package>.toml (data, not code):
     build_deps = "all"            # `apt-get build-dep --arch-only`, or a list of packages
     exclude = ["debian/32/*"]     # globs on source paths (relative to the unpacked tree)
     env = {}                      # extra environment for the build
+    build_timeout = 3600          # seconds
+    notes = "..."                 # free text for people
     [tested]                      # what the recipe gave when it was last run (informational)
     modules = 34
     build_seconds = 60
