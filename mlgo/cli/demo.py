@@ -5,19 +5,33 @@
   3. warm start: trace the default heuristic, then behavioral cloning
   4. improve with evolution strategies for a few iterations
   5. evaluate on the held-out modules against plain clang-19 -Oz, write a table and a plot
-Every step's output stays in OUTPUT/, and a re-run reuses finished steps.
+  6. export the best policy (SavedModel, XLA AOT) and build its clang pass plugin
+  7. build the lua interpreter with `clang-19 -Oz -fpass-plugin=...` and with plain -Oz, run
+     both on a small Lua program, and compare their sizes
+Every step's output stays in OUTPUT/, and a re-run reuses the corpus.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mlgo.compiler import toolchain
+from mlgo.compiler.measure import text_size
 from mlgo.errors import MlgoError
 
 PROJECT = "lua5.4"
+# A small program exercising the interpreter (closures, tables, strings, arithmetic).
+LUA_PROGRAM = (
+    "local function fib(n) if n < 2 then return n end return fib(n-1) + fib(n-2) end "
+    "local t = {} for i = 1, 200 do t[i] = string.format('%03d', (i * 37) % 101) end "
+    "table.sort(t) print(fib(20), t[1], t[200], #table.concat(t))"
+)
+LUA_EXPECTED = "6765\t000\t100\t600"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     workers = ["--workers", str(args.workers)] if args.workers else []
     gin = ["--gin_bindings", f"bc.BCConfig.epochs = {args.bc_epochs}",
            "--gin_bindings", f"es.ESConfig.iterations = {args.es_iterations}"]
-    total = 5
+    total = 7
     t_start = time.monotonic()
 
     _step(1, total, f"build {PROJECT} with clang-19 and extract its corpus")
@@ -85,6 +99,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:16s} {rep['policy_total']:24.0f} {rep['default_total']:14.0f} "
               f"{100 * rep['relative_change']:+8.2f}%")
     print(f"\nplots: {', '.join(str(out / f'eval-{n}.png') for n, _ in rows)}")
+
+    _step(6, total, "export the best policy and build its clang pass plugin")
+    es_rep = rows[-1][1]
+    chosen = out / "es" / "best" if es_rep["relative_change"] <= rows[1][1]["relative_change"] \
+        else out / "bc" / "best"
+    _call(["export", "--policy", str(chosen), "-o", str(out / "export"), "--force"])
+    from mlgo.serving.plugin import plugin_for
+
+    plugin = plugin_for(str(chosen))
+    print(f"plugin: {plugin}")
+
+    _step(7, total, f"build and run the {PROJECT} interpreter with the plugin and with plain -Oz")
+    src = _project_sources()
+    sizes = {}
+    for label, flags in (("clang-19 -Oz", []), ("-Oz + mlgo plugin", [f"-fpass-plugin={plugin}"])):
+        exe = _build_lua(src, out / "build" / ("plugin" if flags else "plain"), flags)
+        result = subprocess.run([str(exe), "-e", LUA_PROGRAM], capture_output=True, text=True,
+                                timeout=60)
+        if result.returncode != 0 or result.stdout.strip() != LUA_EXPECTED:
+            raise MlgoError(f"{exe} did not run correctly: {result.stdout!r} {result.stderr!r}")
+        sizes[label] = text_size(exe)
+        print(f"{label:20s} lua binary .text {sizes[label]:8d} bytes; runs: {result.stdout.strip()}")
+    base, ml = sizes["clang-19 -Oz"], sizes["-Oz + mlgo plugin"]
+    print(f"whole interpreter: {100 * (ml - base) / base:+.2f}% .text with the policy "
+          f"({chosen.parent.name}) vs clang-19 -Oz")
+    _write_plot(out / "demo.png", rows, sizes)
+    print(f"summary plot: {out / 'demo.png'}")
     print(f"demo finished in {(time.monotonic() - t_start) / 60:.1f} min; outputs in {out}")
     return 0
 
@@ -104,3 +145,59 @@ def _subset_corpus(corpus: Path, names: list[str], dest: Path) -> None:
             if not target.exists():
                 target.symlink_to(p.resolve())
     write_description(dest, [m.name for m in keep], {m.name: m.project for m in keep})
+
+
+def _project_sources() -> Path:
+    """The unpacked, configured lua5.4 source tree from the corpus step's build cache."""
+    from corpus_tools.debian import DEFAULT_CACHE, download_source
+
+    dsc = download_source(PROJECT, DEFAULT_CACHE)
+    src = DEFAULT_CACHE / "build" / dsc.stem.replace("_", "-", 1) / "src"
+    if not (src / "lua.c").is_file():
+        raise MlgoError(f"{src}: lua sources not found (run the corpus step first)")
+    return src
+
+
+def _build_lua(src: Path, build: Path, flags: list[str]) -> Path:
+    """The lua interpreter from `src`, every file compiled at -Oz with `flags`."""
+    cc = toolchain.clang().path
+    build.mkdir(parents=True, exist_ok=True)
+    sources = sorted(p for p in src.glob("*.c") if p.name != "luac.c")
+
+    def compile_one(c: Path) -> Path:
+        obj = build / (c.stem + ".o")
+        cmd = [cc, "-Oz", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", str(src), *flags,
+               str(c), "-o", str(obj)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise MlgoError(f"{c}: compile failed: {r.stderr.strip()[-1500:]}")
+        return obj
+
+    with ThreadPoolExecutor(2) as ex:
+        objs = list(ex.map(compile_one, sources))
+    exe = build / "lua"
+    r = subprocess.run([cc, *map(str, objs), "-o", str(exe), "-lm", "-ldl"],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise MlgoError(f"{exe}: link failed: {r.stderr.strip()[-1500:]}")
+    return exe
+
+
+def _write_plot(path: Path, rows: list, sizes: dict[str, int]) -> None:
+    """Change vs clang-19 -Oz: each policy on the held-out modules, and the whole interpreter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base, ml = sizes["clang-19 -Oz"], sizes["-Oz + mlgo plugin"]
+    names = [f"{n}\n(held-out modules)" for n, _ in rows] + ["lua binary\n(-fpass-plugin)"]
+    values = [100 * r["relative_change"] for _, r in rows] + [100 * (ml - base) / base]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.bar(names, values, color=["#999999"] + ["#4477aa"] * (len(rows) - 1) + ["#cc6677"])
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel(".text change vs clang-19 -Oz (%)")
+    ax.set_title(f"{PROJECT}: smaller is better")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
