@@ -14,6 +14,7 @@ tools ignore unknown keys.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -137,6 +138,16 @@ def write_description(
         desc["projects"] = {m: projects[m] for m in modules if m in projects}
     desc.update(extra)
     return atomic_write_text(root / DESCRIPTION, json.dumps(desc, indent=1) + "\n")
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (bitcode dedup, cache keys,
+    checkpoint verification)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from corpus_tools.corpus import (
     Corpus,
     atomic_write_bytes,
     atomic_write_text,
+    file_sha256,
     write_description,
 )
 from mlgo.compiler import toolchain
@@ -200,12 +200,7 @@ def module_name(project: str, relative_source: str | Path) -> str:
     return "/".join([proj, *safe]) if proj else "/".join(safe)
 
 
-def bitcode_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+bitcode_digest = file_sha256
 
 
 def _is_bitcode(data: bytes) -> bool:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corpus_tools.corpus import atomic_write_text
+from corpus_tools.corpus import atomic_write_text, file_sha256
 
 
 def cache_dir() -> Path:
@@ -21,17 +21,9 @@ def cache_dir() -> Path:
     return Path(d)
 
 
-def file_digest(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def baseline_key(problem: str, bitcode: Path, args: list[str], compiler: str) -> str:
     h = hashlib.sha256()
-    for part in (problem, file_digest(bitcode), "\0".join(args), compiler):
+    for part in (problem, file_sha256(bitcode), "\0".join(args), compiler):
         h.update(part.encode())
         h.update(b"\1")
     return h.hexdigest()

@@ -10,7 +10,6 @@ checkpoint rather than ever loading a torn one."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import atomic_write_text
+from corpus_tools.corpus import atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class Checkpointer:
                 np.savez(f, **arrays)
                 f.flush()
                 os.fsync(f.fileno())
-            digest = _sha256(tmp / "arrays.npz")
+            digest = file_sha256(tmp / "arrays.npz")
             (tmp / "state.json").write_text(json.dumps(
                 {"iteration": iteration, "sha256": digest, "state": state}, indent=1))
             final = self.dir / name
@@ -91,16 +90,8 @@ class Checkpointer:
 
     def _load(self, path: Path) -> Checkpoint:
         meta = json.loads((path / "state.json").read_text())
-        if _sha256(path / "arrays.npz") != meta["sha256"]:
+        if file_sha256(path / "arrays.npz") != meta["sha256"]:
             raise ValueError("checksum mismatch")
         with np.load(path / "arrays.npz") as z:
             arrays = {k: z[k] for k in z.files}
         return Checkpoint(int(meta["iteration"]), arrays, meta["state"])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
