@@ -84,3 +84,20 @@ def test_bad_bitcode_is_a_clear_error(tmp_path, cache):
     env = mlgo.env.make("inlining", bad, cache=cache)
     with pytest.raises(CompileError, match="broken"):
         env.reset()
+
+
+def test_header_without_what_the_problem_needs_is_refused():
+    from mlgo.errors import ProtocolError
+    from mlgo.protocol import Header, TensorSpec
+
+    p = get_problem("inlining")
+    h = Header((TensorSpec("threshold", "int64_t", (1,)),), TensorSpec("inlining_decision", "int64_t", (1,)))
+    with pytest.raises(ProtocolError, match="cost_estimate"):
+        p.check_header(h, "hdr")
+    r = get_problem("regalloc")
+    bad_mask = Header((TensorSpec("mask", "int64_t", (1, 32)), TensorSpec("use_def_density", "float", (1, 32))),
+                      TensorSpec("index_to_evict", "int64_t", (1,)))
+    with pytest.raises(ProtocolError, match="32 positions"):
+        r.check_header(bad_mask, "hdr")
+    with pytest.raises(ProtocolError, match="expected advice"):
+        r.check_header(Header(bad_mask.features, None), "hdr")

@@ -22,7 +22,7 @@ from mlgo.compiler.interactive import (
     remove_workdir,
     run_compile,
 )
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, ProtocolError
 from mlgo.protocol import Header
 
 Observation = Mapping[str, np.ndarray]
@@ -70,6 +70,8 @@ define i32 @probe(i32 %y) {
 class Problem(ABC):
     name: str
     objective: str  # what Measurement.total counts, for reports ("text bytes", "spill cost")
+    advice_name: str  # the advice tensor the compiler expects back
+    required_features: tuple[str, ...]  # what the heuristics and rewards read
 
     def __init__(self, opt_level: str | None, extra_flags: tuple[str, ...] = ()) -> None:
         self.opt_level = opt_level
@@ -100,9 +102,14 @@ class Problem(ABC):
     def default_proxy(self, obs: Observation) -> int:
         """An observation-level imitation of the default heuristic (the warm-start label)."""
 
-    @abstractmethod
     def check_header(self, header: Header, source: str) -> None:
         """Raise if the compiler's header lacks what this problem relies on."""
+        missing = [n for n in self.required_features if n not in set(header.feature_names)]
+        if missing:
+            raise ProtocolError(f"{source}: {self.name} features {missing} missing from the header")
+        if header.advice is None or header.advice.name != self.advice_name:
+            raise ProtocolError(f"{source}: expected advice {self.advice_name!r}, header has "
+                                f"{header.advice}")
 
     # -- shared ----------------------------------------------------------------------------
     def compile_argv(self, module: Module, workdir: Path, channel_base: Path | None) -> list[str]:

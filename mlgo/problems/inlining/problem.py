@@ -8,7 +8,6 @@ from pathlib import Path
 import gin
 
 from mlgo.compiler.measure import text_size
-from mlgo.errors import ProtocolError
 from mlgo.problems.base import Heuristic, Measurement, Observation, Problem
 from mlgo.protocol import Header
 
@@ -28,6 +27,7 @@ class InliningForSize(Problem):
     name = "inlining"
     objective = ".text bytes"
     advice_name = ADVICE
+    required_features = ("cost_estimate", "threshold")
 
     def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = ()) -> None:
         super().__init__(opt_level, extra_flags)
@@ -57,11 +57,3 @@ class InliningForSize(Problem):
 
     def default_proxy(self, obs: Observation) -> int:
         return cost_threshold(obs)
-
-    def check_header(self, header: Header, source: str) -> None:
-        names = set(header.feature_names)
-        missing = [n for n in ("cost_estimate", "threshold") if n not in names]
-        if missing:
-            raise ProtocolError(f"{source}: inliner features {missing} missing from the header")
-        if header.advice is None or header.advice.name != ADVICE:
-            raise ProtocolError(f"{source}: expected advice {ADVICE!r}, header has {header.advice}")

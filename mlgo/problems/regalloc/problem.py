@@ -56,6 +56,7 @@ class RegallocEviction(Problem):
     name = "regalloc"
     objective = "spill cost"
     advice_name = ADVICE
+    required_features = ("mask", "use_def_density")
 
     def __init__(self, opt_level: str | None = None, extra_flags: tuple[str, ...] = ()) -> None:
         # None keeps each module's own optimization level (as its project built it).
@@ -101,12 +102,7 @@ class RegallocEviction(Problem):
         return eviction_cost_proxy(obs)
 
     def check_header(self, header: Header, source: str) -> None:
-        names = set(header.feature_names)
-        missing = [n for n in ("mask", "is_free") if n not in names]
-        if missing:
-            raise ProtocolError(f"{source}: eviction features {missing} missing from the header")
-        if header.advice is None or header.advice.name != ADVICE:
-            raise ProtocolError(f"{source}: expected advice {ADVICE!r}, header has {header.advice}")
+        super().check_header(header, source)
         mask = next(f for f in header.features if f.name == "mask")
         if mask.num_elements != NUM_CANDIDATES:
             raise ProtocolError(f"{source}: mask has {mask.num_elements} positions, expected 33")
