@@ -176,3 +176,31 @@ def test_steps_recipe_builds_under_bear_with_clang(tmp_path: Path) -> None:
     failing = debian.Recipe("pk", "c", build="steps", steps=("false",))
     with pytest.raises(CorpusError, match="build failed with status"):
         debian.build_with_bear(failing, tree, jobs=1)
+
+
+def test_download_falls_back_to_an_older_version_the_archive_still_serves(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The package index can be ahead of the archive (a newer security upload answers 404).
+    monkeypatch.setattr(debian, "ensure_deb_src", lambda: None)
+    monkeypatch.setattr(debian, "source_versions", lambda p: ["1:2.0-1+deb12u5", "1:2.0-1"])
+    tried = []
+
+    def fake_run(argv, what, *, cwd=None, timeout=0.0, env=None) -> str:
+        tried.append(argv[-1])
+        if argv[-1].endswith("deb12u5"):
+            raise CorpusError(f"{what}: 404  Not Found")
+        (cwd / "pk_2.0-1.dsc").write_text("")
+        return ""
+
+    monkeypatch.setattr(debian, "_run", fake_run)
+    dsc = debian.download_source("pk", tmp_path)
+    assert dsc == tmp_path / "src" / "pk" / "pk_2.0-1.dsc"
+    assert tried == ["pk=1:2.0-1+deb12u5", "pk=1:2.0-1"]
+    assert "using 1:2.0-1" in caplog.text
+    # Again: the newest is tried once more, the older one is then found in the cache.
+    assert debian.download_source("pk", tmp_path) == dsc
+    assert tried == ["pk=1:2.0-1+deb12u5", "pk=1:2.0-1", "pk=1:2.0-1+deb12u5"]
+
+    monkeypatch.setattr(debian, "source_versions", lambda p: ["3.0-1+deb12u5"])
+    with pytest.raises(CorpusError, match="no source version could be downloaded"):
+        debian.download_source("pk", tmp_path / "other")
