@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"done: {args.algorithm} on {problem.name}; newest policy {args.output / 'policy'}"
           + (f", best on validation {args.output / 'best'} ({100 * best:+.2f}% {problem.objective} "
              "vs default)" if best is not None else ""))
+    if best is not None and best > 0:
+        print(f"WARNING: even the best policy is {100 * best:+.2f}% worse than the default "
+              "heuristic on the validation split; `mlgo export` will refuse it without --force")
     failed = run_.state.get("failed_modules", {})
     if failed:
         print(f"{len(failed)} module(s) failed at least once and were skipped; see "
