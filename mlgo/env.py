@@ -89,7 +89,7 @@ class CompilerEnv:
         argv = self.problem.compile_argv(self.module, self._workdir, base)
         self._compile = InteractiveCompile(argv, self.module.name, self._workdir,
                                            channel_base=base, timeout=self.timeout)
-        return self._advance(0.0)[0], self._info()
+        return self._advance()[0], self._info()
 
     def step(self, action: int) -> tuple[Obs | None, float, bool, bool, dict[str, Any]]:
         if self._compile is None or self._obs is None:
@@ -99,10 +99,10 @@ class CompilerEnv:
             self._actions.append(int(action))
         self._steps += 1
         self._compile.answer(int(action))
-        obs, reward = self._advance(0.0)
+        obs, reward = self._advance()
         return obs, reward, obs is None, False, self._info()
 
-    def _advance(self, reward: float) -> tuple[Obs | None, float]:
+    def _advance(self) -> tuple[Obs | None, float]:
         assert self._compile is not None
         try:
             ev = self._compile.next_observation()

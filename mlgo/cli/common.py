@@ -85,16 +85,17 @@ def run_with_progress(
         pool.close()
 
 
-def report_failures(failures: list[ModuleOutcome], path: Path | None = None) -> None:
-    """Print a summary of skipped modules (the first line of each error), optionally as JSON."""
+def report_failures(failures: Sequence[tuple[str, str]], path: Path | None = None) -> None:
+    """Print a summary of skipped modules, given as (module, error) pairs (the first line of
+    each error), optionally with the full errors as JSON."""
     if not failures:
         return
     print(f"{len(failures)} module(s) failed and were skipped:", file=sys.stderr)
-    for f in failures[:20]:
-        first = f.error.strip().splitlines()[0] if f.error.strip() else "unknown error"
-        print(f"  {f.module}: {first}", file=sys.stderr)
+    for module, error in failures[:20]:
+        first = error.strip().splitlines()[0] if error.strip() else "unknown error"
+        print(f"  {module}: {first}", file=sys.stderr)
     if len(failures) > 20:
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
     if path is not None:
-        path.write_text(json.dumps([{"module": f.module, "error": f.error} for f in failures], indent=1))
+        path.write_text(json.dumps([{"module": m, "error": e} for m, e in failures], indent=1))
         print(f"  full errors: {path}", file=sys.stderr)

@@ -50,11 +50,5 @@ def run(args: argparse.Namespace) -> int:
     if plot_path and rep.modules:
         plot(rep, plot_path)
         print(f"plot: {plot_path}")
-    report_failures([o for o in _failed(rep)])
+    report_failures([(f["module"], f["error"]) for f in rep.failures])
     return 0 if rep.modules else 1
-
-
-def _failed(rep):
-    from mlgo.workers.tasks import ModuleOutcome
-
-    return [ModuleOutcome(f["module"], False, error=f["error"]) for f in rep.failures]

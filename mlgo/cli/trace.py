@@ -57,5 +57,5 @@ def trace_modules(args: argparse.Namespace, problem, modules, gin_config: str) -
     writer.close({"failed": [f.module for f in failures], "no_decisions": no_decisions})
     print(f"traced {writer.modules} module(s), {writer.decisions} decision(s) -> {args.output} "
           f"({no_decisions} with no decision, {len(failures)} failed)")
-    report_failures(failures, args.output / "failures.json")
+    report_failures([(f.module, f.error) for f in failures], args.output / "failures.json")
     return writer.modules
