@@ -105,3 +105,27 @@ def test_policy_dir_runs_in_eval(bc_run, corpus, tmp_path):
                  str(bc_run / "best"), "--json", str(out), "--workers", "1"]) == 0
     assert len(json.loads(out.read_text())["modules"]) == len(SOURCES)
     assert Path(str(out).replace(".json", ".png")).is_file()
+
+
+def test_a_broken_module_is_skipped_and_recorded(bc_run, corpus, tmp_path):
+    """Training goes on when a module cannot be compiled; the run records which and why."""
+    import shutil
+
+    from corpus_tools.corpus import Corpus, write_description
+
+    broken = tmp_path / "corpus"
+    shutil.copytree(corpus, broken)
+    (broken / "small" / "broken.c.bc").write_bytes(b"BC\xc0\xde" + b"\0" * 64)
+    (broken / "small" / "broken.c.cmd").write_bytes(b"-c\0-O2")
+    names = [m.name for m in Corpus.load(corpus).modules] + ["small/broken.c"]
+    write_description(broken, names)
+    out = tmp_path / "es"
+    assert main(["train", "--problem", "inlining", "--algorithm", "es", "--corpus", str(broken),
+                 "-o", str(out), "--warmstart", str(bc_run / "best"), "--workers", "2",
+                 "--validation-fraction", "0.34", "--gin_bindings", "es.ESConfig.iterations = 1",
+                 "--gin_bindings", "es.ESConfig.directions = 2",
+                 "--gin_bindings", "es.ESConfig.modules_per_iteration = 0"]) == 0
+    state = json.loads(next((out / "checkpoints").glob("ckpt-*/state.json")).read_text())["state"]
+    assert "small/broken.c" in state["failed_modules"]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["es/usable_modules"] >= 1
