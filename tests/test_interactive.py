@@ -83,3 +83,37 @@ def test_no_processes_or_fifos_left_behind(tmp_path):
 def test_clean_exit_without_channel_means_no_decisions(tmp_path):
     seen, c = _run(tmp_path, "clean_no_channel", open_timeout=5)
     assert seen == [] and c.no_channel
+
+
+def test_compiler_dies_with_the_process_that_started_it(tmp_path):
+    """A worker killed mid-compile must not leave an orphaned compiler behind."""
+    script = f"""
+import os, sys
+os.environ["FAKE_MODE"] = "hang_after_header"
+from pathlib import Path
+from mlgo.compiler.interactive import InteractiveCompile
+wd = Path({str(tmp_path)!r})
+base = wd / "channel"
+argv = [sys.executable, {str(FAKE)!r}, "-c", "x.bc", "-o", str(wd / "o.o"),
+        "-mllvm", f"-inliner-interactive-channel-base={{base}}"]
+c = InteractiveCompile(argv, "m.c", wd, channel_base=base, timeout=600)
+c.header
+print(c.proc.pid, flush=True)
+import time; time.sleep(600)
+"""
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    compiler = int(host.stdout.readline())
+    os.kill(host.pid, 9)
+    host.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(compiler):
+        time.sleep(0.1)
+    assert not _running(compiler)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

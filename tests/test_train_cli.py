@@ -76,15 +76,43 @@ def test_kill_minus_9_then_resume(bc_run, corpus, tmp_path):
     deadline = time.monotonic() + 240
     while not latest.is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    descendants = _descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)  # the trainer only: its workers and compilers must follow
     proc.wait()
     assert latest.is_file(), "no checkpoint before the kill"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in descendants):
+        time.sleep(0.2)
+    left = [p for p in descendants if _alive(p)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, f"processes outlived the killed trainer: {left}"
     done_before = int(latest.read_text().strip().split("-")[1])
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     log = [json.loads(x)["iteration"] for x in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1] == 3 and sorted(set(log)) == [0, 1, 2, 3]
     assert done_before + 1 in log  # it went on from the checkpoint, not from scratch
     assert (out / "checkpoints" / "LATEST").read_text().strip() == "ckpt-000003"
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        out += [int(k) for k in kids]
+        todo += [int(k) for k in kids]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_mismatched_run_directory_is_refused(bc_run, corpus, capsys):

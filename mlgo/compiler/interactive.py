@@ -8,6 +8,8 @@ has a wall-clock limit after which the process group is killed.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import select
 import shutil
@@ -18,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlgo.errors import CompileError, MlgoError, ProtocolError
 from mlgo.protocol import Context, Header, LogReader, Observation, Outcome
@@ -46,6 +49,40 @@ def _describe_failure(rc: int) -> str:
         except ValueError:
             return f"compiler killed by signal {-rc}"
     return f"compiler exited with status {rc}"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent_fn():
+    """A preexec_fn that makes the compiler die when the process that started it dies (Linux
+    prctl PR_SET_PDEATHSIG). Without it, a worker killed mid-compile leaves clang orphaned,
+    and an interactive clang whose host is gone waits or spins forever."""
+    parent = os.getpid()
+    prctl = _prctl()
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _start(argv: list[str], stderr: Any) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=stderr, start_new_session=True,
+                            preexec_fn=_die_with_parent_fn())
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
@@ -84,8 +121,7 @@ def run_compile(argv: Sequence[str], name: str, workdir: Path, timeout: float = 
     t0 = time.monotonic()
     err_path = workdir / "stderr.txt"
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, start_new_session=True)
+        proc = _start(list(argv), err)
         try:
             rc = wait_exit(proc, timeout)
         except subprocess.TimeoutExpired:
@@ -135,9 +171,7 @@ class InteractiveCompile:
         self.channel = FifoChannel(channel_base, self._alive, name=name,
                                    open_timeout=open_timeout, io_timeout=timeout)
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=self._err,
-                                         start_new_session=True)
+            self.proc = _start(self.argv, self._err)
         except OSError as e:
             self.channel.close()
             self._err.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +29,18 @@ class WorkerPool(Protocol):
     def close(self) -> None: ...
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: leave when the trainer is gone (e.g. kill -9), instead of idling as
+    an orphan. The worker's compilers die with it (PR_SET_PDEATHSIG, see interactive.py)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mlgo-parent-watch", daemon=True).start()
+
+
 class LocalPool:
     """A process pool of `workers` processes (spawned, so no parent state such as TensorFlow
     leaks into workers)."""
@@ -39,7 +53,9 @@ class LocalPool:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=self._ctx)
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=self._ctx,
+                                                 initializer=_exit_with_parent,
+                                                 initargs=(os.getpid(),))
         return self._executor
 
     def run(self, tasks: Sequence[ModuleTask]) -> Iterator[ModuleOutcome]:
