@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from mlgo.cli.common import add_problem_args, load_corpus, setup_gin
@@ -31,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _ensure_trace(args, problem, corpus, gin_config: str, train_names: set[str] | None) -> Path:
-    """A trace of the default proxy over the training modules (built once, reused on resume)."""
+def _ensure_trace(args, problem, corpus, gin_config: str) -> Path:
+    """A trace of the default proxy over every module (built once, reused on resume; bc
+    trains on the training split's decisions and reports agreement on the others)."""
     from mlgo.cli import trace as trace_cmd
     from mlgo.traces import META
 
@@ -45,8 +47,7 @@ def _ensure_trace(args, problem, corpus, gin_config: str, train_names: set[str] 
     sub = argparse.Namespace(**vars(args))
     sub.output, sub.policy = out, None
     sub.max_modules = 0
-    mods = corpus.modules if train_names is None else [m for m in corpus.modules if m.name in train_names]
-    trace_cmd.trace_modules(sub, problem, mods, gin_config)
+    trace_cmd.trace_modules(sub, problem, corpus.modules, gin_config)
     return out
 
 
@@ -67,8 +68,12 @@ def _network_and_params(args, problem, corpus, gin_config: str):
     if vocab is None:
         vocab = args.output / "vocab"
         if not vocab.is_dir():
-            trace = _ensure_trace(args, problem, corpus, gin_config, None)
-            build_vocab(trace, vocab)
+            # Built aside and renamed, so a run killed mid-way never leaves half a vocab.
+            trace = _ensure_trace(args, problem, corpus, gin_config)
+            tmp = args.output / "vocab.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_vocab(trace, tmp)
+            tmp.rename(vocab)
     net = problem.build_network(problem.header(), vocab)
     return net, net.init_params(args.seed)
 
@@ -92,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
                        seed=args.seed, meta={"warmstart": str(args.warmstart or "")})
     try:
         if args.algorithm == "bc":
-            # All modules are traced: bc trains on the training split's decisions and reports
-            # agreement on the held-out ones.
-            trace = _ensure_trace(args, problem, corpus, gin_config, None)
+            trace = _ensure_trace(args, problem, corpus, gin_config)
             bc.train(run_, bc.BCConfig(), trace)
         elif args.algorithm == "ppo":
             ppo.train(run_, ppo.PPOConfig())
