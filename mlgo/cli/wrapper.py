@@ -10,7 +10,10 @@ If the host cannot be built or started, or fails, that is an error; with MLGO_FA
 wrapper warns and compiles with plain clang-19 instead.
 
 This runs once per compile, so it imports only the standard library and mlgo.serving's light
-modules, and spawns processes with posix_spawn.
+modules, and spawns processes with posix_spawn. Python's start-up still costs more than a small
+compile: `mlgo-clang --print-launcher` prints the path of a native launcher
+(mlgo/serving/launcher.c) that does the same for the current policies with no Python per
+compile, e.g. CC="$(mlgo-clang --print-launcher)".
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ _PASS_THROUGH_FLAGS = frozenset("""
 """.split())
 
 
+class ResponseFileError(ValueError):
+    """An @file argument names a file that cannot be read or split into arguments."""
+
+
 def _expand_response_files(args: list[str], depth: int = 0) -> list[str]:
     """Arguments with @file expanded, for classification only (clang reads the files itself)."""
     if depth > 8 or not any(a.startswith("@") for a in args):
@@ -53,8 +60,17 @@ def _expand_response_files(args: list[str], depth: int = 0) -> list[str]:
     out: list[str] = []
     for a in args:
         if a.startswith("@") and os.path.isfile(a[1:]):
-            with open(a[1:]) as f:
-                out += _expand_response_files(shlex.split(f.read()), depth + 1)
+            try:
+                with open(a[1:]) as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ResponseFileError(f"{a[1:]}: cannot read the response file: {e}") from e
+            try:
+                words = shlex.split(text)
+            except ValueError as e:
+                raise ResponseFileError(
+                    f"{a[1:]}: cannot parse the response file: {str(e).lower()}") from e
+            out += _expand_response_files(words, depth + 1)
         else:
             out.append(a)
     return out
@@ -125,7 +141,11 @@ def run(driver: str, args: list[str]) -> int:
         clang = _compiler(driver)
     except MlgoError as e:
         return _error(str(e))
-    if pass_through_reason(args) is not None:
+    try:
+        reason = pass_through_reason(args)
+    except ResponseFileError as e:
+        return _error(str(e))
+    if reason is not None:
         _exec([clang, *args])
 
     extra: list[str] = []
@@ -286,9 +306,27 @@ def _exit(code: int) -> None:
     sys.exit(code)
 
 
+def print_launcher(driver: str) -> int:
+    """Print the native launcher for the current policies, building what it needs once."""
+    from mlgo.errors import MlgoError
+    from mlgo.serving.launcher import launcher_for
+
+    try:
+        print(launcher_for(driver))
+    except MlgoError as e:
+        return _error(f"cannot make the native launcher: {e}")
+    return 0
+
+
+def _main(driver: str) -> None:
+    if sys.argv[1:] == ["--print-launcher"]:
+        sys.exit(print_launcher(driver))
+    _exit(run(driver, sys.argv[1:]))
+
+
 def main_c() -> None:
-    _exit(run("clang", sys.argv[1:]))
+    _main("clang")
 
 
 def main_cxx() -> None:
-    _exit(run("clang++", sys.argv[1:]))
+    _main("clang++")
