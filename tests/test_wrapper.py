@@ -19,10 +19,20 @@ from mlgo.cli import wrapper
 from mlgo.compiler.interactive import InteractiveCompile
 from mlgo.compiler.measure import parse_regalloc_remarks
 from mlgo.problems import get_problem
-from mlgo.serving import codegen, host
+from mlgo.serving import codegen, host, launcher
 
 BIN = Path(sys.executable).parent
-MLGO_CLANG = str(BIN / "mlgo-clang")
+# Every behaviour test runs against both per-compile paths: the Python wrapper and the native
+# launcher that `mlgo-clang --print-launcher` makes for the same environment.
+WRAPPERS = ("python", "native")
+
+
+def _wrapper(kind: str, driver: str = "clang") -> str:
+    """The command to use as CC: the Python entry point, or the native launcher made for the
+    current environment (MLGO_REGALLOC_POLICY etc.)."""
+    if kind == "python":
+        return str(BIN / f"mlgo-{driver}")
+    return launcher.launcher_for(driver)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +112,78 @@ def test_response_files_are_read_for_classification(tmp_path: Path) -> None:
     assert wrapper.pass_through_reason([f"@{rsp}"]) is not None
 
 
+CLASSIFICATION_CASES = [
+    ["-O2", "-c", "a.c", "-o", "a.o"],
+    ["-c", "-x", "ir", "m.bc", "-O2"],
+    ["-c", "-I", "include.c", "a.cpp"],
+    ["-c", "-xc", "noext"],
+    ["-c", "-x", "none", "..c"],
+    ["-c", "dir.d/.hidden"],
+    ["-c", "-"],
+    ["-c", "-o", "-E", "a.c"],
+    ["-E", "a.c"],
+    ["-c", "-E", "a.c"],
+    ["--version"],
+    ["a.o", "b.o", "-o", "prog"],
+    ["-c", "a.c", "b.c"],
+    ["-c", "-x", "assembler", "a.s"],
+    ["-c", "a.c", "-M"],
+    ["-c", "a.c", "-###"],
+    ["-c", "a.c", "-emit-llvm"],
+    ["-c", "a.c", "-save-temps=obj"],
+    ["-c", "a.c", "b.o"],
+    ["-c", "@missing.rsp"],
+    ["@job.rsp"],
+    ["@two.rsp"],
+    ["@nested.rsp"],
+    ["@hash.rsp"],
+]
+
+
+def test_native_launcher_classifies_like_the_wrapper(tmp_path: Path) -> None:
+    """For every case, the launcher passes through exactly when pass_through_reason says so.
+    Its host does not exist, so a compile job fails naming it, while a pass-through runs the
+    fake compiler, which only records that it ran."""
+    (tmp_path / "job.rsp").write_text("""-c 'a b.c' "-o" out\\ file.o""")
+    (tmp_path / "hash.rsp").write_text("-c a.c #not-a-comment")  # shlex.split: a word
+    (tmp_path / "two.rsp").write_text('-c "a.c" b.c')
+    (tmp_path / "nested.rsp").write_text("-O2 @job.rsp")
+    fake = tmp_path / "fake-clang"
+    fake.write_text(f"#!/bin/sh\necho ran >> {tmp_path}/ran\n")
+    fake.chmod(0o755)
+    missing_host = tmp_path / "no-host"
+    native = launcher.build_launcher(launcher.LauncherConfig(
+        "clang", str(fake), "proxy", str(missing_host), None, None))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    jobs = 0
+    for args in CLASSIFICATION_CASES:
+        (tmp_path / "ran").unlink(missing_ok=True)
+        proc = subprocess.run([native, *args], capture_output=True, text=True, cwd=tmp_path,
+                              env=env, timeout=30)
+        old = Path.cwd()
+        os.chdir(tmp_path)
+        try:
+            compile_job = wrapper.pass_through_reason(args) is None
+        finally:
+            os.chdir(old)
+        if compile_job:
+            jobs += 1
+            assert proc.returncode == 1 and str(missing_host) in proc.stderr, args
+            assert not (tmp_path / "ran").exists(), args
+        else:
+            assert proc.returncode == 0 and (tmp_path / "ran").exists(), (args, proc.stderr)
+    assert jobs == 8  # both kinds of case are exercised
+
+
+def test_malformed_response_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    rsp = tmp_path / "bad.rsp"
+    rsp.write_text("-c 'a.c")
+    for cc in (_wrapper("python"), _wrapper("native")):
+        proc = subprocess.run([cc, f"@{rsp}"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1, cc
+        assert f"{rsp}: cannot parse the response file: no closing quotation" in proc.stderr
+
+
 # -- the host -----------------------------------------------------------------------------------
 
 def test_host_failure_stops_the_compiler(tmp_path: Path, channel_tmp: Path, capfd) -> None:
@@ -120,6 +202,25 @@ def test_host_failure_stops_the_compiler(tmp_path: Path, channel_tmp: Path, capf
     assert rc == 1
     assert "position 2: compiler 'nr_urgent' (float x33), policy 'nr_urgent_v2' (float x33)" in err
     assert "trained on other features" in err
+    _assert_clean(channel_tmp, before)
+
+
+def test_native_host_failure_stops_the_compiler(tmp_path: Path, channel_tmp: Path) -> None:
+    features = list(codegen.REGALLOC_FEATURES_LLVM19)
+    features[2] = ("nr_urgent_v2", "float", 33)
+    mismatched = host.build_host(codegen.regalloc_eviction_proxy(features), policy_label="renamed")
+    native = launcher.build_launcher(launcher.LauncherConfig(
+        "clang", host._compiler("clang"), "renamed", mismatched, None, None))
+    src = tmp_path / "pressure.c"
+    src.write_text(SOURCES["pressure.c"])
+    before = _host_processes()
+    proc = subprocess.run([native, "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, MLGO_REGALLOC_POLICY="renamed"))
+    assert proc.returncode == 1
+    assert ("position 2: compiler 'nr_urgent' (float x33), policy 'nr_urgent_v2' (float x33)"
+            in proc.stderr)
+    assert "trained on other features" in proc.stderr
     _assert_clean(channel_tmp, before)
 
 
@@ -152,20 +253,22 @@ def _interactive_proxy(argv: list[str], workdir: Path) -> list[int]:
     return actions
 
 
+@pytest.mark.parametrize("kind", WRAPPERS)
 def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
-                                          proxy_host: str) -> None:
+                                          proxy_host: str, kind: str) -> None:
     """Same objects and decisions as serving eviction_cost_proxy from Python, and the same
     spill cost as mlgo.env measures for the corpus module."""
     corpus = Corpus.load(make_small_corpus(tmp_path / "c"))
     problem = get_problem("regalloc")
     heuristic = problem.heuristic("proxy")
+    cc = _wrapper(kind)
     total_decisions = 0
     for module in corpus.modules:
         work = tmp_path / module.name.replace("/", "_")
         work.mkdir()
         args = module.compile_args(extra=problem.measurement_flags(work, cc1=False))
         log = work / "host-decisions.txt"
-        proc = subprocess.run([MLGO_CLANG, *args, "-o", str(work / "wrapped.o")],
+        proc = subprocess.run([cc, *args, "-o", str(work / "wrapped.o")],
                               env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)),
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
@@ -185,7 +288,9 @@ def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
     _assert_clean(channel_tmp, [])
 
 
-def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, proxy_host: str) -> None:
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, proxy_host: str,
+                                     kind: str) -> None:
     project = tmp_path / "proj"
     _write_sources(project)
     (project / "main.c").write_text(
@@ -197,7 +302,7 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, proxy_ho
         "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\n"
         "clean:\n\trm -f prog $(OBJS)\n")
     before = _host_processes()
-    make = ["make", "-s", "-C", str(project), f"CC={MLGO_CLANG}"]
+    make = ["make", "-s", "-C", str(project), f"CC={_wrapper(kind)}"]
     subprocess.run([*make, "-j2"], check=True, timeout=300)
     parallel = {p.name: p.read_bytes() for p in project.glob("*.o")}
     subprocess.run([*make, "clean"], check=True)
@@ -212,20 +317,24 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, proxy_ho
     _assert_clean(channel_tmp, before)
 
 
-def test_failed_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path, proxy_host: str) -> None:
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_failed_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path, proxy_host: str,
+                                       kind: str) -> None:
     bad = tmp_path / "bad.c"
     bad.write_text("int f(void) { return undeclared; }\n")
     before = _host_processes()
-    proc = subprocess.run([MLGO_CLANG, "-O2", "-c", str(bad), "-o", str(tmp_path / "bad.o")],
+    proc = subprocess.run([_wrapper(kind), "-O2", "-c", str(bad), "-o", str(tmp_path / "bad.o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "undeclared" in proc.stderr
     _assert_clean(channel_tmp, before)
 
 
+@pytest.mark.parametrize("kind", WRAPPERS)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
-                                            proxy_host: str, sig: signal.Signals) -> None:
+                                            proxy_host: str, sig: signal.Signals,
+                                            kind: str) -> None:
     """A compiler that is still running when the wrapper is interrupted gets the signal; the
     wrapper cleans up and dies of the same signal."""
     slow = tmp_path / "slow-clang"
@@ -234,7 +343,7 @@ def test_interrupted_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
     src = tmp_path / "leaf.c"
     src.write_text(SOURCES["leaf.c"])
     before = _host_processes()
-    proc = subprocess.Popen([MLGO_CLANG, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+    proc = subprocess.Popen([_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
                             env=dict(os.environ, MLGO_CLANG=str(slow)))
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists():
@@ -246,13 +355,16 @@ def test_interrupted_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
     _assert_clean(channel_tmp, before)
 
 
-def test_pass_through_invocations_run_plain_clang(tmp_path: Path, channel_tmp: Path) -> None:
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_pass_through_invocations_run_plain_clang(tmp_path: Path, channel_tmp: Path,
+                                                  kind: str) -> None:
+    cc = _wrapper(kind)
     # A policy name that does not exist: any attempt to serve it would fail loudly.
     env = dict(os.environ, MLGO_REGALLOC_POLICY="no-such-policy")
     srcs = _write_sources(tmp_path / "src")
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([MLGO_CLANG, *args], capture_output=True, text=True, env=env,
+        return subprocess.run([cc, *args], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=120)
 
     assert "clang version 19" in run("--version").stdout
@@ -271,11 +383,12 @@ def test_pass_through_invocations_run_plain_clang(tmp_path: Path, channel_tmp: P
     assert list(channel_tmp.iterdir()) == []
 
 
-def test_fallback_only_when_asked(tmp_path: Path, channel_tmp: Path) -> None:
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_fallback_only_when_asked(tmp_path: Path, channel_tmp: Path, kind: str) -> None:
     src = tmp_path / "leaf.c"
     src.write_text(SOURCES["leaf.c"])
     env = dict(os.environ, MLGO_REGALLOC_POLICY="no-such-policy")
-    cmd = [MLGO_CLANG, "-O2", "-c", str(src), "-o", str(tmp_path / "leaf.o")]
+    cmd = [_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "leaf.o")]
     refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode == 1 and not (tmp_path / "leaf.o").exists()
     assert "error" in refused.stderr
@@ -285,16 +398,64 @@ def test_fallback_only_when_asked(tmp_path: Path, channel_tmp: Path) -> None:
     assert "warning" in allowed.stderr and "MLGO_FALLBACK=1" in allowed.stderr
 
 
-def test_inline_policy_adds_the_plugin(tmp_path: Path, channel_tmp: Path, proxy_host: str) -> None:
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_inline_policy_adds_the_plugin(tmp_path: Path, channel_tmp: Path, proxy_host: str,
+                                       kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlgo.serving.plugin import plugin_for
 
     plugin_for("cost-threshold")  # built (or found) outside the timed compile
+    monkeypatch.setenv("MLGO_INLINE_POLICY", "cost-threshold")
+    cc = _wrapper(kind)
     src = tmp_path / "calls.c"
     src.write_text(SOURCES["calls.c"])
     log = tmp_path / "inline-decisions.txt"
-    proc = subprocess.run([MLGO_CLANG, "-Oz", "-c", str(src), "-o", str(tmp_path / "c.o")],
+    proc = subprocess.run([cc, "-Oz", "-c", str(src), "-o", str(tmp_path / "c.o")],
                           capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, MLGO_INLINE_POLICY="cost-threshold",
-                                   MLGO_PLUGIN_DECISION_LOG=str(log)))
+                          env=dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log)))
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().strip()
+
+
+def test_print_launcher_names_the_launcher_for_the_environment(channel_tmp: Path) -> None:
+    for driver in launcher.DRIVERS:
+        proc = subprocess.run([str(BIN / f"mlgo-{driver}"), "--print-launcher"],
+                              capture_output=True, text=True, check=True, timeout=300)
+        assert proc.stdout.strip() == launcher.launcher_for(driver)
+        assert Path(proc.stdout.strip()).name == f"mlgo-{driver}"
+    bad = subprocess.run([str(BIN / "mlgo-clang"), "--print-launcher"], capture_output=True,
+                         text=True, env=dict(os.environ, MLGO_REGALLOC_POLICY="no-such-policy"),
+                         timeout=300)
+    assert bad.returncode == 1 and bad.stdout == "" and "no-such-policy" in bad.stderr
+
+
+def test_native_launcher_compiles_cxx_like_the_wrapper(tmp_path: Path, channel_tmp: Path,
+                                                      proxy_host: str) -> None:
+    src = tmp_path / "pressure.cpp"
+    src.write_text(SOURCES["pressure.c"])
+    objects = []
+    for kind in WRAPPERS:
+        out = tmp_path / f"{kind}.o"
+        subprocess.run([_wrapper(kind, "clang++"), "-O2", "-c", str(src), "-o", str(out)],
+                       check=True, timeout=120)
+        objects.append(out.read_bytes())
+    assert objects[0] == objects[1]
+    _assert_clean(channel_tmp, [])
+
+
+def test_native_launcher_with_its_host_gone(tmp_path: Path, channel_tmp: Path) -> None:
+    """A launcher outlives the cache entry of its host: an error naming the file, or with
+    MLGO_FALLBACK=1 a warning and a plain compile."""
+    gone = tmp_path / "removed-host"
+    native = launcher.build_launcher(launcher.LauncherConfig(
+        "clang", host._compiler("clang"), "proxy", str(gone), None, None))
+    src = tmp_path / "leaf.c"
+    src.write_text(SOURCES["leaf.c"])
+    cmd = [native, "-O2", "-c", str(src), "-o", str(tmp_path / "leaf.o")]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and str(gone) in refused.stderr
+    assert not (tmp_path / "leaf.o").exists()
+    allowed = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ, MLGO_FALLBACK="1"))
+    assert allowed.returncode == 0 and (tmp_path / "leaf.o").exists()
+    assert "warning" in allowed.stderr and "MLGO_FALLBACK=1" in allowed.stderr
+    assert list(channel_tmp.iterdir()) == []
