@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from corpus_fixtures import SOURCES, make_small_corpus
 
@@ -62,6 +63,25 @@ def test_warm_started_algorithms_run(bc_run, corpus, tmp_path, algorithm, bindin
     # Running the finished command again resumes past the end: nothing more to do.
     assert main(args) == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_es_in_the_output_layer_subspace_leaves_other_layers_alone(bc_run, corpus, tmp_path):
+    out = tmp_path / "es-last"
+    assert main(["train", "--problem", "inlining", "--algorithm", "es", "--corpus", str(corpus),
+                 "-o", str(out), "--warmstart", str(bc_run / "best"), "--workers", "2",
+                 "--validation-fraction", "0.34", "--gin_bindings", "es.ESConfig.iterations = 1",
+                 "--gin_bindings", "es.ESConfig.directions = 2",
+                 "--gin_bindings", "es.ESConfig.trainable_layers = 1",
+                 # a step large enough to flip decisions, so the candidates' fitness differs
+                 "--gin_bindings", "es.ESConfig.sigma = 1.0"]) == 0
+    net, start, _ = load_policy(bc_run / "best", problem="inlining")
+    _, end, _ = load_policy(out / "policy", problem="inlining")
+    last = net.param_shapes()[-2:]
+    n_last = sum(int(np.prod(shape)) for _, shape in last)
+    assert (end[:-n_last] == start[:-n_last]).all()
+    assert (end[-n_last:] != start[-n_last:]).any()
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["es/dimensions"] == n_last
 
 
 def test_kill_minus_9_then_resume(bc_run, corpus, tmp_path):
@@ -135,7 +155,7 @@ def test_policy_dir_runs_in_eval(bc_run, corpus, tmp_path):
     assert Path(str(out).replace(".json", ".png")).is_file()
 
 
-def test_a_broken_module_is_skipped_and_recorded(bc_run, corpus, tmp_path):
+def test_a_broken_module_is_skipped_and_recorded(bc_run, corpus, tmp_path, caplog):
     """Training goes on when a module cannot be compiled; the run records which and why."""
     import shutil
 
@@ -157,3 +177,7 @@ def test_a_broken_module_is_skipped_and_recorded(bc_run, corpus, tmp_path):
     assert "small/broken.c" in state["failed_modules"]
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["es/usable_modules"] >= 1
+    assert log[-1]["skipped_modules"] == 1  # counted in the iteration it failed in...
+    report = [r.getMessage() for r in caplog.records if "skipped:" in r.getMessage()]
+    assert report and report[0].startswith("iteration 0: 1 module(s) failed and were skipped")
+    assert "small/broken.c:" in report[0]  # ...and named, with the reason, at its end

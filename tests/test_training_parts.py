@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mlgo.training.checkpoint import Checkpointer
-from mlgo.training.es import centered_ranks, es_gradient
+from mlgo.training.es import centered_ranks, es_gradient, subspace_mask
 from mlgo.training.optim import Adam
 
 
@@ -78,6 +78,20 @@ def test_es_gradient_ascends_a_concave_fitness(normalization, top_k):
     assert np.linalg.norm(theta - target) < 0.35 * np.linalg.norm(target)
 
 
+def test_subspace_mask_selects_the_last_layers():
+    from mlgo.policies.network import MLP
+
+    class Net:  # only param_shapes() matters to the mask
+        def param_shapes(self):
+            return MLP("mlp", (5, 4, 3, 2)).param_shapes()
+
+    # layers: 5*4+4 = 24, 4*3+3 = 15, 3*2+2 = 8 parameters
+    assert subspace_mask(Net(), 0).tolist() == [True] * 47
+    assert subspace_mask(Net(), 1).tolist() == [False] * 39 + [True] * 8
+    assert subspace_mask(Net(), 2).tolist() == [False] * 24 + [True] * 23
+    assert subspace_mask(Net(), 9).all()
+
+
 def test_ppo_loss_clips_and_rewards_good_actions():
     tf = pytest.importorskip("tensorflow")
     from mlgo.training.ppo import ppo_loss
@@ -97,3 +111,29 @@ def test_ppo_loss_clips_and_rewards_good_actions():
     far = tf.constant([[0.0, 5.0], [0.0, 0.0]])
     _, _, clipped = ppo_loss(tf, far, actions, old, adv, 0.2, 0.0)
     assert float(clipped) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("problem", ["inlining", "regalloc"])
+@pytest.mark.parametrize("algorithm", ["bc", "es", "ppo"])
+def test_each_problem_ships_gin_defaults_that_parse_and_yield_to_flags(problem, algorithm):
+    import argparse
+
+    import gin
+
+    from mlgo.cli.common import setup_gin
+    from mlgo.cli.train import default_gin_file
+    from mlgo.training import bc, es, ppo
+
+    path = default_gin_file(problem, algorithm)
+    assert path is not None and path.parent.name == problem
+    config = {"bc": bc.BCConfig, "es": es.ESConfig, "ppo": ppo.PPOConfig}[algorithm]
+    name = config.__name__
+    setup_gin(argparse.Namespace(gin_file=[path], gin_bindings=[]))
+    bound = [line.split("=")[0].strip() for line in path.read_text().splitlines()
+             if line.startswith(f"{algorithm}.{name}.")]
+    assert bound
+    for key in bound:  # every value in the file reaches the algorithm's config
+        assert getattr(config(), key.rsplit(".", 1)[1]) == gin.query_parameter(key)
+    setup_gin(argparse.Namespace(gin_file=[path], gin_bindings=[f"{algorithm}.{name}.learning_rate = 0.125"]))
+    assert config().learning_rate == 0.125  # a flag overrides the file
+    gin.clear_config()
