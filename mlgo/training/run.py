@@ -85,6 +85,7 @@ class TrainingRun:
         self.state: dict[str, Any] = dict(self.resumed.state) if self.resumed else {}
         self.best: float | None = self.state.get("best_relative_change")
         self._writer = None
+        self._skipped: dict[str, str] = {}  # this iteration's failed modules, reported at its end
         if self.resumed:
             log.info("resuming %s from iteration %d (%s)", algorithm, self.resumed.iteration,
                      self.checkpointer.dir)
@@ -126,13 +127,13 @@ class TrainingRun:
 
     def run_tasks(self, tasks: Sequence[ModuleTask]) -> list[ModuleOutcome]:
         outs = list(self.pool.run(tasks))
-        failed = [o for o in outs if not o.ok]
-        for o in failed:
-            first = o.error.strip().splitlines()[0] if o.error.strip() else "unknown error"
-            log.warning("skipped %s: %s", o.module, first)
         self.state.setdefault("failed_modules", {})
-        for o in failed:
-            self.state["failed_modules"][o.module] = o.error.strip().splitlines()[0][:300] if o.error.strip() else ""
+        for o in outs:
+            if not o.ok:
+                first = o.error.strip().splitlines()[0][:300] if o.error.strip() else "unknown error"
+                log.debug("skipped %s: %s", o.module, first)
+                self._skipped[o.module] = first
+                self.state["failed_modules"][o.module] = first
         return outs
 
     def task(self, module: Module, spec: PolicySpec, record: bool) -> ModuleTask:
@@ -184,6 +185,8 @@ class TrainingRun:
 
         metrics = dict(metrics)
         metrics["seconds"] = time.monotonic() - getattr(self, "_t0", time.monotonic())
+        metrics["skipped_modules"] = len(self._skipped)
+        self._report_skipped(iteration)
         if validation is not None:
             metrics["validation/relative_change"] = validation.relative_change
             metrics["validation/failed"] = validation.failed
@@ -198,6 +201,18 @@ class TrainingRun:
         self.state["best_relative_change"] = self.best
         self.checkpointer.save(iteration, {"params": np.asarray(params), **arrays}, self.state)
         self.params = np.asarray(params)
+
+    def _report_skipped(self, iteration: int) -> None:
+        """One warning per iteration naming the modules that failed in it, and why."""
+        if not self._skipped:
+            return
+        items = sorted(self._skipped.items())
+        lines = [f"  {m}: {why}" for m, why in items[:10]]
+        if len(items) > 10:
+            lines.append(f"  ... and {len(items) - 10} more (all in checkpoints/*/state.json)")
+        log.warning("iteration %d: %d module(s) failed and were skipped:\n%s", iteration,
+                    len(items), "\n".join(lines))
+        self._skipped = {}
 
     def _policy_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
         return {"algorithm": self.algorithm, "corpus": str(self.corpus.root),
