@@ -78,12 +78,24 @@ def _network_and_params(args, problem, corpus, gin_config: str):
     return net, net.init_params(args.seed)
 
 
+def default_gin_file(problem: str, algorithm: str) -> Path | None:
+    """The problem's own defaults for an algorithm: mlgo/problems/<problem>/<algorithm>.gin."""
+    import mlgo.problems
+
+    path = Path(mlgo.problems.__file__).parent / problem / f"{algorithm}.gin"
+    return path if path.is_file() else None
+
+
 def run(args: argparse.Namespace) -> int:
     from mlgo.problems import get_problem
     from mlgo.training import bc, es, ppo
     from mlgo.training.run import TrainingRun
     from mlgo.workers.pool import make_pool
 
+    # The problem's gin file first, so --gin_file and --gin_bindings override it.
+    defaults = default_gin_file(args.problem, args.algorithm)
+    if defaults is not None:
+        args.gin_file = [defaults, *args.gin_file]
     gin_config = setup_gin(args)
     corpus = load_corpus(args)
     problem = get_problem(args.problem)
