@@ -84,6 +84,21 @@ def test_es_in_the_output_layer_subspace_leaves_other_layers_alone(bc_run, corpu
     assert log[-1]["es/dimensions"] == n_last
 
 
+def test_ppo_warmstart_temperature_explores_without_changing_the_greedy_policy(bc_run, corpus,
+                                                                             tmp_path):
+    logs = {}
+    for t in (1.0, 8.0):
+        out = tmp_path / f"ppo-t{t}"
+        assert main(["train", "--problem", "inlining", "--algorithm", "ppo", "--corpus", str(corpus),
+                     "-o", str(out), "--warmstart", str(bc_run / "best"), "--workers", "2",
+                     "--validation-fraction", "0.34", "--gin_bindings", "ppo.PPOConfig.iterations = 1",
+                     "--gin_bindings", "ppo.PPOConfig.learning_rate = 0.0",  # isolate the scaling
+                     "--gin_bindings", f"ppo.PPOConfig.warmstart_temperature = {t}"]) == 0
+        logs[t] = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert logs[8.0]["ppo/entropy"] > logs[1.0]["ppo/entropy"]
+    assert logs[8.0]["validation/relative_change"] == logs[1.0]["validation/relative_change"]
+
+
 def test_kill_minus_9_then_resume(bc_run, corpus, tmp_path):
     out = tmp_path / "es-killed"
     cmd = [sys.executable, "-m", "mlgo.cli.main", "train", "--problem", "inlining",

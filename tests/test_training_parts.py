@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from mlgo.policies.network import last_layers_mask
 from mlgo.training.checkpoint import Checkpointer
-from mlgo.training.es import centered_ranks, es_gradient, subspace_mask
+from mlgo.training.es import centered_ranks, es_gradient
 from mlgo.training.optim import Adam
 
 
@@ -78,7 +79,7 @@ def test_es_gradient_ascends_a_concave_fitness(normalization, top_k):
     assert np.linalg.norm(theta - target) < 0.35 * np.linalg.norm(target)
 
 
-def test_subspace_mask_selects_the_last_layers():
+def test_last_layers_mask_selects_the_last_layers():
     from mlgo.policies.network import MLP
 
     class Net:  # only param_shapes() matters to the mask
@@ -86,10 +87,10 @@ def test_subspace_mask_selects_the_last_layers():
             return MLP("mlp", (5, 4, 3, 2)).param_shapes()
 
     # layers: 5*4+4 = 24, 4*3+3 = 15, 3*2+2 = 8 parameters
-    assert subspace_mask(Net(), 0).tolist() == [True] * 47
-    assert subspace_mask(Net(), 1).tolist() == [False] * 39 + [True] * 8
-    assert subspace_mask(Net(), 2).tolist() == [False] * 24 + [True] * 23
-    assert subspace_mask(Net(), 9).all()
+    assert last_layers_mask(Net(), 0).tolist() == [True] * 47
+    assert last_layers_mask(Net(), 1).tolist() == [False] * 39 + [True] * 8
+    assert last_layers_mask(Net(), 2).tolist() == [False] * 24 + [True] * 23
+    assert last_layers_mask(Net(), 9).all()
 
 
 def test_ppo_loss_clips_and_rewards_good_actions():

@@ -271,3 +271,14 @@ def network_class(path: str) -> type[PolicyNetwork]:
     if not (isinstance(cls, type) and issubclass(cls, PolicyNetwork)):
         raise MlgoError(f"{path!r} is not a policy network class")
     return cls
+
+
+def last_layers_mask(network: Any, layers: int) -> np.ndarray:
+    """Boolean mask over a network's flat parameter vector selecting its last `layers` dense
+    layers ((w, b) pairs in `param_shapes()` order); `layers <= 0` selects every parameter."""
+    shapes = network.param_shapes()
+    sizes = [int(np.prod(shape)) for _, shape in shapes]
+    mask = np.zeros(sum(sizes), dtype=bool)
+    first = 0 if layers <= 0 else max(len(shapes) - 2 * layers, 0)
+    mask[sum(sizes[:first]):] = True
+    return mask

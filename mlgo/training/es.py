@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import gin
 import numpy as np
 
+from mlgo.policies.network import last_layers_mask
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
 
@@ -71,23 +72,9 @@ def es_gradient(eps: np.ndarray, f_plus: np.ndarray, f_minus: np.ndarray, sigma:
     return ((w_plus[keep] - w_minus[keep]) @ eps[keep]) / (2 * len(keep) * sigma)
 
 
-def subspace_mask(network, trainable_layers: int) -> np.ndarray:
-    """Boolean mask over the flat parameter vector: True for the parameters ES perturbs.
-    Layers are (w, b) pairs in `param_shapes()` order; the last k pairs are trainable."""
-    shapes = network.param_shapes()
-    sizes = [int(np.prod(shape)) for _, shape in shapes]
-    mask = np.zeros(sum(sizes), dtype=bool)
-    if trainable_layers <= 0:
-        mask[:] = True
-        return mask
-    first = max(len(shapes) - 2 * trainable_layers, 0)
-    mask[sum(sizes[:first]):] = True
-    return mask
-
-
 def train(run: TrainingRun, cfg: ESConfig) -> np.ndarray:
     theta = run.params.astype(np.float64)
-    mask = subspace_mask(run.network, cfg.trainable_layers)
+    mask = last_layers_mask(run.network, cfg.trainable_layers)
     adam = Adam(theta.size, cfg.learning_rate)
     if run.resumed is not None and "adam_m" in run.resumed.arrays:
         adam.load(run.resumed.arrays)

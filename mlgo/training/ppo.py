@@ -11,6 +11,11 @@ Each iteration:
         L = -mean(min(r A, clip(r, 1-eps, 1+eps) A)) - c_ent * mean(H(pi(.|s))),
      with r = pi(a|s) / pi_old(a|s), computed in TensorFlow on the same network;
   4. b_m <- decay * b_m + (1 - decay) * R_m.
+
+A behavioral-cloning warm start is nearly deterministic (its logit margins are large), so
+sampling from it explores almost nothing. `warmstart_temperature = T > 1` divides the output
+layer by T once, at the start of a fresh run: the greedy policy is unchanged, but sampling
+flips the least certain decisions, which gives the policy gradient something to compare.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 import gin
 import numpy as np
 
+from mlgo.policies.network import last_layers_mask
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
 
@@ -37,6 +43,7 @@ class PPOConfig:
     reward_scale: float = 100.0  # rewards are fractions of a module's size: work in percent
     baseline_decay: float = 0.7
     validate_every: int = 1
+    warmstart_temperature: float = 1.0  # > 1: soften the warm start's output layer (see above)
 
 
 def ppo_loss(tf, logits, actions, old_logp, adv, clip: float, entropy_coef: float):
@@ -56,7 +63,13 @@ def train(run: TrainingRun, cfg: PPOConfig) -> np.ndarray:
     import tensorflow as tf
 
     net = run.network
-    theta = tf.Variable(run.params.astype(np.float32))
+    params = run.params.astype(np.float32)
+    if run.resumed is None and cfg.warmstart_temperature != 1.0:
+        if cfg.warmstart_temperature <= 0:
+            raise ValueError("ppo.PPOConfig.warmstart_temperature must be positive")
+        params = params.copy()
+        params[last_layers_mask(net, 1)] /= np.float32(cfg.warmstart_temperature)
+    theta = tf.Variable(params)
     adam = Adam(int(theta.shape[0]), cfg.learning_rate)
     baselines: dict[str, float] = dict(run.state.get("baselines", {}))
     if run.resumed is not None and "adam_m" in run.resumed.arrays:
