@@ -263,3 +263,19 @@ def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
         differ = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
         assert all(margins[i] < 1e-4 for i in differ), [(got[i], want[i], margins[i]) for i in differ]
         assert len(differ) <= 3 and len(set(got)) > 1
+
+
+def test_shipped_policy_names_resolve_to_their_directory(tmp_path, monkeypatch):
+    from mlgo.cli.common import policy_spec
+    from mlgo.policies import shipped
+
+    (tmp_path / "inlining-x" / "policy").mkdir(parents=True)
+    (tmp_path / "inlining-x" / "policy" / "policy.json").write_text("{}")
+    (tmp_path / "half-written").mkdir()  # no policy.json: not a shipped policy
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
+    assert shipped.shipped_names() == ["inlining-x"]
+    assert shipped.resolve("inlining-x") == str(tmp_path / "inlining-x" / "policy")
+    for other in ("half-written", "default", "x/inlining-x"):
+        assert shipped.resolve(other) == other
+    assert policy_spec("inlining-x").policy_dir == str((tmp_path / "inlining-x" / "policy").resolve())
+    assert policy_spec("cost-threshold").builtin == "cost-threshold"

@@ -60,8 +60,10 @@ def load_corpus(args: argparse.Namespace) -> Corpus:
 
 
 def policy_spec(policy: str) -> PolicySpec:
-    """A built-in heuristic name, or a policy directory."""
-    p = Path(policy)
+    """A built-in heuristic name, a shipped policy name (policies/NAME), or a policy directory."""
+    from mlgo.policies.shipped import resolve
+
+    p = Path(resolve(policy))
     if p.is_dir():
         return PolicySpec(policy_dir=str(p.resolve()))
     if "/" in policy or p.suffix:

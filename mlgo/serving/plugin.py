@@ -144,16 +144,25 @@ def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
 
 
 def policy_source(policy: str) -> tuple[str, str]:
-    """(C source, label) for a built-in inliner heuristic name or a trained policy directory."""
+    """(C source, label) for a built-in inliner heuristic name, a shipped policy name or a
+    trained policy directory."""
     if policy in codegen.INLINE_HEURISTICS:
         return codegen.INLINE_HEURISTICS[policy](), policy
-    path = Path(policy)
+    path = Path(_resolve_shipped(policy))
     if not path.is_dir():
         raise MlgoError(
             f"{policy}: neither a built-in inliner policy ({', '.join(codegen.INLINE_HEURISTICS)})"
             " nor a policy directory"
         )
     return trained_policy_source(path, "inlining")
+
+
+def _resolve_shipped(policy: str) -> str:
+    if importlib.util.find_spec("mlgo.policies") is None:
+        return policy
+    from mlgo.policies.shipped import resolve
+
+    return resolve(policy)
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
