@@ -8,7 +8,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a policy for LLVM (SavedModel, XLA AOT, manifest)")
-    p.add_argument("--policy", required=True, type=Path, help="policy directory (e.g. RUN/best)")
+    p.add_argument("--policy", required=True,
+                   help="policy directory (e.g. RUN/best) or shipped policy name (policies/NAME)")
     p.add_argument("--output", "-o", required=True, type=Path)
     p.add_argument("--no-aot", action="store_true", help="skip XLA AOT compilation")
     p.add_argument("--force", action="store_true",
@@ -18,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlgo.export.bundle import export_policy
+    from mlgo.policies.shipped import resolve
 
-    m = export_policy(args.policy, args.output, aot=not args.no_aot, force=args.force)
+    m = export_policy(Path(resolve(args.policy)), args.output, aot=not args.no_aot, force=args.force)
     print(f"exported {m['problem']} policy to {args.output}: {', '.join(m['artifacts'])}")
     if m["validation"] is not None:
         flag = "  (WORSE than the default: exported with --force)" if m["worse_than_default"] else ""
