@@ -117,3 +117,21 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_compiler_that_reads_no_advice_cannot_block_the_host(tmp_path):
+    """Answers pile up in the advice FIFO (64 KiB = 8192 answers); once it is full, the host's
+    write must wait with a deadline, not block forever."""
+    t0 = time.monotonic()
+    with pytest.raises(CompileError, match="timed out|no advice") as e:
+        _run(tmp_path, "no_read", timeout=3.0, FAKE_DECISIONS=9000)
+    assert "mod.c" in str(e.value)
+    assert time.monotonic() - t0 < 15
+
+
+def test_exit_before_open_is_noticed_at_once(tmp_path):
+    """The wait for the channel wakes on the compiler's exit (pidfd), not on a timer."""
+    t0 = time.monotonic()
+    with pytest.raises(CompileError, match="exited with status 1"):
+        _run(tmp_path, "exit_before_open", open_timeout=30.0, timeout=60.0)
+    assert time.monotonic() - t0 < 5

@@ -128,3 +128,50 @@ def test_encode_checks_sizes():
     with pytest.raises(ValueError):
         spec.encode([1.0, 2.0, 3.0])
     assert spec.decode(spec.encode([1.0, 2.0])).tolist() == [1.0, 2.0]
+
+
+def test_decode_plan_matches_per_feature_decoding():
+    """Runs of same-typed features are cut from one array; every feature must still come out as
+    its own array of its own dtype and shape, including 0-d and empty tensors."""
+    feats = (TensorSpec("a", "int64_t", (1,)), TensorSpec("b", "int64_t", (1,)),
+             TensorSpec("c", "float", (2, 3)), TensorSpec("d", "float", (2, 3)),
+             TensorSpec("e", "int8_t", ()), TensorSpec("f", "int8_t", ()),
+             TensorSpec("g", "int32_t", (0,)), TensorSpec("h", "int64_t", (1,)))
+    h = Header(feats, advice=TensorSpec("inlining_decision", "int64_t", (1,)))
+    v = _values(h, 3)
+    raw = b"".join(f.encode(v[f.name]) for f in feats) + b"\n"
+    out = h.decode_observation(raw)
+    assert list(out) == [f.name for f in feats]
+    for f in feats:
+        assert isinstance(out[f.name], np.ndarray)
+        assert out[f.name].dtype == f.dtype and out[f.name].shape == f.shape
+        np.testing.assert_array_equal(out[f.name], v[f.name])
+
+
+def test_llvm_spelling_of_event_lines():
+    """LLVM writes compact JSON ({"observation":0}); the fast path and json agree, and a
+    malformed index still falls through to a clear error."""
+    h = Header((TensorSpec("a", "int64_t", (1,)),), advice=None)
+    body = TensorSpec("a", "int64_t", (1,)).encode([7]) + b"\n"
+    head = json.dumps(h.to_json()).encode() + b"\n"
+    data = head + b'{"context":"f"}\n{"observation":0}\n' + body + b'{"observation": 1}\n' + body
+    events = list(LogReader(StreamSource(io.BytesIO(data))))
+    assert [(e.index, e.context, int(e.features["a"][0])) for e in events[1:]] == [(0, "f", 7), (1, "f", 7)]
+    with pytest.raises(ProtocolError, match="not an integer|not JSON"):
+        list(LogReader(StreamSource(io.BytesIO(head + b'{"observation":-1x}\n' + body))))
+
+
+def test_one_header_per_process():
+    """Every compile sends the same header line: it is parsed once and shared."""
+    h = _header()
+    data = _stream(h, [])
+    r1, r2 = (LogReader(StreamSource(io.BytesIO(data))) for _ in range(2))
+    assert r1.header is r2.header == h
+
+
+def test_encode_scalar_is_encode():
+    for t in ALL_TYPES:
+        spec = TensorSpec("x", t, (1,))
+        assert spec.encode_scalar(1) == spec.encode([1])
+    with pytest.raises((ValueError, OverflowError)):
+        TensorSpec("x", "int8_t", (1,)).encode_scalar(1000)

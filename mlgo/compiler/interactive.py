@@ -85,23 +85,26 @@ def _start(argv: list[str], stderr: Any) -> subprocess.Popen:
                             preexec_fn=_die_with_parent_fn())
 
 
-def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
+def wait_exit(proc: subprocess.Popen, timeout: float, pidfd: int | None = None) -> int:
     """Popen.wait with a timeout, but woken the moment the process exits: Popen.wait(timeout)
     polls with sleeps of up to 50 ms, which adds that much to every compile. A pidfd (Linux
-    5.3+) lets poll() wake on the exit itself."""
+    5.3+; the caller's own `pidfd` of `proc` if it has one) lets poll() wake on the exit."""
     if proc.returncode is not None:
         return proc.returncode
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        return proc.wait(timeout=timeout)
+    fd = pidfd
+    if fd is None:
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            return proc.wait(timeout=timeout)
     try:
         p = select.poll()
         p.register(fd, select.POLLIN)
         if not p.poll(max(0, int(timeout * 1000))):
             raise subprocess.TimeoutExpired(proc.args, timeout)
     finally:
-        os.close(fd)
+        if pidfd is None:
+            os.close(fd)
     return proc.wait()
 
 
@@ -176,6 +179,7 @@ class InteractiveCompile:
             self.channel.close()
             self._err.close()
             raise CompileError(name, f"cannot start {self.argv[0]}: {e}") from e
+        self.channel.watch(self.proc.pid)
         self._reader: LogReader | None = None
         # True when the compiler finished cleanly without ever opening the channel: its
         # advisor never ran (e.g. -O0 uses neither the ML inliner nor the greedy allocator).
@@ -264,7 +268,7 @@ class InteractiveCompile:
             raise self._fail(ProtocolError(f"{self.name}: header has no advice spec"))
         self._pending = None
         try:
-            self.channel.send(spec.encode([action]))
+            self.channel.send(spec.encode_scalar(action))
         except ProtocolError as e:
             raise self._fail(e) from e
 
@@ -272,7 +276,7 @@ class InteractiveCompile:
         """Wait for the compiler; CompileError unless it exited cleanly."""
         remaining = max(0.0, self._deadline - time.monotonic())
         try:
-            rc = wait_exit(self.proc, remaining)
+            rc = wait_exit(self.proc, remaining, self.channel.pidfd)
         except subprocess.TimeoutExpired:
             self._timed_out = True
             _kill_group(self.proc)

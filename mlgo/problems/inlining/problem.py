@@ -21,7 +21,7 @@ def cost_threshold(obs: Observation) -> int:
     estimated cost is below the threshold. Within 0.7% of plain -Oz on lua5.4, zlib, lz4 and
     libyaml, but not everywhere (bzip2 -8.6%): LLVM's ML advisor, which serves these
     decisions, differs from the default advisor beyond this rule (benchmarks/RESULTS.md)."""
-    return int(int(obs["cost_estimate"].reshape(-1)[0]) < int(obs["threshold"].reshape(-1)[0]))
+    return int(obs["cost_estimate"].item(0) < obs["threshold"].item(0))
 
 
 @gin.configurable(module="inlining")
