@@ -9,12 +9,13 @@
 Each episode is one real clang-19 compile in interactive mode: `reset()` starts it and returns
 the first decision, `step()` sends the answer and returns the next one. The reward arrives on
 the final step: `(default - policy) / default` for the module's objective, with the default
-heuristic's measurement compiled once and cached on disk. `obs` is a dict of numpy arrays keyed
-by the compiler's feature names; None once the compile is over.
+heuristic's measurement compiled once and cached on disk. `obs` is a read-only mapping (dict-like)
+of numpy arrays keyed by the compiler's feature names; None once the compile is over.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from mlgo.problems import Measurement, Problem, get_problem
 from mlgo.problems.base import Heuristic
 from mlgo.protocol import Header
 
-Obs = dict[str, np.ndarray]
+Obs = Mapping[str, np.ndarray]
 
 
 @dataclass

@@ -319,3 +319,17 @@ def test_numpy_side_never_imports_tensorflow(tmp_path, inl_net, ra_net):
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_observations_from_the_compiler_give_the_same_logits(inl_net, ra_net):
+    """Features (the protocol's lazy mapping, with its one-call gather) and a plain dict of
+    the same arrays are the same input to every network."""
+    from mlgo.protocol import Header
+
+    rng = np.random.default_rng(5)
+    for net, batch in ((inl_net, random_inlining_batch(rng, 1)), (ra_net, random_regalloc_batch(rng, 1))):
+        header = Header(tuple(net.features))
+        one = {f.name: batch[f.name].reshape(f.shape).astype(f.dtype) for f in net.features}
+        feats = header.decode_observation(b"".join(f.encode(one[f.name]) for f in net.features))
+        params = random_params(net, 1)
+        np.testing.assert_array_equal(net.logits_numpy(params, feats), net.logits_numpy(params, one))

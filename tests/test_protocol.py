@@ -175,3 +175,23 @@ def test_encode_scalar_is_encode():
         assert spec.encode_scalar(1) == spec.encode([1])
     with pytest.raises((ValueError, OverflowError)):
         TensorSpec("x", "int8_t", (1,)).encode_scalar(1000)
+
+
+def test_features_behave_as_a_read_only_dict():
+    import pickle
+
+    h = _header()
+    v = _values(h, 4)
+    feats = h.decode_observation(b"".join(f.encode(v[f.name]) for f in h.features))
+    assert list(feats) == list(feats.keys()) == h.feature_names and len(feats) == len(v)
+    assert "f_float" in feats and "nope" not in feats and feats.get("nope") is None
+    with pytest.raises(KeyError):
+        feats["nope"]
+    plain = pickle.loads(pickle.dumps(feats))
+    assert type(plain) is dict and list(plain) == h.feature_names
+    for name, arr in feats.items():
+        np.testing.assert_array_equal(arr, v[name])
+        np.testing.assert_array_equal(plain[name], v[name])
+        assert not arr.flags.writeable
+    assert feats.gather(("f_float", "f_double")) is None  # different dtypes: look up one by one
+    np.testing.assert_array_equal(feats.gather(("f_int64_t",)), v["f_int64_t"][None])

@@ -5,6 +5,7 @@ from mlgo.protocol.training_log import (
     ByteSource,
     Context,
     Event,
+    Features,
     Header,
     LogReader,
     LogWriter,
@@ -15,6 +16,6 @@ from mlgo.protocol.training_log import (
 )
 
 __all__ = [
-    "DTYPES", "TensorSpec", "ByteSource", "Context", "Event", "Header", "LogReader", "LogWriter",
+    "DTYPES", "TensorSpec", "ByteSource", "Context", "Event", "Features", "Header", "LogReader", "LogWriter",
     "Observation", "Outcome", "StreamSource", "parse_header",
 ]

@@ -87,33 +87,90 @@ class Header:
         return sum(f.num_bytes for f in self.features)
 
     @functools.cached_property
-    def decode_plan(self) -> tuple[tuple[tuple[str, ...], np.dtype, tuple[int, ...], int, int], ...]:
-        """How to cut one observation's bytes into features with few numpy calls: runs of
-        consecutive features of the same dtype and shape, each run as (names, dtype, shape,
-        byte offset, element count). One frombuffer per run and a row view per feature costs
-        a fraction of one frombuffer per feature (LLVM's inliner sends 39 int64 [1] tensors:
-        one run)."""
-        runs: list[tuple[list[str], np.dtype, tuple[int, ...], int, int]] = []
+    def decode_plan(self) -> tuple[tuple[tuple[tuple[np.dtype, tuple[int, ...], int, int], ...],
+                                   dict[str, tuple[int, int]]], ...]:
+        """How to cut one observation's bytes with few numpy calls: runs of consecutive
+        features of the same dtype and shape, each as (dtype, (count, *shape), byte offset,
+        element count), and where each feature lives: name -> (run, row). LLVM's inliner
+        sends 39 int64 [1] tensors: one run."""
+        runs: list[list] = []
+        where: dict[str, tuple[int, int]] = {}
         offset = 0
         for f in self.features:
-            if runs and runs[-1][1] == f.dtype and runs[-1][2] == f.shape:
-                runs[-1][0].append(f.name)
-                runs[-1] = (*runs[-1][:4], runs[-1][4] + f.num_elements)
-            else:
-                runs.append(([f.name], f.dtype, f.shape, offset, f.num_elements))
+            if not (runs and runs[-1][0] == f.dtype and runs[-1][1][1:] == f.shape):
+                runs.append([f.dtype, (0, *f.shape), offset, 0])
+            run = runs[-1]
+            where[f.name] = (len(runs) - 1, run[1][0])
+            run[1] = (run[1][0] + 1, *f.shape)
+            run[3] += f.num_elements
             offset += f.num_bytes
-        return tuple((tuple(n), d, s, o, c) for n, d, s, o, c in runs)
+        return (tuple((d, s, o, c) for d, s, o, c in runs), where)
 
-    def decode_observation(self, raw: bytes) -> dict[str, np.ndarray]:
-        """Feature name -> read-only array view of `raw` (exactly `observation_bytes` or more)."""
-        out: dict[str, np.ndarray] = {}
-        for names, dtype, shape, offset, count in self.decode_plan:
-            rows = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
-            if shape:
-                out.update(zip(names, rows.reshape((len(names), *shape)), strict=True))
-            else:  # iterating would give numpy scalars, not 0-d arrays
-                out.update((n, rows[i:i + 1].reshape(())) for i, n in enumerate(names))
-        return out
+    def decode_observation(self, raw: bytes) -> Features:
+        """Feature name -> read-only array view of `raw` (`observation_bytes` or more)."""
+        runs, where = self.decode_plan
+        return Features([np.frombuffer(raw, dtype=d, count=c, offset=o).reshape(s)
+                         for d, s, o, c in runs], where, self._gather_rows)
+
+    @functools.cached_property
+    def _gather_rows(self) -> dict[tuple[str, ...], tuple[int, np.ndarray] | None]:
+        return {}  # Features.gather's memo, shared by every observation under this header
+
+
+class Features(Mapping[str, np.ndarray]):
+    """One observation's features, name -> read-only array (a view of the observation's bytes),
+    in header order. Each array is made when it is looked up: a heuristic often reads two of
+    LLVM's 39 inliner features, and making all 39 arrays up front was the largest Python cost
+    of a decision. Behaves as a read-only dict; pickles as a plain dict."""
+
+    __slots__ = ("_runs", "_where", "_memo")
+
+    def __init__(self, runs: list[np.ndarray], where: dict[str, tuple[int, int]],
+                 memo: dict[tuple[str, ...], tuple[int, np.ndarray] | None] | None = None) -> None:
+        self._runs = runs
+        self._where = where
+        self._memo = {} if memo is None else memo
+
+    def gather(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """np.stack of these features in one numpy call ([len(names), *shape]), or None when
+        they do not all share one dtype and shape (then look them up one by one). For a
+        network that feeds tens of features per decision."""
+        hit = self._memo.get(names)
+        if hit is None:
+            if names in self._memo:
+                return None
+            places = [self._where[n] for n in names]
+            runs = {r for r, _ in places}
+            if len(runs) != 1 or self._runs[places[0][0]].ndim == 1:
+                self._memo[names] = None
+                return None
+            hit = self._memo[names] = (places[0][0], np.array([i for _, i in places], dtype=np.intp))
+        return self._runs[hit[0]][hit[1]]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        run, row = self._where[name]
+        a = self._runs[run]
+        if a.ndim == 1:  # 0-d features: a[row] would be a numpy scalar, not an array
+            return a[row:row + 1].reshape(())
+        return a[row]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._where
+
+    def keys(self):  # type: ignore[override]  # a dict's keys view: set operations at C speed
+        return self._where.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+    def __reduce__(self) -> tuple:
+        return (dict, (list(self.items()),))
 
 
 @dataclass(frozen=True)
@@ -124,7 +181,7 @@ class Context:
 @dataclass(frozen=True)
 class Observation:
     index: int
-    features: dict[str, np.ndarray] = field(repr=False)
+    features: Mapping[str, np.ndarray] = field(repr=False)
     context: str = ""
 
 
@@ -190,7 +247,7 @@ class LogReader:
             )
         return spec.decode(raw)
 
-    def _read_observation(self, idx: int) -> dict[str, np.ndarray]:
+    def _read_observation(self, idx: int) -> Features:
         """All features of one observation with a single exact-size read (the hot path of
         every interactive compile), decoded as views of that one buffer."""
         header = self.header
