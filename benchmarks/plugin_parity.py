@@ -127,7 +127,8 @@ def run_policy(corpus: Corpus, policy: str, modules, saved_model: bool) -> dict:
             continue
         finally:
             remove_workdir(workdir)
-        mismatched = sum(a != b for a, b in zip(ref_pairs, pairs, strict=False)) + abs(len(ref_pairs) - len(pairs))
+        mismatched = (sum(a != b for a, b in zip(ref_pairs, pairs, strict=False))
+                      + abs(len(ref_pairs) - len(pairs)))
         row = {"module": module.name, "project": module.project, "decisions": len(ref_pairs),
                "plugin_decisions": len(pairs), "mismatches": mismatched,
                "inlined": sum(d for _, d in ref_pairs),
