@@ -279,3 +279,33 @@ def test_shipped_policy_names_resolve_to_their_directory(tmp_path, monkeypatch):
         assert shipped.resolve(other) == other
     assert policy_spec("inlining-x").policy_dir == str((tmp_path / "inlining-x" / "policy").resolve())
     assert policy_spec("cost-threshold").builtin == "cost-threshold"
+
+
+def test_eviction_proxy_evicts_when_llvm_requires_it_in_python_and_c(tmp_path):
+    """Position 32 masked out means LLVM must evict someone (answering 32 there made a real
+    compile fail with "ran out of registers"); the Python proxy and its C twin agree."""
+    import ctypes
+
+    from mlgo.problems.regalloc.problem import NO_EVICTION, eviction_cost_proxy
+    from mlgo.serving import codegen
+
+    lib = _compile_c(codegen.regalloc_eviction_proxy(), tmp_path / "proxy.so")
+    fn = lib.mlgo_regalloc_policy
+    fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]
+    rng = np.random.default_rng(3)
+    batch = random_regalloc_batch(rng, 400)
+    batch["mask"] = (rng.random(batch["mask"].shape) < 0.3).astype(np.int64)
+    batch["mask"][:200, 0, NO_EVICTION] = 0
+    batch["use_def_density"][:100, 0, NO_EVICTION] = 1e9  # nothing lighter than the new range
+    forced = 0
+    for o in observations(batch):
+        arrays = [np.ascontiguousarray(o[name], np.int64 if t == "int64_t" else np.float32)
+                  for name, t, _ in codegen.REGALLOC_FEATURES_LLVM19]
+        ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+        got = eviction_cost_proxy(o)
+        assert fn(ptrs, len(arrays)) == got
+        mask = o["mask"].reshape(-1)
+        if mask[NO_EVICTION] == 0 and mask[:NO_EVICTION].any():
+            forced += 1
+            assert got != NO_EVICTION and mask[got] == 1
+    assert forced > 150

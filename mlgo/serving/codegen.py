@@ -159,7 +159,7 @@ def _regalloc_source(features: Sequence[FeatureDecl], doc: str, body: str) -> st
 def regalloc_eviction_proxy(features: Sequence[FeatureDecl] = REGALLOC_FEATURES_LLVM19) -> str:
     """mlgo.problems.regalloc.problem.eviction_cost_proxy in C: among the evictable candidates,
     the lowest `use_def_density` (first one on ties, a NaN wins as in numpy's argmin), taken only
-    if lower than the density of the range being allocated."""
+    if lower than the density of the range being allocated or if evicting nothing is masked."""
     density = _index(features, "use_def_density", "float")
     return _regalloc_source(
         features, "Evict the candidate with the lowest spill weight if it is below the new range's.",
@@ -173,6 +173,7 @@ def regalloc_eviction_proxy(features: Sequence[FeatureDecl] = REGALLOC_FEATURES_
         "    if (weight[i] != weight[i] || weight[i] < weight[best])\n      best = i;\n"
         "  }\n"
         "  if (best < 0)\n    return NO_EVICTION;\n"
+        "  if (mask[NO_EVICTION] == 0)  /* LLVM must evict someone here */\n    return best;\n"
         "  return weight[best] < weight[NO_EVICTION] ? best : NO_EVICTION;\n",
     )
 
