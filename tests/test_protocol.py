@@ -195,3 +195,23 @@ def test_features_behave_as_a_read_only_dict():
         assert not arr.flags.writeable
     assert feats.gather(("f_float", "f_double")) is None  # different dtypes: look up one by one
     np.testing.assert_array_equal(feats.gather(("f_int64_t",)), v["f_int64_t"][None])
+
+
+def test_stack_features_matches_per_feature_stacking():
+    from mlgo.protocol import stack_features
+
+    feats = (TensorSpec("a", "int64_t", (1,)), TensorSpec("b", "float", (2, 3)),
+             TensorSpec("c", "int8_t", ()), TensorSpec("d", "int8_t", ()))
+    h = Header(feats)
+    obs = []
+    for seed in range(5):
+        v = _values(h, seed)
+        obs.append(h.decode_observation(b"".join(f.encode(v[f.name]) for f in feats) + b"\n"))
+    for group in (obs, [dict(o) for o in obs]):  # the run-by-run path and the generic one
+        out = stack_features(group)
+        assert list(out) == [f.name for f in feats]
+        for f in feats:
+            want = np.stack([o[f.name] for o in obs])
+            assert out[f.name].shape == want.shape == (5, *f.shape) and out[f.name].dtype == f.dtype
+            np.testing.assert_array_equal(out[f.name], want)
+    assert stack_features([]) == {}

@@ -13,9 +13,10 @@ from mlgo.protocol.training_log import (
     Outcome,
     StreamSource,
     parse_header,
+    stack_features,
 )
 
 __all__ = [
     "DTYPES", "TensorSpec", "ByteSource", "Context", "Event", "Features", "Header", "LogReader", "LogWriter",
-    "Observation", "Outcome", "StreamSource", "parse_header",
+    "Observation", "Outcome", "StreamSource", "parse_header", "stack_features",
 ]

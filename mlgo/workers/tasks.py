@@ -16,6 +16,7 @@ import numpy as np
 
 from corpus_tools.corpus import Module
 from mlgo.errors import MlgoError
+from mlgo.protocol import stack_features
 
 _GIN_LOADED: set[str] = set()
 
@@ -134,8 +135,7 @@ def _run_module(task: ModuleTask) -> ModuleOutcome:
             },
         )
         if task.record and res.observations:
-            names = list(res.observations[0])
-            out.features = {n: np.stack([o[n] for o in res.observations]) for n in names}
+            out.features = stack_features(res.observations)
             out.actions = np.asarray(res.actions, dtype=np.int64)
             out.default_actions = np.asarray(
                 [problem.default_proxy(o) for o in res.observations], dtype=np.int64)
