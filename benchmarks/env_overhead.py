@@ -18,6 +18,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import tempfile
 import time
@@ -113,6 +114,7 @@ def main() -> None:
     print(f"Python CPU for serving (interactive minus plain): {1000 * extra / max(n, 1):.1f} ms "
           f"per compile, {1e6 * extra / max(decisions, 1):.0f} us per decision")
     print(f"machine after: {machine()}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

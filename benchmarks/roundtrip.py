@@ -19,6 +19,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import struct
 import subprocess
 import tempfile
@@ -115,6 +116,7 @@ def main() -> None:
         cpu = sorted(c for _, c in rs)
         cpu_s = f", host CPU per decision median {cpu[len(cpu) // 2]:.1f} us" if name == "mlgo host" else ""
         print(f"{name:10} round trip median {trips[len(trips) // 2]:.1f} us (min {trips[0]:.1f}){cpu_s}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
