@@ -194,6 +194,7 @@ def main() -> None:
                         k: v for k, v in rows[name].items() if k != "demo"}:
                     sys.exit(f"{name}: build {r + 1} differs from the first one")
                 rows.setdefault(name, row)
+        decisions = len(decision_log.read_text().splitlines()) if decision_log.exists() else 0
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -206,7 +207,6 @@ def main() -> None:
         sys.exit(f"the Lua checks differ: plain {plain['checks']!r}, mlgo {ml['checks']!r}")
     if plain["objects"].keys() != ml["objects"].keys():
         sys.exit("the two builds made different sets of objects")
-    decisions = (len(decision_log.read_text().splitlines()) if decision_log.exists() else 0)
     differ = sum(plain["objects"][k] != ml["objects"][k] for k in plain["objects"])
     version = subprocess.run([variants["plain"][0], "--version"], capture_output=True,
                              text=True).stdout.splitlines()[0]
