@@ -4,6 +4,7 @@ making exactly the decisions interactive mode makes with the same heuristic."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -162,3 +163,33 @@ def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None
     args = parser.parse_args(["plugin", "cost-threshold"])
     assert args.func(args) == 0
     assert capsys.readouterr().out.strip() == str(cost_threshold_plugin)
+
+
+def test_trained_policy_c_source_is_cached_by_content(tmp_path, monkeypatch):
+    """mlgo-clang asks for a policy's C on every compile: the second ask must not regenerate
+    it, and changed weights must."""
+    import importlib
+
+    from mlgo.serving import plugin
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    policy = tmp_path / "policy"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "policies" / "regalloc" / "policy",
+                    policy)
+    first, _ = plugin.trained_policy_source(policy, "regalloc")
+    generator = importlib.import_module(plugin.POLICY_CODEGEN_MODULE)
+
+    def refuse(*a, **k):
+        raise AssertionError("regenerated although nothing changed")
+
+    monkeypatch.setattr(generator, "policy_c_source", refuse)
+    again, _ = plugin.trained_policy_source(policy, "regalloc")
+    assert again == first
+    from mlgo.policies.checkpoint import load_policy, save_policy
+
+    net, params, meta = load_policy(policy, problem="regalloc")
+    save_policy(policy, net, params * 2, meta)
+    monkeypatch.undo()
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    changed, _ = plugin.trained_policy_source(policy, "regalloc")
+    assert changed != first

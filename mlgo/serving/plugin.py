@@ -22,6 +22,7 @@ from mlgo.serving import codegen
 from mlgo.serving.build import (
     SOURCE_DIR,
     BuildError,
+    cache_root,
     cached_artifact,
     content_key,
     file_identity,
@@ -179,8 +180,39 @@ def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
             f"{POLICY_CODEGEN_MODULE}.policy_c_source(policy_dir, problem) returning C in the ABI "
             "described in mlgo/serving/codegen.py; mlgo.policies does not provide it yet"
         )
+    # Generating the C means loading the policy with numpy (~0.2 s): cache it by the content of
+    # the policy directory and of the generator, since mlgo-clang asks for it on every compile.
+    spec = importlib.util.find_spec(POLICY_CODEGEN_MODULE)
+    key = _policy_dir_key(path, problem, spec.origin if spec else None)
+    cached = os.path.join(cache_root(), "policy-c", key[:32] + ".c")
+    try:
+        with open(cached) as f:
+            return f.read(), str(path.resolve())
+    except OSError:
+        pass
     generator = importlib.import_module(POLICY_CODEGEN_MODULE)
-    return generator.policy_c_source(path, problem), str(path.resolve())
+    source = generator.policy_c_source(path, problem)
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    tmp = f"{cached}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(source)
+    os.replace(tmp, cached)  # concurrent compiles: whichever rename lands, the text is the same
+    return source, str(path.resolve())
+
+
+def _policy_dir_key(path: Path, problem: str, generator_file: str | None) -> str:
+    """Hash of every file of a policy directory (names and bytes) and of the C generator."""
+    import hashlib
+
+    h = hashlib.sha256(f"{problem}\0".encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    if generator_file:
+        files.append(Path(generator_file))
+    for f in files:
+        h.update(str(f.relative_to(path) if f.is_relative_to(path) else f.name).encode() + b"\0")
+        h.update(f.read_bytes())
+        h.update(b"\0\1")
+    return h.hexdigest()
 
 
 def plugin_for(policy: str) -> Path:
