@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import gin
 import numpy as np
 
+from mlgo.errors import MlgoError
 from mlgo.policies.network import last_layers_mask
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
@@ -66,7 +67,8 @@ def train(run: TrainingRun, cfg: PPOConfig) -> np.ndarray:
     params = run.params.astype(np.float32)
     if run.resumed is None and cfg.warmstart_temperature != 1.0:
         if cfg.warmstart_temperature <= 0:
-            raise ValueError("ppo.PPOConfig.warmstart_temperature must be positive")
+            raise MlgoError(f"ppo.PPOConfig.warmstart_temperature must be positive, not "
+                            f"{cfg.warmstart_temperature}")
         params = params.copy()
         params[last_layers_mask(net, 1)] /= np.float32(cfg.warmstart_temperature)
     theta = tf.Variable(params)

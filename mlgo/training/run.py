@@ -160,6 +160,9 @@ class TrainingRun:
             for it in bar:
                 self._t0 = time.monotonic()
                 yield it
+                # After the iteration's body, however it ended (an algorithm may skip to the
+                # next iteration when every module failed), so no failure goes unreported.
+                self._report_skipped(it)
 
     def _summary_writer(self):
         if self._writer is None:
@@ -186,7 +189,6 @@ class TrainingRun:
         metrics = dict(metrics)
         metrics["seconds"] = time.monotonic() - getattr(self, "_t0", time.monotonic())
         metrics["skipped_modules"] = len(self._skipped)
-        self._report_skipped(iteration)
         if validation is not None:
             metrics["validation/relative_change"] = validation.relative_change
             metrics["validation/failed"] = validation.failed
