@@ -96,9 +96,9 @@ def policy_source(policy: str) -> tuple[str, str]:
     """(C source, label) for a built-in eviction heuristic name or a trained policy directory."""
     if policy in codegen.REGALLOC_HEURISTICS:
         return codegen.REGALLOC_HEURISTICS[policy](), policy
-    from mlgo.serving.plugin import _resolve_shipped
+    from mlgo.policies.shipped import resolve
 
-    policy = _resolve_shipped(policy)
+    policy = resolve(policy)
     if not os.path.isdir(policy):
         raise MlgoError(
             f"{policy}: neither a built-in eviction policy "

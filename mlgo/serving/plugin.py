@@ -149,21 +149,15 @@ def policy_source(policy: str) -> tuple[str, str]:
     trained policy directory."""
     if policy in codegen.INLINE_HEURISTICS:
         return codegen.INLINE_HEURISTICS[policy](), policy
-    path = Path(_resolve_shipped(policy))
+    from mlgo.policies.shipped import resolve
+
+    path = Path(resolve(policy))
     if not path.is_dir():
         raise MlgoError(
             f"{policy}: neither a built-in inliner policy ({', '.join(codegen.INLINE_HEURISTICS)})"
             " nor a policy directory"
         )
     return trained_policy_source(path, "inlining")
-
-
-def _resolve_shipped(policy: str) -> str:
-    if importlib.util.find_spec("mlgo.policies") is None:
-        return policy
-    from mlgo.policies.shipped import resolve
-
-    return resolve(policy)
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
@@ -174,7 +168,8 @@ def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
             f"{path}: {what} need the mlgo.policies package (policy loading "
             "and its C code generator), which this installation does not have"
         )
-    if importlib.util.find_spec(POLICY_CODEGEN_MODULE) is None:
+    spec = importlib.util.find_spec(POLICY_CODEGEN_MODULE)
+    if spec is None:
         raise MlgoError(
             f"{path}: {what} need a C code generator for the policy network: "
             f"{POLICY_CODEGEN_MODULE}.policy_c_source(policy_dir, problem) returning C in the ABI "
@@ -182,21 +177,18 @@ def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
         )
     # Generating the C means loading the policy with numpy (~0.2 s): cache it by the content of
     # the policy directory and of the generator, since mlgo-clang asks for it on every compile.
-    spec = importlib.util.find_spec(POLICY_CODEGEN_MODULE)
-    key = _policy_dir_key(path, problem, spec.origin if spec else None)
+    key = _policy_dir_key(path, problem, spec.origin)
     cached = os.path.join(cache_root(), "policy-c", key[:32] + ".c")
     try:
         with open(cached) as f:
             return f.read(), str(path.resolve())
     except OSError:
         pass
+    from corpus_tools.corpus import atomic_write_text
+
     generator = importlib.import_module(POLICY_CODEGEN_MODULE)
     source = generator.policy_c_source(path, problem)
-    os.makedirs(os.path.dirname(cached), exist_ok=True)
-    tmp = f"{cached}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(source)
-    os.replace(tmp, cached)  # concurrent compiles: whichever rename lands, the text is the same
+    atomic_write_text(cached, source)  # concurrent compiles write the same text: any rename wins
     return source, str(path.resolve())
 
 
@@ -206,7 +198,7 @@ def _policy_dir_key(path: Path, problem: str, generator_file: str | None) -> str
 
     h = hashlib.sha256(f"{problem}\0".encode())
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    if generator_file:
+    if generator_file:  # a module spec's origin: None only for modules without a file
         files.append(Path(generator_file))
     for f in files:
         h.update(str(f.relative_to(path) if f.is_relative_to(path) else f.name).encode() + b"\0")
