@@ -6,7 +6,7 @@ from corpus_fixtures import make_small_corpus
 import mlgo.env
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.cache import BaselineCache
-from mlgo.errors import CompileError
+from mlgo.errors import CompileError, ProtocolError
 from mlgo.problems import get_problem
 
 
@@ -57,6 +57,24 @@ def test_cost_threshold_reproduces_default_on_small_module(corpus, cache):
     env = mlgo.env.CompilerEnv(p, _mod(corpus, "calls.c"), cache=cache)
     res = mlgo.env.run_episode(env, p.heuristic("cost-threshold"))
     assert res.measurement.total == res.default.total
+
+
+def test_llvm_default_replays_the_compilers_own_decisions(corpus, cache):
+    # -inliner-interactive-include-default makes LLVM 19 send its default advisor's decision
+    # (in the callee_basic_block_count slot, see problem.py); answering with it must give
+    # exactly the object of a plain -Oz compile.
+    p = get_problem("inlining").for_policy("llvm-default")
+    assert p.header().feature_names[-1] == "inlining_default" and len(p.header().features) == 39
+    assert len(get_problem("inlining").header().features) == 38  # probed separately
+    env = mlgo.env.CompilerEnv(p, _mod(corpus, "calls.c"), cache=cache)
+    res = mlgo.env.run_episode(env, p.heuristic("llvm-default"))
+    assert res.num_decisions >= 3 and set(res.actions) == {0, 1}
+    assert res.measurement.total == res.default.total
+    # Without the flag the decision is not there: a clear error, not a silent guess.
+    plain = mlgo.env.CompilerEnv(get_problem("inlining"), _mod(corpus, "calls.c"), cache=cache)
+    with pytest.raises(ProtocolError, match="inliner-interactive-include-default"):
+        mlgo.env.run_episode(plain, p.heuristic("llvm-default"))
+    assert get_problem("regalloc").for_policy("llvm-default").variant == ""
 
 
 def test_regalloc_reward_from_remarks(corpus, cache):

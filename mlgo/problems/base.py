@@ -76,6 +76,14 @@ class Problem(ABC):
     def __init__(self, opt_level: str | None, extra_flags: tuple[str, ...] = ()) -> None:
         self.opt_level = opt_level
         self.extra_flags = tuple(extra_flags)
+        # Names a compile mode that changes the compiler's header (part of the probe's key).
+        self.variant = ""
+
+    def for_policy(self, builtin: str | None) -> Problem:
+        """This problem as the built-in policy `builtin` (None: a policy directory) needs it
+        compiled; a heuristic that reads something the compiler only sends on request gets a
+        copy that requests it."""
+        return self
 
     # -- problem-specific ------------------------------------------------------------------
     @abstractmethod
@@ -162,7 +170,7 @@ class Problem(ABC):
 
 
 def _probe_header(problem: Problem) -> Header:
-    key = (problem.name, toolchain.compiler_id(), problem.opt_level or "")
+    key = (problem.name, toolchain.compiler_id(), problem.opt_level or "", problem.variant)
     if key in _HEADERS:
         return _HEADERS[key]
     workdir = make_workdir("mlgo-probe-")
@@ -188,4 +196,4 @@ def _probe_header(problem: Problem) -> Header:
     return header
 
 
-_HEADERS: dict[tuple[str, str, str], Header] = {}
+_HEADERS: dict[tuple[str, str, str, str], Header] = {}

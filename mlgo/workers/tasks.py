@@ -118,7 +118,7 @@ def _run_module(task: ModuleTask) -> ModuleOutcome:
     t0 = time.monotonic()
     try:
         _apply_gin(task.gin_config)
-        problem = get_problem(task.problem)
+        problem = get_problem(task.problem).for_policy(task.policy.builtin)
         decide, logprobs = _decision_source(task, problem)
         env = CompilerEnv(problem, task.module, timeout=task.timeout, record=task.record)
         if decide is None:  # the default heuristic itself

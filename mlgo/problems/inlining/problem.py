@@ -8,12 +8,20 @@ from pathlib import Path
 import gin
 
 from mlgo.compiler.measure import text_size
+from mlgo.errors import ProtocolError
 from mlgo.problems.base import Heuristic, Measurement, Observation, Problem
 from mlgo.protocol import Header
 
 ADVICE = "inlining_decision"
 # LLVM 19 sends this feature in interactive mode but always as 0 (DESIGN.md 1.1): never learn from it.
 IGNORED_FEATURES = ("inlining_default",)
+# Where LLVM 19 actually puts the default advisor's decision under
+# -inliner-interactive-include-default: MLInlineAdvisor::getAdviceImpl writes it to tensor
+# index InlineCostFeatureIndex::NumberOfFeatures, the first feature after the InlineCost ones,
+# instead of the extra `inlining_default` tensor at the end (which stays 0). That slot is
+# `callee_basic_block_count`, whose real value is then lost for the whole compile.
+LLVM19_DEFAULT_DECISION_SLOT = "callee_basic_block_count"
+LLVM_DEFAULT = "llvm-default"
 
 
 def cost_threshold(obs: Observation) -> int:
@@ -24,6 +32,25 @@ def cost_threshold(obs: Observation) -> int:
     return int(obs["cost_estimate"].item(0) < obs["threshold"].item(0))
 
 
+def llvm_default(obs: Observation) -> int:
+    """LLVM's own -Oz inliner decision (DefaultInlineAdvisor: InlineCost with its bonuses,
+    deferral, profile-based thresholds) for this call site, as the compiler computed it. Only
+    present when the compile ran with -inliner-interactive-include-default, i.e. with
+    `problem.for_policy("llvm-default")`."""
+    if "inlining_default" not in obs:
+        raise ProtocolError(
+            "the llvm-default policy needs the compiler's default decisions: run it on "
+            "problem.for_policy('llvm-default') (mlgo eval does), which adds "
+            "-inliner-interactive-include-default")
+    decision = int(obs[LLVM19_DEFAULT_DECISION_SLOT].item(0))
+    if decision not in (0, 1):
+        raise ProtocolError(
+            f"expected LLVM 19's default decision (0 or 1) in {LLVM19_DEFAULT_DECISION_SLOT!r}, "
+            f"got {decision}: this compiler does not lay out -inliner-interactive-include-default "
+            "as LLVM 19 does")
+    return decision
+
+
 @gin.configurable(module="inlining")
 class InliningForSize(Problem):
     name = "inlining"
@@ -31,14 +58,27 @@ class InliningForSize(Problem):
     advice_name = ADVICE
     required_features = ("cost_estimate", "threshold")
 
-    def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = ()) -> None:
+    def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = (),
+                 include_default: bool = False) -> None:
         super().__init__(opt_level, extra_flags)
+        # Ask LLVM for its default decision per call site (see LLVM19_DEFAULT_DECISION_SLOT):
+        # only the llvm-default policy reads it, and it costs callee_basic_block_count.
+        self.include_default = include_default
+        self.variant = "include-default" if include_default else ""
+
+    def for_policy(self, builtin: str | None) -> InliningForSize:
+        if builtin != LLVM_DEFAULT or self.include_default:
+            return self
+        return InliningForSize(self.opt_level, self.extra_flags, include_default=True)
 
     def channel_flags(self, channel_base: Path) -> list[str]:
-        return [
+        flags = [
             "-mllvm", "-enable-ml-inliner=release",
             "-mllvm", f"-inliner-interactive-channel-base={channel_base}",
         ]
+        if self.include_default:
+            flags += ["-mllvm", "-inliner-interactive-include-default"]
+        return flags
 
     def measure(self, workdir: Path, name: str) -> Measurement:
         return Measurement(float(text_size(workdir / "out.o")))
@@ -47,6 +87,7 @@ class InliningForSize(Problem):
         return {
             "default": None,
             "cost-threshold": cost_threshold,
+            LLVM_DEFAULT: llvm_default,
             "never": lambda obs: 0,
             "always": lambda obs: 1,
         }
