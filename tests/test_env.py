@@ -26,8 +26,10 @@ def _mod(corpus, name):
 
 def test_header_comes_from_the_compiler():
     h = get_problem("inlining").header()
-    # 38 features: mlgo leaves out -inliner-interactive-include-default, whose
-    # `inlining_default` is always 0 in LLVM 19 and is not in the plugin's FeatureMap.
+    # 38 features: mlgo leaves out -inliner-interactive-include-default except for the
+    # llvm-default policy: LLVM 19 sends `inlining_default` as 0 and overwrites
+    # callee_basic_block_count with the decision instead (problem.py), and the plugin's
+    # FeatureMap has no such feature.
     assert len(h.features) == 38 and h.advice.name == "inlining_decision"
     assert {"cost_estimate", "threshold", "callsite_height"} <= set(h.feature_names)
     assert "inlining_default" not in h.feature_names
