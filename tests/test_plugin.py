@@ -140,6 +140,9 @@ def test_cache_key_covers_the_llvm_version(monkeypatch: pytest.MonkeyPatch,
 def test_unknown_policy_names_the_choices() -> None:
     with pytest.raises(MlgoError, match="cost-threshold"):
         plugin.policy_source("no-such-policy")
+    # The default heuristics are plain clang: say so rather than "unknown".
+    with pytest.raises(MlgoError, match="needs no plugin"):
+        plugin.policy_source("llvm-default")
 
 
 def test_policy_directory_needs_a_c_generator(tmp_path: Path, monkeypatch) -> None:

@@ -152,6 +152,8 @@ def policy_source(policy: str) -> tuple[str, str]:
     from mlgo.policies.shipped import resolve
 
     path = Path(resolve(policy))
+    if policy in ("default", "llvm-default") and not path.is_dir():
+        raise MlgoError(f"{policy}: LLVM's own inliner needs no plugin: plain clang-19 -Oz is it")
     if not path.is_dir():
         raise MlgoError(
             f"{policy}: neither a built-in inliner policy ({', '.join(codegen.INLINE_HEURISTICS)})"
