@@ -30,7 +30,7 @@ from mlgo.compiler.interactive import (
     make_workdir,
     remove_workdir,
 )
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, ProtocolError
 from mlgo.problems import Measurement, Problem, get_problem
 from mlgo.problems.base import Heuristic
 from mlgo.protocol import Header
@@ -179,6 +179,26 @@ def make(problem: str | Problem, module: Module | str | Path, *, corpus: Corpus 
     prob = get_problem(problem) if isinstance(problem, str) else problem
     corp = Corpus.load(corpus) if isinstance(corpus, (str, Path)) else corpus
     return CompilerEnv(prob, as_module(module, corp), **kwargs)
+
+
+def replay(env: CompilerEnv, actions: list[int]) -> EpisodeResult:
+    """Compile once answering `actions` in order (a recorded episode's decisions). The compile
+    must ask for exactly that many decisions: anything else means it did not follow the same
+    path, and raises ProtocolError naming the module."""
+    obs, _ = env.reset()
+    steps = 0
+    while obs is not None:
+        if steps == len(actions):
+            env.close()
+            raise ProtocolError(f"{env.module.name}: replay diverged: the compile asked for more "
+                                f"than the {len(actions)} recorded decisions")
+        obs, _, _, _, _ = env.step(actions[steps])
+        steps += 1
+    assert env.result is not None
+    if steps != len(actions):
+        raise ProtocolError(f"{env.module.name}: replay diverged: the compile asked for {steps} "
+                            f"decisions, {len(actions)} were recorded")
+    return env.result
 
 
 def run_episode(env: CompilerEnv, policy: Heuristic | None) -> EpisodeResult:

@@ -79,6 +79,31 @@ def test_llvm_default_replays_the_compilers_own_decisions(corpus, cache):
     assert get_problem("regalloc").for_policy("llvm-default").variant == ""
 
 
+def test_llvm_default_records_release_features(corpus):
+    # Recording under llvm-default replays LLVM's decisions on the plain compile, so the trace
+    # holds the real callee_basic_block_count (not the decision LLVM 19 writes over it) and
+    # LLVM's decisions as labels.
+    from mlgo.workers.tasks import ModuleTask, PolicySpec, run_module
+
+    out = run_module(ModuleTask("inlining", _mod(corpus, "strings.c"),
+                                PolicySpec(builtin="llvm-default"), record=True))
+    assert out.ok, out.error
+    assert "inlining_default" not in out.features and len(out.features) == 38
+    assert out.features["callee_basic_block_count"].max() > 1
+    assert list(out.default_actions) == list(out.actions) and len(out.actions) >= 3
+    assert out.policy_total == out.default_total
+
+
+def test_replay_that_diverges_is_an_error(corpus, cache):
+    env = mlgo.env.make("inlining", _mod(corpus, "calls.c"), cache=cache)
+    recorded = mlgo.env.run_episode(env, lambda obs: 0).actions
+    with pytest.raises(ProtocolError, match="asked for more"):
+        mlgo.env.replay(env, recorded[:-1])
+    with pytest.raises(ProtocolError, match="were recorded"):
+        mlgo.env.replay(env, [*recorded, 0])
+    assert mlgo.env.replay(env, recorded).num_decisions == len(recorded)
+
+
 def test_regalloc_reward_from_remarks(corpus, cache):
     p = get_problem("regalloc")
     env = mlgo.env.CompilerEnv(p, _mod(corpus, "pressure.c"), cache=cache)

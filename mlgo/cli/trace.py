@@ -13,7 +13,6 @@ from mlgo.cli.common import (
     run_with_progress,
     setup_gin,
 )
-from mlgo.errors import MlgoError
 from mlgo.workers.tasks import ModuleTask
 
 
@@ -40,11 +39,6 @@ def trace_modules(args: argparse.Namespace, problem, modules, gin_config: str) -
     """Trace `modules` into args.output; returns how many modules had decisions."""
     from mlgo.traces import TraceWriter
 
-    if args.policy == "llvm-default":
-        # Its compiles overwrite callee_basic_block_count with the decision (problem.py).
-        raise MlgoError("mlgo trace --policy llvm-default: in that mode LLVM 19 overwrites the "
-                        "callee_basic_block_count feature, so its traces would teach a network "
-                        "a feature the plugin never sends; trace with cost-threshold instead")
     header = problem.header()
     proxy = {"inlining": "cost-threshold", "regalloc": "proxy"}[problem.name]
     spec = policy_spec(args.policy or proxy)

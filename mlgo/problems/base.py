@@ -78,6 +78,10 @@ class Problem(ABC):
         self.extra_flags = tuple(extra_flags)
         # Names a compile mode that changes the compiler's header (part of the probe's key).
         self.variant = ""
+        # For a variant whose observations are not what a policy sees in release (e.g. a
+        # feature overwritten): the plain problem, on which recorded episodes are replayed.
+        self.plain: Problem | None = None
+        self.overwritten_features: tuple[str, ...] = ()
 
     def for_policy(self, builtin: str | None) -> Problem:
         """This problem as the built-in policy `builtin` (None: a policy directory) needs it

@@ -103,6 +103,27 @@ def _decision_source(task: ModuleTask, problem: Any):
     return sample, logprobs
 
 
+def _replay_plain(problem: Any, task: ModuleTask, first: Any) -> Any:
+    """The same decisions replayed on the plain problem, so that the recorded features are the
+    ones a policy sees in release (the variant's may have one overwritten). The replay must
+    follow the same path: every feature the two compiles share must match, and so must the
+    objective."""
+    from mlgo.env import CompilerEnv, replay
+
+    env = CompilerEnv(problem.plain, task.module, timeout=task.timeout, record=True)
+    again = replay(env, first.actions)
+    shared = [n for n in again.observations[0] if n in first.observations[0]
+              and n not in problem.overwritten_features]
+    for i, (a, b) in enumerate(zip(first.observations, again.observations, strict=True)):
+        bad = [n for n in shared if not np.array_equal(a[n], b[n])]
+        if bad:
+            raise MlgoError(f"{task.module.name}: replay diverged at decision {i}: {bad[:4]} differ")
+    if again.measurement.total != first.measurement.total:
+        raise MlgoError(f"{task.module.name}: replay diverged: {problem.objective} "
+                        f"{again.measurement.total} vs {first.measurement.total}")
+    return again
+
+
 def run_module(task: ModuleTask) -> ModuleOutcome:
     """Compile `task.module` under `task.policy`. Never raises for a bad module: the outcome
     carries the error so the caller can skip, count and report it."""
@@ -135,10 +156,12 @@ def _run_module(task: ModuleTask) -> ModuleOutcome:
             },
         )
         if task.record and res.observations:
+            labels = [problem.default_proxy(o) for o in res.observations]
+            if problem.plain is not None:
+                res = _replay_plain(problem, task, res)
             out.features = stack_features(res.observations)
             out.actions = np.asarray(res.actions, dtype=np.int64)
-            out.default_actions = np.asarray(
-                [problem.default_proxy(o) for o in res.observations], dtype=np.int64)
+            out.default_actions = np.asarray(labels, dtype=np.int64)
             if logprobs:
                 out.logprobs = np.asarray(logprobs, dtype=np.float32)
         return out

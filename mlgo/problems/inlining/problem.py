@@ -69,7 +69,10 @@ class InliningForSize(Problem):
     def for_policy(self, builtin: str | None) -> InliningForSize:
         if builtin != LLVM_DEFAULT or self.include_default:
             return self
-        return InliningForSize(self.opt_level, self.extra_flags, include_default=True)
+        variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True)
+        variant.plain = self
+        variant.overwritten_features = (LLVM19_DEFAULT_DECISION_SLOT,)
+        return variant
 
     def channel_flags(self, channel_base: Path) -> list[str]:
         flags = [
@@ -99,4 +102,5 @@ class InliningForSize(Problem):
         return build_network(header, vocab_dir)
 
     def default_proxy(self, obs: Observation) -> int:
-        return cost_threshold(obs)
+        # With the compiler's own decisions at hand, they are the label.
+        return llvm_default(obs) if self.include_default else cost_threshold(obs)
