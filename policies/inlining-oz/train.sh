@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How policies/inlining-oz was trained: 12 Debian source packages (7 C, 5 C++), split by project
 # with --seed 5 (chosen before training so that validation is one C and one C++ project whose
-# -Oz gap is not dominated by the ML framework itself: lua5.4 and re2). Measured wall times on a
+# -Oz gap is not dominated by the cost-threshold rule itself: lua5.4 and re2). Measured wall times on a
 # 2-core machine shared with other jobs: trace + bc 7.8 min, ppo 15 iterations ~13 min.
 set -euo pipefail
 mlgo corpus debian lua5.4 zlib lz4 libyaml pcre2 expat bzip2 -o corpora/c7
