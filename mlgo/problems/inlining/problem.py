@@ -51,7 +51,8 @@ def llvm_default(obs: Observation) -> int:
     return decision
 
 
-@gin.configurable(module="inlining")
+# include_default is not a gin knob: the features it costs would corrupt training.
+@gin.configurable(module="inlining", denylist=["include_default"])
 class InliningForSize(Problem):
     name = "inlining"
     objective = ".text bytes"
