@@ -138,3 +138,14 @@ def test_each_problem_ships_gin_defaults_that_parse_and_yield_to_flags(problem, 
     setup_gin(argparse.Namespace(gin_file=[path], gin_bindings=[f"{algorithm}.{name}.learning_rate = 0.125"]))
     assert config().learning_rate == 0.125  # a flag overrides the file
     gin.clear_config()
+
+
+def test_bc_learning_rate_decays_to_its_final_fraction():
+    from mlgo.training.bc import BCConfig, learning_rate
+
+    cfg = BCConfig(learning_rate=0.01, final_lr_fraction=0.05)
+    assert learning_rate(cfg, 0.0) == pytest.approx(0.01)
+    assert learning_rate(cfg, 0.5) == pytest.approx(0.01 * (1 - 0.95 / 2))
+    # The last epoch (progress >= 1) trains at the final rate only.
+    assert learning_rate(cfg, 1.0) == learning_rate(cfg, 1.3) == pytest.approx(0.0005)
+    assert learning_rate(BCConfig(learning_rate=0.01, final_lr_fraction=1.0), 0.9) == pytest.approx(0.01)

@@ -2,7 +2,9 @@
 a warm start for PPO or ES.
 
   data   every recorded decision (features s, default-proxy label y) of the training modules
-  loss   cross-entropy  -log pi(y | s), minibatch Adam
+  loss   cross-entropy  -log pi(y | s), minibatch Adam; the learning rate falls linearly from
+         lr to lr * final_lr_fraction over the run, so the last epoch (the policy that is
+         kept and warm-starts PPO/ES) is not one noisy full-size step away from a good one
   report agreement (fraction of decisions where argmax pi = y) on training and held-out
          modules, and finally the compiled objective on the validation modules vs the default.
 """
@@ -26,7 +28,13 @@ class BCConfig:
     epochs: int = 20
     batch_size: int = 64
     learning_rate: float = 3e-3
+    final_lr_fraction: float = 0.05  # the learning rate at the end, as a fraction of the start
     validate_every: int = 0  # compile the validation modules every N epochs (0: last epoch only)
+
+
+def learning_rate(cfg: BCConfig, progress: float) -> float:
+    """Linear decay: cfg.learning_rate at progress 0, cfg.final_lr_fraction of it at 1."""
+    return cfg.learning_rate * (1.0 - (1.0 - cfg.final_lr_fraction) * min(max(progress, 0.0), 1.0))
 
 
 def load_decisions(trace_dir: Path, modules: set[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -72,6 +80,7 @@ def train(run: TrainingRun, cfg: BCConfig, trace_dir: Path) -> np.ndarray:
         order = rng.permutation(n)
         losses = []
         for start in range(0, n, cfg.batch_size):
+            adam.lr = learning_rate(cfg, (epoch + start / n) / max(cfg.epochs - 1, 1))
             idx = order[start:start + cfg.batch_size]
             batch = {k: v[idx] for k, v in train_x.items()}
             with tf.GradientTape() as tape:
