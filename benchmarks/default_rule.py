@@ -25,10 +25,6 @@ from mlgo.workers.pool import make_pool
 from mlgo.workers.tasks import ModuleTask, PolicySpec
 
 
-def _project(module: str) -> str:
-    return module.split("/", 1)[0]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("corpora", nargs="+", type=Path)
@@ -36,8 +32,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
+    modules = [m for c in args.corpora for m in Corpus.load(c).modules]
+    project = {m.name: m.project for m in modules}  # the corpus's own project mapping
     tasks = [ModuleTask("inlining", m, PolicySpec(builtin="llvm-default"), record=True, timeout=600)
-             for c in args.corpora for m in Corpus.load(c).modules]
+             for m in modules]
     rows: dict[str, dict] = defaultdict(lambda: {"modules": 0, "env": 0.0, "oz": 0.0,
                                                  "confusion": np.zeros((2, 2), np.int64)})
     failed = []
@@ -47,7 +45,7 @@ def main() -> None:
             if not out.ok:
                 failed.append((out.module, out.error.splitlines()[0]))
                 continue
-            r = rows[_project(out.module)]
+            r = rows[project[out.module]]
             r["modules"] += 1
             r["env"] += out.policy_total
             r["oz"] += out.default_total
