@@ -76,12 +76,19 @@ class Problem(ABC):
     def __init__(self, opt_level: str | None, extra_flags: tuple[str, ...] = ()) -> None:
         self.opt_level = opt_level
         self.extra_flags = tuple(extra_flags)
-        # Names a compile mode that changes the compiler's header (part of the probe's key).
-        self.variant = ""
         # For a variant whose observations are not what a policy sees in release (e.g. a
         # feature overwritten): the plain problem, on which recorded episodes are replayed.
         self.plain: Problem | None = None
-        self.overwritten_features: tuple[str, ...] = ()
+
+    @property
+    def variant(self) -> str:
+        """Names a compile mode that changes the compiler's header (part of the probe's key)."""
+        return ""
+
+    @property
+    def overwritten_features(self) -> tuple[str, ...]:
+        """Features this compile mode sends with something else in them."""
+        return ()
 
     def for_policy(self, builtin: str | None) -> Problem:
         """This problem as the built-in policy `builtin` (None: a policy directory) needs it

@@ -65,14 +65,20 @@ class InliningForSize(Problem):
         # Ask LLVM for its default decision per call site (see LLVM19_DEFAULT_DECISION_SLOT):
         # only the llvm-default policy reads it, and it costs callee_basic_block_count.
         self.include_default = include_default
-        self.variant = "include-default" if include_default else ""
+
+    @property
+    def variant(self) -> str:
+        return "include-default" if self.include_default else ""
+
+    @property
+    def overwritten_features(self) -> tuple[str, ...]:
+        return (LLVM19_DEFAULT_DECISION_SLOT,) if self.include_default else ()
 
     def for_policy(self, builtin: str | None) -> InliningForSize:
         if builtin != LLVM_DEFAULT or self.include_default:
             return self
         variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True)
         variant.plain = self
-        variant.overwritten_features = (LLVM19_DEFAULT_DECISION_SLOT,)
         return variant
 
     def channel_flags(self, channel_base: Path) -> list[str]:
