@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from corpus_tools.corpus import EXTRACT_LEVELS, KEEP_LEVEL, level_flag
 from mlgo.errors import CorpusError
 
 
@@ -36,11 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="macro definition (with --sources)")
     ex.add_argument("--codegen-flags", default="-O2", metavar="FLAGS",
                     help="flags for compiling and for each module's .cmd, with --sources "
-                    "(default: %(default)s)")
+                    "(default: %(default)s; --opt-level replaces its level)")
     ex.add_argument("--root", type=Path, help="with --compile-db: module names are source "
                     "paths relative to this (default: the common directory of the sources)")
     ex.add_argument("--project", help="project name, the first component of module names "
                     "(default: the directory name; required with --compile-db)")
+    _level_args(ex)
     _common(ex)
     ex.set_defaults(func=_cmd_extract)
 
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deb.add_argument("--timeout", type=float, default=600.0, help="seconds per compile")
     deb.add_argument("--verify", action="store_true",
                      help="recompile each newly extracted module with its .cmd afterwards")
+    _level_args(deb)
     deb.set_defaults(func=_cmd_debian)
 
     merge = sub.add_parser("merge", help="merge corpora into one (dedupes identical bitcode)")
@@ -81,6 +84,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also write the report as JSON")
     report.add_argument("-j", "--jobs", type=int, default=_default_jobs())
     report.set_defaults(func=_cmd_report)
+
+
+# The build a corpus serves: inlining-for-size policies serve -Oz builds, whose frontend marks
+# every function minsize/optsize; regalloc policies serve the build's own level.
+_DEFAULT_LEVEL = {"inlining": "Oz", "regalloc": KEEP_LEVEL}
+
+
+def _level_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problem", choices=sorted(_DEFAULT_LEVEL), default="inlining",
+                   help="the problem the corpus is for; sets the default --opt-level "
+                   "(default: %(default)s)")
+    p.add_argument("--opt-level", choices=[*EXTRACT_LEVELS, KEEP_LEVEL], default=None,
+                   help="optimization level the IR is emitted at, as `clang-19 -<level> -c` "
+                   "emits it; 'keep': each compile's own (default: Oz for inlining, keep for "
+                   "regalloc)")
+
+
+def _opt_level(args: argparse.Namespace) -> str | None:
+    return level_flag(args.opt_level or _DEFAULT_LEVEL[args.problem])
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -107,7 +129,8 @@ def _verify(out: Path, summary, args: argparse.Namespace) -> int:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from corpus_tools import extract
 
-    common = dict(jobs=args.jobs, timeout=args.timeout, progress=not args.no_progress)
+    common = dict(jobs=args.jobs, timeout=args.timeout, progress=not args.no_progress,
+                  opt_level=_opt_level(args))
     if (args.include_dirs or args.defines) and not args.sources:
         raise CorpusError("-I/-D only apply with --sources (a compile database or an "
                           "object's embedded command carries its own)")
@@ -151,7 +174,7 @@ def _cmd_debian(args: argparse.Namespace) -> int:
         try:
             res = debian.build_package(pkg, args.output, cache=cache, jobs=args.jobs,
                                        progress=not args.no_progress, rebuild=args.rebuild,
-                                       timeout=args.timeout)
+                                       timeout=args.timeout, opt_level=_opt_level(args))
         except CorpusError as e:
             # One package failing to build should not lose the others.
             print(f"mlgo: {pkg}: {e}", file=sys.stderr)

@@ -26,6 +26,10 @@ from mlgo.errors import CorpusError
 
 DESCRIPTION = "corpus_description.json"
 _OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os", "-Oz", "-Ofast", "-Og", "-O")
+# The levels extraction can emit IR at (the frontend's level: at -Os/-Oz it marks every
+# function optsize/minsize, which the inliner and codegen read), and "keep" for the build's own.
+EXTRACT_LEVELS = ("Oz", "Os", "O1", "O2", "O3")
+KEEP_LEVEL = "keep"
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,33 @@ class Module:
         optionally with the optimization level replaced, plus `extra`."""
         args = self.args()
         if opt_level is not None:
-            args = [a for a in args if not _is_opt_flag(a)] + [opt_level]
+            args = replace_opt_level(args, opt_level)
         return [*args, *extra, "-x", "ir", str(self.bc_path)]
 
 
-def _is_opt_flag(a: str) -> bool:
+def is_opt_flag(a: str) -> bool:
     return a in _OPT_LEVELS or (a.startswith("-O") and a[2:].isdigit())
+
+
+def replace_opt_level(args: Sequence[str], level_flag: str) -> list[str]:
+    """`args` with every optimization-level flag removed and `level_flag` (e.g. -Oz) appended."""
+    return [a for a in args if not is_opt_flag(a)] + [level_flag]
+
+
+def opt_levels_in(args: Sequence[str]) -> list[str]:
+    """The optimization-level flags of a command line, in order (the last one wins)."""
+    return [a for a in args if is_opt_flag(a)]
+
+
+def level_flag(level: str) -> str | None:
+    """'Oz' or '-Oz' -> '-Oz'; 'keep' -> None. Anything else is a CorpusError."""
+    name = level[1:] if level.startswith("-") else level
+    if name == KEEP_LEVEL:
+        return None
+    if name not in EXTRACT_LEVELS:
+        raise CorpusError(f"unknown optimization level {level!r}; choose one of "
+                          f"{', '.join((*EXTRACT_LEVELS, KEEP_LEVEL))}")
+    return "-" + name
 
 
 @dataclass
@@ -117,6 +142,35 @@ class Corpus:
         for m in self.modules:
             out.setdefault(m.project, []).append(m)
         return out
+
+    @property
+    def opt_level(self) -> str | None:
+        """The frontend level the IR was emitted at ("-Oz", or "keep" for each build's own),
+        as recorded at extraction; None for corpora made before it was recorded."""
+        level = self.extra.get("opt_level")
+        return level if isinstance(level, str) else None
+
+    def reextract_command(self, project: str, level: str) -> str:
+        """The command that extracts `project` again at `level` (e.g. -Oz), from what the
+        corpus recorded about its origin."""
+        name = level.lstrip("-")
+        origin = (self.extra.get("origins") or {}).get(project) or {}
+        kind = origin.get("source")
+        if kind == "debian":
+            return f"mlgo corpus debian {origin.get('package', project)} --opt-level {name} -o NEW_CORPUS"
+        if kind == "compile-db":
+            return (f"mlgo corpus extract --compile-db {origin.get('path')} --project {project} "
+                    f"--opt-level {name} -o NEW_CORPUS")
+        if kind == "sources":
+            flags = " ".join(origin.get("flags") or [])
+            return (f"mlgo corpus extract --sources {origin.get('path')} {flags} --project "
+                    f"{project} --opt-level {name} -o NEW_CORPUS").replace("  ", " ")
+        if kind == "objects":
+            return (f"rebuild {origin.get('path')} at {level} with -Xclang -fembed-bitcode=all, "
+                    f"then mlgo corpus extract --objects {origin.get('path')} --opt-level {name} "
+                    "-o NEW_CORPUS")
+        return (f"mlgo corpus extract ... --opt-level {name} -o NEW_CORPUS (or mlgo corpus "
+                f"debian PACKAGE --opt-level {name})")
 
     def subset(self, names: Iterable[str]) -> Corpus:
         keep = set(names)

@@ -19,8 +19,11 @@ Each package has a recipe in third_party/debian/<package>.toml (data, not code):
 The flow per package: make sure apt knows deb-src entries, `apt-get source --download-only`
 into the cache, install build dependencies, `dpkg-source -x`, build with CC=clang-19
 CXX=clang++-19 under `bear`, then `extract_compile_db` into the corpus with the package name
-as the project. "debian-rules" keeps the optimization flags exactly as the package builds
-them (dpkg-buildflags: -O2 -g -fstack-protector-strong ...).
+as the project. "debian-rules" builds with the package's own flags (dpkg-buildflags: -O2 -g
+-fstack-protector-strong ...); extraction then re-emits each compile's IR at the requested
+level (`opt_level`, -Oz for inlining-for-size corpora) with all its other flags, which is the
+IR `clang-19 -Oz -c` makes from that source with the build's flags, or keeps the build's
+level (None).
 """
 
 from __future__ import annotations
@@ -383,10 +386,11 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
 def build_package(
     package: str, out_dir: Path | str, *, cache: Path | str = DEFAULT_CACHE, jobs: int = 1,
     recipes_dir: Path = RECIPES_DIR, progress: bool = True, rebuild: bool = False,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT, opt_level: str | None = None,
 ) -> PackageResult:
     """Download, build and extract one package into the corpus `out_dir` (project =
-    package name). A previous successful build in the cache is reused unless `rebuild`."""
+    package name) with its IR at `opt_level` (None: the build's own). A previous
+    successful build in the cache is reused unless `rebuild`."""
     recipe = load_recipe(package, recipes_dir)
     cache = Path(cache)
     dsc = download_source(package, cache)
@@ -406,5 +410,6 @@ def build_package(
     summary = extract_compile_db(
         src_dir / "mlgo_compile_commands.json", out_dir, project=package, root=src_dir,
         exclude=(*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude), jobs=jobs,
-        timeout=timeout, progress=progress)
+        timeout=timeout, progress=progress, opt_level=opt_level,
+        origin={"source": "debian", "package": package})
     return PackageResult(package, build_seconds, summary)

@@ -1,5 +1,11 @@
 """Build a corpus (format in corpus_tools/corpus.py) from real code.
 
+The IR is emitted at a chosen optimization level (`opt_level`, e.g. -Oz) or at the build's own
+(None, "keep"). The level matters before any LLVM pass runs: at -Os/-Oz the frontend marks
+every function optsize/minsize, and the inliner and codegen read those attributes, so IR emitted
+at -O2 and compiled with -Oz is not what `clang-19 -Oz -c` makes (it is 10-13% larger on C++).
+The level and where each project came from are recorded in corpus_description.json.
+
 Three sources of modules:
   * a compile_commands.json: every compile is re-run with clang-19/clang++-19 so that it
     stops before LLVM's optimizations and writes bitcode (`extract_compile_db`);
@@ -38,10 +44,13 @@ from pathlib import Path
 
 from corpus_tools.corpus import (
     DESCRIPTION,
+    KEEP_LEVEL,
     Corpus,
     atomic_write_bytes,
     atomic_write_text,
     file_sha256,
+    opt_levels_in,
+    replace_opt_level,
     write_description,
 )
 from mlgo.compiler import toolchain
@@ -122,6 +131,7 @@ class ExtractTask:
     cwd: str = ""
     recompile_args: tuple[str, ...] = ()
     object_path: str = ""
+    required_level: str = ""  # with object_path: the level its embedded command must have
 
 
 @dataclass(frozen=True)
@@ -148,10 +158,13 @@ class ExtractSummary:
     repeated_sources: list[str] = field(default_factory=list)
     not_c_family: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    opt_level: str = KEEP_LEVEL  # the frontend level of the IR ("-Oz"), or "keep"
 
     def format(self) -> str:
+        level = ("at the build's own optimization level" if self.opt_level == KEEP_LEVEL
+                 else f"IR emitted at {self.opt_level}")
         lines = [
-            f"{self.corpus_dir}: {len(self.extracted)} extracted, "
+            f"{self.corpus_dir} ({level}): {len(self.extracted)} extracted, "
             f"{len(self.skipped_existing)} skipped (already present), "
             f"{len(self.duplicates)} duplicates (identical bitcode), {len(self.failed)} failed"
         ]
@@ -351,9 +364,11 @@ def _relative_source(file: Path, root: Path | None) -> str:
 def compile_db_tasks(
     entries: Sequence[CompileEntry], *, project: str, root: Path | None = None,
     exclude: Sequence[str] = DEFAULT_EXCLUDES, summary: ExtractSummary | None = None,
+    opt_level: str | None = None,
 ) -> list[ExtractTask]:
     """One task per C/C++ source file; later compiles of the same file are ignored, and so
-    are sources whose path relative to `root` matches an `exclude` glob."""
+    are sources whose path relative to `root` matches an `exclude` glob. With `opt_level`
+    (e.g. -Oz) the build's level is replaced in both the IR-emitting compile and the .cmd."""
     if root is None:
         root = _common_root([e.file for e in entries])
     tasks: list[ExtractTask] = []
@@ -375,6 +390,9 @@ def compile_db_tasks(
             continue
         seen.add(name)
         frontend, recompile = split_compile_args(e)
+        if opt_level is not None:
+            frontend = replace_opt_level(frontend, opt_level)
+            recompile = replace_opt_level(recompile, opt_level)
         cxx = _is_cxx(e.arguments[0], str(e.file), e.arguments[1:])
         compiler = (toolchain.clangxx() if cxx else toolchain.clang()).path
         argv = (compiler, *frontend, "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
@@ -392,19 +410,24 @@ def _common_root(files: Sequence[Path]) -> Path | None:
 
 def extract_compile_db(
     compile_db: Path | str, out_dir: Path | str, *, project: str, root: Path | str | None = None,
-    exclude: Sequence[str] = DEFAULT_EXCLUDES, jobs: int = 1, timeout: float = DEFAULT_TIMEOUT, progress: bool = True,
+    exclude: Sequence[str] = DEFAULT_EXCLUDES, jobs: int = 1, timeout: float = DEFAULT_TIMEOUT,
+    progress: bool = True, opt_level: str | None = None, origin: dict | None = None,
 ) -> ExtractSummary:
-    """Re-run every compile of `compile_db` to bitcode into the corpus `out_dir`.
+    """Re-run every compile of `compile_db` to bitcode into the corpus `out_dir`, at
+    `opt_level` (e.g. -Oz; None keeps each compile's own level).
     Module names are `<project>/<source path relative to root>`; `root` defaults to the
     deepest directory holding every source. Sources matching an `exclude` glob (on the
-    relative path) are left out."""
+    relative path) are left out. `origin` describes where the project came from (recorded
+    so that error messages can give the command that re-extracts it)."""
     out_dir = Path(out_dir)
     summary = ExtractSummary(out_dir)
     entries = read_compile_db(compile_db)
     tasks = compile_db_tasks(entries, project=project,
                              root=Path(root) if root is not None else None,
-                             exclude=exclude, summary=summary)
-    return _run_tasks(tasks, out_dir, summary, jobs=jobs, timeout=timeout, progress=progress)
+                             exclude=exclude, summary=summary, opt_level=opt_level)
+    origin = origin or {"source": "compile-db", "path": str(Path(compile_db).resolve())}
+    return _run_tasks(tasks, out_dir, summary, jobs=jobs, timeout=timeout, progress=progress,
+                      opt_level=opt_level, origins={project: origin})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,10 +437,13 @@ def extract_compile_db(
 def extract_sources(
     src_dir: Path | str, out_dir: Path | str, *, project: str | None = None,
     flags: Sequence[str] = (), codegen_flags: Sequence[str] = ("-O2",), jobs: int = 1,
-    timeout: float = DEFAULT_TIMEOUT, progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT, progress: bool = True, opt_level: str | None = None,
 ) -> ExtractSummary:
     """Compile every C/C++ file under `src_dir` with the preprocessor `flags` (-I, -D ...)
-    and record `-c <codegen_flags>` as each module's .cmd."""
+    and `codegen_flags`, whose level `opt_level` replaces when given, and record
+    `-c <codegen_flags>` as each module's .cmd."""
+    if opt_level is not None:
+        codegen_flags = replace_opt_level(codegen_flags, opt_level)
     src_dir = Path(src_dir).resolve()
     if not src_dir.is_dir():
         raise CorpusError(f"{src_dir}: not a directory")
@@ -433,8 +459,9 @@ def extract_sources(
                 "-emit-llvm", "-c", str(src))
         tasks.append(ExtractTask(module_name(project, src.relative_to(src_dir)), project,
                                  str(src), argv, str(src.parent), ("-c", *codegen_flags)))
+    origin = {"source": "sources", "path": str(src_dir), "flags": list(flags)}
     return _run_tasks(tasks, Path(out_dir), summary, jobs=jobs, timeout=timeout,
-                      progress=progress)
+                      progress=progress, opt_level=opt_level, origins={project: origin})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,19 +470,23 @@ def extract_sources(
 
 def extract_objects(
     obj_dir: Path | str, out_dir: Path | str, *, project: str | None = None, jobs: int = 1,
-    timeout: float = DEFAULT_TIMEOUT, progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT, progress: bool = True, opt_level: str | None = None,
 ) -> ExtractSummary:
     """Dump the bitcode and cc1 command embedded (-Xclang -fembed-bitcode=all) in every .o
-    under `obj_dir`. Module names come from the object's path relative to `obj_dir`."""
+    under `obj_dir`. Module names come from the object's path relative to `obj_dir`. The
+    embedded IR is the build's own, so it cannot be re-emitted at another level: with
+    `opt_level`, an object whose embedded command has another level is a reported failure."""
     obj_dir = Path(obj_dir).resolve()
     if not obj_dir.is_dir():
         raise CorpusError(f"{obj_dir}: not a directory")
     project = project or obj_dir.name
     objects = sorted(p for p in obj_dir.rglob("*.o") if p.is_file())
     tasks = [ExtractTask(module_name(project, o.relative_to(obj_dir)), project, str(o),
-                         object_path=str(o)) for o in objects]
+                         object_path=str(o), required_level=opt_level or "")
+             for o in objects]
     return _run_tasks(tasks, Path(out_dir), ExtractSummary(Path(out_dir)), jobs=jobs,
-                      timeout=timeout, progress=progress)
+                      timeout=timeout, progress=progress, opt_level=opt_level,
+                      origins={project: {"source": "objects", "path": str(obj_dir)}})
 
 
 def clean_cc1_args(args: Sequence[str]) -> list[str]:
@@ -496,6 +527,16 @@ def _dump_embedded(obj: Path, tmp_dir: Path, timeout: float) -> tuple[Path, list
     return bc, clean_cc1_args(args)
 
 
+def _check_embedded_level(cc1_args: Sequence[str], wanted: str) -> None:
+    levels = opt_levels_in(cc1_args)
+    found = levels[-1] if levels else "-O0"
+    if found != wanted:
+        raise _TaskFailed(
+            f"built at {found}, not {wanted}: its embedded IR is that build's; rebuild the "
+            f"object at {wanted} (with -Xclang -fembed-bitcode=all) or extract with "
+            "--opt-level keep")
+
+
 # ---------------------------------------------------------------------------------------------
 # The shared pipeline
 
@@ -510,6 +551,8 @@ def _produce(task: ExtractTask, out_dir: Path, timeout: float) -> _Produced:
         if task.object_path:
             with tempfile.TemporaryDirectory(prefix="mlgo-objcopy-") as td:
                 bc, cmd = _dump_embedded(Path(task.object_path), Path(td), timeout)
+                if task.required_level:
+                    _check_embedded_level(cmd, task.required_level)
                 shutil.move(bc, tmp_bc)
         else:
             argv = [*task.compile_argv, "-o", str(tmp_bc)]
@@ -549,6 +592,21 @@ def _read_existing_description(out_dir: Path) -> dict:
     return desc
 
 
+def _check_same_level(out_dir: Path, desc: dict, level: str) -> None:
+    """One corpus, one level: adding IR of another level would mix builds nobody makes."""
+    if not desc.get("modules"):
+        return
+    recorded = desc.get("opt_level")
+    if recorded is None:
+        raise CorpusError(
+            f"{out_dir / DESCRIPTION}: this corpus records no optimization level (extracted "
+            f"before levels were recorded); extract at {level} into a new directory")
+    if recorded != level:
+        raise CorpusError(
+            f"{out_dir / DESCRIPTION}: this corpus holds IR at {recorded}, not {level}; "
+            "extract into another directory (one corpus, one level)")
+
+
 def _read_failures(out_dir: Path) -> list[dict]:
     path = out_dir / FAILURES_FILE
     if not path.exists():
@@ -568,10 +626,15 @@ def _has_module(out_dir: Path, name: str) -> bool:
 
 def _run_tasks(
     tasks: Sequence[ExtractTask], out_dir: Path, summary: ExtractSummary, *, jobs: int,
-    timeout: float, progress: bool,
+    timeout: float, progress: bool, opt_level: str | None = None,
+    origins: dict[str, dict] | None = None,
 ) -> ExtractSummary:
+    level = opt_level or KEEP_LEVEL
+    summary.opt_level = level
     out_dir.mkdir(parents=True, exist_ok=True)
     desc = _read_existing_description(out_dir)
+    _check_same_level(out_dir, desc, level)
+    all_origins: dict[str, dict] = {**(desc.get("origins") or {}), **(origins or {})}
     modules: list[str] = [m for m in desc.get("modules", []) if _has_module(out_dir, m)]
     projects: dict[str, str] = dict(desc.get("projects") or {})
     known_dups: dict[str, str] = dict(desc.get("duplicates") or {})
@@ -596,7 +659,7 @@ def _run_tasks(
             todo.append(t)
 
     def finish() -> None:
-        write_description(out_dir, modules, projects,
+        write_description(out_dir, modules, projects, opt_level=level, origins=all_origins,
                           **({"duplicates": known_dups} if known_dups else {}))
         # Failures of earlier runs into this corpus (e.g. other projects) stay listed unless
         # this run attempted the same module again.
@@ -780,6 +843,11 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
     projects: dict[str, str] = {}
     origin: dict[str, str] = {}
     by_digest: dict[str, str] = {}
+    # The merged corpus keeps one level: the first non-empty corpus's, which every other must
+    # share (one corpus, one level; see _check_same_level).
+    level: str | None = desc.get("opt_level") if desc.get("modules") else None
+    level_from = str(out_dir)
+    origins: dict[str, dict] = dict(desc.get("origins") or {})
     if desc:
         existing = Corpus.load(out_dir)
         for m in existing.modules:
@@ -792,6 +860,18 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
         corpus = Corpus.load(inp)
         if Path(inp).resolve() == out_dir.resolve():
             continue
+        if corpus.modules:
+            # A corpus that records no level (made by hand or before levels were recorded)
+            # makes the merged one unrecorded too; the problems still check the IR itself.
+            theirs = corpus.opt_level or "unrecorded"
+            if level is None or "unrecorded" in (level, theirs):
+                if level != "unrecorded":
+                    level, level_from = theirs, str(inp)
+            elif theirs != level:
+                raise CorpusError(
+                    f"{inp} holds IR at {theirs} but {level_from} at {level}: corpora of "
+                    "different optimization levels cannot be merged (one corpus, one level)")
+        origins.update(corpus.extra.get("origins") or {})
         for m in corpus.modules:
             digest = bitcode_digest(m.bc_path)
             if m.name in origin:
@@ -816,6 +896,9 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
             by_digest[digest] = m.name
             digest_of[m.name] = digest
             summary.added.append(m.name)
-    write_description(out_dir, modules, projects)
+    extra: dict = {"origins": origins} if origins else {}
+    if level is not None and level != "unrecorded":
+        extra["opt_level"] = level
+    write_description(out_dir, modules, projects, **extra)
     return summary
 

@@ -53,6 +53,7 @@ covering one gap, what a linear-scan allocator without lifetime holes would see;
 from __future__ import annotations
 
 import ctypes
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -573,3 +574,56 @@ def analyze_module(path: Path | str, name: str | None = None) -> ModuleStats:
         for fn in module.functions if not fn.is_declaration
     ]
     return module_stats_from_functions(name or path.stem, str(path), functions, declarations)
+
+
+# --------------------------------------------------------------------------------------------
+# The frontend level a module was emitted at.
+
+
+@dataclass(frozen=True)
+class SizeAttributes:
+    """How many of a module's defined functions carry the frontend's size attributes. At
+    -Oz clang marks every function it defines `minsize optsize`, at -Os `optsize`, at -O1..3
+    neither (functions marked `optnone` get none at any level and are not counted)."""
+
+    defined: int
+    minsize: int
+    optsize: int
+
+    def level(self) -> str:
+        """'-Oz', '-Os', '-O1/-O2/-O3', 'mixed' or 'no functions' (no defined function)."""
+        if self.defined == 0:
+            return "no functions"
+        if self.minsize == self.defined:
+            return "-Oz"
+        if self.optsize == self.defined and self.minsize == 0:
+            return "-Os"
+        if self.optsize == 0 and self.minsize == 0:
+            return "-O1/-O2/-O3"
+        return "mixed"
+
+    def describe(self) -> str:
+        return (f"{self.minsize} of {self.defined} defined functions minsize, "
+                f"{self.optsize} optsize")
+
+
+_QUOTED = re.compile(r'"[^"]*"')
+
+
+def size_attributes(path: Path | str) -> SizeAttributes:
+    """Count the size attributes of the defined functions of a module (see SizeAttributes)."""
+    module = parse_module(path)
+    defined = minsize = optsize = 0
+    for f in module.functions:
+        if f.is_declaration:
+            continue
+        words: set[str] = set()
+        for group in f.attributes:
+            text = group.decode(errors="replace") if isinstance(group, bytes) else str(group)
+            words.update(_QUOTED.sub(" ", text).split())
+        if "optnone" in words:
+            continue
+        defined += 1
+        minsize += "minsize" in words
+        optsize += "optsize" in words
+    return SizeAttributes(defined, minsize, optsize)

@@ -178,7 +178,9 @@ def make(problem: str | Problem, module: Module | str | Path, *, corpus: Corpus 
     """An environment for `problem` ("inlining" or "regalloc") on one module."""
     prob = get_problem(problem) if isinstance(problem, str) else problem
     corp = Corpus.load(corpus) if isinstance(corpus, (str, Path)) else corpus
-    return CompilerEnv(prob, as_module(module, corp), **kwargs)
+    mod = as_module(module, corp)
+    prob.check_corpus(Corpus(mod.root, [mod], extra=dict(corp.extra) if corp else {}))
+    return CompilerEnv(prob, mod, **kwargs)
 
 
 def replay(env: CompilerEnv, actions: list[int]) -> EpisodeResult:

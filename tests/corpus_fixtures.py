@@ -68,8 +68,9 @@ double norm2(const double *v, int n) { double s = 0; for (int i = 0; i < n; i++)
 }
 
 
-def make_small_corpus(root: Path, opt: str = "-O2") -> Path:
-    """root/corpus with one module per source above (project 'small')."""
+def make_small_corpus(root: Path, opt: str = "-Oz") -> Path:
+    """root/corpus with one module per source above (project 'small'), emitted as
+    `clang-19 OPT -c` emits it (-Oz: what inlining-for-size serves)."""
     src = root / "src"
     corpus = root / "corpus"
     src.mkdir(parents=True, exist_ok=True)
@@ -83,5 +84,5 @@ def make_small_corpus(root: Path, opt: str = "-O2") -> Path:
         (corpus / (name + ".cmd")).write_bytes(b"\0".join([b"-c", opt.encode()]))
         names.append(name)
     (corpus / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": names}))
+        json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt}))
     return corpus

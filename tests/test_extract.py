@@ -310,7 +310,15 @@ def test_cli_extract_sources_and_compile_db(tmp_path: Path, capsys) -> None:
     assert rc == 0
     printed = capsys.readouterr().out
     assert "1 extracted" in printed and "1 modules recompile, 0 fail" in printed
-    assert Corpus.load(out).modules[0].args() == ["-c", "-O1", "-fPIC"]
+    # Inlining corpora by default: the level is replaced by -Oz, in the IR and the .cmd.
+    assert Corpus.load(out).modules[0].args() == ["-c", "-fPIC", "-Oz"]
+    assert Corpus.load(out).opt_level == "-Oz"
+    rc = mlgo_main(["corpus", "extract", "--sources", str(tree), "-I", str(tree), "-D", "X=1",
+                    "--codegen-flags", "-O1 -fPIC", "--project", "cli", "-o",
+                    str(tmp_path / "kept"), "--no-progress", "--opt-level", "keep"])
+    assert rc == 0
+    assert Corpus.load(tmp_path / "kept").modules[0].args() == ["-c", "-O1", "-fPIC"]
+    capsys.readouterr()
 
     src = _make_project(tmp_path / "p")
     rc = mlgo_main(["corpus", "extract", "--compile-db",

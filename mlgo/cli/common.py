@@ -51,11 +51,16 @@ def setup_gin(args: argparse.Namespace) -> str:
 
 
 def load_corpus(args: argparse.Namespace) -> Corpus:
+    """The corpus of --corpus (first --max-modules), checked to be IR of the build the
+    problem serves (after setup_gin: the problem's level may be a gin binding)."""
+    from mlgo.problems import get_problem
+
     corpus = Corpus.load(args.corpus)
     if len(corpus) == 0:
         raise MlgoError(f"{args.corpus}: the corpus has no modules")
     if args.max_modules:
         corpus.modules = corpus.modules[: args.max_modules]
+    get_problem(args.problem).check_corpus(corpus)
     return corpus
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus_tools.corpus import Module
+from corpus_tools.corpus import Corpus, Module
 from mlgo.compiler import toolchain
 from mlgo.compiler.cache import BaselineCache, baseline_key
 from mlgo.compiler.interactive import (
@@ -131,6 +131,14 @@ class Problem(ABC):
                                 f"{header.advice}")
 
     # -- shared ----------------------------------------------------------------------------
+    def check_corpus(self, corpus: Corpus) -> None:
+        """Raise if the corpus is not IR of the build this problem compiles: a problem that
+        replaces the level (opt_level) needs IR emitted at that level (problems/frontend.py)."""
+        if self.opt_level is not None:
+            from mlgo.problems.frontend import check_frontend_level
+
+            check_frontend_level(corpus, self.opt_level, self.name)
+
     def compile_argv(self, module: Module, workdir: Path, channel_base: Path | None) -> list[str]:
         compiler = toolchain.clang().path
         cc1 = module.args()[:1] == ["-cc1"]
