@@ -335,6 +335,8 @@ class PackageResult:
     package: str
     build_seconds: float
     extract: ExtractSummary
+    src_dir: Path | None = None  # the built tree (its mlgo_compile_commands.json: the build)
+    exclude: tuple[str, ...] = ()  # what extraction left out of the build
 
 
 def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
@@ -407,9 +409,10 @@ def build_package(
         stamp.write_text(f"{build_seconds:.1f}\n")
     else:
         log.info("%s: reusing the build in %s", package, src_dir)
+    exclude = (*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude)
     summary = extract_compile_db(
         src_dir / "mlgo_compile_commands.json", out_dir, project=package, root=src_dir,
-        exclude=(*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude), jobs=jobs,
+        exclude=exclude, jobs=jobs,
         timeout=timeout, progress=progress, opt_level=opt_level,
         origin={"source": "debian", "package": package})
-    return PackageResult(package, build_seconds, summary)
+    return PackageResult(package, build_seconds, summary, src_dir, exclude)

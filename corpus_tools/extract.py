@@ -113,6 +113,8 @@ OUTSIDE_ROOT = "_outside"
 OUTSIDE_ROOT_PATTERN = OUTSIDE_ROOT + "/*"
 
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._+\-]")
+# What turns a compile into one that writes IR before any LLVM pass ran.
+STOP_BEFORE_PASSES = ("-Xclang", "-disable-llvm-passes", "-emit-llvm")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,11 +397,21 @@ def compile_db_tasks(
             recompile = replace_opt_level(recompile, opt_level)
         cxx = _is_cxx(e.arguments[0], str(e.file), e.arguments[1:])
         compiler = (toolchain.clangxx() if cxx else toolchain.clang()).path
-        argv = (compiler, *frontend, "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
-                str(e.file))
+        argv = (compiler, *frontend, *STOP_BEFORE_PASSES, "-c", str(e.file))
         tasks.append(ExtractTask(name, project, str(e.file), argv, str(e.directory),
                                  tuple(recompile)))
     return tasks
+
+
+def object_compile_argv(task: ExtractTask) -> list[str]:
+    """The compile the task's IR comes from, as the build runs it (an object, all passes),
+    without its output: the task's command minus STOP_BEFORE_PASSES."""
+    argv = list(task.compile_argv)
+    n = len(STOP_BEFORE_PASSES)
+    for i in range(len(argv) - n + 1):
+        if tuple(argv[i:i + n]) == STOP_BEFORE_PASSES:
+            return argv[:i] + argv[i + n:]
+    raise CorpusError(f"{task.source}: not an IR-emitting compile: {' '.join(argv[:4])} ...")
 
 
 def _common_root(files: Sequence[Path]) -> Path | None:
@@ -455,8 +467,7 @@ def extract_sources(
     for src in sources:
         cxx = src.suffix in CXX_EXTENSIONS
         compiler = (toolchain.clangxx() if cxx else toolchain.clang()).path
-        argv = (compiler, *flags, *codegen_flags, "-Xclang", "-disable-llvm-passes",
-                "-emit-llvm", "-c", str(src))
+        argv = (compiler, *flags, *codegen_flags, *STOP_BEFORE_PASSES, "-c", str(src))
         tasks.append(ExtractTask(module_name(project, src.relative_to(src_dir)), project,
                                  str(src), argv, str(src.parent), ("-c", *codegen_flags)))
     origin = {"source": "sources", "path": str(src_dir), "flags": list(flags)}

@@ -9,11 +9,27 @@ before any work starts (llvmlite; results cached by the bitcode's hash)."""
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corpus_tools.corpus import Corpus, Module, atomic_write_text, file_sha256
+from corpus_tools.extract import (
+    DEFAULT_EXCLUDES,
+    compile_db_tasks,
+    object_compile_argv,
+    read_compile_db,
+    run_with_timeout,
+)
 from corpus_tools.ir_analysis import SizeAttributes, size_attributes
 from mlgo.compiler.cache import cache_dir
-from mlgo.errors import MlgoError
+from mlgo.compiler.measure import text_size
+from mlgo.errors import CorpusError, MlgoError
+
+if TYPE_CHECKING:
+    from mlgo.problems.base import Problem
 
 # What SizeAttributes.level() reads from IR emitted at each level.
 _EXPECTED = {"-Oz": "-Oz", "-Os": "-Os", "-O1": "-O1/-O2/-O3", "-O2": "-O1/-O2/-O3",
@@ -24,8 +40,9 @@ class FrontendLevelError(MlgoError):
     """A module's IR was emitted at another level than the problem compiles it at."""
 
 
-def module_attributes(module: Module) -> SizeAttributes:
-    """The module's size attributes, from the cache when its bitcode was seen before."""
+def module_attributes(module: Module) -> SizeAttributes | None:
+    """The module's size attributes, from the cache when its bitcode was seen before; None
+    when llvmlite cannot read it (the compile will then fail and report it as usual)."""
     digest = file_sha256(module.bc_path)
     path = cache_dir() / "frontend-levels" / digest[:2] / f"{digest}.json"
     try:
@@ -33,7 +50,10 @@ def module_attributes(module: Module) -> SizeAttributes:
         return SizeAttributes(int(d["defined"]), int(d["minsize"]), int(d["optsize"]))
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or torn: recompute
-    attrs = size_attributes(module.bc_path)
+    try:
+        attrs = size_attributes(module.bc_path)
+    except CorpusError:
+        return None
     try:
         atomic_write_text(path, json.dumps(attrs.__dict__))
     except OSError:
@@ -50,7 +70,7 @@ def check_frontend_level(corpus: Corpus, level: str, problem: str) -> None:
     bad: list[tuple[Module, SizeAttributes]] = []
     for m in corpus.modules:
         attrs = module_attributes(m)
-        if attrs.level() not in (expected, "no functions"):
+        if attrs is not None and attrs.level() not in (expected, "no functions"):
             bad.append((m, attrs))
     if not bad:
         return
@@ -62,3 +82,44 @@ def check_frontend_level(corpus: Corpus, level: str, problem: str) -> None:
         f"{module.bc_path}: IR emitted at {attrs.level()} ({attrs.describe()}), but {problem} "
         f"compiles at {level} and needs IR as `clang-19 {level} -c` emits it ({need}){more}; "
         f"re-extract: {corpus.reextract_command(module.project, level)}")
+
+
+@dataclass(frozen=True)
+class BuildComparison:
+    """One module: the environment's default measurement vs the object the build's own
+    compile of its source makes at the problem's level."""
+
+    module: str
+    source: str
+    environment: float
+    build: float
+
+
+def compare_with_build(problem: Problem, corpus: Corpus, compile_db: Path, *, project: str,
+                       root: Path, exclude: Sequence[str] = DEFAULT_EXCLUDES,
+                       timeout: float = 600.0) -> list[BuildComparison]:
+    """For every module of `project` in `corpus` extracted from `compile_db`: the problem's
+    default measurement (what rewards are relative to) and the measurement of the object that
+    the build's compile of the source makes with its level replaced by the problem's, i.e.
+    `clang-19 -Oz -c SOURCE` with the build's flags. Equal numbers mean the environment
+    measures the build a user makes."""
+    level = problem.opt_level
+    tasks = compile_db_tasks(read_compile_db(compile_db), project=project, root=root,
+                             exclude=exclude, opt_level=level)
+    modules = {m.name: m for m in corpus.modules}
+    out: list[BuildComparison] = []
+    for task in tasks:
+        module = modules.get(task.module)
+        if module is None:
+            continue  # a duplicate of another module, or failed to extract
+        argv = object_compile_argv(task)
+        with tempfile.TemporaryDirectory(prefix="mlgo-build-") as td:
+            obj = Path(td) / "out.o"
+            res = run_with_timeout([*argv, "-o", str(obj)], cwd=task.cwd, timeout=timeout)
+            if res.returncode != 0:
+                raise MlgoError(f"{task.source}: the build's compile failed: "
+                                f"{res.stderr.strip()[:500]}")
+            built = float(text_size(obj))
+        out.append(BuildComparison(task.module, task.source,
+                                   problem.baseline(module).total, built))
+    return out
