@@ -1,11 +1,13 @@
 """`mlgo demo`: the whole loop on a small real project (Debian's lua5.4), step by step.
 
-  1. build the project with clang-19 and extract a corpus (one module per source file)
-  2. analyse it (call graph, pressure) and split modules into training and held-out sets
+  1. build the project with clang-19 and extract a corpus of -Oz IR (one module per source
+     file, each as `clang-19 -Oz -c` emits it with the package's flags)
+  2. analyse it (call graph, pressure) and set test modules aside: they play no part in
+     training or in any choice (checkpoints, bc vs ES), and only they are reported
   3. warm start: trace the default heuristic, then behavioral cloning
   4. improve with evolution strategies for a few iterations
-  5. evaluate on the held-out modules against plain clang-19 -Oz, write a table and a plot
-  6. export the best policy (SavedModel, XLA AOT) and build its clang pass plugin
+  5. evaluate on the test modules against plain clang-19 -Oz, write a table and a plot
+  6. export the policy that was best on validation (SavedModel, XLA AOT) and build its plugin
   7. build the lua interpreter with `clang-19 -Oz -fpass-plugin=...` and with plain -Oz, run
      both on a small Lua program, and compare their sizes
 Every step's output stays in OUTPUT/, and a re-run reuses the corpus.
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     corpus = out / "corpus"
+    trainval, test = out / "trainval", out / "test"
     workers = ["--workers", str(args.workers)] if args.workers else []
     gin = ["--gin_bindings", f"bc.BCConfig.epochs = {args.bc_epochs}",
            "--gin_bindings", f"es.ESConfig.iterations = {args.es_iterations}"]
@@ -67,45 +70,60 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.monotonic()
 
     _step(1, total, f"build {PROJECT} with clang-19 and extract its corpus")
+    if _corpus_level(corpus) not in (None, "-Oz"):
+        # An earlier demo's corpus of another level (e.g. -O2-frontend IR): not what -Oz builds.
+        print(f"{corpus} holds IR at {_corpus_level(corpus)}; extracting -Oz IR anew")
+        import shutil
+
+        for d in (corpus, trainval, test):
+            shutil.rmtree(d, ignore_errors=True)
     if not (corpus / "corpus_description.json").is_file():
-        _call(["corpus", "debian", PROJECT, "-o", str(corpus)])
+        _call(["corpus", "debian", PROJECT, "--opt-level", "Oz", "-o", str(corpus)])
     else:
         print(f"reusing {corpus}")
 
-    _step(2, total, "analyse the corpus")
+    _step(2, total, "analyse the corpus and set test modules aside")
     _call(["corpus", "report", str(corpus), "--json", str(out / "corpus_report.json")])
+    from corpus_tools.corpus import Corpus
+    from corpus_tools.report import split_by_project
+
+    # A seed of its own: the training runs split trainval again (seed 0) for validation.
+    rest, test_names = split_by_project(Corpus.load(corpus), 0.2, seed=12)
+    _subset_corpus(corpus, rest, trainval)
+    _subset_corpus(corpus, test_names, test)
+    print(f"{len(rest)} modules for training and validation, {len(test_names)} test modules "
+          f"(reported only): {', '.join(n.split('/')[-1] for n in test_names)}")
 
     _step(3, total, "warm start: trace the default inliner and clone it (behavioral cloning)")
-    common = ["--problem", "inlining", "--corpus", str(corpus), *workers]
+    common = ["--problem", "inlining", "--corpus", str(trainval), *workers]
     _call(["train", *common, "--algorithm", "bc", "-o", str(out / "bc"), *gin])
 
     _step(4, total, f"evolution strategies from the warm start ({args.es_iterations} iterations)")
     _call(["train", *common, "--algorithm", "es", "-o", str(out / "es"),
            "--warmstart", str(out / "bc" / "best"), *gin])
 
-    _step(5, total, "evaluate on held-out modules against clang-19 -Oz")
-    split = json.loads((out / "es" / "split.json").read_text())
-    held = out / "heldout"
-    _subset_corpus(corpus, split["validation"], held)
+    _step(5, total, "evaluate on the test modules against clang-19 -Oz")
     rows = []
     # llvm-default: LLVM's own decisions served through the environment (must be 0.00%: the
     # environment adds nothing); cost-threshold: the rule the warm start imitates.
     for name, policy in (("llvm-default", "llvm-default"), ("cost-threshold", "cost-threshold"),
                          ("bc", str(out / "bc" / "best")), ("es", str(out / "es" / "best"))):
         report = out / f"eval-{name}.json"
-        _call(["eval", *common[:2], "--corpus", str(held), *workers, "--policy", policy,
+        _call(["eval", *common[:2], "--corpus", str(test), *workers, "--policy", policy,
                "--json", str(report)])
         rows.append((name, json.loads(report.read_text())))
-    print(f"\n{'policy':16s} {'held-out .text (bytes)':>24s} {'-Oz (bytes)':>14s} {'change':>9s}")
+    print(f"\n{'policy':16s} {'test .text (bytes)':>24s} {'-Oz (bytes)':>14s} {'change':>9s}")
     for name, rep in rows:
         print(f"{name:16s} {rep['policy_total']:24.0f} {rep['default_total']:14.0f} "
               f"{100 * rep['relative_change']:+8.2f}%")
     print(f"\nplots: {', '.join(str(out / f'eval-{n}.png') for n, _ in rows)}")
 
-    _step(6, total, "export the best policy and build its clang pass plugin")
-    by_name = dict(rows)
-    chosen = out / "es" / "best" \
-        if by_name["es"]["relative_change"] <= by_name["bc"]["relative_change"] else out / "bc" / "best"
+    _step(6, total, "export the policy best on validation and build its clang pass plugin")
+    # Chosen on the validation modules (recorded by training), never on the test modules.
+    val = {name: _validation_change(out / name / "best") for name in ("bc", "es")}
+    chosen = out / ("es" if val["es"] <= val["bc"] else "bc") / "best"
+    print(f"validation .text change: bc {100 * val['bc']:+.2f}%, es {100 * val['es']:+.2f}%: "
+          f"exporting {chosen.parent.name}")
     _call(["export", "--policy", str(chosen), "-o", str(out / "export"), "--force"])
     from mlgo.serving.plugin import plugin_for
 
@@ -132,6 +150,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corpus_level(corpus: Path) -> str | None:
+    from corpus_tools.corpus import Corpus
+
+    if not (corpus / "corpus_description.json").is_file():
+        return None
+    return Corpus.load(corpus, check_files=False).opt_level or "an unrecorded level"
+
+
+def _validation_change(policy_dir: Path) -> float:
+    """The validation .text change training recorded when it saved this best policy."""
+    from mlgo.policies.checkpoint import POLICY_JSON
+
+    doc = json.loads((policy_dir / POLICY_JSON).read_text())
+    try:
+        return float(doc["meta"]["validation"]["relative_change"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise MlgoError(f"{policy_dir / POLICY_JSON}: no validation result recorded") from e
+
+
 def _subset_corpus(corpus: Path, names: list[str], dest: Path) -> None:
     """A corpus description over a subset of another corpus's modules (files linked, not copied)."""
     from corpus_tools.corpus import Corpus, write_description
@@ -139,14 +176,15 @@ def _subset_corpus(corpus: Path, names: list[str], dest: Path) -> None:
     src = Corpus.load(corpus)
     keep = [m for m in src.modules if m.name in set(names)]
     if not keep:
-        raise MlgoError(f"{corpus}: no held-out modules to evaluate")
+        raise MlgoError(f"{corpus}: no modules for {dest}")
     for m in keep:
         for p in (m.bc_path, m.cmd_path):
             target = dest / p.relative_to(corpus)
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.exists():
                 target.symlink_to(p.resolve())
-    write_description(dest, [m.name for m in keep], {m.name: m.project for m in keep})
+    extra = {k: src.extra[k] for k in ("opt_level", "origins") if k in src.extra}
+    write_description(dest, [m.name for m in keep], {m.name: m.project for m in keep}, **extra)
 
 
 def _project_sources() -> Path:
@@ -186,14 +224,14 @@ def _build_lua(src: Path, build: Path, flags: list[str]) -> Path:
 
 
 def _write_plot(path: Path, rows: list, sizes: dict[str, int]) -> None:
-    """Change vs clang-19 -Oz: each policy on the held-out modules, and the whole interpreter."""
+    """Change vs clang-19 -Oz: each policy on the test modules, and the whole interpreter."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     base, ml = sizes["clang-19 -Oz"], sizes["-Oz + mlgo plugin"]
-    names = [f"{n}\n(held-out modules)" for n, _ in rows] + ["lua binary\n(-fpass-plugin)"]
+    names = [f"{n}\n(test modules)" for n, _ in rows] + ["lua binary\n(-fpass-plugin)"]
     values = [100 * r["relative_change"] for _, r in rows] + [100 * (ml - base) / base]
     fig, ax = plt.subplots(figsize=(9.5, 3.8))
     ax.bar(names, values, color=["#999999"] * 2 + ["#4477aa"] * (len(rows) - 2) + ["#cc6677"])
