@@ -584,7 +584,9 @@ def analyze_module(path: Path | str, name: str | None = None) -> ModuleStats:
 class SizeAttributes:
     """How many of a module's defined functions carry the frontend's size attributes. At
     -Oz clang marks every function it defines `minsize optsize`, at -Os `optsize`, at -O1..3
-    neither (functions marked `optnone` get none at any level and are not counted)."""
+    neither. Not counted: `optnone` functions (none at any level) and `alwaysinline` ones, e.g.
+    _FORTIFY_SOURCE's `memcpy.inline` wrappers, which clang emits without size attributes and
+    which are inlined whatever the policy says."""
 
     defined: int
     minsize: int
@@ -621,7 +623,7 @@ def size_attributes(path: Path | str) -> SizeAttributes:
         for group in f.attributes:
             text = group.decode(errors="replace") if isinstance(group, bytes) else str(group)
             words.update(_QUOTED.sub(" ", text).split())
-        if "optnone" in words:
+        if "optnone" in words or "alwaysinline" in words:
             continue
         defined += 1
         minsize += "minsize" in words

@@ -25,7 +25,9 @@ def test_default_measurement_is_the_real_oz_compile_of_each_source(
     assert not res.extract.failed
     corpus = Corpus.load(tmp_path / "corpus")
     assert corpus.opt_level == "-Oz" and len(corpus) >= 10
-    assert {size_attributes(m.bc_path).level() for m in corpus.modules} == {"-Oz"}
+    levels = {m.name: size_attributes(m.bc_path).level() for m in corpus.modules}
+    assert set(levels.values()) <= {"-Oz", "no functions"}, levels
+    assert "-Oz" in levels.values()
 
     assert res.src_dir is not None
     rows = compare_with_build(get_problem("inlining"), corpus,

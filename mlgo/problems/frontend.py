@@ -36,6 +36,10 @@ _EXPECTED = {"-Oz": "-Oz", "-Os": "-Os", "-O1": "-O1/-O2/-O3", "-O2": "-O1/-O2/-
              "-O3": "-O1/-O2/-O3"}
 
 
+# Bump when what SizeAttributes counts changes: cached counts of another rule are not reused.
+_CACHE_NAME = "frontend-levels-v2"
+
+
 class FrontendLevelError(MlgoError):
     """A module's IR was emitted at another level than the problem compiles it at."""
 
@@ -44,7 +48,7 @@ def module_attributes(module: Module) -> SizeAttributes | None:
     """The module's size attributes, from the cache when its bitcode was seen before; None
     when llvmlite cannot read it (the compile will then fail and report it as usual)."""
     digest = file_sha256(module.bc_path)
-    path = cache_dir() / "frontend-levels" / digest[:2] / f"{digest}.json"
+    path = cache_dir() / _CACHE_NAME / digest[:2] / f"{digest}.json"
     try:
         d = json.loads(path.read_text())
         return SizeAttributes(int(d["defined"]), int(d["minsize"]), int(d["optsize"]))
