@@ -459,3 +459,48 @@ def test_native_launcher_with_its_host_gone(tmp_path: Path, channel_tmp: Path) -
     assert allowed.returncode == 0 and (tmp_path / "leaf.o").exists()
     assert "warning" in allowed.stderr and "MLGO_FALLBACK=1" in allowed.stderr
     assert list(channel_tmp.iterdir()) == []
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that may never come counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Path,
+                                                 proxy_host: str, kind: str) -> None:
+    """kill -9 of mlgo-clang or the launcher mid-compile (issue 16): the compiler dies too,
+    instead of blocking for ever on its channel while holding the caller's stdout/stderr (a
+    `| grep` after the build would hang)."""
+    slow = tmp_path / "slow-clang"
+    slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid.tmp\nmv {tmp_path}/pid.tmp "
+                    f"{tmp_path}/pid\nexec sleep 60\n")
+    slow.chmod(0o755)
+    src = tmp_path / "leaf.c"
+    src.write_text(SOURCES["leaf.c"])
+    proc = subprocess.Popen([_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+                            env=dict(os.environ, MLGO_CLANG=str(slow)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    compiler = int((tmp_path / "pid").read_text())
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(compiler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(compiler)
+    if alive:
+        os.kill(compiler, signal.SIGKILL)
+    assert not alive, "the compiler outlived the wrapper that served it"
+    proc.stdout.read()  # end of file: nobody holds the pipe any more
+    for leftover in channel_tmp.iterdir():  # kill -9 leaves the FIFOs; nothing waits on them
+        for f in leftover.iterdir():
+            f.unlink()
+        leftover.rmdir()

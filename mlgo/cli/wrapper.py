@@ -10,8 +10,8 @@ If the host cannot be built or started, or fails, that is an error; with MLGO_FA
 wrapper warns and compiles with plain clang-19 instead.
 
 This runs once per compile, so it imports only the standard library and mlgo.serving's light
-modules, and spawns processes with posix_spawn. Python's start-up still costs more than a small
-compile: `mlgo-clang --print-launcher` prints the path of a native launcher
+modules, and spawns the host with posix_spawn (the compiler with fork, to tie it to our life).
+Python's start-up still costs more than a small compile: `mlgo-clang --print-launcher` prints the path of a native launcher
 (mlgo/serving/launcher.c) that does the same for the current policies with no Python per
 compile, e.g. CC="$(mlgo-clang --print-launcher)".
 """
@@ -218,7 +218,7 @@ def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], pol
         channel = ["-mllvm", "-regalloc-enable-advisor=release",
                    "-mllvm", f"-regalloc-evict-interactive-channel-base={base}"]
         try:
-            clang_pid = os.posix_spawn(clang, [clang, *channel, *extra, *args], os.environ)
+            clang_pid = _spawn_compiler([clang, *channel, *extra, *args])
         except OSError as e:
             return _error(f"cannot run {clang}: {e}")
 
@@ -285,8 +285,43 @@ def _private_dir() -> str:
     raise FileExistsError(f"{parent}: cannot create a private directory for the channel")
 
 
+def _spawn_compiler(argv: list[str]) -> int:
+    """Start the compiler, which dies with us (PR_SET_PDEATHSIG): a compiler that outlived the
+    wrapper (kill -9) would block for ever opening a channel nobody serves, holding the
+    caller's stdout and stderr. posix_spawn cannot ask for that, so this forks; a failed exec
+    comes back through a close-on-exec pipe as the OSError posix_spawn would raise."""
+    parent = os.getpid()
+    report_r, report_w = os.pipe()  # both close-on-exec
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the wrapper's code
+        status = 127
+        try:
+            os.close(report_r)
+            for s in _FORWARDED_SIGNALS:
+                signal.signal(s, signal.SIG_DFL)
+            import ctypes  # only in the child: the wrapper itself does not pay for it
+
+            pr_set_pdeathsig = 1
+            if (ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL) != 0
+                    or os.getppid() != parent):
+                os._exit(status)  # our parent is already gone: do not compile for nobody
+            os.execv(argv[0], argv)
+        except OSError as e:
+            os.write(report_w, str(e.errno or 0).encode())
+        finally:
+            os._exit(status)
+    os.close(report_w)
+    with os.fdopen(report_r, "rb") as f:
+        failure = f.read()
+    if failure:
+        os.waitpid(pid, 0)
+        errno = int(failure)
+        raise OSError(errno, os.strerror(errno), argv[0])
+    return pid
+
+
 def _run_plain(clang: str, args: list[str], received: list[int]) -> int:
-    pid = os.posix_spawn(clang, [clang, *args], os.environ)
+    pid = _spawn_compiler([clang, *args])
     _, status = os.waitpid(pid, 0)
     return _exit_status(status)
 

@@ -23,12 +23,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -360,6 +362,50 @@ static int spawn(pid_t *pid, const char *path, char **argv) {
     return rc;
 }
 
+/* The compiler, started like spawn() but also told to die with us (PR_SET_PDEATHSIG): a
+ * compiler that outlives its launcher (kill -9) would block for ever opening a channel nobody
+ * serves, holding the caller's stdout and stderr. The check of the parent after prctl closes
+ * the window in which we could die before the request took effect. A failed exec is reported
+ * through a close-on-exec pipe, so the caller still gets "cannot run" with the errno. */
+static int spawn_compiler(pid_t *pid, const char *path, char **argv) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    pid_t parent = getpid();
+    pid_t child = fork();
+    if (child < 0) {
+        int e = errno;
+        close(report[0]);
+        close(report[1]);
+        return e;
+    }
+    if (child == 0) {
+        sigset_t empty;
+        for (size_t i = 0; i < N_FORWARDED; i++) signal(FORWARDED_SIGNALS[i], SIG_DFL);
+        sigemptyset(&empty);
+        sigprocmask(SIG_SETMASK, &empty, NULL);
+        close(report[0]);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+        execv(path, argv);
+        int e = errno;
+        ssize_t ignored = write(report[1], &e, sizeof e);
+        (void)ignored;
+        _exit(127);
+    }
+    close(report[1]);
+    int e = 0;
+    ssize_t got;
+    while ((got = read(report[0], &e, sizeof e)) < 0 && errno == EINTR) {
+    }
+    close(report[0]);
+    if (got == (ssize_t)sizeof e) {
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return e;
+    }
+    *pid = child;
+    return 0;
+}
+
 /* wait status -> exit code, or -N if signal N ended the process (os.waitstatus_to_exitcode). */
 static int exit_code(int status) {
     return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
@@ -402,7 +448,7 @@ static int run_plain(const char *clang, char **argv) {
     sigset_t set = forwarded_set(), old;
     sigprocmask(SIG_BLOCK, &set, &old);
     pid_t pid;
-    int rc = spawn(&pid, clang, argv);
+    int rc = spawn_compiler(&pid, clang, argv);
     if (rc == 0) clang_pid = pid;
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) return error("cannot run %s: %s", clang, strerror(rc));
@@ -510,7 +556,7 @@ static int serve_compile(const char *clang, const char *host, struct strvec *ext
                        NULL};
     char **served_argv = compiler_argv(clang, channel, extra, args, n);
     sigprocmask(SIG_BLOCK, &blocked, &old);
-    rc = spawn(&pid, clang, served_argv);
+    rc = spawn_compiler(&pid, clang, served_argv);
     if (rc == 0) clang_pid = pid;
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
