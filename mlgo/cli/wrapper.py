@@ -11,9 +11,9 @@ wrapper warns and compiles with plain clang-19 instead.
 
 This runs once per compile, so it imports only the standard library and mlgo.serving's light
 modules, and spawns the host with posix_spawn (the compiler with fork, to tie it to our life).
-Python's start-up still costs more than a small compile: `mlgo-clang --print-launcher` prints the path of a native launcher
-(mlgo/serving/launcher.c) that does the same for the current policies with no Python per
-compile, e.g. CC="$(mlgo-clang --print-launcher)".
+Python's start-up still costs more than a small compile: `mlgo-clang --print-launcher` prints
+the path of a native launcher (mlgo/serving/launcher.c) that does the same for the current
+policies with no Python per compile, e.g. CC="$(mlgo-clang --print-launcher)".
 """
 
 from __future__ import annotations
