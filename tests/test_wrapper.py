@@ -504,3 +504,32 @@ def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Pa
         for f in leftover.iterdir():
             f.unlink()
         leftover.rmdir()
+
+
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_host_open_timeout_is_parsed_strictly(tmp_path: Path, channel_tmp: Path,
+                                              proxy_host: str, kind: str) -> None:
+    """MLGO_HOST_OPEN_TIMEOUT=1h means an hour, not 1 second (issue 16); what cannot be read
+    as a duration is refused in one line naming the variable."""
+    slow = tmp_path / "slow-clang"
+    slow.write_text(f"#!/bin/sh\nsleep 2\nexec {host._compiler('clang')} \"$@\"\n")
+    slow.chmod(0o755)
+    src = tmp_path / "pressure.c"
+    src.write_text(SOURCES["pressure.c"])
+    cmd = [_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, MLGO_CLANG=str(slow), MLGO_HOST_OPEN_TIMEOUT="1h"))
+    assert ok.returncode == 0, ok.stderr
+    for bad in ("1x", "1.5h", "", "0", "-5", "99999999999h"):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, MLGO_HOST_OPEN_TIMEOUT=bad))
+        assert proc.returncode == 1, bad
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"MLGO_HOST_OPEN_TIMEOUT='{bad}'" in lines[0], proc.stderr
+    _assert_clean(channel_tmp, [])
+
+
+def test_host_refuses_a_timeout_it_cannot_read(tmp_path: Path, proxy_host: str) -> None:
+    proc = subprocess.run([proxy_host, str(tmp_path / "ch"), "1h", "0"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "'1h'" in proc.stderr

@@ -22,7 +22,10 @@ import os
 import signal
 import sys
 
-HOST_OPEN_TIMEOUT = os.environ.get("MLGO_HOST_OPEN_TIMEOUT", "3600")
+DEFAULT_HOST_OPEN_TIMEOUT = 3600
+# The longest wait the host can arm (alarm() takes an unsigned int of seconds; keep it signed).
+MAX_HOST_OPEN_TIMEOUT = 2**31 - 1
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 # Options whose value is the next argument (so it is not mistaken for an input file).
@@ -45,6 +48,30 @@ _PASS_THROUGH_FLAGS = frozenset("""
 -print-prog-name -print-file-name -print-multiarch -print-effective-triple -print-target-triple
 -fdriver-only -flto -flto=thin -flto=full -save-temps
 """.split())
+
+
+def parse_duration(name: str, text: str) -> int:
+    """Whole seconds from `90`, `90s`, `5m` or `1h`; ValueError (one line naming the variable)
+    for anything else, so that `1h` is never read as 1 second."""
+    number = text.rstrip("smh")
+    unit = text[len(number):]
+    if not number.isascii() or not number.isdigit() or unit not in _DURATION_UNITS:
+        raise ValueError(f"{name}={text!r} is not a duration: give whole seconds, or a number "
+                         "with s, m or h (90, 90s, 5m, 1h)")
+    seconds = int(number) * _DURATION_UNITS[unit]
+    if not 1 <= seconds <= MAX_HOST_OPEN_TIMEOUT:
+        raise ValueError(f"{name}={text!r} is out of range: from 1s to "
+                         f"{MAX_HOST_OPEN_TIMEOUT}s")
+    return seconds
+
+
+def host_open_timeout() -> int:
+    """MLGO_HOST_OPEN_TIMEOUT in seconds (default an hour): how long the host waits for the
+    compiler to open the channel."""
+    text = os.environ.get("MLGO_HOST_OPEN_TIMEOUT")
+    if text is None:
+        return DEFAULT_HOST_OPEN_TIMEOUT
+    return parse_duration("MLGO_HOST_OPEN_TIMEOUT", text)
 
 
 class ResponseFileError(ValueError):
@@ -178,6 +205,10 @@ def run(driver: str, args: list[str]) -> int:
 def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], policy: str,
                    feature_mismatch_status: int) -> int:
     try:
+        open_timeout = host_open_timeout()
+    except ValueError as e:
+        return _error(str(e))
+    try:
         workdir = _private_dir()
     except OSError as e:
         if not _fallback_allowed():
@@ -204,7 +235,7 @@ def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], pol
         try:
             for fifo in fifos:
                 os.mkfifo(fifo, 0o600)
-            host_pid = os.posix_spawn(host, [host, base, HOST_OPEN_TIMEOUT, str(os.getpid())],
+            host_pid = os.posix_spawn(host, [host, base, str(open_timeout), str(os.getpid())],
                                       os.environ)
         except OSError as e:
             if not _fallback_allowed():

@@ -457,6 +457,37 @@ static int run_plain(const char *clang, char **argv) {
     return exit_code(status);
 }
 
+/* MLGO_HOST_OPEN_TIMEOUT as whole seconds: `90`, `90s`, `5m` or `1h` (wrapper.parse_duration);
+ * -1 after reporting anything else, so that `1h` is never read as 1 second. */
+static long long host_open_timeout(void) {
+    const char *text = getenv("MLGO_HOST_OPEN_TIMEOUT");
+    if (!text) return 3600;
+    const long long max = 2147483647LL;
+    long long value = 0;
+    const char *p = text;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if ((value = value * 10 + (*p - '0')) > max) value = max + 1;
+    long long unit = 0;
+    if (p > text) {
+        if (*p == 0 || (p[1] == 0 && *p == 's'))
+            unit = 1;
+        else if (p[1] == 0 && *p == 'm')
+            unit = 60;
+        else if (p[1] == 0 && *p == 'h')
+            unit = 3600;
+    }
+    if (!unit) {
+        error("MLGO_HOST_OPEN_TIMEOUT='%s' is not a duration: give whole seconds, or a number "
+              "with s, m or h (90, 90s, 5m, 1h)", text);
+        return -1;
+    }
+    if (value > max / unit || value * unit < 1) {
+        error("MLGO_HOST_OPEN_TIMEOUT='%s' is out of range: from 1s to %llds", text, max);
+        return -1;
+    }
+    return value * unit;
+}
+
 /* Where the private directories go: MLGO_TMPDIR, else TMPDIR, else /tmp. */
 static const char *channel_parent(void) {
     const char *parent = getenv("MLGO_TMPDIR");
@@ -494,6 +525,10 @@ static char **compiler_argv(const char *clang, char **channel, struct strvec *ex
 static int serve_compile(const char *clang, const char *host, struct strvec *extra,
                          char **args, size_t n, const char *policy) {
     char **plain_argv = compiler_argv(clang, NULL, extra, args, n);
+    long long open_timeout = host_open_timeout();
+    if (open_timeout < 0) return 1;
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "%lld", open_timeout);
     const char *why = NULL;
     const char *parent = channel_parent();
     char *workdir = private_dir(parent, &why);
@@ -520,11 +555,9 @@ static int serve_compile(const char *clang, const char *host, struct strvec *ext
 
     int result;
     sigset_t blocked = forwarded_set(), old;
-    const char *timeout = getenv("MLGO_HOST_OPEN_TIMEOUT");
     char parent_pid[32];
     snprintf(parent_pid, sizeof parent_pid, "%d", (int)getpid());
-    char *host_argv[] = {(char *)host, base, (char *)(timeout ? timeout : "3600"), parent_pid,
-                         NULL};
+    char *host_argv[] = {(char *)host, base, timeout, parent_pid, NULL};
 
     sigprocmask(SIG_BLOCK, &blocked, &old);
     int rc = 0;

@@ -386,7 +386,17 @@ int main(int Argc, char **Argv) {
     return 2;
   }
   Base = Argv[1];
-  unsigned Timeout = static_cast<unsigned>(std::strtoul(Argv[2], nullptr, 10));
+  // Whole seconds only, strictly: "1h" must not become 1 second (the callers convert units).
+  char *End = nullptr;
+  errno = 0;
+  unsigned long long Seconds = std::strtoull(Argv[2], &End, 10);
+  if (Argv[2][0] < '0' || Argv[2][0] > '9' || *End != 0 || errno != 0 || Seconds == 0 ||
+      Seconds > 2147483647ULL) {
+    std::fprintf(stderr, "%s: OPEN_TIMEOUT_SECONDS '%s' is not a whole number of seconds "
+                 "from 1 to 2147483647\n", Argv[0], Argv[2]);
+    return 2;
+  }
+  unsigned Timeout = static_cast<unsigned>(Seconds);
   long Parent = std::strtol(Argv[3], nullptr, 10);
   if (Parent > 0) {
     // If the supervisor dies before the compiler connects, give up; once connected, keep
@@ -403,7 +413,7 @@ int main(int Argc, char **Argv) {
 
   const std::string In = std::string(Base) + ".in", Out = std::string(Base) + ".out";
   int AdviceFd = -1, LogFd = -1;
-  openChannel(In, Out, Timeout ? Timeout : 1, AdviceFd, LogFd);
+  openChannel(In, Out, Timeout, AdviceFd, LogFd);
 
   std::FILE *DecisionLog = nullptr;
   if (const char *Path = std::getenv("MLGO_HOST_DECISION_LOG")) {
