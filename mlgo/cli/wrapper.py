@@ -277,6 +277,9 @@ def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], pol
                 return _run_plain(clang, [*extra, *args], received)
             hint = (" (the policy was trained on other features than this compiler sends)"
                     if code == feature_mismatch_status else "")
+            if code < 0:  # no message of its own to point at
+                return _error(f"the regalloc host {host} for {policy!r} was killed by signal "
+                              f"{-code} ({signal.strsignal(-code)})")
             return _error(f"the regalloc host for {policy!r} failed with status {code}{hint}; "
                           "see its message above")
         clang_pid = None

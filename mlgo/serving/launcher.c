@@ -276,6 +276,32 @@ static int is_compile_job(char **argv, size_t argc) {
     return others == 0 && sources == 1;
 }
 
+/* FNV-1a (64 bit) of a file's bytes (launcher.fnv1a64); 0 with *why set if it cannot be read.
+ * Checked before each compile: a truncated plugin makes clang die in dlopen, a truncated host
+ * makes every compile fail with no message of its own. */
+static unsigned long long fnv1a64_file(const char *path, const char **why) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return *why = strerror(errno), 0;
+    unsigned long long h = 0xcbf29ce484222325ULL;
+    unsigned char buf[1 << 16];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ULL;
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) return *why = "read error", 0;
+    return h;
+}
+
+/* NULL if `path` has the content this launcher was made with, else what is wrong with it. */
+static const char *damaged(const char *path, unsigned long long expected) {
+    const char *why = NULL;
+    unsigned long long h = fnv1a64_file(path, &why);
+    if (why) return why;
+    return h == expected ? NULL : "its content differs from when this launcher was made "
+                                  "(damaged or replaced)";
+}
+
 /* ---- the compiler ----------------------------------------------------------------------- */
 
 static int executable_file(const char *path) {
@@ -626,6 +652,9 @@ static int serve_compile(const char *clang, const char *host, struct strvec *ext
             warn("the regalloc host for '%s' failed (status %d), compiling with plain clang-19 "
                  "(MLGO_FALLBACK=1)", policy, code);
             result = run_plain(clang, plain_argv);
+        } else if (code < 0) { /* no message of its own to point at */
+            result = error("the regalloc host %s for '%s' was killed by signal %d (%s)", host,
+                           policy, -code, strsignal(-code));
         } else {
             result = error("the regalloc host for '%s' failed with status %d%s; see its message "
                            "above", policy, code,
@@ -693,17 +722,20 @@ int main(int argc, char **argv) {
         warn("%s serves inline policy '%s', not MLGO_INLINE_POLICY '%s'; using clang's own "
              "inliner (MLGO_FALLBACK=1)", argv[0], served_inline, other);
     } else if (CONFIG_PLUGIN) {
-        if (is_regular_file(CONFIG_PLUGIN)) {
+        const char *bad = is_regular_file(CONFIG_PLUGIN)
+                              ? damaged(CONFIG_PLUGIN, CONFIG_PLUGIN_FNV1A64) : "it is gone";
+        if (!bad) {
             size_t len = strlen(CONFIG_PLUGIN) + 32;
             char *flag = xrealloc(NULL, len);
             snprintf(flag, len, "-fpass-plugin=%s", CONFIG_PLUGIN);
             push(&extra, flag);
         } else if (!fallback_allowed()) {
-            return error("inliner plugin for '%s': %s is gone; make the launcher again with "
-                         "`mlgo-clang --print-launcher`", CONFIG_INLINE_POLICY, CONFIG_PLUGIN);
+            return error("inliner plugin for '%s': %s: %s; make the launcher again with "
+                         "`mlgo-clang --print-launcher`", CONFIG_INLINE_POLICY, CONFIG_PLUGIN,
+                         bad);
         } else {
             warn("inliner plugin for '%s' unavailable, using clang's own inliner "
-                 "(MLGO_FALLBACK=1): %s is gone", CONFIG_INLINE_POLICY, CONFIG_PLUGIN);
+                 "(MLGO_FALLBACK=1): %s: %s", CONFIG_INLINE_POLICY, CONFIG_PLUGIN, bad);
         }
     }
 
@@ -718,12 +750,15 @@ int main(int argc, char **argv) {
         exec_compiler(clang, &extra, args, n);
     }
     if (!CONFIG_HOST) exec_compiler(clang, &extra, args, n); /* policy "default" */
-    if (!executable_file(CONFIG_HOST)) {
+    const char *bad = executable_file(CONFIG_HOST) ? damaged(CONFIG_HOST, CONFIG_HOST_FNV1A64)
+                                                   : "it is gone";
+    if (bad) {
         if (!fallback_allowed())
-            return error("regalloc host for '%s': %s is gone; make the launcher again with "
-                         "`mlgo-clang --print-launcher`", CONFIG_REGALLOC_POLICY, CONFIG_HOST);
+            return error("regalloc host for '%s': %s: %s; make the launcher again with "
+                         "`mlgo-clang --print-launcher`", CONFIG_REGALLOC_POLICY, CONFIG_HOST,
+                         bad);
         warn("regalloc host for '%s' unavailable, compiling with plain clang-19 "
-             "(MLGO_FALLBACK=1): %s is gone", CONFIG_REGALLOC_POLICY, CONFIG_HOST);
+             "(MLGO_FALLBACK=1): %s: %s", CONFIG_REGALLOC_POLICY, CONFIG_HOST, bad);
         exec_compiler(clang, &extra, args, n);
     }
     return finish(serve_compile(clang, CONFIG_HOST, &extra, args, n, CONFIG_REGALLOC_POLICY));
