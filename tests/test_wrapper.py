@@ -533,3 +533,19 @@ def test_host_refuses_a_timeout_it_cannot_read(tmp_path: Path, proxy_host: str) 
     proc = subprocess.run([proxy_host, str(tmp_path / "ch"), "1h", "0"], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 2 and "'1h'" in proc.stderr
+
+
+def test_launcher_policy_mismatch_says_to_set_the_variable_when_printing(
+        tmp_path: Path, channel_tmp: Path, proxy_host: str) -> None:
+    """A launcher printed without MLGO_REGALLOC_POLICY serves `proxy`; a compile asking for
+    another policy is refused with the command that makes the right launcher (issue 17)."""
+    for driver in launcher.DRIVERS:
+        native = launcher.launcher_for(driver)
+        src = tmp_path / "leaf.c"
+        src.write_text(SOURCES["leaf.c"])
+        proc = subprocess.run([native, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, MLGO_REGALLOC_POLICY="regalloc"))
+        assert proc.returncode == 1
+        assert (f"`MLGO_REGALLOC_POLICY=regalloc mlgo-{driver} --print-launcher`"
+                in proc.stderr), proc.stderr

@@ -717,8 +717,9 @@ int main(int argc, char **argv) {
     if (other) {
         if (!fallback_allowed())
             return error("%s serves inline policy '%s', but MLGO_INLINE_POLICY is '%s'; make a "
-                         "launcher for it with `mlgo-clang --print-launcher`", argv[0],
-                         served_inline, other);
+                         "launcher for it with the variable set when printing: "
+                         "`MLGO_INLINE_POLICY=%s mlgo-%s --print-launcher`", argv[0],
+                         served_inline, other, other, CONFIG_DRIVER);
         warn("%s serves inline policy '%s', not MLGO_INLINE_POLICY '%s'; using clang's own "
              "inliner (MLGO_FALLBACK=1)", argv[0], served_inline, other);
     } else if (CONFIG_PLUGIN) {
@@ -743,8 +744,9 @@ int main(int argc, char **argv) {
     if (other) {
         if (!fallback_allowed())
             return error("%s serves regalloc policy '%s', but MLGO_REGALLOC_POLICY is '%s'; "
-                         "make a launcher for it with `mlgo-clang --print-launcher`", argv[0],
-                         CONFIG_REGALLOC_POLICY, other);
+                         "make a launcher for it with the variable set when printing: "
+                         "`MLGO_REGALLOC_POLICY=%s mlgo-%s --print-launcher`", argv[0],
+                         CONFIG_REGALLOC_POLICY, other, other, CONFIG_DRIVER);
         warn("%s serves regalloc policy '%s', not MLGO_REGALLOC_POLICY '%s'; compiling with "
              "plain clang-19 (MLGO_FALLBACK=1)", argv[0], CONFIG_REGALLOC_POLICY, other);
         exec_compiler(clang, &extra, args, n);
