@@ -58,6 +58,26 @@ CACHE_FORMAT = "mlgo-native-cache-2"
 BUILD_DIR_PREFIX = ".build-"
 
 
+def c_string(text: str | None) -> str:
+    """A C string literal for `text` (octal escapes for anything but plain printable ASCII)."""
+    if text is None:
+        return "NULL"
+    out = []
+    for byte in os.fsencode(text):
+        ch = chr(byte)
+        if ch in '"\\?' or not (32 <= byte < 127):
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def label_source(label: str) -> str:
+    """C defining `mlgo_policy_label`, the name under which a plugin or host reports what it
+    served (MLGO_DECISION_SUMMARY)."""
+    return f"const char mlgo_policy_label[] = {c_string(label)};\n"
+
+
 def content_key(*parts: str) -> str:
     h = hashlib.sha256()
     for part in (CACHE_FORMAT, *parts):

@@ -41,6 +41,7 @@ extern const char *const mlgo_policy_feature_names[];
 extern const char *const mlgo_policy_feature_types[];
 extern const size_t mlgo_policy_feature_elements[];
 extern const size_t mlgo_policy_num_features;
+extern const char mlgo_policy_label[];
 }
 
 namespace {
@@ -378,6 +379,23 @@ void openChannel(const std::string &In, const std::string &Out, unsigned Timeout
   alarm(0);
 }
 
+// MLGO_DECISION_SUMMARY=FILE: one line per compile served ("regalloc", the policy, no module
+// name, the decisions), appended in one write() so concurrent compiles keep lines whole; `mlgo
+// summary FILE` adds them up (format in mlgo/serving/summary.py).
+void writeSummary(long long Decisions) {
+  const char *Path = std::getenv("MLGO_DECISION_SUMMARY");
+  if (!Path || !*Path)
+    return;
+  std::string Line = std::string("regalloc\t") + mlgo_policy_label + "\t-\t" +
+                     std::to_string(Decisions) + "\t-\t-\n";
+  int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (Fd < 0 || ::write(Fd, Line.data(), Line.size()) != static_cast<ssize_t>(Line.size()))
+    std::fprintf(stderr, "mlgo regalloc host (%s): warning: cannot write MLGO_DECISION_SUMMARY "
+                 "%s: %s\n", Base, Path, std::strerror(errno));
+  if (Fd >= 0)
+    ::close(Fd);
+}
+
 } // namespace
 
 int main(int Argc, char **Argv) {
@@ -426,8 +444,10 @@ int main(int Argc, char **Argv) {
   Reader R(LogFd);
   const size_t MaxLine = 1 << 20;
   std::string HeaderLine = R.line(MaxLine);
-  if (HeaderLine.empty())
+  if (HeaderLine.empty()) {
+    writeSummary(0);
     return 0;  // the compiler opened the channel but made no decision
+  }
   Json Header;
   if (HeaderLine.back() != '\n' || !JsonParser(HeaderLine).parse(Header) ||
       Header.K != Json::Object)
@@ -460,6 +480,7 @@ int main(int Argc, char **Argv) {
     Pointers.push_back(S.data());
 
   std::string Context, Raw;
+  long long Decisions = 0;
   for (;;) {
     std::string Line = R.line(MaxLine);
     if (Line.empty())
@@ -488,6 +509,7 @@ int main(int Argc, char **Argv) {
       Offset += Features[I].Bytes;
     }
     int64_t Answer = mlgo_regalloc_policy(Pointers.data(), Pointers.size());
+    ++Decisions;
     const char *Bytes = reinterpret_cast<const char *>(&Answer);
     size_t Left = sizeof(Answer);
     while (Left > 0) {
@@ -506,5 +528,6 @@ int main(int Argc, char **Argv) {
       std::fflush(DecisionLog);
     }
   }
+  writeSummary(Decisions);
   return 0;
 }
