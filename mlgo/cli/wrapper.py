@@ -46,8 +46,10 @@ _PASS_THROUGH_FLAGS = frozenset("""
 -E -M -MM -S -### --version -v --help -help -fsyntax-only -emit-llvm -emit-ast -print-targets
 -dumpversion -dumpmachine -print-search-dirs -print-resource-dir -print-libgcc-file-name
 -print-prog-name -print-file-name -print-multiarch -print-effective-triple -print-target-triple
--fdriver-only -flto -flto=thin -flto=full -save-temps
+-fdriver-only -save-temps
 """.split())
+# Invocations that neither compile to an object nor link.
+_NO_LINK_FLAGS = frozenset("-c -E -S -M -MM -fsyntax-only -### --version -v".split())
 
 
 def parse_duration(name: str, text: str) -> int:
@@ -139,6 +141,62 @@ def pass_through_reason(args: list[str]) -> str | None:
     return None
 
 
+def lto_flag(args: list[str]) -> str | None:
+    """The -flto / -flto=MODE in effect (the last one, unless -fno-lto follows it), or None."""
+    found = None
+    for a in args:
+        if a == "-flto" or a.startswith("-flto="):
+            found = a
+        elif a == "-fno-lto":
+            found = None
+    return found
+
+
+def is_link(args: list[str]) -> bool:
+    """Whether the driver would link: an input and none of the flags that stop before."""
+    return not any(a in _NO_LINK_FLAGS or a.startswith("-print-") for a in args) and any(
+        not a.startswith("-") for a in args)
+
+
+def _summary_line(problem: str, policy: str, notes: str) -> None:
+    """One line of MLGO_DECISION_SUMMARY (format in mlgo/serving/summary.py) for what this
+    invocation did not serve."""
+    path = os.environ.get("MLGO_DECISION_SUMMARY")
+    if not path:
+        return
+    line = f"{problem}\t{policy}\t-\t0\t-\t{notes}\n".encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write: lines of concurrent compiles stay whole
+        finally:
+            os.close(fd)
+    except OSError as e:
+        _warn(f"cannot write MLGO_DECISION_SUMMARY {path}: {e.strerror}")
+
+
+def _lto_link_plugin(args: list[str], inline_policy: str | None) -> list[str]:
+    """At an -flto link, the flag that makes lld run the inliner policy too ([] and a warning
+    when it cannot: only lld loads pass plugins)."""
+    if not inline_policy:
+        return []
+    if "-fuse-ld=lld" not in args:
+        _warn(f"-flto link without -fuse-ld=lld: the inline policy {inline_policy!r} is not "
+              "applied to the link's inlining (only lld can load the plugin)")
+        return []
+    from mlgo.errors import MlgoError
+    from mlgo.serving.plugin import plugin_for
+
+    try:
+        return [f"-Wl,--load-pass-plugin={plugin_for(inline_policy)}"]
+    except MlgoError as e:
+        if not _fallback_allowed():
+            sys.exit(_error(f"inliner plugin for {inline_policy!r}: {e}"))
+        _warn(f"inliner plugin for {inline_policy!r} unavailable, the link uses clang's own "
+              f"inliner (MLGO_FALLBACK=1): {e}")
+        return []
+
+
 def _warn(msg: str) -> None:
     print(f"mlgo-clang: warning: {msg}", file=sys.stderr)
 
@@ -170,13 +228,24 @@ def run(driver: str, args: list[str]) -> int:
         return _error(str(e))
     try:
         reason = pass_through_reason(args)
+        expanded = _expand_response_files(args)
     except ResponseFileError as e:
         return _error(str(e))
+    regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
+    inline_policy = os.environ.get("MLGO_INLINE_POLICY")
+    lto = lto_flag(expanded)
     if reason is not None:
+        if lto and is_link(expanded):
+            # The whole program's code generation happens here, inside the linker.
+            if regalloc_policy != "default":
+                _warn(f"{lto} link: code generation (and register allocation) runs in the "
+                      f"linker, which mlgo does not serve: the regalloc policy "
+                      f"{regalloc_policy!r} is not applied to this program")
+                _summary_line("regalloc", regalloc_policy, "lto-link-not-served")
+            _exec([clang, *_lto_link_plugin(expanded, inline_policy), *args])
         _exec([clang, *args])
 
     extra: list[str] = []
-    inline_policy = os.environ.get("MLGO_INLINE_POLICY")
     if inline_policy:
         try:
             from mlgo.serving.plugin import plugin_for
@@ -188,8 +257,14 @@ def run(driver: str, args: list[str]) -> int:
             _warn(f"inliner plugin for {inline_policy!r} unavailable, using clang's own "
                   f"inliner (MLGO_FALLBACK=1): {e}")
 
-    regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
     if regalloc_policy == "default":
+        _exec([clang, *extra, *args])
+    if lto:
+        # The object is bitcode: registers are allocated at the link (warned about there too).
+        _warn(f"{lto}: this compile makes bitcode and its registers are allocated at the link, "
+              f"which mlgo does not serve: the regalloc policy {regalloc_policy!r} is not "
+              "applied")
+        _summary_line("regalloc", regalloc_policy, "lto-not-served")
         _exec([clang, *extra, *args])
     try:
         host = str(host_for(regalloc_policy))

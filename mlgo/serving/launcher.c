@@ -131,7 +131,10 @@ static const char *const PASS_THROUGH_FLAGS[] = {
     "-emit-llvm", "-emit-ast", "-print-targets", "-dumpversion", "-dumpmachine",
     "-print-search-dirs", "-print-resource-dir", "-print-libgcc-file-name", "-print-prog-name",
     "-print-file-name", "-print-multiarch", "-print-effective-triple", "-print-target-triple",
-    "-fdriver-only", "-flto", "-flto=thin", "-flto=full", "-save-temps", NULL};
+    "-fdriver-only", "-save-temps", NULL};
+/* Invocations that neither compile to an object nor link (wrapper._NO_LINK_FLAGS). */
+static const char *const NO_LINK_FLAGS[] = {"-c", "-E", "-S", "-M", "-MM", "-fsyntax-only",
+                                            "-###", "--version", "-v", NULL};
 
 /* Split a response file's text the way Python's shlex.split does (POSIX mode, no comments):
  * whitespace separates words; '...' is literal; "..." is literal except that \" and \\ are
@@ -237,10 +240,8 @@ static const char *extension(const char *path) {
     return "";
 }
 
-/* 1 for a single-source compile job, 0 for anything else, -1 after reporting an error. */
-static int is_compile_job(char **argv, size_t argc) {
-    struct strvec args = {0};
-    if (expand_response_files(argv, argc, 0, &args) != 0) return -1;
+/* 1 for a single-source compile job, 0 for anything else (args: response files expanded). */
+static int is_compile_job(struct strvec args) {
     int has_c = 0;
     for (size_t i = 0; i < args.n; i++) has_c |= strcmp(args.v[i], "-c") == 0;
     if (!has_c) return 0;
@@ -300,6 +301,43 @@ static const char *damaged(const char *path, unsigned long long expected) {
     if (why) return why;
     return h == expected ? NULL : "its content differs from when this launcher was made "
                                   "(damaged or replaced)";
+}
+
+/* The -flto / -flto=MODE in effect (the last, unless -fno-lto follows), or NULL. */
+static const char *lto_flag(struct strvec args) {
+    const char *found = NULL;
+    for (size_t i = 0; i < args.n; i++) {
+        if (strcmp(args.v[i], "-flto") == 0 || starts_with(args.v[i], "-flto="))
+            found = args.v[i];
+        else if (strcmp(args.v[i], "-fno-lto") == 0)
+            found = NULL;
+    }
+    return found;
+}
+
+/* Whether the driver would link: an input and none of the flags that stop before. */
+static int is_link(struct strvec args) {
+    int inputs = 0;
+    for (size_t i = 0; i < args.n; i++) {
+        if (in_list(args.v[i], NO_LINK_FLAGS) || starts_with(args.v[i], "-print-")) return 0;
+        inputs += args.v[i][0] != '-';
+    }
+    return inputs > 0;
+}
+
+/* Appends a line to MLGO_DECISION_SUMMARY for what this invocation does not serve (format in
+ * mlgo/serving/summary.py), in one write so that concurrent compiles keep their lines whole. */
+static void summary_line(const char *problem, const char *policy, const char *notes) {
+    const char *path = getenv("MLGO_DECISION_SUMMARY");
+    if (!path || !*path) return;
+    size_t len = strlen(problem) + strlen(policy) + strlen(notes) + 16;
+    char *line = xrealloc(NULL, len);
+    int size = snprintf(line, len, "%s\t%s\t-\t0\t-\t%s\n", problem, policy, notes);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, line, (size_t)size) != size)
+        warn("cannot write MLGO_DECISION_SUMMARY %s: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(line);
 }
 
 /* ---- the compiler ----------------------------------------------------------------------- */
@@ -707,9 +745,23 @@ int main(int argc, char **argv) {
     if (!clang) return 1;
     char **args = argv + 1;
     size_t n = (size_t)argc - 1;
-    int job = is_compile_job(args, n);
-    if (job < 0) return 1;
-    if (!job) exec_compiler(clang, NULL, args, n);
+    struct strvec expanded = {0};
+    if (expand_response_files(args, n, 0, &expanded) != 0) return 1;
+    int job = is_compile_job(expanded);
+    const char *lto = lto_flag(expanded);
+    /* An -flto link: the whole program's code generation happens here, inside the linker. */
+    int lto_link = !job && lto && is_link(expanded);
+    if (!job && !lto_link) exec_compiler(clang, NULL, args, n);
+    if (lto_link && CONFIG_HOST) {
+        warn("%s link: code generation (and register allocation) runs in the linker, which "
+             "mlgo does not serve: the regalloc policy '%s' is not applied to this program",
+             lto, CONFIG_REGALLOC_POLICY);
+        summary_line("regalloc", CONFIG_REGALLOC_POLICY, "lto-link-not-served");
+    }
+    /* Only lld loads pass plugins at the link. */
+    int lld = 0;
+    for (size_t i = 0; i < expanded.n; i++) lld |= strcmp(expanded.v[i], "-fuse-ld=lld") == 0;
+    const char *plugin_flag = lto_link ? "-Wl,--load-pass-plugin=" : "-fpass-plugin=";
 
     struct strvec extra = {0};
     const char *other = mismatch("MLGO_INLINE_POLICY", CONFIG_INLINE_POLICY, 1);
@@ -722,13 +774,16 @@ int main(int argc, char **argv) {
                          served_inline, other, other, CONFIG_DRIVER);
         warn("%s serves inline policy '%s', not MLGO_INLINE_POLICY '%s'; using clang's own "
              "inliner (MLGO_FALLBACK=1)", argv[0], served_inline, other);
+    } else if (CONFIG_PLUGIN && lto_link && !lld) {
+        warn("%s link without -fuse-ld=lld: the inline policy '%s' is not applied to the link's "
+             "inlining (only lld can load the plugin)", lto, CONFIG_INLINE_POLICY);
     } else if (CONFIG_PLUGIN) {
         const char *bad = is_regular_file(CONFIG_PLUGIN)
                               ? damaged(CONFIG_PLUGIN, CONFIG_PLUGIN_FNV1A64) : "it is gone";
         if (!bad) {
             size_t len = strlen(CONFIG_PLUGIN) + 32;
             char *flag = xrealloc(NULL, len);
-            snprintf(flag, len, "-fpass-plugin=%s", CONFIG_PLUGIN);
+            snprintf(flag, len, "%s%s", plugin_flag, CONFIG_PLUGIN);
             push(&extra, flag);
         } else if (!fallback_allowed()) {
             return error("inliner plugin for '%s': %s: %s; make the launcher again with "
@@ -739,6 +794,8 @@ int main(int argc, char **argv) {
                  "(MLGO_FALLBACK=1): %s: %s", CONFIG_INLINE_POLICY, CONFIG_PLUGIN, bad);
         }
     }
+
+    if (lto_link) exec_compiler(clang, &extra, args, n);
 
     other = mismatch("MLGO_REGALLOC_POLICY", CONFIG_REGALLOC_POLICY, 0);
     if (other) {
@@ -752,6 +809,14 @@ int main(int argc, char **argv) {
         exec_compiler(clang, &extra, args, n);
     }
     if (!CONFIG_HOST) exec_compiler(clang, &extra, args, n); /* policy "default" */
+    if (lto) {
+        /* The object is bitcode: registers are allocated at the link (warned about there). */
+        warn("%s: this compile makes bitcode and its registers are allocated at the link, "
+             "which mlgo does not serve: the regalloc policy '%s' is not applied", lto,
+             CONFIG_REGALLOC_POLICY);
+        summary_line("regalloc", CONFIG_REGALLOC_POLICY, "lto-not-served");
+        exec_compiler(clang, &extra, args, n);
+    }
     const char *bad = executable_file(CONFIG_HOST) ? damaged(CONFIG_HOST, CONFIG_HOST_FNV1A64)
                                                    : "it is gone";
     if (bad) {
