@@ -216,3 +216,35 @@ def test_summary_refuses_a_malformed_line(tmp_path: Path) -> None:
         read_summary(f)
     proc = subprocess.run([MLGO, "summary", str(f)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["python", "native"])
+def test_wrapper_lto_link_loads_the_inline_policy_with_lld(tmp_path: Path, kind: str) -> None:
+    """MLGO_INLINE_POLICY with -flto: the compile steps keep the plugin (they used to bypass it
+    silently), an lld link loads it too, another linker gets a warning."""
+    plugin.plugin_for("never")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env.update(MLGO_INLINE_POLICY="never", MLGO_TMPDIR=str(tmp_path))
+    cc = str(BIN / "mlgo-clang")
+    if kind == "native":
+        cc = subprocess.run([cc, "--print-launcher"], capture_output=True, text=True,
+                            check=True, timeout=300, env=env).stdout.strip()
+    src = _make_project(tmp_path / "src")
+    summary = tmp_path / "s.tsv"
+    env["MLGO_DECISION_SUMMARY"] = str(summary)
+    objects = []
+    for c in sorted(src.glob("*.c")):
+        objects.append(str(tmp_path / (c.stem + ".o")))
+        subprocess.run([cc, "-Oz", "-flto=thin", "-c", str(c), "-o", objects[-1]], check=True,
+                       env=env, capture_output=True, timeout=120)
+    linked = subprocess.run([cc, "-Oz", "-flto=thin", "-fuse-ld=lld", *objects, "-o",
+                             str(tmp_path / "prog")], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert linked.returncode == 0, linked.stderr
+    assert subprocess.run([str(tmp_path / "prog")], capture_output=True, timeout=30).returncode == 0
+    notes = [x[5] for x in _summary_lines(summary) if x[0] == "inlining"]
+    assert notes.count("lto-prelink") == N_UTIL + 1
+    assert notes.count("lto-postlink") == N_UTIL + 1
+    other = subprocess.run([cc, "-Oz", "-flto=thin", *objects, "-o", str(tmp_path / "prog2")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert "without -fuse-ld=lld: the inline policy 'never' is not applied" in other.stderr
