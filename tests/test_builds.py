@@ -62,10 +62,12 @@ target_link_libraries(prog util)
     return d
 
 
-def _configure_and_build(src: Path, build: Path, *args: str, cc: str = "clang-19",
+def _configure_and_build(src: Path, build: Path, *args: str, cc: str | None = "clang-19",
                          summary: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
-    env.update(CC=cc, MLGO_TMPDIR=str(build.parent))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_") and k != "CC"}
+    env.update(MLGO_TMPDIR=str(build.parent))
+    if cc:
+        env["CC"] = cc
     configure = subprocess.run(["cmake", "-S", str(src), "-B", str(build),
                                 "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *args],
                                capture_output=True, text=True, env=env, timeout=300)
@@ -113,7 +115,7 @@ def test_cmake_release_with_the_documented_line_compiles_at_oz(tmp_path: Path,
                                     capture_output=True, text=True, timeout=300).stdout)
     summary = tmp_path / "decisions.tsv"
     built = _configure_and_build(src, tmp_path / "build", "-C", str(cache),
-                                 "-DCMAKE_BUILD_TYPE=Release", summary=summary)
+                                 "-DCMAKE_BUILD_TYPE=Release", cc=None, summary=summary)
     assert "not compiled for size" not in built.stderr
     commands = json.loads((tmp_path / "build" / "compile_commands.json").read_text())
     assert len(commands) == N_UTIL + 1

@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-DCMAKE_BUILD_TYPE=Release ..",
     )
     c.add_argument("policy", metavar="POLICY", help=_POLICY_HELP)
+    c.add_argument("--cc", metavar="PATH",
+                   help="C compiler (default: clang-19; e.g. $(mlgo-clang --print-launcher))")
+    c.add_argument("--cxx", metavar="PATH",
+                   help="C++ compiler (default: clang++-19; e.g. "
+                   "$(mlgo-clang++ --print-launcher))")
     c.add_argument("--no-lld", action="store_true",
                    help="leave the linker alone (then -flto links use LLVM's own inliner)")
     c.set_defaults(func=run_cmake_flags)
@@ -54,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
 def run_cmake_flags(args: argparse.Namespace) -> int:
     from mlgo.serving.cmake import initial_cache
+    from mlgo.serving.host import _compiler
     from mlgo.serving.plugin import plugin_for
 
-    print(initial_cache(str(plugin_for(args.policy)), args.policy, lld=not args.no_lld), end="")
+    compilers = {"C": args.cc or _compiler("clang"), "CXX": args.cxx or _compiler("clang++")}
+    print(initial_cache(str(plugin_for(args.policy)), args.policy, compilers,
+                        lld=not args.no_lld), end="")
     return 0
 
 

@@ -18,13 +18,17 @@ def _cmake_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 
-def initial_cache(plugin: str, policy: str, *, lld: bool = True) -> str:
-    """The text of the initial-cache file for `plugin` (serving `policy`). With `lld`, links
-    use lld and load the plugin too, so -flto builds (CMAKE_INTERPROCEDURAL_OPTIMIZATION) get
-    the policy at the link's inlining as well."""
+def initial_cache(plugin: str, policy: str, compilers: dict[str, str], *,
+                  lld: bool = True) -> str:
+    """The text of the initial-cache file for `plugin` (serving `policy`), compiling with
+    `compilers` ({"C": clang-19 or a launcher, "CXX": ...}: the plugin loads only into clang
+    19). With `lld`, links use lld and load the plugin too, so -flto builds
+    (CMAKE_INTERPROCEDURAL_OPTIMIZATION) get the policy at the link's inlining as well."""
     lines = [f"# mlgo cmake-flags {policy}: use as `cmake -C THIS_FILE ...`.",
              "# Every optimizing build type compiles at -Oz with the inliner plugin."]
     for lang in LANGUAGES:
+        lines.append(f"set(CMAKE_{lang}_COMPILER {_cmake_string(compilers[lang])} "
+                     'CACHE FILEPATH "")')
         lines.append(f'set(CMAKE_{lang}_FLAGS {_cmake_string(f"-fpass-plugin={plugin}")} '
                      'CACHE STRING "")')
         for build_type, flags in BUILD_TYPE_FLAGS.items():
