@@ -49,7 +49,7 @@ _PASS_THROUGH_FLAGS = frozenset("""
 -fdriver-only -save-temps
 """.split())
 # Invocations that neither compile to an object nor link.
-_NO_LINK_FLAGS = frozenset("-c -E -S -M -MM -fsyntax-only -### --version -v".split())
+_NO_LINK_FLAGS = frozenset("-c -E -S -M -MM -fsyntax-only -### --version".split())
 
 
 def parse_duration(name: str, text: str) -> int:

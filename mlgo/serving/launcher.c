@@ -134,7 +134,7 @@ static const char *const PASS_THROUGH_FLAGS[] = {
     "-fdriver-only", "-save-temps", NULL};
 /* Invocations that neither compile to an object nor link (wrapper._NO_LINK_FLAGS). */
 static const char *const NO_LINK_FLAGS[] = {"-c", "-E", "-S", "-M", "-MM", "-fsyntax-only",
-                                            "-###", "--version", "-v", NULL};
+                                            "-###", "--version", NULL};
 
 /* Split a response file's text the way Python's shlex.split does (POSIX mode, no comments):
  * whitespace separates words; '...' is literal; "..." is literal except that \" and \\ are
