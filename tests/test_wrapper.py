@@ -459,3 +459,93 @@ def test_native_launcher_with_its_host_gone(tmp_path: Path, channel_tmp: Path) -
     assert allowed.returncode == 0 and (tmp_path / "leaf.o").exists()
     assert "warning" in allowed.stderr and "MLGO_FALLBACK=1" in allowed.stderr
     assert list(channel_tmp.iterdir()) == []
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that may never come counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Path,
+                                                 proxy_host: str, kind: str) -> None:
+    """kill -9 of mlgo-clang or the launcher mid-compile (issue 16): the compiler dies too,
+    instead of blocking for ever on its channel while holding the caller's stdout/stderr (a
+    `| grep` after the build would hang)."""
+    slow = tmp_path / "slow-clang"
+    slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid.tmp\nmv {tmp_path}/pid.tmp "
+                    f"{tmp_path}/pid\nexec sleep 60\n")
+    slow.chmod(0o755)
+    src = tmp_path / "leaf.c"
+    src.write_text(SOURCES["leaf.c"])
+    proc = subprocess.Popen([_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+                            env=dict(os.environ, MLGO_CLANG=str(slow)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    compiler = int((tmp_path / "pid").read_text())
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(compiler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(compiler)
+    if alive:
+        os.kill(compiler, signal.SIGKILL)
+    assert not alive, "the compiler outlived the wrapper that served it"
+    proc.stdout.read()  # end of file: nobody holds the pipe any more
+    for leftover in channel_tmp.iterdir():  # kill -9 leaves the FIFOs; nothing waits on them
+        for f in leftover.iterdir():
+            f.unlink()
+        leftover.rmdir()
+
+
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_host_open_timeout_is_parsed_strictly(tmp_path: Path, channel_tmp: Path,
+                                              proxy_host: str, kind: str) -> None:
+    """MLGO_HOST_OPEN_TIMEOUT=1h means an hour, not 1 second (issue 16); what cannot be read
+    as a duration is refused in one line naming the variable."""
+    slow = tmp_path / "slow-clang"
+    slow.write_text(f"#!/bin/sh\nsleep 2\nexec {host._compiler('clang')} \"$@\"\n")
+    slow.chmod(0o755)
+    src = tmp_path / "pressure.c"
+    src.write_text(SOURCES["pressure.c"])
+    cmd = [_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, MLGO_CLANG=str(slow), MLGO_HOST_OPEN_TIMEOUT="1h"))
+    assert ok.returncode == 0, ok.stderr
+    for bad in ("1x", "1.5h", "", "0", "-5", "99999999999h"):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, MLGO_HOST_OPEN_TIMEOUT=bad))
+        assert proc.returncode == 1, bad
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"MLGO_HOST_OPEN_TIMEOUT='{bad}'" in lines[0], proc.stderr
+    _assert_clean(channel_tmp, [])
+
+
+def test_host_refuses_a_timeout_it_cannot_read(tmp_path: Path, proxy_host: str) -> None:
+    proc = subprocess.run([proxy_host, str(tmp_path / "ch"), "1h", "0"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "'1h'" in proc.stderr
+
+
+def test_launcher_policy_mismatch_says_to_set_the_variable_when_printing(
+        tmp_path: Path, channel_tmp: Path, proxy_host: str) -> None:
+    """A launcher printed without MLGO_REGALLOC_POLICY serves `proxy`; a compile asking for
+    another policy is refused with the command that makes the right launcher (issue 17)."""
+    for driver in launcher.DRIVERS:
+        native = launcher.launcher_for(driver)
+        src = tmp_path / "leaf.c"
+        src.write_text(SOURCES["leaf.c"])
+        proc = subprocess.run([native, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, MLGO_REGALLOC_POLICY="regalloc"))
+        assert proc.returncode == 1
+        assert (f"`MLGO_REGALLOC_POLICY=regalloc mlgo-{driver} --print-launcher`"
+                in proc.stderr), proc.stderr

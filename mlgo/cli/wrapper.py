@@ -10,10 +10,10 @@ If the host cannot be built or started, or fails, that is an error; with MLGO_FA
 wrapper warns and compiles with plain clang-19 instead.
 
 This runs once per compile, so it imports only the standard library and mlgo.serving's light
-modules, and spawns processes with posix_spawn. Python's start-up still costs more than a small
-compile: `mlgo-clang --print-launcher` prints the path of a native launcher
-(mlgo/serving/launcher.c) that does the same for the current policies with no Python per
-compile, e.g. CC="$(mlgo-clang --print-launcher)".
+modules, and spawns the host with posix_spawn (the compiler with fork, to tie it to our life).
+Python's start-up still costs more than a small compile: `mlgo-clang --print-launcher` prints
+the path of a native launcher (mlgo/serving/launcher.c) that does the same for the current
+policies with no Python per compile, e.g. CC="$(mlgo-clang --print-launcher)".
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ import os
 import signal
 import sys
 
-HOST_OPEN_TIMEOUT = os.environ.get("MLGO_HOST_OPEN_TIMEOUT", "3600")
+DEFAULT_HOST_OPEN_TIMEOUT = 3600
+# The longest wait the host can arm (alarm() takes an unsigned int of seconds; keep it signed).
+MAX_HOST_OPEN_TIMEOUT = 2**31 - 1
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 _FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 # Options whose value is the next argument (so it is not mistaken for an input file).
@@ -43,8 +46,34 @@ _PASS_THROUGH_FLAGS = frozenset("""
 -E -M -MM -S -### --version -v --help -help -fsyntax-only -emit-llvm -emit-ast -print-targets
 -dumpversion -dumpmachine -print-search-dirs -print-resource-dir -print-libgcc-file-name
 -print-prog-name -print-file-name -print-multiarch -print-effective-triple -print-target-triple
--fdriver-only -flto -flto=thin -flto=full -save-temps
+-fdriver-only -save-temps
 """.split())
+# Invocations that neither compile to an object nor link.
+_NO_LINK_FLAGS = frozenset("-c -E -S -M -MM -fsyntax-only -### --version".split())
+
+
+def parse_duration(name: str, text: str) -> int:
+    """Whole seconds from `90`, `90s`, `5m` or `1h`; ValueError (one line naming the variable)
+    for anything else, so that `1h` is never read as 1 second."""
+    number = text.rstrip("smh")
+    unit = text[len(number):]
+    if not number.isascii() or not number.isdigit() or unit not in _DURATION_UNITS:
+        raise ValueError(f"{name}={text!r} is not a duration: give whole seconds, or a number "
+                         "with s, m or h (90, 90s, 5m, 1h)")
+    seconds = int(number) * _DURATION_UNITS[unit]
+    if not 1 <= seconds <= MAX_HOST_OPEN_TIMEOUT:
+        raise ValueError(f"{name}={text!r} is out of range: from 1s to "
+                         f"{MAX_HOST_OPEN_TIMEOUT}s")
+    return seconds
+
+
+def host_open_timeout() -> int:
+    """MLGO_HOST_OPEN_TIMEOUT in seconds (default an hour): how long the host waits for the
+    compiler to open the channel."""
+    text = os.environ.get("MLGO_HOST_OPEN_TIMEOUT")
+    if text is None:
+        return DEFAULT_HOST_OPEN_TIMEOUT
+    return parse_duration("MLGO_HOST_OPEN_TIMEOUT", text)
 
 
 class ResponseFileError(ValueError):
@@ -112,6 +141,62 @@ def pass_through_reason(args: list[str]) -> str | None:
     return None
 
 
+def lto_flag(args: list[str]) -> str | None:
+    """The -flto / -flto=MODE in effect (the last one, unless -fno-lto follows it), or None."""
+    found = None
+    for a in args:
+        if a == "-flto" or a.startswith("-flto="):
+            found = a
+        elif a == "-fno-lto":
+            found = None
+    return found
+
+
+def is_link(args: list[str]) -> bool:
+    """Whether the driver would link: an input and none of the flags that stop before."""
+    return not any(a in _NO_LINK_FLAGS or a.startswith("-print-") for a in args) and any(
+        not a.startswith("-") for a in args)
+
+
+def _summary_line(problem: str, policy: str, notes: str) -> None:
+    """One line of MLGO_DECISION_SUMMARY (format in mlgo/serving/summary.py) for what this
+    invocation did not serve."""
+    path = os.environ.get("MLGO_DECISION_SUMMARY")
+    if not path:
+        return
+    line = f"{problem}\t{policy}\t-\t0\t-\t{notes}\n".encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write: lines of concurrent compiles stay whole
+        finally:
+            os.close(fd)
+    except OSError as e:
+        _warn(f"cannot write MLGO_DECISION_SUMMARY {path}: {e.strerror}")
+
+
+def _lto_link_plugin(args: list[str], inline_policy: str | None) -> list[str]:
+    """At an -flto link, the flag that makes lld run the inliner policy too ([] and a warning
+    when it cannot: only lld loads pass plugins)."""
+    if not inline_policy:
+        return []
+    if "-fuse-ld=lld" not in args:
+        _warn(f"-flto link without -fuse-ld=lld: the inline policy {inline_policy!r} is not "
+              "applied to the link's inlining (only lld can load the plugin)")
+        return []
+    from mlgo.errors import MlgoError
+    from mlgo.serving.plugin import plugin_for
+
+    try:
+        return [f"-Wl,--load-pass-plugin={plugin_for(inline_policy)}"]
+    except MlgoError as e:
+        if not _fallback_allowed():
+            sys.exit(_error(f"inliner plugin for {inline_policy!r}: {e}"))
+        _warn(f"inliner plugin for {inline_policy!r} unavailable, the link uses clang's own "
+              f"inliner (MLGO_FALLBACK=1): {e}")
+        return []
+
+
 def _warn(msg: str) -> None:
     print(f"mlgo-clang: warning: {msg}", file=sys.stderr)
 
@@ -143,13 +228,24 @@ def run(driver: str, args: list[str]) -> int:
         return _error(str(e))
     try:
         reason = pass_through_reason(args)
+        expanded = _expand_response_files(args)
     except ResponseFileError as e:
         return _error(str(e))
+    regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
+    inline_policy = os.environ.get("MLGO_INLINE_POLICY")
+    lto = lto_flag(expanded)
     if reason is not None:
+        if lto and is_link(expanded):
+            # The whole program's code generation happens here, inside the linker.
+            if regalloc_policy != "default":
+                _warn(f"{lto} link: code generation (and register allocation) runs in the "
+                      f"linker, which mlgo does not serve: the regalloc policy "
+                      f"{regalloc_policy!r} is not applied to this program")
+                _summary_line("regalloc", regalloc_policy, "lto-link-not-served")
+            _exec([clang, *_lto_link_plugin(expanded, inline_policy), *args])
         _exec([clang, *args])
 
     extra: list[str] = []
-    inline_policy = os.environ.get("MLGO_INLINE_POLICY")
     if inline_policy:
         try:
             from mlgo.serving.plugin import plugin_for
@@ -161,8 +257,14 @@ def run(driver: str, args: list[str]) -> int:
             _warn(f"inliner plugin for {inline_policy!r} unavailable, using clang's own "
                   f"inliner (MLGO_FALLBACK=1): {e}")
 
-    regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
     if regalloc_policy == "default":
+        _exec([clang, *extra, *args])
+    if lto:
+        # The object is bitcode: registers are allocated at the link (warned about there too).
+        _warn(f"{lto}: this compile makes bitcode and its registers are allocated at the link, "
+              f"which mlgo does not serve: the regalloc policy {regalloc_policy!r} is not "
+              "applied")
+        _summary_line("regalloc", regalloc_policy, "lto-not-served")
         _exec([clang, *extra, *args])
     try:
         host = str(host_for(regalloc_policy))
@@ -177,6 +279,10 @@ def run(driver: str, args: list[str]) -> int:
 
 def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], policy: str,
                    feature_mismatch_status: int) -> int:
+    try:
+        open_timeout = host_open_timeout()
+    except ValueError as e:
+        return _error(str(e))
     try:
         workdir = _private_dir()
     except OSError as e:
@@ -204,7 +310,7 @@ def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], pol
         try:
             for fifo in fifos:
                 os.mkfifo(fifo, 0o600)
-            host_pid = os.posix_spawn(host, [host, base, HOST_OPEN_TIMEOUT, str(os.getpid())],
+            host_pid = os.posix_spawn(host, [host, base, str(open_timeout), str(os.getpid())],
                                       os.environ)
         except OSError as e:
             if not _fallback_allowed():
@@ -218,7 +324,7 @@ def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], pol
         channel = ["-mllvm", "-regalloc-enable-advisor=release",
                    "-mllvm", f"-regalloc-evict-interactive-channel-base={base}"]
         try:
-            clang_pid = os.posix_spawn(clang, [clang, *channel, *extra, *args], os.environ)
+            clang_pid = _spawn_compiler([clang, *channel, *extra, *args])
         except OSError as e:
             return _error(f"cannot run {clang}: {e}")
 
@@ -246,6 +352,9 @@ def _serve_compile(clang: str, host: str, extra: list[str], args: list[str], pol
                 return _run_plain(clang, [*extra, *args], received)
             hint = (" (the policy was trained on other features than this compiler sends)"
                     if code == feature_mismatch_status else "")
+            if code < 0:  # no message of its own to point at
+                return _error(f"the regalloc host {host} for {policy!r} was killed by signal "
+                              f"{-code} ({signal.strsignal(-code)})")
             return _error(f"the regalloc host for {policy!r} failed with status {code}{hint}; "
                           "see its message above")
         clang_pid = None
@@ -285,8 +394,43 @@ def _private_dir() -> str:
     raise FileExistsError(f"{parent}: cannot create a private directory for the channel")
 
 
+def _spawn_compiler(argv: list[str]) -> int:
+    """Start the compiler, which dies with us (PR_SET_PDEATHSIG): a compiler that outlived the
+    wrapper (kill -9) would block for ever opening a channel nobody serves, holding the
+    caller's stdout and stderr. posix_spawn cannot ask for that, so this forks; a failed exec
+    comes back through a close-on-exec pipe as the OSError posix_spawn would raise."""
+    parent = os.getpid()
+    report_r, report_w = os.pipe()  # both close-on-exec
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the wrapper's code
+        status = 127
+        try:
+            os.close(report_r)
+            for s in _FORWARDED_SIGNALS:
+                signal.signal(s, signal.SIG_DFL)
+            import ctypes  # only in the child: the wrapper itself does not pay for it
+
+            pr_set_pdeathsig = 1
+            if (ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL) != 0
+                    or os.getppid() != parent):
+                os._exit(status)  # our parent is already gone: do not compile for nobody
+            os.execv(argv[0], argv)
+        except OSError as e:
+            os.write(report_w, str(e.errno or 0).encode())
+        finally:
+            os._exit(status)
+    os.close(report_w)
+    with os.fdopen(report_r, "rb") as f:
+        failure = f.read()
+    if failure:
+        os.waitpid(pid, 0)
+        errno = int(failure)
+        raise OSError(errno, os.strerror(errno), argv[0])
+    return pid
+
+
 def _run_plain(clang: str, args: list[str], received: list[int]) -> int:
-    pid = os.posix_spawn(clang, [clang, *args], os.environ)
+    pid = _spawn_compiler([clang, *args])
     _, status = os.waitpid(pid, 0)
     return _exit_status(status)
 

@@ -4,6 +4,12 @@ An artifact lives in `<cache>/<kind>/<key>/`, where the key hashes the sources (
 policy's), the compiler's identity and the flags. It is built in a temporary directory beside
 its final place and renamed into it, so concurrent builds (`make -j`) never see half a file:
 the first rename wins and the others discard their copy.
+
+The SHA-256 of the artifact is recorded beside it at build time and checked whenever it is
+looked up: a truncated or overwritten file (full disk, a crash while copying the cache) would
+otherwise make clang die in dlopen or every compile fail with no message. A damaged artifact
+is rebuilt. A build killed before its rename (kill -9, power loss) leaves its `.build-*`
+directory behind; the next build of that kind removes those whose process is gone.
 """
 
 from __future__ import annotations
@@ -46,9 +52,35 @@ def packaged_source(name: str) -> str:
         raise BuildError(f"{path}: cannot read the packaged source ({e}); reinstall mlgo") from e
 
 
+# Part of every key: entries recorded before artifacts carried their SHA-256 get other
+# directories, so they are neither trusted unverified nor deleted under a running older mlgo.
+CACHE_FORMAT = "mlgo-native-cache-2"
+BUILD_DIR_PREFIX = ".build-"
+
+
+def c_string(text: str | None) -> str:
+    """A C string literal for `text` (octal escapes for anything but plain printable ASCII)."""
+    if text is None:
+        return "NULL"
+    out = []
+    for byte in os.fsencode(text):
+        ch = chr(byte)
+        if ch in '"\\?' or not (32 <= byte < 127):
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def label_source(label: str) -> str:
+    """C defining `mlgo_policy_label`, the name under which a plugin or host reports what it
+    served (MLGO_DECISION_SUMMARY)."""
+    return f"const char mlgo_policy_label[] = {c_string(label)};\n"
+
+
 def content_key(*parts: str) -> str:
     h = hashlib.sha256()
-    for part in parts:
+    for part in (CACHE_FORMAT, *parts):
         h.update(part.encode())
         h.update(b"\0\1")
     return h.hexdigest()
@@ -60,13 +92,54 @@ def file_identity(path: str) -> str:
     return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def find_artifact(kind: str, key: str, filename: str) -> str | None:
-    """The path of an already-built artifact, or None (cheap: no subprocess, no build)."""
+    """The path of an already-built, intact artifact, or None (no subprocess, no build)."""
     final = os.path.join(cache_root(), kind, key[:32])
     target = os.path.join(final, filename)
-    if os.path.isfile(target) and _meta_key(final) == key:
-        return target
-    return None
+    return target if _intact(final, key, filename) else None
+
+
+def _intact(directory: str | os.PathLike, key: str, filename: str) -> bool:
+    """Whether `directory` holds `filename` for `key`, with the bytes recorded at build time."""
+    meta = _meta(directory)
+    if meta.get("key") != key or not isinstance(meta.get("sha256"), str):
+        return False
+    try:
+        return file_sha256(os.path.join(directory, filename)) == meta["sha256"]
+    except OSError:
+        return False
+
+
+def _remove_abandoned_builds(parent: str | os.PathLike) -> None:
+    """Remove `.build-<key>-<pid>-*` directories whose building process no longer exists."""
+    import shutil
+
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(BUILD_DIR_PREFIX):
+            continue
+        fields = name[len(BUILD_DIR_PREFIX):].split("-")
+        if len(fields) < 3 or not fields[1].isdigit():
+            continue
+        try:
+            os.kill(int(fields[1]), 0)
+            continue  # still building (or a live process reusing the pid: leave it)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 def cached_artifact(kind: str, key: str, filename: str, build: Callable[[Path], dict]) -> Path:
@@ -78,38 +151,47 @@ def cached_artifact(kind: str, key: str, filename: str, build: Callable[[Path], 
 
     final = Path(cache_root()) / kind / key[:32]
     target = final / filename
-    if target.is_file() and _meta_key(final) == key:
+    if _intact(final, key, filename):
         return target
-    if final.exists():
-        if target.is_file() and _meta_key(final) == key:
-            return target  # another process renamed its build into place just now
-        # A directory without a matching record is a leftover of something else: replace it.
-        shutil.rmtree(final, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:8]}-", dir=final.parent))
+    _remove_abandoned_builds(final.parent)
+    if final.exists():
+        if _intact(final, key, filename):
+            return target  # another process renamed its build into place just now
+        # A damaged artifact, or a leftover of something else: replace it.
+        shutil.rmtree(final, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{BUILD_DIR_PREFIX}{key[:8]}-{os.getpid()}-",
+                                dir=final.parent))
     try:
         meta = build(tmp)
         if not (tmp / filename).is_file():
             raise BuildError(f"building {kind} {filename}: the build produced no {filename}")
-        (tmp / META).write_text(json.dumps({"key": key, **meta}, indent=1))
+        record = {"key": key, "sha256": file_sha256(tmp / filename), **meta}
+        (tmp / META).write_text(json.dumps(record, indent=1))
         tmp.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
         try:
             os.rename(tmp, final)
         except OSError:
             # Another process finished the same build first; its result is equally good.
-            if not (target.is_file() and _meta_key(final) == key):
+            if not _intact(final, key, filename):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _meta_key(directory: Path | str) -> str | None:
+def artifact_record(path: str | os.PathLike) -> dict:
+    """The build record beside an artifact (its key, SHA-256 and the builder's metadata)."""
+    return _meta(os.path.dirname(os.fspath(path)))
+
+
+def _meta(directory: str | os.PathLike) -> dict:
     try:
         with open(os.path.join(directory, META)) as f:
-            return json.load(f).get("key")
-    except (OSError, ValueError, AttributeError):
-        return None
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def run_build(argv: Sequence[str], source: Path, what: str, timeout: float = 600) -> None:

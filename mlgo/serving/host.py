@@ -18,6 +18,7 @@ from mlgo.serving.build import (
     content_key,
     file_identity,
     find_artifact,
+    label_source,
     packaged_source,
     run_build,
 )
@@ -62,8 +63,8 @@ def build_host(policy_c_source: str, *, policy_label: str = "policy") -> str:
     cc = _compiler("clang", allow_override=False)
     cxx = _compiler("clang++", allow_override=False)
     source = packaged_source(HOST_SOURCE)
-    key = content_key("regalloc-host", source, policy_c_source, file_identity(cc),
-                      file_identity(cxx))
+    key = content_key("regalloc-host", source, policy_c_source, policy_label,
+                      file_identity(cc), file_identity(cxx))
     found = find_artifact("hosts", key, HOST_FILE)
     if found:
         return found
@@ -77,7 +78,7 @@ def build_host(policy_c_source: str, *, policy_label: str = "policy") -> str:
                 raise MlgoError(f"{path} is version {version or 'unknown'}; the regalloc host "
                                 f"is built with clang {toolchain.LLVM_MAJOR} ({name})")
         policy_c = tmp / "policy.c"
-        policy_c.write_text(policy_c_source)
+        policy_c.write_text(policy_c_source + label_source(policy_label))
         run_build([cc, "-O2", "-c", str(policy_c), "-o", str(tmp / "policy.o")],
                   policy_c, f"the {policy_label} eviction policy")
         host_src = tmp / HOST_SOURCE

@@ -8,6 +8,15 @@
 //
 // MLGO_PLUGIN_DECISION_LOG=FILE appends one line per decision: the features in order, then the
 // decision, so tests can compare decisions one by one with interactive mode.
+//
+// MLGO_DECISION_SUMMARY=FILE appends one line per module the inliner ran on (`mlgo summary FILE`
+// adds them up for a build): "inlining", the policy, the module, the decisions, how many said
+// inline, and notes: "not-size" when functions are compiled without -Os/-Oz (the policy was
+// trained for -Oz; a later -O2/-O3, such as CMake's build-type flags, overrides -Oz), and
+// "lto-prelink" when this is the compile step of an -flto build, whose link-time inlining
+// happens in the linker, served only if the link loads this plugin too (lld:
+// -Wl,--load-pass-plugin=PATH; its lines then say "lto-postlink"). Both cases are also warned
+// about on stderr, once per compile.
 
 #include "llvm-c/Core.h"
 #include "llvm/Analysis/AssumptionCache.h"
@@ -30,11 +39,18 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 extern "C" {
 int64_t mlgo_inline_policy(const int64_t *features, size_t num_features);
@@ -42,6 +58,7 @@ extern const char *const mlgo_policy_feature_names[];
 extern const char *const mlgo_policy_feature_types[];
 extern const size_t mlgo_policy_feature_elements[];
 extern const size_t mlgo_policy_num_features;
+extern const char mlgo_policy_label[];
 }
 
 using namespace llvm;
@@ -94,18 +111,44 @@ std::string checkLLVMVersion() {
          std::to_string(Patch) + "; rebuild it (mlgo plugin POLICY)";
 }
 
-// Set at registration; reported as a compile error when the inliner asks for an advisor, so
-// clang fails with a diagnostic rather than a crash report.
-std::string RefusalReason;
+// Why this plugin refuses to serve ("" if it serves), computed once per process: reported as a
+// compile error when the inliner asks for an advisor, so clang fails with a diagnostic rather
+// than a crash report. (A function-local static: lld's ThinLTO backends register from several
+// threads at once.)
+const std::string &refusalReason() {
+  static const std::string Reason = [] {
+    std::string R = checkLLVMVersion();
+    return R.empty() ? checkPolicyFeatures() : R;
+  }();
+  return Reason;
+}
+
+// Appends Line to Path in one write(), so that the lines of concurrent compilers stay whole.
+void appendLine(const char *Path, const std::string &Line) {
+  int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (Fd < 0) {
+    errs() << PluginName << ": warning: cannot open MLGO_DECISION_SUMMARY " << Path << ": "
+           << std::strerror(errno) << "\n";
+    return;
+  }
+  ssize_t Written;
+  do
+    Written = ::write(Fd, Line.data(), Line.size());
+  while (Written < 0 && errno == EINTR);
+  if (Written != static_cast<ssize_t>(Line.size()))
+    errs() << PluginName << ": warning: cannot write MLGO_DECISION_SUMMARY " << Path << "\n";
+  ::close(Fd);
+}
 
 // Evaluates the linked-in policy on buffers laid out as llvm::FeatureMap.
 class PolicyRunner final : public MLModelRunner {
 public:
-  explicit PolicyRunner(LLVMContext &Ctx)
+  PolicyRunner(LLVMContext &Ctx, std::string ModuleName, std::string Notes)
       // One more input than FeatureMap: MLInlineAdvisor writes the default decision just past
       // the features when -inliner-interactive-include-default is given with a channel.
       : MLModelRunner(Ctx, Kind::Release, FeatureMap.size() + 1),
-        Features(FeatureMap.size() + 1, 0) {
+        Features(FeatureMap.size() + 1, 0), ModuleName(std::move(ModuleName)),
+        Notes(std::move(Notes)) {
     for (size_t I = 0; I < FeatureMap.size(); ++I)
       setUpBufferForTensor(I, FeatureMap[I], &Features[I]);
     setUpBufferForTensor(FeatureMap.size(), DefaultDecisionSpec, &Features.back());
@@ -120,9 +163,21 @@ public:
     }
   }
 
+  ~PolicyRunner() override {
+    const char *Summary = std::getenv("MLGO_DECISION_SUMMARY");
+    if (!Summary || !*Summary)
+      return;
+    std::string Line = std::string("inlining\t") + mlgo_policy_label + "\t" + ModuleName + "\t" +
+                       std::to_string(Decisions) + "\t" + std::to_string(Inlined) + "\t" +
+                       (Notes.empty() ? "-" : Notes) + "\n";
+    appendLine(Summary, Line);
+  }
+
 private:
   void *evaluateUntyped() override {
     Decision = mlgo_inline_policy(Features.data(), FeatureMap.size());
+    ++Decisions;
+    Inlined += Decision != 0;
     if (Log) {
       // One write per line (buffered then flushed) keeps lines whole when several compilers
       // append to the same file.
@@ -141,17 +196,67 @@ private:
   std::vector<int64_t> Features;
   int64_t Decision = 0;
   std::unique_ptr<raw_fd_ostream> Log;
+  std::string ModuleName, Notes;
+  uint64_t Decisions = 0, Inlined = 0;
 };
 
+// Once per compile (per link for lld's threads) each: about the command line, not one module.
+std::atomic<bool> WarnedLevel{false}, WarnedLTO{false};
+
+// Defined functions compiled for speed rather than size: the policy serves them all the same,
+// but is meant for -Oz, and a size policy at -O3 is rarely what was meant.
+std::string checkSizeLevel(Module &M) {
+  unsigned Defined = 0, NotSize = 0;
+  std::string Example;
+  for (Function &F : M) {
+    if (F.isDeclaration() || F.hasOptNone())
+      continue;
+    ++Defined;
+    if (!F.hasMinSize() && !F.hasOptSize()) {
+      if (!NotSize++)
+        Example = F.getName().str();
+    }
+  }
+  if (!NotSize)
+    return "";
+  if (!WarnedLevel.exchange(true)) {
+    errs() << PluginName << ": warning: " << M.getModuleIdentifier() << ": " << NotSize
+           << " of " << Defined << " functions (e.g. '" << Example
+           << "') are not compiled for size (-Os/-Oz), but the policy (" << mlgo_policy_label
+           << ") is meant for -Oz; is a later -O2/-O3 overriding -Oz (CMake's build-type "
+              "flags come after CMAKE_C_FLAGS; see `mlgo cmake-flags`)?\n";
+  }
+  return "not-size";
+}
+
+std::string checkLTOPhase(Module &M, ThinOrFullLTOPhase Phase) {
+  if (Phase != ThinOrFullLTOPhase::ThinLTOPreLink && Phase != ThinOrFullLTOPhase::FullLTOPreLink)
+    return Phase == ThinOrFullLTOPhase::None ? "" : "lto-postlink";
+  if (!WarnedLTO.exchange(true)) {
+    Dl_info Self;
+    std::string Path = dladdr(reinterpret_cast<void *>(&checkLTOPhase), &Self) && Self.dli_fname
+                           ? Self.dli_fname
+                           : "<this plugin>";
+    errs() << PluginName << ": warning: " << M.getModuleIdentifier()
+           << ": -flto: the policy serves this compile step; the LTO link inlines across modules "
+              "with LLVM's own heuristic unless it loads the plugin too (lld: -fuse-ld=lld "
+              "-Wl,--load-pass-plugin="
+           << Path << ")\n";
+  }
+  return "lto-prelink";
+}
+
 // The factory gets no ModuleAnalysisManager, but MLInlineAdvisor needs one: keep the manager
-// the analysis was registered with (clang builds one PassBuilder and one MAM per compile).
-ModuleAnalysisManager *RegisteredMAM = nullptr;
+// the analysis was registered with. clang builds one PassBuilder and one MAM per compile; lld's
+// ThinLTO backends build one per module, each in its own thread, where the advisor is then
+// created: so one per thread (a process-wide pointer crashed in lld, pointing at the manager of
+// another thread's module, possibly already destroyed).
+thread_local ModuleAnalysisManager *RegisteredMAM = nullptr;
 
 InlineAdvisor *createAdvisor(Module &M, FunctionAnalysisManager &FAM, InlineParams Params,
                              InlineContext IC) {
-  (void)IC;
-  if (!RefusalReason.empty()) {
-    M.getContext().emitError(RefusalReason);
+  if (!refusalReason().empty()) {
+    M.getContext().emitError(refusalReason());
     return nullptr;
   }
   if (!RegisteredMAM)
@@ -181,14 +286,18 @@ InlineAdvisor *createAdvisor(Module &M, FunctionAnalysisManager &FAM, InlinePara
     return shouldInline(CB, GetInlineCost, ORE, Params.EnableDeferral.value_or(false))
         .has_value();
   };
-  return new MLInlineAdvisor(M, *RegisteredMAM, std::make_unique<PolicyRunner>(M.getContext()),
-                             DefaultAdvice);
+  std::string Notes = checkSizeLevel(M);
+  std::string LTO = checkLTOPhase(M, IC.LTOPhase);
+  if (!LTO.empty())
+    Notes += (Notes.empty() ? "" : ",") + LTO;
+  return new MLInlineAdvisor(
+      M, *RegisteredMAM,
+      std::make_unique<PolicyRunner>(M.getContext(), M.getModuleIdentifier(), Notes),
+      DefaultAdvice);
 }
 
 void registerCallbacks(PassBuilder &PB) {
-  RefusalReason = checkLLVMVersion();
-  if (RefusalReason.empty())
-    RefusalReason = checkPolicyFeatures();
+  (void)refusalReason();
   PB.registerAnalysisRegistrationCallback([](ModuleAnalysisManager &MAM) {
     RegisteredMAM = &MAM;
     MAM.registerPass([] { return PluginInlineAdvisorAnalysis(createAdvisor); });

@@ -23,12 +23,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -129,7 +131,10 @@ static const char *const PASS_THROUGH_FLAGS[] = {
     "-emit-llvm", "-emit-ast", "-print-targets", "-dumpversion", "-dumpmachine",
     "-print-search-dirs", "-print-resource-dir", "-print-libgcc-file-name", "-print-prog-name",
     "-print-file-name", "-print-multiarch", "-print-effective-triple", "-print-target-triple",
-    "-fdriver-only", "-flto", "-flto=thin", "-flto=full", "-save-temps", NULL};
+    "-fdriver-only", "-save-temps", NULL};
+/* Invocations that neither compile to an object nor link (wrapper._NO_LINK_FLAGS). */
+static const char *const NO_LINK_FLAGS[] = {"-c", "-E", "-S", "-M", "-MM", "-fsyntax-only",
+                                            "-###", "--version", NULL};
 
 /* Split a response file's text the way Python's shlex.split does (POSIX mode, no comments):
  * whitespace separates words; '...' is literal; "..." is literal except that \" and \\ are
@@ -235,10 +240,8 @@ static const char *extension(const char *path) {
     return "";
 }
 
-/* 1 for a single-source compile job, 0 for anything else, -1 after reporting an error. */
-static int is_compile_job(char **argv, size_t argc) {
-    struct strvec args = {0};
-    if (expand_response_files(argv, argc, 0, &args) != 0) return -1;
+/* 1 for a single-source compile job, 0 for anything else (args: response files expanded). */
+static int is_compile_job(struct strvec args) {
     int has_c = 0;
     for (size_t i = 0; i < args.n; i++) has_c |= strcmp(args.v[i], "-c") == 0;
     if (!has_c) return 0;
@@ -272,6 +275,69 @@ static int is_compile_job(char **argv, size_t argc) {
         i++;
     }
     return others == 0 && sources == 1;
+}
+
+/* FNV-1a (64 bit) of a file's bytes (launcher.fnv1a64); 0 with *why set if it cannot be read.
+ * Checked before each compile: a truncated plugin makes clang die in dlopen, a truncated host
+ * makes every compile fail with no message of its own. */
+static unsigned long long fnv1a64_file(const char *path, const char **why) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return *why = strerror(errno), 0;
+    unsigned long long h = 0xcbf29ce484222325ULL;
+    unsigned char buf[1 << 16];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 0x100000001b3ULL;
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) return *why = "read error", 0;
+    return h;
+}
+
+/* NULL if `path` has the content this launcher was made with, else what is wrong with it. */
+static const char *damaged(const char *path, unsigned long long expected) {
+    const char *why = NULL;
+    unsigned long long h = fnv1a64_file(path, &why);
+    if (why) return why;
+    return h == expected ? NULL : "its content differs from when this launcher was made "
+                                  "(damaged or replaced)";
+}
+
+/* The -flto / -flto=MODE in effect (the last, unless -fno-lto follows), or NULL. */
+static const char *lto_flag(struct strvec args) {
+    const char *found = NULL;
+    for (size_t i = 0; i < args.n; i++) {
+        if (strcmp(args.v[i], "-flto") == 0 || starts_with(args.v[i], "-flto="))
+            found = args.v[i];
+        else if (strcmp(args.v[i], "-fno-lto") == 0)
+            found = NULL;
+    }
+    return found;
+}
+
+/* Whether the driver would link: an input and none of the flags that stop before. */
+static int is_link(struct strvec args) {
+    int inputs = 0;
+    for (size_t i = 0; i < args.n; i++) {
+        if (in_list(args.v[i], NO_LINK_FLAGS) || starts_with(args.v[i], "-print-")) return 0;
+        inputs += args.v[i][0] != '-';
+    }
+    return inputs > 0;
+}
+
+/* Appends a line to MLGO_DECISION_SUMMARY for what this invocation does not serve (format in
+ * mlgo/serving/summary.py), in one write so that concurrent compiles keep their lines whole. */
+static void summary_line(const char *problem, const char *policy, const char *notes) {
+    const char *path = getenv("MLGO_DECISION_SUMMARY");
+    if (!path || !*path) return;
+    size_t len = strlen(problem) + strlen(policy) + strlen(notes) + 16;
+    char *line = xrealloc(NULL, len);
+    int size = snprintf(line, len, "%s\t%s\t-\t0\t-\t%s\n", problem, policy, notes);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, line, (size_t)size) != size)
+        warn("cannot write MLGO_DECISION_SUMMARY %s: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(line);
 }
 
 /* ---- the compiler ----------------------------------------------------------------------- */
@@ -360,6 +426,50 @@ static int spawn(pid_t *pid, const char *path, char **argv) {
     return rc;
 }
 
+/* The compiler, started like spawn() but also told to die with us (PR_SET_PDEATHSIG): a
+ * compiler that outlives its launcher (kill -9) would block for ever opening a channel nobody
+ * serves, holding the caller's stdout and stderr. The check of the parent after prctl closes
+ * the window in which we could die before the request took effect. A failed exec is reported
+ * through a close-on-exec pipe, so the caller still gets "cannot run" with the errno. */
+static int spawn_compiler(pid_t *pid, const char *path, char **argv) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    pid_t parent = getpid();
+    pid_t child = fork();
+    if (child < 0) {
+        int e = errno;
+        close(report[0]);
+        close(report[1]);
+        return e;
+    }
+    if (child == 0) {
+        sigset_t empty;
+        for (size_t i = 0; i < N_FORWARDED; i++) signal(FORWARDED_SIGNALS[i], SIG_DFL);
+        sigemptyset(&empty);
+        sigprocmask(SIG_SETMASK, &empty, NULL);
+        close(report[0]);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+        execv(path, argv);
+        int e = errno;
+        ssize_t ignored = write(report[1], &e, sizeof e);
+        (void)ignored;
+        _exit(127);
+    }
+    close(report[1]);
+    int e = 0;
+    ssize_t got;
+    while ((got = read(report[0], &e, sizeof e)) < 0 && errno == EINTR) {
+    }
+    close(report[0]);
+    if (got == (ssize_t)sizeof e) {
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return e;
+    }
+    *pid = child;
+    return 0;
+}
+
 /* wait status -> exit code, or -N if signal N ended the process (os.waitstatus_to_exitcode). */
 static int exit_code(int status) {
     return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
@@ -402,13 +512,44 @@ static int run_plain(const char *clang, char **argv) {
     sigset_t set = forwarded_set(), old;
     sigprocmask(SIG_BLOCK, &set, &old);
     pid_t pid;
-    int rc = spawn(&pid, clang, argv);
+    int rc = spawn_compiler(&pid, clang, argv);
     if (rc == 0) clang_pid = pid;
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) return error("cannot run %s: %s", clang, strerror(rc));
     int status = 0;
     while (clang_pid > 0) wait_child(&status);
     return exit_code(status);
+}
+
+/* MLGO_HOST_OPEN_TIMEOUT as whole seconds: `90`, `90s`, `5m` or `1h` (wrapper.parse_duration);
+ * -1 after reporting anything else, so that `1h` is never read as 1 second. */
+static long long host_open_timeout(void) {
+    const char *text = getenv("MLGO_HOST_OPEN_TIMEOUT");
+    if (!text) return 3600;
+    const long long max = 2147483647LL;
+    long long value = 0;
+    const char *p = text;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if ((value = value * 10 + (*p - '0')) > max) value = max + 1;
+    long long unit = 0;
+    if (p > text) {
+        if (*p == 0 || (p[1] == 0 && *p == 's'))
+            unit = 1;
+        else if (p[1] == 0 && *p == 'm')
+            unit = 60;
+        else if (p[1] == 0 && *p == 'h')
+            unit = 3600;
+    }
+    if (!unit) {
+        error("MLGO_HOST_OPEN_TIMEOUT='%s' is not a duration: give whole seconds, or a number "
+              "with s, m or h (90, 90s, 5m, 1h)", text);
+        return -1;
+    }
+    if (value > max / unit || value * unit < 1) {
+        error("MLGO_HOST_OPEN_TIMEOUT='%s' is out of range: from 1s to %llds", text, max);
+        return -1;
+    }
+    return value * unit;
 }
 
 /* Where the private directories go: MLGO_TMPDIR, else TMPDIR, else /tmp. */
@@ -448,6 +589,10 @@ static char **compiler_argv(const char *clang, char **channel, struct strvec *ex
 static int serve_compile(const char *clang, const char *host, struct strvec *extra,
                          char **args, size_t n, const char *policy) {
     char **plain_argv = compiler_argv(clang, NULL, extra, args, n);
+    long long open_timeout = host_open_timeout();
+    if (open_timeout < 0) return 1;
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "%lld", open_timeout);
     const char *why = NULL;
     const char *parent = channel_parent();
     char *workdir = private_dir(parent, &why);
@@ -474,11 +619,9 @@ static int serve_compile(const char *clang, const char *host, struct strvec *ext
 
     int result;
     sigset_t blocked = forwarded_set(), old;
-    const char *timeout = getenv("MLGO_HOST_OPEN_TIMEOUT");
     char parent_pid[32];
     snprintf(parent_pid, sizeof parent_pid, "%d", (int)getpid());
-    char *host_argv[] = {(char *)host, base, (char *)(timeout ? timeout : "3600"), parent_pid,
-                         NULL};
+    char *host_argv[] = {(char *)host, base, timeout, parent_pid, NULL};
 
     sigprocmask(SIG_BLOCK, &blocked, &old);
     int rc = 0;
@@ -510,7 +653,7 @@ static int serve_compile(const char *clang, const char *host, struct strvec *ext
                        NULL};
     char **served_argv = compiler_argv(clang, channel, extra, args, n);
     sigprocmask(SIG_BLOCK, &blocked, &old);
-    rc = spawn(&pid, clang, served_argv);
+    rc = spawn_compiler(&pid, clang, served_argv);
     if (rc == 0) clang_pid = pid;
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
@@ -547,6 +690,9 @@ static int serve_compile(const char *clang, const char *host, struct strvec *ext
             warn("the regalloc host for '%s' failed (status %d), compiling with plain clang-19 "
                  "(MLGO_FALLBACK=1)", policy, code);
             result = run_plain(clang, plain_argv);
+        } else if (code < 0) { /* no message of its own to point at */
+            result = error("the regalloc host %s for '%s' was killed by signal %d (%s)", host,
+                           policy, -code, strsignal(-code));
         } else {
             result = error("the regalloc host for '%s' failed with status %d%s; see its message "
                            "above", policy, code,
@@ -599,9 +745,23 @@ int main(int argc, char **argv) {
     if (!clang) return 1;
     char **args = argv + 1;
     size_t n = (size_t)argc - 1;
-    int job = is_compile_job(args, n);
-    if (job < 0) return 1;
-    if (!job) exec_compiler(clang, NULL, args, n);
+    struct strvec expanded = {0};
+    if (expand_response_files(args, n, 0, &expanded) != 0) return 1;
+    int job = is_compile_job(expanded);
+    const char *lto = lto_flag(expanded);
+    /* An -flto link: the whole program's code generation happens here, inside the linker. */
+    int lto_link = !job && lto && is_link(expanded);
+    if (!job && !lto_link) exec_compiler(clang, NULL, args, n);
+    if (lto_link && CONFIG_HOST) {
+        warn("%s link: code generation (and register allocation) runs in the linker, which "
+             "mlgo does not serve: the regalloc policy '%s' is not applied to this program",
+             lto, CONFIG_REGALLOC_POLICY);
+        summary_line("regalloc", CONFIG_REGALLOC_POLICY, "lto-link-not-served");
+    }
+    /* Only lld loads pass plugins at the link. */
+    int lld = 0;
+    for (size_t i = 0; i < expanded.n; i++) lld |= strcmp(expanded.v[i], "-fuse-ld=lld") == 0;
+    const char *plugin_flag = lto_link ? "-Wl,--load-pass-plugin=" : "-fpass-plugin=";
 
     struct strvec extra = {0};
     const char *other = mismatch("MLGO_INLINE_POLICY", CONFIG_INLINE_POLICY, 1);
@@ -609,42 +769,63 @@ int main(int argc, char **argv) {
     if (other) {
         if (!fallback_allowed())
             return error("%s serves inline policy '%s', but MLGO_INLINE_POLICY is '%s'; make a "
-                         "launcher for it with `mlgo-clang --print-launcher`", argv[0],
-                         served_inline, other);
+                         "launcher for it with the variable set when printing: "
+                         "`MLGO_INLINE_POLICY=%s mlgo-%s --print-launcher`", argv[0],
+                         served_inline, other, other, CONFIG_DRIVER);
         warn("%s serves inline policy '%s', not MLGO_INLINE_POLICY '%s'; using clang's own "
              "inliner (MLGO_FALLBACK=1)", argv[0], served_inline, other);
+    } else if (CONFIG_PLUGIN && lto_link && !lld) {
+        warn("%s link without -fuse-ld=lld: the inline policy '%s' is not applied to the link's "
+             "inlining (only lld can load the plugin)", lto, CONFIG_INLINE_POLICY);
     } else if (CONFIG_PLUGIN) {
-        if (is_regular_file(CONFIG_PLUGIN)) {
+        const char *bad = is_regular_file(CONFIG_PLUGIN)
+                              ? damaged(CONFIG_PLUGIN, CONFIG_PLUGIN_FNV1A64) : "it is gone";
+        if (!bad) {
             size_t len = strlen(CONFIG_PLUGIN) + 32;
             char *flag = xrealloc(NULL, len);
-            snprintf(flag, len, "-fpass-plugin=%s", CONFIG_PLUGIN);
+            snprintf(flag, len, "%s%s", plugin_flag, CONFIG_PLUGIN);
             push(&extra, flag);
         } else if (!fallback_allowed()) {
-            return error("inliner plugin for '%s': %s is gone; make the launcher again with "
-                         "`mlgo-clang --print-launcher`", CONFIG_INLINE_POLICY, CONFIG_PLUGIN);
+            return error("inliner plugin for '%s': %s: %s; make the launcher again with "
+                         "`mlgo-clang --print-launcher`", CONFIG_INLINE_POLICY, CONFIG_PLUGIN,
+                         bad);
         } else {
             warn("inliner plugin for '%s' unavailable, using clang's own inliner "
-                 "(MLGO_FALLBACK=1): %s is gone", CONFIG_INLINE_POLICY, CONFIG_PLUGIN);
+                 "(MLGO_FALLBACK=1): %s: %s", CONFIG_INLINE_POLICY, CONFIG_PLUGIN, bad);
         }
     }
+
+    if (lto_link) exec_compiler(clang, &extra, args, n);
 
     other = mismatch("MLGO_REGALLOC_POLICY", CONFIG_REGALLOC_POLICY, 0);
     if (other) {
         if (!fallback_allowed())
             return error("%s serves regalloc policy '%s', but MLGO_REGALLOC_POLICY is '%s'; "
-                         "make a launcher for it with `mlgo-clang --print-launcher`", argv[0],
-                         CONFIG_REGALLOC_POLICY, other);
+                         "make a launcher for it with the variable set when printing: "
+                         "`MLGO_REGALLOC_POLICY=%s mlgo-%s --print-launcher`", argv[0],
+                         CONFIG_REGALLOC_POLICY, other, other, CONFIG_DRIVER);
         warn("%s serves regalloc policy '%s', not MLGO_REGALLOC_POLICY '%s'; compiling with "
              "plain clang-19 (MLGO_FALLBACK=1)", argv[0], CONFIG_REGALLOC_POLICY, other);
         exec_compiler(clang, &extra, args, n);
     }
     if (!CONFIG_HOST) exec_compiler(clang, &extra, args, n); /* policy "default" */
-    if (!executable_file(CONFIG_HOST)) {
+    if (lto) {
+        /* The object is bitcode: registers are allocated at the link (warned about there). */
+        warn("%s: this compile makes bitcode and its registers are allocated at the link, "
+             "which mlgo does not serve: the regalloc policy '%s' is not applied", lto,
+             CONFIG_REGALLOC_POLICY);
+        summary_line("regalloc", CONFIG_REGALLOC_POLICY, "lto-not-served");
+        exec_compiler(clang, &extra, args, n);
+    }
+    const char *bad = executable_file(CONFIG_HOST) ? damaged(CONFIG_HOST, CONFIG_HOST_FNV1A64)
+                                                   : "it is gone";
+    if (bad) {
         if (!fallback_allowed())
-            return error("regalloc host for '%s': %s is gone; make the launcher again with "
-                         "`mlgo-clang --print-launcher`", CONFIG_REGALLOC_POLICY, CONFIG_HOST);
+            return error("regalloc host for '%s': %s: %s; make the launcher again with "
+                         "`mlgo-clang --print-launcher`", CONFIG_REGALLOC_POLICY, CONFIG_HOST,
+                         bad);
         warn("regalloc host for '%s' unavailable, compiling with plain clang-19 "
-             "(MLGO_FALLBACK=1): %s is gone", CONFIG_REGALLOC_POLICY, CONFIG_HOST);
+             "(MLGO_FALLBACK=1): %s: %s", CONFIG_REGALLOC_POLICY, CONFIG_HOST, bad);
         exec_compiler(clang, &extra, args, n);
     }
     return finish(serve_compile(clang, CONFIG_HOST, &extra, args, n, CONFIG_REGALLOC_POLICY));

@@ -26,6 +26,7 @@ from mlgo.serving.build import (
     cached_artifact,
     content_key,
     file_identity,
+    label_source,
     packaged_source,
     run_build,
 )
@@ -107,12 +108,12 @@ def build_plugin(policy_c_source: str, *, policy_label: str = "policy") -> Path:
     llvm = llvm_dev()
     cc, cxx = toolchain.clang(), toolchain.clangxx()
     obj = plugin_object()
-    key = content_key("inliner-plugin", obj.parent.name, policy_c_source, llvm.version,
-                      file_identity(cc.path), file_identity(cxx.path))
+    key = content_key("inliner-plugin", obj.parent.name, policy_c_source, policy_label,
+                      llvm.version, file_identity(cc.path), file_identity(cxx.path))
 
     def build(tmp: Path) -> dict:
         policy_c = tmp / "policy.c"
-        policy_c.write_text(policy_c_source)
+        policy_c.write_text(policy_c_source + label_source(policy_label))
         run_build([cc.path, "-O2", "-fPIC", "-c", str(policy_c), "-o", str(tmp / "policy.o")],
                   policy_c, f"the {policy_label} policy")
         out = tmp / PLUGIN_FILE

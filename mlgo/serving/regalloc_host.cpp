@@ -41,6 +41,7 @@ extern const char *const mlgo_policy_feature_names[];
 extern const char *const mlgo_policy_feature_types[];
 extern const size_t mlgo_policy_feature_elements[];
 extern const size_t mlgo_policy_num_features;
+extern const char mlgo_policy_label[];
 }
 
 namespace {
@@ -378,6 +379,23 @@ void openChannel(const std::string &In, const std::string &Out, unsigned Timeout
   alarm(0);
 }
 
+// MLGO_DECISION_SUMMARY=FILE: one line per compile served ("regalloc", the policy, no module
+// name, the decisions), appended in one write() so concurrent compiles keep lines whole; `mlgo
+// summary FILE` adds them up (format in mlgo/serving/summary.py).
+void writeSummary(long long Decisions) {
+  const char *Path = std::getenv("MLGO_DECISION_SUMMARY");
+  if (!Path || !*Path)
+    return;
+  std::string Line = std::string("regalloc\t") + mlgo_policy_label + "\t-\t" +
+                     std::to_string(Decisions) + "\t-\t-\n";
+  int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (Fd < 0 || ::write(Fd, Line.data(), Line.size()) != static_cast<ssize_t>(Line.size()))
+    std::fprintf(stderr, "mlgo regalloc host (%s): warning: cannot write MLGO_DECISION_SUMMARY "
+                 "%s: %s\n", Base, Path, std::strerror(errno));
+  if (Fd >= 0)
+    ::close(Fd);
+}
+
 } // namespace
 
 int main(int Argc, char **Argv) {
@@ -386,7 +404,17 @@ int main(int Argc, char **Argv) {
     return 2;
   }
   Base = Argv[1];
-  unsigned Timeout = static_cast<unsigned>(std::strtoul(Argv[2], nullptr, 10));
+  // Whole seconds only, strictly: "1h" must not become 1 second (the callers convert units).
+  char *End = nullptr;
+  errno = 0;
+  unsigned long long Seconds = std::strtoull(Argv[2], &End, 10);
+  if (Argv[2][0] < '0' || Argv[2][0] > '9' || *End != 0 || errno != 0 || Seconds == 0 ||
+      Seconds > 2147483647ULL) {
+    std::fprintf(stderr, "%s: OPEN_TIMEOUT_SECONDS '%s' is not a whole number of seconds "
+                 "from 1 to 2147483647\n", Argv[0], Argv[2]);
+    return 2;
+  }
+  unsigned Timeout = static_cast<unsigned>(Seconds);
   long Parent = std::strtol(Argv[3], nullptr, 10);
   if (Parent > 0) {
     // If the supervisor dies before the compiler connects, give up; once connected, keep
@@ -403,7 +431,7 @@ int main(int Argc, char **Argv) {
 
   const std::string In = std::string(Base) + ".in", Out = std::string(Base) + ".out";
   int AdviceFd = -1, LogFd = -1;
-  openChannel(In, Out, Timeout ? Timeout : 1, AdviceFd, LogFd);
+  openChannel(In, Out, Timeout, AdviceFd, LogFd);
 
   std::FILE *DecisionLog = nullptr;
   if (const char *Path = std::getenv("MLGO_HOST_DECISION_LOG")) {
@@ -416,8 +444,10 @@ int main(int Argc, char **Argv) {
   Reader R(LogFd);
   const size_t MaxLine = 1 << 20;
   std::string HeaderLine = R.line(MaxLine);
-  if (HeaderLine.empty())
+  if (HeaderLine.empty()) {
+    writeSummary(0);
     return 0;  // the compiler opened the channel but made no decision
+  }
   Json Header;
   if (HeaderLine.back() != '\n' || !JsonParser(HeaderLine).parse(Header) ||
       Header.K != Json::Object)
@@ -450,6 +480,7 @@ int main(int Argc, char **Argv) {
     Pointers.push_back(S.data());
 
   std::string Context, Raw;
+  long long Decisions = 0;
   for (;;) {
     std::string Line = R.line(MaxLine);
     if (Line.empty())
@@ -478,6 +509,7 @@ int main(int Argc, char **Argv) {
       Offset += Features[I].Bytes;
     }
     int64_t Answer = mlgo_regalloc_policy(Pointers.data(), Pointers.size());
+    ++Decisions;
     const char *Bytes = reinterpret_cast<const char *>(&Answer);
     size_t Left = sizeof(Answer);
     while (Left > 0) {
@@ -496,5 +528,6 @@ int main(int Argc, char **Argv) {
       std::fflush(DecisionLog);
     }
   }
+  writeSummary(Decisions);
   return 0;
 }

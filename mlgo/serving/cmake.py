@@ -1,0 +1,42 @@
+"""A CMake initial-cache file (`cmake -C FILE`) that serves an inliner policy in every build
+type: CMake appends its build type's flags (Release: -O3) after CMAKE_C_FLAGS, so `-Oz` in
+CMAKE_C_FLAGS alone loses; here the build types' own entries say -Oz."""
+
+from __future__ import annotations
+
+# CMake's defaults for these build types, with their optimization level replaced by -Oz.
+BUILD_TYPE_FLAGS = {
+    "RELEASE": "-Oz -DNDEBUG",
+    "MINSIZEREL": "-Oz -DNDEBUG",
+    "RELWITHDEBINFO": "-Oz -g -DNDEBUG",
+}
+LANGUAGES = ("C", "CXX")
+LINK_KINDS = ("EXE", "SHARED", "MODULE")
+
+
+def _cmake_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def initial_cache(plugin: str, policy: str, compilers: dict[str, str], *,
+                  lld: bool = True) -> str:
+    """The text of the initial-cache file for `plugin` (serving `policy`), compiling with
+    `compilers` ({"C": clang-19 or a launcher, "CXX": ...}: the plugin loads only into clang
+    19). With `lld`, links use lld and load the plugin too, so -flto builds
+    (CMAKE_INTERPROCEDURAL_OPTIMIZATION) get the policy at the link's inlining as well."""
+    lines = [f"# mlgo cmake-flags {policy}: use as `cmake -C THIS_FILE ...`.",
+             "# Every optimizing build type compiles at -Oz with the inliner plugin."]
+    for lang in LANGUAGES:
+        lines.append(f"set(CMAKE_{lang}_COMPILER {_cmake_string(compilers[lang])} "
+                     'CACHE FILEPATH "")')
+        lines.append(f'set(CMAKE_{lang}_FLAGS {_cmake_string(f"-fpass-plugin={plugin}")} '
+                     'CACHE STRING "")')
+        for build_type, flags in BUILD_TYPE_FLAGS.items():
+            lines.append(f"set(CMAKE_{lang}_FLAGS_{build_type} {_cmake_string(flags)} "
+                         'CACHE STRING "")')
+    if lld:
+        lines.append("# lld runs the policy at LTO links too (GNU ld's LLVMgold cannot).")
+        link = _cmake_string(f"-fuse-ld=lld -Wl,--load-pass-plugin={plugin}")
+        for kind in LINK_KINDS:
+            lines.append(f'set(CMAKE_{kind}_LINKER_FLAGS {link} CACHE STRING "")')
+    return "\n".join(lines) + "\n"

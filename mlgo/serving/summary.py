@@ -1,0 +1,112 @@
+"""MLGO_DECISION_SUMMARY: what the plugin, the regalloc host and the wrappers served in a build.
+
+Set MLGO_DECISION_SUMMARY=FILE for a build; each served compile (and each LTO link the plugin
+runs in) appends one tab-separated line, in a single write so concurrent compiles keep lines
+whole:
+
+    PROBLEM  POLICY  MODULE  DECISIONS  YES  NOTES
+
+PROBLEM is `inlining` or `regalloc`; POLICY the label the plugin or host was built with (a
+built-in heuristic's name or a policy directory); MODULE the module the inliner ran on (`-`
+for regalloc); YES how many decisions said inline (`-` for regalloc); NOTES `-` or a comma list
+of: `not-size` (functions compiled without -Os/-Oz), `lto-prelink` (the compile step of an -flto
+build), `lto-postlink` (the inliner at an LTO link), `lto-not-served` / `lto-link-not-served`
+(an -flto compile or link whose register allocation mlgo did not serve). `mlgo summary FILE`
+adds them up.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlgo.errors import MlgoError
+
+PROBLEMS = ("inlining", "regalloc")
+NOTES = ("not-size", "lto-prelink", "lto-postlink", "lto-not-served", "lto-link-not-served")
+# Where the decisions were (not) made, from the notes.
+_WHERE = (("lto-link-not-served", "LTO link, not served"),
+          ("lto-not-served", "-flto compile, not served"),
+          ("lto-postlink", "LTO link"),
+          ("lto-prelink", "-flto compile"))
+
+
+@dataclass
+class Group:
+    runs: int = 0
+    decisions: int = 0
+    yes: int | None = None
+    notes: Counter = field(default_factory=Counter)
+
+
+def where(notes: set[str]) -> str:
+    for note, text in _WHERE:
+        if note in notes:
+            return text
+    return "compile"
+
+
+def read_summary(path: Path) -> dict[tuple[str, str, str], Group]:
+    """Lines of `path` added up per (problem, policy, where); MlgoError naming the file and line
+    for anything malformed."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MlgoError(f"{path}: cannot read the decision summary: {e}") from e
+    groups: dict[tuple[str, str, str], Group] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("\t")
+        bad = None
+        if len(fields) != 6:
+            bad = f"{len(fields)} tab-separated fields, expected 6"
+        elif fields[0] not in PROBLEMS:
+            bad = f"unknown problem {fields[0]!r}"
+        elif not fields[3].isdigit() or not (fields[4] == "-" or fields[4].isdigit()):
+            bad = "decision counts are not whole numbers"
+        notes = set() if bad or fields[5] == "-" else set(fields[5].split(","))
+        if not bad and notes - set(NOTES):
+            bad = f"unknown notes {sorted(notes - set(NOTES))}"
+        if bad:
+            raise MlgoError(f"{path}:{number}: not a decision summary line ({bad}): {line[:200]!r}")
+        group = groups.setdefault((fields[0], fields[1], where(notes)), Group())
+        group.runs += 1
+        group.decisions += int(fields[3])
+        if fields[4] != "-":
+            group.yes = (group.yes or 0) + int(fields[4])
+        group.notes.update(notes)
+    return groups
+
+
+def format_summary(groups: dict[tuple[str, str, str], Group]) -> str:
+    """A table, one line per policy and place, then one line per thing to know."""
+    if not groups:
+        return "no decisions recorded (was MLGO_DECISION_SUMMARY set for the build?)\n"
+    rows = [("problem", "policy", "where", "runs", "decisions", "yes")]
+    for (problem, policy, place), g in sorted(groups.items()):
+        rows.append((problem, policy, place, str(g.runs), str(g.decisions),
+                     "-" if g.yes is None else str(g.yes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    out = []
+    for r in rows:
+        left = "  ".join(r[i].ljust(widths[i]) for i in range(3))
+        right = "  ".join(r[i].rjust(widths[i]) for i in range(3, 6))
+        out.append(f"{left}  {right}")
+    not_size = sum(g.notes["not-size"] for g in groups.values())
+    if not_size:
+        out.append(f"note: {not_size} inliner runs had functions not compiled for size "
+                   "(-Os/-Oz): a later -O2/-O3 overrode -Oz (see `mlgo cmake-flags`)")
+    prelink = sum(g.runs for (p, _, w), g in groups.items() if p == "inlining"
+                  and w == "-flto compile")
+    postlink = sum(g.runs for (p, _, w), g in groups.items() if p == "inlining"
+                   and w == "LTO link")
+    if prelink and not postlink:
+        out.append(f"note: {prelink} -flto compile steps, and no LTO link ran the inliner "
+                   "policy: the link's inlining was LLVM's own (link with -fuse-ld=lld "
+                   "-Wl,--load-pass-plugin=PLUGIN)")
+    unserved = sum(g.runs for (p, _, w), g in groups.items() if p == "regalloc"
+                   and w.endswith("not served"))
+    if unserved:
+        out.append(f"note: {unserved} -flto compiles or links: their register allocation "
+                   "(at the link) was LLVM's own, not the regalloc policy")
+    return "\n".join(out) + "\n"
