@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deb = sub.add_parser("debian", help="build Debian source packages with clang-19 into "
                          "one corpus (one project per package)")
     deb.add_argument("packages", nargs="*", metavar="PKG",
-                     help="source package names with a recipe in third_party/debian")
+                     help="source package names with a recipe in corpus_tools/debian_recipes")
     deb.add_argument("--all", action="store_true", help="every package with a recipe")
     deb.add_argument("--list", action="store_true", help="list the recipes and exit")
     deb.add_argument("--cache", type=Path, default=None,

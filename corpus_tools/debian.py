@@ -1,6 +1,7 @@
 """Corpora from Debian source packages, built with clang-19 under `bear`.
 
-Each package has a recipe in third_party/debian/<package>.toml (data, not code):
+Each package has a recipe in corpus_tools/debian_recipes/<package>.toml (data, not code, shipped
+as package data; third_party/debian in the checkout links to the same folder):
 
     package = "lua5.4"            # source package name
     language = "c"                # "c" or "c++" (what most of its modules are)
@@ -29,6 +30,7 @@ level (None).
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import logging
 import os
 import re
@@ -52,7 +54,8 @@ from mlgo.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "third_party" / "debian"
+# Package data, so a wheel install can build corpora too. pip installs packages as directories.
+RECIPES_DIR = Path(str(importlib.resources.files("corpus_tools") / "debian_recipes"))
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlgo" / "debian"
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 DEBIAN_SOURCES = APT_SOURCES_DIR / "debian.sources"
@@ -150,7 +153,10 @@ def load_recipe(package: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
 
 
 def all_recipes(recipes_dir: Path = RECIPES_DIR) -> list[Recipe]:
-    return [parse_recipe(p) for p in sorted(recipes_dir.glob("*.toml"))]
+    recipes = [parse_recipe(p) for p in sorted(recipes_dir.glob("*.toml"))]
+    if not recipes:  # an install without its package data must not look like "no packages"
+        raise CorpusError(f"{recipes_dir}: no Debian recipes (*.toml) found")
+    return recipes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,11 @@ def test_every_shipped_recipe_parses_and_records_its_result() -> None:
     assert sum(r.language == "c++" for r in recipes) >= 4
 
 
+def test_a_recipes_folder_without_recipes_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match=f"{tmp_path}: no Debian recipes"):
+        debian.all_recipes(tmp_path)
+
+
 def _write(tmp_path: Path, text: str, name: str = "pkg.toml") -> Path:
     p = tmp_path / name
     p.write_text(text)

@@ -13,6 +13,7 @@ from mlgo.cli.common import (
     run_with_progress,
     setup_gin,
 )
+from mlgo.policies.shipped import shipped_names
 from mlgo.workers.tasks import ModuleTask
 
 
@@ -21,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_problem_args(p)
     p.add_argument("--policy", required=True,
                    help="policy directory, or a built-in: default, llvm-default, cost-threshold, never, always "
-                   "(inlining); default, proxy, never, first-valid (regalloc)")
+                   "(inlining); default, proxy, never, first-valid (regalloc); or a shipped "
+                   f"policy: {', '.join(shipped_names()) or 'none installed'}")
     p.add_argument("--json", type=Path, default=None, help="write the full report here")
     p.add_argument("--plot", type=Path, default=None,
                    help="per-module distribution PNG (default: next to --json)")

@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-_POLICY_HELP = "a built-in inliner heuristic (cost-threshold, never, always) or a policy directory"
+from mlgo.policies.shipped import shipped_names
+
+_POLICY_HELP = ("a built-in inliner heuristic (cost-threshold, never, always), a shipped policy "
+                f"({', '.join(shipped_names()) or 'none installed'}) or a trained policy directory")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,4 +1,5 @@
-"""Policies shipped with mlgo, found by name: `policies/<name>/policy` in the source tree.
+"""Policies shipped with mlgo, found by name: `mlgo/shipped_policies/<name>/policy`, package data
+(so a wheel install has them too; `policies/` at the top of the checkout links to the same folder).
 
 `mlgo eval --policy inlining-oz`, `mlgo plugin inlining-oz` and `MLGO_INLINE_POLICY=inlining-oz`
 all resolve the name here, so a shipped policy works wherever a policy directory does. Each
@@ -8,9 +9,23 @@ projects) and its manifest.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent.parent / "policies"
+from mlgo.errors import MlgoError
+
+
+def _package_dir(name: str) -> Path:
+    # The compiler and the plugin builder need real files; pip always installs packages as
+    # directories, so a non-directory resource means a zipped install that cannot work.
+    d = files("mlgo") / name
+    if not isinstance(d, Path):
+        raise MlgoError(f"mlgo is installed as {d}, not as a directory: shipped policies need "
+                        "files on disk (install with pip)")
+    return d
+
+
+SHIPPED_DIR = _package_dir("shipped_policies")
 
 
 def shipped_names() -> list[str]:
