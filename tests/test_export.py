@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mlgo.cli.main import main
-from mlgo.policies.checkpoint import save_policy
+from mlgo.policies.policy_dir import save_policy
 from mlgo.problems import get_problem
 
 

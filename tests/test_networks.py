@@ -22,7 +22,7 @@ from mlgo.problems.inlining.network import build_network as build_inlining
 from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
 from mlgo.protocol.tensor_spec import TensorSpec
 
-# -- the LLVM 19 headers, as the compiler sends them (DESIGN.md 1.1) ---------------------------
+# -- the LLVM 19 headers, as the compiler sends them (tests/test_env.py reads them live) ------
 INLINING_FEATURES = (
     "sroa_savings sroa_losses load_elimination call_penalty call_argument_setup "
     "load_relative_intrinsic lowered_call_arg_setup indirect_call_penalty jump_table_penalty "
@@ -299,7 +299,7 @@ def test_sampling_follows_softmax():
 
 # -- workers stay TensorFlow-free ----------------------------------------------------------------
 def test_numpy_side_never_imports_tensorflow(tmp_path, inl_net, ra_net):
-    from mlgo.policies.checkpoint import save_policy
+    from mlgo.policies.policy_dir import save_policy
 
     save_policy(tmp_path / "inl", inl_net, inl_net.init_params(0))
     save_policy(tmp_path / "ra", ra_net, ra_net.init_params(0))

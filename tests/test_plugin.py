@@ -188,7 +188,7 @@ def test_trained_policy_c_source_is_cached_by_content(tmp_path, monkeypatch):
     monkeypatch.setattr(generator, "policy_c_source", refuse)
     again, _ = plugin.trained_policy_source(policy, "regalloc")
     assert again == first
-    from mlgo.policies.checkpoint import load_policy, save_policy
+    from mlgo.policies.policy_dir import load_policy, save_policy
 
     net, params, meta = load_policy(policy, problem="regalloc")
     save_policy(policy, net, params * 2, meta)

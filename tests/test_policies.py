@@ -23,10 +23,10 @@ from test_networks import (
 )
 
 from mlgo.errors import MlgoError
-from mlgo.policies.checkpoint import PolicyFormatError, load_policy, read_policy_json, save_policy
 from mlgo.policies.loading import numpy_policy
 from mlgo.policies.network import FeatureMismatchError
 from mlgo.policies.policy import NumpyPolicy, Policy, SavedModelPolicy
+from mlgo.policies.policy_dir import PolicyFormatError, load_policy, read_policy_json, save_policy
 from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
 from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
 from mlgo.protocol.tensor_spec import TensorSpec
@@ -224,7 +224,7 @@ def _compile_c(source: str, out: Path):
 def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
     import ctypes
 
-    from mlgo.policies.codegen import policy_c_source
+    from mlgo.policies.c_source import policy_c_source
 
     for net, params in (inl, ra):
         save_policy(tmp_path / net.problem, net, params)

@@ -14,7 +14,7 @@ import pytest
 from corpus_fixtures import SOURCES, make_small_corpus
 
 from mlgo.cli.main import main
-from mlgo.policies.checkpoint import load_policy
+from mlgo.policies.policy_dir import load_policy
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def _ensure_trace(args, problem, corpus, gin_config: str) -> Path:
 
 def _network_and_params(args, problem, corpus, gin_config: str):
     from mlgo.cli.vocab import build_vocab
-    from mlgo.policies.checkpoint import load_policy
+    from mlgo.policies.policy_dir import load_policy
 
     structure = args.output / "structure"
     if (structure / "policy.json").is_file():  # resuming: the run's own network

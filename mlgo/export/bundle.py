@@ -65,7 +65,7 @@ def aot_compile(saved_model: Path, out_dir: Path, cpp_class: str, timeout: float
 
 
 def export_policy(policy_dir: Path, out: Path, *, aot: bool = True, force: bool = False) -> dict[str, Any]:
-    from mlgo.policies.checkpoint import load_policy
+    from mlgo.policies.policy_dir import load_policy
     from mlgo.policies.saved_model import export_saved_model
 
     net, params, meta = load_policy(policy_dir)

@@ -5,7 +5,7 @@ Import submodules directly; nothing here imports TensorFlow at module level:
     mlgo.policies.network      PolicyNetwork, MLP, INVALID_LOGIT, FeatureMismatchError
     mlgo.policies.vocab        quantile boundaries (<feature>.buckets) and normalization
     mlgo.policies.policy       Policy, NumpyPolicy, SavedModelPolicy
-    mlgo.policies.checkpoint   save_policy, load_policy
+    mlgo.policies.policy_dir   save_policy, load_policy
     mlgo.policies.loading      numpy_policy (for workers)
     mlgo.policies.saved_model  export_saved_model
 """

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from mlgo.policies.checkpoint import POLICY_JSON, load_policy
 from mlgo.policies.network import PolicyNetwork
 from mlgo.policies.policy import NumpyPolicy
+from mlgo.policies.policy_dir import POLICY_JSON, load_policy
 
 # Workers compile many modules with the same policy directory: parse it once per version.
 _CACHE: dict[tuple[str, int, int], tuple[PolicyNetwork, np.ndarray]] = {}
@@ -33,7 +33,7 @@ def load_network(policy_dir: Path | str, problem: str | None = None) -> tuple[Po
         _CACHE[key] = (network, params)
     network, params = _CACHE[key]
     if problem is not None and network.problem != problem:
-        from mlgo.policies.checkpoint import PolicyFormatError
+        from mlgo.policies.policy_dir import PolicyFormatError
 
         raise PolicyFormatError(f"{policy_dir}: the policy is for problem {network.problem!r}, not {problem!r}")
     return network, params

@@ -12,23 +12,21 @@ future AOT-compiled model or compiler plugin) hides behind these two calls:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from mlgo.errors import MlgoError
 from mlgo.policies.network import PolicyNetwork
-
-Observation = Mapping[str, np.ndarray]
+from mlgo.protocol import FeatureValues
 
 
 class Policy(ABC):
     @abstractmethod
-    def act(self, obs: Observation) -> int:
+    def act(self, obs: FeatureValues) -> int:
         """The advice for one observation."""
 
-    def act_sample(self, obs: Observation, rng: np.random.Generator) -> tuple[int, float]:
+    def act_sample(self, obs: FeatureValues, rng: np.random.Generator) -> tuple[int, float]:
         """A sampled action and its log-probability (stochastic policies only)."""
         raise MlgoError(f"{type(self).__name__} only makes greedy decisions; it cannot sample")
 
@@ -48,13 +46,13 @@ class LogitsPolicy(Policy):
     """A policy that can show its logits over the actions; acting follows from them."""
 
     @abstractmethod
-    def logits(self, obs: Observation) -> np.ndarray:
+    def logits(self, obs: FeatureValues) -> np.ndarray:
         """[num_actions] logits for one observation (invalid actions very negative)."""
 
-    def act(self, obs: Observation) -> int:
+    def act(self, obs: FeatureValues) -> int:
         return int(np.argmax(self.logits(obs)))
 
-    def act_sample(self, obs: Observation, rng: np.random.Generator) -> tuple[int, float]:
+    def act_sample(self, obs: FeatureValues, rng: np.random.Generator) -> tuple[int, float]:
         return sample_from_logits(self.logits(obs), rng)
 
 
@@ -69,10 +67,10 @@ class NumpyPolicy(LogitsPolicy):
         self.greedy = greedy
         self._rng = np.random.default_rng(seed)
 
-    def logits(self, obs: Observation) -> np.ndarray:
+    def logits(self, obs: FeatureValues) -> np.ndarray:
         return self._logits(obs)[0]
 
-    def act(self, obs: Observation) -> int:
+    def act(self, obs: FeatureValues) -> int:
         if self.greedy:
             return super().act(obs)
         return self.act_sample(obs, self._rng)[0]
@@ -98,18 +96,18 @@ class SavedModelPolicy(LogitsPolicy):
         self.inputs = dict(kwargs)  # name -> tf.TensorSpec (the header's dtype and shape)
         (self.output_name,) = self._action.structured_outputs
 
-    def _feed(self, obs: Observation) -> dict:
+    def _feed(self, obs: FeatureValues) -> dict:
         missing = [n for n in self.inputs if n not in obs]
         if missing:
             raise MlgoError(f"{self.path}: observation lacks input(s) {', '.join(missing)}")
         return {n: self._tf.constant(np.asarray(obs[n]).reshape(s.shape).astype(s.dtype.as_numpy_dtype))
                 for n, s in self.inputs.items()}
 
-    def act(self, obs: Observation) -> int:
+    def act(self, obs: FeatureValues) -> int:
         out = self._action(**self._feed(obs))[self.output_name]
         return int(out.numpy().reshape(-1)[0])
 
-    def logits(self, obs: Observation) -> np.ndarray:
+    def logits(self, obs: FeatureValues) -> np.ndarray:
         if self._logits is None:
             raise MlgoError(f"{self.path}: the SavedModel has no 'logits' signature")
         return self._logits(**self._feed(obs))["logits"].numpy().reshape(-1)

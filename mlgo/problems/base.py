@@ -7,11 +7,9 @@ built-in heuristics exist. Algorithms and workers only see this interface."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from corpus_tools.corpus import Corpus, Module
 from mlgo.compiler import toolchain
@@ -23,11 +21,11 @@ from mlgo.compiler.interactive import (
     run_compile,
 )
 from mlgo.errors import MlgoError, ProtocolError
-from mlgo.protocol import Header
+from mlgo.protocol import FeatureValues, Header
 
-Observation = Mapping[str, np.ndarray]
-# A heuristic maps one observation to an action; None stands for "compile without ML at all".
-Heuristic = Callable[[Observation], int]
+# A heuristic maps one observation's features to an action; None stands for "compile without
+# ML at all".
+Heuristic = Callable[[FeatureValues], int]
 
 
 @dataclass
@@ -118,7 +116,7 @@ class Problem(ABC):
         """Built-in policies by name; 'default' (None: no ML) is always present."""
 
     @abstractmethod
-    def default_proxy(self, obs: Observation) -> int:
+    def default_proxy(self, obs: FeatureValues) -> int:
         """An observation-level imitation of the default heuristic (the warm-start label)."""
 
     def check_header(self, header: Header, source: str) -> None:

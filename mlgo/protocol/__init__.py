@@ -6,6 +6,7 @@ from mlgo.protocol.training_log import (
     Context,
     Event,
     Features,
+    FeatureValues,
     Header,
     LogReader,
     LogWriter,
@@ -17,6 +18,7 @@ from mlgo.protocol.training_log import (
 )
 
 __all__ = [
-    "DTYPES", "TensorSpec", "ByteSource", "Context", "Event", "Features", "Header", "LogReader", "LogWriter",
+    "DTYPES", "TensorSpec", "ByteSource", "Context", "Event", "Features", "FeatureValues",
+    "Header", "LogReader", "LogWriter",
     "Observation", "Outcome", "StreamSource", "parse_header", "stack_features",
 ]

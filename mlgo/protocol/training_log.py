@@ -8,8 +8,9 @@ The compiler (interactive mode, or development mode's `-training-log`) writes:
     {"outcome": N}\n <score bytes> \n              -- development mode's reward (optional)
 In interactive mode the host answers each observation with the raw advice tensor bytes.
 
-Every read is of an exact size: reading past one observation would block a host whose
-compiler is waiting for the answer (see DESIGN.md 1.1).
+Every read is of an exact size: the compiler writes an observation and then blocks reading
+the advice, so a host that asked for more bytes than the observation holds would wait forever
+on a compiler that waits for it.
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ class Header:
         return {}  # Features.gather's memo, shared by every observation under this header
 
 
+# What a heuristic or a policy decides from: feature name -> array of the header's shape. The
+# compiler's are `Features`; traces, tests and batches give plain dicts.
+FeatureValues = Mapping[str, np.ndarray]
+
+
 class Features(Mapping[str, np.ndarray]):
     """One observation's features, name -> read-only array (a view of the observation's bytes),
     in header order. Each array is made when it is looked up: a heuristic often reads two of
@@ -195,7 +201,7 @@ class Context:
 @dataclass(frozen=True)
 class Observation:
     index: int
-    features: Mapping[str, np.ndarray] = field(repr=False)
+    features: FeatureValues = field(repr=False)
     context: str = ""
 
 

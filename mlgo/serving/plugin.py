@@ -35,7 +35,7 @@ PLUGIN_SOURCE = "inliner_plugin.cpp"
 PLUGIN_FILE = "libmlgo_inliner.so"
 PLUGIN_OBJECT = "inliner_plugin.o"
 # Where a trained-policy C generator is expected (the policy package's side of the seam).
-POLICY_CODEGEN_MODULE = "mlgo.policies.codegen"
+POLICY_CODEGEN_MODULE = "mlgo.policies.c_source"
 
 # Flags that must not reach the plugin's link: the plugin's LLVM symbols are resolved from
 # libLLVM inside clang's process, so "no undefined symbols" would make the link fail.

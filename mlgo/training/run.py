@@ -61,7 +61,7 @@ class TrainingRun:
         seed: int = 0,
         meta: dict[str, Any] | None = None,
     ) -> None:
-        from mlgo.policies.checkpoint import save_policy
+        from mlgo.policies.policy_dir import save_policy
 
         self.problem = problem
         self.corpus = corpus
@@ -184,7 +184,7 @@ class TrainingRun:
     def end_iteration(self, iteration: int, params: np.ndarray, arrays: dict[str, np.ndarray],
                       metrics: dict[str, float], validation: Validation | None) -> None:
         """Save the newest policy, the best one on validation, metrics and a checkpoint."""
-        from mlgo.policies.checkpoint import save_policy
+        from mlgo.policies.policy_dir import save_policy
 
         metrics = dict(metrics)
         metrics["seconds"] = time.monotonic() - getattr(self, "_t0", time.monotonic())

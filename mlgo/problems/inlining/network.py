@@ -31,7 +31,8 @@ class InliningNetworkConfig:
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "relu"
     log_features: bool = False  # add sign(x) log1p(|x|) per feature
-    # LLVM 19 sends inlining_default as 0 always (DESIGN.md 1.1): learning from it is noise.
+    # LLVM 19 sends inlining_default as 0 always (see LLVM19_DEFAULT_DECISION_SLOT in
+    # problem.py): learning from it is noise.
     ignored_features: tuple[str, ...] = ("inlining_default",)
     output_scale: float = 0.01  # the output layer starts small: a near-uniform first policy
 

@@ -9,11 +9,12 @@ import gin
 
 from mlgo.compiler.measure import text_size
 from mlgo.errors import ProtocolError
-from mlgo.problems.base import Heuristic, Measurement, Observation, Problem
-from mlgo.protocol import Header
+from mlgo.problems.base import Heuristic, Measurement, Problem
+from mlgo.protocol import FeatureValues, Header
 
 ADVICE = "inlining_decision"
-# LLVM 19 sends this feature in interactive mode but always as 0 (DESIGN.md 1.1): never learn from it.
+# LLVM 19 sends this feature (with -inliner-interactive-include-default) but always as 0, the
+# decision going to LLVM19_DEFAULT_DECISION_SLOT instead (below): never learn from it.
 IGNORED_FEATURES = ("inlining_default",)
 # Where LLVM 19 actually puts the default advisor's decision under
 # -inliner-interactive-include-default: MLInlineAdvisor::getAdviceImpl writes it to tensor
@@ -24,7 +25,7 @@ LLVM19_DEFAULT_DECISION_SLOT = "callee_basic_block_count"
 LLVM_DEFAULT = "llvm-default"
 
 
-def cost_threshold(obs: Observation) -> int:
+def cost_threshold(obs: FeatureValues) -> int:
     """The default inliner's rule as the interactive features expose it: inline when the
     estimated cost is below the threshold. It agrees with LLVM's own -Oz decision (see
     llvm_default) on 95% of call sites; LLVM inlines some callees a few instructions above this
@@ -32,7 +33,7 @@ def cost_threshold(obs: Observation) -> int:
     return int(obs["cost_estimate"].item(0) < obs["threshold"].item(0))
 
 
-def llvm_default(obs: Observation) -> int:
+def llvm_default(obs: FeatureValues) -> int:
     """LLVM's own -Oz inliner decision (DefaultInlineAdvisor: InlineCost with its bonuses,
     deferral, profile-based thresholds) for this call site, as the compiler computed it. Only
     present when the compile ran with -inliner-interactive-include-default, i.e. with
@@ -108,6 +109,6 @@ class InliningForSize(Problem):
 
         return build_network(header, vocab_dir)
 
-    def default_proxy(self, obs: Observation) -> int:
+    def default_proxy(self, obs: FeatureValues) -> int:
         # With the compiler's own decisions at hand, they are the label.
         return llvm_default(obs) if self.include_default else cost_threshold(obs)

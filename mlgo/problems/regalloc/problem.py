@@ -11,33 +11,33 @@ import numpy as np
 
 from mlgo.compiler.measure import parse_regalloc_remarks
 from mlgo.errors import ProtocolError
-from mlgo.problems.base import Heuristic, Measurement, Observation, Problem
-from mlgo.protocol import Header
+from mlgo.problems.base import Heuristic, Measurement, Problem
+from mlgo.protocol import FeatureValues, Header
 
 ADVICE = "index_to_evict"
 NUM_CANDIDATES = 33
 NO_EVICTION = 32  # the live range being allocated: evict nothing
 
 
-def _row(obs: Observation, name: str) -> np.ndarray:
+def _row(obs: FeatureValues, name: str) -> np.ndarray:
     return np.asarray(obs[name]).reshape(-1)
 
 
-def valid_positions(obs: Observation) -> np.ndarray:
+def valid_positions(obs: FeatureValues) -> np.ndarray:
     return np.flatnonzero(_row(obs, "mask") != 0)
 
 
-def never_evict(obs: Observation) -> int:
+def never_evict(obs: FeatureValues) -> int:
     valid = valid_positions(obs)
     return NO_EVICTION if NO_EVICTION in valid or len(valid) == 0 else int(valid[-1])
 
 
-def first_valid(obs: Observation) -> int:
+def first_valid(obs: FeatureValues) -> int:
     valid = valid_positions(obs)
     return int(valid[0]) if len(valid) else NO_EVICTION
 
 
-def eviction_cost_proxy(obs: Observation) -> int:
+def eviction_cost_proxy(obs: FeatureValues) -> int:
     """Imitates greedy's default eviction: among the evictable registers, take the one whose
     interference has the lowest spill weight (`use_def_density`), but only if that is lower
     than the weight of the range being allocated (position 32); else evict nothing. When
@@ -102,7 +102,7 @@ class RegallocEviction(Problem):
 
         return build_network(header, vocab_dir)
 
-    def default_proxy(self, obs: Observation) -> int:
+    def default_proxy(self, obs: FeatureValues) -> int:
         return eviction_cost_proxy(obs)
 
     def check_header(self, header: Header, source: str) -> None:
