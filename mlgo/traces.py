@@ -5,27 +5,36 @@ A trace is a directory:
                            policy_total, default_total}, feature_lists {<feature>..., action,
                            default_action, reward} with one entry per decision
     TRACE/trace.json       the compiler header (feature specs), problem, policy, counts, failures
-Read it with `read_trace` (numpy arrays per module) or `trace_dataset` (a tf.data.Dataset).
+    TRACE/failures.json    each failed module's full error (only when some failed)
+Make one with `trace_modules`; read it with `read_trace` (numpy arrays per module) or
+`trace_dataset` (a tf.data.Dataset); `build_vocab` turns it into feature quantiles.
 TensorFlow is imported only here, in the process that writes or reads, never in compile workers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import atomic_write_text
+from corpus_tools.corpus import Module, atomic_write_text
 from mlgo.errors import MlgoError
+from mlgo.policies.vocab import DEFAULT_QUANTILES, quantile_boundaries, save_vocab
+from mlgo.problems import Problem
 from mlgo.protocol import Header, TensorSpec
-from mlgo.workers.tasks import ModuleOutcome
+from mlgo.workers.pool import WorkerPool, run_with_progress
+from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
 
 RECORDS = "trace.tfrecord"
 META = "trace.json"
+FAILURES = "failures.json"
+# Who decides while tracing unless told otherwise: the problem's imitation of its default
+# heuristic, which behavioral cloning learns from.
+PROXY_POLICY = {"inlining": "cost-threshold", "regalloc": "proxy"}
 
 
 @dataclass
@@ -162,3 +171,60 @@ def read_trace(trace_dir: Path | str) -> Iterator[ModuleTrace]:
         if type(e).__module__.startswith("tensorflow"):
             raise MlgoError(f"{Path(trace_dir) / RECORDS}: corrupt or truncated trace ({e})") from e
         raise
+
+
+@dataclass
+class TraceSummary:
+    output: Path
+    modules: int  # modules with decisions, written to the trace
+    decisions: int
+    no_decisions: int  # modules the compiler asked nothing about
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (module, error)
+
+    def format(self) -> str:
+        return (f"traced {self.modules} module(s), {self.decisions} decision(s) -> {self.output} "
+                f"({self.no_decisions} with no decision, {len(self.failures)} failed)")
+
+
+def trace_modules(problem: Problem, modules: Sequence[Module], output: Path, *,
+                  pool: WorkerPool, policy: str | None = None, gin_config: str = "",
+                  timeout: float = 300.0) -> TraceSummary:
+    """Compile `modules` under `policy` (default: PROXY_POLICY) and record every decision
+    into the trace directory `output`."""
+    policy = policy or PROXY_POLICY[problem.name]
+    spec = PolicySpec.named(policy)
+    tasks = [ModuleTask(problem.name, m, spec, record=True, gin_config=gin_config,
+                        timeout=timeout) for m in modules]
+    writer = TraceWriter(output, problem.header(), {"problem": problem.name, "policy": policy})
+    failures: list[ModuleOutcome] = []
+    no_decisions = 0
+    for out in run_with_progress(pool, tasks, "trace"):
+        if not out.ok:
+            failures.append(out)
+        elif out.actions is None:
+            no_decisions += 1
+        else:
+            writer.add(out)
+    writer.close({"failed": [f.module for f in failures], "no_decisions": no_decisions})
+    if failures:
+        atomic_write_text(Path(output) / FAILURES, json.dumps(
+            [{"module": f.module, "error": f.error} for f in failures], indent=1))
+    return TraceSummary(Path(output), writer.modules, writer.decisions, no_decisions,
+                        [(f.module, f.error) for f in failures])
+
+
+def build_vocab(trace_dir: Path, out_dir: Path, n: int = DEFAULT_QUANTILES) -> dict[str, int]:
+    """Per-feature quantile boundaries of a trace's decisions into `out_dir` (the vocab,
+    mlgo/policies/vocab.py); returns each feature's number of boundaries."""
+    header = trace_header(trace_dir)
+    chunks: dict[str, list[np.ndarray]] = {f.name: [] for f in header.features}
+    modules = 0
+    for t in read_trace(trace_dir):
+        modules += 1
+        for name, arr in t.features.items():
+            chunks[name].append(np.asarray(arr).reshape(-1))
+    if modules == 0:
+        raise MlgoError(f"{trace_dir}: the trace has no decisions; nothing to build a vocab from")
+    vocab = {name: quantile_boundaries(np.concatenate(parts), n) for name, parts in chunks.items()}
+    save_vocab(out_dir, vocab)
+    return {name: len(b) for name, b in vocab.items()}

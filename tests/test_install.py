@@ -84,10 +84,10 @@ def test_installed_mlgo_lists_the_debian_recipes(venv: Path, elsewhere: Path) ->
 def test_installed_mlgo_lists_and_resolves_shipped_policies(venv: Path, elsewhere: Path) -> None:
     helptext = _run([str(venv / "bin" / "mlgo"), "plugin", "--help"], cwd=elsewhere).stdout
     assert "inlining-oz" in helptext and "regalloc" in helptext, helptext
-    # `mlgo eval --policy regalloc` resolves the name with policy_spec.
+    # `mlgo eval --policy regalloc` resolves the name with PolicySpec.named.
     spec = _run([str(venv / "bin" / "python"), "-c",
-                 "from mlgo.cli.common import policy_spec; print(policy_spec('regalloc').policy_dir)"],
-                cwd=elsewhere).stdout.strip()
+                 "from mlgo.workers.tasks import PolicySpec; "
+                 "print(PolicySpec.named('regalloc').policy_dir)"], cwd=elsewhere).stdout.strip()
     assert Path(spec).is_relative_to(venv) and (Path(spec) / "policy.json").is_file(), spec
 
 

@@ -266,8 +266,8 @@ def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
 
 
 def test_shipped_policy_names_resolve_to_their_directory(tmp_path, monkeypatch):
-    from mlgo.cli.common import policy_spec
     from mlgo.policies import shipped
+    from mlgo.workers.tasks import PolicySpec
 
     (tmp_path / "inlining-x" / "policy").mkdir(parents=True)
     (tmp_path / "inlining-x" / "policy" / "policy.json").write_text("{}")
@@ -277,8 +277,8 @@ def test_shipped_policy_names_resolve_to_their_directory(tmp_path, monkeypatch):
     assert shipped.resolve("inlining-x") == str(tmp_path / "inlining-x" / "policy")
     for other in ("half-written", "default", "x/inlining-x"):
         assert shipped.resolve(other) == other
-    assert policy_spec("inlining-x").policy_dir == str((tmp_path / "inlining-x" / "policy").resolve())
-    assert policy_spec("cost-threshold").builtin == "cost-threshold"
+    assert PolicySpec.named("inlining-x").policy_dir == str((tmp_path / "inlining-x" / "policy").resolve())
+    assert PolicySpec.named("cost-threshold").builtin == "cost-threshold"
 
 
 def test_eviction_proxy_evicts_when_llvm_requires_it_in_python_and_c(tmp_path):

@@ -117,25 +117,22 @@ def test_ppo_loss_clips_and_rewards_good_actions():
 @pytest.mark.parametrize("problem", ["inlining", "regalloc"])
 @pytest.mark.parametrize("algorithm", ["bc", "es", "ppo"])
 def test_each_problem_ships_gin_defaults_that_parse_and_yield_to_flags(problem, algorithm):
-    import argparse
-
     import gin
 
-    from mlgo.cli.common import setup_gin
-    from mlgo.cli.train import default_gin_file
+    from mlgo.configurables import default_gin_file, parse_gin
     from mlgo.training import bc, es, ppo
 
     path = default_gin_file(problem, algorithm)
     assert path is not None and path.parent.name == problem
     config = {"bc": bc.BCConfig, "es": es.ESConfig, "ppo": ppo.PPOConfig}[algorithm]
     name = config.__name__
-    setup_gin(argparse.Namespace(gin_file=[path], gin_bindings=[]))
+    parse_gin([path], [])
     bound = [line.split("=")[0].strip() for line in path.read_text().splitlines()
              if line.startswith(f"{algorithm}.{name}.")]
     assert bound
     for key in bound:  # every value in the file reaches the algorithm's config
         assert getattr(config(), key.rsplit(".", 1)[1]) == gin.query_parameter(key)
-    setup_gin(argparse.Namespace(gin_file=[path], gin_bindings=[f"{algorithm}.{name}.learning_rate = 0.125"]))
+    parse_gin([path], [f"{algorithm}.{name}.learning_rate = 0.125"])
     assert config().learning_rate == 0.125  # a flag overrides the file
     gin.clear_config()
 

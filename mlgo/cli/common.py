@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
 from mlgo.errors import MlgoError
 from mlgo.problems import PROBLEMS
-from mlgo.workers.pool import make_pool
-from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
 
 
 def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -31,23 +28,10 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 
 def setup_gin(args: argparse.Namespace) -> str:
-    """Parse gin files and bindings; return the config text to replay in workers."""
-    import gin
+    """Parse --gin_file and --gin_bindings; return the config text to replay in workers."""
+    from mlgo.configurables import parse_gin
 
-    from mlgo.configurables import import_configurables
-
-    import_configurables(training=True)
-    for f in args.gin_file:
-        if not Path(f).is_file():
-            raise MlgoError(f"{f}: gin file not found")
-    gin.clear_config()  # one configuration per command, even when called in-process repeatedly
-    try:
-        gin.parse_config_files_and_bindings([str(f) for f in args.gin_file], args.gin_bindings,
-                                            finalize_config=False)
-    except Exception as e:  # gin raises ValueError/KeyError/SyntaxError-alikes
-        where = ", ".join([*map(str, args.gin_file), *args.gin_bindings]) or "gin"
-        raise MlgoError(f"bad gin configuration ({where}): {e}") from e
-    return gin.config_str()
+    return parse_gin(args.gin_file, args.gin_bindings)
 
 
 def load_corpus(args: argparse.Namespace) -> Corpus:
@@ -64,37 +48,9 @@ def load_corpus(args: argparse.Namespace) -> Corpus:
     return corpus
 
 
-def policy_spec(policy: str) -> PolicySpec:
-    """A built-in heuristic name, a shipped policy name (policies/NAME), or a policy directory."""
-    from mlgo.policies.shipped import resolve
-
-    p = Path(resolve(policy))
-    if p.is_dir():
-        return PolicySpec(policy_dir=str(p.resolve()))
-    if "/" in policy or p.suffix:
-        raise MlgoError(f"{policy}: policy directory not found")
-    return PolicySpec(builtin=policy)
-
-
-def run_with_progress(
-    args: argparse.Namespace, tasks: Sequence[ModuleTask], desc: str
-) -> Iterator[ModuleOutcome]:
-    from tqdm import tqdm
-
-    pool = make_pool(args.workers or None, args.ray)
-    try:
-        with tqdm(total=len(tasks), desc=desc, unit="mod", file=sys.stderr,
-                  disable=None, dynamic_ncols=True) as bar:
-            for out in pool.run(tasks):
-                bar.update(1)
-                yield out
-    finally:
-        pool.close()
-
-
-def report_failures(failures: Sequence[tuple[str, str]], path: Path | None = None) -> None:
+def report_failures(failures: Sequence[tuple[str, str]]) -> None:
     """Print a summary of skipped modules, given as (module, error) pairs (the first line of
-    each error), optionally with the full errors as JSON."""
+    each error)."""
     if not failures:
         return
     print(f"{len(failures)} module(s) failed and were skipped:", file=sys.stderr)
@@ -103,6 +59,3 @@ def report_failures(failures: Sequence[tuple[str, str]], path: Path | None = Non
         print(f"  {module}: {first}", file=sys.stderr)
     if len(failures) > 20:
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
-    if path is not None:
-        path.write_text(json.dumps([{"module": m, "error": e} for m, e in failures], indent=1))
-        print(f"  full errors: {path}", file=sys.stderr)

@@ -8,13 +8,12 @@ from pathlib import Path
 from mlgo.cli.common import (
     add_problem_args,
     load_corpus,
-    policy_spec,
     report_failures,
-    run_with_progress,
     setup_gin,
 )
 from mlgo.policies.shipped import shipped_names
-from mlgo.workers.tasks import ModuleTask
+from mlgo.workers.pool import make_pool, run_with_progress
+from mlgo.workers.tasks import ModuleTask, PolicySpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,13 +36,17 @@ def run(args: argparse.Namespace) -> int:
     gin_config = setup_gin(args)
     corpus = load_corpus(args)
     problem = get_problem(args.problem)
-    spec = policy_spec(args.policy)
+    spec = PolicySpec.named(args.policy)
     if spec.builtin is not None:
         problem.heuristic(spec.builtin)  # unknown names fail here, not in every worker
     tasks = [ModuleTask(problem.name, m, spec, gin_config=gin_config, timeout=args.timeout)
              for m in corpus.modules]
-    rep = collect(problem.name, args.policy, problem.objective, corpus,
-                  run_with_progress(args, tasks, "eval"))
+    pool = make_pool(args.workers or None, args.ray)
+    try:
+        rep = collect(problem.name, args.policy, problem.objective, corpus,
+                      run_with_progress(pool, tasks, "eval"))
+    finally:
+        pool.close()
     print(format_table(rep))
     if args.json:
         write_json(rep, args.json)

@@ -1,18 +1,13 @@
-"""`mlgo train`: behavioral cloning, PPO or ES for a problem over a corpus."""
+"""`mlgo train`: behavioral cloning, PPO or ES for a problem over a corpus
+(mlgo/training/pipeline.py does the work)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import shutil
 from pathlib import Path
 
 from mlgo.cli.common import add_problem_args, load_corpus, setup_gin
-from mlgo.errors import MlgoError
-
-log = logging.getLogger(__name__)
-ALGORITHMS = ("bc", "ppo", "es")
+from mlgo.training.pipeline import ALGORITHMS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,64 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _ensure_trace(args, problem, corpus, gin_config: str) -> Path:
-    """A trace of the default proxy over every module (built once, reused on resume; bc
-    trains on the training split's decisions and reports agreement on the others)."""
-    from mlgo.cli import trace as trace_cmd
-    from mlgo.traces import META
-
-    if args.trace:
-        return args.trace
-    out = args.output / "trace"
-    if (out / META).is_file():
-        return out
-    log.info("tracing the default heuristic's decisions into %s", out)
-    sub = argparse.Namespace(**vars(args))
-    sub.output, sub.policy = out, None
-    sub.max_modules = 0
-    trace_cmd.trace_modules(sub, problem, corpus.modules, gin_config)
-    return out
-
-
-def _network_and_params(args, problem, corpus, gin_config: str):
-    from mlgo.cli.vocab import build_vocab
-    from mlgo.policies.policy_dir import load_policy
-
-    structure = args.output / "structure"
-    if (structure / "policy.json").is_file():  # resuming: the run's own network
-        net, params, _ = load_policy(structure, problem=problem.name)
-        return net, params
-    if args.warmstart:
-        net, params, meta = load_policy(args.warmstart, problem=problem.name)
-        header = problem.header()
-        net.check_features(header)
-        return net, params
-    vocab = args.vocab
-    if vocab is None:
-        vocab = args.output / "vocab"
-        if not vocab.is_dir():
-            # Built aside and renamed, so a run killed mid-way never leaves half a vocab.
-            trace = _ensure_trace(args, problem, corpus, gin_config)
-            tmp = args.output / "vocab.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            build_vocab(trace, tmp)
-            tmp.rename(vocab)
-    net = problem.build_network(problem.header(), vocab)
-    return net, net.init_params(args.seed)
-
-
-def default_gin_file(problem: str, algorithm: str) -> Path | None:
-    """The problem's own defaults for an algorithm: mlgo/problems/<problem>/<algorithm>.gin."""
-    import mlgo.problems
-
-    path = Path(mlgo.problems.__file__).parent / problem / f"{algorithm}.gin"
-    return path if path.is_file() else None
-
-
 def run(args: argparse.Namespace) -> int:
+    from mlgo.configurables import default_gin_file
     from mlgo.problems import get_problem
-    from mlgo.training import bc, es, ppo
-    from mlgo.training.run import TrainingRun
+    from mlgo.training.pipeline import train
     from mlgo.workers.pool import make_pool
 
     # The problem's gin file first, so --gin_file and --gin_bindings override it.
@@ -99,47 +40,19 @@ def run(args: argparse.Namespace) -> int:
     gin_config = setup_gin(args)
     corpus = load_corpus(args)
     problem = get_problem(args.problem)
-    args.output.mkdir(parents=True, exist_ok=True)
-    _check_same_run(args)
-    net, params = _network_and_params(args, problem, corpus, gin_config)
-    pool = make_pool(args.workers or None, args.ray)
-    run_ = TrainingRun(problem=problem, corpus=corpus, output=args.output, pool=pool, network=net,
-                       params=params, algorithm=args.algorithm, gin_config=gin_config,
-                       timeout=args.timeout, validation_fraction=args.validation_fraction,
-                       seed=args.seed, meta={"warmstart": str(args.warmstart or "")})
-    try:
-        if args.algorithm == "bc":
-            trace = _ensure_trace(args, problem, corpus, gin_config)
-            bc.train(run_, bc.BCConfig(), trace)
-        elif args.algorithm == "ppo":
-            ppo.train(run_, ppo.PPOConfig())
-        else:
-            es.train(run_, es.ESConfig())
-    finally:
-        run_.close()
-    best = run_.best
+    result = train(problem, args.algorithm, corpus, args.output,
+                   pool=make_pool(args.workers or None, args.ray), gin_config=gin_config,
+                   warmstart=args.warmstart, trace=args.trace, vocab=args.vocab,
+                   validation_fraction=args.validation_fraction, seed=args.seed,
+                   timeout=args.timeout)
+    best = result.best
     print(f"done: {args.algorithm} on {problem.name}; newest policy {args.output / 'policy'}"
           + (f", best on validation {args.output / 'best'} ({100 * best:+.2f}% {problem.objective} "
              "vs default)" if best is not None else ""))
     if best is not None and best > 0:
         print(f"WARNING: even the best policy is {100 * best:+.2f}% worse than the default "
               "heuristic on the validation split; `mlgo export` will refuse it without --force")
-    failed = run_.state.get("failed_modules", {})
-    if failed:
-        print(f"{len(failed)} module(s) failed at least once and were skipped; see "
-              f"{args.output / 'checkpoints'} state.json")
+    if result.failed_modules:
+        print(f"{len(result.failed_modules)} module(s) failed at least once and were skipped; "
+              f"see {args.output / 'checkpoints'} state.json")
     return 0
-
-
-def _check_same_run(args: argparse.Namespace) -> None:
-    """Refuse to resume a run directory with a different problem or algorithm."""
-    stamp = args.output / "run.json"
-    want = {"problem": args.problem, "algorithm": args.algorithm}
-    if stamp.is_file():
-        have = json.loads(stamp.read_text())
-        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-        if diff:
-            raise MlgoError(f"{args.output} holds a run with {', '.join(f'{k}={a}' for k, (a, _) in diff.items())}; "
-                            f"use another --output for {', '.join(f'{k}={b}' for k, (_, b) in diff.items())}")
-    else:
-        stamp.write_text(json.dumps(want) + "\n")

@@ -27,6 +27,7 @@ import numpy as np
 from mlgo.errors import MlgoError
 
 SUFFIX = ".buckets"
+DEFAULT_QUANTILES = 1000
 _BISECT_ROWS = 8  # up to this many rows, bisect in Python beats numpy's per-call overhead
 
 
@@ -65,6 +66,15 @@ def load_vocab(vocab_dir: Path | str, features: Iterable[str]) -> dict[str, np.n
             "of the same compiler"
         )
     return out
+
+
+def quantile_boundaries(values: np.ndarray, n: int = DEFAULT_QUANTILES) -> np.ndarray:
+    """Up to n+1 distinct boundaries at evenly spaced quantiles (duplicates dropped, so a
+    feature with few distinct values gets few boundaries)."""
+    if values.size == 0:
+        return np.zeros(0)
+    qs = np.quantile(values.astype(np.float64), np.linspace(0.0, 1.0, n + 1), method="inverted_cdf")
+    return np.unique(qs)
 
 
 def save_vocab(vocab_dir: Path | str, vocab: Mapping[str, np.ndarray]) -> None:

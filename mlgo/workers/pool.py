@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -110,6 +111,18 @@ class LocalPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_with_progress(pool: WorkerPool, tasks: Sequence[ModuleTask], desc: str
+                      ) -> Iterator[ModuleOutcome]:
+    """`pool.run(tasks)` with a progress bar on stderr (shown only on a terminal)."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(tasks), desc=desc, unit="mod", file=sys.stderr,
+              disable=None, dynamic_ncols=True) as bar:
+        for out in pool.run(tasks):
+            bar.update(1)
+            yield out
 
 
 def make_pool(workers: int | None = None, ray_address: str | None = None) -> WorkerPool:

@@ -10,12 +10,14 @@ import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from corpus_tools.corpus import Module
 from mlgo.errors import MlgoError
+from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.protocol import stack_features
 
 _GIN_LOADED: set[str] = set()
@@ -31,6 +33,17 @@ class PolicySpec:
     params: np.ndarray | None = field(default=None, compare=False)
     greedy: bool = True
     seed: int = 0
+
+    @classmethod
+    def named(cls, policy: str) -> PolicySpec:
+        """A policy as users name it: a shipped policy's name (mlgo/shipped_policies/NAME), a
+        policy directory, or else a built-in heuristic's name (checked by the problem)."""
+        p = Path(resolve_shipped(policy))
+        if p.is_dir():
+            return cls(policy_dir=str(p.resolve()))
+        if "/" in policy or p.suffix:
+            raise MlgoError(f"{policy}: policy directory not found")
+        return cls(builtin=policy)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,141 @@
+"""One training run from a corpus to a policy, as `mlgo train` runs it:
+
+    trace the default proxy (bc, and the vocab, need it)  ->  OUT/trace
+    feature quantiles from the trace                       ->  OUT/vocab
+    the network: the run's own on resume, else the warm start's, else a new one on the vocab
+    the algorithm (bc.py, ppo.py or es.py) through TrainingRun (run.py)
+
+Each step is skipped when its output exists, so the same call resumes a killed run. Gin must
+already be configured (mlgo.configurables.parse_gin): `gin_config` is what workers replay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from corpus_tools.corpus import Corpus
+from mlgo.errors import MlgoError
+from mlgo.policies.network import PolicyNetwork
+from mlgo.problems import Problem
+from mlgo.workers.pool import WorkerPool
+
+log = logging.getLogger(__name__)
+ALGORITHMS = ("bc", "ppo", "es")
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    best: float | None  # the best policy's relative change vs the default on validation
+    failed_modules: dict[str, str] = field(default_factory=dict)  # module -> first error line
+
+
+def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
+          pool: WorkerPool, gin_config: str = "", warmstart: Path | None = None,
+          trace: Path | None = None, vocab: Path | None = None,
+          validation_fraction: float = 0.2, seed: int = 0,
+          timeout: float = 300.0) -> TrainResult:
+    """Train `algorithm` on `corpus` into the run directory `output` (see run.py for its
+    layout). The pool is closed at the end."""
+    from mlgo.training import bc, es, ppo
+    from mlgo.training.run import TrainingRun
+
+    if algorithm not in ALGORITHMS:
+        raise MlgoError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        check_same_run(output, problem.name, algorithm)
+        traced = _Trace(problem, corpus, output, trace, pool, gin_config, timeout)
+        net, params = _network_and_params(problem, output, warmstart, vocab, traced, seed)
+        run = TrainingRun(problem=problem, corpus=corpus, output=output, pool=pool, network=net,
+                          params=params, algorithm=algorithm, gin_config=gin_config,
+                          timeout=timeout, validation_fraction=validation_fraction,
+                          seed=seed, meta={"warmstart": str(warmstart or "")})
+        try:
+            if algorithm == "bc":
+                bc.train(run, bc.BCConfig(), traced.path())
+            elif algorithm == "ppo":
+                ppo.train(run, ppo.PPOConfig())
+            else:
+                es.train(run, es.ESConfig())
+        finally:
+            run.close()
+    finally:
+        pool.close()
+    return TrainResult(output, run.best, dict(run.state.get("failed_modules", {})))
+
+
+class _Trace:
+    """The default proxy's decisions over every module, traced on first use into OUT/trace
+    (reused on resume); bc trains on the training split's and reports agreement on the rest."""
+
+    def __init__(self, problem: Problem, corpus: Corpus, output: Path, given: Path | None,
+                 pool: WorkerPool, gin_config: str, timeout: float) -> None:
+        self.problem, self.corpus, self.output, self.given = problem, corpus, output, given
+        self.pool, self.gin_config, self.timeout = pool, gin_config, timeout
+
+    def path(self) -> Path:
+        from mlgo.traces import META, trace_modules
+
+        if self.given:
+            return self.given
+        out = self.output / "trace"
+        if (out / META).is_file():
+            return out
+        log.info("tracing the default heuristic's decisions into %s", out)
+        summary = trace_modules(self.problem, self.corpus.modules, out, pool=self.pool,
+                                gin_config=self.gin_config, timeout=self.timeout)
+        log.info("%s", summary.format())
+        if summary.failures:
+            log.warning("%d module(s) failed while tracing and were left out (errors: %s)",
+                        len(summary.failures), out / "failures.json")
+        return out
+
+
+def _network_and_params(problem: Problem, output: Path, warmstart: Path | None,
+                       vocab: Path | None, trace: _Trace, seed: int
+                       ) -> tuple[PolicyNetwork, np.ndarray]:
+    """The run's own network on resume; else the warm start's (checked against the live
+    compiler's features); else a new network on `vocab` (default: OUT/vocab, built from the
+    trace once)."""
+    from mlgo.policies.policy_dir import load_policy
+    from mlgo.traces import build_vocab
+
+    structure = output / "structure"
+    if (structure / "policy.json").is_file():
+        net, params, _ = load_policy(structure, problem=problem.name)
+        return net, params
+    if warmstart:
+        net, params, _ = load_policy(warmstart, problem=problem.name)
+        net.check_features(problem.header())
+        return net, params
+    if vocab is None:
+        vocab = output / "vocab"
+        if not vocab.is_dir():
+            # Built aside and renamed, so a run killed mid-way never leaves half a vocab.
+            tmp = output / "vocab.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_vocab(trace.path(), tmp)
+            tmp.rename(vocab)
+    net = problem.build_network(problem.header(), vocab)
+    return net, net.init_params(seed)
+
+
+def check_same_run(output: Path, problem: str, algorithm: str) -> None:
+    """Refuse to resume a run directory with a different problem or algorithm."""
+    stamp = output / "run.json"
+    want = {"problem": problem, "algorithm": algorithm}
+    if stamp.is_file():
+        have = json.loads(stamp.read_text())
+        diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+        if diff:
+            raise MlgoError(f"{output} holds a run with {', '.join(f'{k}={a}' for k, (a, _) in diff.items())}; "
+                            f"use another run directory for {', '.join(f'{k}={b}' for k, (_, b) in diff.items())}")
+    else:
+        stamp.write_text(json.dumps(want) + "\n")
