@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 from pathlib import Path
 
@@ -85,4 +86,59 @@ def make_small_corpus(root: Path, opt: str = "-Oz") -> Path:
         names.append(name)
     (corpus / "corpus_description.json").write_text(
         json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt}))
+    return corpus
+
+
+def _inlining_source(seed: int) -> str:
+    """Helpers of 1 to 20 statements, each called from several entry points: at -Oz the
+    default inliner takes some call sites and leaves most (about a quarter inlined)."""
+    rng = random.Random(seed)
+    out, helpers = [], []
+    for h in range(8):
+        body = "".join(f"  x = x * {rng.randint(3, 97)} + (x >> {rng.randint(1, 7)}) ^ "
+                       f"{rng.randint(1, 999)};\n"
+                       for _ in range(rng.choice([1, 1, 2, 3, 5, 8, 12, 20])))
+        storage = rng.choice(["static ", "static ", ""])
+        out.append(f"{storage}int h{seed}_{h}(int x) {{\n{body}  return x;\n}}")
+        helpers.append(f"h{seed}_{h}")
+    for c in range(10):
+        calls = " + ".join(f"{rng.choice(helpers)}(a + {k})" for k in range(rng.randint(3, 6)))
+        out.append(f"int api{seed}_{c}(int a) {{ return {calls}; }}")
+    return "\n".join(out) + "\n"
+
+
+def _pressure_source(seed: int) -> str:
+    """Loops keeping 14 to 24 values live across a call: the greedy allocator evicts often."""
+    rng = random.Random(seed)
+    out = ["long ext(long);"]
+    for f in range(4):
+        n = rng.randint(14, 24)
+        decl = ", ".join(f"a{i} = {rng.randint(1, 99)}" for i in range(n))
+        upd = " ".join(f"a{i} = a{i} * {rng.randint(3, 9)} + a{(i + rng.randint(1, n - 1)) % n} "
+                       f"^ v[k + {i % 5}];" for i in range(n))
+        ret = " + ".join(f"a{i}" for i in range(n))
+        out.append(f"long f{seed}_{f}(const long *v, int m) {{\n  long {decl};\n"
+                   f"  for (int k = 0; k < m; k++) {{ {upd} if (a0 & 1) a1 += ext(a2); }}\n"
+                   f"  return {ret};\n}}")
+    return "\n".join(out) + "\n"
+
+
+def make_generated_corpus(root: Path, kind: str, modules: int) -> Path:
+    """root/corpus with `modules` generated C modules (project 'gen') for learning tests:
+    kind "inlining" (many call sites, built for -Oz) or "regalloc" (register pressure, -O2).
+    Deterministic: module i is always the same source."""
+    make, opt = {"inlining": (_inlining_source, "-Oz"), "regalloc": (_pressure_source, "-O2")}[kind]
+    src, corpus = root / "src", root / "corpus"
+    src.mkdir(parents=True, exist_ok=True)
+    (corpus / "gen").mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(modules):
+        name = f"gen/{kind}{i}.c"
+        (src / f"{kind}{i}.c").write_text(make(i))
+        subprocess.run(["clang-19", opt, "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                        str(src / f"{kind}{i}.c"), "-o", str(corpus / (name + ".bc"))], check=True)
+        (corpus / (name + ".cmd")).write_bytes(b"\0".join([b"-c", opt.encode()]))
+        names.append(name)
+    (corpus / "corpus_description.json").write_text(
+        json.dumps({"has_thinlto": False, "modules": names}))
     return corpus
