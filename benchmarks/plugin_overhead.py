@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlgo.cli.demo import _project_sources
 from mlgo.compiler.measure import text_size
+from mlgo.lua_demo import lua_sources
 from mlgo.serving.plugin import plugin_for
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     plugin = plugin_for(args.policy)
-    src = _project_sources()
+    src = lua_sources()
     sources = sorted(p for p in src.glob("*.c") if p.name != "luac.c")
     variants = {"plain -Oz": [], "-Oz + plugin": [f"-fpass-plugin={plugin}"]}
     wall = dict.fromkeys(variants, 0.0)

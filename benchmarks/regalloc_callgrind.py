@@ -20,9 +20,9 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlgo.cli.demo import _project_sources
 from mlgo.compiler import toolchain
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
+from mlgo.lua_demo import lua_sources
 from mlgo.serving.launcher import launcher_for
 
 # Integer and float arithmetic, closures, tables, sorting and string building: the work an
@@ -83,7 +83,7 @@ def main() -> None:
                     help="regalloc policy for mlgo-clang (name or directory); default: regalloc, proxy")
     args = ap.parse_args()
     policies = args.policy or ["regalloc", "proxy"]
-    src = _project_sources()
+    src = lua_sources()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {load}; lua sources {src}")
     rows = []

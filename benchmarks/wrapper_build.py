@@ -40,8 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlgo.cli.demo import LUA_EXPECTED, LUA_PROGRAM
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
+from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM
 from mlgo.serving.host import _compiler
 from mlgo.serving.launcher import launcher_for
 

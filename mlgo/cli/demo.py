@@ -19,21 +19,11 @@ import argparse
 import json
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlgo.compiler import toolchain
 from mlgo.compiler.measure import text_size
 from mlgo.errors import MlgoError
-
-PROJECT = "lua5.4"
-# A small program exercising the interpreter (closures, tables, strings, arithmetic).
-LUA_PROGRAM = (
-    "local function fib(n) if n < 2 then return n end return fib(n-1) + fib(n-2) end "
-    "local t = {} for i = 1, 200 do t[i] = string.format('%03d', (i * 37) % 101) end "
-    "table.sort(t) print(fib(20), t[1], t[200], #table.concat(t))"
-)
-LUA_EXPECTED = "6765\t000\t100\t600"
+from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM, PROJECT, build_lua, lua_sources
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,10 +121,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"plugin: {plugin}")
 
     _step(7, total, f"build and run the {PROJECT} interpreter with the plugin and with plain -Oz")
-    src = _project_sources()
+    src = lua_sources()
     sizes = {}
     for label, flags in (("clang-19 -Oz", []), ("-Oz + mlgo plugin", [f"-fpass-plugin={plugin}"])):
-        exe = _build_lua(src, out / "build" / ("plugin" if flags else "plain"), flags)
+        exe = build_lua(src, out / "build" / ("plugin" if flags else "plain"), flags)
         result = subprocess.run([str(exe), "-e", LUA_PROGRAM], capture_output=True, text=True,
                                 timeout=60)
         if result.returncode != 0 or result.stdout.strip() != LUA_EXPECTED:
@@ -185,42 +175,6 @@ def _subset_corpus(corpus: Path, names: list[str], dest: Path) -> None:
                 target.symlink_to(p.resolve())
     extra = {k: src.extra[k] for k in ("opt_level", "origins") if k in src.extra}
     write_description(dest, [m.name for m in keep], {m.name: m.project for m in keep}, **extra)
-
-
-def _project_sources() -> Path:
-    """The unpacked, configured lua5.4 source tree from the corpus step's build cache."""
-    from corpus_tools.debian import DEFAULT_CACHE, download_source
-
-    dsc = download_source(PROJECT, DEFAULT_CACHE)
-    src = DEFAULT_CACHE / "build" / dsc.stem.replace("_", "-", 1) / "src"
-    if not (src / "lua.c").is_file():
-        raise MlgoError(f"{src}: lua sources not found (run the corpus step first)")
-    return src
-
-
-def _build_lua(src: Path, build: Path, flags: list[str]) -> Path:
-    """The lua interpreter from `src`, every file compiled at -Oz with `flags`."""
-    cc = toolchain.clang().path
-    build.mkdir(parents=True, exist_ok=True)
-    sources = sorted(p for p in src.glob("*.c") if p.name != "luac.c")
-
-    def compile_one(c: Path) -> Path:
-        obj = build / (c.stem + ".o")
-        cmd = [cc, "-Oz", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", str(src), *flags,
-               str(c), "-o", str(obj)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            raise MlgoError(f"{c}: compile failed: {r.stderr.strip()[-1500:]}")
-        return obj
-
-    with ThreadPoolExecutor(2) as ex:
-        objs = list(ex.map(compile_one, sources))
-    exe = build / "lua"
-    r = subprocess.run([cc, *map(str, objs), "-o", str(exe), "-lm", "-ldl"],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise MlgoError(f"{exe}: link failed: {r.stderr.strip()[-1500:]}")
-    return exe
 
 
 def _write_plot(path: Path, rows: list, sizes: dict[str, int]) -> None:
