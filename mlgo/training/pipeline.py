@@ -46,9 +46,10 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
     from mlgo.training import bc, es, ppo
     from mlgo.training.run import TrainingRun
 
-    if algorithm not in ALGORITHMS:
-        raise MlgoError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     try:
+        if algorithm not in ALGORITHMS:
+            raise MlgoError(f"unknown algorithm {algorithm!r}; choose one of "
+                            f"{', '.join(ALGORITHMS)}")
         output.mkdir(parents=True, exist_ok=True)
         check_same_run(output, problem.name, algorithm)
         traced = _Trace(problem, corpus, output, trace, pool, gin_config, timeout)
