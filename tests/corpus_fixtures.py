@@ -140,5 +140,5 @@ def make_generated_corpus(root: Path, kind: str, modules: int) -> Path:
         (corpus / (name + ".cmd")).write_bytes(b"\0".join([b"-c", opt.encode()]))
         names.append(name)
     (corpus / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": names}))
+        json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt}))
     return corpus

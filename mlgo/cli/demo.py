@@ -150,7 +150,7 @@ def _corpus_level(corpus: Path) -> str | None:
 
 def _validation_change(policy_dir: Path) -> float:
     """The validation .text change training recorded when it saved this best policy."""
-    from mlgo.policies.checkpoint import POLICY_JSON
+    from mlgo.policies.policy_dir import POLICY_JSON
 
     doc = json.loads((policy_dir / POLICY_JSON).read_text())
     try:
