@@ -17,6 +17,7 @@ from mlgo import env as mlgo_env
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.compiler.measure import text_size
 from mlgo.errors import MlgoError
+from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.problems import get_problem
 from mlgo.serving import codegen, plugin
 from mlgo.serving.build import BuildError
@@ -177,8 +178,7 @@ def test_trained_policy_c_source_is_cached_by_content(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     policy = tmp_path / "policy"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "policies" / "regalloc" / "policy",
-                    policy)
+    shutil.copytree(resolve_shipped("regalloc"), policy)
     first, _ = plugin.trained_policy_source(policy, "regalloc")
     generator = importlib.import_module(plugin.POLICY_CODEGEN_MODULE)
 
