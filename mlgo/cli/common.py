@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
+from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS, int_arg, timeout_arg, workers_arg
 from mlgo.errors import MlgoError
 from mlgo.problems import PROBLEMS
 from mlgo.workers.pool import make_pool
@@ -19,22 +20,24 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
     p.add_argument("--problem", required=True, choices=PROBLEMS)
     if corpus:
         p.add_argument("--corpus", required=True, type=Path, help="corpus directory")
-        p.add_argument("--max-modules", type=int, default=0,
+        p.add_argument("--max-modules", type=int_arg(lo=0), default=0,
                        help="use only the first N modules (0: all)")
-    p.add_argument("--workers", type=int, default=0, help="local worker processes (default: cores)")
+    p.add_argument("--workers", type=workers_arg, default=None,
+                   help=f"local worker processes, 1 to {MAX_WORKERS} (default: cores)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run workers on a Ray cluster ('auto', 'local' or host:port)")
     p.add_argument("--gin_file", action="append", default=[], type=Path)
     p.add_argument("--gin_bindings", action="append", default=[],
                    help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
-    p.add_argument("--timeout", type=float, default=300.0, help="per-compile wall-clock limit (s)")
+    p.add_argument("--timeout", type=timeout_arg, default=300.0,
+                   help=f"per-compile wall-clock limit in seconds, at most {MAX_TIMEOUT:g}")
 
 
 def setup_gin(args: argparse.Namespace) -> str:
     """Parse gin files and bindings; return the config text to replay in workers."""
     import gin
 
-    from mlgo.configurables import import_configurables
+    from mlgo.configurables import check_bound_values, import_configurables
 
     import_configurables(training=True)
     for f in args.gin_file:
@@ -47,6 +50,7 @@ def setup_gin(args: argparse.Namespace) -> str:
     except Exception as e:  # gin raises ValueError/KeyError/SyntaxError-alikes
         where = ", ".join([*map(str, args.gin_file), *args.gin_bindings]) or "gin"
         raise MlgoError(f"bad gin configuration ({where}): {e}") from e
+    check_bound_values()
     return gin.config_str()
 
 

@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mlgo.checks import int_arg, workers_arg
 from mlgo.compiler import toolchain
 from mlgo.compiler.measure import text_size
 from mlgo.errors import MlgoError
@@ -39,9 +40,9 @@ LUA_EXPECTED = "6765\t000\t100\t600"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end demo on lua5.4: corpus, training, evaluation")
     p.add_argument("--output", "-o", type=Path, default=Path("demo-output"))
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--es-iterations", type=int, default=6)
-    p.add_argument("--bc-epochs", type=int, default=6)
+    p.add_argument("--workers", type=workers_arg, default=None)
+    p.add_argument("--es-iterations", type=int_arg(lo=1), default=6)
+    p.add_argument("--bc-epochs", type=int_arg(lo=1), default=6)
     p.set_defaults(func=run)
 
 

@@ -8,6 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from mlgo.checks import float_arg, int_arg
 from mlgo.cli.common import add_problem_args, load_corpus, setup_gin
 from mlgo.errors import MlgoError
 
@@ -27,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="trace for bc and for the vocab (default: traced into OUT/trace)")
     p.add_argument("--vocab", type=Path, default=None,
                    help="feature quantiles (default: from the warm start, or built into OUT/vocab)")
-    p.add_argument("--validation-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-fraction", type=float_arg(lo=0.0, hi=1.0, hi_open=True),
+                   default=0.2, help="share of the modules held out for validation, in [0, 1)")
+    p.add_argument("--seed", type=int_arg(lo=0), default=0)
     p.set_defaults(func=run)
 
 
