@@ -899,6 +899,11 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
             if kept is not None:
                 summary.duplicates[m.name] = kept
                 continue
+            # Names were checked at load; this also catches a symlink inside the output.
+            dest = (out_dir / m.name).parent.resolve()
+            if not dest.is_relative_to(out_dir.resolve()):
+                raise CorpusError(f"{out_dir / m.name}: leads outside {out_dir} (to {dest}); "
+                                  "refusing to write there")
             _link_or_copy(m.bc_path, out_dir / (m.name + ".bc"), link)
             _link_or_copy(m.cmd_path, out_dir / (m.name + ".cmd"), link)
             modules.append(m.name)

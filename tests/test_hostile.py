@@ -1,0 +1,189 @@
+"""What a hostile user tried (issue 16): absurd numbers, path traversal in module names, runs
+that train nothing, full or read-only disks, torn files, two trainers on one directory, work
+directories left behind, and reading a policy directory while it is replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from corpus_fixtures import make_small_corpus
+
+from mlgo.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_small_corpus(tmp_path_factory.mktemp("c"))
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _mlgo(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlgo.cli.main", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+# -- 1. numbers with no meaning are refused up front ----------------------------------------
+
+def test_negative_workers_is_refused_not_a_hang(corpus):
+    res = _mlgo("eval", "--problem", "inlining", "--corpus", str(corpus), "--policy",
+                "cost-threshold", "--workers", "-1", timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].endswith(
+        "argument --workers: must be between 1 and 1024, not -1")
+
+
+def test_local_pool_refuses_no_workers():
+    from mlgo.errors import MlgoError
+    from mlgo.workers.pool import LocalPool
+
+    with pytest.raises(MlgoError, match="at least 1"):
+        LocalPool(-1)
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--workers", "0", "must be between 1 and 1024, not 0"),
+    ("--workers", "100000", "must be between 1 and 1024"),
+    ("--timeout", "0", "must be in (0, 86400], not 0.0"),
+    ("--timeout", "-5", "must be in (0, 86400]"),
+    ("--timeout", "inf", "must be a finite number, not inf"),
+    ("--timeout", "nan", "must be a finite number"),
+    ("--max-modules", "-1", "must be at least 0, not -1"),
+])
+def test_absurd_common_flags_are_one_line_errors(corpus, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--problem", "inlining", "--corpus", str(corpus), "--policy",
+              "cost-threshold", flag, value])
+    assert e.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["corpus", "extract", "--sources", "{src}", "-o", "{out}", "-j", "0"],
+     "argument -j/--jobs: must be"),
+    (["corpus", "check", "{corpus}", "--timeout", "inf"], "argument --timeout: must be a finite"),
+    (["train", "--problem", "inlining", "--algorithm", "es", "--corpus", "{corpus}", "-o", "{out}",
+      "--warmstart", "{out}/none", "--validation-fraction", "1.5"],
+     "argument --validation-fraction: must be in [0, 1)"),
+    (["train", "--problem", "inlining", "--algorithm", "es", "--corpus", "{corpus}", "-o", "{out}",
+      "--warmstart", "{out}/none", "--seed", "-1"], "argument --seed: must be at least 0"),
+])
+def test_absurd_command_flags_are_one_line_errors(corpus, tmp_path, capsys, argv, message):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.c").write_text("int f(void) { return 1; }\n")
+    argv = [a.format(src=tmp_path / "src", out=tmp_path / "out", corpus=corpus) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("binding,message", [
+    ("es.ESConfig.iterations = -3", "es.ESConfig.iterations must be at least 1, not -3"),
+    ("es.ESConfig.sigma = 0.0", "es.ESConfig.sigma must be greater than 0, not 0.0"),
+    ("es.ESConfig.validate_every = 0", "es.ESConfig.validate_every must be at least 1"),
+    ("es.ESConfig.normalization = 'ranks'", "es.ESConfig.normalization must be one of rank"),
+    ("ppo.PPOConfig.minibatch_size = 0", "ppo.PPOConfig.minibatch_size must be at least 1"),
+    ("ppo.PPOConfig.clip = 0.0", "ppo.PPOConfig.clip must be in (0, 1)"),
+    ("bc.BCConfig.epochs = 0", "bc.BCConfig.epochs must be at least 1"),
+    ("bc.BCConfig.learning_rate = 1e999", "must be a finite number"),
+    ("inlining.InliningNetworkConfig.hidden_sizes = (64, -1)", "every width must be between"),
+])
+def test_absurd_gin_values_are_refused_before_any_work(corpus, tmp_path, capsys, binding,
+                                                       message):
+    out = tmp_path / "run"
+    # (the missing warm start would stop it soon after, if the values got through)
+    rc = main(["train", "--problem", "inlining", "--algorithm", "es", "--corpus", str(corpus),
+               "-o", str(out), "--warmstart", str(tmp_path / "none"), "--gin_bindings", binding])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before the run directory was made
+
+
+# -- 3. module names cannot lead outside the corpus -----------------------------------------
+
+def _fake_module(root: Path, name: str, payload: bytes = b"BC\xc0\xde attacker") -> None:
+    (root / (name + ".bc")).parent.mkdir(parents=True, exist_ok=True)
+    (root / (name + ".bc")).write_bytes(payload)
+    (root / (name + ".cmd")).write_bytes(b"-c\0-O2")
+
+
+def test_traversing_module_name_is_refused_and_merge_leaves_the_victim_alone(tmp_path, capsys):
+    base = tmp_path / "w"
+    c = base / "c"
+    (c / "q").mkdir(parents=True)
+    name = "q/../../../victim/x"
+    _fake_module(c, name)  # the attacker's files: tmp_path/victim/x.*
+    (c / "corpus_description.json").write_text(json.dumps({"modules": [name]}))
+    victim = base / "victim" / "x.bc"  # where m1/m2 + the name leads
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"precious")
+    rc = main(["corpus", "merge", str(c), "-o", str(base / "m1" / "m2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"module name {name!r} has an empty, '.' or '..' path component" in err
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name,why", [
+    ("/etc/passwd", "is an absolute path"),
+    ("a//b", "path component"),
+    ("./a", "path component"),
+    ("a/..", "path component"),
+    ("a\0b", "NUL byte"),
+])
+def test_unsafe_module_names_are_refused_at_load(tmp_path, name, why):
+    from corpus_tools.corpus import Corpus
+    from mlgo.errors import CorpusError
+
+    (tmp_path / "corpus_description.json").write_text(json.dumps({"modules": ["ok/a", name]}))
+    with pytest.raises(CorpusError, match=why):
+        Corpus.load(tmp_path, check_files=False)
+
+
+def test_eval_does_not_read_outside_the_corpus(corpus, tmp_path, capsys):
+    outside = tmp_path / "outside"
+    bc = next(corpus.glob("small/*.bc"))
+    _fake_module(outside, "m", bc.read_bytes())
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / "corpus_description.json").write_text(json.dumps({"modules": [str(outside / "m")]}))
+    rc = main(["eval", "--problem", "inlining", "--corpus", str(c), "--policy", "never",
+               "--workers", "1"])
+    assert rc == 2 and "is an absolute path" in capsys.readouterr().err
+
+
+def test_merge_refuses_a_symlink_out_of_its_output(tmp_path, capsys):
+    c = tmp_path / "c"
+    _fake_module(c, "p/x")
+    (c / "corpus_description.json").write_text(json.dumps({"modules": ["p/x"]}))
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "p").symlink_to(elsewhere)
+    rc = main(["corpus", "merge", str(c), "-o", str(out)])
+    assert rc == 2 and "leads outside" in capsys.readouterr().err
+    assert not list(elsewhere.iterdir())
+
+
+def test_duplicate_module_names_count_once(tmp_path, caplog):
+    from corpus_tools.corpus import Corpus
+
+    _fake_module(tmp_path, "p/x")
+    _fake_module(tmp_path, "p/y")
+    (tmp_path / "corpus_description.json").write_text(
+        json.dumps({"modules": ["p/x", "p/y", "p/x"]}))
+    corpus = Corpus.load(tmp_path)
+    assert [m.name for m in corpus.modules] == ["p/x", "p/y"]
+    assert "listed more than once, used once: p/x" in caplog.text
