@@ -187,3 +187,107 @@ def test_duplicate_module_names_count_once(tmp_path, caplog):
     corpus = Corpus.load(tmp_path)
     assert [m.name for m in corpus.modules] == ["p/x", "p/y"]
     assert "listed more than once, used once: p/x" in caplog.text
+
+
+# -- 5. no success claimed for nothing; non-finite weights go nowhere -----------------------
+
+def _regalloc_policy(path: Path, params=None) -> Path:
+    from mlgo.policies.checkpoint import save_policy
+    from mlgo.problems import get_problem
+
+    problem = get_problem("regalloc")
+    net = problem.build_network(problem.header(), None)
+    return save_policy(path, net, net.init_params(0) if params is None else params,
+                       {"algorithm": "bc"})
+
+
+def _broken_corpus(root: Path, n: int = 3) -> Path:
+    names = [f"p/broken{i}.c" for i in range(n)]
+    for name in names:
+        _fake_module(root, name, b"BC\xc0\xde" + b"\0" * 64)
+    (root / "corpus_description.json").write_text(json.dumps({"modules": names}))
+    return root
+
+
+def test_a_run_in_which_every_module_fails_exits_non_zero(tmp_path, capsys):
+    corpus = _broken_corpus(tmp_path / "c")
+    warm = _regalloc_policy(tmp_path / "warm")
+    out = tmp_path / "run"
+    rc = main(["train", "--problem", "regalloc", "--algorithm", "es", "--corpus", str(corpus),
+               "-o", str(out), "--warmstart", str(warm), "--workers", "1",
+               "--validation-fraction", "0", "--gin_bindings", "es.ESConfig.iterations = 2",
+               "--gin_bindings", "es.ESConfig.directions = 1"])
+    cap = capsys.readouterr()
+    assert rc == 2, cap.out
+    assert "nothing was trained: every module failed in all 2 iteration(s)" in cap.err
+    assert "no policy was written" in cap.err
+    assert "done:" not in cap.out and not (out / "policy").exists()
+    assert not (out / "checkpoints" / "LATEST").exists()
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    import numpy as np
+
+    from mlgo.policies.checkpoint import PolicyFormatError, load_policy
+
+    params = load_policy(_regalloc_policy(tmp_path / "good"))[1]
+    params[3] = np.nan
+    with pytest.raises(PolicyFormatError, match="1 of .* parameters are NaN or infinite"):
+        _regalloc_policy(tmp_path / "nan", params)
+    assert not (tmp_path / "nan").exists()
+
+
+def _poison(policy: Path, value: float) -> None:
+    """Replace one weight by `value` the way a diverged trainer once could: a consistent
+    policy directory (digest and all) holding a non-finite number."""
+    import hashlib
+    import io
+
+    import numpy as np
+
+    params = np.load(policy / "params.npy")
+    params[0] = value
+    buf = io.BytesIO()
+    np.save(buf, params)
+    (policy / "params.npy").write_bytes(buf.getvalue())
+    doc = json.loads((policy / "policy.json").read_text())
+    doc["params_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (policy / "policy.json").write_text(json.dumps(doc))
+
+
+def test_non_finite_weights_are_never_served_or_exported(tmp_path, capsys):
+    from mlgo.policies.checkpoint import PolicyFormatError
+    from mlgo.policies.loading import numpy_policy
+
+    policy = _regalloc_policy(tmp_path / "p")
+    _poison(policy, float("inf"))
+    with pytest.raises(PolicyFormatError, match="NaN or infinite"):
+        numpy_policy("regalloc", policy)
+    rc = main(["export", "--policy", str(policy), "-o", str(tmp_path / "out"), "--no-aot"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "parameters are NaN or infinite" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "saved_model").exists()
+
+
+def test_a_diverged_iteration_writes_nothing(tmp_path):
+    import numpy as np
+
+    from corpus_tools.corpus import Corpus, Module
+    from mlgo.errors import MlgoError
+    from mlgo.policies.checkpoint import load_policy
+    from mlgo.problems import get_problem
+    from mlgo.training.run import TrainingRun
+    from mlgo.workers.pool import LocalPool
+
+    net, params, _ = load_policy(_regalloc_policy(tmp_path / "warm"))
+    corpus = Corpus(tmp_path, [Module("p/a", tmp_path, "p"), Module("p/b", tmp_path, "p")])
+    run = TrainingRun(problem=get_problem("regalloc"), corpus=corpus, output=tmp_path / "run",
+                      pool=LocalPool(1), network=net, params=params, algorithm="es",
+                      validation_fraction=0.0)
+    bad = params.copy()
+    bad[-1] = np.nan
+    with pytest.raises(MlgoError, match="iteration 0 produced 1 non-finite parameter"):
+        run.end_iteration(0, bad, {}, {}, None)
+    run.close()
+    assert not (tmp_path / "run" / "policy").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()

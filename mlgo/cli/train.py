@@ -119,6 +119,14 @@ def run(args: argparse.Namespace) -> int:
             es.train(run_, es.ESConfig())
     finally:
         run_.close()
+    if run_.empty_iterations and not run_.trained_iterations:
+        raise MlgoError(f"{args.output}: nothing was trained: every module failed in all "
+                        f"{len(run_.empty_iterations)} iteration(s) of this run (see the "
+                        "warnings above)" + ("" if (args.output / "policy").is_dir() else
+                                             "; no policy was written"))
+    if run_.empty_iterations:
+        print(f"WARNING: {len(run_.empty_iterations)} iteration(s) trained nothing (every "
+              f"module failed): {', '.join(map(str, run_.empty_iterations[:10]))}")
     best = run_.best
     print(f"done: {args.algorithm} on {problem.name}; newest policy {args.output / 'policy'}"
           + (f", best on validation {args.output / 'best'} ({100 * best:+.2f}% {problem.objective} "
@@ -127,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: even the best policy is {100 * best:+.2f}% worse than the default "
               "heuristic on the validation split; `mlgo export` will refuse it without --force")
     failed = run_.state.get("failed_modules", {})
-    if failed:
+    latest = run_.checkpointer.dir / "LATEST"
+    if failed and latest.is_file():
         print(f"{len(failed)} module(s) failed at least once and were skipped; see "
-              f"{args.output / 'checkpoints'} state.json")
+              f"{run_.checkpointer.dir / latest.read_text().strip() / 'state.json'}")
     return 0
 
 

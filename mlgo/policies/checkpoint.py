@@ -57,6 +57,7 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
     """Write (or atomically replace) a policy directory; returns its path."""
     policy_dir = Path(policy_dir)
     network.unflatten_numpy(params)  # refuses a vector of the wrong size
+    check_finite(params, policy_dir)
     raw = _npy_bytes(params)
     vocab = network.vocab
     doc = {
@@ -87,6 +88,15 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return policy_dir
+
+
+def check_finite(params: np.ndarray, where: Path | str) -> None:
+    """Refuse NaN or infinite weights: every decision made with them is garbage (NaN logits
+    compare false both ways), so they are never written, loaded, served or exported."""
+    bad = int(np.size(params) - np.count_nonzero(np.isfinite(params)))
+    if bad:
+        raise PolicyFormatError(f"{where}: {bad} of {np.size(params)} parameters are NaN or "
+                                "infinite (the training that made them diverged)")
 
 
 def _json_default(o: Any) -> Any:
@@ -169,6 +179,7 @@ def load_policy(policy_dir: Path | str, problem: str | None = None, features: An
     if params.shape != (network.num_params,):
         raise PolicyFormatError(f"{policy_dir}: {PARAMS} has shape {params.shape}, the network "
                                 f"takes {network.num_params} parameters")
+    check_finite(params, policy_dir / PARAMS)
     if features is not None:
         try:
             network.check_features(as_specs(features))

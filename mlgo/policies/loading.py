@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mlgo.policies.checkpoint import POLICY_JSON, load_policy
+from mlgo.policies.checkpoint import POLICY_JSON, check_finite, load_policy
 from mlgo.policies.network import PolicyNetwork
 from mlgo.policies.policy import NumpyPolicy
 
@@ -45,4 +45,6 @@ def numpy_policy(problem: Any, policy_dir: Path | str, params: np.ndarray | None
     instead. `problem` is a Problem instance or a problem name."""
     name = problem if isinstance(problem, str) or problem is None else problem.name
     network, saved = load_network(policy_dir, name)
+    if params is not None:
+        check_finite(params, f"{policy_dir} (parameters sent with the task)")
     return NumpyPolicy(network, saved if params is None else params, greedy=greedy, seed=seed)

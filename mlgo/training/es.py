@@ -114,7 +114,7 @@ def train(run: TrainingRun, cfg: ESConfig) -> np.ndarray:
                 reward[o.tag, col[o.module]] = o.reward
         usable = [col[m.name] for m in modules if m.name not in bad]
         if not usable:
-            run.log_metrics(it, {"es/usable_modules": 0})
+            run.skip_iteration(it, {"es/usable_modules": 0})
             continue
         fitness = reward[:, usable].mean(axis=1)
         f_plus, f_minus = fitness[: cfg.directions], fitness[cfg.directions:]

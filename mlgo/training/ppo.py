@@ -96,7 +96,7 @@ def train(run: TrainingRun, cfg: PPOConfig) -> np.ndarray:
         episodes = [o for o in outs if o.actions is not None and len(o.actions) > 0]
         rewards = np.array([o.reward for o in outs]) if outs else np.zeros(1)
         if not episodes:
-            run.log_metrics(it, {"ppo/episodes": 0})
+            run.skip_iteration(it, {"ppo/episodes": 0})
             continue
 
         # 2. advantages: module reward minus the module's moving-average baseline

@@ -86,6 +86,10 @@ class TrainingRun:
         self.best: float | None = self.state.get("best_relative_change")
         self._writer = None
         self._skipped: dict[str, str] = {}  # this iteration's failed modules, reported at its end
+        # This invocation's iterations: those that ended with a policy, and those with nothing
+        # to learn from (every module failed), so the command can tell success from nothing.
+        self.trained_iterations = 0
+        self.empty_iterations: list[int] = []
         if self.resumed:
             log.info("resuming %s from iteration %d (%s)", algorithm, self.resumed.iteration,
                      self.checkpointer.dir)
@@ -146,6 +150,11 @@ class TrainingRun:
         spec = self.policy_spec(params, greedy=True)
         outs = self.run_tasks([self.task(m, spec, False) for m in self.val_modules])
         ok = [o for o in outs if o.ok]
+        if not ok:
+            # 0 of 0 is not "as good as the default": no validation result at all.
+            log.warning("validation: all %d module(s) failed; no validation result this "
+                        "iteration", len(outs))
+            return None
         return Validation(sum(o.policy_total for o in ok), sum(o.default_total for o in ok),
                           len(ok), len(outs) - len(ok))
 
@@ -181,11 +190,23 @@ class TrainingRun:
         with open(self.output / "log.jsonl", "a") as f:
             f.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in metrics.items()}}) + "\n")
 
+    def skip_iteration(self, iteration: int, metrics: dict[str, float]) -> None:
+        """An iteration with nothing to learn from (every module failed): logged, not saved."""
+        self.empty_iterations.append(iteration)
+        self.log_metrics(iteration, metrics)
+
     def end_iteration(self, iteration: int, params: np.ndarray, arrays: dict[str, np.ndarray],
                       metrics: dict[str, float], validation: Validation | None) -> None:
         """Save the newest policy, the best one on validation, metrics and a checkpoint."""
         from mlgo.policies.checkpoint import save_policy
 
+        bad = int(np.size(params) - np.isfinite(params).sum())
+        if bad:
+            # Diverged (e.g. a learning rate far too large): keep the last good policy and
+            # checkpoint rather than write weights no compiler could use.
+            raise MlgoError(f"{self.output}: iteration {iteration} produced {bad} non-finite "
+                            "parameter(s) (NaN or inf); nothing of it was written, the last "
+                            "good policy and checkpoint are kept")
         metrics = dict(metrics)
         metrics["seconds"] = time.monotonic() - getattr(self, "_t0", time.monotonic())
         metrics["skipped_modules"] = len(self._skipped)
@@ -203,6 +224,7 @@ class TrainingRun:
         self.state["best_relative_change"] = self.best
         self.checkpointer.save(iteration, {"params": np.asarray(params), **arrays}, self.state)
         self.params = np.asarray(params)
+        self.trained_iterations += 1
 
     def _report_skipped(self, iteration: int) -> None:
         """One warning per iteration naming the modules that failed in it, and why."""
