@@ -8,9 +8,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from corpus_tools.corpus import Corpus
+from corpus_tools.corpus import Corpus, atomic_write_text
 from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS, int_arg, timeout_arg, workers_arg
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, summary_line
 from mlgo.problems import PROBLEMS
 from mlgo.workers.pool import make_pool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
@@ -103,10 +103,10 @@ def report_failures(failures: Sequence[tuple[str, str]], path: Path | None = Non
         return
     print(f"{len(failures)} module(s) failed and were skipped:", file=sys.stderr)
     for module, error in failures[:20]:
-        first = error.strip().splitlines()[0] if error.strip() else "unknown error"
-        print(f"  {module}: {first}", file=sys.stderr)
+        print(f"  {module}: {summary_line(error, module)}", file=sys.stderr)
     if len(failures) > 20:
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
     if path is not None:
-        path.write_text(json.dumps([{"module": m, "error": e} for m, e in failures], indent=1))
+        atomic_write_text(path, json.dumps([{"module": m, "error": e} for m, e in failures],
+                                           indent=1))
         print(f"  full errors: {path}", file=sys.stderr)

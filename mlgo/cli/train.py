@@ -8,6 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from corpus_tools.corpus import atomic_write_text
 from mlgo.checks import float_arg, int_arg
 from mlgo.cli.common import add_problem_args, load_corpus, setup_gin
 from mlgo.errors import MlgoError
@@ -90,9 +91,7 @@ def default_gin_file(problem: str, algorithm: str) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     from mlgo.problems import get_problem
-    from mlgo.training import bc, es, ppo
-    from mlgo.training.run import TrainingRun
-    from mlgo.workers.pool import make_pool
+    from mlgo.training.run import run_lock
 
     # The problem's gin file first, so --gin_file and --gin_bindings override it.
     defaults = default_gin_file(args.problem, args.algorithm)
@@ -102,8 +101,20 @@ def run(args: argparse.Namespace) -> int:
     corpus = load_corpus(args)
     problem = get_problem(args.problem)
     args.output.mkdir(parents=True, exist_ok=True)
+    with run_lock(args.output):
+        return _train(args, problem, corpus, gin_config)
+
+
+def _train(args: argparse.Namespace, problem, corpus, gin_config: str) -> int:
+    from mlgo.training import bc, es, ppo
+    from mlgo.training.run import TrainingRun
+    from mlgo.workers.pool import make_pool
+
     _check_same_run(args)
     net, params = _network_and_params(args, problem, corpus, gin_config)
+    # Stamped only once the start succeeded, so that a mistyped --warmstart leaves nothing
+    # that would refuse the corrected command.
+    _stamp_run(args)
     pool = make_pool(args.workers or None, args.ray)
     run_ = TrainingRun(problem=problem, corpus=corpus, output=args.output, pool=pool, network=net,
                        params=params, algorithm=args.algorithm, gin_config=gin_config,
@@ -147,10 +158,22 @@ def _check_same_run(args: argparse.Namespace) -> None:
     stamp = args.output / "run.json"
     want = {"problem": args.problem, "algorithm": args.algorithm}
     if stamp.is_file():
-        have = json.loads(stamp.read_text())
+        try:
+            have = json.loads(stamp.read_text())
+            if not isinstance(have, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise MlgoError(f"{stamp}: unreadable ({e}); it names the problem and algorithm "
+                            "this directory trains: restore it, or delete it to let this "
+                            "command claim the directory") from None
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
             raise MlgoError(f"{args.output} holds a run with {', '.join(f'{k}={a}' for k, (a, _) in diff.items())}; "
                             f"use another --output for {', '.join(f'{k}={b}' for k, (_, b) in diff.items())}")
-    else:
-        stamp.write_text(json.dumps(want) + "\n")
+
+
+def _stamp_run(args: argparse.Namespace) -> None:
+    stamp = args.output / "run.json"
+    if not stamp.is_file():
+        atomic_write_text(stamp, json.dumps({"problem": args.problem,
+                                             "algorithm": args.algorithm}) + "\n")

@@ -11,11 +11,14 @@ best policy on the validation split.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Corpus, Module, atomic_write_text
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, summary_line, writing
 from mlgo.training.checkpoint import Checkpoint, Checkpointer
 from mlgo.workers.pool import WorkerPool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
 
 log = logging.getLogger(__name__)
+LOCK = ".lock"
 
 
 @dataclass
@@ -134,7 +138,7 @@ class TrainingRun:
         self.state.setdefault("failed_modules", {})
         for o in outs:
             if not o.ok:
-                first = o.error.strip().splitlines()[0][:300] if o.error.strip() else "unknown error"
+                first = summary_line(o.error, o.module)
                 log.debug("skipped %s: %s", o.module, first)
                 self._skipped[o.module] = first
                 self.state["failed_modules"][o.module] = first
@@ -183,12 +187,13 @@ class TrainingRun:
     def log_metrics(self, iteration: int, metrics: dict[str, float]) -> None:
         import tensorflow as tf
 
-        with self._summary_writer().as_default(step=iteration):
-            for k, v in metrics.items():
-                tf.summary.scalar(k, float(v))
-        self._summary_writer().flush()
-        with open(self.output / "log.jsonl", "a") as f:
-            f.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+        with writing(self.output / "tensorboard"):
+            with self._summary_writer().as_default(step=iteration):
+                for k, v in metrics.items():
+                    tf.summary.scalar(k, float(v))
+            self._summary_writer().flush()
+        line = json.dumps({"iteration": iteration, **{k: float(v) for k, v in metrics.items()}})
+        append_line(self.output / "log.jsonl", line)
 
     def skip_iteration(self, iteration: int, metrics: dict[str, float]) -> None:
         """An iteration with nothing to learn from (every module failed): logged, not saved."""
@@ -244,6 +249,45 @@ class TrainingRun:
                 "seed": self.seed, **self.meta, **extra}
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self.pool.close()
+        try:
+            if self._writer is not None:
+                with writing(self.output / "tensorboard"):
+                    self._writer.close()
+        finally:
+            self.pool.close()
+
+
+@contextmanager
+def run_lock(output: Path) -> Iterator[None]:
+    """Hold OUT/.lock for the whole run: two trainers on one directory would interleave
+    checkpoints and policies. flock is released by the kernel when the holder dies, even by
+    kill -9, so a crashed run never leaves the directory locked."""
+    path = output / LOCK
+    with writing(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise MlgoError(f"{output}: another mlgo train is running on this directory (pid "
+                            f"{holder}); wait for it to finish or use another --output") from None
+        with writing(path):  # the pid is only for that message
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line whole or not at all: a full disk must not leave half a line that
+    breaks every later reader of the file."""
+    with writing(path), open(path, "ab") as f:
+        start = f.tell()
+        try:
+            f.write(line.encode() + b"\n")
+            f.flush()
+        except OSError:
+            f.truncate(start)
+            raise
