@@ -37,6 +37,9 @@ def _exit_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
+        from mlgo.compiler.interactive import remove_all_workdirs
+
+        remove_all_workdirs()  # os._exit runs no cleanup; the compilers die with us
         os._exit(1)
 
     threading.Thread(target=watch, name="mlgo-parent-watch", daemon=True).start()
