@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from corpus_tools.corpus import EXTRACT_LEVELS, KEEP_LEVEL, level_flag
+from mlgo.checks import timeout_arg, workers_arg
 from mlgo.errors import CorpusError
 
 
@@ -57,9 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deb.add_argument("--rebuild", action="store_true",
                      help="rebuild even if the cache holds a finished build")
     deb.add_argument("-o", "--output", type=Path, help="corpus directory")
-    deb.add_argument("-j", "--jobs", type=int, default=_default_jobs())
+    deb.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
     deb.add_argument("--no-progress", action="store_true")
-    deb.add_argument("--timeout", type=float, default=600.0, help="seconds per compile")
+    deb.add_argument("--timeout", type=timeout_arg, default=600.0, help="seconds per compile")
     deb.add_argument("--verify", action="store_true",
                      help="recompile each newly extracted module with its .cmd afterwards")
     _level_args(deb)
@@ -73,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     check = sub.add_parser("check", help="recompile every module with its .cmd")
     check.add_argument("corpus", type=Path)
-    check.add_argument("-j", "--jobs", type=int, default=_default_jobs())
-    check.add_argument("--timeout", type=float, default=600.0, help="seconds per module")
+    check.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
+    check.add_argument("--timeout", type=timeout_arg, default=600.0, help="seconds per module")
     check.add_argument("--no-progress", action="store_true")
     check.set_defaults(func=_cmd_check)
 
@@ -82,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("corpus", type=Path)
     report.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the report as JSON")
-    report.add_argument("-j", "--jobs", type=int, default=_default_jobs())
+    report.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
     report.set_defaults(func=_cmd_report)
 
 
@@ -107,8 +108,8 @@ def _opt_level(args: argparse.Namespace) -> str | None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="corpus directory")
-    p.add_argument("-j", "--jobs", type=int, default=_default_jobs())
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per compile")
+    p.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
+    p.add_argument("--timeout", type=timeout_arg, default=600.0, help="seconds per compile")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--verify", action="store_true",
                    help="recompile each newly extracted module with its .cmd afterwards")

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlgo.errors import CorpusError
+from mlgo.errors import CorpusError, writing
 
+log = logging.getLogger(__name__)
 DESCRIPTION = "corpus_description.json"
 _OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os", "-Oz", "-Ofast", "-Og", "-O")
 # The levels extraction can emit IR at (the frontend's level: at -Os/-Oz it marks every
@@ -118,6 +120,18 @@ class Corpus:
         names = desc["modules"]
         if not all(isinstance(n, str) and n for n in names):
             raise CorpusError(f"{desc_path}: every entry of 'modules' must be a non-empty string")
+        for n in names:
+            why = unsafe_module_name(n)
+            if why:
+                raise CorpusError(f"{desc_path}: module name {n!r} {why}; a module name is a "
+                                  "relative path inside the corpus")
+        if len(set(names)) != len(names):
+            # Listed twice, a module would be compiled, counted and weighted twice.
+            seen: set[str] = set()
+            dups = sorted({n for n in names if n in seen or seen.add(n)})
+            log.warning("%s: %d module name(s) listed more than once, used once: %s", desc_path,
+                        len(dups), ", ".join(dups[:5]) + (" ..." if len(dups) > 5 else ""))
+            names = list(dict.fromkeys(names))
         if desc.get("has_thinlto"):
             raise CorpusError(f"{desc_path}: ThinLTO corpora are not supported yet")
         projects = desc.get("projects") or {}
@@ -178,6 +192,19 @@ class Corpus:
                       dict(self.extra))
 
 
+def unsafe_module_name(name: str) -> str | None:
+    """Why `name` cannot be a module name (None if it can): the corpus joins it to its root to
+    read and write M.bc and M.cmd, so it must not lead anywhere else."""
+    if "\0" in name:
+        return "contains a NUL byte"
+    if name.startswith("/"):
+        return "is an absolute path"
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "has an empty, '.' or '..' path component"
+    return None
+
+
 def _default_project(name: str) -> str:
     return name.split("/", 1)[0] if "/" in name else ""
 
@@ -207,18 +234,19 @@ def file_sha256(path: Path | str) -> str:
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write to a temp file in the same directory, then rename: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
     return path
 
 

@@ -271,8 +271,12 @@ class CompileEntry:
     arguments: tuple[str, ...]  # argv including the compiler
 
 
-def read_compile_db(path: Path | str) -> list[CompileEntry]:
-    """Parse a compile_commands.json (both the `arguments` and the `command` form)."""
+def read_compile_db(path: Path | str,
+                    malformed: list[tuple[int, str]] | None = None) -> list[CompileEntry]:
+    """Parse a compile_commands.json (both the `arguments` and the `command` form).
+
+    A malformed entry raises CorpusError, or, given a `malformed` list, is appended to it as
+    (index, reason) and skipped, so that one bad entry does not cost the whole database."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -284,23 +288,34 @@ def read_compile_db(path: Path | str) -> list[CompileEntry]:
         raise CorpusError(f"{path}: a compilation database must be a JSON list of entries")
     entries = []
     for i, e in enumerate(data):
-        if not isinstance(e, dict) or "file" not in e or "directory" not in e:
-            raise CorpusError(f"{path}: entry {i} lacks 'file' or 'directory'")
-        if isinstance(e.get("arguments"), list) and e["arguments"]:
-            argv = [str(a) for a in e["arguments"]]
-        elif isinstance(e.get("command"), str) and e["command"].strip():
-            try:
-                argv = shlex.split(e["command"])
-            except ValueError as err:
-                raise CorpusError(f"{path}: entry {i}: cannot split 'command' ({err})") from err
-        else:
-            raise CorpusError(f"{path}: entry {i} has neither 'arguments' nor 'command'")
-        directory = Path(e["directory"])
-        file = Path(e["file"])
-        if not file.is_absolute():
-            file = directory / file
-        entries.append(CompileEntry(directory, Path(os.path.normpath(file)), tuple(argv)))
+        try:
+            entries.append(_compile_entry(e))
+        except ValueError as err:
+            if malformed is None:
+                raise CorpusError(f"{path}: entry {i}: {err}") from None
+            malformed.append((i, str(err)))
     return entries
+
+
+def _compile_entry(e: object) -> CompileEntry:
+    """One entry of a compilation database; ValueError saying what is wrong with it."""
+    if not isinstance(e, dict) or not isinstance(e.get("file"), str) or \
+            not isinstance(e.get("directory"), str) or not e["file"] or not e["directory"]:
+        raise ValueError("lacks 'file' or 'directory' (strings)")
+    if isinstance(e.get("arguments"), list) and e["arguments"]:
+        argv = [str(a) for a in e["arguments"]]
+    elif isinstance(e.get("command"), str) and e["command"].strip():
+        try:
+            argv = shlex.split(e["command"])
+        except ValueError as err:
+            raise ValueError(f"cannot split 'command' ({err})") from None
+    else:
+        raise ValueError("has neither 'arguments' nor 'command'")
+    directory = Path(e["directory"])
+    file = Path(e["file"])
+    if not file.is_absolute():
+        file = directory / file
+    return CompileEntry(directory, Path(os.path.normpath(file)), tuple(argv))
 
 
 def split_compile_args(entry: CompileEntry) -> tuple[list[str], list[str]]:
@@ -433,13 +448,23 @@ def extract_compile_db(
     so that error messages can give the command that re-extracts it)."""
     out_dir = Path(out_dir)
     summary = ExtractSummary(out_dir)
-    entries = read_compile_db(compile_db)
+    malformed: list[tuple[int, str]] = []
+    entries = read_compile_db(compile_db, malformed)
+    if malformed and not entries:
+        i, why = malformed[0]
+        raise CorpusError(f"{compile_db}: no usable entry ({len(malformed)} malformed; entry "
+                          f"{i} {why})")
     tasks = compile_db_tasks(entries, project=project,
                              root=Path(root) if root is not None else None,
                              exclude=exclude, summary=summary, opt_level=opt_level)
     origin = origin or {"source": "compile-db", "path": str(Path(compile_db).resolve())}
-    return _run_tasks(tasks, out_dir, summary, jobs=jobs, timeout=timeout, progress=progress,
-                      opt_level=opt_level, origins={project: origin})
+    summary = _run_tasks(tasks, out_dir, summary, jobs=jobs, timeout=timeout, progress=progress,
+                         opt_level=opt_level, origins={project: origin})
+    # Reported and counted as failures (so the command exits non-zero), after the run: they
+    # name no module, so they stay out of the corpus's per-module failures file.
+    summary.failed.extend(Failure(f"entry {i}", f"{compile_db} entry {i}", why)
+                          for i, why in malformed)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -899,6 +924,11 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
             if kept is not None:
                 summary.duplicates[m.name] = kept
                 continue
+            # Names were checked at load; this also catches a symlink inside the output.
+            dest = (out_dir / m.name).parent.resolve()
+            if not dest.is_relative_to(out_dir.resolve()):
+                raise CorpusError(f"{out_dir / m.name}: leads outside {out_dir} (to {dest}); "
+                                  "refusing to write there")
             _link_or_copy(m.bc_path, out_dir / (m.name + ".bc"), link)
             _link_or_copy(m.cmd_path, out_dir / (m.name + ".cmd"), link)
             modules.append(m.name)

@@ -48,4 +48,21 @@ def parse_gin(gin_files: Sequence[Path], bindings: Sequence[str]) -> str:
     except Exception as e:  # gin raises ValueError/KeyError/SyntaxError-alikes
         where = ", ".join([*map(str, gin_files), *bindings]) or "gin"
         raise MlgoError(f"bad gin configuration ({where}): {e}") from e
+    check_bound_values()
     return gin.config_str()
+def check_bound_values() -> None:
+    """Build each configuration dataclass once under the current gin bindings, so values out
+    of range (each checks its own in __post_init__) are refused before any work starts."""
+    from mlgo.errors import MlgoError
+    from mlgo.problems.inlining.network import InliningNetworkConfig
+    from mlgo.problems.regalloc.network import RegallocNetworkConfig
+    from mlgo.training.bc import BCConfig
+    from mlgo.training.es import ESConfig
+    from mlgo.training.ppo import PPOConfig
+
+    for cls in (BCConfig, PPOConfig, ESConfig, InliningNetworkConfig, RegallocNetworkConfig):
+        try:
+            cls()
+        except MlgoError as e:
+            # gin appends "In call to configurable ..." lines; the first line says it all.
+            raise MlgoError(str(e).splitlines()[0]) from None

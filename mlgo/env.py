@@ -208,8 +208,11 @@ def run_episode(env: CompilerEnv, policy: Heuristic | None) -> EpisodeResult:
     if policy is None:
         m = env.problem.baseline(env.module, env.cache)
         return EpisodeResult(env.module.name, m, m, 0.0, 0, 0.0)
-    obs, _ = env.reset()
-    while obs is not None:
-        obs, _, _, _, _ = env.step(policy(obs))
+    try:
+        obs, _ = env.reset()
+        while obs is not None:
+            obs, _, _, _, _ = env.step(policy(obs))
+    finally:
+        env.close()  # a policy that raises mid-episode must not leave the compile running
     assert env.result is not None
     return env.result

@@ -3,13 +3,14 @@ objective, a JSON report, a table and a plot."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpus_tools.corpus import Corpus, atomic_write_text
+from corpus_tools.corpus import Corpus, atomic_write_bytes, atomic_write_text
 from mlgo.workers.tasks import ModuleOutcome
 
 
@@ -122,6 +123,10 @@ def plot(rep: EvalReport, path: Path) -> None:
     fig.suptitle(f"{rep.problem}: {rep.policy} — total {100 * rep.relative_change:+.2f}% "
                  f"over {len(rep.modules)} modules")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        # Drawn into memory and written atomically: a full disk leaves no half a PNG.
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module, atomic_write_text
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, writing
 from mlgo.policies.vocab import DEFAULT_QUANTILES, quantile_boundaries, save_vocab
 from mlgo.problems import Problem
 from mlgo.protocol import Header, TensorSpec
@@ -64,11 +64,12 @@ class TraceWriter:
 
         self._tf = tf
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.header = header
         self.meta = dict(meta)
         self._tmp = self.dir / (RECORDS + ".tmp")
-        self._writer = tf.io.TFRecordWriter(str(self._tmp))
+        with writing(self._tmp):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._writer = tf.io.TFRecordWriter(str(self._tmp))
         self.modules = 0
         self.decisions = 0
 
@@ -96,14 +97,16 @@ class TraceWriter:
             "default_total": _feature(tf, f32, outcome.default_total),
         })
         ex = tf.train.SequenceExample(context=context, feature_lists=tf.train.FeatureLists(feature_list=lists))
-        self._writer.write(ex.SerializeToString())
+        with writing(self._tmp):
+            self._writer.write(ex.SerializeToString())
         self.modules += 1
         self.decisions += steps
 
     def close(self, extra_meta: dict[str, Any] | None = None) -> None:
         """Finish: records first, then the metadata; a trace without trace.json is incomplete."""
-        self._writer.close()
-        self._tmp.replace(self.dir / RECORDS)
+        with writing(self._tmp):
+            self._writer.close()
+            self._tmp.replace(self.dir / RECORDS)
         meta = {**self.meta, **(extra_meta or {}), "header": self.header.to_json(),
                 "modules": self.modules, "decisions": self.decisions}
         atomic_write_text(self.dir / META, json.dumps(meta, indent=1) + "\n")

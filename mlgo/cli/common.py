@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
-from mlgo.errors import MlgoError
+from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS, int_arg, timeout_arg, workers_arg
+from mlgo.errors import MlgoError, summary_line
 from mlgo.problems import PROBLEMS
 
 
@@ -16,15 +17,17 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
     p.add_argument("--problem", required=True, choices=PROBLEMS)
     if corpus:
         p.add_argument("--corpus", required=True, type=Path, help="corpus directory")
-        p.add_argument("--max-modules", type=int, default=0,
+        p.add_argument("--max-modules", type=int_arg(lo=0), default=0,
                        help="use only the first N modules (0: all)")
-    p.add_argument("--workers", type=int, default=0, help="local worker processes (default: cores)")
+    p.add_argument("--workers", type=workers_arg, default=None,
+                   help=f"local worker processes, 1 to {MAX_WORKERS} (default: cores)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run workers on a Ray cluster ('auto', 'local' or host:port)")
     p.add_argument("--gin_file", action="append", default=[], type=Path)
     p.add_argument("--gin_bindings", action="append", default=[],
                    help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
-    p.add_argument("--timeout", type=float, default=300.0, help="per-compile wall-clock limit (s)")
+    p.add_argument("--timeout", type=timeout_arg, default=300.0,
+                   help=f"per-compile wall-clock limit in seconds, at most {MAX_TIMEOUT:g}")
 
 
 def setup_gin(args: argparse.Namespace) -> str:
@@ -55,7 +58,6 @@ def report_failures(failures: Sequence[tuple[str, str]]) -> None:
         return
     print(f"{len(failures)} module(s) failed and were skipped:", file=sys.stderr)
     for module, error in failures[:20]:
-        first = error.strip().splitlines()[0] if error.strip() else "unknown error"
-        print(f"  {module}: {first}", file=sys.stderr)
+        print(f"  {module}: {summary_line(error, module)}", file=sys.stderr)
     if len(failures) > 20:
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)

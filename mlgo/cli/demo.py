@@ -21,6 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mlgo.checks import int_arg, workers_arg
 from mlgo.compiler.measure import text_size
 from mlgo.errors import MlgoError
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM, PROJECT, build_lua, lua_sources
@@ -29,9 +30,9 @@ from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM, PROJECT, build_lua, lua_sou
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end demo on lua5.4: corpus, training, evaluation")
     p.add_argument("--output", "-o", type=Path, default=Path("demo-output"))
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--es-iterations", type=int, default=6)
-    p.add_argument("--bc-epochs", type=int, default=6)
+    p.add_argument("--workers", type=workers_arg, default=None)
+    p.add_argument("--es-iterations", type=int_arg(lo=1), default=6)
+    p.add_argument("--bc-epochs", type=int_arg(lo=1), default=6)
     p.set_defaults(func=run)
 
 

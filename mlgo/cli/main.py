@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, describe_os_error
 
 # Modules that define subcommands, imported lazily so `mlgo --help` stays quick.
 COMMAND_MODULES = [
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except MlgoError as e:
         print(f"mlgo: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only directory, ...: the file and the cause
+        print(f"mlgo: error: {describe_os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mlgo: interrupted", file=sys.stderr)
         return 130

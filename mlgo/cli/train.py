@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlgo.checks import float_arg, int_arg
 from mlgo.cli.common import add_problem_args, load_corpus, setup_gin
 from mlgo.training.pipeline import ALGORITHMS
 
@@ -22,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="trace for bc and for the vocab (default: traced into OUT/trace)")
     p.add_argument("--vocab", type=Path, default=None,
                    help="feature quantiles (default: from the warm start, or built into OUT/vocab)")
-    p.add_argument("--validation-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-fraction", type=float_arg(lo=0.0, hi=1.0, hi_open=True),
+                   default=0.2, help="share of the modules held out for validation, in [0, 1)")
+    p.add_argument("--seed", type=int_arg(lo=0), default=0)
     p.set_defaults(func=run)
 
 
@@ -52,7 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if best is not None and best > 0:
         print(f"WARNING: even the best policy is {100 * best:+.2f}% worse than the default "
               "heuristic on the validation split; `mlgo export` will refuse it without --force")
-    if result.failed_modules:
+    if result.empty_iterations:
+        print(f"WARNING: {len(result.empty_iterations)} iteration(s) trained nothing (every "
+              f"module failed): {', '.join(map(str, result.empty_iterations[:10]))}")
+    if result.failed_modules and result.checkpoint_dir is not None:
         print(f"{len(result.failed_modules)} module(s) failed at least once and were skipped; "
-              f"see {args.output / 'checkpoints'} state.json")
+              f"see {result.checkpoint_dir / 'state.json'}")
     return 0

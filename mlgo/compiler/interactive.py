@@ -11,9 +11,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -29,9 +31,61 @@ from mlgo.protocol.channel import FifoChannel
 DEFAULT_TIMEOUT = float(os.environ.get("MLGO_COMPILE_TIMEOUT", "300"))
 
 
+# Work directories are named <prefix><owner pid>.<random>, so that one left by a process that
+# was killed (kill -9, SIGTERM: no cleanup runs) can be told from one in use and removed.
+_WORKDIR_NAME = re.compile(r"^mlgo-(?:probe-)?(\d+)\.")
+_live_workdirs: set[Path] = set()
+_swept = False
+
+
 def make_workdir(prefix: str = "mlgo-") -> Path:
+    global _swept
     base = os.environ.get("MLGO_TMPDIR")
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    if not _swept:  # once per process: workers and trainers start often enough
+        _swept = True
+        sweep_stale_workdirs(base)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=base))
+    _live_workdirs.add(path)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_stale_workdirs(base: str | Path | None = None) -> list[Path]:
+    """Remove this user's work directories whose owning process is gone; returns them."""
+    root = Path(base or tempfile.gettempdir())
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _WORKDIR_NAME.match(p.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or _pid_alive(int(m.group(1))):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def remove_all_workdirs() -> None:
+    """Remove every work directory this process still has (it is about to exit abruptly)."""
+    for p in list(_live_workdirs):
+        remove_workdir(p)
 
 
 @dataclass
@@ -299,4 +353,5 @@ class InteractiveCompile:
 
 
 def remove_workdir(workdir: Path) -> None:
+    _live_workdirs.discard(workdir)
     shutil.rmtree(workdir, ignore_errors=True)

@@ -11,7 +11,7 @@ import numpy as np
 
 from mlgo.policies.network import PolicyNetwork
 from mlgo.policies.policy import NumpyPolicy
-from mlgo.policies.policy_dir import POLICY_JSON, load_policy
+from mlgo.policies.policy_dir import POLICY_JSON, check_finite, load_policy
 
 # Workers compile many modules with the same policy directory: parse it once per version.
 _CACHE: dict[tuple[str, int, int], tuple[PolicyNetwork, np.ndarray]] = {}
@@ -45,4 +45,6 @@ def numpy_policy(problem: Any, policy_dir: Path | str, params: np.ndarray | None
     instead. `problem` is a Problem instance or a problem name."""
     name = problem if isinstance(problem, str) or problem is None else problem.name
     network, saved = load_network(policy_dir, name)
+    if params is not None:
+        check_finite(params, f"{policy_dir} (parameters sent with the task)")
     return NumpyPolicy(network, saved if params is None else params, greedy=greedy, seed=seed)

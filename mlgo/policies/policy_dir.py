@@ -18,6 +18,9 @@ sees a half-written policy; the digest lets a reader that raced a replacement no
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import io
 import json
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, writing
 from mlgo.policies.network import FeatureMismatchError, PolicyNetwork, as_specs, network_class
 from mlgo.policies.vocab import load_vocab, save_vocab
 from mlgo.protocol.tensor_spec import TensorSpec
@@ -57,6 +60,7 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
     """Write (or atomically replace) a policy directory; returns its path."""
     policy_dir = Path(policy_dir)
     network.unflatten_numpy(params)  # refuses a vector of the wrong size
+    check_finite(params, policy_dir)
     raw = _npy_bytes(params)
     vocab = network.vocab
     doc = {
@@ -73,20 +77,30 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "meta": meta or {},
     }
-    policy_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=policy_dir.parent, prefix=f".{policy_dir.name}.tmp-"))
-    try:
-        (tmp / PARAMS).write_bytes(raw)
-        if vocab:
-            save_vocab(tmp / VOCAB_DIR, vocab)
-        (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
-        _fsync_dir_files(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        _swap_into_place(tmp, policy_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing(policy_dir):
+        policy_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=policy_dir.parent, prefix=f".{policy_dir.name}.tmp-"))
+        try:
+            (tmp / PARAMS).write_bytes(raw)
+            if vocab:
+                save_vocab(tmp / VOCAB_DIR, vocab)
+            (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+            _fsync_dir_files(tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+            _swap_into_place(tmp, policy_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return policy_dir
+
+
+def check_finite(params: np.ndarray, where: Path | str) -> None:
+    """Refuse NaN or infinite weights: every decision made with them is garbage (NaN logits
+    compare false both ways), so they are never written, loaded, served or exported."""
+    bad = int(np.size(params) - np.count_nonzero(np.isfinite(params)))
+    if bad:
+        raise PolicyFormatError(f"{where}: {bad} of {np.size(params)} parameters are NaN or "
+                                "infinite (the training that made them diverged)")
 
 
 def _json_default(o: Any) -> Any:
@@ -105,11 +119,44 @@ def _fsync_dir_files(d: Path) -> None:
             os.fsync(f.fileno())
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+@functools.cache
+def _renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False where the
+    C library or the filesystem cannot."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 def _swap_into_place(new: Path, target: Path) -> None:
-    """rename() a directory over a missing name is atomic; over an existing one it is not
-    allowed, so move the old one aside first (readers may miss DIR for that instant)."""
+    """Replace `target` by `new`. rename() of a directory over a missing name is atomic; over
+    an existing one it is not allowed, so the two are exchanged in one step: a reader always
+    finds a complete DIR. Where exchange is unsupported, the old one is moved aside first
+    (DIR is missing for an instant; load_policy retries)."""
     if not target.exists():
         os.rename(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # now the old policy
         return
     old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
     os.rename(target, old / "policy")
@@ -134,32 +181,49 @@ def read_policy_json(policy_dir: Path | str) -> dict[str, Any]:
     return doc
 
 
+_READ_ATTEMPTS = 5
+
+
+def _read_snapshot(policy_dir: Path) -> tuple[dict[str, Any], bytes, dict[str, np.ndarray]]:
+    """policy.json, params.npy and the vocab of one and the same save."""
+    first = (policy_dir / POLICY_JSON).read_bytes() if (policy_dir / POLICY_JSON).is_file() else b""
+    doc = read_policy_json(policy_dir)
+    try:
+        raw = (policy_dir / PARAMS).read_bytes()
+    except FileNotFoundError:
+        raw = b""
+    if hashlib.sha256(raw).hexdigest() != doc.get("params_sha256"):
+        raise PolicyFormatError(f"{policy_dir}: {PARAMS} is missing or does not match "
+                                f"{POLICY_JSON} (corrupt or half-copied policy)")
+    vocab: dict[str, np.ndarray] = {}
+    if doc.get("vocab"):
+        names = [p.name[: -len(".buckets")] for p in (policy_dir / doc["vocab"]).glob("*.buckets")]
+        vocab = load_vocab(policy_dir / doc["vocab"], names)
+    if (policy_dir / POLICY_JSON).read_bytes() != first:
+        raise PolicyFormatError(f"{policy_dir}: replaced while it was read")
+    return doc, raw, vocab
+
+
 def load_policy(policy_dir: Path | str, problem: str | None = None, features: Any = None,
                 ) -> tuple[PolicyNetwork, np.ndarray, dict[str, Any]]:
     """(network, flat params, training metadata) from a policy directory. With `problem`,
     refuse another problem's policy; with `features` (a Header or TensorSpec list), refuse a
     policy built for different features, listing each difference."""
     policy_dir = Path(policy_dir)
-    for attempt in range(3):  # a concurrent save_policy may swap the directory mid-read
-        doc = read_policy_json(policy_dir)
+    # A concurrent save_policy may replace the directory while it is read: read everything,
+    # then check policy.json is still the same file, and start again if not.
+    for attempt in range(_READ_ATTEMPTS):
         try:
-            raw = (policy_dir / PARAMS).read_bytes()
-        except FileNotFoundError:
-            raw = b""
-        if hashlib.sha256(raw).hexdigest() == doc.get("params_sha256"):
+            doc, raw, vocab = _read_snapshot(policy_dir)
             break
-        if attempt == 2:
-            raise PolicyFormatError(f"{policy_dir}: {PARAMS} is missing or does not match "
-                                    f"{POLICY_JSON} (corrupt or half-copied policy)")
-        time.sleep(0.05)
+        except (OSError, MlgoError):
+            if attempt == _READ_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05)
     if problem is not None and doc["problem"] != problem:
         raise PolicyFormatError(f"{policy_dir}: the policy is for problem {doc['problem']!r}, not {problem!r}")
     specs = [TensorSpec.from_json(f) for f in doc["features"]]
     advice = TensorSpec.from_json(doc["advice"]) if doc.get("advice") else None
-    vocab: dict[str, np.ndarray] = {}
-    if doc.get("vocab"):
-        names = [p.name[: -len(".buckets")] for p in (policy_dir / doc["vocab"]).glob("*.buckets")]
-        vocab = load_vocab(policy_dir / doc["vocab"], names)
     cls = network_class(doc["network"]["class"])
     if cls.problem != doc["problem"]:
         raise PolicyFormatError(f"{policy_dir}: network {doc['network']['class']} is for "
@@ -169,6 +233,7 @@ def load_policy(policy_dir: Path | str, problem: str | None = None, features: An
     if params.shape != (network.num_params,):
         raise PolicyFormatError(f"{policy_dir}: {PARAMS} has shape {params.shape}, the network "
                                 f"takes {network.num_params} parameters")
+    check_finite(params, policy_dir / PARAMS)
     if features is not None:
         try:
             network.check_features(as_specs(features))

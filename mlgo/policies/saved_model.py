@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlgo.errors import writing
 from mlgo.policies.network import PolicyNetwork
 
 ACTION_SIGNATURE = "action"
@@ -53,17 +54,18 @@ def export_saved_model(network: PolicyNetwork, flat_params: np.ndarray, out_dir:
         return {"logits": batched_logits(features)}
 
     module.action, module.logits = action, logits
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
-        tf.saved_model.save(module, str(tmp / "model"), signatures={
-            ACTION_SIGNATURE: action.get_concrete_function(),
-            "serving_default": action.get_concrete_function(),
-            LOGITS_SIGNATURE: logits.get_concrete_function(),
-        })
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        (tmp / "model").rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+        try:
+            tf.saved_model.save(module, str(tmp / "model"), signatures={
+                ACTION_SIGNATURE: action.get_concrete_function(),
+                "serving_default": action.get_concrete_function(),
+                LOGITS_SIGNATURE: logits.get_concrete_function(),
+            })
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            (tmp / "model").rename(out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

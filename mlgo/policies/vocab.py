@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, writing
 
 SUFFIX = ".buckets"
 DEFAULT_QUANTILES = 1000
@@ -80,13 +80,19 @@ def quantile_boundaries(values: np.ndarray, n: int = DEFAULT_QUANTILES) -> np.nd
 def save_vocab(vocab_dir: Path | str, vocab: Mapping[str, np.ndarray]) -> None:
     """Write `<feature>.buckets` files, each atomically (temp file + rename)."""
     vocab_dir = Path(vocab_dir)
-    vocab_dir.mkdir(parents=True, exist_ok=True)
+    with writing(vocab_dir):
+        vocab_dir.mkdir(parents=True, exist_ok=True)
     for name, bounds in vocab.items():
         text = "".join(f"{b!r}\n" for b in np.asarray(bounds, dtype=np.float64).tolist())
-        fd, tmp = tempfile.mkstemp(dir=vocab_dir, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, buckets_path(vocab_dir, name))
+        with writing(buckets_path(vocab_dir, name)):
+            fd, tmp = tempfile.mkstemp(dir=vocab_dir, prefix=f".{name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                os.replace(tmp, buckets_path(vocab_dir, name))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
 
 class QuantileTable:

@@ -17,6 +17,7 @@ from pathlib import Path
 import gin
 import numpy as np
 
+from mlgo.checks import check_float, check_int
 from mlgo.errors import MlgoError
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
@@ -30,6 +31,13 @@ class BCConfig:
     learning_rate: float = 3e-3
     final_lr_fraction: float = 0.05  # the learning rate at the end, as a fraction of the start
     validate_every: int = 0  # compile the validation modules every N epochs (0: last epoch only)
+
+    def __post_init__(self) -> None:
+        check_int("bc.BCConfig.epochs", self.epochs, lo=1)
+        check_int("bc.BCConfig.batch_size", self.batch_size, lo=1)
+        check_float("bc.BCConfig.learning_rate", self.learning_rate, lo=0.0)
+        check_float("bc.BCConfig.final_lr_fraction", self.final_lr_fraction, lo=0.0, hi=1.0)
+        check_int("bc.BCConfig.validate_every (0: last epoch only)", self.validate_every, lo=0)
 
 
 def learning_rate(cfg: BCConfig, progress: float) -> float:

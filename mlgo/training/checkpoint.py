@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import atomic_write_text, file_sha256
+from mlgo.errors import writing
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,13 @@ class Checkpointer:
         self.keep = keep
 
     def save(self, iteration: int, arrays: dict[str, np.ndarray], state: dict[str, Any]) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
         name = f"ckpt-{iteration:06d}"
+        with writing(self.dir / name):
+            return self._save(iteration, name, arrays, state)
+
+    def _save(self, iteration: int, name: str, arrays: dict[str, np.ndarray],
+              state: dict[str, Any]) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.dir))
         try:
             with open(tmp / "arrays.npz", "wb") as f:
@@ -58,7 +64,7 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         atomic_write_text(self.dir / "LATEST", name + "\n")
-        self._prune()
+        self._prune(final)
         return final
 
     def _complete(self) -> list[Path]:
@@ -66,10 +72,16 @@ class Checkpointer:
             return []
         return sorted(p for p in self.dir.iterdir() if p.is_dir() and p.name.startswith("ckpt-"))
 
-    def _prune(self) -> None:
-        for p in self._complete()[: -self.keep]:
+    def _prune(self, newest: Path) -> None:
+        """Keep the `keep` newest checkpoints up to `newest`, which was just saved. Any named
+        after it belong to a history this run did not continue (they could not be loaded),
+        so they go too, and never push `newest` itself out."""
+        done = self._complete()
+        stale = [p for p in done if p.name > newest.name]
+        kept = [p for p in done if p.name <= newest.name]
+        for p in stale + kept[: -self.keep]:
             shutil.rmtree(p, ignore_errors=True)
-        for p in self.dir.iterdir():  # temp dirs of a run killed mid-save
+        for p in self.dir.iterdir():  # temp dirs of a run killed mid-save, torn checkpoints
             if p.is_dir() and p.name.startswith("."):
                 shutil.rmtree(p, ignore_errors=True)
 
@@ -86,6 +98,11 @@ class Checkpointer:
                 return self._load(path)
             except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
                 log.warning("%s: unusable checkpoint (%s); trying an older one", path, e)
+                # Out of the way (the next save removes it), so that it can never outrank
+                # or prune a good checkpoint saved after it.
+                aside = path.with_name(f".torn-{path.name}")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(path, aside)
         return None
 
     def _load(self, path: Path) -> Checkpoint:

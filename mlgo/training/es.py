@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import gin
 import numpy as np
 
+from mlgo.checks import check_choice, check_float, check_int
 from mlgo.policies.network import last_layers_mask
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
@@ -42,6 +43,20 @@ class ESConfig:
     optimizer: str = "adam"  # "adam" or "sgd"
     validate_every: int = 1
     trainable_layers: int = 0  # 0: perturb every parameter; k: only the network's last k layers
+
+    def __post_init__(self) -> None:
+        # Refused here, before any compile: sigma = 0 divides by zero (NaN weights),
+        # validate_every = 0 by zero, and a non-positive count makes a run that trains nothing.
+        check_int("es.ESConfig.iterations", self.iterations, lo=1)
+        check_int("es.ESConfig.directions", self.directions, lo=1)
+        check_int("es.ESConfig.modules_per_iteration (0: all)", self.modules_per_iteration, lo=0)
+        check_float("es.ESConfig.sigma", self.sigma, lo=0.0, lo_open=True)
+        check_float("es.ESConfig.learning_rate", self.learning_rate, lo=0.0)
+        check_int("es.ESConfig.top_k (0: every direction)", self.top_k, lo=0)
+        check_choice("es.ESConfig.normalization", self.normalization, ("rank", "zscore"))
+        check_choice("es.ESConfig.optimizer", self.optimizer, ("adam", "sgd"))
+        check_int("es.ESConfig.validate_every", self.validate_every, lo=1)
+        check_int("es.ESConfig.trainable_layers (0: all)", self.trainable_layers, lo=0)
 
 
 def centered_ranks(x: np.ndarray) -> np.ndarray:
@@ -99,7 +114,7 @@ def train(run: TrainingRun, cfg: ESConfig) -> np.ndarray:
                 reward[o.tag, col[o.module]] = o.reward
         usable = [col[m.name] for m in modules if m.name not in bad]
         if not usable:
-            run.log_metrics(it, {"es/usable_modules": 0})
+            run.skip_iteration(it, {"es/usable_modules": 0})
             continue
         fitness = reward[:, usable].mean(axis=1)
         f_plus, f_minus = fitness[: cfg.directions], fitness[cfg.directions:]

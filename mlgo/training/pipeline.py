@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus_tools.corpus import Corpus
+from corpus_tools.corpus import Corpus, atomic_write_text
 from mlgo.errors import MlgoError
 from mlgo.policies.network import PolicyNetwork
 from mlgo.problems import Problem
@@ -34,6 +34,8 @@ class TrainResult:
     output: Path
     best: float | None  # the best policy's relative change vs the default on validation
     failed_modules: dict[str, str] = field(default_factory=dict)  # module -> first error line
+    empty_iterations: list[int] = field(default_factory=list)  # iterations every module failed
+    checkpoint_dir: Path | None = None  # the newest checkpoint (its state.json lists failures)
 
 
 def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
@@ -44,32 +46,46 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
     """Train `algorithm` on `corpus` into the run directory `output` (see run.py for its
     layout). The pool is closed at the end."""
     from mlgo.training import bc, es, ppo
-    from mlgo.training.run import TrainingRun
+    from mlgo.training.run import TrainingRun, run_lock
 
     try:
         if algorithm not in ALGORITHMS:
             raise MlgoError(f"unknown algorithm {algorithm!r}; choose one of "
                             f"{', '.join(ALGORITHMS)}")
         output.mkdir(parents=True, exist_ok=True)
-        check_same_run(output, problem.name, algorithm)
-        traced = _Trace(problem, corpus, output, trace, pool, gin_config, timeout)
-        net, params = _network_and_params(problem, output, warmstart, vocab, traced, seed)
-        run = TrainingRun(problem=problem, corpus=corpus, output=output, pool=pool, network=net,
-                          params=params, algorithm=algorithm, gin_config=gin_config,
-                          timeout=timeout, validation_fraction=validation_fraction,
-                          seed=seed, meta={"warmstart": str(warmstart or "")})
-        try:
-            if algorithm == "bc":
-                bc.train(run, bc.BCConfig(), traced.path())
-            elif algorithm == "ppo":
-                ppo.train(run, ppo.PPOConfig())
-            else:
-                es.train(run, es.ESConfig())
-        finally:
-            run.close()
+        with run_lock(output):  # one trainer per run directory
+            check_same_run(output, problem.name, algorithm)
+            traced = _Trace(problem, corpus, output, trace, pool, gin_config, timeout)
+            net, params = _network_and_params(problem, output, warmstart, vocab, traced, seed)
+            # Stamped only once the start succeeded, so that a mistyped --warmstart leaves
+            # nothing that would refuse the corrected command.
+            stamp_run(output, problem.name, algorithm)
+            run = TrainingRun(problem=problem, corpus=corpus, output=output, pool=pool,
+                              network=net, params=params, algorithm=algorithm,
+                              gin_config=gin_config, timeout=timeout,
+                              validation_fraction=validation_fraction, seed=seed,
+                              meta={"warmstart": str(warmstart or "")})
+            try:
+                if algorithm == "bc":
+                    bc.train(run, bc.BCConfig(), traced.path())
+                elif algorithm == "ppo":
+                    ppo.train(run, ppo.PPOConfig())
+                else:
+                    es.train(run, es.ESConfig())
+            finally:
+                run.close()
     finally:
         pool.close()
-    return TrainResult(output, run.best, dict(run.state.get("failed_modules", {})))
+    if run.empty_iterations and not run.trained_iterations:
+        raise MlgoError(f"{output}: nothing was trained: every module failed in all "
+                        f"{len(run.empty_iterations)} iteration(s) of this run (see the "
+                        "warnings above)" + ("" if (output / "policy").is_dir() else
+                                             "; no policy was written"))
+    latest = run.checkpointer.dir / "LATEST"
+    return TrainResult(output, run.best, dict(run.state.get("failed_modules", {})),
+                       list(run.empty_iterations),
+                       run.checkpointer.dir / latest.read_text().strip()
+                       if latest.is_file() else None)
 
 
 class _Trace:
@@ -133,10 +149,22 @@ def check_same_run(output: Path, problem: str, algorithm: str) -> None:
     stamp = output / "run.json"
     want = {"problem": problem, "algorithm": algorithm}
     if stamp.is_file():
-        have = json.loads(stamp.read_text())
+        try:
+            have = json.loads(stamp.read_text())
+            if not isinstance(have, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise MlgoError(f"{stamp}: unreadable ({e}); it names the problem and algorithm "
+                            "this directory trains: restore it, or delete it to let this "
+                            "command claim the directory") from None
         diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
         if diff:
             raise MlgoError(f"{output} holds a run with {', '.join(f'{k}={a}' for k, (a, _) in diff.items())}; "
                             f"use another run directory for {', '.join(f'{k}={b}' for k, (_, b) in diff.items())}")
-    else:
-        stamp.write_text(json.dumps(want) + "\n")
+
+
+def stamp_run(output: Path, problem: str, algorithm: str) -> None:
+    """Claim the run directory for this problem and algorithm (see check_same_run)."""
+    stamp = output / "run.json"
+    if not stamp.is_file():
+        atomic_write_text(stamp, json.dumps({"problem": problem, "algorithm": algorithm}) + "\n")

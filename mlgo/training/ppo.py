@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import gin
 import numpy as np
 
-from mlgo.errors import MlgoError
+from mlgo.checks import check_float, check_int
 from mlgo.policies.network import last_layers_mask
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
@@ -45,6 +45,20 @@ class PPOConfig:
     baseline_decay: float = 0.7
     validate_every: int = 1
     warmstart_temperature: float = 1.0  # > 1: soften the warm start's output layer (see above)
+
+    def __post_init__(self) -> None:
+        check_int("ppo.PPOConfig.iterations", self.iterations, lo=1)
+        check_int("ppo.PPOConfig.modules_per_iteration (0: all)", self.modules_per_iteration, lo=0)
+        check_float("ppo.PPOConfig.learning_rate", self.learning_rate, lo=0.0)
+        check_float("ppo.PPOConfig.clip", self.clip, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        check_float("ppo.PPOConfig.entropy_coef", self.entropy_coef, lo=0.0)
+        check_int("ppo.PPOConfig.epochs", self.epochs, lo=1)
+        check_int("ppo.PPOConfig.minibatch_size", self.minibatch_size, lo=1)
+        check_float("ppo.PPOConfig.reward_scale", self.reward_scale, lo=0.0, lo_open=True)
+        check_float("ppo.PPOConfig.baseline_decay", self.baseline_decay, lo=0.0, hi=1.0)
+        check_int("ppo.PPOConfig.validate_every", self.validate_every, lo=1)
+        check_float("ppo.PPOConfig.warmstart_temperature", self.warmstart_temperature, lo=0.0,
+                    lo_open=True)
 
 
 def ppo_loss(tf, logits, actions, old_logp, adv, clip: float, entropy_coef: float):
@@ -66,9 +80,6 @@ def train(run: TrainingRun, cfg: PPOConfig) -> np.ndarray:
     net = run.network
     params = run.params.astype(np.float32)
     if run.resumed is None and cfg.warmstart_temperature != 1.0:
-        if cfg.warmstart_temperature <= 0:
-            raise MlgoError(f"ppo.PPOConfig.warmstart_temperature must be positive, not "
-                            f"{cfg.warmstart_temperature}")
         params = params.copy()
         params[last_layers_mask(net, 1)] /= np.float32(cfg.warmstart_temperature)
     theta = tf.Variable(params)
@@ -85,7 +96,7 @@ def train(run: TrainingRun, cfg: PPOConfig) -> np.ndarray:
         episodes = [o for o in outs if o.actions is not None and len(o.actions) > 0]
         rewards = np.array([o.reward for o in outs]) if outs else np.zeros(1)
         if not episodes:
-            run.log_metrics(it, {"ppo/episodes": 0})
+            run.skip_iteration(it, {"ppo/episodes": 0})
             continue
 
         # 2. advantages: module reward minus the module's moving-average baseline

@@ -11,11 +11,14 @@ best policy on the validation split.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Corpus, Module, atomic_write_text
-from mlgo.errors import MlgoError
+from mlgo.errors import MlgoError, summary_line, writing
 from mlgo.training.checkpoint import Checkpoint, Checkpointer
 from mlgo.workers.pool import WorkerPool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
 
 log = logging.getLogger(__name__)
+LOCK = ".lock"
 
 
 @dataclass
@@ -86,6 +90,10 @@ class TrainingRun:
         self.best: float | None = self.state.get("best_relative_change")
         self._writer = None
         self._skipped: dict[str, str] = {}  # this iteration's failed modules, reported at its end
+        # This invocation's iterations: those that ended with a policy, and those with nothing
+        # to learn from (every module failed), so the command can tell success from nothing.
+        self.trained_iterations = 0
+        self.empty_iterations: list[int] = []
         if self.resumed:
             log.info("resuming %s from iteration %d (%s)", algorithm, self.resumed.iteration,
                      self.checkpointer.dir)
@@ -130,7 +138,7 @@ class TrainingRun:
         self.state.setdefault("failed_modules", {})
         for o in outs:
             if not o.ok:
-                first = o.error.strip().splitlines()[0][:300] if o.error.strip() else "unknown error"
+                first = summary_line(o.error, o.module)
                 log.debug("skipped %s: %s", o.module, first)
                 self._skipped[o.module] = first
                 self.state["failed_modules"][o.module] = first
@@ -146,6 +154,11 @@ class TrainingRun:
         spec = self.policy_spec(params, greedy=True)
         outs = self.run_tasks([self.task(m, spec, False) for m in self.val_modules])
         ok = [o for o in outs if o.ok]
+        if not ok:
+            # 0 of 0 is not "as good as the default": no validation result at all.
+            log.warning("validation: all %d module(s) failed; no validation result this "
+                        "iteration", len(outs))
+            return None
         return Validation(sum(o.policy_total for o in ok), sum(o.default_total for o in ok),
                           len(ok), len(outs) - len(ok))
 
@@ -174,18 +187,31 @@ class TrainingRun:
     def log_metrics(self, iteration: int, metrics: dict[str, float]) -> None:
         import tensorflow as tf
 
-        with self._summary_writer().as_default(step=iteration):
-            for k, v in metrics.items():
-                tf.summary.scalar(k, float(v))
-        self._summary_writer().flush()
-        with open(self.output / "log.jsonl", "a") as f:
-            f.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+        with writing(self.output / "tensorboard"):
+            with self._summary_writer().as_default(step=iteration):
+                for k, v in metrics.items():
+                    tf.summary.scalar(k, float(v))
+            self._summary_writer().flush()
+        line = json.dumps({"iteration": iteration, **{k: float(v) for k, v in metrics.items()}})
+        append_line(self.output / "log.jsonl", line)
+
+    def skip_iteration(self, iteration: int, metrics: dict[str, float]) -> None:
+        """An iteration with nothing to learn from (every module failed): logged, not saved."""
+        self.empty_iterations.append(iteration)
+        self.log_metrics(iteration, metrics)
 
     def end_iteration(self, iteration: int, params: np.ndarray, arrays: dict[str, np.ndarray],
                       metrics: dict[str, float], validation: Validation | None) -> None:
         """Save the newest policy, the best one on validation, metrics and a checkpoint."""
         from mlgo.policies.policy_dir import save_policy
 
+        bad = int(np.size(params) - np.isfinite(params).sum())
+        if bad:
+            # Diverged (e.g. a learning rate far too large): keep the last good policy and
+            # checkpoint rather than write weights no compiler could use.
+            raise MlgoError(f"{self.output}: iteration {iteration} produced {bad} non-finite "
+                            "parameter(s) (NaN or inf); nothing of it was written, the last "
+                            "good policy and checkpoint are kept")
         metrics = dict(metrics)
         metrics["seconds"] = time.monotonic() - getattr(self, "_t0", time.monotonic())
         metrics["skipped_modules"] = len(self._skipped)
@@ -203,6 +229,7 @@ class TrainingRun:
         self.state["best_relative_change"] = self.best
         self.checkpointer.save(iteration, {"params": np.asarray(params), **arrays}, self.state)
         self.params = np.asarray(params)
+        self.trained_iterations += 1
 
     def _report_skipped(self, iteration: int) -> None:
         """One warning per iteration naming the modules that failed in it, and why."""
@@ -222,6 +249,45 @@ class TrainingRun:
                 "seed": self.seed, **self.meta, **extra}
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self.pool.close()
+        try:
+            if self._writer is not None:
+                with writing(self.output / "tensorboard"):
+                    self._writer.close()
+        finally:
+            self.pool.close()
+
+
+@contextmanager
+def run_lock(output: Path) -> Iterator[None]:
+    """Hold OUT/.lock for the whole run: two trainers on one directory would interleave
+    checkpoints and policies. flock is released by the kernel when the holder dies, even by
+    kill -9, so a crashed run never leaves the directory locked."""
+    path = output / LOCK
+    with writing(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise MlgoError(f"{output}: another mlgo train is running on this directory (pid "
+                            f"{holder}); wait for it to finish or use another --output") from None
+        with writing(path):  # the pid is only for that message
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line whole or not at all: a full disk must not leave half a line that
+    breaks every later reader of the file."""
+    with writing(path), open(path, "ab") as f:
+        start = f.tell()
+        try:
+            f.write(line.encode() + b"\n")
+            f.flush()
+        except OSError:
+            f.truncate(start)
+            raise

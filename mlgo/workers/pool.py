@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
+from mlgo.errors import MlgoError
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, run_module
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ def _exit_with_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
+        from mlgo.compiler.interactive import remove_all_workdirs
+
+        remove_all_workdirs()  # os._exit runs no cleanup; the compilers die with us
         os._exit(1)
 
     threading.Thread(target=watch, name="mlgo-parent-watch", daemon=True).start()
@@ -47,6 +51,9 @@ class LocalPool:
     leaks into workers)."""
 
     def __init__(self, workers: int | None = None, task_fn: Callable[[ModuleTask], ModuleOutcome] = run_module) -> None:
+        if workers is not None and workers < 1:
+            # The submit loop below would never run: refuse instead of spinning for ever.
+            raise MlgoError(f"local pool: workers must be at least 1, not {workers}")
         self.workers = workers or max(1, (os.cpu_count() or 2))
         self._task_fn = task_fn
         self._ctx = multiprocessing.get_context("spawn")

@@ -17,6 +17,7 @@ from typing import Any
 import gin
 import numpy as np
 
+from mlgo.checks import check_float, check_layer_sizes
 from mlgo.errors import MlgoError
 from mlgo.policies import vocab as V
 from mlgo.policies.network import MLP, Batch, ParamShapes, PolicyNetwork, as_specs
@@ -35,6 +36,11 @@ class InliningNetworkConfig:
     # problem.py): learning from it is noise.
     ignored_features: tuple[str, ...] = ("inlining_default",)
     output_scale: float = 0.01  # the output layer starts small: a near-uniform first policy
+
+    def __post_init__(self) -> None:
+        check_layer_sizes("inlining.InliningNetworkConfig.hidden_sizes", self.hidden_sizes)
+        check_float("inlining.InliningNetworkConfig.output_scale", self.output_scale, lo=0.0,
+                    lo_open=True)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> InliningNetworkConfig:

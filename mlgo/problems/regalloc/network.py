@@ -24,6 +24,7 @@ from typing import Any
 import gin
 import numpy as np
 
+from mlgo.checks import check_float, check_layer_sizes
 from mlgo.errors import MlgoError
 from mlgo.policies.network import (
     INVALID_LOGIT,
@@ -51,6 +52,11 @@ class RegallocNetworkConfig:
     passthrough_names: tuple[str, ...] = ("mask", "is_free", "is_hint", "is_local", "progress")
     passthrough_suffixes: tuple[str, ...] = ("_by_max",)
     output_scale: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_layer_sizes("regalloc.RegallocNetworkConfig.hidden_sizes", self.hidden_sizes)
+        check_float("regalloc.RegallocNetworkConfig.output_scale", self.output_scale, lo=0.0,
+                    lo_open=True)
 
     def passthrough(self, name: str) -> bool:
         return name in self.passthrough_names or name.endswith(self.passthrough_suffixes)
