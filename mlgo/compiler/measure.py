@@ -5,42 +5,119 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
 
 from mlgo.errors import MlgoError
 
 
 def text_size(obj: Path | str) -> int:
-    """Sum of the sizes of all `.text*` sections of an ELF64 little-endian object (what
-    `llvm-size -A` lists); this is the code-size objective MLGO optimizes."""
-    return sum(size for name, size in elf_sections(obj) if name == ".text" or name.startswith(".text."))
+    """Sum of the sizes of all `.text*` sections of an ELF file (what `llvm-size -A` lists);
+    this is the code-size objective MLGO optimizes."""
+    return sum(s.size for s in text_sections(obj))
+
+
+@dataclass(frozen=True)
+class TextSection:
+    name: str
+    size: int
+    comdat: str | None  # the COMDAT group's signature when the section is in one
+
+
+GRP_COMDAT = 1  # ELF's GRP_COMDAT flag: the linker keeps one group per signature
 
 
 def elf_sections(obj: Path | str) -> list[tuple[str, int]]:
-    data = Path(obj).read_bytes()
-    if len(data) < 64 or data[:4] != b"\x7fELF":
-        raise MlgoError(f"{obj}: not an ELF file")
-    if data[4] != 2 or data[5] != 1:
-        raise MlgoError(f"{obj}: only ELF64 little-endian objects are supported")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    if shoff == 0 or shentsize < 64 or shoff + shnum * shentsize > len(data) or shstrndx >= shnum:
-        raise MlgoError(f"{obj}: truncated or corrupt ELF section table")
+    """(name, size) of every section of an ELF file."""
+    with _open_elf(obj) as elf:
+        return [(s.name, int(s["sh_size"])) for s in elf.iter_sections()]
 
-    def header(i: int) -> tuple[int, int, int]:
-        off = shoff + i * shentsize
-        name, _type, _flags, _addr, offset, size = struct.unpack_from("<IIQQQQ", data, off)
-        return name, offset, size
 
-    _, stroff, strsize = header(shstrndx)
-    strtab = data[stroff : stroff + strsize]
-    out = []
-    for i in range(shnum):
-        name_off, _, size = header(i)
-        end = strtab.find(b"\0", name_off)
-        out.append((strtab[name_off:end].decode(errors="replace"), size))
+def text_sections(obj: Path | str) -> list[TextSection]:
+    """The `.text*` sections of an ELF file, each with the signature of the COMDAT group it
+    belongs to (C++ inline functions and template instances: the linker keeps one copy of
+    each signature for the whole program)."""
+    with _open_elf(obj) as elf:
+        try:
+            sections = list(elf.iter_sections())
+            comdat: dict[int, str] = {}
+            fmt = "<I" if elf.little_endian else ">I"
+            for s in sections:
+                if s["sh_type"] != "SHT_GROUP":
+                    continue
+                words = [w for (w,) in struct.iter_unpack(fmt, s.data())]
+                if not words or not words[0] & GRP_COMDAT:
+                    continue
+                sig = elf.get_section(s["sh_link"]).get_symbol(s["sh_info"]).name
+                for i in words[1:]:
+                    comdat[i] = sig
+            return [TextSection(s.name, int(s["sh_size"]), comdat.get(i))
+                    for i, s in enumerate(sections)
+                    if s.name == ".text" or s.name.startswith(".text.")]
+        except ELFError as e:
+            raise MlgoError(f"{obj}: corrupt ELF file ({e})") from e
+        except (struct.error, AttributeError, IndexError) as e:
+            raise MlgoError(f"{obj}: corrupt ELF section group ({e})") from e
+
+
+@contextmanager
+def _open_elf(obj: Path | str) -> Iterator[ELFFile]:
+    try:
+        fh = open(obj, "rb")
+    except OSError as e:
+        raise MlgoError(f"{obj}: cannot read ({e.strerror})") from e
+    with fh:
+        if fh.read(4) != b"\x7fELF":
+            raise MlgoError(f"{obj}: not an ELF file")
+        fh.seek(0)
+        try:
+            yield ELFFile(fh)
+        except ELFError as e:
+            raise MlgoError(f"{obj}: truncated or corrupt ELF file ({e})") from e
+
+
+# Measurement.per_function keys of COMDAT text sections (problems/inlining): the rest of the
+# module's .text is its total minus these.
+COMDAT_PREFIX = "comdat:"
+
+
+def comdat_breakdown(sections: list[TextSection]) -> dict[str, float]:
+    """Bytes of COMDAT text per group signature, keyed COMDAT_PREFIX + signature."""
+    out: dict[str, float] = {}
+    for s in sections:
+        if s.comdat is not None:
+            key = COMDAT_PREFIX + s.comdat
+            out[key] = out.get(key, 0.0) + s.size
     return out
+
+
+def comdat_objective(weights: dict[str, float]):
+    """A size objective over a Measurement whose per_function holds comdat_breakdown: plain
+    .text counts fully, each COMDAT group's bytes times its weight (1/n when n of the corpus's
+    modules define it under the default compile, so removing one copy of code the linker keeps
+    once anyway earns about nothing); a group no default compile defines counts fully."""
+
+    def objective(m) -> float:
+        comdat = {k: v for k, v in m.per_function.items() if k.startswith(COMDAT_PREFIX)}
+        plain = m.total - sum(comdat.values())
+        return plain + sum(v * weights.get(k, 1.0) for k, v in comdat.items())
+
+    return objective
+
+
+def comdat_weights(breakdowns: Iterable[dict[str, float]]) -> dict[str, float]:
+    """1/n per COMDAT group, n = how many of the given (default-compile) modules define it."""
+    counts: dict[str, int] = {}
+    for b in breakdowns:
+        for k in b:
+            if k.startswith(COMDAT_PREFIX):
+                counts[k] = counts.get(k, 0) + 1
+    return {k: 1.0 / n for k, n in counts.items()}
 
 
 # Cost arguments of the greedy allocator's per-function `SpillReloadCopies` remark.

@@ -70,6 +70,7 @@ class Problem(ABC):
     objective: str  # what Measurement.total counts, for reports ("text bytes", "spill cost")
     advice_name: str  # the advice tensor the compiler expects back
     required_features: tuple[str, ...]  # what the heuristics and rewards read
+    measurement_version = ""  # changes when measure() records more: old cached baselines miss it
 
     def __init__(self, opt_level: str | None, extra_flags: tuple[str, ...] = ()) -> None:
         self.opt_level = opt_level
@@ -163,7 +164,7 @@ class Problem(ABC):
     def baseline(self, module: Module, cache: BaselineCache | None = None) -> Measurement:
         """The default heuristic's measurement, compiled once and cached on disk."""
         cache = cache or BaselineCache()
-        key = baseline_key(self.name, module.bc_path, self.baseline_args(module),
+        key = baseline_key(self.name + self.measurement_version, module.bc_path, self.baseline_args(module),
                            toolchain.compiler_id())
         hit = cache.get(key)
         if hit is not None:

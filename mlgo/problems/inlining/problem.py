@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gin
 
-from mlgo.compiler.measure import text_size
+from mlgo.compiler.measure import comdat_breakdown, text_sections
 from mlgo.errors import ProtocolError
 from mlgo.problems.base import Heuristic, Measurement, Problem
 from mlgo.protocol import FeatureValues, Header
@@ -91,8 +91,14 @@ class InliningForSize(Problem):
             flags += ["-mllvm", "-inliner-interactive-include-default"]
         return flags
 
+    # per_function holds the bytes of each COMDAT text group (measure.comdat_breakdown), for
+    # dedup-aware reports and rewards; version 2 of the measurement, so older cached
+    # baselines without it are not reused.
+    measurement_version = "2"
+
     def measure(self, workdir: Path, name: str) -> Measurement:
-        return Measurement(float(text_size(workdir / "out.o")))
+        sections = text_sections(workdir / "out.o")
+        return Measurement(float(sum(s.size for s in sections)), comdat_breakdown(sections))
 
     def heuristics(self) -> dict[str, Heuristic | None]:
         return {
