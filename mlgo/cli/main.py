@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "mlgo.cli.vocab",
     "mlgo.cli.eval",
     "mlgo.cli.train",
+    "mlgo.cli.search",
     "mlgo.cli.export",
     "mlgo.cli.plugin",
     "mlgo.cli.demo",

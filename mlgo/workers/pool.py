@@ -132,9 +132,12 @@ def run_with_progress(pool: WorkerPool, tasks: Sequence[ModuleTask], desc: str
             yield out
 
 
-def make_pool(workers: int | None = None, ray_address: str | None = None) -> WorkerPool:
+def make_pool(workers: int | None = None, ray_address: str | None = None,
+              task_fn: Callable = run_module) -> WorkerPool:
+    """`task_fn` runs one task in a worker (a picklable top-level function; the task needs
+    `.module` and `.tag`, e.g. mlgo.search.run_search_task for SearchTasks)."""
     if ray_address:
         from mlgo.workers.ray_pool import RayPool
 
-        return RayPool(ray_address, workers)
-    return LocalPool(workers)
+        return RayPool(ray_address, workers, task_fn=task_fn)
+    return LocalPool(workers, task_fn=task_fn)

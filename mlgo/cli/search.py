@@ -1,0 +1,65 @@
+"""`mlgo search`: per module, inlining decisions that beat LLVM's own (mlgo/search.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlgo.cli.common import add_problem_args, load_corpus, policy_spec, report_failures, setup_gin
+from mlgo.errors import MlgoError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="greedy flip search from LLVM's inlining decisions, per "
+                       "module; writes the best trajectories as a trace")
+    add_problem_args(p)
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="search directory (run the same command again to resume)")
+    p.add_argument("--passes", type=int, default=2, help="passes over the call sites (default 2)")
+    p.add_argument("--budget", type=int, default=0,
+                   help="compiles per module, everything included (default 0: no limit)")
+    p.add_argument("--guide", default=None, metavar="POLICY",
+                   help="policy directory whose uncertainty orders the flips")
+    p.add_argument("--guide-mode", choices=("uncertain", "disagree"), default="uncertain",
+                   help="with --guide: try the least sure call sites first, or only those "
+                   "where the policy disagrees with the current best")
+    p.add_argument("--comdat-aware", action="store_true",
+                   help="charge each COMDAT text group 1/n (n: modules defining it at -Oz)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlgo.search import SearchConfig, format_summary, search_corpus
+    from mlgo.workers.pool import make_pool
+
+    if args.problem != "inlining":
+        raise MlgoError(f"search is for the inlining problem only, not {args.problem}")
+    gin_config = setup_gin(args)
+    corpus = load_corpus(args)
+    guide = policy_spec(args.guide) if args.guide else None
+    if guide is not None and guide.builtin is not None:
+        raise MlgoError(f"--guide {args.guide}: a policy directory is needed, not a built-in")
+    config = SearchConfig(args.passes, args.budget, args.guide_mode if guide else "none")
+    weights = None
+    pool = make_pool(args.workers or None, args.ray)
+    try:
+        if args.comdat_aware:
+            from mlgo.search import default_comdat_weights
+
+            weights = default_comdat_weights(corpus.modules, pool, gin_config, args.timeout)
+    finally:
+        pool.close()
+    from mlgo.search import run_search_task
+
+    pool = make_pool(args.workers or None, args.ray, task_fn=run_search_task)
+    try:
+        summary = search_corpus(corpus.modules, args.output, config, pool, guide=guide,
+                                gin_config=gin_config, timeout=args.timeout,
+                                comdat_weights=weights,
+                                identity={"guide": str(Path(args.guide).resolve()) if guide else ""})
+    finally:
+        pool.close()
+    print(format_summary(summary))
+    print(f"trace of the best decisions: {args.output}")
+    report_failures(summary.failed)
+    return 0 if summary.modules else 1

@@ -1,0 +1,431 @@
+"""Greedy flip search for inlining: per module, decisions that beat LLVM's own, found with real
+compiles, recorded as a trace that training reads.
+
+Per module (one worker runs the whole search; modules run in parallel):
+  anchor  compile once answering LLVM's own decision at every call site (LLVM 19 sends it with
+          -inliner-interactive-include-default, see problems/inlining/problem.py): the current
+          best trajectory A (its actions) and its size.
+  pass    for each position k of A (in order, or as a guiding policy ranks them):
+          replay A[:k], answer 1 - A[k] at k, then LLVM's decision at every later call site
+          (the compile after a flip asks about other call sites than A did, so A's suffix has
+          no meaning there). Keep the candidate if its objective is strictly smaller.
+          Accepting a flip at k keeps A[:k], so positions before k stay valid; those after it
+          are tried afresh.
+  stop    after `passes` passes, when a pass keeps nothing (converged), or when the module's
+          compile budget is spent.
+  record  replay the best actions on the plain compile (no include-default), so the features
+          are the ones a policy sees in release; its size must equal the search's.
+
+Guided by a policy (`guide`): the plain features of A give the policy's probability of
+inlining at each position; "uncertain" tries positions where it is closest to 0.5 first,
+"disagree" tries only positions where its greedy action differs from A. After each kept flip
+the ranking is recomputed from a fresh plain replay of the new A (one compile).
+
+On disk (resumable: a module with a result file is not searched again):
+    S/search.json             configuration (a re-run with another one is refused)
+    S/modules/<module>.npz    one module's best trajectory, features and figures (atomic)
+    S/trace.tfrecord, S/trace.json   every finished module's best trajectory: a trace
+                              (mlgo/traces.py) whose `action` is the best decision and
+                              `default_action` LLVM's decision at the same call site
+    S/failures.json           modules whose search failed (retried on the next run)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpus_tools.corpus import Module, atomic_write_bytes, atomic_write_text
+from mlgo.errors import MlgoError, ProtocolError
+from mlgo.workers.tasks import ModuleOutcome, PolicySpec
+
+log = logging.getLogger(__name__)
+
+GUIDES = ("none", "uncertain", "disagree")
+CONFIG = "search.json"
+MODULES_DIR = "modules"
+FAILURES = "failures.json"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    passes: int = 2
+    budget: int = 0  # compiles per module, everything included (0: no limit)
+    guide: str = "none"  # with a guiding policy: "uncertain" or "disagree"
+
+    def __post_init__(self) -> None:
+        if self.guide not in GUIDES:
+            raise MlgoError(f"unknown search guide {self.guide!r}; choose one of {', '.join(GUIDES)}")
+        if self.passes < 1:
+            raise MlgoError(f"search passes must be at least 1, got {self.passes}")
+        if self.budget and self.budget < 3:
+            raise MlgoError(f"a search budget below 3 compiles per module leaves no candidate "
+                            f"(anchor and final replay take 2); got {self.budget}")
+
+
+@dataclass(frozen=True)
+class SearchTask:
+    """One module's search, picklable for the local pool and Ray (`module` and `tag` are what
+    the pools read)."""
+
+    module: Module
+    config: SearchConfig
+    policy: PolicySpec | None = None  # the guide; None: positions in order
+    gin_config: str = ""
+    timeout: float = 300.0
+    # Objective weights per COMDAT section (see measure.comdat_objective); empty: plain .text.
+    comdat_weights: dict[str, float] = field(default_factory=dict, compare=False)
+    tag: int = 0
+
+
+@dataclass
+class Candidate:
+    objective: float
+    size: float
+    actions: list[int]
+    llvm: list[int]  # LLVM's own decision at each of the compile's call sites
+
+
+class BudgetSpent(Exception):
+    pass
+
+
+class FlipSearch:
+    """The search on one module (see the module docstring)."""
+
+    def __init__(self, module: Module, config: SearchConfig, *, guide: Any = None,
+                 timeout: float = 300.0, objective: Callable[[Any], float] | None = None,
+                 cache: Any = None) -> None:
+        from mlgo.compiler.cache import BaselineCache
+        from mlgo.problems import get_problem
+        from mlgo.problems.inlining.problem import LLVM_DEFAULT
+
+        self.module = module
+        self.config = config
+        self.guide = guide  # a LogitsPolicy or None
+        self.timeout = timeout
+        self.objective = objective or (lambda m: m.total)
+        self.cache = cache or BaselineCache()
+        self.problem = get_problem("inlining").for_policy(LLVM_DEFAULT)
+        self.plain = self.problem.plain
+        self.compiles = 0
+        self.kept = 0
+        self.passes = 0
+        self.converged = False
+
+    # -- compiles -----------------------------------------------------------------------------
+    def _spend(self, reserve: int = 1) -> None:
+        """Count one compile; BudgetSpent if it would eat into the `reserve` kept for the final
+        replay."""
+        if self.config.budget and self.compiles + 1 + reserve > self.config.budget:
+            raise BudgetSpent
+        self.compiles += 1
+
+    def candidate(self, prefix: Sequence[int]) -> Candidate:
+        """Compile answering `prefix` first, then LLVM's own decision at every call site."""
+        from mlgo.env import CompilerEnv
+        from mlgo.problems.inlining.problem import llvm_default
+
+        self._spend()
+        env = CompilerEnv(self.problem, self.module, cache=self.cache, timeout=self.timeout,
+                          record=False)
+        actions: list[int] = []
+        llvm: list[int] = []
+        try:
+            obs, _ = env.reset()
+            while obs is not None:
+                d = llvm_default(obs)
+                a = prefix[len(actions)] if len(actions) < len(prefix) else d
+                actions.append(int(a))
+                llvm.append(d)
+                obs, _, _, _, _ = env.step(a)
+        finally:
+            env.close()
+        if len(actions) < len(prefix):
+            raise ProtocolError(f"{self.module.name}: replay diverged: the compile asked for "
+                                f"{len(actions)} decisions, the prefix has {len(prefix)}")
+        assert env.result is not None
+        m = env.result.measurement
+        return Candidate(float(self.objective(m)), m.total, actions, llvm)
+
+    def plain_replay(self, actions: Sequence[int], reserve: int = 1):
+        """The plain compile (features as a policy sees them) answering `actions`."""
+        from mlgo.env import CompilerEnv, replay
+
+        self._spend(reserve)
+        env = CompilerEnv(self.plain, self.module, cache=self.cache, timeout=self.timeout,
+                          record=True)
+        return replay(env, list(actions))
+
+    # -- ranking ------------------------------------------------------------------------------
+    def _order(self, best: Candidate, tried: set[int]) -> list[int]:
+        """Positions of `best` not yet tried, in the order to try them (guided: ranked by the
+        policy)."""
+        positions = [k for k in range(len(best.actions)) if k not in tried]
+        if self.guide is None or self.config.guide == "none" or not positions:
+            return positions
+        obs = self.plain_replay(best.actions).observations
+        logits = np.stack([self.guide.logits(o) for o in obs])
+        z = logits - logits.max(axis=1, keepdims=True)
+        p1 = np.exp(z[:, 1]) / np.exp(z).sum(axis=1)
+        if self.config.guide == "disagree":
+            return [k for k in positions if int(p1[k] > 0.5) != best.actions[k]]
+        return sorted(positions, key=lambda k: (abs(p1[k] - 0.5), k))
+
+    # -- the search ---------------------------------------------------------------------------
+    def run(self) -> tuple[Candidate, Candidate, Any]:
+        """(anchor, best, plain replay of best)."""
+        anchor = self.candidate([])
+        best = anchor
+        try:
+            for _ in range(self.config.passes):
+                self.passes += 1
+                kept_before = self.kept
+                tried: set[int] = set()
+                queue = self._order(best, tried)
+                while queue:
+                    k = queue.pop(0)
+                    tried.add(k)
+                    flipped = [*best.actions[:k], 1 - best.actions[k]]
+                    cand = self.candidate(flipped)
+                    if cand.objective < best.objective:
+                        best = cand
+                        self.kept += 1
+                        # A[:k] is unchanged; later positions belong to a new trajectory.
+                        tried = {t for t in tried if t <= k}
+                        queue = self._order(best, tried)
+                if self.kept == kept_before:
+                    self.converged = True
+                    break
+        except BudgetSpent:
+            pass
+        final = self.plain_replay(best.actions, reserve=0) if best.actions else None
+        if final is not None and final.measurement.total != best.size:
+            raise MlgoError(f"{self.module.name}: the best decisions replayed on the plain compile "
+                            f"give {final.measurement.total:.0f} bytes, the search measured "
+                            f"{best.size:.0f}")
+        return anchor, best, final
+
+
+def _guide_policy(spec: PolicySpec | None):
+    if spec is None:
+        return None
+    if spec.builtin is not None:
+        raise MlgoError(f"a search guide must be a policy directory, not the built-in {spec.builtin!r}")
+    from mlgo.policies.loading import numpy_policy
+
+    return numpy_policy("inlining", spec.policy_dir, spec.params)
+
+
+def run_search_task(task: SearchTask) -> ModuleOutcome:
+    """One module's search in a worker. Never raises for a bad module: the outcome carries the
+    error."""
+    from mlgo.compiler.measure import comdat_objective
+    from mlgo.protocol import stack_features
+    from mlgo.workers.tasks import _apply_gin
+
+    t0 = time.monotonic()
+    name = task.module.name
+    try:
+        _apply_gin(task.gin_config)
+        objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
+        s = FlipSearch(task.module, task.config, guide=_guide_policy(task.policy),
+                       timeout=task.timeout, objective=objective)
+        anchor, best, final = s.run()
+        default = s.problem.baseline(task.module, s.cache)
+        default_obj = float(s.objective(default))
+        extra = {
+            "compiles": s.compiles, "passes": s.passes, "kept": s.kept, "converged": s.converged,
+            "anchor_total": anchor.size, "anchor_objective": anchor.objective,
+            "best_objective": best.objective, "default_objective": default_obj,
+            "flips_vs_llvm": int(sum(a != d for a, d in zip(best.actions, best.llvm, strict=True))),
+        }
+        out = ModuleOutcome(name, True, reward=_gain(default_obj, best.objective),
+                            policy_total=best.size, default_total=default.total,
+                            num_decisions=len(best.actions), seconds=time.monotonic() - t0,
+                            extra=extra, tag=task.tag)
+        if final is not None:
+            out.features = stack_features(final.observations)
+            out.actions = np.asarray(best.actions, dtype=np.int64)
+            out.default_actions = np.asarray(best.llvm, dtype=np.int64)
+        return out
+    except MlgoError as e:
+        return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0, tag=task.tag)
+    except Exception as e:  # a bug, not a bad module: keep the traceback for the report
+        return ModuleOutcome(name, False, error=f"internal error: {e!r}\n{traceback.format_exc()}",
+                             seconds=time.monotonic() - t0, tag=task.tag)
+
+
+def _gain(default: float, best: float) -> float:
+    return (default - best) / default if default > 0 else 0.0
+
+
+# -- per-module result files ---------------------------------------------------------------------
+def result_path(out_dir: Path, module: str) -> Path:
+    return Path(out_dir) / MODULES_DIR / (module + ".npz")
+
+
+def save_result(out_dir: Path, out: ModuleOutcome) -> None:
+    meta = {"module": out.module, "reward": out.reward, "policy_total": out.policy_total,
+            "default_total": out.default_total, "num_decisions": out.num_decisions,
+            "seconds": out.seconds, **out.extra}
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+    if out.actions is not None:
+        arrays["actions"] = out.actions
+        arrays["default_actions"] = out.default_actions
+        arrays.update({"feature:" + k: v for k, v in out.features.items()})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(result_path(out_dir, out.module), buf.getvalue())
+
+
+def load_result(path: Path) -> ModuleOutcome:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            out = ModuleOutcome(meta["module"], True, reward=meta["reward"],
+                                policy_total=meta["policy_total"],
+                                default_total=meta["default_total"],
+                                num_decisions=meta["num_decisions"], seconds=meta["seconds"],
+                                extra={k: v for k, v in meta.items() if k not in (
+                                    "module", "reward", "policy_total", "default_total",
+                                    "num_decisions", "seconds")})
+            if "actions" in z:
+                out.actions = z["actions"]
+                out.default_actions = z["default_actions"]
+                out.features = {k.removeprefix("feature:"): z[k] for k in z.files
+                                if k.startswith("feature:")}
+            return out
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise MlgoError(f"{path}: unreadable search result ({e}); delete it to search the module "
+                        "again") from e
+
+
+# -- over a corpus ---------------------------------------------------------------------------------
+@dataclass
+class SearchSummary:
+    modules: int  # with a result (this run's and earlier ones)
+    searched: int  # this run
+    skipped: int  # finished by an earlier run
+    failed: list[tuple[str, str]]
+    compiles: int  # this run
+    seconds: float  # this run's wall time
+    workers: int
+    default_total: float
+    best_total: float
+    default_objective: float
+    best_objective: float
+
+    @property
+    def compiles_per_second(self) -> float:
+        return self.compiles / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def gain(self) -> float:
+        """Objective gain over the default, over every module with a result."""
+        return _gain(self.default_objective, self.best_objective)
+
+
+def _check_config(out_dir: Path, want: dict[str, Any]) -> None:
+    path = out_dir / CONFIG
+    if path.is_file():
+        have = json.loads(path.read_text())
+        if have != want:
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise MlgoError(f"{path}: this directory holds a search with other settings "
+                            f"({', '.join(diff)}); use another -o")
+    else:
+        atomic_write_text(path, json.dumps(want, indent=1) + "\n")
+
+
+def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig, pool: Any, *,
+                  guide: PolicySpec | None = None, gin_config: str = "", timeout: float = 300.0,
+                  comdat_weights: dict[str, float] | None = None,
+                  progress: bool = True, identity: dict[str, Any] | None = None) -> SearchSummary:
+    """Search every module without a result in `out_dir`, then write the trace of all of them.
+    `pool` runs SearchTasks (make_pool(task_fn=run_search_task)); `identity` names what else
+    makes this search distinct (e.g. the guide's origin) for the resume check."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(out_dir, {**asdict(config), "comdat": bool(comdat_weights),
+                            "guided": guide is not None, **(identity or {})})
+    todo = [m for m in modules if not result_path(out_dir, m.name).is_file()]
+    tasks = [SearchTask(m, config, guide, gin_config, timeout, dict(comdat_weights or {}))
+             for m in todo]
+    failed: list[tuple[str, str]] = []
+    compiles = 0
+    t0 = time.monotonic()
+    with tqdm(total=len(modules), initial=len(modules) - len(todo), desc="search", unit="mod",
+              file=sys.stderr, disable=None if progress else True, dynamic_ncols=True) as bar:
+        for out in pool.run(tasks) if tasks else []:
+            bar.update(1)
+            if not out.ok:
+                failed.append((out.module, out.error))
+                continue
+            compiles += int(out.extra["compiles"])
+            save_result(out_dir, out)
+            bar.set_postfix(compiles_per_s=f"{compiles / max(time.monotonic() - t0, 1e-9):.2f}")
+    seconds = time.monotonic() - t0
+    atomic_write_text(out_dir / FAILURES, json.dumps(
+        [{"module": m, "error": e} for m, e in failed], indent=1) + "\n")
+    results = [load_result(result_path(out_dir, m.name)) for m in modules
+               if result_path(out_dir, m.name).is_file()]
+    write_trace(out_dir, results, {"config": asdict(config), "guided": guide is not None})
+    return SearchSummary(
+        modules=len(results), searched=len(todo) - len(failed), skipped=len(modules) - len(todo),
+        failed=failed, compiles=compiles, seconds=seconds,
+        workers=int(getattr(pool, "workers", 1) or 1),
+        default_total=sum(r.default_total for r in results),
+        best_total=sum(r.policy_total for r in results),
+        default_objective=sum(r.extra["default_objective"] for r in results),
+        best_objective=sum(r.extra["best_objective"] for r in results))
+
+
+def default_comdat_weights(modules: Sequence[Module], pool: Any, gin_config: str = "",
+                           timeout: float = 300.0) -> dict[str, float]:
+    """1/n per COMDAT text group, n = how many of `modules` define it under the default
+    compile (cached baselines; `pool` runs ModuleTasks)."""
+    from mlgo.compiler.measure import comdat_weights
+    from mlgo.workers.tasks import ModuleTask
+
+    tasks = [ModuleTask("inlining", m, PolicySpec(builtin="default"), gin_config=gin_config,
+                        timeout=timeout) for m in modules]
+    return comdat_weights({k: d for k, (_, d) in o.per_function.items()}
+                          for o in pool.run(tasks) if o.ok)
+
+
+def write_trace(out_dir: Path, results: Sequence[ModuleOutcome], meta: dict[str, Any]) -> None:
+    """The trace of the best trajectories (rewritten whole: it is cheap beside the search)."""
+    from mlgo.problems import get_problem
+    from mlgo.traces import TraceWriter
+
+    header = get_problem("inlining").header()
+    writer = TraceWriter(out_dir, header, {"problem": "inlining", "policy": "search", **meta})
+    for r in sorted(results, key=lambda r: r.module):
+        writer.add(r)
+    writer.close({"no_decisions": sum(r.actions is None for r in results)})
+
+
+def format_summary(s: SearchSummary) -> str:
+    lines = [
+        f"searched {s.searched} module(s) ({s.skipped} finished earlier, {len(s.failed)} failed): "
+        f"{s.compiles} compiles in {s.seconds:.1f}s = {s.compiles_per_second:.2f} compiles/s "
+        f"on {s.workers} worker(s) ({s.compiles_per_second / max(s.workers, 1):.2f} per worker)",
+        f"{s.modules} module(s) with a result: .text {s.default_total:.0f} (-Oz) -> "
+        f"{s.best_total:.0f} (best), {-100 * _gain(s.default_total, s.best_total):+.2f}% vs -Oz"
+        + (f"; COMDAT-weighted objective {-100 * s.gain:+.2f}%"
+           if s.best_objective != s.best_total else ""),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""Greedy flip search (mlgo/search.py) on crafted -Oz modules compiled by the real clang-19."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from corpus_tools.corpus import Corpus
+from mlgo.compiler.cache import BaselineCache
+from mlgo.errors import MlgoError
+from mlgo.search import (
+    FlipSearch,
+    SearchConfig,
+    load_result,
+    result_path,
+    run_search_task,
+    search_corpus,
+)
+from mlgo.workers.pool import LocalPool
+
+# LLVM inlines `pick` (an external function: its body stays) at all 8 call sites at -Oz,
+# yet each inlined copy is bigger than the call it replaces: every single flip to "no" pays.
+EXTERNAL_CALLEE = "extern int g[64]; extern void use(int);\n" \
+    "int pick(int i) { return g[i & 63] * 3 + i; }\n" + \
+    "".join(f"void f{j}(int i) {{ use(pick(i + {j})); }}\n" for j in range(8))
+# LLVM inlines nothing here (cost 10 > threshold 5), and inlining any one site is bigger.
+NOTHING_TO_GAIN = "extern int g[64]; extern void use(int);\n" \
+    "static int pick(int i) { int v = g[i & 63]; if (v > 7) v = v * 3 + i; return v ^ (i << 2); }\n" + \
+    "".join(f"void f{j}(int i) {{ use(pick(i * {j + 3})); }}\n" for j in range(8))
+SOURCES = {"external.c": EXTERNAL_CALLEE, "nothing.c": NOTHING_TO_GAIN}
+
+
+def make_oz_corpus(root, sources=SOURCES):
+    """-Oz-frontend IR (every function minsize optsize), one module per source."""
+    (root / "src").mkdir(parents=True)
+    (root / "corpus" / "t").mkdir(parents=True)
+    names = []
+    for fname, text in sources.items():
+        src = root / "src" / fname
+        src.write_text(text)
+        name = "t/" + fname
+        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                        str(src), "-o", str(root / "corpus" / (name + ".bc"))], check=True)
+        (root / "corpus" / (name + ".cmd")).write_bytes(b"-c\0-Oz")
+        names.append(name)
+    (root / "corpus" / "corpus_description.json").write_text(
+        json.dumps({"has_thinlto": False, "modules": names}))
+    return Corpus.load(root / "corpus")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_oz_corpus(tmp_path_factory.mktemp("oz"))
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return BaselineCache(tmp_path / "cache")
+
+
+def _mod(corpus, name):
+    return next(m for m in corpus.modules if m.name == f"t/{name}")
+
+
+def test_search_beats_oz_on_a_crafted_module(corpus, cache):
+    s = FlipSearch(_mod(corpus, "external.c"), SearchConfig(passes=2), cache=cache)
+    anchor, best, final = s.run()
+    default = s.problem.baseline(_mod(corpus, "external.c"), cache).total
+    assert anchor.actions == [1] * 8 and anchor.size == default  # LLVM's own -Oz decisions
+    assert best.size < default and best.actions == [0] * 8 and best.llvm == [1] * 8
+    # Each kept flip shrank the module: 8 kept in pass 1, none in pass 2 (converged).
+    assert s.kept == 8 and s.passes == 2 and s.converged
+    # anchor + 8 candidates + 8 in pass 2 + final plain replay
+    assert s.compiles == 1 + 8 + 8 + 1
+    assert final.measurement.total == best.size and len(final.observations) == 8
+    assert "callee_basic_block_count" in final.observations[0]
+
+
+def test_search_keeps_nothing_that_does_not_shrink(corpus, cache):
+    s = FlipSearch(_mod(corpus, "nothing.c"), SearchConfig(passes=3), cache=cache)
+    anchor, best, _ = s.run()
+    assert anchor.actions == [0] * 8
+    # Every candidate was tried and none kept: the first pass changed nothing, so it stopped.
+    assert best is anchor and s.kept == 0 and s.passes == 1 and s.converged
+    assert s.compiles == 1 + 8 + 1
+
+
+def test_budget_caps_the_compiles_of_a_module(corpus, cache):
+    s = FlipSearch(_mod(corpus, "external.c"), SearchConfig(passes=2, budget=5), cache=cache)
+    anchor, best, final = s.run()
+    assert s.compiles == 5 and not s.converged
+    assert best.actions[:3] == [0, 0, 0] and best.size < anchor.size
+    assert final.measurement.total == best.size
+    with pytest.raises(MlgoError, match="budget below 3"):
+        SearchConfig(budget=2)
+
+
+def _constant_policy(tmp_path, inline: bool):
+    """A policy directory whose network always answers `inline` (zero weights, output bias)."""
+    from mlgo.policies.checkpoint import save_policy
+    from mlgo.problems import get_problem
+    from mlgo.problems.inlining.network import InliningNetwork
+
+    header = get_problem("inlining").header()
+    net = InliningNetwork(header.features, vocab={f.name: np.array([0.0, 1.0])
+                                                  for f in header.features})
+    arrays = net.unflatten_numpy(np.zeros(net.num_params, np.float32))
+    last_bias = [n for n, _, _, _ in net._layout if n.endswith("/b")][-1]
+    arrays[last_bias][:] = [-5.0, 5.0] if inline else [5.0, -5.0]
+    flat = np.concatenate([arrays[n].reshape(-1) for n, _, _, _ in net._layout])
+    d = tmp_path / ("always" if inline else "never")
+    save_policy(d, net, flat, {"algorithm": "test"})
+    return d
+
+
+def test_guided_search_flips_only_where_the_policy_disagrees(corpus, cache, tmp_path):
+    from mlgo.policies.loading import numpy_policy
+
+    module = _mod(corpus, "external.c")
+    agree = numpy_policy("inlining", _constant_policy(tmp_path, inline=True))
+    s = FlipSearch(module, SearchConfig(guide="disagree"), guide=agree, cache=cache)
+    anchor, best, _ = s.run()
+    # anchor, one plain replay to rank (nothing to try), final replay
+    assert best is anchor and s.compiles == 3
+    disagree = numpy_policy("inlining", _constant_policy(tmp_path, inline=False))
+    s = FlipSearch(module, SearchConfig(guide="disagree", passes=1), guide=disagree, cache=cache)
+    _, best, _ = s.run()
+    assert best.actions == [0] * 8
+    # anchor + 8 candidates + a ranking replay before the pass and after each kept flip that
+    # leaves something to try (not the last) + final
+    assert s.compiles == 1 + 8 + 8 + 1
+
+
+def test_search_corpus_writes_a_trace_and_resumes(corpus, tmp_path, monkeypatch):
+    from mlgo.traces import read_trace
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "S"
+    with LocalPool(1, task_fn=run_search_task) as pool:
+        s = search_corpus(corpus.modules, out, SearchConfig(), pool, progress=False)
+    assert s.modules == 2 and s.searched == 2 and s.skipped == 0 and not s.failed
+    assert s.compiles == (1 + 16 + 1) + (1 + 8 + 1) and s.compiles_per_second > 0
+    assert s.best_total < s.default_total
+    traces = {t.module: t for t in read_trace(out)}
+    ext = traces["t/external.c"]
+    assert list(ext.actions) == [0] * 8 and list(ext.default_actions) == [1] * 8
+    assert ext.policy_total < ext.default_total and ext.reward > 0
+    assert len(ext.features) == 38  # the plain header: as a policy sees them in release
+    assert list(traces["t/nothing.c"].actions) == [0] * 8 and traces["t/nothing.c"].reward == 0
+    r = load_result(result_path(out, "t/external.c"))
+    assert r.extra["kept"] == 8 and r.extra["flips_vs_llvm"] == 8
+    # A second run finds every module done: no compile at all.
+    with LocalPool(1, task_fn=run_search_task) as pool:
+        again = search_corpus(corpus.modules, out, SearchConfig(), pool, progress=False)
+    assert again.skipped == 2 and again.searched == 0 and again.compiles == 0
+    assert again.best_total == s.best_total
+    with LocalPool(1, task_fn=run_search_task) as pool, pytest.raises(MlgoError, match="passes"):
+        search_corpus(corpus.modules, out, SearchConfig(passes=3), pool, progress=False)
+
+
+def test_cli_search(corpus, tmp_path, monkeypatch, capsys):
+    from mlgo.cli.main import main
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", "--problem", "inlining", "--corpus", str(corpus.root), "-o",
+               str(tmp_path / "S"), "--workers", "1", "--budget", "6"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "compiles/s" in out and "2 module(s) with a result" in out
+    assert (tmp_path / "S" / "modules" / "t" / "external.c.npz").is_file()
+
+
+class _Scripted(FlipSearch):
+    """The search's logic over a made-up objective (no compiles): 4 call sites, LLVM says
+    inline everywhere; size = 100 + per-site cost of the answer."""
+
+    COST = {0: (5, 0), 1: (0, 0), 2: (0, 7), 3: (3, 1)}  # site: (cost if 0, cost if 1)
+
+    def __init__(self, config):
+        self.module = None
+        self.config, self.guide = config, None
+        self.compiles = self.kept = self.passes = 0
+        self.converged = False
+
+    def candidate(self, prefix):
+        self._spend()
+        from mlgo.search import Candidate
+
+        actions = list(prefix) + [1] * (4 - len(prefix))
+        size = 100 + sum(self.COST[k][a] for k, a in enumerate(actions))
+        return Candidate(size, size, actions, [1] * 4)
+
+    def plain_replay(self, actions, reserve=1):
+        self._spend(reserve)
+
+
+def test_acceptance_keeps_only_strictly_smaller_candidates():
+    s = _Scripted(SearchConfig(passes=2))
+    _, best, _ = s.run()
+    # Site 0: 0 costs more (rejected); site 1: equal (rejected: not smaller); site 2: 0 is
+    # smaller (kept); site 3: 0 costs more (rejected). Pass 2 keeps nothing.
+    assert best.actions == [1, 1, 0, 1] and best.size == 100 + 0 + 0 + 0 + 1
+    assert s.kept == 1 and s.passes == 2 and s.converged
