@@ -18,7 +18,8 @@ COMPILE_SIDE = (
     "mlgo.problems.inlining.network",
     "mlgo.problems.regalloc.network",
 )
-TRAINING_SIDE = ("mlgo.training.bc", "mlgo.training.ppo", "mlgo.training.es")
+TRAINING_SIDE = ("mlgo.training.bc", "mlgo.training.ppo", "mlgo.training.es",
+                 "mlgo.training.imitation")
 
 
 def import_configurables(training: bool = True) -> None:

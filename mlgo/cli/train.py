@@ -1,4 +1,4 @@
-"""`mlgo train`: behavioral cloning, PPO or ES for a problem over a corpus
+"""`mlgo train`: behavioral cloning, PPO, ES or imitation for a problem over a corpus
 (mlgo/training/pipeline.py does the work)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from mlgo.training.pipeline import ALGORITHMS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a policy (bc warm start, ppo, es)")
+    p = sub.add_parser("train", help="train a policy (bc warm start, ppo, es, imitation)")
     add_problem_args(p)
     p.add_argument("--algorithm", required=True, choices=ALGORITHMS)
     p.add_argument("--output", "-o", required=True, type=Path,
@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="trace for bc and for the vocab (default: traced into OUT/trace)")
     p.add_argument("--vocab", type=Path, default=None,
                    help="feature quantiles (default: from the warm start, or built into OUT/vocab)")
+    p.add_argument("--search", type=Path, default=None,
+                   help="imitation: an `mlgo search` directory to learn from in round 0 "
+                   "(default: search afresh); also the vocab's trace when none is given")
     p.add_argument("--validation-fraction", type=float_arg(lo=0.0, hi=1.0, hi_open=True),
                    default=0.2, help="share of the modules held out for validation, in [0, 1)")
     p.add_argument("--seed", type=int_arg(lo=0), default=0)
@@ -42,11 +45,16 @@ def run(args: argparse.Namespace) -> int:
     gin_config = setup_gin(args)
     corpus = load_corpus(args)
     problem = get_problem(args.problem)
+    search_pool = None
+    if args.algorithm == "imitation":
+        from mlgo.search import run_search_task
+
+        search_pool = make_pool(args.workers or None, args.ray, task_fn=run_search_task)
     result = train(problem, args.algorithm, corpus, args.output,
                    pool=make_pool(args.workers or None, args.ray), gin_config=gin_config,
                    warmstart=args.warmstart, trace=args.trace, vocab=args.vocab,
                    validation_fraction=args.validation_fraction, seed=args.seed,
-                   timeout=args.timeout)
+                   timeout=args.timeout, search=args.search, search_pool=search_pool)
     best = result.best
     print(f"done: {args.algorithm} on {problem.name}; newest policy {args.output / 'policy'}"
           + (f", best on validation {args.output / 'best'} ({100 * best:+.2f}% {problem.objective} "

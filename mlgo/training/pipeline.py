@@ -3,7 +3,7 @@
     trace the default proxy (bc, and the vocab, need it)  ->  OUT/trace
     feature quantiles from the trace                       ->  OUT/vocab
     the network: the run's own on resume, else the warm start's, else a new one on the vocab
-    the algorithm (bc.py, ppo.py or es.py) through TrainingRun (run.py)
+    the algorithm (bc.py, ppo.py, es.py or imitation.py) through TrainingRun (run.py)
 
 Each step is skipped when its output exists, so the same call resumes a killed run. Gin must
 already be configured (mlgo.configurables.parse_gin): `gin_config` is what workers replay.
@@ -26,7 +26,7 @@ from mlgo.problems import Problem
 from mlgo.workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
-ALGORITHMS = ("bc", "ppo", "es")
+ALGORITHMS = ("bc", "ppo", "es", "imitation")
 
 
 @dataclass
@@ -42,16 +42,26 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
           pool: WorkerPool, gin_config: str = "", warmstart: Path | None = None,
           trace: Path | None = None, vocab: Path | None = None,
           validation_fraction: float = 0.2, seed: int = 0,
-          timeout: float = 300.0) -> TrainResult:
+          timeout: float = 300.0, search: Path | None = None,
+          search_pool: WorkerPool | None = None) -> TrainResult:
     """Train `algorithm` on `corpus` into the run directory `output` (see run.py for its
-    layout). The pool is closed at the end."""
-    from mlgo.training import bc, es, ppo
+    layout). Imitation also takes `search_pool` (make_pool(task_fn=run_search_task)) and
+    optionally a finished `mlgo search` directory `search`. The pools are closed at the end."""
+    from mlgo.training import bc, es, imitation, ppo
     from mlgo.training.run import TrainingRun, run_lock
 
     try:
         if algorithm not in ALGORITHMS:
             raise MlgoError(f"unknown algorithm {algorithm!r}; choose one of "
                             f"{', '.join(ALGORITHMS)}")
+        if algorithm == "imitation":
+            if problem.name != "inlining" or search_pool is None:
+                raise MlgoError("imitation learns from inlining searches: it needs --problem "
+                                "inlining (and a pool for the searches)")
+            if search is not None and not (search / "search.json").is_file():
+                raise MlgoError(f"{search}: not an `mlgo search` directory (no search.json)")
+            if trace is None and search is not None:
+                trace = search  # the vocab's quantiles from the searched call sites
         output.mkdir(parents=True, exist_ok=True)
         with run_lock(output):  # one trainer per run directory
             check_same_run(output, problem.name, algorithm)
@@ -70,12 +80,17 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
                     bc.train(run, bc.BCConfig(), traced.path())
                 elif algorithm == "ppo":
                     ppo.train(run, ppo.PPOConfig())
+                elif algorithm == "imitation":
+                    imitation.train(run, imitation.ImitationConfig(), search_pool, search,
+                                    guide_first=warmstart is not None)
                 else:
                     es.train(run, es.ESConfig())
             finally:
                 run.close()
     finally:
         pool.close()
+        if search_pool is not None:
+            search_pool.close()
     if run.empty_iterations and not run.trained_iterations:
         raise MlgoError(f"{output}: nothing was trained: every module failed in all "
                         f"{len(run.empty_iterations)} iteration(s) of this run (see the "

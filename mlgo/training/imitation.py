@@ -1,0 +1,203 @@
+"""Imitation from the best, iterated (BC-Max with expert iteration), for inlining.
+
+Each round (one iteration of the run):
+  1. search  a greedy flip search (mlgo/search.py) on every training module: in round 0 the
+             given `--search` directory if there is one (else a fresh search, guided by the
+             warm start if any), in later rounds a fresh search guided by the current policy
+             ("least sure first"), into OUT/search/round-R (resumable like `mlgo search`);
+  2. roll out the current greedy policy on every training module, recording its decisions;
+  3. pick    per module the best trajectory of {every round's search result (whose start is
+             LLVM's own decisions, so it is never worse than them), the policy's rollout};
+             a module no search has a result for yet is left out;
+  4. clone   minibatch cross-entropy on the picked decisions, each weighted by its module's
+             gain over -Oz:  w = 1 + gain_weight * max(gain, 0), normalized to mean 1,
+             continuing from the current parameters (Adam state kept across rounds);
+  5. validate on the validation split and log: the search's, the policy's and the picked
+             trajectories' gains on the training modules, where the picks came from, loss,
+             agreement, search compiles per second.
+The objective is the problem's (.text bytes); with `comdat_aware` the search and the picks use
+the COMDAT-weighted size (measure.comdat_objective; weights from the training modules'
+default compiles) so nothing is paid for removing COMDAT copies the linker merges anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gin
+import numpy as np
+
+from mlgo.errors import MlgoError
+from mlgo.training.optim import Adam
+from mlgo.training.run import TrainingRun
+
+
+@gin.configurable(module="imitation")
+@dataclass
+class ImitationConfig:
+    rounds: int = 3
+    epochs: int = 8  # cloning epochs per round
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    gain_weight: float = 100.0  # a module 1% better than -Oz weighs 2x one that is not
+    search_passes: int = 1
+    search_budget: int = 0  # compiles per module per round (0: no limit)
+    search_guide: str = "uncertain"  # how the policy orders a round's flips
+    comdat_aware: bool = False
+
+
+@dataclass
+class Trajectory:
+    source: str  # "search", "llvm" (a search that kept no flip) or "policy"
+    gain: float  # (default - objective) / default, objective as configured
+    features: dict[str, np.ndarray]
+    actions: np.ndarray
+
+
+def _search_round(run: TrainingRun, cfg: ImitationConfig, search_pool: Any, out: Path,
+                  params: np.ndarray | None, weights: dict[str, float] | None) -> Any:
+    """A fresh search on the training modules, guided by `params` when given."""
+    from mlgo.search import SearchConfig, search_corpus
+
+    guided = params is not None
+    config = SearchConfig(cfg.search_passes, cfg.search_budget,
+                          cfg.search_guide if guided else "none")
+    guide = run.policy_spec(params, greedy=True) if guided else None
+    ident = {"guide_params": hashlib.sha256(np.asarray(params, np.float32).tobytes()).hexdigest()
+             if guided else ""}
+    return search_corpus(run.train_modules, out, config, search_pool, guide=guide,
+                         gin_config=run.gin_config, timeout=run.timeout,
+                         comdat_weights=weights, progress=True, identity=ident)
+
+
+def _search_trajectories(search_dir: Path, modules: set[str]) -> dict[str, Trajectory]:
+    from mlgo.traces import read_trace
+
+    out = {}
+    for t in read_trace(search_dir):
+        if t.module in modules:
+            source = "search" if np.any(t.actions != t.default_actions) else "llvm"
+            out[t.module] = Trajectory(source, t.reward, t.features, t.actions)
+    return out
+
+
+def _policy_gain(o: Any, objective: Any) -> float:
+    """The rollout's gain over the default compile, under `objective` (None: .text bytes)."""
+    from mlgo.problems.base import Measurement
+
+    if objective is None:
+        return o.reward
+    pol = objective(Measurement(o.policy_total, {k: p for k, (p, _) in o.per_function.items()}))
+    dft = objective(Measurement(o.default_total, {k: d for k, (_, d) in o.per_function.items()}))
+    return (dft - pol) / dft if dft > 0 else 0.0
+
+
+def _total_gain(gains: list[float], defaults: list[float]) -> float:
+    """Gain of a set of modules together: each module's gain weighted by its default size."""
+    d = sum(defaults)
+    return sum(g * w for g, w in zip(gains, defaults, strict=True)) / d if d else 0.0
+
+
+def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
+          first_search: Path | None = None, guide_first: bool = False) -> np.ndarray:
+    import tensorflow as tf
+
+    from mlgo.compiler.measure import comdat_objective
+
+    net = run.network
+    names = {m.name for m in run.train_modules}
+    theta = tf.Variable(run.params.astype(np.float32))
+    adam = Adam(int(theta.shape[0]), cfg.learning_rate)
+    if run.resumed is not None and "adam_m" in run.resumed.arrays:
+        adam.load(run.resumed.arrays)
+    weights = None
+    if cfg.comdat_aware:
+        from mlgo.search import default_comdat_weights
+
+        weights = default_comdat_weights(run.train_modules, run.pool, run.gin_config, run.timeout)
+    objective = comdat_objective(weights) if weights else None
+
+    def search_dir(r: int) -> Path:
+        return first_search if (r == 0 and first_search) else run.output / "search" / f"round-{r}"
+
+    for rnd in run.iterations(cfg.rounds):
+        params = theta.numpy()
+        # 1. this round's search (earlier rounds' results are on disk and kept below)
+        if rnd == 0 and first_search:
+            summary = None
+        else:
+            guide = params if (rnd > 0 or guide_first) else None
+            summary = _search_round(run, cfg, search_pool, search_dir(rnd), guide, weights)
+        best: dict[str, Trajectory] = {}
+        for r in range(rnd + 1):
+            for m, t in _search_trajectories(search_dir(r), names).items():
+                if m not in best or t.gain > best[m].gain:
+                    best[m] = t
+        if not best:
+            raise MlgoError(f"{search_dir(rnd)}: no search result for any training module")
+        search_gain = {m: t.gain for m, t in best.items()}
+        # 2. the current policy on the same modules
+        spec = run.policy_spec(params, greedy=True)
+        outs = run.run_tasks([run.task(m, spec, record=True) for m in run.train_modules
+                              if m.name in best])
+        policy_gain: dict[str, float] = {}
+        defaults: dict[str, float] = {}
+        for o in outs:
+            if not o.ok:
+                continue
+            defaults[o.module] = o.default_total
+            policy_gain[o.module] = _policy_gain(o, objective)
+            if o.actions is not None and policy_gain[o.module] > best[o.module].gain:
+                best[o.module] = Trajectory("policy", policy_gain[o.module], o.features, o.actions)
+        # 3. the picked decisions, weighted by their module's gain
+        picked = [m for m in sorted(best) if m in defaults and len(best[m].actions)]
+        if not picked:
+            raise MlgoError("no training module has both a search result and a rollout of the "
+                            "policy (see the warnings above)")
+        feats = {k: np.concatenate([best[m].features[k] for m in picked])
+                 for k in best[picked[0]].features}
+        labels = np.concatenate([best[m].actions for m in picked]).astype(np.int64)
+        w = np.concatenate([np.full(len(best[m].actions),
+                                    1.0 + cfg.gain_weight * max(best[m].gain, 0.0))
+                            for m in picked])
+        w = (w / w.mean()).astype(np.float32)
+        # 4. clone
+        n = len(labels)
+        losses = []
+        for epoch in range(cfg.epochs):
+            order = np.random.default_rng([run.seed, rnd, epoch, 13]).permutation(n)
+            for start in range(0, n, cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                batch = {k: v[idx] for k, v in feats.items()}
+                with tf.GradientTape() as tape:
+                    logits = net.logits_tf(theta, batch)
+                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels[idx],
+                                                                        logits=logits)
+                    loss = tf.reduce_sum(ce * w[idx]) / tf.reduce_sum(w[idx])
+                grad = tape.gradient(loss, theta)
+                theta.assign_add(adam.step(grad.numpy()).astype(np.float32))
+                losses.append(float(loss))
+        new = theta.numpy()
+        pred = np.argmax(net.logits_numpy(new, feats), axis=-1)
+        # 5. figures
+        dflt = [defaults[m] for m in picked]
+        metrics = {
+            "imitation/loss": float(np.mean(losses)) if losses else 0.0,
+            "imitation/agreement_train": float(np.mean(pred == labels)),
+            "imitation/decisions": n,
+            "imitation/modules": len(picked),
+            "imitation/search_gain": _total_gain([search_gain[m] for m in picked], dflt),
+            "imitation/policy_gain": _total_gain([policy_gain[m] for m in picked], dflt),
+            "imitation/best_gain": _total_gain([best[m].gain for m in picked], dflt),
+            **{f"imitation/from_{s}": sum(best[m].source == s for m in picked)
+               for s in ("search", "llvm", "policy")},
+        }
+        if summary is not None:
+            metrics["search/compiles"] = summary.compiles
+            metrics["search/compiles_per_second"] = summary.compiles_per_second
+            metrics["search/failed"] = len(summary.failed)
+        run.end_iteration(rnd, new, adam.state(), metrics, run.validate(new))
+    return theta.numpy()
