@@ -1,5 +1,11 @@
 """Evaluating a policy against the default heuristic over a corpus: per-module and total
-objective, a JSON report, a table and a plot."""
+objective, a JSON report, a table and a plot.
+
+Per project, sizes are also given as linking keeps them ("linked"): a COMDAT text group
+(C++ inline functions, template instances) that several of the project's objects define is
+counted once, at the size of its copy in the first object (by module name) that has it, as a
+linker keeps the first. Plain .text counts in full. For problems whose measurements carry no
+COMDAT breakdown the linked figures equal the plain ones."""
 
 from __future__ import annotations
 
@@ -11,7 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from corpus_tools.corpus import Corpus, atomic_write_bytes, atomic_write_text
+from mlgo.compiler.measure import COMDAT_PREFIX
 from mlgo.workers.tasks import ModuleOutcome
+
+
+def comdat_pairs(outcome: ModuleOutcome) -> dict[str, list[float]]:
+    """{COMDAT group signature: [policy bytes, default bytes]} of one module's outcome."""
+    return {k.removeprefix(COMDAT_PREFIX): [p, d] for k, (p, d) in outcome.per_function.items()
+            if k.startswith(COMDAT_PREFIX)}
+
+
+def linked_totals(modules: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per project {"policy", "default"} as linking keeps it (see the module docstring), from
+    rows with "module", "project", "policy", "default" and "comdat" (comdat_pairs)."""
+    out: dict[str, dict[str, float]] = {}
+    seen: dict[tuple[str, int], set[str]] = {}
+    for m in sorted(modules, key=lambda m: m["module"]):
+        tot = out.setdefault(m["project"], {"policy": 0.0, "default": 0.0})
+        for side, key in ((0, "policy"), (1, "default")):
+            groups = seen.setdefault((m["project"], side), set())
+            comdat = {g: v[side] for g, v in m.get("comdat", {}).items() if v[side] > 0}
+            tot[key] += m[key] - sum(comdat.values())
+            tot[key] += sum(v for g, v in comdat.items() if g not in groups)
+            groups.update(comdat)
+    return out
 
 
 @dataclass
@@ -47,6 +76,20 @@ class EvalReport:
             p["relative_change"] = (p["policy"] - p["default"]) / p["default"] if p["default"] else 0.0
         return out
 
+    def linked(self) -> dict[str, dict[str, float]]:
+        """Per project {"policy", "default", "relative_change"} as linking keeps them."""
+        out = linked_totals(self.modules)
+        for p in out.values():
+            p["relative_change"] = (p["policy"] - p["default"]) / p["default"] if p["default"] else 0.0
+        return out
+
+    @property
+    def linked_relative_change(self) -> float:
+        """(policy - default) / default over every project as linking keeps it."""
+        projects = self.linked().values()
+        d = sum(p["default"] for p in projects)
+        return (sum(p["policy"] for p in projects) - d) / d if d else 0.0
+
     def counts(self) -> dict[str, int]:
         worse = sum(m["policy"] > m["default"] for m in self.modules)
         better = sum(m["policy"] < m["default"] for m in self.modules)
@@ -57,6 +100,7 @@ class EvalReport:
             "problem": self.problem, "policy": self.policy, "objective": self.objective,
             "default_total": self.default_total, "policy_total": self.policy_total,
             "relative_change": self.relative_change, "counts": self.counts(),
+            "linked_relative_change": self.linked_relative_change, "linked": self.linked(),
             "projects": self.per_project(), "modules": self.modules, "failures": self.failures,
         }
 
@@ -75,6 +119,7 @@ def collect(problem: str, policy: str, objective: str, corpus: Corpus,
             "relative_change": (o.policy_total - o.default_total) / o.default_total
             if o.default_total else 0.0,
             "decisions": o.num_decisions, "seconds": round(o.seconds, 4),
+            "comdat": comdat_pairs(o),
         })
     rep.modules.sort(key=lambda m: m["module"])
     return rep
@@ -82,12 +127,16 @@ def collect(problem: str, policy: str, objective: str, corpus: Corpus,
 
 def format_table(rep: EvalReport, top: int = 10) -> str:
     lines = [f"{rep.problem}: policy {rep.policy!r} vs default ({rep.objective}, smaller is better)"]
-    lines.append(f"{'project':24s} {'modules':>7s} {'default':>14s} {'policy':>14s} {'change':>8s}")
+    lines.append(f"{'project':24s} {'modules':>7s} {'default':>14s} {'policy':>14s} {'change':>8s}"
+                 f" {'linked':>8s}")
+    linked = rep.linked()
     for name, p in sorted(rep.per_project().items()):
         lines.append(f"{name or '-':24s} {p['modules']:7d} {p['default']:14.1f} {p['policy']:14.1f} "
-                     f"{100 * p['relative_change']:+7.2f}%")
+                     f"{100 * p['relative_change']:+7.2f}% {100 * linked[name]['relative_change']:+7.2f}%")
     lines.append(f"{'TOTAL':24s} {len(rep.modules):7d} {rep.default_total:14.1f} "
-                 f"{rep.policy_total:14.1f} {100 * rep.relative_change:+7.2f}%")
+                 f"{rep.policy_total:14.1f} {100 * rep.relative_change:+7.2f}% "
+                 f"{100 * rep.linked_relative_change:+7.2f}%")
+    lines.append("linked: each COMDAT text group counted once per project, as linking keeps it")
     c = rep.counts()
     lines.append(f"modules better: {c['better']}, worse: {c['worse']}, same: {c['same']}, "
                  f"failed: {len(rep.failures)}")

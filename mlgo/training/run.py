@@ -159,7 +159,15 @@ class TrainingRun:
             log.warning("validation: all %d module(s) failed; no validation result this "
                         "iteration", len(outs))
             return None
-        return Validation(sum(o.policy_total for o in ok), sum(o.default_total for o in ok),
+        # As linking keeps each project: a COMDAT text group once (mlgo/evaluate.py), so the
+        # best policy and the export gate never count removed copies the linker merges anyway.
+        from mlgo.evaluate import comdat_pairs, linked_totals
+
+        project = {m.name: m.project for m in self.val_modules}
+        linked = linked_totals({"module": o.module, "project": project[o.module],
+                                "policy": o.policy_total, "default": o.default_total,
+                                "comdat": comdat_pairs(o)} for o in ok).values()
+        return Validation(sum(p["policy"] for p in linked), sum(p["default"] for p in linked),
                           len(ok), len(outs) - len(ok))
 
     # -- bookkeeping --------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""COMDAT-aware sizes: per-section ELF accounting, project totals as linking keeps them, and a
+search objective that does not pay for removing COMDAT copies the linker merges anyway."""
+
+import json
+import subprocess
+
+import pytest
+
+from corpus_tools.corpus import Corpus
+from mlgo.cli.main import main
+from mlgo.compiler.measure import comdat_objective, text_sections, text_size
+from mlgo.errors import MlgoError
+from mlgo.search import (
+    FlipSearch,
+    SearchConfig,
+    default_comdat_weights,
+    run_search_task,
+    search_corpus,
+)
+from mlgo.workers.pool import LocalPool
+
+HEADER = """extern int tab[64];
+inline int helper(int x) {
+  int s = 0;
+  for (int i = 0; i < x; i++) s += tab[(i * 7 + x) & 63] ^ (i << 3);
+  return s * 3 + x;
+}
+"""
+# a.cc calls the inline function once: inlining that call drops a.cc's COMDAT copy of helper
+# (the object shrinks), but b.cc keeps its copy, so the linked program only grows.
+SOURCES = {
+    "a.cc": '#include "h.h"\nint a(int x) { return helper(x + 1) * 2; }\n',
+    "b.cc": '#include "h.h"\nint b1(int x) { return helper(x); }\n'
+            "int b2(int x) { return helper(x * 3) + 1; }\nint b3(int x) { return helper(x - 2) - 5; }\n",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cx")
+    (root / "src").mkdir()
+    (root / "src" / "h.h").write_text(HEADER)
+    (root / "corpus" / "cx").mkdir(parents=True)
+    for f, text in SOURCES.items():
+        (root / "src" / f).write_text(text)
+        subprocess.run(["clang++-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm",
+                        "-c", str(root / "src" / f), "-o", str(root / "corpus" / "cx" / (f + ".bc"))],
+                       check=True)
+        (root / "corpus" / "cx" / (f + ".cmd")).write_bytes(b"-c\0-Oz")
+    (root / "corpus" / "corpus_description.json").write_text(
+        json.dumps({"has_thinlto": False, "modules": ["cx/a.cc", "cx/b.cc"]}))
+    return Corpus.load(root / "corpus")
+
+
+def test_text_sections_name_their_comdat_group(tmp_path):
+    (tmp_path / "h.h").write_text(HEADER)
+    (tmp_path / "b.cc").write_text(SOURCES["b.cc"])
+    obj = tmp_path / "b.o"
+    subprocess.run(["clang++-19", "-Oz", "-c", str(tmp_path / "b.cc"), "-o", str(obj)], check=True)
+    secs = text_sections(obj)
+    groups = {s.name: s.comdat for s in secs}
+    assert groups[".text"] is None and groups[".text._Z6helperi"] == "_Z6helperi"
+    out = subprocess.run(["llvm-size-19", "-A", str(obj)], capture_output=True, text=True,
+                         check=True).stdout
+    expected = sum(int(line.split()[1]) for line in out.splitlines()
+                   if line.startswith(".text"))
+    assert text_size(obj) == expected == sum(s.size for s in secs)
+    (tmp_path / "x.o").write_bytes(b"not an object")
+    with pytest.raises(MlgoError, match="x.o: not an ELF file"):
+        text_size(tmp_path / "x.o")
+    (tmp_path / "t.o").write_bytes(obj.read_bytes()[:80])
+    with pytest.raises(MlgoError, match="t.o"):
+        text_size(tmp_path / "t.o")
+
+
+def test_eval_counts_each_comdat_group_once_per_project(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--problem", "inlining", "--corpus", str(corpus.root), "--policy",
+                 "always", "--workers", "1", "--json", str(report)]) == 0
+    rep = json.loads(report.read_text())
+    mods = {m["module"]: m for m in rep["modules"]}
+    helper = mods["cx/a.cc"]["comdat"]["_Z6helperi"][1]
+    assert helper > 0 and mods["cx/b.cc"]["comdat"]["_Z6helperi"][1] == helper
+    linked = rep["linked"]["cx"]
+    # Under -Oz both objects carry helper: the linked project has it once.
+    assert linked["default"] == rep["default_total"] - helper
+    # `always` inlines every call, so no copy is left anywhere: linked == per-object sum.
+    assert linked["policy"] == rep["policy_total"]
+    assert rep["linked_relative_change"] == pytest.approx(
+        (linked["policy"] - linked["default"]) / linked["default"])
+
+
+def test_comdat_aware_search_does_not_pay_for_merged_copies(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    a = next(m for m in corpus.modules if m.name == "cx/a.cc")
+    plain = FlipSearch(a, SearchConfig())
+    anchor, best, _ = plain.run()
+    # Per object, inlining a.cc's only call to helper pays (its COMDAT copy goes) ...
+    assert anchor.actions == [0] and best.actions == [1] and best.size < anchor.size
+    with LocalPool(1) as pool:
+        weights = default_comdat_weights(corpus.modules, pool)
+    assert weights == {"comdat:_Z6helperi": 0.5}
+    # ... but the linked program keeps b.cc's copy: counted at 1/2, the flip is not kept.
+    aware = FlipSearch(a, SearchConfig(), objective=comdat_objective(weights))
+    _, best_aware, _ = aware.run()
+    assert best_aware.actions == [0] and aware.kept == 0
+    with LocalPool(1, task_fn=run_search_task) as pool:
+        s = search_corpus(corpus.modules, tmp_path / "S", SearchConfig(), pool,
+                          comdat_weights=weights, progress=False)
+    assert s.best_total == s.default_total and s.best_objective == s.default_objective
+    helper = plain.problem.baseline(a).per_function["comdat:_Z6helperi"]
+    # two copies of helper, each charged half
+    assert s.default_objective == s.default_total - helper
