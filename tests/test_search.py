@@ -202,3 +202,22 @@ def test_acceptance_keeps_only_strictly_smaller_candidates():
     # smaller (kept); site 3: 0 costs more (rejected). Pass 2 keeps nothing.
     assert best.actions == [1, 1, 0, 1] and best.size == 100 + 0 + 0 + 0 + 1
     assert s.kept == 1 and s.passes == 2 and s.converged
+
+
+def test_search_on_ray_matches_the_local_pool(corpus, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from mlgo.workers.pool import make_pool
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    pool = make_pool(1, "local", task_fn=run_search_task)
+    try:
+        s = search_corpus(corpus.modules, tmp_path / "R", SearchConfig(), pool, progress=False)
+    finally:
+        pool.close()
+    assert not ray.is_initialized()
+    with LocalPool(1, task_fn=run_search_task) as local:
+        ref = search_corpus(corpus.modules, tmp_path / "L", SearchConfig(), local, progress=False)
+    assert not s.failed and (s.best_total, s.compiles) == (ref.best_total, ref.compiles)
+    for m in corpus.modules:
+        a, b = load_result(result_path(tmp_path / "R", m.name)), load_result(result_path(tmp_path / "L", m.name))
+        assert list(a.actions) == list(b.actions) and a.policy_total == b.policy_total
