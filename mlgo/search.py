@@ -13,6 +13,9 @@ Per module (one worker runs the whole search; modules run in parallel):
           are tried afresh.
   stop    after `passes` passes, when a pass keeps nothing (converged), or when the module's
           compile budget is spent.
+  reuse   a candidate that is the same compile as an earlier one (same forced prefix, or a
+          prefix of a kept trajectory whose later answers were LLVM's own) is not compiled
+          again: a second pass recompiles only what the first pass's flips changed.
   record  replay the best actions on the plain compile (no include-default), so the features
           are the ones a policy sees in release; its size must equal the search's.
 
@@ -32,6 +35,7 @@ On disk (resumable: a module with a result file is not searched again):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -100,6 +104,10 @@ class BudgetSpent(Exception):
     pass
 
 
+def _key(prefix: Sequence[int]) -> tuple[int, bytes]:
+    return len(prefix), hashlib.blake2b(bytes(prefix), digest_size=16).digest()
+
+
 class FlipSearch:
     """The search on one module (see the module docstring)."""
 
@@ -119,6 +127,8 @@ class FlipSearch:
         self.problem = get_problem("inlining").for_policy(LLVM_DEFAULT)
         self.plain = self.problem.plain
         self.compiles = 0
+        self.reused = 0  # candidates answered from an identical earlier compile
+        self._memo: dict[tuple[int, bytes], Candidate] = {}
         self.kept = 0
         self.passes = 0
         self.converged = False
@@ -131,11 +141,27 @@ class FlipSearch:
             raise BudgetSpent
         self.compiles += 1
 
+    def _remember(self, prefix: Sequence[int], cand: Candidate, every_prefix: bool) -> None:
+        """Index a compiled candidate by its forced prefix; with `every_prefix`, also by each
+        longer prefix of its actions (those were LLVM's own answers, so a candidate forcing
+        them compiles exactly the same)."""
+        self._memo[_key(prefix)] = cand
+        if every_prefix:
+            h = hashlib.blake2b(bytes(cand.actions[:len(prefix)]), digest_size=16)
+            for i in range(len(prefix), len(cand.actions)):
+                h.update(bytes([cand.actions[i]]))
+                self._memo[(i + 1, h.copy().digest())] = cand
+
     def candidate(self, prefix: Sequence[int]) -> Candidate:
-        """Compile answering `prefix` first, then LLVM's own decision at every call site."""
+        """Compile answering `prefix` first, then LLVM's own decision at every call site (or
+        reuse an earlier compile that is the same one: compiles are deterministic)."""
         from mlgo.env import CompilerEnv
         from mlgo.problems.inlining.problem import llvm_default
 
+        hit = self._memo.get(_key(prefix))
+        if hit is not None:
+            self.reused += 1
+            return hit
         self._spend()
         env = CompilerEnv(self.problem, self.module, cache=self.cache, timeout=self.timeout,
                           record=False)
@@ -156,7 +182,9 @@ class FlipSearch:
                                 f"{len(actions)} decisions, the prefix has {len(prefix)}")
         assert env.result is not None
         m = env.result.measurement
-        return Candidate(float(self.objective(m)), m.total, actions, llvm)
+        cand = Candidate(float(self.objective(m)), m.total, actions, llvm)
+        self._remember(prefix, cand, every_prefix=False)
+        return cand
 
     def plain_replay(self, actions: Sequence[int], reserve: int = 1):
         """The plain compile (features as a policy sees them) answering `actions`."""
@@ -186,6 +214,7 @@ class FlipSearch:
     def run(self) -> tuple[Candidate, Candidate, Any]:
         """(anchor, best, plain replay of best)."""
         anchor = self.candidate([])
+        self._remember([], anchor, every_prefix=True)
         best = anchor
         try:
             for _ in range(self.config.passes):
@@ -201,6 +230,7 @@ class FlipSearch:
                     if cand.objective < best.objective:
                         best = cand
                         self.kept += 1
+                        self._remember(flipped, cand, every_prefix=True)
                         # A[:k] is unchanged; later positions belong to a new trajectory.
                         tried = {t for t in tried if t <= k}
                         queue = self._order(best, tried)
@@ -245,7 +275,7 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
         default = s.problem.baseline(task.module, s.cache)
         default_obj = float(s.objective(default))
         extra = {
-            "compiles": s.compiles, "passes": s.passes, "kept": s.kept, "converged": s.converged,
+            "compiles": s.compiles, "reused": s.reused, "passes": s.passes, "kept": s.kept, "converged": s.converged,
             "anchor_total": anchor.size, "anchor_objective": anchor.objective,
             "best_objective": best.objective, "default_objective": default_obj,
             "flips_vs_llvm": int(sum(a != d for a, d in zip(best.actions, best.llvm, strict=True))),

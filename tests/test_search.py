@@ -71,8 +71,9 @@ def test_search_beats_oz_on_a_crafted_module(corpus, cache):
     assert best.size < default and best.actions == [0] * 8 and best.llvm == [1] * 8
     # Each kept flip shrank the module: 8 kept in pass 1, none in pass 2 (converged).
     assert s.kept == 8 and s.passes == 2 and s.converged
-    # anchor + 8 candidates + 8 in pass 2 + final plain replay
-    assert s.compiles == 1 + 8 + 8 + 1
+    # anchor + 8 candidates + final plain replay: pass 2's 8 candidates ([0]*k + [1], then
+    # LLVM's 1s) are the trajectories pass 1 kept, so none is compiled again.
+    assert s.compiles == 1 + 8 + 1 and s.reused == 8
     assert final.measurement.total == best.size and len(final.observations) == 8
     assert "callee_basic_block_count" in final.observations[0]
 
@@ -140,7 +141,7 @@ def test_search_corpus_writes_a_trace_and_resumes(corpus, tmp_path, monkeypatch)
     with LocalPool(1, task_fn=run_search_task) as pool:
         s = search_corpus(corpus.modules, out, SearchConfig(), pool, progress=False)
     assert s.modules == 2 and s.searched == 2 and s.skipped == 0 and not s.failed
-    assert s.compiles == (1 + 16 + 1) + (1 + 8 + 1) and s.compiles_per_second > 0
+    assert s.compiles == (1 + 8 + 1) + (1 + 8 + 1) and s.compiles_per_second > 0
     assert s.best_total < s.default_total
     traces = {t.module: t for t in read_trace(out)}
     ext = traces["t/external.c"]
@@ -180,7 +181,8 @@ class _Scripted(FlipSearch):
     def __init__(self, config):
         self.module = None
         self.config, self.guide = config, None
-        self.compiles = self.kept = self.passes = 0
+        self.compiles = self.kept = self.passes = self.reused = 0
+        self._memo = {}
         self.converged = False
 
     def candidate(self, prefix):
