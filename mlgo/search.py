@@ -300,6 +300,10 @@ def _gain(default: float, best: float) -> float:
     return (default - best) / default if default > 0 else 0.0
 
 
+def _change(default: float, best: float) -> float:
+    return (best - default) / default if default > 0 else 0.0
+
+
 # -- per-module result files ---------------------------------------------------------------------
 def result_path(out_dir: Path, module: str) -> Path:
     return Path(out_dir) / MODULES_DIR / (module + ".npz")
@@ -448,14 +452,30 @@ def write_trace(out_dir: Path, results: Sequence[ModuleOutcome], meta: dict[str,
     writer.close({"no_decisions": sum(r.actions is None for r in results)})
 
 
+def format_modules(out_dir: Path, modules: Sequence[Module]) -> str:
+    """One line per module with a result: decisions, compiles, kept flips, sizes."""
+    lines = [f"{'module':40s} {'sites':>5s} {'compiles':>8s} {'reused':>6s} {'kept':>4s} "
+             f"{'-Oz':>8s} {'best':>8s} {'change':>8s}"]
+    for m in modules:
+        path = result_path(out_dir, m.name)
+        if not path.is_file():
+            continue
+        r = load_result(path)
+        lines.append(f"{m.name:40s} {r.num_decisions:5d} {r.extra['compiles']:8d} "
+                     f"{r.extra.get('reused', 0):6d} {r.extra['kept']:4d} {r.default_total:8.0f} "
+                     f"{r.policy_total:8.0f} {100 * _change(r.default_total, r.policy_total):+7.2f}%")
+    return "\n".join(lines)
+
+
 def format_summary(s: SearchSummary) -> str:
     lines = [
         f"searched {s.searched} module(s) ({s.skipped} finished earlier, {len(s.failed)} failed): "
         f"{s.compiles} compiles in {s.seconds:.1f}s = {s.compiles_per_second:.2f} compiles/s "
         f"on {s.workers} worker(s) ({s.compiles_per_second / max(s.workers, 1):.2f} per worker)",
         f"{s.modules} module(s) with a result: .text {s.default_total:.0f} (-Oz) -> "
-        f"{s.best_total:.0f} (best), {-100 * _gain(s.default_total, s.best_total):+.2f}% vs -Oz"
-        + (f"; COMDAT-weighted objective {-100 * s.gain:+.2f}%"
+        f"{s.best_total:.0f} (best), {100 * _change(s.default_total, s.best_total):+.2f}% vs -Oz"
+        + (f"; COMDAT-weighted objective "
+           f"{100 * _change(s.default_objective, s.best_objective):+.2f}%"
            if s.best_objective != s.best_total else ""),
     ]
     return "\n".join(lines)

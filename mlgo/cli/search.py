@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guide-mode", choices=("uncertain", "disagree"), default="uncertain",
                    help="with --guide: try the least sure call sites first, or only those "
                    "where the policy disagrees with the current best")
+    p.add_argument("--per-module", action="store_true", help="print a line per module")
     p.add_argument("--comdat-aware", action="store_true",
                    help="charge each COMDAT text group 1/n (n: modules defining it at -Oz)")
     p.set_defaults(func=run)
@@ -59,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
                                 identity={"guide": str(Path(args.guide).resolve()) if guide else ""})
     finally:
         pool.close()
+    if args.per_module:
+        from mlgo.search import format_modules
+
+        print(format_modules(args.output, corpus.modules))
     print(format_summary(summary))
     print(f"trace of the best decisions: {args.output}")
     report_failures(summary.failed)
