@@ -112,3 +112,34 @@ def test_comdat_aware_search_does_not_pay_for_merged_copies(corpus, tmp_path, mo
     helper = plain.problem.baseline(a).per_function["comdat:_Z6helperi"]
     # two copies of helper, each charged half
     assert s.default_objective == s.default_total - helper
+
+
+def test_reward_with_comdat_weights_does_not_pay_for_a_merged_copy(corpus, tmp_path, monkeypatch):
+    import mlgo.env
+    from mlgo.problems.inlining.problem import InliningForSize
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    a = next(m for m in corpus.modules if m.name == "cx/a.cc")
+    per_object = mlgo.env.run_episode(mlgo.env.CompilerEnv(InliningForSize(), a),
+                                      lambda obs: 1)
+    assert per_object.reward > 0  # inlining the one call drops a.cc's copy of helper
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps({"comdat:_Z6helperi": 0.5}))
+    aware = InliningForSize(comdat_weights=str(weights))
+    assert aware.for_policy("llvm-default").comdat_weights == str(weights)
+    res = mlgo.env.run_episode(mlgo.env.CompilerEnv(aware, a), lambda obs: 1)
+    assert res.measurement.total == per_object.measurement.total and res.reward < 0
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(MlgoError, match="bad.json: COMDAT weights must be"):
+        mlgo.env.run_episode(mlgo.env.CompilerEnv(
+            InliningForSize(comdat_weights=str(tmp_path / "bad.json")), a), lambda obs: 1)
+
+
+def test_cli_search_comdat_aware_writes_its_weights(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "S"
+    assert main(["search", "--problem", "inlining", "--corpus", str(corpus.root), "-o", str(out),
+                 "--workers", "1", "--comdat-aware", "--per-module"]) == 0
+    assert json.loads((out / "comdat_weights.json").read_text()) == {"comdat:_Z6helperi": 0.5}
+    assert "COMDAT-weighted objective" in capsys.readouterr().out
+    assert json.loads((out / "search.json").read_text())["comdat"] is True

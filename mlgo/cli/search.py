@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from mlgo.cli.common import add_problem_args, load_corpus, policy_spec, report_failures, setup_gin
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "where the policy disagrees with the current best")
     p.add_argument("--per-module", action="store_true", help="print a line per module")
     p.add_argument("--comdat-aware", action="store_true",
-                   help="charge each COMDAT text group 1/n (n: modules defining it at -Oz)")
+                   help="charge each COMDAT text group 1/n (n: modules defining it at -Oz); "
+                   "the weights go to OUT/comdat_weights.json")
     p.set_defaults(func=run)
 
 
@@ -48,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
             from mlgo.search import default_comdat_weights
 
             weights = default_comdat_weights(corpus.modules, pool, gin_config, args.timeout)
+            from corpus_tools.corpus import atomic_write_text
+
+            # For PPO/ES/imitation rewards: inlining.InliningForSize.comdat_weights = '<file>'
+            atomic_write_text(args.output / "comdat_weights.json", json.dumps(weights) + "\n")
     finally:
         pool.close()
     from mlgo.search import run_search_task

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import gin
 
-from mlgo.compiler.measure import comdat_breakdown, text_sections
-from mlgo.errors import ProtocolError
-from mlgo.problems.base import Heuristic, Measurement, Problem
+from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
+from mlgo.errors import MlgoError, ProtocolError
+from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
 from mlgo.protocol import FeatureValues, Header
 
 ADVICE = "inlining_decision"
@@ -52,6 +54,18 @@ def llvm_default(obs: FeatureValues) -> int:
     return decision
 
 
+@functools.cache
+def _load_weights(path: str) -> dict[str, float]:
+    try:
+        weights = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise MlgoError(f"{path}: cannot read COMDAT weights ({e})") from e
+    if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) for k, v in weights.items()):
+        raise MlgoError(f"{path}: COMDAT weights must be a JSON object of numbers")
+    return {k: float(v) for k, v in weights.items()}
+
+
 # include_default is not a gin knob: the features it costs would corrupt training.
 @gin.configurable(module="inlining", denylist=["include_default"])
 class InliningForSize(Problem):
@@ -61,11 +75,21 @@ class InliningForSize(Problem):
     required_features = ("cost_estimate", "threshold")
 
     def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = (),
-                 include_default: bool = False) -> None:
+                 include_default: bool = False, comdat_weights: str = "") -> None:
         super().__init__(opt_level, extra_flags)
         # Ask LLVM for its default decision per call site (see LLVM19_DEFAULT_DECISION_SLOT):
         # only the llvm-default policy reads it, and it costs callee_basic_block_count.
         self.include_default = include_default
+        # A JSON file {"comdat:<signature>": weight} (`mlgo search --comdat-aware` writes one):
+        # the reward then charges each COMDAT text group its weight, 1/n of the modules that
+        # define it, so removing a copy the linker merges anyway earns about nothing.
+        self.comdat_weights = comdat_weights
+
+    def reward(self, policy: Measurement, default: Measurement) -> float:
+        if not self.comdat_weights:
+            return super().reward(policy, default)
+        objective = comdat_objective(_load_weights(self.comdat_weights))
+        return relative_improvement(objective(default), objective(policy))
 
     @property
     def variant(self) -> str:
@@ -78,7 +102,8 @@ class InliningForSize(Problem):
     def for_policy(self, builtin: str | None) -> InliningForSize:
         if builtin != LLVM_DEFAULT or self.include_default:
             return self
-        variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True)
+        variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True,
+                                  comdat_weights=self.comdat_weights)
         variant.plain = self
         return variant
 
