@@ -15,7 +15,9 @@ Per module (one worker runs the whole search; modules run in parallel):
           compile budget is spent.
   reuse   a candidate that is the same compile as an earlier one (same forced prefix, or a
           prefix of a kept trajectory whose later answers were LLVM's own) is not compiled
-          again: a second pass recompiles only what the first pass's flips changed.
+          again. In position order a second pass is exactly the first one's candidates again
+          (a kept flip at k changes nothing before k), so it costs no compile and keeps
+          nothing; more passes only matter when a guide reorders the positions.
   record  replay the best actions on the plain compile (no include-default), so the features
           are the ones a policy sees in release; its size must equal the search's.
 
