@@ -106,9 +106,15 @@ def test_comdat_aware_search_does_not_pay_for_merged_copies(corpus, tmp_path, mo
     _, best_aware, _ = aware.run()
     assert best_aware.actions == [0] and aware.kept == 0
     with LocalPool(1, task_fn=run_search_task) as pool:
+        per_object = search_corpus(corpus.modules, tmp_path / "S0", SearchConfig(), pool,
+                                   progress=False)
         s = search_corpus(corpus.modules, tmp_path / "S", SearchConfig(), pool,
                           comdat_weights=weights, progress=False)
+    # The per-object search "gains", and the linked project grows by about helper's size.
+    assert per_object.best_total < per_object.default_total
+    assert per_object.linked_best > per_object.linked_default + 40
     assert s.best_total == s.default_total and s.best_objective == s.default_objective
+    assert s.linked_best == s.linked_default < s.default_total
     helper = plain.problem.baseline(a).per_function["comdat:_Z6helperi"]
     # two copies of helper, each charged half
     assert s.default_objective == s.default_total - helper
@@ -141,5 +147,6 @@ def test_cli_search_comdat_aware_writes_its_weights(corpus, tmp_path, monkeypatc
     assert main(["search", "--problem", "inlining", "--corpus", str(corpus.root), "-o", str(out),
                  "--workers", "1", "--comdat-aware", "--per-module"]) == 0
     assert json.loads((out / "comdat_weights.json").read_text()) == {"comdat:_Z6helperi": 0.5}
-    assert "COMDAT-weighted objective" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "COMDAT-weighted objective" in printed and "as linking keeps it" in printed
     assert json.loads((out / "search.json").read_text())["comdat"] is True
