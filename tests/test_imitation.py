@@ -60,3 +60,20 @@ def test_imitation_rounds_learn_from_search(corpus, tmp_path, monkeypatch):
     # Running the same command again finds the run finished.
     assert main(argv) == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_imitation_without_a_search_searches_first(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "split.json").write_text(json.dumps({"train": ["t/external.c", "t/calls.c"],
+                                                "validation": ["t/validation.c"]}))
+    assert main(["train", "--problem", "inlining", "--algorithm", "imitation", "--corpus",
+                 str(corpus), "-o", str(out), "--workers", "1",
+                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1"]) == 0
+    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log["search/compiles"] > 0 and log["imitation/search_gain"] > 0.05
+    assert (out / "search" / "round-0" / "trace.json").is_file()
+    # Only the training modules were searched: the validation split plays no part.
+    assert sorted(p.name for p in (out / "search" / "round-0" / "modules" / "t").iterdir()) == [
+        "calls.c.npz", "external.c.npz"]
