@@ -126,17 +126,21 @@ def collect(problem: str, policy: str, objective: str, corpus: Corpus,
 
 
 def format_table(rep: EvalReport, top: int = 10) -> str:
+    # The linked column only where measurements carry COMDAT groups (inlining's .text).
+    show = any(m.get("comdat") for m in rep.modules)
+    linked = rep.linked()
     lines = [f"{rep.problem}: policy {rep.policy!r} vs default ({rep.objective}, smaller is better)"]
     lines.append(f"{'project':24s} {'modules':>7s} {'default':>14s} {'policy':>14s} {'change':>8s}"
-                 f" {'linked':>8s}")
-    linked = rep.linked()
+                 + (f" {'linked':>8s}" if show else ""))
     for name, p in sorted(rep.per_project().items()):
         lines.append(f"{name or '-':24s} {p['modules']:7d} {p['default']:14.1f} {p['policy']:14.1f} "
-                     f"{100 * p['relative_change']:+7.2f}% {100 * linked[name]['relative_change']:+7.2f}%")
+                     f"{100 * p['relative_change']:+7.2f}%"
+                     + (f" {100 * linked[name]['relative_change']:+7.2f}%" if show else ""))
     lines.append(f"{'TOTAL':24s} {len(rep.modules):7d} {rep.default_total:14.1f} "
-                 f"{rep.policy_total:14.1f} {100 * rep.relative_change:+7.2f}% "
-                 f"{100 * rep.linked_relative_change:+7.2f}%")
-    lines.append("linked: each COMDAT text group counted once per project, as linking keeps it")
+                 f"{rep.policy_total:14.1f} {100 * rep.relative_change:+7.2f}%"
+                 + (f" {100 * rep.linked_relative_change:+7.2f}%" if show else ""))
+    if show:
+        lines.append("linked: each COMDAT text group counted once per project, as linking keeps it")
     c = rep.counts()
     lines.append(f"modules better: {c['better']}, worse: {c['worse']}, same: {c['same']}, "
                  f"failed: {len(rep.failures)}")

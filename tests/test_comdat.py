@@ -150,3 +150,19 @@ def test_cli_search_comdat_aware_writes_its_weights(corpus, tmp_path, monkeypatc
     printed = capsys.readouterr().out
     assert "COMDAT-weighted objective" in printed and "as linking keeps it" in printed
     assert json.loads((out / "search.json").read_text())["comdat"] is True
+
+
+def test_eval_table_shows_linked_sizes_only_with_comdat_groups():
+    from mlgo.evaluate import EvalReport, format_table
+
+    row = {"module": "p/a", "project": "p", "default": 100.0, "policy": 90.0,
+           "relative_change": -0.1, "decisions": 1, "seconds": 0.1}
+    rep = EvalReport("inlining", "x", ".text bytes", [dict(row, comdat={})])
+    assert "linked" not in format_table(rep)
+    rep = EvalReport("inlining", "x", ".text bytes", [
+        dict(row, comdat={"g": [30.0, 30.0]}),
+        dict(row, module="p/b", comdat={"g": [0.0, 30.0]})])
+    table = format_table(rep)
+    # default: 200 - 30 (one copy of g merged); policy: 180 (its one copy of g is kept)
+    assert "linked" in table and rep.linked()["p"]["default"] == 170.0
+    assert rep.linked()["p"]["policy"] == 180.0 and "+5.88%" in table
