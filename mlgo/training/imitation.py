@@ -12,9 +12,10 @@ Each round (one iteration of the run):
   4. clone   minibatch cross-entropy on the picked decisions, each weighted by its module's
              gain over -Oz:  w = 1 + gain_weight * max(gain, 0), normalized to mean 1,
              continuing from the current parameters (Adam state kept across rounds);
-  5. validate on the validation split and log: the search's, the policy's and the picked
-             trajectories' gains on the training modules, where the picks came from, loss,
-             agreement, search compiles per second.
+  5. validate on the validation split and log: gains on the training modules of the best
+             search result so far (imitation/search_gain), of the policy before this round's
+             cloning (policy_gain) and of the picks (best_gain), where the picks came from,
+             loss, agreement, this round's search compiles per second.
 The objective is the problem's (.text bytes); with `comdat_aware` the search and the picks use
 the COMDAT-weighted size (measure.comdat_objective; weights from the training modules'
 default compiles) so nothing is paid for removing COMDAT copies the linker merges anyway.
