@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         summary = search_corpus(corpus.modules, args.output, config, pool, guide=guide,
                                 gin_config=gin_config, timeout=args.timeout,
                                 comdat_weights=weights,
-                                identity={"guide": str(Path(args.guide).resolve()) if guide else ""})
+                                identity={"guide": guide.policy_dir if guide else ""})
     finally:
         pool.close()
     if args.per_module:
