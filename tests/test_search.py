@@ -99,7 +99,7 @@ def test_budget_caps_the_compiles_of_a_module(corpus, cache):
 
 def _constant_policy(tmp_path, inline: bool):
     """A policy directory whose network always answers `inline` (zero weights, output bias)."""
-    from mlgo.policies.checkpoint import save_policy
+    from mlgo.policies.policy_dir import save_policy
     from mlgo.problems import get_problem
     from mlgo.problems.inlining.network import InliningNetwork
 

@@ -6,8 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from mlgo.cli.common import add_problem_args, load_corpus, policy_spec, report_failures, setup_gin
+from mlgo.checks import int_arg
+from mlgo.cli.common import add_problem_args, load_corpus, report_failures, setup_gin
 from mlgo.errors import MlgoError
+from mlgo.workers.tasks import PolicySpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_problem_args(p)
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="search directory (run the same command again to resume)")
-    p.add_argument("--passes", type=int, default=2, help="passes over the call sites (default 2)")
-    p.add_argument("--budget", type=int, default=0,
+    p.add_argument("--passes", type=int_arg(lo=1), default=2, help="passes over the call sites (default 2)")
+    p.add_argument("--budget", type=int_arg(lo=0), default=0,
                    help="compiles per module, everything included (default 0: no limit)")
     p.add_argument("--guide", default=None, metavar="POLICY",
                    help="policy directory whose uncertainty orders the flips")
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise MlgoError(f"search is for the inlining problem only, not {args.problem}")
     gin_config = setup_gin(args)
     corpus = load_corpus(args)
-    guide = policy_spec(args.guide) if args.guide else None
+    guide = PolicySpec.named(args.guide) if args.guide else None
     if guide is not None and guide.builtin is not None:
         raise MlgoError(f"--guide {args.guide}: a policy directory is needed, not a built-in")
     config = SearchConfig(args.passes, args.budget, args.guide_mode if guide else "none")

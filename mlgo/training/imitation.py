@@ -31,6 +31,7 @@ from typing import Any
 import gin
 import numpy as np
 
+from mlgo.checks import check_choice, check_float, check_int
 from mlgo.errors import MlgoError
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
@@ -48,6 +49,18 @@ class ImitationConfig:
     search_budget: int = 0  # compiles per module per round (0: no limit)
     search_guide: str = "uncertain"  # how the policy orders a round's flips
     comdat_aware: bool = False
+
+    def __post_init__(self) -> None:
+        check_int("imitation.ImitationConfig.rounds", self.rounds, lo=1)
+        check_int("imitation.ImitationConfig.epochs", self.epochs, lo=0)
+        check_int("imitation.ImitationConfig.batch_size", self.batch_size, lo=1)
+        check_float("imitation.ImitationConfig.learning_rate", self.learning_rate, lo=0.0)
+        check_float("imitation.ImitationConfig.gain_weight", self.gain_weight, lo=0.0)
+        check_int("imitation.ImitationConfig.search_passes", self.search_passes, lo=1)
+        check_int("imitation.ImitationConfig.search_budget (0: no limit)", self.search_budget,
+                  lo=0)
+        check_choice("imitation.ImitationConfig.search_guide", self.search_guide,
+                     ("uncertain", "disagree"))
 
 
 @dataclass
