@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from corpus_tools.corpus import EXTRACT_LEVELS, KEEP_LEVEL, level_flag
-from mlgo.checks import timeout_arg, workers_arg
+from mlgo.cli.args import timeout_arg, workers_arg
 from mlgo.errors import CorpusError
 
 

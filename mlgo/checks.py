@@ -4,9 +4,7 @@ starts, with one line naming the setting, instead of hanging or training on NaN.
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Callable
 
 from mlgo.errors import MlgoError
 
@@ -16,7 +14,7 @@ MAX_TIMEOUT = 86400.0
 MAX_WORKERS = 1024
 
 
-def _int_problem(value: object, lo: int, hi: int | None) -> str | None:
+def int_problem(value: object, lo: int, hi: int | None) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be an integer, not {value!r}"
     if value < lo or (hi is not None and value > hi):
@@ -25,7 +23,7 @@ def _int_problem(value: object, lo: int, hi: int | None) -> str | None:
     return None
 
 
-def _float_problem(value: object, lo: float, hi: float | None, lo_open: bool,
+def float_problem(value: object, lo: float, hi: float | None, lo_open: bool,
                    hi_open: bool) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"must be a number, not {value!r}"
@@ -43,7 +41,7 @@ def _float_problem(value: object, lo: float, hi: float | None, lo_open: bool,
 
 def check_int(name: str, value: object, *, lo: int, hi: int | None = None) -> int:
     """`value`, an int in [lo, hi]; MlgoError naming `name` otherwise."""
-    problem = _int_problem(value, lo, hi)
+    problem = int_problem(value, lo, hi)
     if problem:
         raise MlgoError(f"{name} {problem}")
     return int(value)  # type: ignore[call-overload]
@@ -52,7 +50,7 @@ def check_int(name: str, value: object, *, lo: int, hi: int | None = None) -> in
 def check_float(name: str, value: object, *, lo: float, hi: float | None = None,
                 lo_open: bool = False, hi_open: bool = False) -> float:
     """`value` as a finite float in the range (open or closed at each end)."""
-    problem = _float_problem(value, lo, hi, lo_open, hi_open)
+    problem = float_problem(value, lo, hi, lo_open, hi_open)
     if problem:
         raise MlgoError(f"{name} {problem}")
     return float(value)  # type: ignore[arg-type]
@@ -75,34 +73,3 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise MlgoError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return str(value)
-
-
-def _argtype(parse: Callable[[str], object], problem: Callable[[object], str | None]):
-    """An argparse `type=` that parses, then range-checks; argparse prints the one line
-    `argument --NAME: must be ...` and exits with status 2."""
-
-    def convert(text: str) -> object:
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        why = problem(value)
-        if why:
-            raise argparse.ArgumentTypeError(why)
-        return value
-
-    return convert
-
-
-def int_arg(*, lo: int, hi: int | None = None) -> Callable[[str], object]:
-    return _argtype(int, lambda v: _int_problem(v, lo, hi))
-
-
-def float_arg(*, lo: float, hi: float | None = None, lo_open: bool = False,
-              hi_open: bool = False) -> Callable[[str], object]:
-    return _argtype(float, lambda v: _float_problem(v, lo, hi, lo_open, hi_open))
-
-
-# The flags several commands share.
-workers_arg = int_arg(lo=1, hi=MAX_WORKERS)
-timeout_arg = float_arg(lo=0.0, hi=MAX_TIMEOUT, lo_open=True)

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
-from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS, int_arg, timeout_arg, workers_arg
+from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS
+from mlgo.cli.args import int_arg, timeout_arg, workers_arg
 from mlgo.errors import MlgoError, summary_line
 from mlgo.problems import PROBLEMS
 

@@ -21,7 +21,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mlgo.checks import int_arg, workers_arg
+from mlgo.cli.args import int_arg, workers_arg
 from mlgo.compiler.measure import text_size
 from mlgo.errors import MlgoError
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM, PROJECT, build_lua, lua_sources

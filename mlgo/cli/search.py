@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mlgo.checks import int_arg
+from mlgo.cli.args import int_arg
 from mlgo.cli.common import add_problem_args, load_corpus, report_failures, setup_gin
 from mlgo.errors import MlgoError
 from mlgo.workers.tasks import PolicySpec

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mlgo.checks import float_arg, int_arg
+from mlgo.cli.args import float_arg, int_arg
 from mlgo.cli.common import add_problem_args, load_corpus, setup_gin
 from mlgo.training.pipeline import ALGORITHMS
 
