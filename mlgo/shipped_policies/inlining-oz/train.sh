@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# How policies/inlining-oz was trained: 12 Debian source packages (7 C, 5 C++), split by project
-# with --seed 5 (chosen before training so that validation is one C and one C++ project whose
-# -Oz gap is not dominated by the cost-threshold rule itself: lua5.4 and re2). Measured wall times on a
-# 2-core machine shared with other jobs: trace + bc 7.8 min, ppo 15 iterations ~13 min.
+# How policies/inlining-oz was trained, on -Oz IR: every module as `clang-19 -Oz -c` emits it with
+# its package's own flags (the default of `mlgo corpus debian` for inlining corpora; the level is
+# recorded in each corpus_description.json and checked by eval/trace/train).
+# 12 Debian source packages (7 C, 5 C++), split by project with --seed 5 (chosen before
+# training: validation is one C and one C++ project, lua5.4 and re2); jq, libpng1.6 and libzstd
+# are the test projects, used for nothing but the report.
 set -euo pipefail
-mlgo corpus debian lua5.4 zlib lz4 libyaml pcre2 expat bzip2 -o corpora/c7
-mlgo corpus debian tinyxml2 double-conversion gflags libjsoncpp re2 -o corpora/cpp5
-mlgo corpus merge corpora/c7 corpora/cpp5 -o corpora/c12
-mlgo train --problem inlining --algorithm bc --corpus corpora/c12 -o runs/c12-bc --workers 2 --seed 5
-mlgo train --problem inlining --algorithm ppo --corpus corpora/c12 -o runs/c12-ppo --workers 2 --seed 5 \
-  --warmstart runs/c12-bc/best \
+mlgo corpus debian lua5.4 re2 zlib lz4 libyaml pcre2 bzip2 expat tinyxml2 double-conversion \
+  gflags libjsoncpp -o corpora/c12-Oz
+mlgo train --problem inlining --algorithm bc --corpus corpora/c12-Oz -o runs/c12oz-bc --workers 2 --seed 5
+mlgo train --problem inlining --algorithm ppo --corpus corpora/c12-Oz -o runs/c12oz-ppo --workers 2 --seed 5 \
+  --warmstart runs/c12oz-bc/best \
   --gin_bindings "ppo.PPOConfig.warmstart_temperature = 4.0" \
   --gin_bindings "ppo.PPOConfig.iterations = 15"
-# The shipped policy is runs/c12-ppo/best; its test on projects that played no part in training:
-mlgo corpus debian jq libpng1.6 libzstd -o corpora/heldout3
-mlgo eval --problem inlining --corpus corpora/heldout3 --policy runs/c12-ppo/best --json heldout3.json
+# The test on projects that played no part in training or in any choice:
+mlgo corpus debian jq libpng1.6 libzstd -o corpora/heldout3-Oz
+for p in runs/c12oz-ppo/best runs/c12oz-bc/best cost-threshold llvm-default; do
+  mlgo eval --problem inlining --corpus corpora/heldout3-Oz --policy "$p" --json "heldout3-$(basename "$(dirname "$p")")-$(basename "$p").json"
+done
