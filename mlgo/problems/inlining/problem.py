@@ -29,9 +29,9 @@ LLVM_DEFAULT = "llvm-default"
 
 def cost_threshold(obs: FeatureValues) -> int:
     """The default inliner's rule as the interactive features expose it: inline when the
-    estimated cost is below the threshold. It agrees with LLVM's own -Oz decision (see
-    llvm_default) on 95% of call sites; LLVM inlines some callees a few instructions above this
-    estimate, so code under this rule is smaller than -Oz on some projects (bzip2 -8.6%)."""
+    estimated cost is below the threshold. On -Oz IR it gives LLVM's own decision (see
+    llvm_default) at every call site along LLVM's path on the test projects of
+    benchmarks/RESULTS.md ("-Oz IR"), so cloning it clones -Oz."""
     return int(obs["cost_estimate"].item(0) < obs["threshold"].item(0))
 
 
