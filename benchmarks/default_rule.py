@@ -49,9 +49,13 @@ def main() -> None:
             r["modules"] += 1
             r["env"] += out.policy_total
             r["oz"] += out.default_total
-            if out.actions is not None:
-                # rows: LLVM's decision; columns: cost_estimate < threshold
-                np.add.at(r["confusion"], (out.actions, out.default_actions), 1)
+            if out.actions is not None and len(out.actions):
+                # rows: LLVM's decision; columns: cost_estimate < threshold, computed here from
+                # the recorded features (the outcome's default_actions are the variant's own
+                # proxy, which under include-default is LLVM's decision itself).
+                rule = (out.features["cost_estimate"].reshape(-1)
+                        < out.features["threshold"].reshape(-1)).astype(np.int64)
+                np.add.at(r["confusion"], (out.actions, rule), 1)
     finally:
         pool.close()
 

@@ -30,8 +30,8 @@ LLVM_DEFAULT = "llvm-default"
 def cost_threshold(obs: FeatureValues) -> int:
     """The default inliner's rule as the interactive features expose it: inline when the
     estimated cost is below the threshold. On -Oz IR it gives LLVM's own decision (see
-    llvm_default) at every call site along LLVM's path on the test projects of
-    benchmarks/RESULTS.md ("-Oz IR"), so cloning it clones -Oz."""
+    llvm_default) at 99.86% of the call sites along LLVM's path on the test projects of
+    benchmarks/RESULTS.md ("-Oz IR"), so cloning it nearly clones -Oz."""
     return int(obs["cost_estimate"].item(0) < obs["threshold"].item(0))
 
 
