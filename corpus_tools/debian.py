@@ -35,7 +35,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 import tomllib
 from collections.abc import Sequence
@@ -376,19 +378,48 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
     log.info("%s: building in %s (log %s)", recipe.package, src_dir, log_path)
     with open(log_path, "wb") as log_file:
         try:
-            res = subprocess.run(argv, cwd=src_dir, env=build_env(recipe, jobs),
-                                 stdout=log_file, stderr=subprocess.STDOUT,
-                                 timeout=recipe.build_timeout, start_new_session=True)
+            returncode = _run_build(argv, src_dir, build_env(recipe, jobs), log_file,
+                                    recipe.build_timeout)
         except subprocess.TimeoutExpired as e:
             raise CorpusError(f"{recipe.package}: build timed out after "
                               f"{recipe.build_timeout:g} s; log: {log_path}") from e
-    if res.returncode != 0:
+    if returncode != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
-        raise CorpusError(f"{recipe.package}: build failed with status {res.returncode}; "
+        raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
                           f"log: {log_path}\n{tail}")
     if not compile_db.is_file():
         raise CorpusError(f"{recipe.package}: bear wrote no {compile_db}")
     return compile_db
+
+
+def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file,
+               timeout: float) -> int:
+    """Run a build in its own session and wait; whatever ends the wait (timeout, Ctrl-C, and
+    SIGTERM, turned into KeyboardInterrupt while we wait) kills the whole session: bear ignores
+    SIGTERM, and make's compilers would otherwise go on building into a tree that the next
+    run unpacks afresh."""
+    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=log_file,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return proc.wait(timeout=timeout)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def build_package(

@@ -209,3 +209,46 @@ def test_download_falls_back_to_an_older_version_the_archive_still_serves(
     monkeypatch.setattr(debian, "source_versions", lambda p: ["3.0-1+deb12u5"])
     with pytest.raises(CorpusError, match="no source version could be downloaded"):
         debian.download_source("pk", tmp_path / "other")
+
+
+def test_a_terminated_package_build_takes_its_whole_build_along(tmp_path: Path) -> None:
+    """SIGTERM of the process building a package (e.g. `mlgo corpus debian` stopped by a job
+    runner) kills bear and everything the build started, not just the Python side."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tree = tmp_path / "pkg"
+    tree.mkdir()
+    marker = "299.4713"  # `sleep 299.4713`: a process only this build starts
+    # The marker is computed inside the child so that its own command line does not match.
+    script = (
+        "from pathlib import Path\n"
+        "from corpus_tools import debian\n"
+        "recipe = debian.Recipe('pk', 'c', build='steps', steps=('sleep $S',),\n"
+        "                       env={'S': '299' + '.4713'})\n"
+        f"debian.build_with_bear(recipe, Path({str(tree)!r}), jobs=1)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
+                             stderr=subprocess.PIPE)
+
+    def running() -> bool:
+        return subprocess.run(["pgrep", "-f", f"sleep {marker}"],
+                              capture_output=True).returncode == 0
+
+    try:
+        deadline = time.monotonic() + 60
+        while not running():
+            assert child.poll() is None, child.stderr.read().decode()
+            assert time.monotonic() < deadline, "the build never started"
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGTERM)
+        child.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not running(), "the build outlived the process that started it"
+    finally:
+        child.kill()
+        subprocess.run(["pkill", "-KILL", "-f", f"sleep {marker}"])
