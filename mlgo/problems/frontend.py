@@ -2,8 +2,8 @@
 
 At -Os/-Oz clang's frontend marks every function it defines optsize (and minsize at -Oz); the
 inliner drops its inlinehint bonus and codegen shrinks on those attributes. IR emitted at -O2
-and compiled with -Oz keeps none of that, so its "default" is a build nobody makes (10-13%
-more .text on C++). Problems that replace the level check the attributes of every module
+and compiled with -Oz keeps none of that, so its "default" is a build nobody makes (10-17%
+more .text: benchmarks/RESULTS.md, "-Oz IR"). Problems that replace the level check the attributes of every module
 before any work starts (llvmlite; results cached by the bitcode's hash)."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def check_frontend_level(corpus: Corpus, level: str, problem: str) -> None:
     (a flag such as -Oz), what it has instead, and the command that re-extracts it."""
     expected = _EXPECTED.get(level)
     if expected is None:
-        return  # e.g. -O0: nothing to compare
+        return  # -O0, -Og, -Ofast: no size attributes tell these apart from -O2
     bad: list[tuple[Module, SizeAttributes]] = []
     for m in corpus.modules:
         attrs = module_attributes(m)
