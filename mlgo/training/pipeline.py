@@ -62,6 +62,7 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
                 raise MlgoError(f"{search}: not an `mlgo search` directory (no search.json)")
             if trace is None and search is not None:
                 trace = search  # the vocab's quantiles from the searched call sites
+        problem.check_corpus(corpus)  # IR of the build the problem serves (frontend.py)
         output.mkdir(parents=True, exist_ok=True)
         with run_lock(output):  # one trainer per run directory
             check_same_run(output, problem.name, algorithm)
