@@ -11,7 +11,8 @@ mlgo/problems/regalloc/problem.py measures it). The workload's output must be th
 every variant and equal to the known value below; then the correlation between spill-cost
 change and instruction change over all (program, policy) pairs is printed.
 
-Needs the build cache: mlgo corpus debian lua5.4 bzip2 zlib lz4 jq -o CORPUS
+Needs the build cache: mlgo corpus debian lua5.4 bzip2 zlib lz4 jq pcre2 libzstd expat \
+libyaml -o CORPUS
 Usage: python benchmarks/regalloc_programs.py [--program bzip2]... [--policy DIR]...
 """
 
@@ -151,6 +152,37 @@ def pcre2_workload(exe: Path, work: Path, run: Runner) -> str:
     return f"{len(out.splitlines())} matches, sha256 {sha(out)}"
 
 
+def zstd_workload(exe: Path, work: Path, run: Runner) -> str:
+    return roundtrip(run, [str(exe), "-q", "-9", "-c"], [str(exe), "-q", "-d", "-c"],
+                     words(1_000_000))
+
+
+def expat_workload(exe: Path, work: Path, run: Runner) -> str:
+    """xmlwf checks a generated document and writes it in canonical form (-d)."""
+    parts = ['<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY e "spill &amp; reload">]>\n<r>']
+    for i in range(6000):
+        parts.append(f'<item id="i{i}" w="{(i * 7919) % 1000}"><name>n{i % 97}</name>'
+                     f'<v a="{i % 13}">&e; {i * 31 % 977}</v><![CDATA[x<{i}>]]><!-- c{i} --></item>\n')
+    parts.append("</r>\n")
+    (work / "doc.xml").write_text("".join(parts))
+    (work / "out").mkdir()
+    run([str(exe), "-d", str(work / "out"), str(work / "doc.xml")])
+    canonical = (work / "out" / "doc.xml").read_bytes()
+    return f"{len(canonical)} bytes canonical, sha256 {sha(canonical)}"
+
+
+def yaml_workload(exe: Path, work: Path, run: Runner) -> str:
+    """libyaml's test-suite parser prints the event stream of a generated document."""
+    lines = []
+    for i in range(2500):
+        lines.append(f"- id: {i}\n  name: 'n{i % 97}'\n  tags: [a, b{i % 7}, \"c {i}\"]\n"
+                     f"  nested: {{w: {(i * 7919) % 1000}, list: [{i}, {i + 1}]}}\n"
+                     f"  text: |\n    spill {i}\n    reload {i * 3}\n")
+    (work / "doc.yaml").write_text("".join(lines))
+    out = run([str(exe), str(work / "doc.yaml")])
+    return f"{len(out.splitlines())} events, sha256 {sha(out)}"
+
+
 @dataclass(frozen=True)
 class Recipe:
     package: str  # build-cache directory prefix
@@ -178,6 +210,20 @@ PCRE2 = ("auto_possess chartables compile config context convert dfa_match error
          "script_run serialize string_utils study substitute substring tables ucd valid_utf "
          "xclass").split()
 
+ZSTD_LIB = ("common/debug common/entropy_common common/error_private common/fse_decompress "
+            "common/pool common/threading common/xxhash common/zstd_common compress/fse_compress "
+            "compress/hist compress/huf_compress compress/zstd_compress "
+            "compress/zstd_compress_literals compress/zstd_compress_sequences "
+            "compress/zstd_compress_superblock compress/zstd_double_fast compress/zstd_fast "
+            "compress/zstd_lazy compress/zstd_ldm compress/zstd_opt compress/zstdmt_compress "
+            "decompress/huf_decompress decompress/zstd_ddict decompress/zstd_decompress "
+            "decompress/zstd_decompress_block dictBuilder/cover dictBuilder/divsufsort "
+            "dictBuilder/fastcover dictBuilder/zdict legacy/zstd_v05 legacy/zstd_v06 "
+            "legacy/zstd_v07").split()
+ZSTD_PROGRAMS = ("benchfn benchzstd datagen dibio fileio fileio_asyncio timefn util zstdcli "
+                 "zstdcli_trace").split()
+YAML = "api dumper emitter loader parser reader scanner writer".split()
+
 RECIPES: dict[str, Recipe] = {
     "lua5.4": Recipe("lua5.4-", _lua_sources(), ("-lm", "-ldl", "-lreadline"), lua_workload),
     "bzip2": Recipe("bzip2-", tuple(f"{n}.c" for n in (
@@ -193,6 +239,19 @@ RECIPES: dict[str, Recipe] = {
     "pcre2 (pcre2grep)": Recipe("pcre2-", (*(f"src/pcre2_{n}.c" for n in PCRE2),
                                             "src/pcre2grep.c"), (), pcre2_workload,
                                 prefer="-DPCRE2_CODE_UNIT_WIDTH=8"),
+    # The zstd command as debian/rules builds it (programs/Makefile: the library compiled again
+    # with the program's flags, gzip/xz/lz4 support on).
+    "zstd": Recipe("libzstd-", (*(f"lib/{n}.c" for n in ZSTD_LIB),
+                               "lib/decompress/huf_decompress_amd64.S",
+                               *(f"programs/{n}.c" for n in ZSTD_PROGRAMS)),
+                   ("-lz", "-llzma", "-llz4", "-lpthread"), zstd_workload,
+                   prefer="-DZSTD_GZCOMPRESS"),
+    "expat (xmlwf)": Recipe("expat-", tuple(f"src/lib/{n}.c" for n in "xmlparse xmlrole xmltok".split())
+                            + tuple(f"src/xmlwf/{n}.c" for n in
+                                    "xmlwf xmlfile codepage unixfilemap".split()), (),
+                            expat_workload),
+    "libyaml (parser)": Recipe("libyaml-", (*(f"src/{n}.c" for n in YAML),
+                                            "tests/run-parser-test-suite.c"), (), yaml_workload),
 }
 
 # The workloads' outputs (from plain clang-19 builds; the compressed sizes and hashes are fixed by
@@ -204,6 +263,9 @@ KNOWN: dict[str, str] = {
     "lz4": "2000000 -> 439974 bytes, sha256 c8506dae5755605c, round trip ok",
     "jq": "bcc7e24dc40da5d1",
     "pcre2 (pcre2grep)": "2676 matches, sha256 2dd5935824190184",
+    "zstd": "1000000 -> 188909 bytes, sha256 763e36a71f402544, round trip ok",
+    "expat (xmlwf)": "603213 bytes canonical, sha256 3cc2357a37428fdd",
+    "libyaml (parser)": "60006 events, sha256 ff2d3e633442d046",
 }
 
 
@@ -336,18 +398,18 @@ def main() -> None:
     if args.smoke:
         return
     labels = [v[0] for v in variants]
-    print(f"\n{'program':16s}" + "".join(f"{'Ir ' + lb:>18s}" for lb in labels)
-          + "".join(f"{'Ir ' + lb:>14s}{'spill ' + lb:>14s}" for lb in labels[1:]))
+    print(f"\n{'program':18s}" + "".join(f"{'Ir ' + lb:>18s}" for lb in labels)
+          + "".join(f"{'Ir ' + lb:>16s}{'spill ' + lb:>16s}" for lb in labels[1:]))
     xs, ys = [], []
     for program, row in results.items():
         base_ir, base_spill = row["plain"]
-        line = f"{program:16s}" + "".join(f"{row[lb][0]:18,d}" for lb in labels)
+        line = f"{program:18s}" + "".join(f"{row[lb][0]:18,d}" for lb in labels)
         for lb in labels[1:]:
             d_ir = 100 * (row[lb][0] - base_ir) / base_ir
             d_spill = 100 * (row[lb][1] - base_spill) / base_spill
             xs.append(d_spill)
             ys.append(d_ir)
-            line += f"{d_ir:+13.3f}%{d_spill:+13.2f}%"
+            line += f"{d_ir:+15.3f}%{d_spill:+15.2f}%"
         print(line)
     print("\n(changes are vs plain clang-19)")
     if len(xs) >= 3:
