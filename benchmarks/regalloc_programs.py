@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -192,6 +193,8 @@ class Recipe:
     # Among a file's compile commands (a package may compile it several ways), prefer those
     # with this flag.
     prefer: str | None = None
+    # Added to every compile: only to make the workload repeatable, never to change codegen.
+    extra: tuple[str, ...] = ()
 
 
 def _lua_sources() -> tuple[str, ...]:
@@ -225,7 +228,10 @@ ZSTD_PROGRAMS = ("benchfn benchzstd datagen dibio fileio fileio_asyncio timefn u
 YAML = "api dumper emitter loader parser reader scanner writer".split()
 
 RECIPES: dict[str, Recipe] = {
-    "lua5.4": Recipe("lua5.4-", _lua_sources(), ("-lm", "-ldl", "-lreadline"), lua_workload),
+    # lua seeds its string hashes from the time and addresses (lstate.c's luai_makeseed, a
+    # hook meant to be overridden): a fixed seed makes the instruction count repeatable.
+    "lua5.4": Recipe("lua5.4-", _lua_sources(), ("-lm", "-ldl", "-lreadline"), lua_workload,
+                     extra=("-Dluai_makeseed(L)=0u",)),
     "bzip2": Recipe("bzip2-", tuple(f"{n}.c" for n in (
         "blocksort huffman crctable randtable compress decompress bzlib bzip2".split())),
         (), bzip2_workload),
@@ -310,7 +316,7 @@ def build(program: str, recipe: Recipe, tree: Path, cc: str, env: dict[str, str]
     def one(item: tuple[str, list[str], Path]) -> Path:
         rel, args, cwd = item
         obj = out / (rel.replace("/", "_") + ".o")
-        cmd = [cc, *args, "-c", "-o", str(obj), *REMARKS,
+        cmd = [cc, *args, *recipe.extra, "-c", "-o", str(obj), *REMARKS,
                f"-foptimization-record-file={obj.with_suffix('.yaml')}"]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=900)
         if r.returncode != 0:
@@ -369,6 +375,7 @@ def main() -> None:
         os.environ["MLGO_REGALLOC_POLICY"] = p
         variants.append((p, launcher_for("clang"), dict(os.environ)))
     results: dict[str, dict[str, tuple[int, float]]] = {}
+    noise: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="mlgo-rprog-") as tmp:
         for program in programs:
             recipe = RECIPES[program]
@@ -382,6 +389,14 @@ def main() -> None:
                 (out / "work").mkdir()
                 outputs[label] = recipe.workload(exe, out / "work", run)
                 results.setdefault(program, {})[label] = (run.ir, spill_cost(out))
+                if label == "plain" and not args.smoke:
+                    # The same binary again: how much the count moves by itself (jq seeds its
+                    # hashes with arc4random, so its count is not exactly repeatable).
+                    again = Runner(program)
+                    shutil.rmtree(out / "work")
+                    (out / "work").mkdir()
+                    recipe.workload(exe, out / "work", again)
+                    noise[program] = 100 * abs(again.ir - run.ir) / run.ir
                 print(f"  {label:24s} Ir {run.ir:>14,d}  spill cost {spill_cost(out):14.0f}  "
                       f"output: {outputs[label]}", flush=True)
             if len(set(outputs.values())) != 1:
@@ -399,7 +414,8 @@ def main() -> None:
         return
     labels = [v[0] for v in variants]
     print(f"\n{'program':18s}" + "".join(f"{'Ir ' + lb:>18s}" for lb in labels)
-          + "".join(f"{'Ir ' + lb:>16s}{'spill ' + lb:>16s}" for lb in labels[1:]))
+          + "".join(f"{'Ir ' + lb:>16s}{'spill ' + lb:>16s}" for lb in labels[1:])
+          + f"{'plain rerun':>14s}")
     xs, ys = [], []
     for program, row in results.items():
         base_ir, base_spill = row["plain"]
@@ -410,8 +426,9 @@ def main() -> None:
             xs.append(d_spill)
             ys.append(d_ir)
             line += f"{d_ir:+15.3f}%{d_spill:+15.2f}%"
-        print(line)
-    print("\n(changes are vs plain clang-19)")
+        print(line + f"{noise[program]:13.3f}%")
+    print("\n(changes are vs plain clang-19; 'plain rerun': |Ir change| running the plain build "
+          "again, the measurement's own noise)")
     if len(xs) >= 3:
         pearson = statistics.correlation(xs, ys)
         spearman = statistics.correlation(ranks(xs), ranks(ys))
