@@ -36,6 +36,7 @@ from pathlib import Path
 
 from mlgo.compiler import toolchain
 from mlgo.compiler.measure import parse_regalloc_remarks
+from mlgo.errors import MlgoError
 from mlgo.serving.launcher import launcher_for
 
 BUILD_CACHE = Path.home() / ".cache" / "mlgo" / "debian" / "build"
@@ -193,7 +194,7 @@ class Recipe:
     # Among a file's compile commands (a package may compile it several ways), prefer those
     # with this flag.
     prefer: str | None = None
-    # Added to every compile: only to make the workload repeatable, never to change codegen.
+    # Added to every compile, only to make the workload's instruction count repeatable.
     extra: tuple[str, ...] = ()
 
 
@@ -373,7 +374,11 @@ def main() -> None:
     for p in policies:
         # The launcher serves the policies set when it is built: one launcher per policy.
         os.environ["MLGO_REGALLOC_POLICY"] = p
-        variants.append((p, launcher_for("clang"), dict(os.environ)))
+        try:
+            launcher = launcher_for("clang")
+        except MlgoError as e:
+            raise SystemExit(f"policy {p}: building its launcher failed: {e}") from None
+        variants.append((p, launcher, dict(os.environ)))
     results: dict[str, dict[str, tuple[int, float]]] = {}
     noise: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="mlgo-rprog-") as tmp:
