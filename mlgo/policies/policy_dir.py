@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -181,7 +182,16 @@ def read_policy_json(policy_dir: Path | str) -> dict[str, Any]:
     return doc
 
 
-_READ_ATTEMPTS = 5
+_READ_DEADLINE = 10.0  # seconds of concurrent replacement a reader waits through
+
+
+def _json_identity(policy_dir: Path) -> tuple[int, int, int] | None:
+    """Which policy.json the path names now (a save replaces it with another file)."""
+    try:
+        st = os.stat(policy_dir / POLICY_JSON)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _read_snapshot(policy_dir: Path) -> tuple[dict[str, Any], bytes, dict[str, np.ndarray]]:
@@ -212,14 +222,21 @@ def load_policy(policy_dir: Path | str, problem: str | None = None, features: An
     policy_dir = Path(policy_dir)
     # A concurrent save_policy may replace the directory while it is read: read everything,
     # then check policy.json is still the same file, and start again if not.
-    for attempt in range(_READ_ATTEMPTS):
+    # Retry while the directory keeps changing (a trainer saving every iteration, or faster),
+    # up to a deadline; an error seen twice on an unchanged policy.json is the policy's own.
+    deadline = time.monotonic() + _READ_DEADLINE
+    previous = None
+    while True:
+        before = _json_identity(policy_dir)
         try:
             doc, raw, vocab = _read_snapshot(policy_dir)
             break
         except (OSError, MlgoError):
-            if attempt == _READ_ATTEMPTS - 1:
+            after = _json_identity(policy_dir)
+            if (before == after == previous) or time.monotonic() > deadline:
                 raise
-            time.sleep(0.05)
+            previous = after
+            time.sleep(random.uniform(0.005, 0.05))
     if problem is not None and doc["problem"] != problem:
         raise PolicyFormatError(f"{policy_dir}: the policy is for problem {doc['problem']!r}, not {problem!r}")
     specs = [TensorSpec.from_json(f) for f in doc["features"]]
