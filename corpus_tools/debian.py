@@ -50,6 +50,7 @@ from corpus_tools.extract import (
     OUTSIDE_ROOT_PATTERN,
     ExtractSummary,
     extract_compile_db,
+    kill_session,
 )
 from mlgo.compiler import toolchain
 from mlgo.errors import CorpusError
@@ -411,10 +412,7 @@ def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file,
     try:
         return proc.wait(timeout=timeout)
     except BaseException:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_session(proc)
         proc.wait()
         raise
     finally:

@@ -223,6 +223,15 @@ def _is_bitcode(data: bytes) -> bool:
     return data[:4] == b"BC\xc0\xde" or data[:4] == b"\xde\xc0\x17\x0b"
 
 
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL every process of the session `proc` leads (started with start_new_session):
+    compilers and builds spawn children that outlive a kill of the leader alone."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run_with_timeout(argv: Sequence[str], *, cwd: str | Path | None = None,
                      timeout: float = DEFAULT_TIMEOUT) -> subprocess.CompletedProcess:
     """Run a compiler; on timeout kill its whole process group (clang may spawn cc1 children)
@@ -232,17 +241,11 @@ def run_with_timeout(argv: Sequence[str], *, cwd: str | Path | None = None,
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_session(proc)
         proc.communicate()
         raise
     except BaseException:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_session(proc)
         proc.wait()
         raise
     return subprocess.CompletedProcess(list(argv), proc.returncode,
