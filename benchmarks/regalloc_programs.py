@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from regalloc_callgrind import PROGRAM as LUA_PROGRAM  # the same Lua workload
+
 from mlgo.compiler import toolchain
 from mlgo.compiler.measure import parse_regalloc_remarks
 from mlgo.errors import MlgoError
@@ -105,17 +107,6 @@ def roundtrip(run: Runner, compress: list[str], decompress: list[str], data: byt
 
 # Workloads: each takes the built program and a scratch directory, runs its steps through
 # `run`, and returns a short summary that must match KNOWN.
-LUA_PROGRAM = """
-local function fib(n) if n < 2 then return n end return fib(n-1) + fib(n-2) end
-local t = {}
-for i = 1, 20000 do t[i] = (i * 7919) % 10007 end
-table.sort(t)
-local s = {}
-for i = 1, 2000 do s[#s+1] = string.format("%d:%x", t[i], i) end
-local acc = 0.0
-for i = 1, 50000 do acc = acc + math.sin(i) * (i % 13) end
-print(fib(22), t[1], t[#t], #table.concat(s, ","), string.format("%.3f", acc))
-"""
 
 
 def lua_workload(exe: Path, work: Path, run: Runner) -> str:
