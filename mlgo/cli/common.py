@@ -38,9 +38,10 @@ def setup_gin(args: argparse.Namespace) -> str:
     return parse_gin(args.gin_file, args.gin_bindings)
 
 
-def load_corpus(args: argparse.Namespace) -> Corpus:
+def load_corpus(args: argparse.Namespace, *, check_level: bool = True) -> Corpus:
     """The corpus of --corpus (first --max-modules), checked to be IR of the build the
-    problem serves (after setup_gin: the problem's level may be a gin binding)."""
+    problem serves (after setup_gin: the problem's level may be a gin binding) unless the
+    library call that follows checks it itself (`check_level=False`)."""
     from mlgo.problems import get_problem
 
     corpus = Corpus.load(args.corpus)
@@ -48,7 +49,8 @@ def load_corpus(args: argparse.Namespace) -> Corpus:
         raise MlgoError(f"{args.corpus}: the corpus has no modules")
     if args.max_modules:
         corpus.modules = corpus.modules[: args.max_modules]
-    get_problem(args.problem).check_corpus(corpus)
+    if check_level:
+        get_problem(args.problem).check_corpus(corpus)
     return corpus
 
 

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if defaults is not None:
         args.gin_file = [defaults, *args.gin_file]
     gin_config = setup_gin(args)
-    corpus = load_corpus(args)
+    corpus = load_corpus(args, check_level=False)  # training.pipeline.train checks it
     problem = get_problem(args.problem)
     search_pool = None
     if args.algorithm == "imitation":
