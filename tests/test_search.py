@@ -87,6 +87,19 @@ def test_search_keeps_nothing_that_does_not_shrink(corpus, cache):
     assert s.compiles == 1 + 8 + 1
 
 
+def test_inlined_flips_try_only_what_llvm_inlines(corpus, cache):
+    # LLVM inlines nothing in nothing.c: with flips="inlined" there is no candidate at all.
+    s = FlipSearch(_mod(corpus, "nothing.c"), SearchConfig(passes=2, flips="inlined"), cache=cache)
+    anchor, best, _ = s.run()
+    assert best is anchor and s.compiles == 1 + 1
+    # external.c: LLVM inlines all 8 sites, so the same 8 candidates as flips="all".
+    s = FlipSearch(_mod(corpus, "external.c"), SearchConfig(passes=2, flips="inlined"), cache=cache)
+    _, best, _ = s.run()
+    assert best.actions == [0] * 8 and s.compiles == 1 + 8 + 1
+    with pytest.raises(MlgoError, match="unknown search flips"):
+        SearchConfig(flips="some")
+
+
 def test_budget_caps_the_compiles_of_a_module(corpus, cache):
     s = FlipSearch(_mod(corpus, "external.c"), SearchConfig(passes=2, budget=5), cache=cache)
     anchor, best, final = s.run()

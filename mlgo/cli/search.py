@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guide-mode", choices=("uncertain", "disagree"), default="uncertain",
                    help="with --guide: try the least sure call sites first, or only those "
                    "where the policy disagrees with the current best")
+    p.add_argument("--flips", choices=("all", "inlined"), default="all",
+                   help="which call sites to try flipping: all, or only those the current best "
+                   "inlines (1 -> 0; cheaper, and where most of the gain is on C)")
     p.add_argument("--per-module", action="store_true", help="print a line per module")
     p.add_argument("--comdat-aware", action="store_true",
                    help="charge each COMDAT text group 1/n (n: modules defining it at -Oz); "
@@ -44,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     guide = PolicySpec.named(args.guide) if args.guide else None
     if guide is not None and guide.builtin is not None:
         raise MlgoError(f"--guide {args.guide}: a policy directory is needed, not a built-in")
-    config = SearchConfig(args.passes, args.budget, args.guide_mode if guide else "none")
+    config = SearchConfig(args.passes, args.budget, args.guide_mode if guide else "none",
+                          args.flips)
     weights = None
     pool = make_pool(args.workers or None, args.ray)
     try:

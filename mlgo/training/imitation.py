@@ -48,6 +48,7 @@ class ImitationConfig:
     search_passes: int = 1
     search_budget: int = 0  # compiles per module per round (0: no limit)
     search_guide: str = "uncertain"  # how the policy orders a round's flips
+    search_flips: str = "all"  # or "inlined": only 1 -> 0 flips (mlgo/search.py)
     comdat_aware: bool = False
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class ImitationConfig:
                   lo=0)
         check_choice("imitation.ImitationConfig.search_guide", self.search_guide,
                      ("uncertain", "disagree"))
+        check_choice("imitation.ImitationConfig.search_flips", self.search_flips,
+                     ("all", "inlined"))
 
 
 @dataclass
@@ -78,7 +81,7 @@ def _search_round(run: TrainingRun, cfg: ImitationConfig, search_pool: Any, out:
 
     guided = params is not None
     config = SearchConfig(cfg.search_passes, cfg.search_budget,
-                          cfg.search_guide if guided else "none")
+                          cfg.search_guide if guided else "none", cfg.search_flips)
     guide = run.policy_spec(params, greedy=True) if guided else None
     ident = {"guide_params": hashlib.sha256(np.asarray(params, np.float32).tobytes()).hexdigest()
              if guided else ""}
