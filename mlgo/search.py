@@ -58,7 +58,7 @@ from mlgo.workers.tasks import ModuleOutcome, PolicySpec
 log = logging.getLogger(__name__)
 
 GUIDES = ("none", "uncertain", "disagree")
-FLIPS = ("all", "inlined")
+FLIPS = ("all", "inlined", "marginal")
 CONFIG = "search.json"
 MODULES_DIR = "modules"
 FAILURES = "failures.json"
@@ -70,7 +70,9 @@ class SearchConfig:
     budget: int = 0  # compiles per module, everything included (0: no limit)
     guide: str = "none"  # with a guiding policy: "uncertain" or "disagree"
     # "inlined": try only call sites the current best inlines (1 -> 0 flips), where most of
-    # the gain is on C (75 of 85 kept flips in issue 13's search); "all": every call site.
+    # the gain is on C (75 of 85 kept flips in issue 13's search); "marginal": the same, those
+    # whose cost was closest to the threshold first (callees just cheap enough to inline, the
+    # kept flips' common shape), then by most callee users; "all": every call site.
     flips: str = "all"
 
     def __post_init__(self) -> None:
@@ -106,6 +108,8 @@ class Candidate:
     size: float
     actions: list[int]
     llvm: list[int]  # LLVM's own decision at each of the compile's call sites
+    # per call site: (threshold - cost_estimate, -callee_users), the "marginal" flip order
+    margins: list[tuple[float, float]] = field(default_factory=list)
     per_function: dict[str, float] = field(default_factory=dict)  # COMDAT bytes per group
 
 
@@ -176,6 +180,7 @@ class FlipSearch:
                           record=False)
         actions: list[int] = []
         llvm: list[int] = []
+        margins: list[tuple[float, float]] = []
         try:
             obs, _ = env.reset()
             while obs is not None:
@@ -183,6 +188,8 @@ class FlipSearch:
                 a = prefix[len(actions)] if len(actions) < len(prefix) else d
                 actions.append(int(a))
                 llvm.append(d)
+                margins.append((_scalar(obs, "threshold") - _scalar(obs, "cost_estimate"),
+                                -_scalar(obs, "callee_users")))
                 obs, _, _, _, _ = env.step(a)
         finally:
             env.close()
@@ -191,7 +198,8 @@ class FlipSearch:
                                 f"{len(actions)} decisions, the prefix has {len(prefix)}")
         assert env.result is not None
         m = env.result.measurement
-        cand = Candidate(float(self.objective(m)), m.total, actions, llvm, m.per_function)
+        cand = Candidate(float(self.objective(m)), m.total, actions, llvm,
+                         per_function=m.per_function, margins=margins)
         self._remember(prefix, cand, every_prefix=False)
         return cand
 
@@ -210,6 +218,8 @@ class FlipSearch:
         policy)."""
         positions = [k for k in range(len(best.actions)) if k not in tried
                      and (self.config.flips == "all" or best.actions[k] == 1)]
+        if self.config.flips == "marginal":
+            positions.sort(key=lambda k: (*best.margins[k], k))
         if self.guide is None or self.config.guide == "none" or not positions:
             return positions
         obs = self.plain_replay(best.actions).observations
@@ -255,6 +265,10 @@ class FlipSearch:
                             f"give {final.measurement.total:.0f} bytes, the search measured "
                             f"{best.size:.0f}")
         return anchor, best, final
+
+
+def _scalar(obs: Any, name: str) -> float:
+    return float(np.asarray(obs[name]).reshape(-1)[0])
 
 
 def _guide_policy(spec: PolicySpec | None):

@@ -96,6 +96,14 @@ def test_inlined_flips_try_only_what_llvm_inlines(corpus, cache):
     s = FlipSearch(_mod(corpus, "external.c"), SearchConfig(passes=2, flips="inlined"), cache=cache)
     _, best, _ = s.run()
     assert best.actions == [0] * 8 and s.compiles == 1 + 8 + 1
+    # "marginal": the same candidates, the call sites closest to the threshold first.
+    s = FlipSearch(_mod(corpus, "external.c"), SearchConfig(passes=1, flips="marginal"),
+                   cache=cache)
+    anchor, best, _ = s.run()
+    assert best.actions == [0] * 8 and s.compiles == 1 + 8 + 1
+    assert len(anchor.margins) == 8 and all(m[0] > 0 for m in anchor.margins)
+    order = s._order(anchor, set())
+    assert [anchor.margins[k] for k in order] == sorted(anchor.margins)
     with pytest.raises(MlgoError, match="unknown search flips"):
         SearchConfig(flips="some")
 

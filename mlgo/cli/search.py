@@ -26,9 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guide-mode", choices=("uncertain", "disagree"), default="uncertain",
                    help="with --guide: try the least sure call sites first, or only those "
                    "where the policy disagrees with the current best")
-    p.add_argument("--flips", choices=("all", "inlined"), default="all",
-                   help="which call sites to try flipping: all, or only those the current best "
-                   "inlines (1 -> 0; cheaper, and where most of the gain is on C)")
+    p.add_argument("--flips", choices=("all", "inlined", "marginal"), default="all",
+                   help="which call sites to try flipping: all; only those the current best "
+                   "inlines (1 -> 0; cheaper, and where most of the gain is on C); or "
+                   "'marginal': those, the ones whose cost was closest to the threshold first")
     p.add_argument("--per-module", action="store_true", help="print a line per module")
     p.add_argument("--comdat-aware", action="store_true",
                    help="charge each COMDAT text group 1/n (n: modules defining it at -Oz); "

@@ -48,7 +48,7 @@ class ImitationConfig:
     search_passes: int = 1
     search_budget: int = 0  # compiles per module per round (0: no limit)
     search_guide: str = "uncertain"  # how the policy orders a round's flips
-    search_flips: str = "all"  # or "inlined": only 1 -> 0 flips (mlgo/search.py)
+    search_flips: str = "all"  # "inlined"/"marginal": only 1 -> 0 flips (mlgo/search.py)
     comdat_aware: bool = False
 
     def __post_init__(self) -> None:
@@ -63,7 +63,7 @@ class ImitationConfig:
         check_choice("imitation.ImitationConfig.search_guide", self.search_guide,
                      ("uncertain", "disagree"))
         check_choice("imitation.ImitationConfig.search_flips", self.search_flips,
-                     ("all", "inlined"))
+                     ("all", "inlined", "marginal"))
 
 
 @dataclass
