@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
+from mlgo.compiler.toolchain import locate
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM
-from mlgo.serving.host import _compiler
 from mlgo.serving.launcher import launcher_for
 
 REMARK_FLAGS = "-fsave-optimization-record=yaml -foptimization-record-passes=regalloc"
@@ -169,7 +169,7 @@ def main() -> None:
     dsc = find_dsc()
     policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
     variants = {
-        "plain": (_compiler("clang"), _compiler("clang++"), {}),
+        "plain": (locate("clang"), locate("clang++"), {}),
         "mlgo": (launcher_for("clang"), launcher_for("clang++"), {}),
     }
     work = args.keep or Path(tempfile.mkdtemp(prefix="wrapper-build-"))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.serving.host import _compiler
+from mlgo.compiler.toolchain import locate
 from mlgo.serving.launcher import launcher_for
 
 LUA_FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", "src"]
@@ -83,7 +83,7 @@ def main() -> None:
     lua = Path(args.lua)
     sources = sorted(p.name for p in (lua / "src").glob("*.c"))
     compilers = {
-        "plain": _compiler("clang"),
+        "plain": locate("clang"),
         "native": launcher_for("clang"),
         "python": str(Path(sys.executable).parent / "mlgo-clang"),
     }

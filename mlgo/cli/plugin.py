@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_cmake_flags(args: argparse.Namespace) -> int:
+    from mlgo.compiler.toolchain import locate
     from mlgo.serving.cmake import initial_cache
-    from mlgo.serving.host import _compiler
     from mlgo.serving.plugin import plugin_for
 
-    compilers = {"C": args.cc or _compiler("clang"), "CXX": args.cxx or _compiler("clang++")}
+    compilers = {"C": args.cc or locate("clang"), "CXX": args.cxx or locate("clang++")}
     print(initial_cache(str(plugin_for(args.policy)), args.policy, compilers,
                         lld=not args.no_lld), end="")
     return 0
