@@ -8,7 +8,7 @@ times: C and C++ library, PIC and static; links through the compiler driver), on
           (the regalloc policy MLGO_REGALLOC_POLICY, default proxy, served to every compile)
 Both builds get `-fsave-optimization-record=yaml -foptimization-record-passes=regalloc`
 through DEB_CFLAGS_APPEND, so each object leaves its register allocator remarks beside it,
-and the mlgo build counts the eviction decisions its hosts served (MLGO_HOST_DECISION_LOG).
+and the mlgo build counts the eviction decisions it served (MLGO_HOST_DECISION_LOG).
 
 Then both interpreters run the demo's Lua program (known output) and a self-checking script
 (closures, coroutines, string patterns, string.pack, integer/float arithmetic, table.sort, utf8,

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser(
         "summary",
         help="add up the decisions a build's policies served (MLGO_DECISION_SUMMARY)",
-        description="Build with MLGO_DECISION_SUMMARY=FILE set (the plugin, the regalloc host "
+        description="Build with MLGO_DECISION_SUMMARY=FILE set (the plugin "
         "and mlgo-clang append one line per compile), then print which policy served how many "
         "decisions where, and what was not served.",
     )
