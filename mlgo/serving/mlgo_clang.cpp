@@ -33,7 +33,6 @@
 #include <poll.h>
 #include <string>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -462,19 +461,11 @@ std::string privateDir(std::string &Why) {
     Parent = std::getenv("TMPDIR");
   if (!Parent || !*Parent)
     Parent = "/tmp";
-  for (int Attempt = 0; Attempt < 100; ++Attempt) {
-    unsigned char R[6];
-    if (::getrandom(R, sizeof R, 0) != static_cast<ssize_t>(sizeof R))
-      return Why = std::string(Parent) + ": " + std::strerror(errno), "";
-    char Path[4096];
-    std::snprintf(Path, sizeof Path, "%s/mlgo-clang-%d-%02x%02x%02x%02x%02x%02x", Parent,
-                  static_cast<int>(::getpid()), R[0], R[1], R[2], R[3], R[4], R[5]);
-    if (::mkdir(Path, 0700) == 0)
-      return Path;
-    if (errno != EEXIST)
-      return Why = std::string(Parent) + ": " + std::strerror(errno), "";
-  }
-  return Why = std::string(Parent) + ": every name tried exists", "";
+  std::string Template =
+      std::string(Parent) + "/mlgo-clang-" + std::to_string(::getpid()) + "-XXXXXX";
+  if (!::mkdtemp(&Template[0]))
+    return Why = std::string(Parent) + ": " + std::strerror(errno), "";
+  return Template;
 }
 
 // ---- serving the regalloc policy ------------------------------------------------------------
