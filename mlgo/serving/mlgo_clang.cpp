@@ -30,6 +30,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <initializer_list>
+#include <memory>
 #include <poll.h>
 #include <string>
 #include <sys/prctl.h>
@@ -619,9 +620,9 @@ std::string headerDifference(const std::string &Got) {
 // Serves the policy on the channel until the compiler closes it; returns the decisions made,
 // or -1 if the compiler never opened the channel (e.g. -O0: no greedy allocator).
 long long serveChannel(Log &L, int AdviceFd, const std::vector<size_t> &Slot) {
-  std::FILE *DecisionLog = nullptr;
+  std::unique_ptr<std::FILE, int (*)(std::FILE *)> DecisionLog(nullptr, std::fclose);
   if (const char *Path = std::getenv("MLGO_HOST_DECISION_LOG"))
-    if (!(DecisionLog = std::fopen(Path, "a")))
+    if (DecisionLog.reset(std::fopen(Path, "a")), !DecisionLog)
       throw Failure{std::string("cannot open MLGO_HOST_DECISION_LOG ") + Path + ": " +
                     std::strerror(errno)};
   const size_t MaxLine = 1 << 20;
@@ -667,13 +668,11 @@ long long serveChannel(Log &L, int AdviceFd, const std::vector<size_t> &Slot) {
     if (::write(AdviceFd, &Answer, sizeof Answer) != static_cast<ssize_t>(sizeof Answer))
       throw Failure{std::string("writing advice: ") + std::strerror(errno)};
     if (DecisionLog) {
-      std::fprintf(DecisionLog, "%s\t%lld\t%lld\n", Context.c_str(), Index,
+      std::fprintf(DecisionLog.get(), "%s\t%lld\t%lld\n", Context.c_str(), Index,
                    static_cast<long long>(Answer));
-      std::fflush(DecisionLog);
+      std::fflush(DecisionLog.get());
     }
   }
-  if (DecisionLog)
-    std::fclose(DecisionLog);
   return Decisions;
 }
 
@@ -773,7 +772,6 @@ int finish(int Code) {
 }
 
 #endif  // CONFIG_SERVES_REGALLOC
-
 
 // What the environment asks for at compile time vs what this program serves: nullptr if they
 // agree, else the environment's.
