@@ -8,7 +8,7 @@ times: C and C++ library, PIC and static; links through the compiler driver), on
           (the regalloc policy MLGO_REGALLOC_POLICY, default proxy, served to every compile)
 Both builds get `-fsave-optimization-record=yaml -foptimization-record-passes=regalloc`
 through DEB_CFLAGS_APPEND, so each object leaves its register allocator remarks beside it,
-and the mlgo build counts the eviction decisions its hosts served (MLGO_HOST_DECISION_LOG).
+and the mlgo build counts the eviction decisions it served (MLGO_HOST_DECISION_LOG).
 
 Then both interpreters run the demo's Lua program (known output) and a self-checking script
 (closures, coroutines, string patterns, string.pack, integer/float arithmetic, table.sort, utf8,
@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
+from mlgo.compiler.toolchain import locate
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM
-from mlgo.serving.host import _compiler
 from mlgo.serving.launcher import launcher_for
 
 REMARK_FLAGS = "-fsave-optimization-record=yaml -foptimization-record-passes=regalloc"
@@ -169,7 +169,7 @@ def main() -> None:
     dsc = find_dsc()
     policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
     variants = {
-        "plain": (_compiler("clang"), _compiler("clang++"), {}),
+        "plain": (locate("clang"), locate("clang++"), {}),
         "mlgo": (launcher_for("clang"), launcher_for("clang++"), {}),
     }
     work = args.keep or Path(tempfile.mkdtemp(prefix="wrapper-build-"))

@@ -5,16 +5,17 @@ interleaved source by source in an order that rotates from source to source, so 
 noise hits all three alike (timing whole builds one after another instead let load swings on
 this shared machine land on one compiler):
   plain    clang-19 -O2 -c -DLUA_COMPAT_5_3 -DLUA_USE_LINUX -I src src/X.c   (no ML flags)
-  native   the same through the launcher `mlgo-clang --print-launcher` prints (no Python)
-  python   the same through the `mlgo-clang` console script (Python per compile)
-Both wrappers serve the same regalloc policy (MLGO_REGALLOC_POLICY, default proxy); their
-objects are checked to be identical. Compiles run one at a time (a serial build).
+  native   the same through the program `mlgo-clang --print-launcher` prints (no Python)
+  python   the same through the `mlgo-clang` console script (Python, which then execs the
+           same program)
+Both serve the same regalloc policy (MLGO_REGALLOC_POLICY, default proxy); their objects are
+checked to be identical. Compiles run one at a time (a serial build).
 Besides wall time it reports CPU time (user+sys of every process a build started: clang, the
-launcher or Python wrapper, the regalloc host; getrusage(RUSAGE_CHILDREN)), which load on the
-other cores inflates far less than wall time. Where the native launcher's time goes: the
-eviction decisions of each source are counted (MLGO_HOST_DECISION_LOG, untimed build) and the
-per-source gap native - plain is fitted as a fixed cost per compile (launcher, FIFOs, host
-start-up) plus a cost per decision (the round trip clang -> host -> clang).
+program, Python; getrusage(RUSAGE_CHILDREN)), which load on the other cores inflates far less
+than wall time. Where the native program's time goes: the eviction decisions of each source
+are counted (MLGO_HOST_DECISION_LOG, untimed build) and the per-source gap native - plain is
+fitted as a fixed cost per compile (program start-up, FIFOs) plus a cost per decision (the
+round trip clang -> program -> clang).
 Usage: python benchmarks/wrapper_overhead.py [--lua DIR] [--repeats 5]
 """
 
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.serving.host import _compiler
+from mlgo.compiler.toolchain import locate
 from mlgo.serving.launcher import launcher_for
 
 LUA_FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", "src"]
@@ -83,7 +84,7 @@ def main() -> None:
     lua = Path(args.lua)
     sources = sorted(p.name for p in (lua / "src").glob("*.c"))
     compilers = {
-        "plain": _compiler("clang"),
+        "plain": locate("clang"),
         "native": launcher_for("clang"),
         "python": str(Path(sys.executable).parent / "mlgo-clang"),
     }

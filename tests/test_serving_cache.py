@@ -1,4 +1,4 @@
-"""The cache of native serving artifacts (plugins, regalloc hosts, launchers): damaged entries
+"""The cache of native serving artifacts (plugins, mlgo-clang programs): damaged entries
 are rebuilt, interrupted builds leave nothing behind (issue 16, items 4 and 7)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from corpus_fixtures import SOURCES
 
-from mlgo.serving import build, host, launcher, plugin
+from mlgo.serving import build, launcher, plugin
 
 BIN = Path(sys.executable).parent
 
@@ -51,8 +51,8 @@ def test_truncated_plugin_is_rebuilt(tmp_path: Path, private_cache: Path) -> Non
                     str(tmp_path / "calls.o")], check=True, timeout=120)
 
 
-def test_truncated_host_is_rebuilt(tmp_path: Path, private_cache: Path) -> None:
-    path = Path(host.host_for("proxy"))
+def test_truncated_program_is_rebuilt(tmp_path: Path, private_cache: Path) -> None:
+    path = Path(launcher.launcher_for("clang"))
     whole = path.read_bytes()
     _truncate(path)
     src = tmp_path / "pressure.c"
@@ -64,20 +64,21 @@ def test_truncated_host_is_rebuilt(tmp_path: Path, private_cache: Path) -> None:
     assert path.read_bytes() == whole
 
 
-def test_launcher_checks_its_host_and_print_launcher_repairs(tmp_path: Path,
-                                                              private_cache: Path) -> None:
+def test_program_checks_its_plugin_and_print_launcher_repairs(
+        tmp_path: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGO_INLINE_POLICY", "cost-threshold")
     native = launcher.launcher_for("clang")
-    host_path = Path(host.host_for("proxy"))
-    src = tmp_path / "pressure.c"
-    src.write_text(SOURCES["pressure.c"])
-    cmd = [native, "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")]
+    plugin_path = plugin.plugin_for("cost-threshold")
+    src = tmp_path / "calls.c"
+    src.write_text(SOURCES["calls.c"])
+    cmd = [native, "-Oz", "-c", str(src), "-o", str(tmp_path / "c.o")]
     subprocess.run(cmd, check=True, timeout=120)
-    _truncate(host_path)
+    _truncate(plugin_path)
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1
-    assert str(host_path) in refused.stderr and "differs" in refused.stderr
+    assert str(plugin_path) in refused.stderr and "differs" in refused.stderr
     assert "--print-launcher" in refused.stderr
-    # Printing it again rebuilds what is damaged, the launcher itself included.
+    # Printing it again rebuilds what is damaged, the program itself included.
     _truncate(native)
     again = subprocess.run([str(BIN / "mlgo-clang"), "--print-launcher"], capture_output=True,
                            text=True, check=True, timeout=300).stdout.strip()
@@ -99,13 +100,13 @@ def test_damaged_artifact_found_by_lookup_is_not_trusted(private_cache: Path) ->
     assert build.cached_artifact("tests", key, "a.bin", make).read_bytes() == b"x" * 1000
 
 
-def test_interrupted_first_host_build_leaves_nothing(tmp_path: Path, private_cache: Path) -> None:
-    """kill -9 of the first compile while it builds the host: the next one builds it and no
-    `.build-*` directory stays in the cache."""
+def test_interrupted_first_build_leaves_nothing(tmp_path: Path, private_cache: Path) -> None:
+    """kill -9 of the first compile while it builds mlgo-clang's program: the next one builds
+    it and no `.build-*` directory stays in the cache."""
     src = tmp_path / "leaf.c"
     src.write_text(SOURCES["leaf.c"])
     cmd = [str(BIN / "mlgo-clang"), "-O2", "-c", str(src), "-o", str(tmp_path / "leaf.o")]
-    hosts = private_cache / "hosts"
+    hosts = private_cache / "launchers"
     first = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

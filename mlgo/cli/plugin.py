@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser(
         "summary",
         help="add up the decisions a build's policies served (MLGO_DECISION_SUMMARY)",
-        description="Build with MLGO_DECISION_SUMMARY=FILE set (the plugin, the regalloc host "
+        description="Build with MLGO_DECISION_SUMMARY=FILE set (the plugin "
         "and mlgo-clang append one line per compile), then print which policy served how many "
         "decisions where, and what was not served.",
     )
@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_cmake_flags(args: argparse.Namespace) -> int:
+    from mlgo.compiler.toolchain import locate
     from mlgo.serving.cmake import initial_cache
-    from mlgo.serving.host import _compiler
     from mlgo.serving.plugin import plugin_for
 
-    compilers = {"C": args.cc or _compiler("clang"), "CXX": args.cxx or _compiler("clang++")}
+    compilers = {"C": args.cc or locate("clang"), "CXX": args.cxx or locate("clang++")}
     print(initial_cache(str(plugin_for(args.policy)), args.policy, compilers,
                         lld=not args.no_lld), end="")
     return 0

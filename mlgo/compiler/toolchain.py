@@ -35,22 +35,29 @@ def _env_override(name: str) -> str | None:
     return os.environ.get(key)
 
 
+def locate(name: str, *, override: bool = True) -> str:
+    """Path of `name-19` (or its MLGO_ override), without running it: the one place that
+    finds the LLVM tools (mlgo-clang's native program gets its compiler from here)."""
+    given = _env_override(name) if override else None
+    if given:
+        path = given if os.path.sep in given else shutil.which(given)
+        if not path or not os.access(path, os.X_OK):
+            raise ToolchainError(f"{name}: MLGO_ override {given!r} is not an executable file")
+        return path
+    path = shutil.which(f"{name}-{LLVM_MAJOR}") or f"/usr/lib/llvm-{LLVM_MAJOR}/bin/{name}"
+    if not os.access(path, os.X_OK):
+        pkg = _PACKAGES.get(name, f"llvm-{LLVM_MAJOR}")
+        raise ToolchainError(
+            f"{name}-{LLVM_MAJOR} not found (package {pkg}); mlgo needs LLVM {LLVM_MAJOR}: "
+            + INSTALL_HINT
+        )
+    return path
+
+
 @functools.cache
 def find_tool(name: str, check_version: bool = True) -> Tool:
     """Path of `name-19` (e.g. clang-19, llc-19, llvm-objcopy-19), version-checked."""
-    override = _env_override(name)
-    if override:
-        path = override if os.path.sep in override else shutil.which(override)
-        if not path or not os.access(path, os.X_OK):
-            raise ToolchainError(f"{name}: MLGO_ override {override!r} is not an executable file")
-    else:
-        path = shutil.which(f"{name}-{LLVM_MAJOR}") or f"/usr/lib/llvm-{LLVM_MAJOR}/bin/{name}"
-        if not os.access(path, os.X_OK):
-            pkg = _PACKAGES.get(name, f"llvm-{LLVM_MAJOR}")
-            raise ToolchainError(
-                f"{name}-{LLVM_MAJOR} not found (package {pkg}); mlgo needs LLVM {LLVM_MAJOR}: "
-                + INSTALL_HINT
-            )
+    path = locate(name)
     version = _version_of(path) if check_version else ""
     if check_version and not version.startswith(f"{LLVM_MAJOR}."):
         raise ToolchainError(

@@ -1,141 +1,247 @@
-"""The native launcher: `launcher.c` built with one configuration's resolved paths (compiler,
-regalloc host, inliner plugin), so that a build can use it as CC/CXX and no compile starts
-Python. Built on first use and cached under `<cache>/launchers/<hash>/`.
+"""mlgo-clang's native program: `mlgo_clang.cpp`, the regalloc policy's C source and the
+configuration (compiler, inliner plugin, the compiler's feature header) built into one
+executable per configuration, cached under `<cache>/launchers/<hash>/`.
 
     CC="$(mlgo-clang --print-launcher)" CXX="$(mlgo-clang++ --print-launcher)" make -j2
 
-The launcher is a snapshot of the configuration when it was made: after retraining a policy
-directory or upgrading clang-19, ask for it again (the cache key then differs).
+The Python `mlgo-clang` finds (or builds) the same program and executes it. It is a snapshot of
+the configuration when it was made: after retraining a policy directory or upgrading clang-19,
+ask for it again (the cache key then differs).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mlgo.compiler import toolchain
+from mlgo.errors import MlgoError
+from mlgo.serving import codegen
 from mlgo.serving.build import (
     SOURCE_DIR,
+    BuildError,
     c_string,
     cached_artifact,
     content_key,
     file_identity,
+    find_artifact,
+    label_source,
     packaged_source,
     run_build,
 )
-from mlgo.serving.host import _compiler, host_for
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-LAUNCHER_SOURCE = "launcher.c"
-# LLVM's binutils, linked beside the launcher under the names build systems derive from the
+    from mlgo.protocol.training_log import Header
+
+SOURCE = "mlgo_clang.cpp"
+CONFIG_HEADER = "mlgo_clang_config.h"
+# LLVM's binutils, linked beside the program under the names build systems derive from the
 # compiler's: CMake's LTO support looks for `<prefix>llvm-ar` next to a `<prefix>clang` (here
 # `mlgo-llvm-ar` next to `mlgo-clang`) and otherwise builds silently without LTO; autotools and
 # plain Makefiles look for `llvm-ar` on PATH or beside CC.
 COMPANION_TOOLS = ("llvm-ar", "llvm-ranlib", "llvm-nm")
-CONFIG_HEADER = "launcher_config.h"
 DRIVERS = ("clang", "clang++")
+# A function the greedy allocator runs on, so the compiler opens the channel and sends its header.
+_PROBE_C = "int mlgo_probe(int x) { return x * 3; }\n"
 
 
 @dataclass(frozen=True)
 class LauncherConfig:
-    """What a launcher serves; None for a host or plugin means none is used."""
+    """What one program serves. `regalloc_source` is the policy's C (None: nothing linked in);
+    `*_unavailable` is why a policy asked for cannot be served (the program then refuses
+    compile jobs, or with MLGO_FALLBACK=1 warns, but still passes everything else through)."""
 
     driver: str  # "clang" or "clang++"
-    compiler: str  # clang-19 / clang++-19 (MLGO_CLANG / MLGO_CLANG__ still override it)
-    regalloc_policy: str  # as MLGO_REGALLOC_POLICY names it ("default": no host)
-    host: str | None
-    inline_policy: str | None  # as MLGO_INLINE_POLICY names it
-    plugin: str | None
+    compiler: str  # clang-19 / clang++-19 (MLGO_CLANG / MLGO_CLANG__ override it at run time)
+    regalloc_policy: str  # as MLGO_REGALLOC_POLICY names it ("default": not served)
+    regalloc_source: str | None = None
+    regalloc_label: str | None = None
+    inline_policy: str | None = None  # as MLGO_INLINE_POLICY names it
+    plugin: str | None = None
+    regalloc_unavailable: str | None = None
+    plugin_unavailable: str | None = None
 
     @property
     def filename(self) -> str:
         return "mlgo-" + self.driver
 
 
-def resolve_config(driver: str) -> LauncherConfig:
-    """The configuration mlgo-clang would use now (from MLGO_REGALLOC_POLICY,
-    MLGO_INLINE_POLICY, MLGO_CLANG...), building the host and plugin if they are not built."""
+def policy_source(policy: str) -> tuple[str, str]:
+    """(C source, label) for a built-in eviction heuristic name or a trained policy directory."""
+    if policy in codegen.REGALLOC_HEURISTICS:
+        return codegen.REGALLOC_HEURISTICS[policy](), policy
+    from mlgo.policies.shipped import resolve
+
+    policy = resolve(policy)
+    if not os.path.isdir(policy):
+        raise MlgoError(
+            f"{policy}: neither a built-in eviction policy "
+            f"({', '.join(codegen.REGALLOC_HEURISTICS)}) nor a policy directory"
+        )
+    from pathlib import Path
+
+    from mlgo.serving.plugin import trained_policy_source
+
+    return trained_policy_source(Path(policy), "regalloc")
+
+
+def resolve_config(driver: str, *, strict: bool = True) -> LauncherConfig:
+    """The configuration for the current MLGO_REGALLOC_POLICY and MLGO_INLINE_POLICY, building
+    the inliner plugin if needed. With strict=False a policy that cannot be had is recorded in
+    the configuration instead of raised (the program reports it per compile job)."""
     if driver not in DRIVERS:
         raise ValueError(f"driver must be one of {DRIVERS}, not {driver!r}")
-    compiler = _compiler(driver)
     regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
-    host = None if regalloc_policy == "default" else host_for(regalloc_policy)
     inline_policy = os.environ.get("MLGO_INLINE_POLICY") or None
-    plugin = None
+    fields: dict = {}
+    if regalloc_policy != "default":
+        try:
+            fields["regalloc_source"], fields["regalloc_label"] = policy_source(regalloc_policy)
+        except MlgoError as e:
+            if strict:
+                raise
+            fields["regalloc_unavailable"] = str(e)
     if inline_policy:
         from mlgo.serving.plugin import plugin_for
 
-        plugin = str(plugin_for(inline_policy))
-    return LauncherConfig(driver, compiler, regalloc_policy, host, inline_policy, plugin)
-
-
-FNV_OFFSET = 0xCBF29CE484222325
-FNV_PRIME = 0x100000001B3
+        try:
+            fields["plugin"] = str(plugin_for(inline_policy))
+        except MlgoError as e:
+            if strict:
+                raise
+            fields["plugin_unavailable"] = str(e)
+    return LauncherConfig(driver, toolchain.locate(driver, override=False), regalloc_policy,
+                          inline_policy=inline_policy, **fields)
 
 
 def fnv1a64(path: str) -> int:
-    """FNV-1a (64 bit) of a file's bytes: the content check the launcher repeats on the host
-    and plugin before each compile (launcher.c's fnv1a64_file), cheap enough to do there."""
-    h = FNV_OFFSET
+    """FNV-1a (64 bit) of a file's bytes: the check the program repeats on the plugin before
+    each compile (mlgo_clang.cpp's pluginDamage), cheap enough to do there."""
+    h = 0xCBF29CE484222325
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return 0  # the launcher reports the file as gone before it compares hashes
+        return 0  # the program reports the file as gone before it compares hashes
     for byte in data:
-        h = ((h ^ byte) * FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
 
 
-def config_header(config: LauncherConfig) -> str:
+def probe_header(clang: str) -> tuple[str, Header]:
+    """The header line `clang` sends on the eviction advisor's channel (what the program
+    compares whole with the live compiler's), from one compile of a small function."""
+    from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
+    from mlgo.errors import CompileError
+
+    workdir = make_workdir("mlgo-probe-")
+    try:
+        (workdir / "probe.c").write_text(_PROBE_C)
+        base = workdir / "channel"
+        argv = [clang, "-O2", "-c", str(workdir / "probe.c"), "-o", str(workdir / "probe.o"),
+                "-mllvm", "-regalloc-enable-advisor=release",
+                "-mllvm", f"-regalloc-evict-interactive-channel-base={base}"]
+        try:
+            with InteractiveCompile(argv, "<header probe>", workdir, channel_base=base,
+                                    timeout=120) as c:
+                header = c.header
+                if c.next_observation() is not None:
+                    raise BuildError(f"{clang}: the header probe made an eviction decision")
+                c.finish()
+        except CompileError as e:
+            raise BuildError(f"{clang}: cannot read the eviction advisor's header: {e}") from e
+    finally:
+        remove_workdir(workdir)
+    advice = header.advice
+    if advice is None or advice.type != "int64_t" or advice.num_elements != 1:
+        raise BuildError(f"{clang}: the eviction advice is {advice}, expected one int64_t")
+    # LLVM's json::OStream writes compact JSON, keys in the order Header.to_json keeps them.
+    return json.dumps(header.to_json(), separators=(",", ":")) + "\n", header
+
+
+def config_header(config: LauncherConfig, header: tuple[str, Header] | None) -> str:
+    """mlgo_clang_config.h: what the program serves, and the header it expects."""
     compiler_env = "MLGO_" + config.driver.replace("+", "_").upper()
-    host_hash = fnv1a64(config.host) if config.host else 0
     plugin_hash = fnv1a64(config.plugin) if config.plugin else 0
     lines = [
-        "/* Generated by mlgo/serving/launcher.py: what this launcher serves. */",
+        "/* Generated by mlgo/serving/launcher.py: what this program serves. */",
+        f"#define CONFIG_SERVES_REGALLOC {int(config.regalloc_source is not None)}",
         f"static const char CONFIG_DRIVER[] = {c_string(config.driver)};",
         f"static const char CONFIG_COMPILER_ENV[] = {c_string(compiler_env)};",
         f"static const char CONFIG_COMPILER[] = {c_string(config.compiler)};",
         f"static const char CONFIG_REGALLOC_POLICY[] = {c_string(config.regalloc_policy)};",
-        f"static const char *const CONFIG_HOST = {c_string(config.host)};",
+        "static const char *const CONFIG_REGALLOC_UNAVAILABLE = "
+        f"{c_string(config.regalloc_unavailable)};",
         f"static const char *const CONFIG_INLINE_POLICY = {c_string(config.inline_policy)};",
         f"static const char *const CONFIG_PLUGIN = {c_string(config.plugin)};",
-        f"static const unsigned long long CONFIG_HOST_FNV1A64 = {host_hash:#x}ULL;",
+        f"static const char *const CONFIG_PLUGIN_UNAVAILABLE = "
+        f"{c_string(config.plugin_unavailable)};",
         f"static const unsigned long long CONFIG_PLUGIN_FNV1A64 = {plugin_hash:#x}ULL;",
     ]
+    if header is not None:
+        line, parsed = header
+        features = ",\n  ".join(
+            f"{{{c_string(f.name)}, {c_string(f.type)}, {f.num_elements}, {f.num_bytes}}}"
+            for f in parsed.features)
+        lines += [
+            "/* The compiler's header line and its features in stream order (a probe compile). */",
+            f"static const char CONFIG_HEADER_LINE[] = {c_string(line)};",
+            "struct CompilerFeature { const char *Name, *Type; size_t Elements, Bytes; };",
+            f"static const CompilerFeature CONFIG_FEATURES[] = {{\n  {features}\n}};",
+            f"static const size_t CONFIG_NUM_FEATURES = {len(parsed.features)};",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def companion_tool(tool: str) -> str:
     """The LLVM 19 binutil `tool` (llvm-ar-19 on PATH, else LLVM's own bin directory)."""
-    from mlgo.errors import MlgoError
-    from mlgo.serving.host import _which
+    return toolchain.locate(tool, override=False)
 
-    path = _which(f"{tool}-19") or f"/usr/lib/llvm-19/bin/{tool}"
-    if not os.access(path, os.X_OK):
-        raise MlgoError(f"{tool}-19 not found; the launcher puts it beside itself for build "
-                        "systems' LTO support (apt-get install llvm-19)")
-    return path
+
+def _key(config: LauncherConfig, source: str, cc: str, cxx: str, companions: list[str]) -> str:
+    plugin = file_identity(config.plugin) if config.plugin and os.path.exists(config.plugin) \
+        else ""
+    return content_key("mlgo-clang", source, repr(config), plugin, file_identity(cc),
+                       file_identity(cxx), *companions)
 
 
 def build_launcher(config: LauncherConfig) -> str:
-    """Path of the launcher executable for `config`, built and cached on first use."""
-    cc = _compiler("clang", allow_override=False)
-    source = packaged_source(LAUNCHER_SOURCE)
-    header = config_header(config)
+    """Path of the program for `config`, built and cached on first use."""
+    # The real clang-19 builds it even when the program is pointed at another compiler.
+    cc = toolchain.locate("clang", override=False)
+    cxx = toolchain.locate("clang++", override=False)
+    source = packaged_source(SOURCE)
     companions = {tool: companion_tool(tool) for tool in COMPANION_TOOLS}
-    key = content_key("launcher", source, header, file_identity(cc), *companions.values())
+    key = _key(config, source, cc, cxx, list(companions.values()))
+    found = find_artifact("launchers", key, config.filename)
+    if found:
+        return found
 
     def build(tmp: Path) -> dict:
-        (tmp / LAUNCHER_SOURCE).write_text(source)
-        (tmp / CONFIG_HEADER).write_text(header)
-        run_build([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(tmp),
-                   str(tmp / LAUNCHER_SOURCE), "-o", str(tmp / config.filename)],
-                  os.path.join(SOURCE_DIR, LAUNCHER_SOURCE), f"the {config.filename} launcher")
-        for name in (LAUNCHER_SOURCE, CONFIG_HEADER):
-            (tmp / name).unlink()
+        for name, path in (("clang", cc), ("clang++", cxx)):
+            version = toolchain._version_of(path)
+            if not version.startswith(f"{toolchain.LLVM_MAJOR}."):
+                raise MlgoError(f"{path} is version {version or 'unknown'}; mlgo-clang is "
+                                f"built with clang {toolchain.LLVM_MAJOR} ({name})")
+        objects = []
+        if config.regalloc_source is not None:
+            policy_c = tmp / "policy.c"
+            policy_c.write_text(config.regalloc_source + label_source(config.regalloc_label))
+            run_build([cc, "-O2", "-c", str(policy_c), "-o", str(tmp / "policy.o")],
+                      policy_c, f"the {config.regalloc_label} eviction policy")
+            objects.append(str(tmp / "policy.o"))
+        header = probe_header(cc) if config.regalloc_source is not None else None
+        (tmp / SOURCE).write_text(source)
+        (tmp / CONFIG_HEADER).write_text(config_header(config, header))
+        run_build([cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(tmp),
+                   str(tmp / SOURCE), *objects, "-o", str(tmp / config.filename)],
+                  os.path.join(SOURCE_DIR, SOURCE), f"the {config.filename} program")
+        for name in (SOURCE, CONFIG_HEADER, "policy.c", "policy.o"):
+            (tmp / name).unlink(missing_ok=True)
         for tool, path in companions.items():
             for name in (tool, "mlgo-" + tool):
                 os.symlink(path, tmp / name)
@@ -145,6 +251,6 @@ def build_launcher(config: LauncherConfig) -> str:
     return str(cached_artifact("launchers", key, config.filename, build))
 
 
-def launcher_for(driver: str) -> str:
-    """The launcher serving the current environment's policies with `driver`."""
-    return build_launcher(resolve_config(driver))
+def launcher_for(driver: str, *, strict: bool = True) -> str:
+    """The program serving the current environment's policies with `driver`."""
+    return build_launcher(resolve_config(driver, strict=strict))

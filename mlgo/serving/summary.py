@@ -1,4 +1,4 @@
-"""MLGO_DECISION_SUMMARY: what the plugin, the regalloc host and the wrappers served in a build.
+"""MLGO_DECISION_SUMMARY: what the plugin and mlgo-clang served in a build.
 
 Set MLGO_DECISION_SUMMARY=FILE for a build; each served compile (and each LTO link the plugin
 runs in) appends one tab-separated line, in a single write so concurrent compiles keep lines
