@@ -1,0 +1,273 @@
+"""Which regalloc reward tracks executed instructions? For the training programs of
+benchmarks/regalloc_programs.py (the split below was fixed before any of this was measured), each
+program is built plain (clang-19) and through the launcher with each policy, and its workload
+runs under callgrind with per-function counts kept. Per module (one object of the program) and
+variant it reports:
+
+- Ir: instructions executed in the module's own functions (callgrind's self cost; exact, since
+  an eviction choice changes only the code of the module it is made in),
+- static: the remark spill+reload+copy cost summed over the module's functions (the reward
+  policies were trained on; each function counts as if called once),
+- weighted: each function's remark cost times its call count in the *plain* build's run
+  (mlgo/problems/regalloc/profile.py),
+- trace: the basic-block trace cost: every build is compiled with -fbasic-block-address-map;
+  each block's instructions in the variant times the execution count of the block with the same
+  ID in the *plain* build's run (callgrind --dump-instr=yes).
+
+weighted and trace are rewards a training run can compute from a compile and a stored profile,
+without running the program (callgrind gives a position-independent program's instruction
+addresses as link-time ones, so they match llvm-objdump's).
+
+It prints the Pearson and Spearman correlations of the change (policy minus plain) in static
+and weighted cost with the change in Ir, over modules and over whole programs, writes the plain
+runs' call counts as a profile for training (--write-profile) and everything measured as JSON.
+
+Usage: python benchmarks/regalloc_reward.py [--program P]... [--policy P]... \
+    [--write-profile profile.json] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from regalloc_programs import KNOWN, RECIPES, BenchError, Runner, build, ranks, tree_of
+
+from mlgo.compiler import toolchain
+from mlgo.compiler.measure import parse_regalloc_remarks
+from mlgo.errors import MlgoError
+from mlgo.problems.regalloc.profile import (
+    BlockProfile,
+    CallgrindProfile,
+    block_instructions,
+    block_profile,
+    defined_functions,
+    function_instructions,
+    instruction_addresses,
+    read_block_map,
+    read_callgrind,
+    trace_cost,
+    weighted_cost,
+    write_profile,
+)
+from mlgo.serving.launcher import launcher_for
+
+# Fixed before measuring: profiles, training modules and any choice come from TRAINING only;
+# HELD_OUT programs are measured once at the end, for the report.
+TRAINING = ("lua5.4", "bzip2", "zlib (minigzip)", "lz4", "libyaml (parser)")
+HELD_OUT = ("jq", "pcre2 (pcre2grep)", "zstd", "expat (xmlwf)")
+# Modules below this share of the program's plain Ir are left out of the module-level
+# correlation (their changes are a few instructions either way).
+MIN_SHARE = 0.001
+
+
+def project_of(program: str) -> str:
+    """The corpus project name (`mlgo corpus debian`'s) of a program's package."""
+    return RECIPES[program].package.rstrip("-")
+
+
+BB_FLAGS = ("-fbasic-block-address-map",)
+KINDS = ("static", "weighted", "trace")
+
+
+def run_variant(program: str, exe: Path, work: Path) -> CallgrindProfile:
+    run = Runner(program, profile_dir=work / "callgrind", callgrind_args=("--dump-instr=yes",))
+    (work / "run").mkdir(parents=True, exist_ok=True)
+    output = RECIPES[program].workload(exe, work / "run", run)
+    if output != KNOWN[program]:
+        raise BenchError(program, "checking the output", f"got {output!r}, expected {KNOWN[program]!r}")
+    prof = CallgrindProfile()
+    for f in sorted((work / "callgrind").glob("*.cg")):
+        prof.add(read_callgrind(f, exe))
+    return prof
+
+
+def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]],
+                    tmp: Path) -> dict:
+    recipe = RECIPES[program]
+    tree = tree_of(program, recipe)
+    recipe = dataclasses.replace(recipe, extra=recipe.extra + BB_FLAGS)
+    project = project_of(program)
+    modules: dict[str, dict] = {}
+    plain_calls: dict[str, int] = {}
+    plain_blocks: dict[str, dict[int, BlockProfile]] = {}
+    plain_ids: dict[str, set[int]] = {}
+    plain_costs: dict[str, float] = {}
+    owner: dict[str, list[str]] = {}
+    result: dict = {"modules": modules, "variants": {}}
+    for label, cc, env in variants:
+        out = tmp / f"{project}-{label.replace('/', '_')}"
+        exe = out / "build" / "prog"
+        if (out / "measured").exists():  # --workdir of an earlier run: its builds and profiles
+            prof = CallgrindProfile()
+            for f in sorted((out / "callgrind").glob("*.cg")):
+                prof.add(read_callgrind(f, exe))
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            exe = build(program, recipe, tree, cc, env, out / "build")
+            prof = run_variant(program, exe, out)
+            (out / "measured").touch()
+        instr = prof.instructions
+        blocks = read_block_map(exe)
+        addrs = instruction_addresses(exe)
+        ninstr = block_instructions(blocks, addrs)
+        costs_of = {rel: parse_regalloc_remarks(y).per_function if (
+            y := out / "build" / (rel.replace("/", "_") + ".yaml")).exists() else {}
+            for rel in recipe.sources}
+        fn_costs = {fn: c for costs in costs_of.values() for fn, c in costs.items()}
+        if label == "plain":
+            plain_blocks = block_profile(blocks, addrs, instr)
+            plain_ids = {fn: set(bbs) for fn, bbs in ninstr.items()}
+            plain_costs = fn_costs
+            plain_calls = prof.calls
+            for rel in recipe.sources:
+                obj = out / "build" / (rel.replace("/", "_") + ".o")
+                for fn in defined_functions(obj):
+                    owner.setdefault(fn, []).append(rel)
+        delta = {fn: plain_calls.get(fn, 0) * (fn_costs.get(fn, 0.0) - plain_costs.get(fn, 0.0))
+                 for fn in set(fn_costs) | set(plain_costs)}
+        trace = trace_cost(ninstr, plain_blocks, plain_ids, delta)
+        changed = sum(1 for fn, bbs in ninstr.items()
+                      if fn in plain_blocks and set(bbs) != plain_ids.get(fn))
+        # Ground truth: every instruction the run executed in each function's address range.
+        executed = function_instructions(blocks, addrs, instr)
+        total_ir = sum(instr.values())
+        result["variants"][label] = {"ir": total_ir, **dict.fromkeys(KINDS, 0.0)}
+        for rel in recipe.sources:
+            costs = costs_of[rel]
+            # A name defined by two modules (static functions) cannot be told apart in the
+            # profile: such functions count for the program, not for a module.
+            fns = {fn for fn, mods in owner.items() if mods == [rel]}
+            m = modules.setdefault(f"{project}/{rel}", {})
+            m[label] = {
+                "ir": sum(executed.get(fn, 0) for fn in fns),
+                "static": sum(costs.values()),
+                "weighted": weighted_cost(costs, plain_calls),
+                "trace": sum(trace.get(fn, 0.0) for fn in fns),
+            }
+            for key in KINDS:
+                result["variants"][label][key] += m[label][key]
+        v = result["variants"][label]
+        print(f"  {label:12s} Ir {v['ir']:>14,d}  static {v['static']:14.0f}  "
+              f"weighted {v['weighted']:14.0f}  trace {v['trace']:14.0f}  ({changed} executed "
+              "functions with other blocks: remark estimate)", flush=True)
+    result["profile"] = {
+        f"{project}/{rel}": {fn: plain_calls[fn] for fn, mods in owner.items()
+                             if mods == [rel] and plain_calls.get(fn, 0) > 0}
+        for rel in recipe.sources}
+    return result
+
+
+def correlations(xs: list[float], ys: list[float]) -> str:
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return "n/a (too few distinct points)"
+    return (f"Pearson r = {statistics.correlation(xs, ys):+.3f}, "
+            f"Spearman rho = {statistics.correlation(ranks(xs), ranks(ys)):+.3f} (n = {len(xs)})")
+
+
+def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
+    lines: dict[str, str] = {}
+    print(f"\n{'program':18s}{'policy':>12s}{'Ir':>10s}" + "".join(f"{k:>10s}" for k in KINDS))
+    prog_pts: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in KINDS}
+    for program, r in results.items():
+        base = r["variants"]["plain"]
+        for p in policies:
+            v = r["variants"][p]
+            d = {k: 100 * (v[k] - base[k]) / base[k] if base[k] else 0.0
+                 for k in ("ir", *KINDS)}
+            print(f"{program:18s}{p:>12s}{d['ir']:+9.3f}%"
+                  + "".join(f"{d[k]:+9.3f}%" for k in KINDS))
+            for k in prog_pts:
+                prog_pts[k][0].append(d[k])
+                prog_pts[k][1].append(d["ir"])
+    for k, (xs, ys) in prog_pts.items():
+        lines[f"program {k}"] = correlations(xs, ys)
+    for subset, pols in (("all policies", policies),
+                         *((f"{p} only", [p]) for p in policies if len(policies) > 1)):
+        pts: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in KINDS}
+        for r in results.values():
+            floor = MIN_SHARE * r["variants"]["plain"]["ir"]
+            for m in r["modules"].values():
+                if m["plain"]["ir"] < floor:
+                    continue
+                for p in pols:
+                    for k in pts:
+                        pts[k][0].append(m[p][k] - m["plain"][k])
+                        pts[k][1].append(m[p]["ir"] - m["plain"]["ir"])
+        for k, (xs, ys) in pts.items():
+            lines[f"module {k}, {subset}"] = correlations(xs, ys)
+    print("\nper module, the variant each reward ranks best (ties: plain first), and the program's "
+          "Ir if every module were compiled that way, vs plain:")
+    labels = ["plain", *policies]
+    print(f"{'program':18s}" + "".join(f"{k + ' pick':>15s}" for k in ("Ir (oracle)", *KINDS)))
+    for program, r in results.items():
+        base = r["variants"]["plain"]["ir"]
+        line = f"{program:18s}"
+        for k in ("ir", *KINDS):
+            gain = 0
+            for m in r["modules"].values():
+                best = min(range(len(labels)), key=lambda i, m=m, k=k: (m[labels[i]][k], i))
+                gain += m[labels[best]]["ir"] - m["plain"]["ir"]
+            line += f"{100 * gain / base:+14.3f}%"
+            lines[f"pick {k}, {program}"] = f"{100 * gain / base:+.3f}%"
+        print(line)
+    print("\nchange in reward vs change in executed instructions:")
+    for k, v in lines.items():
+        if not k.startswith("pick"):
+            print(f"  {k:34s} {v}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--program", action="append", choices=sorted(RECIPES),
+                    help=f"only these programs (default: the training programs {', '.join(TRAINING)})")
+    ap.add_argument("--policy", action="append",
+                    help="regalloc policies to build with (default: proxy, regalloc, never)")
+    ap.add_argument("--write-profile", type=Path, help="write the plain runs' call counts here")
+    ap.add_argument("--json", type=Path, help="write every measurement here")
+    ap.add_argument("--workdir", type=Path,
+                    help="keep the builds and callgrind files here (default: a temporary "
+                    "directory); a variant already measured there is read, not rebuilt")
+    args = ap.parse_args()
+    programs = args.program or list(TRAINING)
+    policies = args.policy or ["proxy", "regalloc", "never"]
+    held = [p for p in programs if p in HELD_OUT]
+    if held and args.write_profile:
+        raise SystemExit(f"--write-profile with held-out programs ({', '.join(held)}): a training "
+                         "profile must not come from them")
+    os.environ.pop("MLGO_INLINE_POLICY", None)
+    variants = [("plain", toolchain.clang().path, dict(os.environ))]
+    for p in policies:
+        os.environ["MLGO_REGALLOC_POLICY"] = p
+        try:
+            variants.append((p, launcher_for("clang"), dict(os.environ)))
+        except MlgoError as e:
+            raise SystemExit(f"policy {p}: building its launcher failed: {e}") from None
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="mlgo-rreward-") as tmp:
+        if args.workdir:
+            tmp = str(args.workdir)
+        for program in programs:
+            print(f"\n{program}", flush=True)
+            results[program] = measure_program(program, variants, Path(tmp))
+    lines = report(results, policies)
+    if args.write_profile:
+        profile = {m: fns for r in results.values() for m, fns in r["profile"].items()}
+        write_profile(args.write_profile, profile,
+                      "benchmarks/regalloc_reward.py: plain clang-19 builds of "
+                      + ", ".join(programs) + " running regalloc_programs.py's workloads")
+        print(f"profile of {len(profile)} modules written to {args.write_profile}")
+    if args.json:
+        args.json.write_text(json.dumps({"policies": policies, "programs": results,
+                                         "correlations": lines}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
