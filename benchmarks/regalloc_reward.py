@@ -98,7 +98,6 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
     plain_calls: dict[str, int] = {}
     plain_blocks: dict[str, dict[int, BlockProfile]] = {}
     plain_ids: dict[str, set[int]] = {}
-    plain_costs: dict[str, float] = {}
     owner: dict[str, list[str]] = {}
     result: dict = {"modules": modules, "variants": {}}
     for label, cc, env in variants:
@@ -120,19 +119,15 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
         costs_of = {rel: parse_regalloc_remarks(y).per_function if (
             y := out / "build" / (rel.replace("/", "_") + ".yaml")).exists() else {}
             for rel in recipe.sources}
-        fn_costs = {fn: c for costs in costs_of.values() for fn, c in costs.items()}
         if label == "plain":
             plain_blocks = block_profile(blocks, addrs, instr)
             plain_ids = {fn: set(bbs) for fn, bbs in ninstr.items()}
-            plain_costs = fn_costs
             plain_calls = prof.calls
             for rel in recipe.sources:
                 obj = out / "build" / (rel.replace("/", "_") + ".o")
                 for fn in defined_functions(obj):
                     owner.setdefault(fn, []).append(rel)
-        delta = {fn: plain_calls.get(fn, 0) * (fn_costs.get(fn, 0.0) - plain_costs.get(fn, 0.0))
-                 for fn in set(fn_costs) | set(plain_costs)}
-        trace = trace_cost(ninstr, plain_blocks, plain_ids, delta)
+        trace = trace_cost(ninstr, plain_blocks)
         changed = sum(1 for fn, bbs in ninstr.items()
                       if fn in plain_blocks and set(bbs) != plain_ids.get(fn))
         # Ground truth: every instruction the run executed in each function's address range.
@@ -156,7 +151,7 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
         v = result["variants"][label]
         print(f"  {label:12s} Ir {v['ir']:>14,d}  static {v['static']:14.0f}  "
               f"weighted {v['weighted']:14.0f}  trace {v['trace']:14.0f}  ({changed} executed "
-              "functions with other blocks: remark estimate)", flush=True)
+              "functions whose blocks changed)", flush=True)
     result["profile"] = {
         f"{project}/{rel}": {fn: plain_calls[fn] for fn, mods in owner.items()
                              if mods == [rel] and plain_calls.get(fn, 0) > 0}
@@ -174,7 +169,6 @@ def correlations(xs: list[float], ys: list[float]) -> str:
 def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
     lines: dict[str, str] = {}
     print(f"\n{'program':18s}{'policy':>12s}{'Ir':>10s}" + "".join(f"{k:>10s}" for k in KINDS))
-    prog_pts: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in KINDS}
     for program, r in results.items():
         base = r["variants"]["plain"]
         for p in policies:
@@ -183,25 +177,32 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
                  for k in ("ir", *KINDS)}
             print(f"{program:18s}{p:>12s}{d['ir']:+9.3f}%"
                   + "".join(f"{d[k]:+9.3f}%" for k in KINDS))
-            for k in prog_pts:
-                prog_pts[k][0].append(d[k])
-                prog_pts[k][1].append(d["ir"])
-    for k, (xs, ys) in prog_pts.items():
-        lines[f"program {k}"] = correlations(xs, ys)
-    for subset, pols in (("all policies", policies),
-                         *((f"{p} only", [p]) for p in policies if len(policies) > 1)):
-        pts: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in KINDS}
+    subsets = [("all policies", policies)]
+    if len(policies) > 1:
+        subsets += [(f"{p} only", [p]) for p in policies]
+    if "never" in policies and len(policies) > 2:
+        subsets.append(("all but never", [p for p in policies if p != "never"]))
+    for subset, pols in subsets:
+        # Programs: relative changes (%); modules: absolute ones (instructions, cost units).
+        pts: dict[str, tuple[list[float], list[float]]] = {}
         for r in results.values():
-            floor = MIN_SHARE * r["variants"]["plain"]["ir"]
+            base = r["variants"]["plain"]
+            for p in pols:
+                for k in KINDS:
+                    xs, ys = pts.setdefault(f"program {k}, {subset}", ([], []))
+                    xs.append((r["variants"][p][k] - base[k]) / base[k] if base[k] else 0.0)
+                    ys.append((r["variants"][p]["ir"] - base["ir"]) / base["ir"])
+            floor = MIN_SHARE * base["ir"]
             for m in r["modules"].values():
                 if m["plain"]["ir"] < floor:
                     continue
                 for p in pols:
-                    for k in pts:
-                        pts[k][0].append(m[p][k] - m["plain"][k])
-                        pts[k][1].append(m[p]["ir"] - m["plain"]["ir"])
-        for k, (xs, ys) in pts.items():
-            lines[f"module {k}, {subset}"] = correlations(xs, ys)
+                    for k in KINDS:
+                        xs, ys = pts.setdefault(f"module {k}, {subset}", ([], []))
+                        xs.append(m[p][k] - m["plain"][k])
+                        ys.append(m[p]["ir"] - m["plain"]["ir"])
+        for key, (xs, ys) in pts.items():
+            lines[key] = correlations(xs, ys)
     print("\nper module, the variant each reward ranks best (ties: plain first), and the program's "
           "Ir if every module were compiled that way, vs plain:")
     labels = ["plain", *policies]
@@ -220,7 +221,7 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
     print("\nchange in reward vs change in executed instructions:")
     for k, v in lines.items():
         if not k.startswith("pick"):
-            print(f"  {k:34s} {v}")
+            print(f"  {k:40s} {v}")
     return lines
 
 

@@ -254,28 +254,24 @@ def block_profile(blocks: BlockMap, addrs: list[int], instr_counts: dict[int, in
     return out
 
 
-def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, BlockProfile]],
-               plain_ids: dict[str, set[int]], remark_delta: dict[str, float]) -> dict[str, float]:
+def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, BlockProfile]]
+               ) -> dict[str, float]:
     """Per function: instructions the candidate build would execute on the profiled run.
 
-    Where the function has the same machine blocks (IDs) as in the profiled build, each block
-    costs what it executed there plus, per instruction the candidate's block gained or lost
-    (spills, reloads, copies), its entry count. Block IDs stop matching when the CFG changed
-    after allocation (branch folding merges tails that became identical under the registers
-    chosen; tail duplication copies blocks under new IDs): then the function costs what it
-    executed in the profile plus `remark_delta[fn]`, the change in its remark spill cost times
-    its call count (weighted_cost's estimate)."""
+    Each of the candidate's blocks costs what the block with its ID executed in the profile plus,
+    per instruction it gained or lost (spills, reloads, copies), that block's entry count.
+    Blocks without a counterpart cost nothing. After allocation the CFG can change with the
+    registers chosen: tail duplication copies a block into its predecessors (which grow, and
+    are charged for it at their own counts) and drops it, so a dropped block must not be
+    charged again; tail merging works the other way (its merged copy is missed), but on the
+    training programs duplication is what happens in the hot loops (benchmarks/RESULTS.md)."""
     out = {}
     for fn, prof in profile.items():
         bbs = ninstr.get(fn)
         if bbs is None:
             continue
-        executed = sum(b.executed for b in prof.values())
-        if set(bbs) != plain_ids.get(fn):
-            out[fn] = executed + remark_delta.get(fn, 0.0)
-        else:
-            out[fn] = float(executed + sum(b.entries * (bbs[bid] - b.size)
-                                           for bid, b in prof.items()))
+        out[fn] = float(sum(b.executed + b.entries * (bbs[bid] - b.size)
+                            for bid, b in prof.items() if bid in bbs))
     return out
 
 
