@@ -203,21 +203,25 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
                         ys.append(m[p]["ir"] - m["plain"]["ir"])
         for key, (xs, ys) in pts.items():
             lines[key] = correlations(xs, ys)
-    print("\nper module, the variant each reward ranks best (ties: plain first), and the program's "
-          "Ir if every module were compiled that way, vs plain:")
-    labels = ["plain", *policies]
-    print(f"{'program':18s}" + "".join(f"{k + ' pick':>15s}" for k in ("Ir (oracle)", *KINDS)))
-    for program, r in results.items():
-        base = r["variants"]["plain"]["ir"]
-        line = f"{program:18s}"
-        for k in ("ir", *KINDS):
-            gain = 0
-            for m in r["modules"].values():
-                best = min(range(len(labels)), key=lambda i, m=m, k=k: (m[labels[i]][k], i))
-                gain += m[labels[best]]["ir"] - m["plain"]["ir"]
-            line += f"{100 * gain / base:+14.3f}%"
-            lines[f"pick {k}, {program}"] = f"{100 * gain / base:+.3f}%"
-        print(line)
+    candidate_sets = [["plain", *policies]]
+    if "never" in policies and len(policies) > 1:
+        candidate_sets.append(["plain", *(p for p in policies if p != "never")])
+    for labels in candidate_sets:
+        print(f"\nper module, the variant of {{{', '.join(labels)}}} each reward ranks best (ties: "
+              "plain first), and the program's Ir if every module were compiled that way, vs plain:")
+        print(f"{'program':18s}" + "".join(f"{k + ' pick':>15s}" for k in ("Ir (oracle)", *KINDS)))
+        for program, r in results.items():
+            base = r["variants"]["plain"]["ir"]
+            line = f"{program:18s}"
+            for k in ("ir", *KINDS):
+                gain = 0
+                for m in r["modules"].values():
+                    best = min(range(len(labels)),
+                               key=lambda i, m=m, k=k, labels=labels: (m[labels[i]][k], i))
+                    gain += m[labels[best]]["ir"] - m["plain"]["ir"]
+                line += f"{100 * gain / base:+14.3f}%"
+                lines[f"pick {k} of {'/'.join(labels)}, {program}"] = f"{100 * gain / base:+.3f}%"
+            print(line)
     print("\nchange in reward vs change in executed instructions:")
     for k, v in lines.items():
         if not k.startswith("pick"):
