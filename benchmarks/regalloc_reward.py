@@ -20,10 +20,13 @@ addresses as link-time ones, so they match llvm-objdump's).
 
 It prints the Pearson and Spearman correlations of the change (policy minus plain) in static
 and weighted cost with the change in Ir, over modules and over whole programs, writes the plain
-runs' call counts as a profile for training (--write-profile) and everything measured as JSON.
+runs' block profile for training (--write-profile, read by
+`--gin_bindings "regalloc.RegallocEviction.profile='F'"`), a corpus of exactly the compiles
+profiled (--write-corpus: the program's own compile commands, at their own level) and
+everything measured as JSON.
 
 Usage: python benchmarks/regalloc_reward.py [--program P]... [--policy P]... \
-    [--write-profile profile.json] [--json out.json]
+    [--write-profile profile.json] [--write-corpus DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,7 +40,16 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from regalloc_programs import KNOWN, RECIPES, BenchError, Runner, build, ranks, tree_of
+from regalloc_programs import (
+    KNOWN,
+    RECIPES,
+    BenchError,
+    Runner,
+    build,
+    compile_commands,
+    ranks,
+    tree_of,
+)
 
 from mlgo.compiler import toolchain
 from mlgo.compiler.measure import parse_regalloc_remarks
@@ -45,6 +57,7 @@ from mlgo.errors import MlgoError
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
     CallgrindProfile,
+    Profile,
     block_instructions,
     block_profile,
     defined_functions,
@@ -89,7 +102,7 @@ def run_variant(program: str, exe: Path, work: Path) -> CallgrindProfile:
 
 
 def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]],
-                    tmp: Path) -> dict:
+                    tmp: Path, profiles: dict[str, Profile]) -> dict:
     recipe = RECIPES[program]
     tree = tree_of(program, recipe)
     recipe = dataclasses.replace(recipe, extra=recipe.extra + BB_FLAGS)
@@ -152,11 +165,35 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
         print(f"  {label:12s} Ir {v['ir']:>14,d}  static {v['static']:14.0f}  "
               f"weighted {v['weighted']:14.0f}  trace {v['trace']:14.0f}  ({changed} executed "
               "functions whose blocks changed)", flush=True)
-    result["profile"] = {
-        f"{project}/{rel}": {fn: plain_calls[fn] for fn, mods in owner.items()
-                             if mods == [rel] and plain_calls.get(fn, 0) > 0}
+    # Every module of the program, even those that did not run (so a training run can tell
+    # "not executed" from "not profiled").
+    profiles[program] = {
+        f"{project}/{rel}": {fn: plain_blocks[fn] for fn, mods in owner.items()
+                             if mods == [rel] and fn in plain_blocks}
         for rel in recipe.sources}
     return result
+
+
+def write_corpus(program: str, out: Path) -> None:
+    """The program's compiles, exactly as built here (same arguments, same extra defines), into
+    a corpus at their own level: module names match the profile's (`<project>/<source>`)."""
+    from corpus_tools.extract import extract_compile_db
+
+    recipe = RECIPES[program]
+    tree = tree_of(program, recipe)
+    entries = [{"directory": str(cwd), "file": str(tree / rel),
+                "arguments": [toolchain.clang().path, *args, *recipe.extra, "-c", str(tree / rel),
+                              "-o", "/dev/null"]}
+               for rel, args, cwd in compile_commands(program, recipe, tree)
+               if not rel.endswith(".S")]
+    with tempfile.TemporaryDirectory(prefix="mlgo-rcorpus-") as tmp:
+        db = Path(tmp) / "compile_commands.json"
+        db.write_text(json.dumps(entries))
+        summary = extract_compile_db(db, out, project=project_of(program), root=tree,
+                                     exclude=(), progress=False, opt_level=None)
+    if summary.failed:
+        raise BenchError(program, "extracting the corpus", str(summary.failed[0]))
+    print(f"{program}: corpus modules extracted into {out}")
 
 
 def correlations(xs: list[float], ys: list[float]) -> str:
@@ -235,7 +272,10 @@ def main() -> None:
                     help=f"only these programs (default: the training programs {', '.join(TRAINING)})")
     ap.add_argument("--policy", action="append",
                     help="regalloc policies to build with (default: proxy, regalloc, never)")
-    ap.add_argument("--write-profile", type=Path, help="write the plain runs' call counts here")
+    ap.add_argument("--write-profile", type=Path,
+                    help="write the plain runs' block profile (per corpus module) here")
+    ap.add_argument("--write-corpus", type=Path,
+                    help="extract the programs' compiles (as profiled) into this corpus")
     ap.add_argument("--json", type=Path, help="write every measurement here")
     ap.add_argument("--workdir", type=Path,
                     help="keep the builds and callgrind files here (default: a temporary "
@@ -244,8 +284,8 @@ def main() -> None:
     programs = args.program or list(TRAINING)
     policies = args.policy or ["proxy", "regalloc", "never"]
     held = [p for p in programs if p in HELD_OUT]
-    if held and args.write_profile:
-        raise SystemExit(f"--write-profile with held-out programs ({', '.join(held)}): a training "
+    if held and (args.write_profile or args.write_corpus):
+        raise SystemExit(f"--write-profile/--write-corpus with held-out programs ({', '.join(held)}): a training "
                          "profile must not come from them")
     os.environ.pop("MLGO_INLINE_POLICY", None)
     variants = [("plain", toolchain.clang().path, dict(os.environ))]
@@ -255,20 +295,24 @@ def main() -> None:
             variants.append((p, launcher_for("clang"), dict(os.environ)))
         except MlgoError as e:
             raise SystemExit(f"policy {p}: building its launcher failed: {e}") from None
-    results = {}
+    results: dict[str, dict] = {}
+    profiles: dict[str, Profile] = {}
     with tempfile.TemporaryDirectory(prefix="mlgo-rreward-") as tmp:
         if args.workdir:
             tmp = str(args.workdir)
         for program in programs:
             print(f"\n{program}", flush=True)
-            results[program] = measure_program(program, variants, Path(tmp))
+            results[program] = measure_program(program, variants, Path(tmp), profiles)
     lines = report(results, policies)
     if args.write_profile:
-        profile = {m: fns for r in results.values() for m, fns in r["profile"].items()}
+        profile = {m: fns for p in profiles.values() for m, fns in p.items()}
         write_profile(args.write_profile, profile,
                       "benchmarks/regalloc_reward.py: plain clang-19 builds of "
                       + ", ".join(programs) + " running regalloc_programs.py's workloads")
         print(f"profile of {len(profile)} modules written to {args.write_profile}")
+    if args.write_corpus:
+        for program in programs:
+            write_corpus(program, args.write_corpus)
     if args.json:
         args.json.write_text(json.dumps({"policies": policies, "programs": results,
                                          "correlations": lines}, indent=1) + "\n")

@@ -107,10 +107,11 @@ def test_weighted_cost_counts_functions_by_their_calls() -> None:
 
 def test_profile_file_round_trip_and_bad_files(tmp_path: Path) -> None:
     p = tmp_path / "profile.json"
-    write_profile(p, {"lua/lvm.c": {"luaV_execute": 3}}, "test")
-    assert load_profile(p) == {"lua/lvm.c": {"luaV_execute": 3}}
-    p.write_text(json.dumps({"modules": ["lua/lvm.c"]}))
-    with pytest.raises(MlgoError, match="profile.json: not a regalloc profile"):
+    blocks = {"lua/lvm.c": {"luaV_execute": {0: BlockProfile(3, 12, 4)}}, "lua/lgc.c": {}}
+    write_profile(p, blocks, "test")
+    assert load_profile(p) == blocks
+    p.write_text(json.dumps({"modules": {"lua/lvm.c": {"f": {"0": [1, 2]}}}}))
+    with pytest.raises(MlgoError, match="profile.json: not a regalloc block profile"):
         load_profile(p)
     with pytest.raises(MlgoError, match="missing.json: no such profile file"):
         load_profile(tmp_path / "missing.json")
@@ -147,3 +148,48 @@ def test_a_real_run_gives_block_counts_and_calls(tmp_path: Path) -> None:
     entry = min(ninstr["work"])
     bigger = {**ninstr, "work": {**ninstr["work"], entry: ninstr["work"][entry] + 1}}
     assert trace_cost(bigger, plain)["work"] == measured["work"] + 50
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_the_problem_measures_a_module_by_its_profiled_run(tmp_path: Path) -> None:
+    """RegallocEviction(profile=...) compiles a corpus module and costs it at the block counts
+    of a run of the program built from it: the default compile costs what that run executed."""
+    from corpus_tools.corpus import Module
+    from mlgo.compiler.cache import BaselineCache
+    from mlgo.problems.regalloc.problem import RegallocEviction
+
+    root = tmp_path / "corpus"
+    (root / "p").mkdir(parents=True)
+    src = tmp_path / "p.c"
+    src.write_text(PROGRAM)
+    bc = root / "p" / "p.c.bc"
+    subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                    str(src), "-o", str(bc)], check=True)
+    (root / "p" / "p.c.cmd").write_bytes(b"-c\0-O2")
+    obj, exe = tmp_path / "p.o", tmp_path / "prog"
+    subprocess.run(["clang-19", "-c", "-O2", "-fbasic-block-address-map", "-x", "ir", str(bc),
+                    "-o", str(obj)], check=True)
+    subprocess.run(["clang-19", str(obj), "-o", str(exe)], check=True)
+    out = tmp_path / "cg.out"
+    subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
+                    f"--callgrind-out-file={out}", str(exe)], check=True, capture_output=True)
+    prof = read_callgrind(out, exe)
+    blocks, addrs = read_block_map(exe), instruction_addresses(exe)
+    measured = function_instructions(blocks, addrs, prof.instructions)
+    plain = block_profile(blocks, addrs, prof.instructions)
+    profile = tmp_path / "profile.json"
+    write_profile(profile, {"p/p.c": {fn: plain[fn] for fn in ("work", "main")}}, "test")
+
+    problem = RegallocEviction(profile=str(profile))
+    m = problem.baseline(Module("p/p.c", root), BaselineCache(tmp_path / "cache"))
+    assert m.per_function["work"] == measured["work"] > 50
+    assert m.total == sum(m.per_function.values())
+    # The remark objective's cached baseline is not this one's.
+    assert RegallocEviction().baseline(Module("p/p.c", root), BaselineCache(tmp_path / "cache")
+                                       ).total != m.total
+    other = root / "q"
+    other.mkdir()
+    shutil.copy(bc, other / "p.c.bc")
+    shutil.copy(root / "p" / "p.c.cmd", other / "p.c.cmd")
+    with pytest.raises(MlgoError, match="q/p.c: not in the profile"):
+        problem.compile_default(Module("q/p.c", root))

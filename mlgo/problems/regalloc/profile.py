@@ -1,15 +1,19 @@
-"""A regalloc reward weighted by a real run: how often each function was called when its program
-ran a workload under callgrind.
+"""Regalloc rewards weighted by a real run of the program the module belongs to.
 
 The allocator's remarks give, per function, the spill+reload+copy cost weighted by each block's
-frequency *relative to the function's entry* (LLVM's static estimate). Summed over a module,
-every function counts as if it were called once, so a cold error path weighs as much as the
-interpreter loop. Multiplying each function's cost by its call count in a profiled run estimates
-the spill, reload and copy instructions that run executes, which is what a user pays for.
+frequency *relative to the function's entry* (LLVM's static estimate): summed over a module,
+a cold error path weighs as much as an interpreter loop, and it does not predict executed
+instructions (benchmarks/RESULTS.md). Two rewards from a profiled run instead:
 
-A profile is a JSON file `{"modules": {corpus module name: {function: calls}}}`, written by
-`benchmarks/regalloc_reward.py` from a plain clang-19 build's callgrind run; functions that did
-not run are absent (weight 0).
+- `weighted_cost`: each function's remark cost times its call count in the run;
+- `trace_cost`, the basic-block trace cost model: with -fbasic-block-address-map every machine
+  block keeps an ID from instruction selection on; the plain build's run under callgrind gives
+  each block's entry count, and a candidate compile costs what its blocks would execute on that
+  run. This is the one that tracks callgrind's count (RESULTS.md).
+
+A profile file holds, per corpus module, the plain build's executed blocks:
+`{"modules": {module: {function: {block ID: [entries, executed, instructions]}}}}`, written by
+`benchmarks/regalloc_reward.py --write-profile` and read by `RegallocEviction(profile=...)`.
 """
 
 from __future__ import annotations
@@ -46,24 +50,29 @@ def weighted_cost(per_function: dict[str, float], calls: dict[str, int]) -> floa
     return sum(cost * calls.get(fn, 0) for fn, cost in per_function.items())
 
 
-def load_profile(path: Path | str) -> dict[str, dict[str, int]]:
-    """{corpus module name: {function: calls}} from a profile JSON file."""
+Profile = dict[str, dict[str, dict[int, "BlockProfile"]]]  # module -> function -> block ID -> ...
+
+
+def load_profile(path: Path | str) -> Profile:
+    """The per-module block profile of a profile file (module docstring)."""
     try:
         data = json.loads(Path(path).read_text())
         modules = data["modules"]
         if not isinstance(modules, dict):
             raise TypeError("'modules' is not an object")
-        return {m: {fn: int(c) for fn, c in fns.items()} for m, fns in modules.items()}
+        return {m: {fn: {int(bid): BlockProfile(*map(int, v)) for bid, v in blocks.items()}
+                    for fn, blocks in fns.items()} for m, fns in modules.items()}
     except FileNotFoundError as e:
         raise MlgoError(f"{path}: no such profile file") from e
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise MlgoError(f"{path}: not a regalloc profile ({{\"modules\": {{module: "
-                        f"{{function: calls}}}}}}): {e}") from e
+        raise MlgoError(f"{path}: not a regalloc block profile ({{\"modules\": {{module: "
+                        f"{{function: {{block: [entries, executed, size]}}}}}}}}): {e}") from e
 
 
-def write_profile(path: Path | str, modules: dict[str, dict[str, int]], source: str) -> None:
-    Path(path).write_text(json.dumps({"source": source, "modules": modules}, indent=1,
-                                     sort_keys=True) + "\n")
+def write_profile(path: Path | str, modules: Profile, source: str) -> None:
+    data = {m: {fn: {str(bid): [b.entries, b.executed, b.size] for bid, b in blocks.items()}
+                for fn, blocks in fns.items()} for m, fns in modules.items()}
+    Path(path).write_text(json.dumps({"source": source, "modules": data}, sort_keys=True) + "\n")
 
 
 # The basic-block trace cost model: a program built with -fbasic-block-address-map records, per
@@ -287,3 +296,20 @@ def function_instructions(blocks: BlockMap, addrs: list[int], instr_counts: dict
         out[fn] = sum(instr_counts.get(a, 0)
                       for a in addrs[bisect.bisect_left(addrs, lo):bisect.bisect_left(addrs, hi)])
     return out
+
+
+def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile]]) -> dict[str, float]:
+    """trace_cost of a compiled object (built with -fbasic-block-address-map) against its
+    module's profile. Needs one text section: in a relocatable object llvm-readobj places
+    blocks by section offset, which with -ffunction-sections would mix functions up."""
+    from elftools.elf.constants import SH_FLAGS
+    from elftools.elf.elffile import ELFFile
+
+    with open(obj, "rb") as f:
+        text = [s.name for s in ELFFile(f).iter_sections()
+                if s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and s["sh_size"] > 0]
+    if len(text) > 1:
+        raise MlgoError(f"{obj}: {len(text)} code sections ({', '.join(text[:3])}, ...): the trace "
+                        "reward needs objects built without -ffunction-sections")
+    blocks = read_block_map(obj) if text else {}
+    return trace_cost(block_instructions(blocks, instruction_addresses(obj)), profile)
