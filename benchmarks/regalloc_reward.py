@@ -4,22 +4,23 @@ program is built plain (clang-19) and through the launcher with each policy, and
 runs under callgrind with per-function counts kept. Per module (one object of the program) and
 variant it reports:
 
-- Ir: instructions executed in the module's own functions (callgrind's self cost; exact, since
-  an eviction choice changes only the code of the module it is made in),
+- Ir: instructions executed in the module's own functions (every executed address in each
+  function's range; exact, since an eviction choice changes only its own module's code),
 - static: the remark spill+reload+copy cost summed over the module's functions (the reward
   policies were trained on; each function counts as if called once),
 - weighted: each function's remark cost times its call count in the *plain* build's run
   (mlgo/problems/regalloc/profile.py),
-- trace: the basic-block trace cost: every build is compiled with -fbasic-block-address-map;
-  each block's instructions in the variant times the execution count of the block with the same
-  ID in the *plain* build's run (callgrind --dump-instr=yes).
+- trace: the basic-block trace cost (profile.trace_cost): every build is compiled with
+  -fbasic-block-address-map; each of the variant's blocks costs what the block with its ID
+  executed in the *plain* build's run (callgrind --dump-instr=yes), plus its entry count per
+  instruction gained or lost.
 
 weighted and trace are rewards a training run can compute from a compile and a stored profile,
 without running the program (callgrind gives a position-independent program's instruction
 addresses as link-time ones, so they match llvm-objdump's).
 
-It prints the Pearson and Spearman correlations of the change (policy minus plain) in static
-and weighted cost with the change in Ir, over modules and over whole programs, writes the plain
+It prints the Pearson and Spearman correlations of the change (policy minus plain) in each
+reward with the change in Ir, over modules and over whole programs, writes the plain
 runs' block profile for training (--write-profile, read by
 `--gin_bindings "regalloc.RegallocEviction.profile='F'"`), a corpus of exactly the compiles
 profiled (--write-corpus: the program's own compile commands, at their own level) and
