@@ -77,10 +77,21 @@ class Runner:
     program: str
     native: bool = False  # --smoke: run without callgrind (to check the recipes quickly)
     ir: int = 0
+    # Where to keep callgrind's output files (one per step, symbols not demangled), for
+    # per-function counts; None: not kept.
+    profile_dir: Path | None = None
+    callgrind_args: tuple[str, ...] = ()
+    steps: int = 0
 
     def __call__(self, argv: list[str], stdin: bytes = b"", step: str = "run") -> bytes:
+        out = "/dev/null"
+        if self.profile_dir is not None:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            out = str(self.profile_dir / f"step{self.steps}.cg")
+        self.steps += 1
         cmd = argv if self.native else [
-            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv]
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--demangle=no",
+            *self.callgrind_args, *argv]
         r = subprocess.run(cmd, input=stdin, capture_output=True, timeout=1800)
         if r.returncode != 0:
             raise BenchError(self.program, f"{step} ({shlex.join(argv)})",

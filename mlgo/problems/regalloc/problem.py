@@ -1,16 +1,20 @@
 """Register-allocation eviction: when the greedy allocator finds no free register, it asks
 which of up to 32 candidate registers to evict (or position 32: evict nothing). The objective
-is the block-frequency-weighted spill, reload and copy cost from the allocator's remarks."""
+is the block-frequency-weighted spill, reload and copy cost from the allocator's remarks, or,
+given a profile (`regalloc.RegallocEviction.profile`), the instructions the module's code would
+execute on the profiled run (mlgo/problems/regalloc/profile.py), which tracks run time where the
+remark cost does not (benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import gin
 import numpy as np
 
 from mlgo.compiler.measure import parse_regalloc_remarks
-from mlgo.errors import ProtocolError
+from mlgo.errors import MlgoError, ProtocolError
 from mlgo.problems.base import Heuristic, Measurement, Problem
 from mlgo.protocol import FeatureValues, Header
 
@@ -62,9 +66,20 @@ class RegallocEviction(Problem):
     advice_name = ADVICE
     required_features = ("mask", "use_def_density")
 
-    def __init__(self, opt_level: str | None = None, extra_flags: tuple[str, ...] = ()) -> None:
+    def __init__(self, opt_level: str | None = None, extra_flags: tuple[str, ...] = (),
+                 profile: str | None = None) -> None:
         # None keeps each module's own optimization level (as its project built it).
         super().__init__(opt_level, extra_flags)
+        self.profile_path = profile
+        self.profile = None
+        if profile:
+            from mlgo.problems.regalloc.profile import load_profile
+
+            self.profile = load_profile(profile)
+            self.objective = "executed instructions (block trace)"
+            # Cached baselines of the remark objective (or another profile) are not this one.
+            self.measurement_version = "trace:" + hashlib.sha256(
+                Path(profile).read_bytes()).hexdigest()[:16]
 
     def channel_flags(self, channel_base: Path) -> list[str]:
         return [
@@ -74,17 +89,27 @@ class RegallocEviction(Problem):
 
     def measurement_flags(self, workdir: Path, cc1: bool) -> list[str]:
         out = str(workdir / "remarks.yaml")
+        # Block IDs and addresses in the object, for the trace cost; the code is the same.
+        bb = ["-fbasic-block-address-map"] if self.profile is not None else []
         if cc1:
             return ["-opt-record-file", out, "-opt-record-passes", "regalloc",
-                    "-opt-record-format", "yaml"]
+                    "-opt-record-format", "yaml", *bb]
         return ["-fsave-optimization-record=yaml", f"-foptimization-record-file={out}",
-                "-foptimization-record-passes=regalloc"]
+                "-foptimization-record-passes=regalloc", *bb]
 
     def baseline_args(self, module) -> list[str]:
         # Remarks flags name a temp path; leave them out of the cache key.
         return super().baseline_args(module) + ["<regalloc remarks>"]
 
     def measure(self, workdir: Path, name: str) -> Measurement:
+        if self.profile is not None:
+            from mlgo.problems.regalloc.profile import object_trace_cost
+
+            if name not in self.profile:
+                raise MlgoError(f"{name}: not in the profile {self.profile_path} (train with "
+                                "the trace reward on modules of the profiled programs only)")
+            per_function = object_trace_cost(workdir / "out.o", self.profile[name])
+            return Measurement(sum(per_function.values()), per_function)
         costs = parse_regalloc_remarks(workdir / "remarks.yaml")
         return Measurement(costs.total, costs.per_function)
 

@@ -1,0 +1,323 @@
+"""Which regalloc reward tracks executed instructions? For the training programs of
+benchmarks/regalloc_programs.py (the split below was fixed before any of this was measured), each
+program is built plain (clang-19) and through the launcher with each policy, and its workload
+runs under callgrind with per-function counts kept. Per module (one object of the program) and
+variant it reports:
+
+- Ir: instructions executed in the module's own functions (every executed address in each
+  function's range; exact, since an eviction choice changes only its own module's code),
+- static: the remark spill+reload+copy cost summed over the module's functions (the reward
+  policies were trained on; each function counts as if called once),
+- weighted: each function's remark cost times its call count in the *plain* build's run
+  (mlgo/problems/regalloc/profile.py),
+- trace: the basic-block trace cost (profile.trace_cost): every build is compiled with
+  -fbasic-block-address-map; each of the variant's blocks costs what the block with its ID
+  executed in the *plain* build's run (callgrind --dump-instr=yes), plus its entry count per
+  instruction gained or lost.
+
+weighted and trace are rewards a training run can compute from a compile and a stored profile,
+without running the program (callgrind gives a position-independent program's instruction
+addresses as link-time ones, so they match llvm-objdump's).
+
+It prints the Pearson and Spearman correlations of the change (policy minus plain) in each
+reward with the change in Ir, over modules and over whole programs, writes the plain
+runs' block profile for training (--write-profile, read by
+`--gin_bindings "regalloc.RegallocEviction.profile='F'"`), a corpus of exactly the compiles
+profiled (--write-corpus: the program's own compile commands, at their own level) and
+everything measured as JSON.
+
+Usage: python benchmarks/regalloc_reward.py [--program P]... [--policy P]... \
+    [--write-profile profile.json] [--write-corpus DIR] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+
+from regalloc_programs import (
+    KNOWN,
+    RECIPES,
+    BenchError,
+    Runner,
+    build,
+    compile_commands,
+    ranks,
+    tree_of,
+)
+
+from mlgo.compiler import toolchain
+from mlgo.compiler.measure import parse_regalloc_remarks
+from mlgo.errors import MlgoError
+from mlgo.problems.regalloc.profile import (
+    BlockProfile,
+    CallgrindProfile,
+    Profile,
+    block_instructions,
+    block_profile,
+    defined_functions,
+    function_instructions,
+    instruction_addresses,
+    read_block_map,
+    read_callgrind,
+    trace_cost,
+    weighted_cost,
+    write_profile,
+)
+from mlgo.serving.launcher import launcher_for
+
+# Fixed before measuring: profiles, training modules and any choice come from TRAINING only;
+# HELD_OUT programs are measured once at the end, for the report.
+TRAINING = ("lua5.4", "bzip2", "zlib (minigzip)", "lz4", "libyaml (parser)")
+HELD_OUT = ("jq", "pcre2 (pcre2grep)", "zstd", "expat (xmlwf)")
+# Modules below this share of the program's plain Ir are left out of the module-level
+# correlation (their changes are a few instructions either way).
+MIN_SHARE = 0.001
+
+
+def project_of(program: str) -> str:
+    """The corpus project name (`mlgo corpus debian`'s) of a program's package."""
+    return RECIPES[program].package.rstrip("-")
+
+
+BB_FLAGS = ("-fbasic-block-address-map",)
+KINDS = ("static", "weighted", "trace")
+
+
+def run_variant(program: str, exe: Path, work: Path) -> CallgrindProfile:
+    run = Runner(program, profile_dir=work / "callgrind", callgrind_args=("--dump-instr=yes",))
+    (work / "run").mkdir(parents=True, exist_ok=True)
+    output = RECIPES[program].workload(exe, work / "run", run)
+    if output != KNOWN[program]:
+        raise BenchError(program, "checking the output", f"got {output!r}, expected {KNOWN[program]!r}")
+    prof = CallgrindProfile()
+    for f in sorted((work / "callgrind").glob("*.cg")):
+        prof.add(read_callgrind(f, exe))
+    return prof
+
+
+def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]],
+                    tmp: Path, profiles: dict[str, Profile]) -> dict:
+    recipe = RECIPES[program]
+    tree = tree_of(program, recipe)
+    recipe = dataclasses.replace(recipe, extra=recipe.extra + BB_FLAGS)
+    project = project_of(program)
+    modules: dict[str, dict] = {}
+    plain_calls: dict[str, int] = {}
+    plain_blocks: dict[str, dict[int, BlockProfile]] = {}
+    plain_ids: dict[str, set[int]] = {}
+    owner: dict[str, list[str]] = {}
+    result: dict = {"modules": modules, "variants": {}}
+    for label, cc, env in variants:
+        out = tmp / f"{project}-{label.replace('/', '_')}"
+        exe = out / "build" / "prog"
+        if (out / "measured").exists():  # --workdir of an earlier run: its builds and profiles
+            prof = CallgrindProfile()
+            for f in sorted((out / "callgrind").glob("*.cg")):
+                prof.add(read_callgrind(f, exe))
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            exe = build(program, recipe, tree, cc, env, out / "build")
+            prof = run_variant(program, exe, out)
+            (out / "measured").touch()
+        instr = prof.instructions
+        blocks = read_block_map(exe)
+        addrs = instruction_addresses(exe)
+        ninstr = block_instructions(blocks, addrs)
+        costs_of = {rel: parse_regalloc_remarks(y).per_function if (
+            y := out / "build" / (rel.replace("/", "_") + ".yaml")).exists() else {}
+            for rel in recipe.sources}
+        if label == "plain":
+            plain_blocks = block_profile(blocks, addrs, instr)
+            plain_ids = {fn: set(bbs) for fn, bbs in ninstr.items()}
+            plain_calls = prof.calls
+            for rel in recipe.sources:
+                obj = out / "build" / (rel.replace("/", "_") + ".o")
+                for fn in defined_functions(obj):
+                    owner.setdefault(fn, []).append(rel)
+        trace = trace_cost(ninstr, plain_blocks)
+        changed = sum(1 for fn, bbs in ninstr.items()
+                      if fn in plain_blocks and set(bbs) != plain_ids.get(fn))
+        # Ground truth: every instruction the run executed in each function's address range.
+        executed = function_instructions(blocks, addrs, instr)
+        total_ir = sum(instr.values())
+        result["variants"][label] = {"ir": total_ir, **dict.fromkeys(KINDS, 0.0)}
+        for rel in recipe.sources:
+            costs = costs_of[rel]
+            # A name defined by two modules (static functions) cannot be told apart in the
+            # profile: such functions count for the program, not for a module.
+            fns = {fn for fn, mods in owner.items() if mods == [rel]}
+            m = modules.setdefault(f"{project}/{rel}", {})
+            m[label] = {
+                "ir": sum(executed.get(fn, 0) for fn in fns),
+                "static": sum(costs.values()),
+                "weighted": weighted_cost(costs, plain_calls),
+                "trace": sum(trace.get(fn, 0.0) for fn in fns),
+            }
+            for key in KINDS:
+                result["variants"][label][key] += m[label][key]
+        v = result["variants"][label]
+        print(f"  {label:12s} Ir {v['ir']:>14,d}  static {v['static']:14.0f}  "
+              f"weighted {v['weighted']:14.0f}  trace {v['trace']:14.0f}  ({changed} executed "
+              "functions whose blocks changed)", flush=True)
+    # Every module of the program, even those that did not run (so a training run can tell
+    # "not executed" from "not profiled").
+    profiles[program] = {
+        f"{project}/{rel}": {fn: plain_blocks[fn] for fn, mods in owner.items()
+                             if mods == [rel] and fn in plain_blocks}
+        for rel in recipe.sources}
+    return result
+
+
+def write_corpus(program: str, out: Path) -> None:
+    """The program's compiles, exactly as built here (same arguments, same extra defines), into
+    a corpus at their own level: module names match the profile's (`<project>/<source>`)."""
+    from corpus_tools.extract import extract_compile_db
+
+    recipe = RECIPES[program]
+    tree = tree_of(program, recipe)
+    entries = [{"directory": str(cwd), "file": str(tree / rel),
+                "arguments": [toolchain.clang().path, *args, *recipe.extra, "-c", str(tree / rel),
+                              "-o", "/dev/null"]}
+               for rel, args, cwd in compile_commands(program, recipe, tree)
+               if not rel.endswith(".S")]
+    with tempfile.TemporaryDirectory(prefix="mlgo-rcorpus-") as tmp:
+        db = Path(tmp) / "compile_commands.json"
+        db.write_text(json.dumps(entries))
+        summary = extract_compile_db(db, out, project=project_of(program), root=tree,
+                                     exclude=(), progress=False, opt_level=None)
+    if summary.failed:
+        raise BenchError(program, "extracting the corpus", str(summary.failed[0]))
+    print(f"{program}: corpus modules extracted into {out}")
+
+
+def correlations(xs: list[float], ys: list[float]) -> str:
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return "n/a (too few distinct points)"
+    return (f"Pearson r = {statistics.correlation(xs, ys):+.3f}, "
+            f"Spearman rho = {statistics.correlation(ranks(xs), ranks(ys)):+.3f} (n = {len(xs)})")
+
+
+def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
+    lines: dict[str, str] = {}
+    print(f"\n{'program':18s}{'policy':>12s}{'Ir':>10s}" + "".join(f"{k:>10s}" for k in KINDS))
+    for program, r in results.items():
+        base = r["variants"]["plain"]
+        for p in policies:
+            v = r["variants"][p]
+            d = {k: 100 * (v[k] - base[k]) / base[k] if base[k] else 0.0
+                 for k in ("ir", *KINDS)}
+            print(f"{program:18s}{p:>12s}{d['ir']:+9.3f}%"
+                  + "".join(f"{d[k]:+9.3f}%" for k in KINDS))
+    subsets = [("all policies", policies)]
+    if len(policies) > 1:
+        subsets += [(f"{p} only", [p]) for p in policies]
+    if "never" in policies and len(policies) > 2:
+        subsets.append(("all but never", [p for p in policies if p != "never"]))
+    for subset, pols in subsets:
+        # Programs: relative changes (%); modules: absolute ones (instructions, cost units).
+        pts: dict[str, tuple[list[float], list[float]]] = {}
+        for r in results.values():
+            base = r["variants"]["plain"]
+            for p in pols:
+                for k in KINDS:
+                    xs, ys = pts.setdefault(f"program {k}, {subset}", ([], []))
+                    xs.append((r["variants"][p][k] - base[k]) / base[k] if base[k] else 0.0)
+                    ys.append((r["variants"][p]["ir"] - base["ir"]) / base["ir"])
+            floor = MIN_SHARE * base["ir"]
+            for m in r["modules"].values():
+                if m["plain"]["ir"] < floor:
+                    continue
+                for p in pols:
+                    for k in KINDS:
+                        xs, ys = pts.setdefault(f"module {k}, {subset}", ([], []))
+                        xs.append(m[p][k] - m["plain"][k])
+                        ys.append(m[p]["ir"] - m["plain"]["ir"])
+        for key, (xs, ys) in pts.items():
+            lines[key] = correlations(xs, ys)
+    candidate_sets = [["plain", *policies]]
+    if "never" in policies and len(policies) > 1:
+        candidate_sets.append(["plain", *(p for p in policies if p != "never")])
+    for labels in candidate_sets:
+        print(f"\nper module, the variant of {{{', '.join(labels)}}} each reward ranks best (ties: "
+              "plain first), and the program's Ir if every module were compiled that way, vs plain:")
+        print(f"{'program':18s}" + "".join(f"{k + ' pick':>15s}" for k in ("Ir (oracle)", *KINDS)))
+        for program, r in results.items():
+            base = r["variants"]["plain"]["ir"]
+            line = f"{program:18s}"
+            for k in ("ir", *KINDS):
+                gain = 0
+                for m in r["modules"].values():
+                    best = min(range(len(labels)),
+                               key=lambda i, m=m, k=k, labels=labels: (m[labels[i]][k], i))
+                    gain += m[labels[best]]["ir"] - m["plain"]["ir"]
+                line += f"{100 * gain / base:+14.3f}%"
+                lines[f"pick {k} of {'/'.join(labels)}, {program}"] = f"{100 * gain / base:+.3f}%"
+            print(line)
+    print("\nchange in reward vs change in executed instructions:")
+    for k, v in lines.items():
+        if not k.startswith("pick"):
+            print(f"  {k:40s} {v}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--program", action="append", choices=sorted(RECIPES),
+                    help=f"only these programs (default: the training programs {', '.join(TRAINING)})")
+    ap.add_argument("--policy", action="append",
+                    help="regalloc policies to build with (default: proxy, regalloc, never)")
+    ap.add_argument("--write-profile", type=Path,
+                    help="write the plain runs' block profile (per corpus module) here")
+    ap.add_argument("--write-corpus", type=Path,
+                    help="extract the programs' compiles (as profiled) into this corpus")
+    ap.add_argument("--json", type=Path, help="write every measurement here")
+    ap.add_argument("--workdir", type=Path,
+                    help="keep the builds and callgrind files here (default: a temporary "
+                    "directory); a variant already measured there is read, not rebuilt")
+    args = ap.parse_args()
+    programs = args.program or list(TRAINING)
+    policies = args.policy or ["proxy", "regalloc", "never"]
+    held = [p for p in programs if p in HELD_OUT]
+    if held and (args.write_profile or args.write_corpus):
+        raise SystemExit(f"--write-profile/--write-corpus with held-out programs ({', '.join(held)}): a training "
+                         "profile must not come from them")
+    os.environ.pop("MLGO_INLINE_POLICY", None)
+    variants = [("plain", toolchain.clang().path, dict(os.environ))]
+    for p in policies:
+        os.environ["MLGO_REGALLOC_POLICY"] = p
+        try:
+            variants.append((p, launcher_for("clang"), dict(os.environ)))
+        except MlgoError as e:
+            raise SystemExit(f"policy {p}: building its launcher failed: {e}") from None
+    results: dict[str, dict] = {}
+    profiles: dict[str, Profile] = {}
+    with tempfile.TemporaryDirectory(prefix="mlgo-rreward-") as tmp:
+        if args.workdir:
+            tmp = str(args.workdir)
+        for program in programs:
+            print(f"\n{program}", flush=True)
+            results[program] = measure_program(program, variants, Path(tmp), profiles)
+    lines = report(results, policies)
+    if args.write_profile:
+        profile = {m: fns for p in profiles.values() for m, fns in p.items()}
+        write_profile(args.write_profile, profile,
+                      "benchmarks/regalloc_reward.py: plain clang-19 builds of "
+                      + ", ".join(programs) + " running regalloc_programs.py's workloads")
+        print(f"profile of {len(profile)} modules written to {args.write_profile}")
+    if args.write_corpus:
+        for program in programs:
+            write_corpus(program, args.write_corpus)
+    if args.json:
+        args.json.write_text(json.dumps({"policies": policies, "programs": results,
+                                         "correlations": lines}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

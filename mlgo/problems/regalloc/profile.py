@@ -1,0 +1,315 @@
+"""Regalloc rewards weighted by a real run of the program the module belongs to.
+
+The allocator's remarks give, per function, the spill+reload+copy cost weighted by each block's
+frequency *relative to the function's entry* (LLVM's static estimate): summed over a module,
+a cold error path weighs as much as an interpreter loop, and it does not predict executed
+instructions (benchmarks/RESULTS.md). Two rewards from a profiled run instead:
+
+- `weighted_cost`: each function's remark cost times its call count in the run;
+- `trace_cost`, the basic-block trace cost model: with -fbasic-block-address-map every machine
+  block keeps an ID from instruction selection on; the plain build's run under callgrind gives
+  each block's entry count, and a candidate compile costs what its blocks would execute on that
+  run. This is the one that tracks callgrind's count (RESULTS.md).
+
+A profile file holds, per corpus module, the plain build's executed blocks:
+`{"modules": {module: {function: {block ID: [entries, executed, instructions]}}}}`, written by
+`benchmarks/regalloc_reward.py --write-profile` and read by `RegallocEviction(profile=...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlgo.errors import MlgoError
+
+
+def defined_functions(obj: Path | str) -> set[str]:
+    """Names of the functions an object file defines (its text symbols), from llvm-nm-19."""
+    from mlgo.serving.launcher import companion_tool
+
+    r = subprocess.run([companion_tool("llvm-nm"), "--defined-only", "-P", str(obj)],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise MlgoError(f"{obj}: llvm-nm failed: {r.stderr.strip()[-300:]}")
+    names = set()
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1] in ("T", "t", "W", "w"):
+            names.add(parts[0])
+    return names
+
+
+def weighted_cost(per_function: dict[str, float], calls: dict[str, int]) -> float:
+    """Estimated executed spill, reload and copy instructions: each function's remark cost
+    (per call) times its call count; functions that did not run weigh nothing."""
+    return sum(cost * calls.get(fn, 0) for fn, cost in per_function.items())
+
+
+Profile = dict[str, dict[str, dict[int, "BlockProfile"]]]  # module -> function -> block ID -> ...
+
+
+def load_profile(path: Path | str) -> Profile:
+    """The per-module block profile of a profile file (module docstring)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        modules = data["modules"]
+        if not isinstance(modules, dict):
+            raise TypeError("'modules' is not an object")
+        return {m: {fn: {int(bid): BlockProfile(*map(int, v)) for bid, v in blocks.items()}
+                    for fn, blocks in fns.items()} for m, fns in modules.items()}
+    except FileNotFoundError as e:
+        raise MlgoError(f"{path}: no such profile file") from e
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MlgoError(f"{path}: not a regalloc block profile ({{\"modules\": {{module: "
+                        f"{{function: {{block: [entries, executed, size]}}}}}}}}): {e}") from e
+
+
+def write_profile(path: Path | str, modules: Profile, source: str) -> None:
+    data = {m: {fn: {str(bid): [b.entries, b.executed, b.size] for bid, b in blocks.items()}
+                for fn, blocks in fns.items()} for m, fns in modules.items()}
+    Path(path).write_text(json.dumps({"source": source, "modules": data}, sort_keys=True) + "\n")
+
+
+# The basic-block trace cost model: a program built with -fbasic-block-address-map records, per
+# function, each machine block's ID (stable from instruction selection on, so the same in a
+# build that differs only in eviction choices), offset and size. The plain build's run under
+# callgrind (--dump-instr=yes) gives each block's execution count; a candidate build's cost is
+# then the sum over its blocks of (instructions in the block) x (the plain block's count): the
+# instructions the candidate would execute on the same run, spills, reloads and copies included.
+
+BlockMap = dict[str, list[tuple[int, int, int]]]  # function -> [(block ID, start, end)]
+
+
+@dataclass
+class CallgrindProfile:
+    """What one run under callgrind (--dump-instr=yes) measured in the program's own code."""
+
+    instructions: dict[int, int] = field(default_factory=dict)  # address -> executions
+    calls: dict[str, int] = field(default_factory=dict)  # function -> times it was called
+
+    def add(self, other: CallgrindProfile) -> None:
+        """Adds another run's counts (a workload's steps)."""
+        for a, n in other.instructions.items():
+            self.instructions[a] = self.instructions.get(a, 0) + n
+        for fn, n in other.calls.items():
+            self.calls[fn] = self.calls.get(fn, 0) + n
+
+
+def read_callgrind(path: Path | str, program: Path | str) -> CallgrindProfile:
+    """Executions per instruction address and calls per function of `program`'s own code (not
+    its shared libraries'), from a callgrind output file recorded with --dump-instr=yes
+    (addresses as in the linked file, PIE or not). Follows callgrind's format: name
+    compression `(id) name`, relative positions (`+n`, `-n`, `*`), one field per position
+    before the costs, and the cost line after `calls=` (the callee's inclusive cost, not
+    counted here). Recursion levels (`f'2`) count as their function."""
+    name = os.path.basename(str(program))
+    objects: dict[str, str] = {}
+    functions: dict[str, str] = {}
+    prof = CallgrindProfile()
+    in_program = callee_in_program = False
+    skip_next, last, callee = False, 0, ""
+    positions = ["line"]
+    try:
+        f = open(path)
+    except OSError as e:
+        raise MlgoError(f"{path}: cannot read the callgrind output: {e.strerror}") from e
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if line[:1].isdigit() or line[:1] in "+-*":
+                if "instr" not in positions:
+                    raise MlgoError(f"{path}: recorded without --dump-instr=yes "
+                                    f"(positions: {' '.join(positions)})")
+                fields = line.split()
+                pos = fields[positions.index("instr")]
+                try:
+                    addr = last if pos == "*" else last + int(pos) if pos[0] in "+-" else int(pos, 0)
+                    cost = int(fields[len(positions)]) if len(fields) > len(positions) else 0
+                except ValueError:
+                    raise MlgoError(f"{path}:{lineno}: not a cost line: {line.strip()!r}") from None
+                last = addr
+                if skip_next:
+                    skip_next = False
+                elif in_program:
+                    prof.instructions[addr] = prof.instructions.get(addr, 0) + cost
+                continue
+            if line.startswith("positions:"):
+                positions = line.split(":", 1)[1].split()
+                continue
+            key, eq, value = line.rstrip("\n").partition("=")
+            if not eq:
+                continue
+            if key == "ob":
+                in_program = _compressed(objects, value, path, lineno).endswith("/" + name)
+                callee_in_program = in_program
+            elif key == "cob":
+                callee_in_program = _compressed(objects, value, path, lineno).endswith("/" + name)
+            elif key == "fn":
+                _compressed(functions, value, path, lineno)
+                callee_in_program = in_program
+            elif key == "cfn":
+                callee = re.sub(r"'\d+$", "", _compressed(functions, value, path, lineno))
+            elif key == "calls":
+                skip_next = True
+                if callee_in_program:
+                    try:
+                        n = int(value.split()[0])
+                    except (ValueError, IndexError):
+                        raise MlgoError(f"{path}:{lineno}: bad calls line: {line.strip()!r}") from None
+                    prof.calls[callee] = prof.calls.get(callee, 0) + n
+                callee_in_program = in_program
+    if not prof.instructions:
+        raise MlgoError(f"{path}: no instruction of {name} in the profile")
+    return prof
+
+
+def _compressed(table: dict[str, str], value: str, path: Path | str, lineno: int) -> str:
+    """Callgrind's name compression: `(id) name` defines id, `(id)` refers to it."""
+    value = value.strip()
+    if not value.startswith("("):
+        return value
+    ident, _, rest = value.partition(")")
+    if rest.strip():
+        table[ident] = rest.strip()
+    elif ident not in table:
+        raise MlgoError(f"{path}:{lineno}: name {ident}) used before it is defined")
+    return table[ident]
+
+
+def _llvm_tool(tool: str) -> str:
+    from mlgo.serving.launcher import companion_tool
+
+    return companion_tool(tool)
+
+
+def read_block_map(elf: Path | str) -> BlockMap:
+    """Each function's blocks (ID, start address, end address) from the SHT_LLVM_BB_ADDR_MAP
+    section of a program linked from objects compiled with -fbasic-block-address-map."""
+    r = subprocess.run([_llvm_tool("llvm-readobj"), "--bb-addr-map", "--elf-output-style=JSON",
+                        str(elf)], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise MlgoError(f"{elf}: llvm-readobj --bb-addr-map failed: {r.stderr.strip()[-300:]}")
+    out: BlockMap = {}
+    for entry in json.loads(r.stdout)[0].get("BBAddrMap", []):
+        fn = entry["Function"]
+        blocks = out.setdefault(fn["Name"], [])
+        for rng in fn["BB Ranges"]:
+            base = rng["Base Address"]
+            for bb in rng["BB Entries"]:
+                start = base + bb["Offset"]
+                blocks.append((bb["ID"], start, start + bb["Size"]))
+    if not out:
+        raise MlgoError(f"{elf}: no basic-block address map (compile with "
+                        "-fbasic-block-address-map)")
+    return out
+
+
+def instruction_addresses(elf: Path | str) -> list[int]:
+    """Sorted addresses of every instruction in the program's code, from llvm-objdump."""
+    r = subprocess.run([_llvm_tool("llvm-objdump"), "-d", "--no-show-raw-insn", str(elf)],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise MlgoError(f"{elf}: llvm-objdump failed: {r.stderr.strip()[-300:]}")
+    addrs = []
+    for line in r.stdout.splitlines():
+        head, sep, _ = line.partition(":")
+        if sep and line.startswith(" ") and head.strip():
+            try:
+                addrs.append(int(head.strip(), 16))
+            except ValueError:
+                continue
+    return sorted(addrs)
+
+
+def block_instructions(blocks: BlockMap, addrs: list[int]) -> dict[str, dict[int, int]]:
+    """Instructions per block: {function: {block ID: count}}."""
+    import bisect
+
+    return {fn: {bid: bisect.bisect_left(addrs, end) - bisect.bisect_left(addrs, start)
+                 for bid, start, end in bbs} for fn, bbs in blocks.items()}
+
+
+@dataclass(frozen=True)
+class BlockProfile:
+    """One machine block of the profiled (plain) build."""
+
+    entries: int  # executions of its first instruction
+    executed: int  # instructions it executed (a trailing jmp after a conditional branch runs
+    # only when that branch falls through, so this is not always entries x size)
+    size: int  # its instructions
+
+
+def block_profile(blocks: BlockMap, addrs: list[int], instr_counts: dict[int, int]
+                  ) -> dict[str, dict[int, BlockProfile]]:
+    """{function: {block ID: BlockProfile}} of the profiled build, for the blocks that ran."""
+    import bisect
+
+    out: dict[str, dict[int, BlockProfile]] = {}
+    for fn, bbs in blocks.items():
+        prof = {}
+        for bid, start, end in bbs:
+            entries = instr_counts.get(start, 0)
+            if end <= start or not entries:
+                continue
+            inside = addrs[bisect.bisect_left(addrs, start):bisect.bisect_left(addrs, end)]
+            prof[bid] = BlockProfile(entries, sum(instr_counts.get(a, 0) for a in inside),
+                                     len(inside))
+        if prof:
+            out[fn] = prof
+    return out
+
+
+def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, BlockProfile]]
+               ) -> dict[str, float]:
+    """Per function: instructions the candidate build would execute on the profiled run.
+
+    Each of the candidate's blocks costs what the block with its ID executed in the profile plus,
+    per instruction it gained or lost (spills, reloads, copies), that block's entry count.
+    Blocks without a counterpart cost nothing. After allocation the CFG can change with the
+    registers chosen: tail duplication copies a block into its predecessors (which grow, and
+    are charged for it at their own counts) and drops it, so a dropped block must not be
+    charged again; tail merging works the other way (its merged copy is missed), but on the
+    training programs duplication is what happens in the hot loops (benchmarks/RESULTS.md)."""
+    out = {}
+    for fn, prof in profile.items():
+        bbs = ninstr.get(fn)
+        if bbs is None:
+            continue
+        out[fn] = float(sum(b.executed + b.entries * (bbs[bid] - b.size)
+                            for bid, b in prof.items() if bid in bbs))
+    return out
+
+
+def function_instructions(blocks: BlockMap, addrs: list[int], instr_counts: dict[int, int]
+                          ) -> dict[str, int]:
+    """Instructions executed per function: every executed address from its first block's start
+    to its last block's end (padding between blocks included), as measured."""
+    import bisect
+
+    out = {}
+    for fn, bbs in blocks.items():
+        lo, hi = min(b[1] for b in bbs), max(b[2] for b in bbs)
+        out[fn] = sum(instr_counts.get(a, 0)
+                      for a in addrs[bisect.bisect_left(addrs, lo):bisect.bisect_left(addrs, hi)])
+    return out
+
+
+def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile]]) -> dict[str, float]:
+    """trace_cost of a compiled object (built with -fbasic-block-address-map) against its
+    module's profile. Needs one text section: in a relocatable object llvm-readobj places
+    blocks by section offset, which with -ffunction-sections would mix functions up."""
+    from elftools.elf.constants import SH_FLAGS
+    from elftools.elf.elffile import ELFFile
+
+    with open(obj, "rb") as f:
+        text = [s.name for s in ELFFile(f).iter_sections()
+                if s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and s["sh_size"] > 0]
+    if len(text) > 1:
+        raise MlgoError(f"{obj}: {len(text)} code sections ({', '.join(text[:3])}, ...): the trace "
+                        "reward needs objects built without -ffunction-sections")
+    blocks = read_block_map(obj) if text else {}
+    return trace_cost(block_instructions(blocks, instruction_addresses(obj)), profile)

@@ -1,0 +1,195 @@
+"""The profile-based regalloc rewards (mlgo/problems/regalloc/profile.py): callgrind's format as
+read, the trace cost model's arithmetic, and the whole path on a real program run under
+callgrind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlgo.errors import MlgoError
+from mlgo.problems.regalloc.profile import (
+    BlockProfile,
+    block_instructions,
+    block_profile,
+    defined_functions,
+    function_instructions,
+    instruction_addresses,
+    load_profile,
+    read_block_map,
+    read_callgrind,
+    trace_cost,
+    weighted_cost,
+    write_profile,
+)
+
+# A callgrind file in the format valgrind 3.19 writes with --dump-instr=yes: compressed names,
+# relative addresses, a call from the program, a call into it from a library (cob=), and a
+# recursion level (work'2).
+CALLGRIND = """\
+# callgrind format
+version: 1
+creator: callgrind-3.19.0
+cmd: ./prog -e x=1
+positions: instr line
+events: Ir
+
+ob=(1) /tmp/x/prog
+fl=(1) ???
+fn=(1) main
+0x1000 0 1
++2 0 1
+cfn=(2) work
+calls=3 0x1100 0
+* 0 30
++5 0 1
+
+ob=(2) /usr/lib/libc.so.6
+fn=(3) puts
+0x500 0 7
+cob=(1)
+cfn=(2)
+calls=2 0x1100 0
+* 0 20
+
+ob=(1)
+fn=(4) work'2
+0x1100 0 5
++3 0 5
+-3 0 2
+
+totals: 52
+"""
+
+
+def test_callgrind_counts_only_the_programs_own_instructions(tmp_path: Path) -> None:
+    f = tmp_path / "callgrind.out"
+    f.write_text(CALLGRIND)
+    prof = read_callgrind(f, "/elsewhere/prog")
+    # The call lines' inclusive costs (30, 20) and libc's instruction are not the program's.
+    assert prof.instructions == {0x1000: 1, 0x1002: 1, 0x1007: 1, 0x1100: 7, 0x1103: 5}
+    # work is called 3 times by main and twice from libc into the program.
+    assert prof.calls == {"work": 5}
+
+
+def test_callgrind_without_instruction_positions_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "callgrind.out"
+    f.write_text(CALLGRIND.replace("positions: instr line", "positions: line"))
+    with pytest.raises(MlgoError, match="recorded without --dump-instr=yes"):
+        read_callgrind(f, "prog")
+    f.write_text(CALLGRIND.replace("+3 0 5", "+x 0 5"))
+    with pytest.raises(MlgoError, match=r"callgrind.out:\d+: not a cost line"):
+        read_callgrind(f, "prog")
+    f.write_text(CALLGRIND)
+    with pytest.raises(MlgoError, match="no instruction of other in the profile"):
+        read_callgrind(tmp_path / "callgrind.out", "other")
+
+
+def test_trace_cost_adds_each_changed_instruction_at_its_blocks_count() -> None:
+    # Block 1 ends in a conditional branch and a jmp run only on fall-through: it executed 9
+    # instructions in 5 entries with 2 instructions.
+    profile = {"f": {0: BlockProfile(10, 30, 3), 1: BlockProfile(5, 9, 2)}}
+    # One reload added to block 0 (10 runs); block 2 never ran.
+    assert trace_cost({"f": {0: 4, 1: 2, 2: 7}}, profile) == {"f": 49.0}
+    assert trace_cost({"f": {0: 3, 1: 2, 2: 6}}, profile) == {"f": 39.0}
+    # Block 1 duplicated into its predecessor block 0 (2 instructions more there) and dropped:
+    # its work is charged once, at block 0's count.
+    assert trace_cost({"f": {0: 5, 3: 2}}, profile) == {"f": 50.0}
+
+
+def test_weighted_cost_counts_functions_by_their_calls() -> None:
+    assert weighted_cost({"hot": 2.5, "cold": 100.0, "unseen": 7.0}, {"hot": 40, "cold": 0}) == 100.0
+
+
+def test_profile_file_round_trip_and_bad_files(tmp_path: Path) -> None:
+    p = tmp_path / "profile.json"
+    blocks = {"lua/lvm.c": {"luaV_execute": {0: BlockProfile(3, 12, 4)}}, "lua/lgc.c": {}}
+    write_profile(p, blocks, "test")
+    assert load_profile(p) == blocks
+    p.write_text(json.dumps({"modules": {"lua/lvm.c": {"f": {"0": [1, 2]}}}}))
+    with pytest.raises(MlgoError, match="profile.json: not a regalloc block profile"):
+        load_profile(p)
+    with pytest.raises(MlgoError, match="missing.json: no such profile file"):
+        load_profile(tmp_path / "missing.json")
+
+
+PROGRAM = r"""
+__attribute__((noinline)) int work(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * x; return s; }
+int main(void) { int t = 0; for (int i = 0; i < 50; i++) t ^= work(i); return t == 12345; }
+"""
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_a_real_run_gives_block_counts_and_calls(tmp_path: Path) -> None:
+    src = tmp_path / "p.c"
+    src.write_text(PROGRAM)
+    obj, exe = tmp_path / "p.o", tmp_path / "prog"
+    subprocess.run(["clang-19", "-O2", "-fbasic-block-address-map", "-c", str(src), "-o",
+                    str(obj)], check=True)
+    subprocess.run(["clang-19", str(obj), "-o", str(exe)], check=True)
+    out = tmp_path / "cg.out"
+    subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
+                    f"--callgrind-out-file={out}", str(exe)], check=True, capture_output=True)
+    prof = read_callgrind(out, exe)
+    assert prof.calls["work"] == 50
+    assert {"work", "main"} <= defined_functions(obj)
+    blocks = read_block_map(exe)
+    addrs = instruction_addresses(exe)
+    measured = function_instructions(blocks, addrs, prof.instructions)
+    plain = block_profile(blocks, addrs, prof.instructions)
+    ninstr = block_instructions(blocks, addrs)
+    # The build against its own profile: every executed instruction of work, no more.
+    assert trace_cost(ninstr, plain)["work"] == measured["work"] > 50
+    # One more instruction in work's entry block runs once per call.
+    entry = min(ninstr["work"])
+    bigger = {**ninstr, "work": {**ninstr["work"], entry: ninstr["work"][entry] + 1}}
+    assert trace_cost(bigger, plain)["work"] == measured["work"] + 50
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_the_problem_measures_a_module_by_its_profiled_run(tmp_path: Path) -> None:
+    """RegallocEviction(profile=...) compiles a corpus module and costs it at the block counts
+    of a run of the program built from it: the default compile costs what that run executed."""
+    from corpus_tools.corpus import Module
+    from mlgo.compiler.cache import BaselineCache
+    from mlgo.problems.regalloc.problem import RegallocEviction
+
+    root = tmp_path / "corpus"
+    (root / "p").mkdir(parents=True)
+    src = tmp_path / "p.c"
+    src.write_text(PROGRAM)
+    bc = root / "p" / "p.c.bc"
+    subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                    str(src), "-o", str(bc)], check=True)
+    (root / "p" / "p.c.cmd").write_bytes(b"-c\0-O2")
+    obj, exe = tmp_path / "p.o", tmp_path / "prog"
+    subprocess.run(["clang-19", "-c", "-O2", "-fbasic-block-address-map", "-x", "ir", str(bc),
+                    "-o", str(obj)], check=True)
+    subprocess.run(["clang-19", str(obj), "-o", str(exe)], check=True)
+    out = tmp_path / "cg.out"
+    subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
+                    f"--callgrind-out-file={out}", str(exe)], check=True, capture_output=True)
+    prof = read_callgrind(out, exe)
+    blocks, addrs = read_block_map(exe), instruction_addresses(exe)
+    measured = function_instructions(blocks, addrs, prof.instructions)
+    plain = block_profile(blocks, addrs, prof.instructions)
+    profile = tmp_path / "profile.json"
+    write_profile(profile, {"p/p.c": {fn: plain[fn] for fn in ("work", "main")}}, "test")
+
+    problem = RegallocEviction(profile=str(profile))
+    m = problem.baseline(Module("p/p.c", root), BaselineCache(tmp_path / "cache"))
+    assert m.per_function["work"] == measured["work"] > 50
+    assert m.total == sum(m.per_function.values())
+    # The remark objective's cached baseline is not this one's.
+    assert RegallocEviction().baseline(Module("p/p.c", root), BaselineCache(tmp_path / "cache")
+                                       ).total != m.total
+    other = root / "q"
+    other.mkdir()
+    shutil.copy(bc, other / "p.c.bc")
+    shutil.copy(root / "p" / "p.c.cmd", other / "p.c.cmd")
+    with pytest.raises(MlgoError, match="q/p.c: not in the profile"):
+        problem.compile_default(Module("q/p.c", root))
