@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from corpus_tools.corpus import Corpus
-from mlgo.compiler import toolchain
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.compiler.measure import text_size
 from mlgo.problems import get_problem
 from mlgo.serving import codegen
 from mlgo.serving.plugin import plugin_for
+from mlgo_base import toolchain
 
 
 def _decider(problem, policy: str):

@@ -20,10 +20,10 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlgo.compiler import toolchain
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
 from mlgo.lua_demo import lua_sources
 from mlgo.serving.launcher import launcher_for
+from mlgo_base import toolchain
 
 # Integer and float arithmetic, closures, tables, sorting and string building: the work an
 # interpreter's hot loop (lvm.c) and its libraries spend registers on.

@@ -36,10 +36,10 @@ from pathlib import Path
 
 from regalloc_callgrind import PROGRAM as LUA_PROGRAM  # the same Lua workload
 
-from mlgo.compiler import toolchain
 from mlgo.compiler.measure import parse_regalloc_remarks
-from mlgo.errors import MlgoError
 from mlgo.serving.launcher import launcher_for
+from mlgo_base import toolchain
+from mlgo_base.errors import MlgoError
 
 BUILD_CACHE = Path.home() / ".cache" / "mlgo" / "debian" / "build"
 REMARKS = ["-fsave-optimization-record=yaml", "-foptimization-record-passes=regalloc"]

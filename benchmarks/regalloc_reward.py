@@ -52,9 +52,7 @@ from regalloc_programs import (
     tree_of,
 )
 
-from mlgo.compiler import toolchain
 from mlgo.compiler.measure import parse_regalloc_remarks
-from mlgo.errors import MlgoError
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
     CallgrindProfile,
@@ -71,6 +69,8 @@ from mlgo.problems.regalloc.profile import (
     write_profile,
 )
 from mlgo.serving.launcher import launcher_for
+from mlgo_base import toolchain
+from mlgo_base.errors import MlgoError
 
 # Fixed before measuring: profiles, training modules and any choice come from TRAINING only;
 # HELD_OUT programs are measured once at the end, for the report.

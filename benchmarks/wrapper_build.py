@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
-from mlgo.compiler.toolchain import locate
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM
 from mlgo.serving.launcher import launcher_for
+from mlgo_base.toolchain import locate
 
 REMARK_FLAGS = "-fsave-optimization-record=yaml -foptimization-record-passes=regalloc"
 

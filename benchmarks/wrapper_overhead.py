@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.compiler.toolchain import locate
 from mlgo.serving.launcher import launcher_for
+from mlgo_base.toolchain import locate
 
 LUA_FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", "src"]
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlgo.errors import CorpusError, writing
+from mlgo_base.errors import CorpusError, MlgoError
+from mlgo_base.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 DESCRIPTION = "corpus_description.json"
@@ -221,34 +220,45 @@ def write_description(
     return atomic_write_text(root / DESCRIPTION, json.dumps(desc, indent=1) + "\n")
 
 
-def file_sha256(path: Path | str) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (bitcode dedup, cache keys,
-    checkpoint verification)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _stable_unit_hash(seed: int, text: str) -> int:
+    # sha256 rather than hash(): Python salts str hashes per process.
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{text}".encode()).digest()[:8], "big")
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write to a temp file in the same directory, then rename: readers never see half a file."""
-    path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-    return path
+def split_by_project(corpus: Corpus, validation_fraction: float,
+                     seed: int = 0) -> tuple[list[str], list[str]]:
+    """Deterministic (train, validation) module names, each in corpus order.
 
+    With two or more projects, whole projects go to one side: projects are ordered by a SHA-256
+    hash of (seed, project name) and moved to validation in that order until it holds at least
+    `validation_fraction` of the modules; at least one project always stays in training. The
+    split depends only on the names, the fraction and the seed, so it is the same on every run and
+    machine.
 
-def atomic_write_text(path: Path | str, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode())
+    With a single project, there is no project to hold out, so modules are split one by one
+    instead: ordered by the hash of (seed, module name), the first round(fraction * n) (at least
+    one when fraction > 0 and there are two or more modules) go to validation.
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise MlgoError(f"validation fraction must be in [0, 1), got {validation_fraction}")
+    names = [m.name for m in corpus.modules]
+    if validation_fraction == 0.0 or len(names) < 2:
+        return names, []
+    by_project = corpus.by_project()
+    if len(by_project) >= 2:
+        target = validation_fraction * len(names)
+        order = sorted(by_project, key=lambda p: (_stable_unit_hash(seed, p), p))
+        held_out: set[str] = set()
+        count = 0
+        for project in order[:-1]:  # the last project in hash order always trains
+            if count >= target:
+                break
+            held_out.add(project)
+            count += len(by_project[project])
+        validation = {m.name for p in held_out for m in by_project[p]}
+    else:
+        size = max(1, round(validation_fraction * len(names)))
+        size = min(size, len(names) - 1)
+        order = sorted(names, key=lambda n: (_stable_unit_hash(seed, n), n))
+        validation = set(order[:size])
+    return ([n for n in names if n not in validation], [n for n in names if n in validation])

@@ -52,8 +52,8 @@ from corpus_tools.extract import (
     extract_compile_db,
     kill_session,
 )
-from mlgo.compiler import toolchain
-from mlgo.errors import CorpusError
+from mlgo_base import toolchain
+from mlgo_base.errors import CorpusError
 
 log = logging.getLogger(__name__)
 

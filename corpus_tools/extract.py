@@ -46,15 +46,13 @@ from corpus_tools.corpus import (
     DESCRIPTION,
     KEEP_LEVEL,
     Corpus,
-    atomic_write_bytes,
-    atomic_write_text,
-    file_sha256,
     opt_levels_in,
     replace_opt_level,
     write_description,
 )
-from mlgo.compiler import toolchain
-from mlgo.errors import CorpusError
+from mlgo_base import toolchain
+from mlgo_base.errors import CorpusError
+from mlgo_base.files import atomic_write_bytes, atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 

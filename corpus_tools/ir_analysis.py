@@ -58,7 +58,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mlgo.errors import CorpusError
+from mlgo_base.errors import CorpusError
 
 CALL_OPCODES = frozenset({"call", "invoke", "callbr"})
 

@@ -11,7 +11,6 @@ Report layout (also the JSON written with --json):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -19,9 +18,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from corpus_tools.corpus import Corpus, Module, atomic_write_text
+from corpus_tools.corpus import Corpus, Module
 from corpus_tools.ir_analysis import analyze_module
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
+from mlgo_base.files import atomic_write_text
 
 # (module name, module statistics as a dict or None, failure message or None)
 _Outcome = tuple[str, dict | None, str | None]
@@ -157,7 +157,7 @@ def run_report(corpus_dir: Path, json_out: Path | None, jobs: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Filters and splits for training.
+# Filters for training.
 
 
 def filter_modules(stats: dict, min_decision_points: int = 1) -> list[str]:
@@ -174,49 +174,3 @@ def rank_functions_by_pressure(stats: dict) -> list[tuple[str, str, int]]:
             for module, m in stats["modules"].items() for f in m["functions"]]
     rows.sort(key=lambda r: (-r[2], r[0], r[1]))
     return rows
-
-
-def _stable_unit_hash(seed: int, text: str) -> int:
-    # sha256 rather than hash(): Python salts str hashes per process.
-    return int.from_bytes(hashlib.sha256(f"{seed}\0{text}".encode()).digest()[:8], "big")
-
-
-def split_by_project(corpus: Corpus, validation_fraction: float,
-                     seed: int = 0) -> tuple[list[str], list[str]]:
-    """Deterministic (train, validation) module names, each in corpus order.
-
-    With two or more projects, whole projects go to one side: projects are ordered by a SHA-256
-    hash of (seed, project name) and moved to validation in that order until it holds at least
-    `validation_fraction` of the modules; at least one project always stays in training. The
-    split depends only on the names, the fraction and the seed, so it is the same on every run and
-    machine.
-
-    With a single project, there is no project to hold out, so modules are split one by one
-    instead: ordered by the hash of (seed, module name), the first round(fraction * n) (at least
-    one when fraction > 0 and there are two or more modules) go to validation.
-    """
-    if not 0.0 <= validation_fraction < 1.0:
-        raise MlgoError(f"validation fraction must be in [0, 1), got {validation_fraction}")
-    names = [m.name for m in corpus.modules]
-    if validation_fraction == 0.0 or len(names) < 2:
-        return names, []
-    by_project = corpus.by_project()
-    if len(by_project) >= 2:
-        target = validation_fraction * len(names)
-        order = sorted(by_project, key=lambda p: (_stable_unit_hash(seed, p), p))
-        held_out: set[str] = set()
-        count = 0
-        for project in order[:-1]:  # the last project in hash order always trains
-            if count >= target:
-                break
-            held_out.add(project)
-            count += len(by_project[project])
-        validation = {m.name for p in held_out for m in by_project[p]}
-    else:
-        size = max(1, round(validation_fraction * len(names)))
-        size = min(size, len(names) - 1)
-        order = sorted(names, key=lambda n: (_stable_unit_hash(seed, n), n))
-        validation = set(order[:size])
-    return ([n for n in names if n not in validation], [n for n in names if n in validation])
-
-

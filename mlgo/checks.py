@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
 
 # Upper bounds: beyond them a value is a typo, not a plan. A compile that needs more than a
 # day, or a local pool of more than 1024 processes, is not something these tools can manage.

@@ -30,10 +30,10 @@ from mlgo.compiler.interactive import (
     make_workdir,
     remove_workdir,
 )
-from mlgo.errors import MlgoError, ProtocolError
 from mlgo.problems import Measurement, Problem, get_problem
 from mlgo.problems.base import Heuristic
 from mlgo.protocol import Header
+from mlgo_base.errors import MlgoError, ProtocolError
 
 Obs = Mapping[str, np.ndarray]
 

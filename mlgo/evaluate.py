@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpus_tools.corpus import Corpus, atomic_write_bytes, atomic_write_text
+from corpus_tools.corpus import Corpus
 from mlgo.compiler.measure import COMDAT_PREFIX
 from mlgo.workers.tasks import ModuleOutcome
+from mlgo_base.files import atomic_write_bytes, atomic_write_text
 
 
 def comdat_pairs(outcome: ModuleOutcome) -> dict[str, list[float]]:

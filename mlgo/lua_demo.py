@@ -10,8 +10,8 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mlgo.compiler import toolchain
-from mlgo.errors import MlgoError
+from mlgo_base import toolchain
+from mlgo_base.errors import MlgoError
 
 PROJECT = "lua5.4"
 # A small program exercising the interpreter (closures, tables, strings, arithmetic).

@@ -51,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Module, atomic_write_bytes, atomic_write_text
-from mlgo.errors import MlgoError, ProtocolError
+from corpus_tools.corpus import Module
 from mlgo.workers.tasks import ModuleOutcome, PolicySpec
+from mlgo_base.errors import MlgoError, ProtocolError
+from mlgo_base.files import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Module, atomic_write_text
-from mlgo.errors import MlgoError, writing
+from corpus_tools.corpus import Module
 from mlgo.policies.vocab import DEFAULT_QUANTILES, quantile_boundaries, save_vocab
 from mlgo.problems import Problem
 from mlgo.protocol import Header, TensorSpec
 from mlgo.workers.pool import WorkerPool, run_with_progress
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
+from mlgo_base.errors import MlgoError, writing
+from mlgo_base.files import atomic_write_text
 
 RECORDS = "trace.tfrecord"
 META = "trace.json"

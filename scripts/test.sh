@@ -4,5 +4,5 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh"
 cd "$root"
-.venv/bin/ruff check mlgo corpus_tools tests
+.venv/bin/ruff check mlgo mlgo_base corpus_tools tests
 exec .venv/bin/python -m pytest "$@"

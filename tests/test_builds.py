@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mlgo.errors import MlgoError
 from mlgo.serving import launcher, plugin
 from mlgo.serving.summary import format_summary, read_summary
+from mlgo_base.errors import MlgoError
 
 BIN = Path(sys.executable).parent
 MLGO = str(BIN / "mlgo")

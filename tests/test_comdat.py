@@ -9,7 +9,6 @@ import pytest
 from corpus_tools.corpus import Corpus
 from mlgo.cli.main import main
 from mlgo.compiler.measure import comdat_objective, text_sections, text_size
-from mlgo.errors import MlgoError
 from mlgo.search import (
     FlipSearch,
     SearchConfig,
@@ -18,6 +17,7 @@ from mlgo.search import (
     search_corpus,
 )
 from mlgo.workers.pool import LocalPool
+from mlgo_base.errors import MlgoError
 
 HEADER = """extern int tab[64];
 inline int helper(int x) {

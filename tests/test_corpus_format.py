@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corpus_tools.corpus import Corpus, Module, write_description
-from mlgo.errors import CorpusError
+from mlgo_base.errors import CorpusError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

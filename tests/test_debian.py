@@ -11,7 +11,7 @@ import pytest
 
 from corpus_tools import debian, extract
 from corpus_tools.corpus import Corpus
-from mlgo.errors import CorpusError
+from mlgo_base.errors import CorpusError
 
 
 def test_every_shipped_recipe_parses_and_records_its_result() -> None:

@@ -6,8 +6,8 @@ from corpus_fixtures import make_small_corpus
 import mlgo.env
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.cache import BaselineCache
-from mlgo.errors import CompileError, ProtocolError
 from mlgo.problems import get_problem
+from mlgo_base.errors import CompileError, ProtocolError
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +132,8 @@ def test_bad_bitcode_is_a_clear_error(tmp_path, cache):
 
 
 def test_header_without_what_the_problem_needs_is_refused():
-    from mlgo.errors import ProtocolError
     from mlgo.protocol import Header, TensorSpec
+    from mlgo_base.errors import ProtocolError
 
     p = get_problem("inlining")
     h = Header((TensorSpec("threshold", "int64_t", (1,)),), TensorSpec("inlining_decision", "int64_t", (1,)))

@@ -14,8 +14,8 @@ import pytest
 from corpus_tools import extract
 from corpus_tools.corpus import Corpus
 from mlgo.cli.main import main as mlgo_main
-from mlgo.compiler import toolchain
-from mlgo.errors import CorpusError
+from mlgo_base import toolchain
+from mlgo_base.errors import CorpusError
 
 C_SOURCE = """
 #include "config.h"

@@ -45,8 +45,8 @@ def test_negative_workers_is_refused_not_a_hang(corpus):
 
 
 def test_local_pool_refuses_no_workers():
-    from mlgo.errors import MlgoError
     from mlgo.workers.pool import LocalPool
+    from mlgo_base.errors import MlgoError
 
     with pytest.raises(MlgoError, match="at least 1"):
         LocalPool(-1)
@@ -145,7 +145,7 @@ def test_traversing_module_name_is_refused_and_merge_leaves_the_victim_alone(tmp
 ])
 def test_unsafe_module_names_are_refused_at_load(tmp_path, name, why):
     from corpus_tools.corpus import Corpus
-    from mlgo.errors import CorpusError
+    from mlgo_base.errors import CorpusError
 
     (tmp_path / "corpus_description.json").write_text(json.dumps({"modules": ["ok/a", name]}))
     with pytest.raises(CorpusError, match=why):
@@ -273,11 +273,11 @@ def test_a_diverged_iteration_writes_nothing(tmp_path):
     import numpy as np
 
     from corpus_tools.corpus import Corpus, Module
-    from mlgo.errors import MlgoError
     from mlgo.policies.policy_dir import load_policy
     from mlgo.problems import get_problem
     from mlgo.training.run import TrainingRun
     from mlgo.workers.pool import LocalPool
+    from mlgo_base.errors import MlgoError
 
     net, params, _ = load_policy(_regalloc_policy(tmp_path / "warm"))
     corpus = Corpus(tmp_path, [Module("p/a", tmp_path, "p"), Module("p/b", tmp_path, "p")])
@@ -406,8 +406,8 @@ def test_disk_full_mid_training_keeps_the_run_resumable(corpus, tmp_path, mount)
 def test_append_line_is_whole_or_nothing(mount):
     import errno
 
-    from mlgo.errors import MlgoError
     from mlgo.training.run import append_line
+    from mlgo_base.errors import MlgoError
 
     d = mount("small", "size=64k")
     log = d / "log.jsonl"

@@ -69,7 +69,8 @@ def elsewhere(tmp_path: Path) -> Path:
 
 def test_installed_mlgo_is_the_wheel_not_the_checkout(venv: Path, elsewhere: Path) -> None:
     out = _run([str(venv / "bin" / "python"), "-c",
-                "import mlgo, corpus_tools; print(mlgo.__file__); print(corpus_tools.__file__)"],
+                "import corpus_tools, mlgo, mlgo_base; "
+                "print(mlgo.__file__, corpus_tools.__file__, mlgo_base.__file__)"],
                cwd=elsewhere).stdout.split()
     for path in out:
         assert Path(path).is_relative_to(venv), path

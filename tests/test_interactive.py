@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
-from mlgo.errors import CompileError
+from mlgo_base.errors import CompileError
 
 FAKE = Path(__file__).parent / "fakes" / "fake_clang.py"
 

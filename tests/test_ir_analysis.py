@@ -20,7 +20,7 @@ from corpus_tools.ir_analysis import (
     scc_heights,
     strongly_connected_components,
 )
-from mlgo.errors import CorpusError
+from mlgo_base.errors import CorpusError
 
 DATA = Path(__file__).parent / "data" / "ir"
 

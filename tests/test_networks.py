@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlgo.errors import MlgoError
 from mlgo.policies import vocab as V
 from mlgo.policies.network import INVALID_LOGIT, FeatureMismatchError
 from mlgo.policies.policy import NumpyPolicy, sample_from_logits
@@ -21,6 +20,7 @@ from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfi
 from mlgo.problems.inlining.network import build_network as build_inlining
 from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base.errors import MlgoError
 
 # -- the LLVM 19 headers, as the compiler sends them (tests/test_env.py reads them live) ------
 INLINING_FEATURES = (

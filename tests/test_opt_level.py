@@ -14,7 +14,7 @@ from corpus_tools import extract
 from corpus_tools.corpus import Corpus
 from corpus_tools.ir_analysis import size_attributes
 from mlgo.cli.main import main as mlgo_main
-from mlgo.errors import CorpusError
+from mlgo_base.errors import CorpusError
 
 SOURCE = """
 static int helper(int x) { return x * 3 + 1; }

@@ -16,11 +16,11 @@ from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.compiler.measure import text_size
-from mlgo.errors import MlgoError
 from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.problems import get_problem
 from mlgo.serving import codegen, plugin
 from mlgo.serving.build import BuildError
+from mlgo_base.errors import MlgoError
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from test_networks import (
     regalloc_specs,
 )
 
-from mlgo.errors import MlgoError
 from mlgo.policies.loading import numpy_policy
 from mlgo.policies.network import FeatureMismatchError
 from mlgo.policies.policy import NumpyPolicy, Policy, SavedModelPolicy
@@ -30,6 +29,7 @@ from mlgo.policies.policy_dir import PolicyFormatError, load_policy, read_policy
 from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
 from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base.errors import MlgoError
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
 

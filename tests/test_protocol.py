@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlgo.errors import ProtocolError
 from mlgo.protocol import (
     DTYPES,
     Context,
@@ -20,6 +19,7 @@ from mlgo.protocol import (
     StreamSource,
     TensorSpec,
 )
+from mlgo_base.errors import ProtocolError
 
 ALL_TYPES = list(DTYPES)
 

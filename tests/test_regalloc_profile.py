@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mlgo.errors import MlgoError
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
     block_instructions,
@@ -26,6 +25,7 @@ from mlgo.problems.regalloc.profile import (
     weighted_cost,
     write_profile,
 )
+from mlgo_base.errors import MlgoError
 
 # A callgrind file in the format valgrind 3.19 writes with --dump-instr=yes: compressed names,
 # relative addresses, a call from the program, a call into it from a library (cob=), and a

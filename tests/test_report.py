@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 
 import corpus_tools.report as report_mod
-from corpus_tools.corpus import Corpus, Module, write_description
+from corpus_tools.corpus import Corpus, Module, split_by_project, write_description
 from corpus_tools.report import (
     analyze_corpus,
     filter_modules,
     rank_functions_by_pressure,
     run_report,
-    split_by_project,
 )
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
 
 DATA = Path(__file__).parent / "data" / "ir"
 pytestmark = pytest.mark.skipif(
@@ -184,8 +183,8 @@ def test_split_keeps_projects_whole_and_is_deterministic():
 
 def test_split_is_the_same_in_another_process():
     # Python salts str hashes per process; the split must not depend on that.
-    code = ("from pathlib import Path; from corpus_tools.corpus import Corpus, Module; "
-            "from corpus_tools.report import split_by_project; "
+    code = ("from pathlib import Path; "
+            "from corpus_tools.corpus import Corpus, Module, split_by_project; "
             "c = Corpus(Path('/x'), [Module(f'p{i}/m{j}', Path('/x'), f'p{i}') "
             "for i in range(9) for j in range(2)]); print(split_by_project(c, 0.3, 1))")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

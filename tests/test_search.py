@@ -8,7 +8,6 @@ import pytest
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.cache import BaselineCache
-from mlgo.errors import MlgoError
 from mlgo.search import (
     FlipSearch,
     SearchConfig,
@@ -18,6 +17,7 @@ from mlgo.search import (
     search_corpus,
 )
 from mlgo.workers.pool import LocalPool
+from mlgo_base.errors import MlgoError
 
 # LLVM inlines `pick` (an external function: its body stays) at all 8 call sites at -Oz,
 # yet each inlined copy is bigger than the call it replaces: every single flip to "no" pays.

@@ -119,8 +119,9 @@ def test_ppo_loss_clips_and_rewards_good_actions():
 def test_each_problem_ships_gin_defaults_that_parse_and_yield_to_flags(problem, algorithm):
     import gin
 
-    from mlgo.configurables import default_gin_file, parse_gin
+    from mlgo.configurables import default_gin_file
     from mlgo.training import bc, es, ppo
+    from mlgo.training.gin_config import parse_gin
 
     path = default_gin_file(problem, algorithm)
     assert path is not None and path.parent.name == problem

@@ -18,9 +18,9 @@ from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
 from mlgo.compiler.interactive import InteractiveCompile
 from mlgo.compiler.measure import parse_regalloc_remarks
-from mlgo.compiler.toolchain import locate
 from mlgo.problems import get_problem
 from mlgo.serving import codegen, launcher
+from mlgo_base.toolchain import locate
 
 BIN = Path(sys.executable).parent
 # The Python entry point only finds (or builds) the native program and executes it; behaviour

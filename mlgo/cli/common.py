@@ -10,8 +10,8 @@ from pathlib import Path
 from corpus_tools.corpus import Corpus
 from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS
 from mlgo.cli.args import int_arg, timeout_arg, workers_arg
-from mlgo.errors import MlgoError, summary_line
 from mlgo.problems import PROBLEMS
+from mlgo_base.errors import MlgoError, summary_line
 
 
 def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -33,7 +33,7 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 def setup_gin(args: argparse.Namespace) -> str:
     """Parse --gin_file and --gin_bindings; return the config text to replay in workers."""
-    from mlgo.configurables import parse_gin
+    from mlgo.training.gin_config import parse_gin
 
     return parse_gin(args.gin_file, args.gin_bindings)
 

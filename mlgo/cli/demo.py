@@ -23,8 +23,8 @@ from pathlib import Path
 
 from mlgo.cli.args import int_arg, workers_arg
 from mlgo.compiler.measure import text_size
-from mlgo.errors import MlgoError
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM, PROJECT, build_lua, lua_sources
+from mlgo_base.errors import MlgoError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     _step(2, total, "analyse the corpus and set test modules aside")
     _call(["corpus", "report", str(corpus), "--json", str(out / "corpus_report.json")])
-    from corpus_tools.corpus import Corpus
-    from corpus_tools.report import split_by_project
+    from corpus_tools.corpus import Corpus, split_by_project
 
     # A seed of its own: the training runs split trainval again (seed 0) for validation.
     rest, test_names = split_by_project(Corpus.load(corpus), 0.2, seed=12)

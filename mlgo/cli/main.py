@@ -9,11 +9,11 @@ import logging
 import os
 import sys
 
-from mlgo.errors import MlgoError, describe_os_error
+from mlgo_base.errors import MlgoError, describe_os_error
 
 # Modules that define subcommands, imported lazily so `mlgo --help` stays quick.
 COMMAND_MODULES = [
-    "corpus_tools.cli",
+    "mlgo.cli.corpus",
     "mlgo.cli.trace",
     "mlgo.cli.vocab",
     "mlgo.cli.eval",

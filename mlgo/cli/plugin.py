@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_cmake_flags(args: argparse.Namespace) -> int:
-    from mlgo.compiler.toolchain import locate
     from mlgo.serving.cmake import initial_cache
     from mlgo.serving.plugin import plugin_for
+    from mlgo_base.toolchain import locate
 
     compilers = {"C": args.cc or locate("clang"), "CXX": args.cxx or locate("clang++")}
     print(initial_cache(str(plugin_for(args.policy)), args.policy, compilers,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mlgo.cli.args import int_arg
 from mlgo.cli.common import add_problem_args, load_corpus, report_failures, setup_gin
-from mlgo.errors import MlgoError
 from mlgo.workers.tasks import PolicySpec
+from mlgo_base.errors import MlgoError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             from mlgo.search import default_comdat_weights
 
             weights = default_comdat_weights(corpus.modules, pool, gin_config, args.timeout)
-            from corpus_tools.corpus import atomic_write_text
+            from mlgo_base.files import atomic_write_text
 
             # For PPO/ES/imitation rewards: inlining.InliningForSize.comdat_weights = '<file>'
             atomic_write_text(args.output / "comdat_weights.json", json.dumps(weights) + "\n")

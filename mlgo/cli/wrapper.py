@@ -20,8 +20,8 @@ def _error(msg: str) -> int:
 
 
 def _main(driver: str) -> None:
-    from mlgo.errors import MlgoError
     from mlgo.serving.launcher import launcher_for
+    from mlgo_base.errors import MlgoError
 
     args = sys.argv[1:]
     printing = args == ["--print-launcher"]

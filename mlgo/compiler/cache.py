@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corpus_tools.corpus import atomic_write_text, file_sha256
+from mlgo_base.files import atomic_write_text, file_sha256
 
 
 def cache_dir() -> Path:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlgo.errors import CompileError, MlgoError, ProtocolError
 from mlgo.protocol import Context, Header, LogReader, Observation, Outcome
 from mlgo.protocol.channel import FifoChannel
+from mlgo_base.errors import CompileError, MlgoError, ProtocolError
 
 DEFAULT_TIMEOUT = float(os.environ.get("MLGO_COMPILE_TIMEOUT", "300"))
 

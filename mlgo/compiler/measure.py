@@ -13,7 +13,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
 
 
 def text_size(obj: Path | str) -> int:

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corpus_tools.corpus import atomic_write_text
-from mlgo.compiler import toolchain
-from mlgo.errors import MlgoError
+from mlgo_base import toolchain
+from mlgo_base.errors import MlgoError
+from mlgo_base.files import atomic_write_text
 
 # The generated class names LLVM's release-mode advisors include (InlinerSizeModel.h,
 # RegAllocEvictModel.h) when built with -DLLVM_INLINER_MODEL_PATH / -DLLVM_RAEVICT_MODEL_PATH.

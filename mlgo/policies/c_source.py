@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.errors import MlgoError
 from mlgo.policies.network import MLP, PolicyNetwork
 from mlgo.policies.policy_dir import load_policy
+from mlgo_base.errors import MlgoError
 
 
 def _f32(x: float) -> str:

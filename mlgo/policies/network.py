@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlgo.errors import MlgoError
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base.errors import MlgoError
 
 INVALID_LOGIT = np.float32(-1e9)
 

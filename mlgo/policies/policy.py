@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.errors import MlgoError
 from mlgo.policies.network import PolicyNetwork
 from mlgo.protocol import FeatureValues
+from mlgo_base.errors import MlgoError
 
 
 class Policy(ABC):

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from mlgo.errors import MlgoError, writing
 from mlgo.policies.network import FeatureMismatchError, PolicyNetwork, as_specs, network_class
 from mlgo.policies.vocab import load_vocab, save_vocab
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base.errors import MlgoError, writing
 
 FORMAT = "mlgo-policy"
 VERSION = 1

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.errors import writing
 from mlgo.policies.network import PolicyNetwork
+from mlgo_base.errors import writing
 
 ACTION_SIGNATURE = "action"
 LOGITS_SIGNATURE = "logits"

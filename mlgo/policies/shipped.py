@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
 
 
 def _package_dir(name: str) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.errors import MlgoError, writing
+from mlgo_base.errors import MlgoError, writing
 
 SUFFIX = ".buckets"
 DEFAULT_QUANTILES = 1000

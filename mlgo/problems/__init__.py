@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mlgo.errors import MlgoError
 from mlgo.problems.base import Measurement, Problem
+from mlgo_base.errors import MlgoError
 
 PROBLEMS = ("inlining", "regalloc")
 

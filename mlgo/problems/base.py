@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus, Module
-from mlgo.compiler import toolchain
 from mlgo.compiler.cache import BaselineCache, baseline_key
 from mlgo.compiler.interactive import (
     InteractiveCompile,
@@ -20,8 +19,9 @@ from mlgo.compiler.interactive import (
     remove_workdir,
     run_compile,
 )
-from mlgo.errors import MlgoError, ProtocolError
 from mlgo.protocol import FeatureValues, Header
+from mlgo_base import toolchain
+from mlgo_base.errors import MlgoError, ProtocolError
 
 # A heuristic maps one observation's features to an action; None stands for "compile without
 # ML at all".

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from corpus_tools.corpus import Corpus, Module, atomic_write_text, file_sha256
+from corpus_tools.corpus import Corpus, Module
 from corpus_tools.extract import (
     DEFAULT_EXCLUDES,
     compile_db_tasks,
@@ -26,7 +26,8 @@ from corpus_tools.extract import (
 from corpus_tools.ir_analysis import SizeAttributes, size_attributes
 from mlgo.compiler.cache import cache_dir
 from mlgo.compiler.measure import text_size
-from mlgo.errors import CorpusError, MlgoError
+from mlgo_base.errors import CorpusError, MlgoError
+from mlgo_base.files import atomic_write_text, file_sha256
 
 if TYPE_CHECKING:
     from mlgo.problems.base import Problem

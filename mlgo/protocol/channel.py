@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlgo.errors import ProtocolError
+from mlgo_base.errors import ProtocolError
 
 _POLL_MS = 50  # how often a wait re-checks liveness and the compile's deadline
 _READ = 1 << 16

@@ -23,8 +23,8 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from mlgo.errors import ProtocolError
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base.errors import ProtocolError
 
 MAX_LINE = 1 << 20  # a header with thousands of features is still far below this
 _OBS_PREFIX = b'{"observation":'

@@ -20,7 +20,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
+from mlgo_base.files import file_sha256
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -90,14 +91,6 @@ def file_identity(path: str) -> str:
     """Path, size and mtime: changes when a compiler is upgraded, without running it."""
     st = os.stat(path)
     return f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def find_artifact(kind: str, key: str, filename: str) -> str | None:

@@ -16,8 +16,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlgo.compiler import toolchain
-from mlgo.errors import MlgoError
 from mlgo.serving import codegen
 from mlgo.serving.build import (
     SOURCE_DIR,
@@ -31,6 +29,8 @@ from mlgo.serving.build import (
     packaged_source,
     run_build,
 )
+from mlgo_base import toolchain
+from mlgo_base.errors import MlgoError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -136,7 +136,7 @@ def probe_header(clang: str) -> tuple[str, Header]:
     """The header line `clang` sends on the eviction advisor's channel (what the program
     compares whole with the live compiler's), from one compile of a small function."""
     from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
-    from mlgo.errors import CompileError
+    from mlgo_base.errors import CompileError
 
     workdir = make_workdir("mlgo-probe-")
     try:

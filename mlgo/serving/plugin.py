@@ -16,8 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlgo.compiler import toolchain
-from mlgo.errors import MlgoError, ToolchainError
 from mlgo.serving import codegen
 from mlgo.serving.build import (
     SOURCE_DIR,
@@ -30,6 +28,8 @@ from mlgo.serving.build import (
     packaged_source,
     run_build,
 )
+from mlgo_base import toolchain
+from mlgo_base.errors import MlgoError, ToolchainError
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
 PLUGIN_FILE = "libmlgo_inliner.so"
@@ -187,7 +187,7 @@ def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
             return f.read(), str(path.resolve())
     except OSError:
         pass
-    from corpus_tools.corpus import atomic_write_text
+    from mlgo_base.files import atomic_write_text
 
     generator = importlib.import_module(POLICY_CODEGEN_MODULE)
     source = generator.policy_c_source(path, problem)

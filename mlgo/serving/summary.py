@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
 
 PROBLEMS = ("inlining", "regalloc")
 NOTES = ("not-size", "lto-prelink", "lto-postlink", "lto-not-served", "lto-link-not-served")

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import atomic_write_text, file_sha256
-from mlgo.errors import writing
+from mlgo_base.errors import writing
+from mlgo_base.files import atomic_write_text, file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import gin
 import numpy as np
 
 from mlgo.checks import check_choice, check_float, check_int
-from mlgo.errors import MlgoError
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
+from mlgo_base.errors import MlgoError
 
 
 @gin.configurable(module="imitation")

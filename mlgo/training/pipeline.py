@@ -6,7 +6,7 @@
     the algorithm (bc.py, ppo.py, es.py or imitation.py) through TrainingRun (run.py)
 
 Each step is skipped when its output exists, so the same call resumes a killed run. Gin must
-already be configured (mlgo.configurables.parse_gin): `gin_config` is what workers replay.
+already be configured (mlgo.training.gin_config.parse_gin): `gin_config` is what workers replay.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from corpus_tools.corpus import Corpus, atomic_write_text
-from mlgo.errors import MlgoError
+from corpus_tools.corpus import Corpus
 from mlgo.policies.network import PolicyNetwork
 from mlgo.problems import Problem
 from mlgo.workers.pool import WorkerPool
+from mlgo_base.errors import MlgoError
+from mlgo_base.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 ALGORITHMS = ("bc", "ppo", "es", "imitation")

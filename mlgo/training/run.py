@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Corpus, Module, atomic_write_text
-from mlgo.errors import MlgoError, summary_line, writing
+from corpus_tools.corpus import Corpus, Module
 from mlgo.training.checkpoint import Checkpoint, Checkpointer
 from mlgo.workers.pool import WorkerPool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
+from mlgo_base.errors import MlgoError, summary_line, writing
+from mlgo_base.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
@@ -109,7 +110,7 @@ class TrainingRun:
                 raise MlgoError(f"{path}: {len(missing)} module(s) of this run's split are not in "
                                 f"the corpus {self.corpus.root}, e.g. {missing[:3]}")
         else:
-            from corpus_tools.report import split_by_project
+            from corpus_tools.corpus import split_by_project
 
             train, val = split_by_project(self.corpus, fraction, self.seed)
             split = {"train": list(train), "validation": list(val)}

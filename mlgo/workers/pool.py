@@ -17,8 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Protocol
 
-from mlgo.errors import MlgoError
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, run_module
+from mlgo_base.errors import MlgoError
 
 log = logging.getLogger(__name__)
 

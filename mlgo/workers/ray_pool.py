@@ -10,8 +10,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from mlgo.errors import MlgoError
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, run_module
+from mlgo_base.errors import MlgoError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module
-from mlgo.errors import MlgoError
 from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.protocol import stack_features
+from mlgo_base.errors import MlgoError
 
 _GIN_LOADED: set[str] = set()
 
@@ -87,7 +87,7 @@ def _apply_gin(config: str) -> None:
 
     from mlgo.configurables import import_configurables
 
-    import_configurables(training=False)
+    import_configurables()
     # Training-side bindings (bc/ppo/es) were validated by the CLI; workers have no use for them.
     gin.parse_config(config, skip_unknown=True)
     _GIN_LOADED.add(key)

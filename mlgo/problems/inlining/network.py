@@ -18,10 +18,10 @@ import gin
 import numpy as np
 
 from mlgo.checks import check_float, check_layer_sizes
-from mlgo.errors import MlgoError
 from mlgo.policies import vocab as V
 from mlgo.policies.network import MLP, Batch, ParamShapes, PolicyNetwork, as_specs
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base.errors import MlgoError
 
 ADVICE = "inlining_decision"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import gin
 
 from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
-from mlgo.errors import MlgoError, ProtocolError
 from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
 from mlgo.protocol import FeatureValues, Header
+from mlgo_base.errors import MlgoError, ProtocolError
 
 ADVICE = "inlining_decision"
 # LLVM 19 sends this feature (with -inliner-interactive-include-default) but always as 0, the

@@ -25,7 +25,6 @@ import gin
 import numpy as np
 
 from mlgo.checks import check_float, check_layer_sizes
-from mlgo.errors import MlgoError
 from mlgo.policies.network import (
     INVALID_LOGIT,
     MLP,
@@ -36,6 +35,7 @@ from mlgo.policies.network import (
     as_specs,
 )
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base.errors import MlgoError
 
 ADVICE = "index_to_evict"
 MASK = "mask"

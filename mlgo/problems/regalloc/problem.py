@@ -14,9 +14,9 @@ import gin
 import numpy as np
 
 from mlgo.compiler.measure import parse_regalloc_remarks
-from mlgo.errors import MlgoError, ProtocolError
 from mlgo.problems.base import Heuristic, Measurement, Problem
 from mlgo.protocol import FeatureValues, Header
+from mlgo_base.errors import MlgoError, ProtocolError
 
 ADVICE = "index_to_evict"
 NUM_CANDIDATES = 33

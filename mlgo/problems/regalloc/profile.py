@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlgo.errors import MlgoError
+from mlgo_base.errors import MlgoError
 
 
 def defined_functions(obj: Path | str) -> set[str]:

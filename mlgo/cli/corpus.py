@@ -10,7 +10,7 @@ from pathlib import Path
 
 from corpus_tools.corpus import EXTRACT_LEVELS, KEEP_LEVEL, level_flag
 from mlgo.cli.args import timeout_arg, workers_arg
-from mlgo.errors import CorpusError
+from mlgo_base.errors import CorpusError
 
 
 def _default_jobs() -> int:

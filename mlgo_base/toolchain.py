@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from mlgo.errors import ToolchainError
+from mlgo_base.errors import ToolchainError
 
 LLVM_MAJOR = 19
 INSTALL_HINT = (
