@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     # mlgo proper starts here: the wire format, argument checks, running the compiler.
     ("mlgo.protocol", "mlgo.checks"),
     ("mlgo.compiler",),
-    # One layer because they import each other today: policies/c_source.py generates C from
+    # One layer because they import each other today: mlgo/policies/c_source.py generates C from
     # the problems' networks with serving's feature tables, and serving finds shipped policies.
     ("mlgo.policies", "mlgo.problems", "mlgo.serving"),
     ("mlgo.env", "mlgo.configurables", "mlgo.export"),
