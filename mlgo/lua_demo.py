@@ -1,13 +1,15 @@
 """The demo's project, Debian's lua5.4, outside the corpus: its configured sources (from the
 Debian build cache that `mlgo corpus debian lua5.4` fills), its interpreter built at -Oz with
 extra flags (e.g. a pass plugin), and a small Lua program with known output. Used by
-`mlgo demo` (mlgo/cli/demo.py) and the benchmarks that build lua.
+`mlgo demo` (mlgo/cli/demo.py, as `LUA`) and the benchmarks that build lua.
 """
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlgo_base import toolchain
@@ -57,3 +59,25 @@ def build_lua(src: Path, build: Path, flags: list[str]) -> Path:
     if r.returncode != 0:
         raise MlgoError(f"{exe}: link failed: {r.stderr.strip()[-1500:]}")
     return exe
+
+
+@dataclass(frozen=True)
+class DemoProject:
+    """What the demo needs of a project: the `mlgo` command that extracts its -Oz corpus into a
+    directory, a build of its program at -Oz with extra flags (a pass plugin), and a run of
+    that program with known output. tests/test_demo.py runs the demo on a small one."""
+
+    name: str
+    corpus_command: Callable[[Path], list[str]]  # corpus dir -> `mlgo` arguments
+    build: Callable[[Path, list[str]], Path]  # (build dir, extra flags) -> the executable
+    run_args: tuple[str, ...]
+    expected_output: str
+
+
+LUA = DemoProject(
+    name=PROJECT,
+    corpus_command=lambda out: ["corpus", "debian", PROJECT, "--opt-level", "Oz", "-o", str(out)],
+    build=lambda build, flags: build_lua(lua_sources(), build, flags),
+    run_args=("-e", LUA_PROGRAM),
+    expected_output=LUA_EXPECTED,
+)

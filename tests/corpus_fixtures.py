@@ -123,6 +123,11 @@ def _pressure_source(seed: int) -> str:
     return "\n".join(out) + "\n"
 
 
+def generated_source(kind: str, seed: int) -> str:
+    """Generated module `seed` of make_generated_corpus's `kind`, as C source."""
+    return {"inlining": _inlining_source, "regalloc": _pressure_source}[kind](seed)
+
+
 def make_generated_corpus(root: Path, kind: str, modules: int) -> Path:
     """root/corpus with `modules` generated C modules (project 'gen') for learning tests:
     kind "inlining" (many call sites, built for -Oz) or "regalloc" (register pressure, -O2).

@@ -1,4 +1,5 @@
 """`mlgo demo`: the whole loop on a small real project (Debian's lua5.4), step by step.
+`run_demo` runs the same steps on any `DemoProject` (mlgo/lua_demo.py).
 
   1. build the project with clang-19 and extract a corpus of -Oz IR (one module per source
      file, each as `clang-19 -Oz -c` emits it with the package's flags)
@@ -19,11 +20,12 @@ import argparse
 import json
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlgo.cli.args import int_arg, workers_arg
 from mlgo.compiler.measure import text_size
-from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM, PROJECT, build_lua, lua_sources
+from mlgo.lua_demo import LUA, DemoProject
 from mlgo_base.errors import MlgoError
 
 
@@ -50,17 +52,28 @@ def _call(argv: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out: Path = args.output
+    run_demo(args.output, LUA, workers=args.workers, bc_epochs=args.bc_epochs,
+             es_iterations=args.es_iterations)
+    return 0
+
+
+def run_demo(out: Path, project: DemoProject, *, workers: int | None = None, bc_epochs: int = 6,
+             es_iterations: int = 6, gin_bindings: Sequence[str] = ()) -> dict[str, float]:
+    """The demo's seven steps on `project`, every output in `out`. Returns the .text changes
+    vs clang-19 -Oz: each policy's on the test modules, and "binary" for the whole program
+    built with the exported policy's plugin. `gin_bindings` come after the demo's own."""
     out.mkdir(parents=True, exist_ok=True)
     corpus = out / "corpus"
     trainval, test = out / "trainval", out / "test"
-    workers = ["--workers", str(args.workers)] if args.workers else []
-    gin = ["--gin_bindings", f"bc.BCConfig.epochs = {args.bc_epochs}",
-           "--gin_bindings", f"es.ESConfig.iterations = {args.es_iterations}"]
+    workers_flag = ["--workers", str(workers)] if workers else []
+    gin = ["--gin_bindings", f"bc.BCConfig.epochs = {bc_epochs}",
+           "--gin_bindings", f"es.ESConfig.iterations = {es_iterations}"]
+    for binding in gin_bindings:
+        gin += ["--gin_bindings", binding]
     total = 7
     t_start = time.monotonic()
 
-    _step(1, total, f"build {PROJECT} with clang-19 and extract its corpus")
+    _step(1, total, f"build {project.name} with clang-19 and extract its corpus")
     if _corpus_level(corpus) not in (None, "-Oz"):
         # An earlier demo's corpus of another level (e.g. -O2-frontend IR): not what -Oz builds.
         print(f"{corpus} holds IR at {_corpus_level(corpus)}; extracting -Oz IR anew")
@@ -69,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         for d in (corpus, trainval, test):
             shutil.rmtree(d, ignore_errors=True)
     if not (corpus / "corpus_description.json").is_file():
-        _call(["corpus", "debian", PROJECT, "--opt-level", "Oz", "-o", str(corpus)])
+        _call(project.corpus_command(corpus))
     else:
         print(f"reusing {corpus}")
 
@@ -85,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
           f"(reported only): {', '.join(n.split('/')[-1] for n in test_names)}")
 
     _step(3, total, "warm start: trace the default inliner and clone it (behavioral cloning)")
-    common = ["--problem", "inlining", "--corpus", str(trainval), *workers]
+    common = ["--problem", "inlining", "--corpus", str(trainval), *workers_flag]
     _call(["train", *common, "--algorithm", "bc", "-o", str(out / "bc"), *gin])
 
-    _step(4, total, f"evolution strategies from the warm start ({args.es_iterations} iterations)")
+    _step(4, total, f"evolution strategies from the warm start ({es_iterations} iterations)")
     _call(["train", *common, "--algorithm", "es", "-o", str(out / "es"),
            "--warmstart", str(out / "bc" / "best"), *gin])
 
@@ -99,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for name, policy in (("llvm-default", "llvm-default"), ("cost-threshold", "cost-threshold"),
                          ("bc", str(out / "bc" / "best")), ("es", str(out / "es" / "best"))):
         report = out / f"eval-{name}.json"
-        _call(["eval", *common[:2], "--corpus", str(test), *workers, "--policy", policy,
+        _call(["eval", *common[:2], "--corpus", str(test), *workers_flag, "--policy", policy,
                "--json", str(report)])
         rows.append((name, json.loads(report.read_text())))
     print(f"\n{'policy':16s} {'test .text (bytes)':>24s} {'-Oz (bytes)':>14s} {'change':>9s}")
@@ -120,24 +133,24 @@ def run(args: argparse.Namespace) -> int:
     plugin = plugin_for(str(chosen))
     print(f"plugin: {plugin}")
 
-    _step(7, total, f"build and run the {PROJECT} interpreter with the plugin and with plain -Oz")
-    src = lua_sources()
+    _step(7, total, f"build and run {project.name} with the plugin and with plain -Oz")
     sizes = {}
     for label, flags in (("clang-19 -Oz", []), ("-Oz + mlgo plugin", [f"-fpass-plugin={plugin}"])):
-        exe = build_lua(src, out / "build" / ("plugin" if flags else "plain"), flags)
-        result = subprocess.run([str(exe), "-e", LUA_PROGRAM], capture_output=True, text=True,
+        exe = project.build(out / "build" / ("plugin" if flags else "plain"), flags)
+        result = subprocess.run([str(exe), *project.run_args], capture_output=True, text=True,
                                 timeout=60)
-        if result.returncode != 0 or result.stdout.strip() != LUA_EXPECTED:
+        if result.returncode != 0 or result.stdout.strip() != project.expected_output:
             raise MlgoError(f"{exe} did not run correctly: {result.stdout!r} {result.stderr!r}")
         sizes[label] = text_size(exe)
-        print(f"{label:20s} lua binary .text {sizes[label]:8d} bytes; runs: {result.stdout.strip()}")
+        print(f"{label:20s} {exe.name} .text {sizes[label]:8d} bytes; runs: "
+              f"{result.stdout.strip()}")
     base, ml = sizes["clang-19 -Oz"], sizes["-Oz + mlgo plugin"]
-    print(f"whole interpreter: {100 * (ml - base) / base:+.2f}% .text with the policy "
+    print(f"whole program: {100 * (ml - base) / base:+.2f}% .text with the policy "
           f"({chosen.parent.name}) vs clang-19 -Oz")
-    _write_plot(out / "demo.png", rows, sizes)
+    _write_plot(out / "demo.png", project.name, rows, sizes)
     print(f"summary plot: {out / 'demo.png'}")
     print(f"demo finished in {(time.monotonic() - t_start) / 60:.1f} min; outputs in {out}")
-    return 0
+    return {**{name: rep["relative_change"] for name, rep in rows}, "binary": (ml - base) / base}
 
 
 def _corpus_level(corpus: Path) -> str | None:
@@ -177,7 +190,7 @@ def _subset_corpus(corpus: Path, names: list[str], dest: Path) -> None:
     write_description(dest, [m.name for m in keep], {m.name: m.project for m in keep}, **extra)
 
 
-def _write_plot(path: Path, rows: list, sizes: dict[str, int]) -> None:
+def _write_plot(path: Path, project: str, rows: list, sizes: dict[str, int]) -> None:
     """Change vs clang-19 -Oz: each policy on the test modules, and the whole interpreter."""
     import matplotlib
 
@@ -185,14 +198,14 @@ def _write_plot(path: Path, rows: list, sizes: dict[str, int]) -> None:
     import matplotlib.pyplot as plt
 
     base, ml = sizes["clang-19 -Oz"], sizes["-Oz + mlgo plugin"]
-    names = [f"{n}\n(test modules)" for n, _ in rows] + ["lua binary\n(-fpass-plugin)"]
+    names = [f"{n}\n(test modules)" for n, _ in rows] + [f"{project} binary\n(-fpass-plugin)"]
     values = [100 * r["relative_change"] for _, r in rows] + [100 * (ml - base) / base]
     fig, ax = plt.subplots(figsize=(9.5, 3.8))
     ax.bar(names, values, color=["#999999"] * 2 + ["#4477aa"] * (len(rows) - 2) + ["#cc6677"])
     ax.axhline(0, color="k", lw=0.8)
     ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel(".text change vs clang-19 -Oz (%)")
-    ax.set_title(f"{PROJECT}: smaller is better")
+    ax.set_title(f"{project}: smaller is better")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
