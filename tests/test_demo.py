@@ -54,6 +54,7 @@ def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path,
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "src"
     _sources(src)
+    builds: list[list[str]] = []
     reference = _build(src, tmp_path / "reference", [], level="-O0")
     expected = subprocess.run([str(reference)], capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -61,7 +62,7 @@ def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path,
         name="gen",
         corpus_command=lambda out: ["corpus", "extract", "--sources", str(src), "--project",
                                     "gen", "--opt-level", "Oz", "-o", str(out)],
-        build=lambda build, flags: _build(src, build, flags),
+        build=lambda build, flags: builds.append(flags) or _build(src, build, flags),
         run_args=(), expected_output=expected)
     out = tmp_path / "demo"
 
@@ -83,5 +84,8 @@ def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path,
     assert (out / "export" / "manifest.json").is_file()
     for plot in ("demo.png", "eval-es.png"):
         assert (out / plot).stat().st_size > 0
-    # The plugin build ran (and printed `expected`, or run_demo would have raised).
-    assert (out / "build" / "plugin" / "prog").is_file()
+    # Built plain and with the exported policy's plugin (each printed `expected`, or run_demo
+    # would have raised).
+    assert builds[0] == [] and len(builds) == 2
+    [plugin_flag] = builds[1]
+    assert plugin_flag.startswith("-fpass-plugin=") and Path(plugin_flag.split("=", 1)[1]).is_file()
