@@ -213,9 +213,6 @@ def module_name(project: str, relative_source: str | Path) -> str:
     return "/".join([proj, *safe]) if proj else "/".join(safe)
 
 
-bitcode_digest = file_sha256
-
-
 def _is_bitcode(data: bytes) -> bool:
     # Raw bitcode starts with 'BC' 0xC0DE; the wrapper format with 0x0B17C0DE (little endian).
     return data[:4] == b"BC\xc0\xde" or data[:4] == b"\xde\xc0\x17\x0b"
@@ -606,7 +603,7 @@ def _produce(task: ExtractTask, out_dir: Path, timeout: float) -> _Produced:
             head = f.read(4)
         if not _is_bitcode(head):
             raise _TaskFailed("output is not LLVM bitcode (empty or truncated)")
-        return _Produced(tmp_bc, tuple(cmd), bitcode_digest(tmp_bc))
+        return _Produced(tmp_bc, tuple(cmd), file_sha256(tmp_bc))
     except OSError as e:
         tmp_bc.unlink(missing_ok=True)
         raise _TaskFailed(f"{e.filename or task.source}: {e.strerror or e}") from e
@@ -678,7 +675,7 @@ def _run_tasks(
     # Hashes of the modules already in the corpus, so that dedup spans runs and projects.
     by_digest: dict[str, str] = {}
     for m in modules:
-        by_digest.setdefault(bitcode_digest(out_dir / (m + ".bc")), m)
+        by_digest.setdefault(file_sha256(out_dir / (m + ".bc")), m)
 
     listed = set(modules)
     todo: list[ExtractTask] = []
@@ -688,7 +685,7 @@ def _run_tasks(
             if t.module not in listed:  # left by an interrupted run
                 modules.append(t.module)
                 listed.add(t.module)
-                by_digest.setdefault(bitcode_digest(out_dir / (t.module + ".bc")), t.module)
+                by_digest.setdefault(file_sha256(out_dir / (t.module + ".bc")), t.module)
             projects[t.module] = t.project
         elif t.module in known_dups and _has_module(out_dir, known_dups[t.module]):
             summary.duplicates[t.module] = known_dups[t.module]
@@ -891,7 +888,7 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
             modules.append(m.name)
             projects[m.name] = m.project
             origin[m.name] = str(out_dir)
-            by_digest.setdefault(bitcode_digest(m.bc_path), m.name)
+            by_digest.setdefault(file_sha256(m.bc_path), m.name)
     digest_of = {name: d for d, name in by_digest.items()}
     for inp in inputs:
         corpus = Corpus.load(inp)
@@ -910,10 +907,10 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
                     "different optimization levels cannot be merged (one corpus, one level)")
         origins.update(corpus.extra.get("origins") or {})
         for m in corpus.modules:
-            digest = bitcode_digest(m.bc_path)
+            digest = file_sha256(m.bc_path)
             if m.name in origin:
                 out_bc = out_dir / (m.name + ".bc")
-                same = (digest_of.get(m.name) or bitcode_digest(out_bc)) == digest and \
+                same = (digest_of.get(m.name) or file_sha256(out_bc)) == digest and \
                     (out_dir / (m.name + ".cmd")).read_bytes() == m.cmd_path.read_bytes()
                 if not same:
                     raise CorpusError(

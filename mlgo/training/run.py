@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Corpus, Module
+from corpus_tools.corpus import Corpus, Module, split_by_project
 from mlgo.training.checkpoint import Checkpoint, Checkpointer
 from mlgo.workers.pool import WorkerPool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
@@ -110,8 +110,6 @@ class TrainingRun:
                 raise MlgoError(f"{path}: {len(missing)} module(s) of this run's split are not in "
                                 f"the corpus {self.corpus.root}, e.g. {missing[:3]}")
         else:
-            from corpus_tools.corpus import split_by_project
-
             train, val = split_by_project(self.corpus, fraction, self.seed)
             split = {"train": list(train), "validation": list(val)}
             atomic_write_text(path, json.dumps(split, indent=1) + "\n")
