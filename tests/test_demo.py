@@ -1,9 +1,9 @@
 """The demo's pipeline end to end on a small project instead of lua5.4: its corpus extracted
-from sources, test modules set aside, bc then ES trained, the four policies evaluated on the
-test modules, the policy best on validation exported and served by its pass plugin to a build
+from sources, test modules set aside, search + imitation on the training split, three policies
+evaluated on the test modules, the policy best on validation exported and served by its pass plugin to a build
 of the project's program, which must still print what an unoptimized build prints.
 
-Sized to run in a few minutes: 6 generated modules and a main, 2 bc epochs, 1 ES iteration."""
+Sized to run in a few minutes: 6 generated modules and a main, 6 compiles per module, 1 round."""
 
 from __future__ import annotations
 
@@ -66,23 +66,25 @@ def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path,
         run_args=(), expected_output=expected)
     out = tmp_path / "demo"
 
-    changes = run_demo(out, project, workers=2, bc_epochs=2, es_iterations=1, gin_bindings=[
-        "es.ESConfig.directions = 2", "es.ESConfig.modules_per_iteration = 2"])
+    changes = run_demo(out, project, workers=2, search_budget=6, rounds=1, epochs=4)
 
     test = json.loads((out / "test" / "corpus_description.json").read_text())["modules"]
     trainval = json.loads((out / "trainval" / "corpus_description.json").read_text())["modules"]
     assert test and trainval and not set(test) & set(trainval)
     assert len(test) + len(trainval) == MODULES + 1
     # Training saw only trainval: its split lists no test module.
-    for run in ("bc", "es"):
-        split = json.loads((out / run / "split.json").read_text())
-        assert set(split["train"]) | set(split["validation"]) == set(trainval)
+    split = json.loads((out / "imitation" / "split.json").read_text())
+    assert set(split["train"]) | set(split["validation"]) == set(trainval)
+    # The search ran on the training split only.
+    searched = {str(p.relative_to(out / "imitation" / "search" / "round-0" / "modules"))[:-4]
+                for p in (out / "imitation" / "search" / "round-0" / "modules").rglob("*.npz")}
+    assert searched and searched <= set(split["train"])
     # LLVM's own decisions served through the environment change nothing.
     assert changes["llvm-default"] == 0.0
-    assert set(changes) == {"llvm-default", "cost-threshold", "bc", "es", "binary"}
+    assert set(changes) == {"llvm-default", "cost-threshold", "imitation", "binary"}
     assert all(math.isfinite(v) for v in changes.values())
     assert (out / "export" / "manifest.json").is_file()
-    for plot in ("demo.png", "eval-es.png"):
+    for plot in ("demo.png", "eval-imitation.png"):
         assert (out / plot).stat().st_size > 0
     # Built plain and with the exported policy's plugin (each printed `expected`, or run_demo
     # would have raised).

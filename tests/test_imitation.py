@@ -49,6 +49,8 @@ def test_imitation_rounds_learn_from_search(corpus, tmp_path, monkeypatch):
     assert first["imitation/modules"] == 3 and first["imitation/search_gain"] > 0.05
     assert first["imitation/best_gain"] >= first["imitation/search_gain"]
     assert first["imitation/from_search"] >= 1
+    # The kept flips are counted, and how many of them the cloned policy makes.
+    assert first["imitation/flips"] >= 1 and 0.0 <= first["imitation/agreement_flips"] <= 1.0
     # After cloning the search's best, the policy itself beats -Oz on the training modules
     # and, on the held-out module of the same pattern, the validation split.
     assert second["imitation/policy_gain"] > 0.05
@@ -77,3 +79,18 @@ def test_imitation_without_a_search_searches_first(corpus, tmp_path, monkeypatch
     # Only the training modules were searched: the validation split plays no part.
     assert sorted(p.name for p in (out / "search" / "round-0" / "modules" / "t").iterdir()) == [
         "calls.c.npz", "external.c.npz"]
+
+
+def test_decision_weights_put_the_gain_on_the_kept_flips():
+    import numpy as np
+
+    from mlgo.training.imitation import ImitationConfig, Trajectory, decision_weights
+
+    f = {"x": np.zeros((3, 1))}
+    searched = Trajectory("search", 0.01, f, np.array([0, 1, 1]), llvm=np.array([1, 1, 1]))
+    rollout = Trajectory("policy", 0.0, f, np.array([1, 0, 1]))  # LLVM's decisions unknown
+    w = decision_weights([searched, rollout], gain_weight=100.0, flip_weight=3.0)
+    # The module 1% better weighs 2x; its one kept flip 3x more; mean 1.
+    assert np.allclose(w / w[3], [6, 2, 2, 1, 1, 1]) and np.isclose(w.mean(), 1.0)
+    with pytest.raises(Exception, match="flip_weight"):
+        ImitationConfig(flip_weight=0.0)

@@ -4,12 +4,16 @@
   1. build the project with clang-19 and extract a corpus of -Oz IR (one module per source
      file, each as `clang-19 -Oz -c` emits it with the package's flags)
   2. analyse it (call graph, pressure) and set test modules aside: they play no part in
-     training or in any choice (checkpoints, bc vs ES), and only they are reported
-  3. warm start: trace the default heuristic, then behavioral cloning
-  4. improve with evolution strategies for a few iterations
-  5. evaluate on the test modules against plain clang-19 -Oz, write a table and a plot
-  6. export the policy that was best on validation (SavedModel, XLA AOT) and build its plugin
-  7. build the lua interpreter with `clang-19 -Oz -fpass-plugin=...` and with plain -Oz, run
+     search, training or any choice (which round's policy is exported), and only they are
+     reported
+  3. search and imitation (mlgo train --algorithm imitation): per training module, a search
+     for inlining decisions that beat LLVM's own (mlgo/search.py, within a compile budget;
+     validation modules are not searched), then a policy cloned from the best decisions found
+     and validated on the validation modules; each later round searches again, guided by the
+     policy, and clones the best found so far
+  4. evaluate on the test modules against plain clang-19 -Oz, write a table and a plot
+  5. export the policy that was best on validation (SavedModel, XLA AOT) and build its plugin
+  6. build the lua interpreter with `clang-19 -Oz -fpass-plugin=...` and with plain -Oz, run
      both on a small Lua program, and compare their sizes
 Every step's output stays in OUTPUT/, and a re-run reuses the corpus.
 """
@@ -33,8 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end demo on lua5.4: corpus, training, evaluation")
     p.add_argument("--output", "-o", type=Path, default=Path("demo-output"))
     p.add_argument("--workers", type=workers_arg, default=None)
-    p.add_argument("--es-iterations", type=int_arg(lo=1), default=6)
-    p.add_argument("--bc-epochs", type=int_arg(lo=1), default=6)
+    p.add_argument("--search-budget", type=int_arg(lo=3), default=40,
+                   help="compiles per training module per search round (default 40)")
+    p.add_argument("--rounds", type=int_arg(lo=1), default=2,
+                   help="imitation rounds: search (guided by the policy after the first), "
+                   "clone, validate (default 2)")
     p.set_defaults(func=run)
 
 
@@ -52,25 +59,32 @@ def _call(argv: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_demo(args.output, LUA, workers=args.workers, bc_epochs=args.bc_epochs,
-             es_iterations=args.es_iterations)
+    run_demo(args.output, LUA, workers=args.workers, search_budget=args.search_budget,
+             rounds=args.rounds)
     return 0
 
 
-def run_demo(out: Path, project: DemoProject, *, workers: int | None = None, bc_epochs: int = 6,
-             es_iterations: int = 6, gin_bindings: Sequence[str] = ()) -> dict[str, float]:
-    """The demo's seven steps on `project`, every output in `out`. Returns the .text changes
+def run_demo(out: Path, project: DemoProject, *, workers: int | None = None,
+             search_budget: int = 40, rounds: int = 2, epochs: int = 40,
+             gin_bindings: Sequence[str] = ()) -> dict[str, float]:
+    """The demo's six steps on `project`, every output in `out`. Returns the .text changes
     vs clang-19 -Oz: each policy's on the test modules, and "binary" for the whole program
     built with the exported policy's plugin. `gin_bindings` come after the demo's own."""
     out.mkdir(parents=True, exist_ok=True)
     corpus = out / "corpus"
     trainval, test = out / "trainval", out / "test"
     workers_flag = ["--workers", str(workers)] if workers else []
-    gin = ["--gin_bindings", f"bc.BCConfig.epochs = {bc_epochs}",
-           "--gin_bindings", f"es.ESConfig.iterations = {es_iterations}"]
+    # lua is C (no COMDAT groups): plain .text. Most of the search's gain on C is in not
+    # inlining (mlgo/search.py), so only 1 -> 0 flips are tried. No warm start: the policy
+    # clones LLVM's decisions where the search kept none, so it is fitted closely (40 epochs,
+    # the learning rate decaying to a tenth) to copy LLVM wherever it learned no better.
+    gin = [f"--gin_bindings=imitation.ImitationConfig.{k} = {v}" for k, v in (
+        ("rounds", rounds), ("search_budget", search_budget),
+        ("search_flips", "'inlined'"), ("search_guide", "'disagree'"), ("epochs", epochs),
+        ("final_lr_fraction", 0.1))]
     for binding in gin_bindings:
         gin += ["--gin_bindings", binding]
-    total = 7
+    total = 6
     t_start = time.monotonic()
 
     _step(1, total, f"build {project.name} with clang-19 and extract its corpus")
@@ -97,20 +111,20 @@ def run_demo(out: Path, project: DemoProject, *, workers: int | None = None, bc_
     print(f"{len(rest)} modules for training and validation, {len(test_names)} test modules "
           f"(reported only): {', '.join(n.split('/')[-1] for n in test_names)}")
 
-    _step(3, total, "warm start: trace the default inliner and clone it (behavioral cloning)")
+    _step(3, total, f"search the training modules for decisions that beat LLVM's, then "
+          f"imitate them ({rounds} round(s); validation modules choose the round)")
     common = ["--problem", "inlining", "--corpus", str(trainval), *workers_flag]
-    _call(["train", *common, "--algorithm", "bc", "-o", str(out / "bc"), *gin])
+    # Round 0's search is imitation's own, on the run's training split only (split.json).
+    _call(["train", *common, "--algorithm", "imitation", "-o", str(out / "imitation"), *gin])
+    _show_rounds(out / "imitation")
 
-    _step(4, total, f"evolution strategies from the warm start ({es_iterations} iterations)")
-    _call(["train", *common, "--algorithm", "es", "-o", str(out / "es"),
-           "--warmstart", str(out / "bc" / "best"), *gin])
-
-    _step(5, total, "evaluate on the test modules against clang-19 -Oz")
+    _step(4, total, "evaluate on the test modules against clang-19 -Oz")
     rows = []
     # llvm-default: LLVM's own decisions served through the environment (must be 0.00%: the
     # environment adds nothing); cost-threshold: the rule the warm start imitates.
+    chosen = out / "imitation" / "best"
     for name, policy in (("llvm-default", "llvm-default"), ("cost-threshold", "cost-threshold"),
-                         ("bc", str(out / "bc" / "best")), ("es", str(out / "es" / "best"))):
+                         ("imitation", str(chosen))):
         report = out / f"eval-{name}.json"
         _call(["eval", *common[:2], "--corpus", str(test), *workers_flag, "--policy", policy,
                "--json", str(report)])
@@ -121,19 +135,18 @@ def run_demo(out: Path, project: DemoProject, *, workers: int | None = None, bc_
               f"{100 * rep['relative_change']:+8.2f}%")
     print(f"\nplots: {', '.join(str(out / f'eval-{n}.png') for n, _ in rows)}")
 
-    _step(6, total, "export the policy best on validation and build its clang pass plugin")
-    # Chosen on the validation modules (recorded by training), never on the test modules.
-    val = {name: _validation_change(out / name / "best") for name in ("bc", "es")}
-    chosen = out / ("es" if val["es"] <= val["bc"] else "bc") / "best"
-    print(f"validation .text change: bc {100 * val['bc']:+.2f}%, es {100 * val['es']:+.2f}%: "
-          f"exporting {chosen.parent.name}")
+    _step(5, total, "export the policy best on validation and build its clang pass plugin")
+    # Chosen on the validation modules (the round training recorded as best), never on the
+    # test modules.
+    print(f"validation .text change of the best round's policy: "
+          f"{100 * _validation_change(chosen):+.2f}%: exporting it")
     _call(["export", "--policy", str(chosen), "-o", str(out / "export"), "--force"])
     from mlgo.serving.plugin import plugin_for
 
     plugin = plugin_for(str(chosen))
     print(f"plugin: {plugin}")
 
-    _step(7, total, f"build and run {project.name} with the plugin and with plain -Oz")
+    _step(6, total, f"build and run {project.name} with the plugin and with plain -Oz")
     sizes = {}
     for label, flags in (("clang-19 -Oz", []), ("-Oz + mlgo plugin", [f"-fpass-plugin={plugin}"])):
         exe = project.build(out / "build" / ("plugin" if flags else "plain"), flags)
@@ -146,11 +159,26 @@ def run_demo(out: Path, project: DemoProject, *, workers: int | None = None, bc_
               f"{result.stdout.strip()}")
     base, ml = sizes["clang-19 -Oz"], sizes["-Oz + mlgo plugin"]
     print(f"whole program: {100 * (ml - base) / base:+.2f}% .text with the policy "
-          f"({chosen.parent.name}) vs clang-19 -Oz")
+          f"(imitation) vs clang-19 -Oz")
     _write_plot(out / "demo.png", project.name, rows, sizes)
     print(f"summary plot: {out / 'demo.png'}")
     print(f"demo finished in {(time.monotonic() - t_start) / 60:.1f} min; outputs in {out}")
     return {**{name: rep["relative_change"] for name, rep in rows}, "binary": (ml - base) / base}
+
+
+def _show_rounds(run: Path) -> None:
+    """Per imitation round: the search's and the policy's gains on the training modules, and
+    the policy's change on validation (from the run's log.jsonl)."""
+    print(f"{'round':>5s} {'search (train)':>15s} {'policy (train)':>15s} "
+          f"{'validation':>11s}")
+    for line in (run / "log.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        val = r.get("validation/relative_change")
+        print(f"{int(r['iteration']):5d} {-100 * r['imitation/search_gain']:+14.2f}% "
+              f"{-100 * r['imitation/policy_gain']:+14.2f}% "
+              + (f"{100 * val:+10.2f}%" if val is not None else f"{'-':>11s}"))
+    print("(policy (train): the policy before that round's cloning; the search's and the "
+          "policy's as .text change vs -Oz)")
 
 
 def _corpus_level(corpus: Path) -> str | None:
