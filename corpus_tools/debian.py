@@ -275,7 +275,7 @@ def download_source(package: str, cache: Path) -> Path:
     errors = []
     for i, version in enumerate(source_versions(package)):
         dsc = dest / f"{package}_{_strip_epoch(version)}.dsc"
-        if dsc.is_file():
+        if dsc.is_file() and not missing_source_files(dsc):
             return dsc
         try:
             _run(["apt-get", "source", "--download-only", f"{package}={version}"],
@@ -285,12 +285,35 @@ def download_source(package: str, cache: Path) -> Path:
             continue
         if not dsc.is_file():
             raise CorpusError(f"{package}: apt-get source succeeded but {dsc} is missing")
+        missing = missing_source_files(dsc)
+        if missing:
+            raise CorpusError(f"{dsc}: apt-get source succeeded but left out "
+                              f"{', '.join(missing)}")
         if i > 0:
             log.warning("%s: newest source version could not be downloaded; using %s",
                         package, version)
         return dsc
     raise CorpusError(f"{package}: no source version could be downloaded:\n" +
                       "\n".join(errors))
+
+
+def missing_source_files(dsc: Path) -> list[str]:
+    """The files the .dsc lists (its `Files:` field) that are not next to it with the listed
+    size. A failed `apt-get source` (the archive serving the .dsc but answering 404 for a
+    tarball) leaves the .dsc behind; it must not pass for a finished download."""
+    text = dsc.read_text(errors="replace")
+    field = re.search(r"^Files:[ \t]*\n((?:[ \t]+\S.*\n?)+)", text, re.MULTILINE)
+    if field is None:
+        raise CorpusError(f"{dsc}: no 'Files:' field; not a Debian source control file")
+    missing = []
+    for line in field.group(1).splitlines():
+        parts = line.split()
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise CorpusError(f"{dsc}: bad 'Files:' line {line.strip()!r}")
+        f = dsc.parent / parts[2]
+        if not f.is_file() or f.stat().st_size != int(parts[1]):
+            missing.append(parts[2])
+    return missing
 
 
 def unpack_source(dsc: Path, build_root: Path) -> Path:

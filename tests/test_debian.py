@@ -183,6 +183,58 @@ def test_steps_recipe_builds_under_bear_with_clang(tmp_path: Path) -> None:
         debian.build_with_bear(failing, tree, jobs=1)
 
 
+def _fake_download(dest: Path, stem: str, *, tarball: bool = True) -> None:
+    """What `apt-get source --download-only` leaves: the .dsc and (unless the archive
+    answered 404 for it) the tarball it lists."""
+    (dest / f"{stem}.dsc").write_text(
+        "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nFormat: 3.0 (native)\n"
+        f"Source: pk\nFiles:\n 0123456789abcdef0123456789abcdef 5 {stem}.tar.xz\n\n"
+        "-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----\n")
+    if tarball:
+        (dest / f"{stem}.tar.xz").write_text("12345")
+
+
+def test_a_dsc_left_by_a_failed_download_is_not_taken_for_a_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The archive can serve a version's .dsc and answer 404 for its tarballs; apt-get then
+    # fails but leaves the .dsc, which a later run must not unpack as if it were complete.
+    monkeypatch.setattr(debian, "ensure_deb_src", lambda: None)
+    monkeypatch.setattr(debian, "source_versions", lambda p: ["2.0-1+deb12u5", "2.0-1"])
+    tried = []
+
+    def fake_run(argv, what, *, cwd=None, timeout=0.0, env=None) -> str:
+        tried.append(argv[-1])
+        if argv[-1].endswith("deb12u5"):
+            _fake_download(cwd, "pk_2.0-1+deb12u5", tarball=False)
+            raise CorpusError(f"{what}: 404  Not Found")
+        _fake_download(cwd, "pk_2.0-1")
+        return ""
+
+    monkeypatch.setattr(debian, "_run", fake_run)
+    older = tmp_path / "src" / "pk" / "pk_2.0-1.dsc"
+    assert debian.download_source("pk", tmp_path) == older
+    assert debian.download_source("pk", tmp_path) == older
+    assert tried == ["pk=2.0-1+deb12u5", "pk=2.0-1", "pk=2.0-1+deb12u5"]
+    assert debian.missing_source_files(older.with_name("pk_2.0-1+deb12u5.dsc")) == [
+        "pk_2.0-1+deb12u5.tar.xz"]
+
+    # A tarball cut short (wrong size) is missing too; apt-get "succeeding" without it is
+    # an error naming the .dsc and the file.
+    (older.parent / "pk_2.0-1.tar.xz").write_text("12")
+    monkeypatch.setattr(debian, "source_versions", lambda p: ["2.0-1"])
+    monkeypatch.setattr(debian, "_run", lambda *a, **k: "")
+    with pytest.raises(CorpusError, match=r"pk_2.0-1.dsc: apt-get source succeeded but "
+                                          r"left out pk_2.0-1.tar.xz"):
+        debian.download_source("pk", tmp_path)
+
+
+def test_a_dsc_without_a_files_field_is_rejected_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "pk_1.dsc"
+    bad.write_text("Format: 3.0 (native)\nSource: pk\n")
+    with pytest.raises(CorpusError, match=f"{bad}: no 'Files:' field"):
+        debian.missing_source_files(bad)
+
+
 def test_download_falls_back_to_an_older_version_the_archive_still_serves(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # The package index can be ahead of the archive (a newer security upload answers 404).
@@ -194,7 +246,7 @@ def test_download_falls_back_to_an_older_version_the_archive_still_serves(
         tried.append(argv[-1])
         if argv[-1].endswith("deb12u5"):
             raise CorpusError(f"{what}: 404  Not Found")
-        (cwd / "pk_2.0-1.dsc").write_text("")
+        _fake_download(cwd, "pk_2.0-1")
         return ""
 
     monkeypatch.setattr(debian, "_run", fake_run)
