@@ -391,13 +391,22 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
         raise CorpusError("bear is not installed (apt-get install bear); it records the "
                           "compile commands of a build")
     compile_db = src_dir / "mlgo_compile_commands.json"
+    # bear appends every compile to an events file next to its output while the build runs;
+    # inside the tree a build step that rewrites the tree's files (graphite2's `sed -i` over
+    # everything) would replace it and lose the compiles before it. So bear writes beside
+    # the tree, and the finished database is moved in afterwards.
+    bear_dir = src_dir.parent / f"{src_dir.name}.bear"
+    if bear_dir.exists():
+        shutil.rmtree(bear_dir)
+    bear_dir.mkdir()
+    bear_db = bear_dir / "compile_commands.json"
     if recipe.build == "debian-rules":
         # build-arch, not build: some trees have a directory named `build` that would make
         # make consider the target up to date.
         command = ["debian/rules", "build-arch"]
     else:
         command = ["bash", "-euo", "pipefail", "-c", "\n".join(recipe.steps)]
-    argv = [bear, "--output", str(compile_db), "--", *command]
+    argv = [bear, "--output", str(bear_db), "--", *command]
     log_path = src_dir / "mlgo_build.log"
     log.info("%s: building in %s (log %s)", recipe.package, src_dir, log_path)
     with open(log_path, "wb") as log_file:
@@ -411,8 +420,10 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
                           f"log: {log_path}\n{tail}")
-    if not compile_db.is_file():
-        raise CorpusError(f"{recipe.package}: bear wrote no {compile_db}")
+    if not bear_db.is_file():
+        raise CorpusError(f"{recipe.package}: bear wrote no {bear_db}")
+    shutil.move(bear_db, compile_db)
+    shutil.rmtree(bear_dir)
     return compile_db
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -181,6 +182,26 @@ def test_steps_recipe_builds_under_bear_with_clang(tmp_path: Path) -> None:
     failing = debian.Recipe("pk", "c", build="steps", steps=("false",))
     with pytest.raises(CorpusError, match="build failed with status"):
         debian.build_with_bear(failing, tree, jobs=1)
+
+
+@pytest.mark.skipif(shutil.which("bear") is None, reason="needs bear")
+def test_a_build_that_rewrites_every_file_in_its_tree_keeps_its_compile_commands(
+        tmp_path: Path) -> None:
+    # graphite2's debian/rules runs `sed -i` over every file of the tree after the first
+    # compiles; sed -i replaces each file, and bear's events file must not be one of them.
+    tree = tmp_path / "pkg"
+    tree.mkdir()
+    (tree / "a.c").write_text("int a(int x) { return x + 1; }\n")
+    (tree / "b.c").write_text("int b(int x) { return x * 2; }\n")
+    recipe = debian.Recipe("pk", "c", build="steps", steps=(
+        "$CC -O2 -c a.c -o a.o",
+        r"find . -type f -exec sed -i -e 's/-O3//g' {} \;",
+        "$CC -O2 -c b.c -o b.o"))
+    compile_db = debian.build_with_bear(recipe, tree, jobs=1)
+    assert compile_db == tree / "mlgo_compile_commands.json"
+    files = sorted(Path(e["file"]).name for e in json.loads(compile_db.read_text()))
+    assert files == ["a.c", "b.c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # bear's files moved in
 
 
 def _fake_download(dest: Path, stem: str, *, tarball: bool = True) -> None:
