@@ -275,7 +275,7 @@ def download_source(package: str, cache: Path) -> Path:
     errors = []
     for i, version in enumerate(source_versions(package)):
         dsc = dest / f"{package}_{_strip_epoch(version)}.dsc"
-        if dsc.is_file():
+        if dsc.is_file() and not missing_source_files(dsc):
             return dsc
         try:
             _run(["apt-get", "source", "--download-only", f"{package}={version}"],
@@ -285,12 +285,35 @@ def download_source(package: str, cache: Path) -> Path:
             continue
         if not dsc.is_file():
             raise CorpusError(f"{package}: apt-get source succeeded but {dsc} is missing")
+        missing = missing_source_files(dsc)
+        if missing:
+            raise CorpusError(f"{dsc}: apt-get source succeeded but left out "
+                              f"{', '.join(missing)}")
         if i > 0:
             log.warning("%s: newest source version could not be downloaded; using %s",
                         package, version)
         return dsc
     raise CorpusError(f"{package}: no source version could be downloaded:\n" +
                       "\n".join(errors))
+
+
+def missing_source_files(dsc: Path) -> list[str]:
+    """The files the .dsc lists (its `Files:` field) that are not next to it with the listed
+    size. A failed `apt-get source` (the archive serving the .dsc but answering 404 for a
+    tarball) leaves the .dsc behind; it must not pass for a finished download."""
+    text = dsc.read_text(errors="replace")
+    field = re.search(r"^Files:[ \t]*\n((?:[ \t]+\S.*\n?)+)", text, re.MULTILINE)
+    if field is None:
+        raise CorpusError(f"{dsc}: no 'Files:' field; not a Debian source control file")
+    missing = []
+    for line in field.group(1).splitlines():
+        parts = line.split()
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise CorpusError(f"{dsc}: bad 'Files:' line {line.strip()!r}")
+        f = dsc.parent / parts[2]
+        if not f.is_file() or f.stat().st_size != int(parts[1]):
+            missing.append(parts[2])
+    return missing
 
 
 def unpack_source(dsc: Path, build_root: Path) -> Path:
@@ -368,13 +391,22 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
         raise CorpusError("bear is not installed (apt-get install bear); it records the "
                           "compile commands of a build")
     compile_db = src_dir / "mlgo_compile_commands.json"
+    # bear appends every compile to an events file next to its output while the build runs;
+    # inside the tree a build step that rewrites the tree's files (graphite2's `sed -i` over
+    # everything) would replace it and lose the compiles before it. So bear writes beside
+    # the tree, and the finished database is moved in afterwards.
+    bear_dir = src_dir.parent / f"{src_dir.name}.bear"
+    if bear_dir.exists():
+        shutil.rmtree(bear_dir)
+    bear_dir.mkdir()
+    bear_db = bear_dir / "compile_commands.json"
     if recipe.build == "debian-rules":
         # build-arch, not build: some trees have a directory named `build` that would make
         # make consider the target up to date.
         command = ["debian/rules", "build-arch"]
     else:
         command = ["bash", "-euo", "pipefail", "-c", "\n".join(recipe.steps)]
-    argv = [bear, "--output", str(compile_db), "--", *command]
+    argv = [bear, "--output", str(bear_db), "--", *command]
     log_path = src_dir / "mlgo_build.log"
     log.info("%s: building in %s (log %s)", recipe.package, src_dir, log_path)
     with open(log_path, "wb") as log_file:
@@ -388,8 +420,10 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
         tail = log_path.read_text(errors="replace")[-3000:]
         raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
                           f"log: {log_path}\n{tail}")
-    if not compile_db.is_file():
-        raise CorpusError(f"{recipe.package}: bear wrote no {compile_db}")
+    if not bear_db.is_file():
+        raise CorpusError(f"{recipe.package}: bear wrote no {bear_db}")
+    shutil.move(bear_db, compile_db)
+    shutil.rmtree(bear_dir)
     return compile_db
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,13 +17,13 @@ from mlgo_base.errors import CorpusError
 
 def test_every_shipped_recipe_parses_and_records_its_result() -> None:
     recipes = debian.all_recipes()
-    assert len(recipes) >= 10
+    assert len(recipes) >= 30  # issue 13: at least 30 packages, 12 of them C++
     for r in recipes:
         assert r.source is not None and r.source.stem == r.package
         assert debian.load_recipe(r.package).package == r.package
         assert r.tested.get("modules", 0) > 0, f"{r.source}: no tested module count"
         assert r.tested.get("build_seconds", 0) > 0, f"{r.source}: no tested build time"
-    assert sum(r.language == "c++" for r in recipes) >= 4
+    assert sum(r.language == "c++" for r in recipes) >= 12
 
 
 def test_a_recipes_folder_without_recipes_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
@@ -183,6 +184,78 @@ def test_steps_recipe_builds_under_bear_with_clang(tmp_path: Path) -> None:
         debian.build_with_bear(failing, tree, jobs=1)
 
 
+@pytest.mark.skipif(shutil.which("bear") is None, reason="needs bear")
+def test_a_build_that_rewrites_every_file_in_its_tree_keeps_its_compile_commands(
+        tmp_path: Path) -> None:
+    # graphite2's debian/rules runs `sed -i` over every file of the tree after the first
+    # compiles; sed -i replaces each file, and bear's events file must not be one of them.
+    tree = tmp_path / "pkg"
+    tree.mkdir()
+    (tree / "a.c").write_text("int a(int x) { return x + 1; }\n")
+    (tree / "b.c").write_text("int b(int x) { return x * 2; }\n")
+    recipe = debian.Recipe("pk", "c", build="steps", steps=(
+        "$CC -O2 -c a.c -o a.o",
+        r"find . -type f -exec sed -i -e 's/-O3//g' {} \;",
+        "$CC -O2 -c b.c -o b.o"))
+    compile_db = debian.build_with_bear(recipe, tree, jobs=1)
+    assert compile_db == tree / "mlgo_compile_commands.json"
+    files = sorted(Path(e["file"]).name for e in json.loads(compile_db.read_text()))
+    assert files == ["a.c", "b.c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]  # bear's files moved in
+
+
+def _fake_download(dest: Path, stem: str, *, tarball: bool = True) -> None:
+    """What `apt-get source --download-only` leaves: the .dsc and (unless the archive
+    answered 404 for it) the tarball it lists."""
+    (dest / f"{stem}.dsc").write_text(
+        "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nFormat: 3.0 (native)\n"
+        f"Source: pk\nFiles:\n 0123456789abcdef0123456789abcdef 5 {stem}.tar.xz\n\n"
+        "-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----\n")
+    if tarball:
+        (dest / f"{stem}.tar.xz").write_text("12345")
+
+
+def test_a_dsc_left_by_a_failed_download_is_not_taken_for_a_download(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The archive can serve a version's .dsc and answer 404 for its tarballs; apt-get then
+    # fails but leaves the .dsc, which a later run must not unpack as if it were complete.
+    monkeypatch.setattr(debian, "ensure_deb_src", lambda: None)
+    monkeypatch.setattr(debian, "source_versions", lambda p: ["2.0-1+deb12u5", "2.0-1"])
+    tried = []
+
+    def fake_run(argv, what, *, cwd=None, timeout=0.0, env=None) -> str:
+        tried.append(argv[-1])
+        if argv[-1].endswith("deb12u5"):
+            _fake_download(cwd, "pk_2.0-1+deb12u5", tarball=False)
+            raise CorpusError(f"{what}: 404  Not Found")
+        _fake_download(cwd, "pk_2.0-1")
+        return ""
+
+    monkeypatch.setattr(debian, "_run", fake_run)
+    older = tmp_path / "src" / "pk" / "pk_2.0-1.dsc"
+    assert debian.download_source("pk", tmp_path) == older
+    assert debian.download_source("pk", tmp_path) == older
+    assert tried == ["pk=2.0-1+deb12u5", "pk=2.0-1", "pk=2.0-1+deb12u5"]
+    assert debian.missing_source_files(older.with_name("pk_2.0-1+deb12u5.dsc")) == [
+        "pk_2.0-1+deb12u5.tar.xz"]
+
+    # A tarball cut short (wrong size) is missing too; apt-get "succeeding" without it is
+    # an error naming the .dsc and the file.
+    (older.parent / "pk_2.0-1.tar.xz").write_text("12")
+    monkeypatch.setattr(debian, "source_versions", lambda p: ["2.0-1"])
+    monkeypatch.setattr(debian, "_run", lambda *a, **k: "")
+    with pytest.raises(CorpusError, match=r"pk_2.0-1.dsc: apt-get source succeeded but "
+                                          r"left out pk_2.0-1.tar.xz"):
+        debian.download_source("pk", tmp_path)
+
+
+def test_a_dsc_without_a_files_field_is_rejected_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "pk_1.dsc"
+    bad.write_text("Format: 3.0 (native)\nSource: pk\n")
+    with pytest.raises(CorpusError, match=f"{bad}: no 'Files:' field"):
+        debian.missing_source_files(bad)
+
+
 def test_download_falls_back_to_an_older_version_the_archive_still_serves(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # The package index can be ahead of the archive (a newer security upload answers 404).
@@ -194,7 +267,7 @@ def test_download_falls_back_to_an_older_version_the_archive_still_serves(
         tried.append(argv[-1])
         if argv[-1].endswith("deb12u5"):
             raise CorpusError(f"{what}: 404  Not Found")
-        (cwd / "pk_2.0-1.dsc").write_text("")
+        _fake_download(cwd, "pk_2.0-1")
         return ""
 
     monkeypatch.setattr(debian, "_run", fake_run)
