@@ -3,18 +3,20 @@
 A flat float vector is the one currency every algorithm shares: ES perturbs it, PPO and BC
 differentiate it with TensorFlow, workers evaluate it with numpy, checkpoints store it as
 `params.npy`. A network only says how to cut that vector into named arrays
-(`param_shapes`) and how to compute logits from them, twice:
+(`param_shapes`) and composes its logits and decision from the operations of
+mlgo/policies/ops.py (`build_graph`), which run in numpy, TensorFlow and C alike:
 
     logits_numpy(flat, batch) -> np.ndarray [B, num_actions]   (workers: no TensorFlow)
     logits_tf(flat, batch)    -> tf.Tensor  [B, num_actions]   (training and export)
 
-Both must compute the same function (tests compare them). Invalid actions get INVALID_LOGIT,
-a large finite negative number: softmax gives them probability exactly 0 in float32, and
-unlike -inf it keeps log-probabilities and their gradients finite.
+Invalid actions get INVALID_LOGIT, a large finite negative number: softmax gives them
+probability exactly 0 in float32, and unlike -inf it keeps log-probabilities and their
+gradients finite.
 
 A batch maps feature name -> array [B, *spec.shape] (a single observation of shape
 spec.shape also works: B = 1). Networks are built from the compiler header's feature specs
-(never a hard-coded list) and keep them, so a later header can be checked against them.
+(never a hard-coded list) and keep them; features are read by name, so a later header only
+has to offer them (see `feature_differences`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlgo.errors import MlgoError
+from mlgo.policies.ops import Graph, run_numpy, run_tf
 from mlgo.protocol.tensor_spec import TensorSpec
 
 INVALID_LOGIT = np.float32(-1e9)
@@ -49,28 +52,19 @@ def as_specs(header_or_specs: Any) -> tuple[TensorSpec, ...]:
 
 
 def feature_differences(expected: Sequence[TensorSpec], actual: Sequence[TensorSpec]) -> list[str]:
-    """Human-readable differences by feature name (order is irrelevant: inputs go by name)."""
-    want = {s.name: s for s in expected}
+    """Why a policy reading `expected` cannot bind to a compiler offering `actual`, one line per
+    input. Inputs bind by name, as in the inliner plugin (mlgo/serving/policy_binding.h) and
+    LLVM's release-mode model runner: an input not offered, or offered with another type or
+    shape, is a difference; features offered beyond the inputs are not."""
     have = {s.name: s for s in actual}
-    diffs = [f"missing {n} ({want[n].type} {list(want[n].shape)})" for n in want if n not in have]
-    diffs += [f"unexpected {n} ({have[n].type} {list(have[n].shape)})" for n in have if n not in want]
-    for n in want:
-        if n in have and (want[n].type, want[n].shape) != (have[n].type, have[n].shape):
-            diffs.append(f"{n}: expected {want[n].type} {list(want[n].shape)}, "
-                         f"got {have[n].type} {list(have[n].shape)}")
+    diffs = []
+    for w in expected:
+        h = have.get(w.name)
+        if h is None:
+            diffs.append(f"missing {w.name} ({w.type} {list(w.shape)})")
+        elif (w.type, w.shape) != (h.type, h.shape):
+            diffs.append(f"{w.name}: expected {w.type} {list(w.shape)}, got {h.type} {list(h.shape)}")
     return diffs
-
-
-# -- activations, identical in numpy and TensorFlow -------------------------------------------
-def _np_activation(name: str):
-    return {"relu": lambda x: np.maximum(x, np.float32(0)), "tanh": np.tanh,
-            "linear": lambda x: x}[name]
-
-
-def _tf_activation(name: str):
-    import tensorflow as tf
-
-    return {"relu": tf.nn.relu, "tanh": tf.tanh, "linear": lambda x: x}[name]
 
 
 ACTIVATIONS = ("relu", "tanh", "linear")
@@ -106,24 +100,13 @@ class MLP:
             out[f"{self.prefix}/{i}/b"] = np.zeros(n_out)
         return out
 
-    def numpy(self, p: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-        act = _np_activation(self.activation)
+    def build(self, graph: Graph, x: int) -> int:
+        """The layers as graph operations on the value `x` (each row of x goes through alone)."""
         last = len(self.sizes) - 2
-        for i in range(last + 1):
-            x = x @ p[f"{self.prefix}/{i}/w"] + p[f"{self.prefix}/{i}/b"]
-            if i < last:
-                x = act(x)
-        return x
-
-    def tf(self, p: Mapping[str, Any], x):
-        import tensorflow as tf
-
-        act = _tf_activation(self.activation)
-        last = len(self.sizes) - 2
-        for i in range(last + 1):
-            x = tf.matmul(x, p[f"{self.prefix}/{i}/w"]) + p[f"{self.prefix}/{i}/b"]
-            if i < last:
-                x = act(x)
+        for i, n_out in enumerate(self.sizes[1:]):
+            x = graph.dense(x, f"{self.prefix}/{i}/w", f"{self.prefix}/{i}/b", n_out)
+            if i < last and self.activation != "linear":
+                x = graph.unary(self.activation, x)
         return x
 
 
@@ -157,10 +140,10 @@ class PolicyNetwork(ABC):
     def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]: ...
 
     @abstractmethod
-    def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray: ...
-
-    @abstractmethod
-    def _logits_tf(self, p: dict[str, Any], batch: Batch): ...
+    def build_graph(self) -> Graph:
+        """The network as operations (mlgo/policies/ops.py): inputs `self.features`, outputs
+        `logits` [1, num_actions] (or [num_actions, 1]) and the greedy decision (their first
+        argmax) under `self.advice.name`."""
 
     @abstractmethod
     def config_json(self) -> dict[str, Any]:
@@ -178,6 +161,10 @@ class PolicyNetwork(ABC):
         return {}
 
     # -- shared machinery ----------------------------------------------------------------------
+    @functools.cached_property
+    def graph(self) -> Graph:
+        return self.build_graph()
+
     @functools.cached_property
     def _layout(self) -> list[tuple[str, tuple[int, ...], int, int]]:
         """(name, shape, start, end) of each array in the flat vector."""
@@ -211,40 +198,37 @@ class PolicyNetwork(ABC):
 
     def bind_numpy(self, flat: np.ndarray) -> Callable[[Batch], np.ndarray]:
         """logits_numpy with the parameters cut once: batch -> logits (for per-decision use)."""
-        arrays = self.unflatten_numpy(flat)
+        arrays = {k: v.astype(np.float64) for k, v in self.unflatten_numpy(flat).items()}
 
         def logits(batch: Batch) -> np.ndarray:
             self._check_batch(batch)
-            return self._logits_numpy(arrays, batch)
+            return self._logits(run_numpy(self.graph, batch, arrays)["logits"])
 
         return logits
 
     def logits_numpy(self, flat: np.ndarray, batch: Batch) -> np.ndarray:
-        self._check_batch(batch)
-        return self._logits_numpy(self.unflatten_numpy(flat), batch)
+        return self.bind_numpy(flat)(batch)
 
     def logits_tf(self, flat, batch: Batch):
         """Same function as logits_numpy; `flat` may be a tf.Variable (gradients flow to it)."""
+        import tensorflow as tf
+
         self._check_batch(batch)
-        return self._logits_tf(self.unflatten_tf(flat), batch)
+        logits = run_tf(self.graph, batch, self.unflatten_tf(flat))["logits"]
+        return tf.reshape(logits, [-1, self.num_actions])
+
+    def _logits(self, values: np.ndarray) -> np.ndarray:
+        return values.reshape(len(values), self.num_actions)
 
     def check_features(self, header_or_specs: Any) -> None:
         """Raise FeatureMismatchError listing every feature that differs from the ones this
         network was built for (e.g. a policy trained against another compiler version)."""
-        diffs = feature_differences(self.features, as_specs(header_or_specs))
+        read = [f for f in self.features if f.name in self.graph.input_index]
+        diffs = feature_differences(read, as_specs(header_or_specs))
         if diffs:
             raise FeatureMismatchError(
-                f"{self.problem} network was built for different features than offered: "
+                f"{self.problem} network reads features the compiler does not offer so: "
                 + "; ".join(diffs))
-
-    def rows(self, batch: Batch, name: str) -> np.ndarray:
-        """Feature `name` as [B, num_elements] (numpy)."""
-        return np.asarray(batch[name]).reshape(-1, self._spec[name].num_elements)
-
-    def rows_tf(self, batch: Batch, name: str):
-        import tensorflow as tf
-
-        return tf.reshape(batch[name], [-1, self._spec[name].num_elements])
 
     def _check_size(self, n: int) -> None:
         if n != self.num_params:

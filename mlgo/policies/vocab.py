@@ -10,8 +10,8 @@ and the network sees [q, sqrt(q), q^2] (and, optionally, sign(x) * log1p(|x|), w
 the magnitude that q discards outside the trace's range). Quantiles make heavy-tailed counts
 (costs, sizes, 2**40-sized outliers) comparable without hand-tuned scaling.
 
-The numpy and TensorFlow versions below compute the same numbers (compared in float64, then
-float32 arithmetic); the TensorFlow one is imported lazily so numpy-only workers never load it.
+QuantileTable below is the numpy and TensorFlow implementation of the `quantile` operation
+(mlgo/policies/ops.py); TensorFlow is imported lazily so numpy-only workers never load it.
 """
 
 from __future__ import annotations
@@ -133,21 +133,3 @@ class QuantileTable:
         idx = tf.searchsorted(tf.constant(self.table), tf.transpose(x), side="right")
         return tf.cast(tf.transpose(idx), tf.float32) / tf.constant(self.counts)
 
-
-def expand_numpy(q: np.ndarray, x: np.ndarray, with_log: bool) -> np.ndarray:
-    """[B, F] quantiles (and raw values) -> [B, F * k] network inputs, grouped per feature."""
-    parts = [q, np.sqrt(q), q * q]
-    if with_log:
-        x = np.asarray(x, dtype=np.float64)
-        parts.append((np.sign(x) * np.log1p(np.abs(x))).astype(np.float32))
-    return np.stack(parts, axis=-1).reshape(q.shape[0], -1)
-
-
-def expand_tf(q, x, with_log: bool):
-    import tensorflow as tf
-
-    parts = [q, tf.sqrt(q), q * q]
-    if with_log:
-        x = tf.cast(x, tf.float64)
-        parts.append(tf.cast(tf.sign(x) * tf.math.log1p(tf.abs(x)), tf.float32))
-    return tf.reshape(tf.stack(parts, axis=-1), [tf.shape(q)[0], -1])

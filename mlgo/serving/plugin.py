@@ -32,6 +32,7 @@ from mlgo.serving.build import (
 )
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
+BINDING_HEADER = "policy_binding.h"  # included by the plugin: binds the policy's inputs by name
 PLUGIN_FILE = "libmlgo_inliner.so"
 PLUGIN_OBJECT = "inliner_plugin.o"
 # Where a trained-policy C generator is expected (the policy package's side of the seam).
@@ -85,14 +86,15 @@ def plugin_object() -> Path:
     (LLVM's headers), shared by all policies and cached by source, LLVM version and flags."""
     llvm = llvm_dev()
     cxx = toolchain.clangxx()
-    source = packaged_source(PLUGIN_SOURCE)
+    source, header = packaged_source(PLUGIN_SOURCE), packaged_source(BINDING_HEADER)
     flags = ["-O2", "-fPIC", *llvm.cxxflags]
-    key = content_key("inliner-plugin-object", source, llvm.version, " ".join(flags),
+    key = content_key("inliner-plugin-object", source, header, llvm.version, " ".join(flags),
                       file_identity(cxx.path))
 
     def build(tmp: Path) -> dict:
         src = tmp / PLUGIN_SOURCE
         src.write_text(source)
+        (tmp / BINDING_HEADER).write_text(header)
         run_build([cxx.path, *flags, "-c", str(src), "-o", str(tmp / PLUGIN_OBJECT)],
                   Path(SOURCE_DIR) / PLUGIN_SOURCE, "the inliner plugin")
         return {"llvm_version": llvm.version}

@@ -29,12 +29,12 @@ from mlgo.errors import MlgoError
 from mlgo.policies.network import (
     INVALID_LOGIT,
     MLP,
-    Batch,
     FeatureMismatchError,
     ParamShapes,
     PolicyNetwork,
     as_specs,
 )
+from mlgo.policies.ops import Graph
 from mlgo.protocol.tensor_spec import TensorSpec
 
 ADVICE = "index_to_evict"
@@ -91,7 +91,7 @@ class RegallocNetwork(PolicyNetwork):
                 f"got {', '.join(odd)}")
         # Column order of c_k: header order. Which columns pass through, which get log1p:
         self.columns = list(self.features)
-        self._passthrough = np.array([self.config.passthrough(f.name) for f in self.columns])
+        self._passthrough = [self.config.passthrough(f.name) for f in self.columns]
         self.mlp = MLP("scorer", (len(self.columns), *self.config.hidden_sizes, 1),
                        self.config.activation)
 
@@ -105,52 +105,16 @@ class RegallocNetwork(PolicyNetwork):
     def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return self.mlp.init(rng, self.config.output_scale)
 
-    # -- numpy ---------------------------------------------------------------------------------
-    def _candidates_numpy(self, batch: Batch) -> np.ndarray:
-        """[B, K, C] float32 per-candidate inputs."""
-        b = np.asarray(batch[MASK]).size // self.num_candidates
-        v = np.empty((b, len(self.columns), self.num_candidates), dtype=np.float64)
-        for j, f in enumerate(self.columns):
-            # assignment converts the dtype and broadcasts scalar features over positions
-            v[:, j, :] = np.asarray(batch[f.name]).reshape(b, f.num_elements)
-        v[np.isnan(v)] = 0.0
-        np.clip(v, -FINITE_CAP, FINITE_CAP, out=v)
-        free = v[:, ~self._passthrough, :]
-        v[:, ~self._passthrough, :] = np.sign(free) * np.log1p(np.abs(free))
-        np.clip(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP, out=v)  # no-op on log1p'd values (<= 70)
-        return v.transpose(0, 2, 1).astype(np.float32)
-
-    def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
-        c = self._candidates_numpy(batch)
-        b, k, n = c.shape
-        scores = self.mlp.numpy(p, c.reshape(b * k, n)).reshape(b, k)
-        valid = self.rows(batch, MASK) != 0
-        return np.where(valid, scores, INVALID_LOGIT).astype(np.float32)
-
-    # -- TensorFlow ----------------------------------------------------------------------------
-    def _candidates_tf(self, batch: Batch):
-        import tensorflow as tf
-
-        k = self.num_candidates
-        cols = []
-        for f in self.columns:
-            v = tf.cast(self.rows_tf(batch, f.name), tf.float64)
-            cols.append(tf.broadcast_to(v, [tf.shape(v)[0], k]) if f.num_elements == 1 else v)
-        v = tf.stack(cols, axis=-1)
-        v = tf.where(tf.math.is_nan(v), tf.zeros_like(v), v)
-        v = tf.clip_by_value(v, -FINITE_CAP, FINITE_CAP)
-        v = tf.where(tf.constant(self._passthrough), v, tf.sign(v) * tf.math.log1p(tf.abs(v)))
-        v = tf.clip_by_value(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP)
-        return tf.cast(v, tf.float32)
-
-    def _logits_tf(self, p: dict[str, Any], batch: Batch):
-        import tensorflow as tf
-
-        c = self._candidates_tf(batch)
-        k, n = self.num_candidates, len(self.columns)
-        scores = tf.reshape(self.mlp.tf(p, tf.reshape(c, [-1, n])), [-1, k])
-        valid = tf.not_equal(self.rows_tf(batch, MASK), 0)
-        return tf.where(valid, scores, tf.fill(tf.shape(scores), INVALID_LOGIT))
+    def build_graph(self) -> Graph:
+        g = Graph(self.features)
+        v = g.stack([f.name for f in self.columns], rows=self.num_candidates)  # c_k is row k
+        v = g.unary("clip", g.unary("nan_to_zero", v), lo=-FINITE_CAP, hi=FINITE_CAP)
+        v = g.unary("slog", v, cols=tuple(not p for p in self._passthrough))
+        v = g.unary("cast_f32", g.unary("clip", v, lo=-PASSTHROUGH_CLIP, hi=PASSTHROUGH_CLIP))
+        scores = self.mlp.build(g, v)  # [K, 1]
+        g.outputs["logits"] = logits = g.where(g.input(MASK), scores, g.const(INVALID_LOGIT, "f32"))
+        g.outputs[self.advice.name] = g.index(logits, "max")
+        return g
 
     def config_json(self) -> dict[str, Any]:
         return asdict(self.config)
