@@ -23,7 +23,7 @@ from mlgo.serving.codegen import ADVICE, INLINE_FEATURES_LLVM19, REGALLOC_FEATUR
 
 def cost_threshold(g: Graph) -> int:
     """The default inliner's rule: inline when the estimated cost is below the threshold."""
-    return g.binary("less", g.input("cost_estimate"), g.input("threshold"))
+    return g.apply("less", g.input("cost_estimate"), g.input("threshold"))
 
 
 def eviction_proxy(g: Graph) -> int:
@@ -35,8 +35,8 @@ def eviction_proxy(g: Graph) -> int:
     k = g.nodes[mask].size - 1  # the range being allocated: evicting it evicts nothing
     last = g.const(k)
     best = g.index(weight, "min", mask, default=k, stop=k)
-    lighter = g.binary("less", g.take(weight, best), g.take(weight, last))
-    return g.where(g.take(mask, last), g.where(lighter, best, last), best)
+    lighter = g.apply("less", g.take(weight, best), g.take(weight, last))
+    return g.apply("where", g.take(mask, last), g.apply("where", lighter, best, last), best)
 
 
 def never_evict(g: Graph) -> int:
@@ -44,7 +44,7 @@ def never_evict(g: Graph) -> int:
     mask = g.input("mask")
     k = g.nodes[mask].size - 1
     last = g.const(k)
-    return g.where(g.take(mask, last), last, g.index(mask, "last", mask, default=k))
+    return g.apply("where", g.take(mask, last), last, g.index(mask, "last", mask, default=k))
 
 
 def first_valid(g: Graph) -> int:

@@ -106,7 +106,7 @@ class MLP:
         for i, n_out in enumerate(self.sizes[1:]):
             x = graph.dense(x, f"{self.prefix}/{i}/w", f"{self.prefix}/{i}/b", n_out)
             if i < last and self.activation != "linear":
-                x = graph.unary(self.activation, x)
+                x = graph.apply(self.activation, x)
         return x
 
 

@@ -109,7 +109,7 @@ class QuantileTable:
         self.table = np.full((len(bounds), width), np.inf, dtype=np.float64)
         for i, b in enumerate(bounds):
             self.table[i, : len(b)] = b
-        self._rows = bounds
+        self.rows = bounds
         self._lists = [b.tolist() for b in bounds]
         # n_f, at least 1 so that a feature without boundaries maps to q = 0.
         self.counts = np.array([max(len(b), 1) for b in bounds], dtype=np.float32)
@@ -121,7 +121,7 @@ class QuantileTable:
                             for row in x.tolist()], dtype=np.float32).reshape(x.shape)
         else:
             idx = np.empty(x.shape, dtype=np.float32)
-            for f, b in enumerate(self._rows):
+            for f, b in enumerate(self.rows):
                 idx[:, f] = np.searchsorted(b, x[:, f], side="right")
         return idx / self.counts
 

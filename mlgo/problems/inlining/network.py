@@ -92,9 +92,9 @@ class InliningNetwork(PolicyNetwork):
         names = [f.name for f in self.inputs]
         x = g.stack(names, rows=1)
         q = g.quantile(x, [self._vocab[n] for n in names])
-        parts = [q, g.unary("sqrt", q), g.binary("mul", q, q)]
+        parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
         if self.config.log_features:
-            parts.append(g.unary("cast_f32", g.unary("slog", x)))
+            parts.append(g.apply("cast_f32", g.apply("slog", x)))
         g.outputs["logits"] = logits = self.mlp.build(g, g.interleave(*parts))
         g.outputs[self.advice.name] = g.index(logits, "max")
         return g

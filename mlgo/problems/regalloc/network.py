@@ -108,11 +108,11 @@ class RegallocNetwork(PolicyNetwork):
     def build_graph(self) -> Graph:
         g = Graph(self.features)
         v = g.stack([f.name for f in self.columns], rows=self.num_candidates)  # c_k is row k
-        v = g.unary("clip", g.unary("nan_to_zero", v), lo=-FINITE_CAP, hi=FINITE_CAP)
-        v = g.unary("slog", v, cols=tuple(not p for p in self._passthrough))
-        v = g.unary("cast_f32", g.unary("clip", v, lo=-PASSTHROUGH_CLIP, hi=PASSTHROUGH_CLIP))
+        v = g.apply("clip", g.apply("nan_to_zero", v), lo=-FINITE_CAP, hi=FINITE_CAP)
+        v = g.apply("slog", v, cols=tuple(not p for p in self._passthrough))
+        v = g.apply("cast_f32", g.apply("clip", v, lo=-PASSTHROUGH_CLIP, hi=PASSTHROUGH_CLIP))
         scores = self.mlp.build(g, v)  # [K, 1]
-        g.outputs["logits"] = logits = g.where(g.input(MASK), scores, g.const(INVALID_LOGIT, "f32"))
+        g.outputs["logits"] = logits = g.apply("where", g.input(MASK), scores, g.const(INVALID_LOGIT, "f32"))
         g.outputs[self.advice.name] = g.index(logits, "max")
         return g
 
