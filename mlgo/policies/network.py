@@ -21,6 +21,7 @@ has to offer them (see `feature_differences`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import math
@@ -111,12 +112,17 @@ class MLP:
 
 
 class PolicyNetwork(ABC):
-    """Base of every problem's network. Subclasses set `problem` and `advice_name`, implement
-    the abstract methods, and take (features, config, vocab, advice) in their constructor so
-    a checkpoint can rebuild them."""
+    """Base of every problem's network: an MLP (`self.mlp`) inside a graph of operations, with
+    hyperparameters `self.config` (a dataclass of type `config_class`). Subclasses set the
+    class variables, `self.mlp` and `self.config`, define `num_actions` and `build_graph`, and
+    take (features, config, vocab, advice) in their constructor so a checkpoint can rebuild
+    them."""
 
     problem: ClassVar[str]
     advice_name: ClassVar[str]
+    config_class: ClassVar[Any]
+    mlp: MLP
+    config: Any
 
     def __init__(self, features: Sequence[TensorSpec] | Any, advice: TensorSpec | None = None) -> None:
         self.features: tuple[TensorSpec, ...] = as_specs(features)
@@ -125,35 +131,30 @@ class PolicyNetwork(ABC):
             raise FeatureMismatchError(f"{self.problem}: duplicate feature names in {names}")
         self.advice = advice or TensorSpec(self.advice_name, "int64_t", (1,))
         self._spec = {f.name: f for f in self.features}
-        self._names = frozenset(self._spec)
 
-    # -- what subclasses define ----------------------------------------------------------------
     @property
     @abstractmethod
     def num_actions(self) -> int: ...
 
     @abstractmethod
-    def param_shapes(self) -> ParamShapes:
-        """Ordered (name, shape) pairs: the layout of the flat vector."""
-
-    @abstractmethod
-    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]: ...
-
-    @abstractmethod
     def build_graph(self) -> Graph:
-        """The network as operations (mlgo/policies/ops.py): inputs `self.features`, outputs
-        `logits` [1, num_actions] (or [num_actions, 1]) and the greedy decision (their first
+        """The network as operations (mlgo/policies/ops.py) on the features it reads: outputs
+        `logits` ([1, num_actions] or [num_actions, 1]) and the greedy decision (their first
         argmax) under `self.advice.name`."""
 
-    @abstractmethod
+    def param_shapes(self) -> ParamShapes:
+        """Ordered (name, shape) pairs: the layout of the flat vector."""
+        return self.mlp.param_shapes()
+
     def config_json(self) -> dict[str, Any]:
         """The network's hyperparameters as JSON (the constructor's `config` rebuilt from it)."""
+        return dataclasses.asdict(self.config)
 
     @classmethod
-    @abstractmethod
     def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
                   vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> PolicyNetwork:
         """Rebuild from `config_json()`'s output (as checkpoints do)."""
+        return cls(features, cls.config_class.from_json(config), vocab, advice)
 
     @property
     def vocab(self) -> dict[str, np.ndarray]:
@@ -180,7 +181,7 @@ class PolicyNetwork(ABC):
         return self._layout[-1][3] if self._layout else 0
 
     def init_params(self, seed: int = 0) -> np.ndarray:
-        arrays = self._init_arrays(np.random.default_rng(seed))
+        arrays = self.mlp.init(np.random.default_rng(seed), self.config.output_scale)
         return np.concatenate([np.asarray(arrays[n], np.float32).reshape(-1)
                                for n, _, _, _ in self._layout])
 
@@ -235,8 +236,8 @@ class PolicyNetwork(ABC):
             raise MlgoError(f"{self.problem} network takes {self.num_params} parameters, got {n}")
 
     def _check_batch(self, batch: Batch) -> None:
-        if not self._names.issubset(batch.keys()):
-            missing = [f.name for f in self.features if f.name not in batch]
+        missing = [i.name for i in self.graph.inputs if i.name not in batch]
+        if missing:
             raise FeatureMismatchError(
                 f"{self.problem} network: observation lacks feature(s) {', '.join(missing)}")
 

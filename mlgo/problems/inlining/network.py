@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from mlgo.checks import check_float, check_layer_sizes
 from mlgo.errors import MlgoError
 from mlgo.policies import vocab as V
-from mlgo.policies.network import MLP, FeatureMismatchError, ParamShapes, PolicyNetwork, as_specs
+from mlgo.policies.network import MLP, FeatureMismatchError, PolicyNetwork, as_specs
 from mlgo.policies.ops import Graph
 from mlgo.protocol.tensor_spec import TensorSpec
 
@@ -54,6 +54,7 @@ class InliningNetworkConfig:
 class InliningNetwork(PolicyNetwork):
     problem = "inlining"
     advice_name = ADVICE
+    config_class = InliningNetworkConfig
 
     def __init__(self, features: Sequence[TensorSpec] | Any, config: InliningNetworkConfig | None = None,
                  vocab: Mapping[str, np.ndarray] | None = None, advice: TensorSpec | None = None) -> None:
@@ -68,9 +69,8 @@ class InliningNetwork(PolicyNetwork):
         odd = [f"{f.name} {list(f.shape)}" for f in self.inputs if f.num_elements != 1]
         if odd:  # LLVM's inliner features are all scalars
             raise FeatureMismatchError(f"inlining network: inputs must be scalars, got {', '.join(odd)}")
-        self.num_columns = len(self.inputs)
         per_column = 4 if self.config.log_features else 3
-        self.mlp = MLP("mlp", (self.num_columns * per_column, *self.config.hidden_sizes, 2),
+        self.mlp = MLP("mlp", (len(self.inputs) * per_column, *self.config.hidden_sizes, 2),
                        self.config.activation)
 
     @property
@@ -80,12 +80,6 @@ class InliningNetwork(PolicyNetwork):
     @property
     def vocab(self) -> dict[str, np.ndarray]:
         return dict(self._vocab)
-
-    def param_shapes(self) -> ParamShapes:
-        return self.mlp.param_shapes()
-
-    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self.mlp.init(rng, self.config.output_scale)
 
     def build_graph(self) -> Graph:
         g = Graph(self.inputs)  # the ignored features are no inputs of the policy
@@ -98,14 +92,6 @@ class InliningNetwork(PolicyNetwork):
         g.outputs["logits"] = logits = self.mlp.build(g, g.interleave(*parts))
         g.outputs[self.advice.name] = g.index(logits, "max")
         return g
-
-    def config_json(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-    @classmethod
-    def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
-                  vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> InliningNetwork:
-        return cls(features, InliningNetworkConfig.from_json(config), vocab, advice)
 
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None,

@@ -17,7 +17,7 @@ sits at which position, and the parameter count independent of K.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from mlgo.policies.network import (
     INVALID_LOGIT,
     MLP,
     FeatureMismatchError,
-    ParamShapes,
     PolicyNetwork,
     as_specs,
 )
@@ -73,6 +72,7 @@ class RegallocNetworkConfig:
 class RegallocNetwork(PolicyNetwork):
     problem = "regalloc"
     advice_name = ADVICE
+    config_class = RegallocNetworkConfig
 
     def __init__(self, features: Sequence[TensorSpec] | Any, config: RegallocNetworkConfig | None = None,
                  vocab: Mapping[str, np.ndarray] | None = None, advice: TensorSpec | None = None) -> None:
@@ -99,12 +99,6 @@ class RegallocNetwork(PolicyNetwork):
     def num_actions(self) -> int:
         return self.num_candidates
 
-    def param_shapes(self) -> ParamShapes:
-        return self.mlp.param_shapes()
-
-    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self.mlp.init(rng, self.config.output_scale)
-
     def build_graph(self) -> Graph:
         g = Graph(self.features)
         v = g.stack([f.name for f in self.columns], rows=self.num_candidates)  # c_k is row k
@@ -115,14 +109,6 @@ class RegallocNetwork(PolicyNetwork):
         g.outputs["logits"] = logits = g.apply("where", g.input(MASK), scores, g.const(INVALID_LOGIT, "f32"))
         g.outputs[self.advice.name] = g.index(logits, "max")
         return g
-
-    def config_json(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-    @classmethod
-    def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
-                  vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> RegallocNetwork:
-        return cls(features, RegallocNetworkConfig.from_json(config), vocab, advice)
 
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None = None,
