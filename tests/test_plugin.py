@@ -220,17 +220,6 @@ def test_unknown_policy_names_the_choices() -> None:
         plugin.policy_source("llvm-default")
 
 
-def test_policy_directory_needs_a_c_generator(tmp_path: Path, monkeypatch) -> None:
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(plugin.importlib.util, "find_spec",
-                        lambda name, *a: None if name == plugin.POLICY_CODEGEN_MODULE
-                        else real_find_spec(name, *a))
-    with pytest.raises(MlgoError, match="trained-policy plugins need"):
-        plugin.policy_source(str(tmp_path))
-
-
 def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None:
     import argparse
 
@@ -245,28 +234,30 @@ def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None
 
 def test_trained_policy_c_source_is_cached_by_content(tmp_path, monkeypatch):
     """mlgo-clang asks for a policy's C on every compile: the second ask must not regenerate
-    it, and changed weights must."""
-    import importlib
-
-    from mlgo.serving import plugin
+    it, and changed weights, or changed code generating the C, must."""
+    from mlgo.policies import c_source
+    from mlgo.policies.policy_dir import load_policy, save_policy
 
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     policy = tmp_path / "policy"
     shutil.copytree(resolve_shipped("regalloc"), policy)
     first, _ = plugin.trained_policy_source(policy, "regalloc")
-    generator = importlib.import_module(plugin.POLICY_CODEGEN_MODULE)
 
     def refuse(*a, **k):
         raise AssertionError("regenerated although nothing changed")
 
-    monkeypatch.setattr(generator, "policy_c_source", refuse)
-    again, _ = plugin.trained_policy_source(policy, "regalloc")
+    with monkeypatch.context() as m:
+        m.setattr(c_source, "policy_c_source", refuse)
+        again, _ = plugin.trained_policy_source(policy, "regalloc")
     assert again == first
-    from mlgo.policies.policy_dir import load_policy, save_policy
-
     net, params, meta = load_policy(policy, problem="regalloc")
     save_policy(policy, net, params * 2, meta)
-    monkeypatch.undo()
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     changed, _ = plugin.trained_policy_source(policy, "regalloc")
     assert changed != first
+    # the operations' C emitter (mlgo/policies/ops.py) is part of the key
+    generator = plugin.generator_files()
+    assert Path(plugin.SOURCE_DIR).parent / "policies" / "ops.py" in generator
+    edited = tmp_path / "ops.py"
+    edited.write_bytes(generator[0].read_bytes() + b"# edited\n")
+    assert (plugin._policy_dir_key(policy, "regalloc", [edited, *generator[1:]])
+            != plugin._policy_dir_key(policy, "regalloc", generator))
