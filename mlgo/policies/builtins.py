@@ -82,7 +82,7 @@ def heuristic(problem: str, name: str) -> Callable[[FeatureValues], int]:
     g, advice = graph(problem, name), ADVICE[problem]
 
     def act(obs: FeatureValues) -> int:
-        return int(run_numpy(g, obs, {})[advice].reshape(-1)[0])
+        return int(run_numpy(g, obs, {}, (advice,))[advice].reshape(-1)[0])
 
     act.__name__ = act.__qualname__ = f"{problem}_{name.replace('-', '_')}"
     act.__doc__ = RULES[problem][name].__doc__

@@ -203,7 +203,7 @@ class PolicyNetwork(ABC):
 
         def logits(batch: Batch) -> np.ndarray:
             self._check_batch(batch)
-            return self._logits(run_numpy(self.graph, batch, arrays)["logits"])
+            return self._logits(run_numpy(self.graph, batch, arrays, ("logits",))["logits"])
 
         return logits
 
@@ -236,8 +236,8 @@ class PolicyNetwork(ABC):
             raise MlgoError(f"{self.problem} network takes {self.num_params} parameters, got {n}")
 
     def _check_batch(self, batch: Batch) -> None:
-        missing = [i.name for i in self.graph.inputs if i.name not in batch]
-        if missing:
+        if not all(i.name in batch for i in self.graph.inputs):
+            missing = [i.name for i in self.graph.inputs if i.name not in batch]
             raise FeatureMismatchError(
                 f"{self.problem} network: observation lacks feature(s) {', '.join(missing)}")
 

@@ -117,6 +117,7 @@ class Graph:
                             f"{[i.name for i in self.inputs]} {bad}")
         self.nodes: list[Node] = []
         self.outputs: dict[str, int] = {}
+        self.plans: dict[tuple[str, ...], list[int]] = {}  # needed() of outputs asked for
 
     def _add(self, op: str, args: Sequence[int], shape: tuple[int, int], dtype: str, **attrs) -> int:
         self.nodes.append(Node(op, tuple(args), shape, dtype, attrs))
@@ -193,8 +194,19 @@ class Graph:
 
 def _batch_size(graph: Graph, batch: Mapping[str, Any], size: Callable[[Any], Any]) -> Any:
     """How many observations `batch` holds (constant outputs are repeated to that many)."""
-    present = [i for i in graph.inputs if i.name in batch]
-    return size(batch[present[0].name]) // present[0].elements if present else 1
+    for i in graph.inputs:
+        if i.name in batch:
+            return size(batch[i.name]) // i.elements
+    return 1
+
+
+def needed(graph: Graph, outputs: Sequence[str]) -> list[int]:
+    """The nodes `outputs` depend on, in order (so a caller pays only for what it asks)."""
+    live = {graph.outputs[o] for o in outputs}
+    for k in range(max(live), -1, -1):
+        if k in live:
+            live.update(graph.nodes[k].args)
+    return sorted(live)
 
 
 # -- numpy ----------------------------------------------------------------------------------------
@@ -257,15 +269,19 @@ def _index(xp: Any, node: Node, a: list[Any]) -> Any:
 
 
 def run_numpy(graph: Graph, batch: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray],
-              ) -> dict[str, np.ndarray]:
-    """Every output for a batch (inputs shaped [B, *shape] or, for one observation, [*shape]),
-    each as [B, rows, cols]."""
-    values: list[np.ndarray] = []
-    for node in graph.nodes:
-        values.append(_np_op(graph, node, [values[i] for i in node.args], batch, params))
-    b = _batch_size(graph, batch, np.size)
-    return {name: np.broadcast_to(values[i], (b, *values[i].shape[1:]))
-            for name, i in graph.outputs.items()}
+              outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The outputs (default: all) for a batch (inputs shaped [B, *shape] or, for one
+    observation, [*shape]), each as [B, rows, cols]."""
+    outputs = tuple(graph.outputs if outputs is None else outputs)
+    values: dict[int, np.ndarray] = {}
+    for k in graph.plans.get(outputs) or graph.plans.setdefault(outputs, needed(graph, outputs)):
+        node = graph.nodes[k]
+        values[k] = _np_op(graph, node, [values[i] for i in node.args], batch, params)
+    result = {o: values[graph.outputs[o]] for o in outputs}
+    b = max(len(v) for v in values.values())
+    if b == 1:
+        b = _batch_size(graph, batch, np.size)
+    return {o: v if len(v) == b else np.broadcast_to(v, (b, *v.shape[1:])) for o, v in result.items()}
 
 
 # -- TensorFlow -----------------------------------------------------------------------------------
@@ -303,6 +319,11 @@ def run_tf(graph: Graph, batch: Mapping[str, Any], params: Mapping[str, Any]) ->
     """run_numpy's twin in TensorFlow (gradients flow to `params`; XLA-compilable)."""
     import tensorflow as tf
 
+    # Plain Python building ops: inside a tf.function, autograph must not rewrite it.
+    return tf.autograph.experimental.do_not_convert(_run_tf)(tf, graph, batch, params)
+
+
+def _run_tf(tf: Any, graph: Graph, batch: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     values: list[Any] = []
     for node in graph.nodes:
         values.append(_tf_op(tf, graph, node, [values[i] for i in node.args], batch, params))
@@ -401,13 +422,9 @@ def c_function(graph: Graph, params: Mapping[str, np.ndarray], name: str, output
     """C defining `void name(const void *const *in, void *out)`: in[j] points at input j's
     elements (in the graph's input order); the output `output` is written to out (its
     elements, row-major, in its dtype)."""
-    k_out = graph.outputs[output]
-    live = {k_out}
-    for k in range(k_out, -1, -1):  # only what the output depends on
-        if k in live:
-            live.update(graph.nodes[k].args)
+    k_out, live = graph.outputs[output], needed(graph, [output])
     statics: list[str] = []
-    body = [_c_op(graph, k, node, params, statics) for k, node in enumerate(graph.nodes) if k in live]
+    body = [_c_op(graph, k, graph.nodes[k], params, statics) for k in live]
     quantiles = any(graph.nodes[k].op == "quantile" for k in live)
     out = graph.nodes[k_out]
     return ("/* Products are summed in double: no fused multiply-add may change them. */\n"
