@@ -238,8 +238,11 @@ def test_hyperparameters_come_from_gin():
         assert net.config.hidden_sizes == (16,) and net.config.activation == "tanh"
         assert [s for _, s in net.param_shapes()] == [(21, 16), (16,), (16, 1), (1,)]
         # explicit configs (as checkpoints pass them) win over gin bindings
-        cfg = RegallocNetworkConfig.from_json(RegallocNetwork(regalloc_specs()).config_json())
-        assert cfg.hidden_sizes == (16,)
+        saved = RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(hidden_sizes=(8,))).config_json()
+        del saved["output_scale"]  # written before the field existed: its default, not gin's
+        gin.parse_config("regalloc.RegallocNetworkConfig.output_scale = 0.5")
+        cfg = RegallocNetwork.from_json(regalloc_specs(), saved, {}, None).config
+        assert cfg.hidden_sizes == (8,) and cfg.activation == "tanh" and cfg.output_scale == 0.01
         assert RegallocNetworkConfig(hidden_sizes=(8,)).hidden_sizes == (8,)
     finally:
         gin.clear_config()

@@ -153,8 +153,13 @@ class PolicyNetwork(ABC):
     @classmethod
     def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
                   vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> PolicyNetwork:
-        """Rebuild from `config_json()`'s output (as checkpoints do)."""
-        return cls(features, cls.config_class.from_json(config), vocab, advice)
+        """Rebuild from `config_json()`'s output (as checkpoints do). Every field is passed,
+        from the JSON or the dataclass's default, so gin bindings never override a checkpoint."""
+        fields = dataclasses.fields(cls.config_class)
+        kwargs = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        kwargs.update({f.name: tuple(config[f.name]) if isinstance(config[f.name], list)
+                       else config[f.name] for f in fields if f.name in config})
+        return cls(features, cls.config_class(**kwargs), vocab, advice)
 
     @property
     def vocab(self) -> dict[str, np.ndarray]:

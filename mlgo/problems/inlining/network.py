@@ -43,13 +43,6 @@ class InliningNetworkConfig:
         check_float("inlining.InliningNetworkConfig.output_scale", self.output_scale, lo=0.0,
                     lo_open=True)
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> InliningNetworkConfig:
-        return cls(hidden_sizes=tuple(int(h) for h in d["hidden_sizes"]),
-                   activation=str(d["activation"]), log_features=bool(d["log_features"]),
-                   ignored_features=tuple(d["ignored_features"]),
-                   output_scale=float(d.get("output_scale", 0.01)))
-
 
 class InliningNetwork(PolicyNetwork):
     problem = "inlining"

@@ -60,14 +60,6 @@ class RegallocNetworkConfig:
     def passthrough(self, name: str) -> bool:
         return name in self.passthrough_names or name.endswith(self.passthrough_suffixes)
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> RegallocNetworkConfig:
-        return cls(hidden_sizes=tuple(int(h) for h in d["hidden_sizes"]),
-                   activation=str(d["activation"]),
-                   passthrough_names=tuple(d["passthrough_names"]),
-                   passthrough_suffixes=tuple(d["passthrough_suffixes"]),
-                   output_scale=float(d.get("output_scale", 0.01)))
-
 
 class RegallocNetwork(PolicyNetwork):
     problem = "regalloc"
