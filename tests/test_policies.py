@@ -233,7 +233,8 @@ def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
         inputs = [f for f in net.features if f.name in net.graph.input_index]
         declared = (ctypes.c_char_p * len(inputs)).in_dll(lib, "mlgo_policy_feature_names")
         assert [d.decode() for d in declared] == [f.name for f in inputs]
-        assert (ctypes.c_char * 32).in_dll(lib, "mlgo_policy_output_name").value.decode() == net.advice_name
+        name = (ctypes.c_char * (len(net.advice_name) + 1)).in_dll(lib, "mlgo_policy_output_name")
+        assert name.value.decode() == net.advice_name
         rng = np.random.default_rng(8)
         policy = NumpyPolicy(net, params)
         if net.problem == "inlining":
