@@ -319,11 +319,6 @@ def run_tf(graph: Graph, batch: Mapping[str, Any], params: Mapping[str, Any]) ->
     """run_numpy's twin in TensorFlow (gradients flow to `params`; XLA-compilable)."""
     import tensorflow as tf
 
-    # Plain Python building ops: inside a tf.function, autograph must not rewrite it.
-    return tf.autograph.experimental.do_not_convert(_run_tf)(tf, graph, batch, params)
-
-
-def _run_tf(tf: Any, graph: Graph, batch: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     values: list[Any] = []
     for node in graph.nodes:
         values.append(_tf_op(tf, graph, node, [values[i] for i in node.args], batch, params))

@@ -41,17 +41,18 @@ def export_saved_model(network: PolicyNetwork, flat_params: np.ndarray, out_dir:
     signature = [{f.name: tf.TensorSpec(shape=f.shape, dtype=tf.as_dtype(f.dtype), name=f.name)
                   for f in network.features}]
 
+    # autograph off: the graph's Python only builds operations (no control flow on tensors).
     def outputs(features):
         # LLVM hands over one observation; the graph works on batches of one.
         batch = {name: tf.expand_dims(x, 0) for name, x in features.items()}
         return run_tf(network.graph, batch, network.unflatten_tf(module.params))
 
-    @tf.function(input_signature=signature)
+    @tf.function(input_signature=signature, autograph=False)
     def action(features):
         decision = outputs(features)[network.advice.name]
         return {network.advice.name: tf.reshape(decision, network.advice.shape)}
 
-    @tf.function(input_signature=signature)
+    @tf.function(input_signature=signature, autograph=False)
     def logits(features):
         return {"logits": tf.reshape(outputs(features)["logits"], [1, network.num_actions])}
 
