@@ -137,7 +137,8 @@ def test_policy_with_other_features_is_refused() -> None:
     names[names.index("edge_count")] = "edge_count_v2"
     with pytest.raises(BuildError, match="edge_count_v2") as info:
         plugin.build_plugin(codegen.inline_cost_threshold(names), policy_label="renamed")
-    assert "input 'edge_count_v2' (int64_t x1): the compiler does not send it" in str(info.value)
+    assert ("the policy needs 'edge_count_v2' (int64_t x1), which the compiler does not send"
+            in str(info.value))
     assert "'edge_count'" not in str(info.value)  # a feature no input reads is no problem
 
 
@@ -186,10 +187,10 @@ int main() {
     out = subprocess.run([str(tmp_path / "bind")], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [
         "2 1 3 []",
-        "the policy's inputs do not match the compiler's features (bound by name):",
-        "  input 'use_def_density': the policy reads float x33, the compiler sends int64_t x33",
-        "  input 'mask': the policy reads int64_t x33, the compiler sends int64_t x32",
-        "  input 'progress' (float x1): the compiler does not send it",
+        "the policy was trained on other features than this compiler sends:",
+        "  the policy needs 'use_def_density' (float x33), the compiler sends int64_t x33",
+        "  the policy needs 'mask' (int64_t x33), the compiler sends int64_t x32",
+        "  the policy needs 'progress' (float x1), which the compiler does not send",
     ]
 
 

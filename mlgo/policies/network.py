@@ -54,8 +54,8 @@ def as_specs(header_or_specs: Any) -> tuple[TensorSpec, ...]:
 
 def feature_differences(expected: Sequence[TensorSpec], actual: Sequence[TensorSpec]) -> list[str]:
     """Why a policy reading `expected` cannot bind to a compiler offering `actual`, one line per
-    input. Inputs bind by name, as in the inliner plugin (mlgo/serving/policy_binding.h) and
-    LLVM's release-mode model runner: an input not offered, or offered with another type or
+    input. Inputs bind by name, as in the inliner plugin and mlgo-clang
+    (mlgo/serving/policy_binding.h) and LLVM's release-mode model runner: an input not offered, or offered with another type or
     shape, is a difference; features offered beyond the inputs are not."""
     have = {s.name: s for s in actual}
     diffs = []

@@ -23,8 +23,7 @@ and one of these two, the same function with the arguments as each consumer hold
 
 A consumer binds each input to the compiler's feature of the same name at start-up and refuses
 to run when one is missing or has another type or count (mlgo/serving/policy_binding.h); the
-compiler's other features are ignored. (regalloc_host.cpp still requires the inputs to be the
-compiler's features in its order; policies declare them so.) The function body is generated from the policy's graph
+compiler's other features are ignored. The inliner plugin and mlgo-clang both do so. The function body is generated from the policy's graph
 (mlgo/policies/ops.py), the built-in heuristics' from mlgo/policies/builtins.py.
 
 This module is imported on the compiler wrapper's per-compile path: nothing heavy (numpy, the

@@ -45,18 +45,18 @@ inline PolicyBinding bindPolicyInputs(const std::vector<CompilerFeature> &Compil
     while (J < Compiler.size() && Compiler[J].Name != Name)
       ++J;
     if (J == Compiler.size()) {
-      Problems.push_back("input '" + Name + "' (" + Want + "): the compiler does not send it");
+      Problems.push_back("the policy needs '" + Name + "' (" + Want +
+                         "), which the compiler does not send");
       continue;
     }
     const std::string Have = Compiler[J].Type + " x" + std::to_string(Compiler[J].Elements);
     if (Have != Want)
-      Problems.push_back("input '" + Name + "': the policy reads " + Want +
-                         ", the compiler sends " + Have);
+      Problems.push_back("the policy needs '" + Name + "' (" + Want + "), the compiler sends " + Have);
     B.Index.push_back(J);
   }
   if (!Problems.empty()) {
     B.Index.clear();
-    B.Error = "the policy's inputs do not match the compiler's features (bound by name):";
+    B.Error = "the policy was trained on other features than this compiler sends:";
     for (const std::string &P : Problems)
       B.Error += "\n  " + P;
   }
