@@ -142,11 +142,6 @@ def test_quantile_math_numpy_and_tf():
     many = np.repeat(x, 10, axis=0)
     np.testing.assert_array_equal(table.numpy(many), np.repeat(want, 10, axis=0))
     np.testing.assert_array_equal(table.tf(tf.constant(x)).numpy(), want)
-    e_np = V.expand_numpy(want, x, True)
-    e_tf = V.expand_tf(tf.constant(want), tf.constant(x), True).numpy()
-    assert e_np.shape == (5, 12)
-    np.testing.assert_allclose(e_np, e_tf, rtol=1e-6)
-    np.testing.assert_allclose(e_np[4, 3], np.log1p(2.0**40), rtol=1e-6)
 
 
 # -- numpy vs TensorFlow -------------------------------------------------------------------------
@@ -243,8 +238,11 @@ def test_hyperparameters_come_from_gin():
         assert net.config.hidden_sizes == (16,) and net.config.activation == "tanh"
         assert [s for _, s in net.param_shapes()] == [(21, 16), (16,), (16, 1), (1,)]
         # explicit configs (as checkpoints pass them) win over gin bindings
-        cfg = RegallocNetworkConfig.from_json(RegallocNetwork(regalloc_specs()).config_json())
-        assert cfg.hidden_sizes == (16,)
+        saved = RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(hidden_sizes=(8,))).config_json()
+        del saved["output_scale"]  # written before the field existed: its default, not gin's
+        gin.parse_config("regalloc.RegallocNetworkConfig.output_scale = 0.5")
+        cfg = RegallocNetwork.from_json(regalloc_specs(), saved, {}, None).config
+        assert cfg.hidden_sizes == (8,) and cfg.activation == "tanh" and cfg.output_scale == 0.01
         assert RegallocNetworkConfig(hidden_sizes=(8,)).hidden_sizes == (8,)
     finally:
         gin.clear_config()
@@ -258,9 +256,11 @@ def test_feature_mismatch_lists_differences(inl_net, ra_net):
     with pytest.raises(FeatureMismatchError) as e:
         inl_net.check_features(specs)
     msg = str(e.value)
-    assert "missing callee_users" in msg and "unexpected new_feature" in msg
+    assert "missing callee_users" in msg and "new_feature" not in msg  # bound by name
     assert "sroa_savings: expected int64_t [1], got int32_t [1]" in msg
     inl_net.check_features(list(reversed(inlining_specs())))  # order does not matter
+    # a compiler without the ignored inlining_default, or with features no input reads, binds
+    inl_net.check_features([*inlining_specs()[:-1], TensorSpec("new_feature", "int64_t", (1,))])
     with pytest.raises(FeatureMismatchError, match="lacks feature.*mask"):
         ra_net.logits_numpy(ra_net.init_params(0), {"progress": np.zeros(1)})
     with pytest.raises(FeatureMismatchError, match="no 'mask'"):

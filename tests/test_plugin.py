@@ -96,6 +96,27 @@ def test_plugin_matches_interactive_mode(corpus: Corpus, cost_threshold_plugin: 
     assert total_decisions >= 3  # calls.c alone has several call sites
 
 
+def test_trained_policy_plugin_matches_interactive_mode(corpus: Corpus) -> None:
+    """The shipped inliner policy, compiled to C from its graph, decides in the plugin as its
+    numpy twin decides in interactive mode, call site by call site."""
+    from mlgo.policies.loading import numpy_policy
+
+    so = plugin.plugin_for("inlining-oz")
+    policy = numpy_policy("inlining", resolve_shipped("inlining-oz"))
+    total = 0
+    for module in corpus.modules:
+        workdir = make_workdir("mlgo-test-plugin-")
+        try:
+            ref_obj, ref_decisions = _interactive(module, policy.act, workdir)
+            obj, decisions = _with_plugin(module, so, workdir)
+        finally:
+            remove_workdir(workdir)
+        assert decisions == ref_decisions, module.name
+        assert obj == ref_obj, f"{module.name}: objects differ"
+        total += len(decisions)
+    assert total >= 3
+
+
 def test_plugin_decisions_follow_the_policy(corpus: Corpus, cost_threshold_plugin: Path,
                                             tmp_path: Path) -> None:
     """A different policy links into a different plugin and changes the code."""
@@ -116,7 +137,61 @@ def test_policy_with_other_features_is_refused() -> None:
     names[names.index("edge_count")] = "edge_count_v2"
     with pytest.raises(BuildError, match="edge_count_v2") as info:
         plugin.build_plugin(codegen.inline_cost_threshold(names), policy_label="renamed")
-    assert "position 30: compiler 'edge_count', policy 'edge_count_v2'" in str(info.value)
+    assert ("the policy needs 'edge_count_v2' (int64_t x1), which the compiler does not send"
+            in str(info.value))
+    assert "'edge_count'" not in str(info.value)  # a feature no input reads is no problem
+
+
+def test_inputs_bind_by_name_not_position(corpus: Corpus) -> None:
+    """A policy declaring only the two features it reads, in another order than LLVM's, makes
+    the same decisions through the plugin as cost-threshold in interactive mode."""
+    so = plugin.build_plugin(codegen.inline_cost_threshold(["threshold", "cost_estimate"]),
+                             policy_label="two-inputs")
+    heuristic = get_problem("inlining").heuristic("cost-threshold")
+    module = next(m for m in corpus.modules if m.name.endswith("calls.c"))
+    workdir = make_workdir("mlgo-test-plugin-")
+    try:
+        ref_obj, ref_decisions = _interactive(module, heuristic, workdir)
+        obj, decisions = _with_plugin(module, so, workdir)
+    finally:
+        remove_workdir(workdir)
+    assert decisions == ref_decisions and any(d for _, d in decisions)
+    assert obj == ref_obj
+
+
+def test_binding_header_names_each_input_it_cannot_bind(tmp_path: Path) -> None:
+    """policy_binding.h, shared by the programs that link a policy: inputs are found by name
+    wherever the compiler sends them, extra compiler features are ignored, and a missing input
+    or one of another type or count is named."""
+    (tmp_path / "policy.c").write_text(codegen.regalloc_eviction_proxy(
+        [("use_def_density", "float", 33), ("mask", "int64_t", 33), ("progress", "float", 1)]))
+    (tmp_path / "main.cpp").write_text("""
+#include "policy_binding.h"
+#include <cstdio>
+int main() {
+  std::vector<mlgo::CompilerFeature> Ok = {
+      {"extra", "float", 2}, {"mask", "int64_t", 33}, {"use_def_density", "float", 33},
+      {"progress", "float", 1}};
+  mlgo::PolicyBinding A = mlgo::bindPolicyInputs(Ok);
+  std::printf("%zu %zu %zu [%s]\\n", A.Index[0], A.Index[1], A.Index[2], A.Error.c_str());
+  std::vector<mlgo::CompilerFeature> Bad = {
+      {"mask", "int64_t", 32}, {"use_def_density", "int64_t", 33}};
+  std::printf("%s\\n", mlgo::bindPolicyInputs(Bad).Error.c_str());
+}
+""")
+    shutil.copy(Path(plugin.SOURCE_DIR) / plugin.BINDING_HEADER, tmp_path)
+    subprocess.run(["clang-19", "-c", str(tmp_path / "policy.c"), "-o", str(tmp_path / "policy.o")],
+                   check=True)
+    subprocess.run(["clang++-19", "-std=c++17", "-Wall", "-Werror", str(tmp_path / "main.cpp"),
+                    str(tmp_path / "policy.o"), "-lm", "-o", str(tmp_path / "bind")], check=True)
+    out = subprocess.run([str(tmp_path / "bind")], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "2 1 3 []",
+        "the policy was trained on other features than this compiler sends:",
+        "  the policy needs 'use_def_density' (float x33), the compiler sends int64_t x33",
+        "  the policy needs 'mask' (int64_t x33), the compiler sends int64_t x32",
+        "  the policy needs 'progress' (float x1), which the compiler does not send",
+    ]
 
 
 def test_cache_key_covers_the_llvm_version(monkeypatch: pytest.MonkeyPatch,
@@ -146,17 +221,6 @@ def test_unknown_policy_names_the_choices() -> None:
         plugin.policy_source("llvm-default")
 
 
-def test_policy_directory_needs_a_c_generator(tmp_path: Path, monkeypatch) -> None:
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(plugin.importlib.util, "find_spec",
-                        lambda name, *a: None if name == plugin.POLICY_CODEGEN_MODULE
-                        else real_find_spec(name, *a))
-    with pytest.raises(MlgoError, match="trained-policy plugins need"):
-        plugin.policy_source(str(tmp_path))
-
-
 def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None:
     import argparse
 
@@ -171,28 +235,30 @@ def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None
 
 def test_trained_policy_c_source_is_cached_by_content(tmp_path, monkeypatch):
     """mlgo-clang asks for a policy's C on every compile: the second ask must not regenerate
-    it, and changed weights must."""
-    import importlib
-
-    from mlgo.serving import plugin
+    it, and changed weights, or changed code generating the C, must."""
+    from mlgo.policies import c_source
+    from mlgo.policies.policy_dir import load_policy, save_policy
 
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     policy = tmp_path / "policy"
     shutil.copytree(resolve_shipped("regalloc"), policy)
     first, _ = plugin.trained_policy_source(policy, "regalloc")
-    generator = importlib.import_module(plugin.POLICY_CODEGEN_MODULE)
 
     def refuse(*a, **k):
         raise AssertionError("regenerated although nothing changed")
 
-    monkeypatch.setattr(generator, "policy_c_source", refuse)
-    again, _ = plugin.trained_policy_source(policy, "regalloc")
+    with monkeypatch.context() as m:
+        m.setattr(c_source, "policy_c_source", refuse)
+        again, _ = plugin.trained_policy_source(policy, "regalloc")
     assert again == first
-    from mlgo.policies.policy_dir import load_policy, save_policy
-
     net, params, meta = load_policy(policy, problem="regalloc")
     save_policy(policy, net, params * 2, meta)
-    monkeypatch.undo()
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     changed, _ = plugin.trained_policy_source(policy, "regalloc")
     assert changed != first
+    # the operations' C emitter (mlgo/policies/ops.py) is part of the key
+    generator = plugin.generator_files()
+    assert Path(plugin.SOURCE_DIR).parent / "policies" / "ops.py" in generator
+    edited = tmp_path / "ops.py"
+    edited.write_bytes(generator[0].read_bytes() + b"# edited\n")
+    assert (plugin._policy_dir_key(policy, "regalloc", [edited, *generator[1:]])
+            != plugin._policy_dir_key(policy, "regalloc", generator))

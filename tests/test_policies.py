@@ -109,9 +109,9 @@ def test_wrong_problem_and_feature_mismatch_are_reported(tmp_path, inl):
     with pytest.raises(FeatureMismatchError) as e:
         load_policy(tmp_path / "p", features=newer)
     msg = str(e.value)
-    for part in ("missing inlining_default", "missing edge_count", "unexpected callee_loop_depth",
-                 str(tmp_path / "p")):
-        assert part in msg
+    assert "missing edge_count" in msg and str(tmp_path / "p") in msg
+    # bound by name: neither the ignored inlining_default nor an extra feature is a mismatch
+    assert "inlining_default" not in msg and "callee_loop_depth" not in msg
     with pytest.raises(PolicyFormatError, match="not a policy directory"):
         load_policy(tmp_path)
 
@@ -230,9 +230,11 @@ def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
         save_policy(tmp_path / net.problem, net, params)
         lib = _compile_c(policy_c_source(tmp_path / net.problem, net.problem),
                          tmp_path / f"{net.problem}.so")
-        names = ctypes.c_char_p * len(net.features)
-        declared = names.in_dll(lib, "mlgo_policy_feature_names")
-        assert [d.decode() for d in declared] == [f.name for f in net.features]
+        inputs = [f for f in net.features if f.name in net.graph.input_index]
+        declared = (ctypes.c_char_p * len(inputs)).in_dll(lib, "mlgo_policy_feature_names")
+        assert [d.decode() for d in declared] == [f.name for f in inputs]
+        name = (ctypes.c_char * (len(net.advice_name) + 1)).in_dll(lib, "mlgo_policy_output_name")
+        assert name.value.decode() == net.advice_name
         rng = np.random.default_rng(8)
         policy = NumpyPolicy(net, params)
         if net.problem == "inlining":
@@ -241,8 +243,8 @@ def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
             fn = lib.mlgo_inline_policy
             fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]
 
-            def decide(o, fn=fn, net=net):
-                row = np.array([o[f.name][0] for f in net.features], np.int64)
+            def decide(o, fn=fn, inputs=inputs):
+                row = np.array([o[f.name][0] for f in inputs], np.int64)
                 return fn(row.ctypes.data, len(row))
         else:
             batch = random_regalloc_batch(rng, 300)
@@ -251,18 +253,15 @@ def test_generated_c_decides_like_numpy(tmp_path, inl, ra):
             fn = lib.mlgo_regalloc_policy
             fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]
 
-            def decide(o, fn=fn, net=net):
-                arrays = [np.ascontiguousarray(o[f.name], f.dtype) for f in net.features]
+            def decide(o, fn=fn, inputs=inputs):
+                arrays = [np.ascontiguousarray(o[f.name], f.dtype) for f in inputs]
                 ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
                 return fn(ptrs, len(arrays))
         obs = observations(batch)
         got = [decide(o) for o in obs]
-        want = [policy.act(o) for o in obs]
-        # Dense sums run in another order than numpy's: only near-ties may differ.
-        margins = [np.sort(policy.logits(o))[-1] - np.sort(policy.logits(o))[-2] for o in obs]
-        differ = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
-        assert all(margins[i] < 1e-4 for i in differ), [(got[i], want[i], margins[i]) for i in differ]
-        assert len(differ) <= 3 and len(set(got)) > 1
+        # The same operations in the same order (sums of exact float64 products): every
+        # decision is the same, near-ties included.
+        assert got == [policy.act(o) for o in obs] and len(set(got)) > 1
 
 
 def test_shipped_policy_names_resolve_to_their_directory(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ def test_shipped_policy_matches_the_live_compiler_header(name: str) -> None:
     net, params, _ = load_policy(policy_dir)
     header = get_problem(net.problem).header()  # probed from clang-19 now
     net.check_features(header)  # by name, type and shape
-    # The C the plugin and the regalloc host compile binds features by position.
+    # Inputs bind by name; the order is the header's all the same (what training saw).
     assert [f.to_json() for f in net.features] == [f.to_json() for f in header.features]
     assert params.shape == (net.num_params,)
     manifest = json.loads((policy_dir.parent / "manifest.json").read_text())

@@ -3,22 +3,25 @@
 A flat float vector is the one currency every algorithm shares: ES perturbs it, PPO and BC
 differentiate it with TensorFlow, workers evaluate it with numpy, checkpoints store it as
 `params.npy`. A network only says how to cut that vector into named arrays
-(`param_shapes`) and how to compute logits from them, twice:
+(`param_shapes`) and composes its logits and decision from the operations of
+mlgo/policies/ops.py (`build_graph`), which run in numpy, TensorFlow and C alike:
 
     logits_numpy(flat, batch) -> np.ndarray [B, num_actions]   (workers: no TensorFlow)
     logits_tf(flat, batch)    -> tf.Tensor  [B, num_actions]   (training and export)
 
-Both must compute the same function (tests compare them). Invalid actions get INVALID_LOGIT,
-a large finite negative number: softmax gives them probability exactly 0 in float32, and
-unlike -inf it keeps log-probabilities and their gradients finite.
+Invalid actions get INVALID_LOGIT, a large finite negative number: softmax gives them
+probability exactly 0 in float32, and unlike -inf it keeps log-probabilities and their
+gradients finite.
 
 A batch maps feature name -> array [B, *spec.shape] (a single observation of shape
 spec.shape also works: B = 1). Networks are built from the compiler header's feature specs
-(never a hard-coded list) and keep them, so a later header can be checked against them.
+(never a hard-coded list) and keep them; features are read by name, so a later header only
+has to offer them (see `feature_differences`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import math
@@ -29,6 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mlgo.policies.ops import Graph, run_numpy, run_tf
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 
@@ -49,28 +53,19 @@ def as_specs(header_or_specs: Any) -> tuple[TensorSpec, ...]:
 
 
 def feature_differences(expected: Sequence[TensorSpec], actual: Sequence[TensorSpec]) -> list[str]:
-    """Human-readable differences by feature name (order is irrelevant: inputs go by name)."""
-    want = {s.name: s for s in expected}
+    """Why a policy reading `expected` cannot bind to a compiler offering `actual`, one line per
+    input. Inputs bind by name, as in the inliner plugin and mlgo-clang
+    (mlgo/serving/policy_binding.h) and LLVM's release-mode model runner: an input not offered, or offered with another type or
+    shape, is a difference; features offered beyond the inputs are not."""
     have = {s.name: s for s in actual}
-    diffs = [f"missing {n} ({want[n].type} {list(want[n].shape)})" for n in want if n not in have]
-    diffs += [f"unexpected {n} ({have[n].type} {list(have[n].shape)})" for n in have if n not in want]
-    for n in want:
-        if n in have and (want[n].type, want[n].shape) != (have[n].type, have[n].shape):
-            diffs.append(f"{n}: expected {want[n].type} {list(want[n].shape)}, "
-                         f"got {have[n].type} {list(have[n].shape)}")
+    diffs = []
+    for w in expected:
+        h = have.get(w.name)
+        if h is None:
+            diffs.append(f"missing {w.name} ({w.type} {list(w.shape)})")
+        elif (w.type, w.shape) != (h.type, h.shape):
+            diffs.append(f"{w.name}: expected {w.type} {list(w.shape)}, got {h.type} {list(h.shape)}")
     return diffs
-
-
-# -- activations, identical in numpy and TensorFlow -------------------------------------------
-def _np_activation(name: str):
-    return {"relu": lambda x: np.maximum(x, np.float32(0)), "tanh": np.tanh,
-            "linear": lambda x: x}[name]
-
-
-def _tf_activation(name: str):
-    import tensorflow as tf
-
-    return {"relu": tf.nn.relu, "tanh": tf.tanh, "linear": lambda x: x}[name]
 
 
 ACTIVATIONS = ("relu", "tanh", "linear")
@@ -106,34 +101,28 @@ class MLP:
             out[f"{self.prefix}/{i}/b"] = np.zeros(n_out)
         return out
 
-    def numpy(self, p: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-        act = _np_activation(self.activation)
+    def build(self, graph: Graph, x: int) -> int:
+        """The layers as graph operations on the value `x` (each row of x goes through alone)."""
         last = len(self.sizes) - 2
-        for i in range(last + 1):
-            x = x @ p[f"{self.prefix}/{i}/w"] + p[f"{self.prefix}/{i}/b"]
-            if i < last:
-                x = act(x)
-        return x
-
-    def tf(self, p: Mapping[str, Any], x):
-        import tensorflow as tf
-
-        act = _tf_activation(self.activation)
-        last = len(self.sizes) - 2
-        for i in range(last + 1):
-            x = tf.matmul(x, p[f"{self.prefix}/{i}/w"]) + p[f"{self.prefix}/{i}/b"]
-            if i < last:
-                x = act(x)
+        for i, n_out in enumerate(self.sizes[1:]):
+            x = graph.dense(x, f"{self.prefix}/{i}/w", f"{self.prefix}/{i}/b", n_out)
+            if i < last and self.activation != "linear":
+                x = graph.apply(self.activation, x)
         return x
 
 
 class PolicyNetwork(ABC):
-    """Base of every problem's network. Subclasses set `problem` and `advice_name`, implement
-    the abstract methods, and take (features, config, vocab, advice) in their constructor so
-    a checkpoint can rebuild them."""
+    """Base of every problem's network: an MLP (`self.mlp`) inside a graph of operations, with
+    hyperparameters `self.config` (a dataclass of type `config_class`). Subclasses set the
+    class variables, `self.mlp` and `self.config`, define `num_actions` and `build_graph`, and
+    take (features, config, vocab, advice) in their constructor so a checkpoint can rebuild
+    them."""
 
     problem: ClassVar[str]
     advice_name: ClassVar[str]
+    config_class: ClassVar[Any]
+    mlp: MLP
+    config: Any
 
     def __init__(self, features: Sequence[TensorSpec] | Any, advice: TensorSpec | None = None) -> None:
         self.features: tuple[TensorSpec, ...] = as_specs(features)
@@ -142,35 +131,35 @@ class PolicyNetwork(ABC):
             raise FeatureMismatchError(f"{self.problem}: duplicate feature names in {names}")
         self.advice = advice or TensorSpec(self.advice_name, "int64_t", (1,))
         self._spec = {f.name: f for f in self.features}
-        self._names = frozenset(self._spec)
 
-    # -- what subclasses define ----------------------------------------------------------------
     @property
     @abstractmethod
     def num_actions(self) -> int: ...
 
     @abstractmethod
+    def build_graph(self) -> Graph:
+        """The network as operations (mlgo/policies/ops.py) on the features it reads: outputs
+        `logits` ([1, num_actions] or [num_actions, 1]) and the greedy decision (their first
+        argmax) under `self.advice.name`."""
+
     def param_shapes(self) -> ParamShapes:
         """Ordered (name, shape) pairs: the layout of the flat vector."""
+        return self.mlp.param_shapes()
 
-    @abstractmethod
-    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]: ...
-
-    @abstractmethod
-    def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray: ...
-
-    @abstractmethod
-    def _logits_tf(self, p: dict[str, Any], batch: Batch): ...
-
-    @abstractmethod
     def config_json(self) -> dict[str, Any]:
         """The network's hyperparameters as JSON (the constructor's `config` rebuilt from it)."""
+        return dataclasses.asdict(self.config)
 
     @classmethod
-    @abstractmethod
     def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
                   vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> PolicyNetwork:
-        """Rebuild from `config_json()`'s output (as checkpoints do)."""
+        """Rebuild from `config_json()`'s output (as checkpoints do). Every field is passed,
+        from the JSON or the dataclass's default, so gin bindings never override a checkpoint."""
+        fields = dataclasses.fields(cls.config_class)
+        kwargs = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        kwargs.update({f.name: tuple(config[f.name]) if isinstance(config[f.name], list)
+                       else config[f.name] for f in fields if f.name in config})
+        return cls(features, cls.config_class(**kwargs), vocab, advice)
 
     @property
     def vocab(self) -> dict[str, np.ndarray]:
@@ -178,6 +167,10 @@ class PolicyNetwork(ABC):
         return {}
 
     # -- shared machinery ----------------------------------------------------------------------
+    @functools.cached_property
+    def graph(self) -> Graph:
+        return self.build_graph()
+
     @functools.cached_property
     def _layout(self) -> list[tuple[str, tuple[int, ...], int, int]]:
         """(name, shape, start, end) of each array in the flat vector."""
@@ -193,7 +186,7 @@ class PolicyNetwork(ABC):
         return self._layout[-1][3] if self._layout else 0
 
     def init_params(self, seed: int = 0) -> np.ndarray:
-        arrays = self._init_arrays(np.random.default_rng(seed))
+        arrays = self.mlp.init(np.random.default_rng(seed), self.config.output_scale)
         return np.concatenate([np.asarray(arrays[n], np.float32).reshape(-1)
                                for n, _, _, _ in self._layout])
 
@@ -211,48 +204,45 @@ class PolicyNetwork(ABC):
 
     def bind_numpy(self, flat: np.ndarray) -> Callable[[Batch], np.ndarray]:
         """logits_numpy with the parameters cut once: batch -> logits (for per-decision use)."""
-        arrays = self.unflatten_numpy(flat)
+        arrays = {k: v.astype(np.float64) for k, v in self.unflatten_numpy(flat).items()}
 
         def logits(batch: Batch) -> np.ndarray:
             self._check_batch(batch)
-            return self._logits_numpy(arrays, batch)
+            return self._logits(run_numpy(self.graph, batch, arrays, ("logits",))["logits"])
 
         return logits
 
     def logits_numpy(self, flat: np.ndarray, batch: Batch) -> np.ndarray:
-        self._check_batch(batch)
-        return self._logits_numpy(self.unflatten_numpy(flat), batch)
+        return self.bind_numpy(flat)(batch)
 
     def logits_tf(self, flat, batch: Batch):
         """Same function as logits_numpy; `flat` may be a tf.Variable (gradients flow to it)."""
+        import tensorflow as tf
+
         self._check_batch(batch)
-        return self._logits_tf(self.unflatten_tf(flat), batch)
+        logits = run_tf(self.graph, batch, self.unflatten_tf(flat))["logits"]
+        return tf.reshape(logits, [-1, self.num_actions])
+
+    def _logits(self, values: np.ndarray) -> np.ndarray:
+        return values.reshape(len(values), self.num_actions)
 
     def check_features(self, header_or_specs: Any) -> None:
         """Raise FeatureMismatchError listing every feature that differs from the ones this
         network was built for (e.g. a policy trained against another compiler version)."""
-        diffs = feature_differences(self.features, as_specs(header_or_specs))
+        read = [f for f in self.features if f.name in self.graph.input_index]
+        diffs = feature_differences(read, as_specs(header_or_specs))
         if diffs:
             raise FeatureMismatchError(
-                f"{self.problem} network was built for different features than offered: "
+                f"{self.problem} network reads features the compiler does not offer so: "
                 + "; ".join(diffs))
-
-    def rows(self, batch: Batch, name: str) -> np.ndarray:
-        """Feature `name` as [B, num_elements] (numpy)."""
-        return np.asarray(batch[name]).reshape(-1, self._spec[name].num_elements)
-
-    def rows_tf(self, batch: Batch, name: str):
-        import tensorflow as tf
-
-        return tf.reshape(batch[name], [-1, self._spec[name].num_elements])
 
     def _check_size(self, n: int) -> None:
         if n != self.num_params:
             raise MlgoError(f"{self.problem} network takes {self.num_params} parameters, got {n}")
 
     def _check_batch(self, batch: Batch) -> None:
-        if not self._names.issubset(batch.keys()):
-            missing = [f.name for f in self.features if f.name not in batch]
+        if not all(i.name in batch for i in self.graph.inputs):
+            missing = [i.name for i in self.graph.inputs if i.name not in batch]
             raise FeatureMismatchError(
                 f"{self.problem} network: observation lacks feature(s) {', '.join(missing)}")
 

@@ -8,8 +8,9 @@ This is what `saved_model_cli aot_compile_cpu --signature_def_key action` (and s
 release build's embedded model) consumes. A second signature, `logits`, returns the
 [1, num_actions] logits for parity tests and sampling.
 
-Weights are a variable holding the flat parameter vector (frozen to constants by AOT
-compilation); vocab boundaries are graph constants.
+Both evaluate the network's graph (mlgo/policies/ops.py) with its TensorFlow backend, the same
+operations the numpy workers and the generated C run. Weights are a variable holding the flat
+parameter vector (frozen to constants by AOT compilation); vocab boundaries are graph constants.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mlgo.policies.network import PolicyNetwork
+from mlgo.policies.ops import run_tf
 from mlgo_base.errors import writing
 
 ACTION_SIGNATURE = "action"
@@ -39,19 +41,20 @@ def export_saved_model(network: PolicyNetwork, flat_params: np.ndarray, out_dir:
     signature = [{f.name: tf.TensorSpec(shape=f.shape, dtype=tf.as_dtype(f.dtype), name=f.name)
                   for f in network.features}]
 
-    def batched_logits(features):
-        # LLVM hands over one observation; the network works on batches of one.
+    # autograph off: the graph's Python only builds operations (no control flow on tensors).
+    def outputs(features):
+        # LLVM hands over one observation; the graph works on batches of one.
         batch = {name: tf.expand_dims(x, 0) for name, x in features.items()}
-        return network.logits_tf(module.params, batch)
+        return run_tf(network.graph, batch, network.unflatten_tf(module.params))
 
-    @tf.function(input_signature=signature)
+    @tf.function(input_signature=signature, autograph=False)
     def action(features):
-        decision = tf.argmax(batched_logits(features), axis=-1, output_type=tf.int64)
+        decision = outputs(features)[network.advice.name]
         return {network.advice.name: tf.reshape(decision, network.advice.shape)}
 
-    @tf.function(input_signature=signature)
+    @tf.function(input_signature=signature, autograph=False)
     def logits(features):
-        return {"logits": batched_logits(features)}
+        return {"logits": tf.reshape(outputs(features)["logits"], [1, network.num_actions])}
 
     module.action, module.logits = action, logits
     with writing(out_dir):

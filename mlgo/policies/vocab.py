@@ -10,8 +10,8 @@ and the network sees [q, sqrt(q), q^2] (and, optionally, sign(x) * log1p(|x|), w
 the magnitude that q discards outside the trace's range). Quantiles make heavy-tailed counts
 (costs, sizes, 2**40-sized outliers) comparable without hand-tuned scaling.
 
-The numpy and TensorFlow versions below compute the same numbers (compared in float64, then
-float32 arithmetic); the TensorFlow one is imported lazily so numpy-only workers never load it.
+QuantileTable below is the numpy and TensorFlow implementation of the `quantile` operation
+(mlgo/policies/ops.py); TensorFlow is imported lazily so numpy-only workers never load it.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class QuantileTable:
         self.table = np.full((len(bounds), width), np.inf, dtype=np.float64)
         for i, b in enumerate(bounds):
             self.table[i, : len(b)] = b
-        self._rows = bounds
+        self.rows = bounds
         self._lists = [b.tolist() for b in bounds]
         # n_f, at least 1 so that a feature without boundaries maps to q = 0.
         self.counts = np.array([max(len(b), 1) for b in bounds], dtype=np.float32)
@@ -121,7 +121,7 @@ class QuantileTable:
                             for row in x.tolist()], dtype=np.float32).reshape(x.shape)
         else:
             idx = np.empty(x.shape, dtype=np.float32)
-            for f, b in enumerate(self._rows):
+            for f, b in enumerate(self.rows):
                 idx[:, f] = np.searchsorted(b, x[:, f], side="right")
         return idx / self.counts
 
@@ -133,21 +133,3 @@ class QuantileTable:
         idx = tf.searchsorted(tf.constant(self.table), tf.transpose(x), side="right")
         return tf.cast(tf.transpose(idx), tf.float32) / tf.constant(self.counts)
 
-
-def expand_numpy(q: np.ndarray, x: np.ndarray, with_log: bool) -> np.ndarray:
-    """[B, F] quantiles (and raw values) -> [B, F * k] network inputs, grouped per feature."""
-    parts = [q, np.sqrt(q), q * q]
-    if with_log:
-        x = np.asarray(x, dtype=np.float64)
-        parts.append((np.sign(x) * np.log1p(np.abs(x))).astype(np.float32))
-    return np.stack(parts, axis=-1).reshape(q.shape[0], -1)
-
-
-def expand_tf(q, x, with_log: bool):
-    import tensorflow as tf
-
-    parts = [q, tf.sqrt(q), q * q]
-    if with_log:
-        x = tf.cast(x, tf.float64)
-        parts.append(tf.cast(tf.sign(x) * tf.math.log1p(tf.abs(x)), tf.float32))
-    return tf.reshape(tf.stack(parts, axis=-1), [tf.shape(q)[0], -1])

@@ -1,32 +1,45 @@
 """C sources for policies, in the ABI that the inliner plugin and the regalloc host link against.
 
-Every policy source defines, with C linkage:
+Every policy source defines, with C linkage, its inputs as LLVM's release-mode model runner
+sees a compiled model's (by name; the element type and count of each):
 
-    // the features the policy was trained on, in the order the compiler sends them
     const char *const mlgo_policy_feature_names[];
     const char *const mlgo_policy_feature_types[];    // "int64_t", "float", ... as in the header
     const size_t mlgo_policy_feature_elements[];      // element count of each tensor
     const size_t mlgo_policy_num_features;
+    const char mlgo_policy_output_name[];             // the advice: LLVM's name for the output
 
-and one of
+    // inputs[j] points at the elements of input j (in the order above); returns the decision
+    int64_t mlgo_policy_run(const void *const *inputs);
+    void mlgo_policy_eval(const void *const *inputs, void *output);  // the same, into *output
 
-    // inlining: one int64 per feature (llvm::FeatureMap order); returns 0 or 1
+and one of these two, the same function with the arguments as each consumer holds them:
+
+    // inlining: every input is one int64, features[j] is input j; returns 0 or 1
     int64_t mlgo_inline_policy(const int64_t *features, size_t num_features);
-    // regalloc: one pointer per feature tensor (int64_t* or float* per its type), returns the
-    // position to evict among those whose mask is 1
+    // regalloc: one pointer per input (int64_t* or float* per its type); returns the position
+    // to evict among those whose mask is 1
     int64_t mlgo_regalloc_policy(const void *const *features, size_t num_features);
 
-The binaries compare the declared features with the compiler's at start-up and refuse to run
-on a mismatch, so a policy can index its features by position. This module generates sources
-for the built-in heuristics; trained policies provide theirs the same way.
+A consumer binds each input to the compiler's feature of the same name at start-up and refuses
+to run when one is missing or has another type or count (mlgo/serving/policy_binding.h); the
+compiler's other features are ignored. The inliner plugin and mlgo-clang both do so. The function body is generated from the policy's graph
+(mlgo/policies/ops.py), the built-in heuristics' from mlgo/policies/builtins.py.
+
+This module is imported on the compiler wrapper's per-compile path: nothing heavy (numpy, the
+policy code) is imported until a source is generated.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
-# (name, type, element count) as stock LLVM 19 sends them; tests check these against the
-# compiler's own header, and the binaries check them again against the live compiler.
+ADVICE = {"inlining": "inlining_decision", "regalloc": "index_to_evict"}
+
+# (name, type, element count) as stock LLVM 19 sends them: the inputs the built-in heuristics
+# declare; tests check these against the compiler's own header.
 INLINE_FEATURES_LLVM19: tuple[str, ...] = (
     "sroa_savings", "sroa_losses", "load_elimination", "call_penalty", "call_argument_setup",
     "load_relative_intrinsic", "lowered_call_arg_setup", "indirect_call_penalty",
@@ -56,19 +69,12 @@ REGALLOC_FEATURES_LLVM19: tuple[FeatureDecl, ...] = tuple(
     )
 ) + (("progress", _F, 1),)
 
-_C_TYPES = {"int64_t", "float", "double", "int32_t", "int8_t", "uint8_t", "int16_t",
-            "uint16_t", "uint32_t", "uint64_t"}
-
 
 def feature_table(features: Sequence[FeatureDecl]) -> str:
-    """The C definitions of the feature declaration arrays (shared by every policy source)."""
-    for name, typ, count in features:
-        if not name.isidentifier():
-            raise ValueError(f"feature name {name!r} is not a C identifier")
-        if typ not in _C_TYPES:
-            raise ValueError(f"feature {name!r}: unsupported element type {typ!r}")
-        if count <= 0:
-            raise ValueError(f"feature {name!r}: element count must be positive, got {count}")
+    """The C definitions of the input declaration arrays (shared by every policy source)."""
+    for name, _, count in features:
+        if not name.isidentifier() or count <= 0:
+            raise ValueError(f"input {name!r} x{count}: not an identifier with elements")
     names = ",\n  ".join(f'"{n}"' for n, _, _ in features)
     types = ",\n  ".join(f'"{t}"' for _, t, _ in features)
     counts = ", ".join(str(c) for _, _, c in features)
@@ -81,123 +87,49 @@ def feature_table(features: Sequence[FeatureDecl]) -> str:
     )
 
 
-def _index(features: Sequence[FeatureDecl], name: str, typ: str) -> int:
-    for i, (n, t, _) in enumerate(features):
-        if n == name:
-            if t != typ:
-                raise ValueError(f"feature {name!r} has type {t}, this heuristic needs {typ}")
-            return i
-    raise ValueError(f"this heuristic needs feature {name!r}, which is not in the feature list")
+def policy_source(graph: Any, params: Any, problem: str, doc: str) -> str:
+    """The C of a policy graph (mlgo/policies/ops.py) with `params` (name -> array) baked in."""
+    from mlgo.policies.ops import c_function
+
+    out = graph.nodes[graph.outputs[ADVICE[problem]]]
+    if (out.dtype, out.shape) != ("i64", (1, 1)):
+        raise ValueError(f"the policy's {ADVICE[problem]} is {out.dtype} {list(out.shape)}, not one int64")
+    inputs = [(i.name, i.type, i.elements) for i in graph.inputs]
+    n = max(len(inputs), 1)
+    if problem == "inlining":
+        odd = [f"{name} ({t} x{c})" for name, t, c in inputs if (t, c) != ("int64_t", 1)]
+        if odd:
+            raise ValueError(f"the C inliner ABI passes one int64 per input; not so: {', '.join(odd)}")
+        entry = ("int64_t mlgo_inline_policy(const int64_t *features, size_t num_features) {\n"
+                 f"  const void *in[{n}] = {{0}};\n  (void)num_features;\n"
+                 f"  for (size_t i = 0; i < {len(inputs)}; ++i)\n    in[i] = &features[i];\n"
+                 "  return mlgo_policy_run(in);\n}\n")
+    elif problem == "regalloc":
+        entry = ("int64_t mlgo_regalloc_policy(const void *const *features, size_t num_features) {\n"
+                 "  (void)num_features;\n  return mlgo_policy_run(features);\n}\n")
+    else:
+        raise ValueError(f"no C ABI for problem {problem!r}")
+    return (f"/* {doc} Generated by mlgo.serving.codegen. */\n" + feature_table(inputs)
+            + f'const char mlgo_policy_output_name[] = "{ADVICE[problem]}";\n\n'
+            + c_function(graph, params, "mlgo_policy_eval", ADVICE[problem])
+            + "\nint64_t mlgo_policy_run(const void *const *inputs) {\n  int64_t decision = 0;\n"
+            "  mlgo_policy_eval(inputs, &decision);\n  return decision;\n}\n\n" + entry)
 
 
-def _inline_decls(feature_names: Sequence[str]) -> list[FeatureDecl]:
-    return [(n, "int64_t", 1) for n in feature_names]
+def heuristic_source(problem: str, name: str, features: Sequence[Any] | None = None) -> str:
+    """The C of a built-in heuristic declaring `features` (default: LLVM 19's) as inputs."""
+    from mlgo.policies import builtins
+
+    return policy_source(builtins.graph(problem, name, features), {}, problem,
+                         f"The built-in {problem} heuristic {name}.")
 
 
-# -- inlining -----------------------------------------------------------------------------------
-
-def _inline_source(feature_names: Sequence[str], doc: str, body: str) -> str:
-    decls = _inline_decls(feature_names)
-    return (
-        f"/* {doc} Generated by mlgo.serving.codegen. */\n"
-        + feature_table(decls)
-        + "\nint64_t mlgo_inline_policy(const int64_t *features, size_t num_features) {\n"
-        "  (void)features;\n  (void)num_features;\n"
-        f"{body}"
-        "}\n"
-    )
-
-
-def inline_cost_threshold(feature_names: Sequence[str] = INLINE_FEATURES_LLVM19) -> str:
-    """The default inliner's rule: inline when cost_estimate < threshold (the same rule as
-    mlgo.problems.inlining.problem.cost_threshold)."""
-    decls = _inline_decls(feature_names)
-    cost = _index(decls, "cost_estimate", "int64_t")
-    threshold = _index(decls, "threshold", "int64_t")
-    return _inline_source(
-        feature_names, "Inline when the estimated cost is below the threshold.",
-        f"  return features[{cost}] < features[{threshold}] ? 1 : 0;\n",
-    )
-
-
-def inline_never(feature_names: Sequence[str] = INLINE_FEATURES_LLVM19) -> str:
-    return _inline_source(feature_names, "Never inline (beyond mandatory inlining).",
-                          "  return 0;\n")
-
-
-def inline_always(feature_names: Sequence[str] = INLINE_FEATURES_LLVM19) -> str:
-    return _inline_source(feature_names, "Inline every call site the compiler offers.",
-                          "  return 1;\n")
-
-
+# The names of the built-in heuristics (mlgo/policies/builtins.py defines them).
 INLINE_HEURISTICS: dict[str, Callable[..., str]] = {
-    "cost-threshold": inline_cost_threshold,
-    "never": inline_never,
-    "always": inline_always,
-}
-
-
-# -- regalloc eviction --------------------------------------------------------------------------
-
-def _regalloc_source(features: Sequence[FeatureDecl], doc: str, body: str) -> str:
-    mask = _index(features, "mask", "int64_t")
-    positions = features[mask][2]
-    return (
-        f"/* {doc} Generated by mlgo.serving.codegen. */\n"
-        + feature_table(features)
-        + f"\n/* The last position is the live range being allocated: evicting it means\n"
-        f"   evicting nothing. */\nenum {{ NUM_POSITIONS = {positions}, NO_EVICTION = {positions - 1} }};\n"
-        "\nint64_t mlgo_regalloc_policy(const void *const *features, size_t num_features) {\n"
-        "  (void)num_features;\n"
-        f"  const int64_t *mask = (const int64_t *)features[{mask}];\n"
-        "  (void)mask;\n"
-        f"{body}"
-        "}\n"
-    )
-
-
-def regalloc_eviction_proxy(features: Sequence[FeatureDecl] = REGALLOC_FEATURES_LLVM19) -> str:
-    """mlgo.problems.regalloc.problem.eviction_cost_proxy in C: among the evictable candidates,
-    the lowest `use_def_density` (first one on ties, a NaN wins as in numpy's argmin), taken only
-    if lower than the density of the range being allocated or if evicting nothing is masked."""
-    density = _index(features, "use_def_density", "float")
-    return _regalloc_source(
-        features, "Evict the candidate with the lowest spill weight if it is below the new range's.",
-        f"  const float *weight = (const float *)features[{density}];\n"
-        "  int best = -1;\n"
-        "  for (int i = 0; i < NO_EVICTION; ++i) {\n"
-        "    if (mask[i] == 0)\n      continue;\n"
-        "    if (best < 0) {\n      best = i;\n      continue;\n    }\n"
-        "    if (weight[best] != weight[best])  /* a NaN minimum stays the minimum */\n"
-        "      continue;\n"
-        "    if (weight[i] != weight[i] || weight[i] < weight[best])\n      best = i;\n"
-        "  }\n"
-        "  if (best < 0)\n    return NO_EVICTION;\n"
-        "  if (mask[NO_EVICTION] == 0)  /* LLVM must evict someone here */\n    return best;\n"
-        "  return weight[best] < weight[NO_EVICTION] ? best : NO_EVICTION;\n",
-    )
-
-
-def regalloc_never(features: Sequence[FeatureDecl] = REGALLOC_FEATURES_LLVM19) -> str:
-    """Evict nothing when allowed, else the last valid candidate (as never_evict in Python)."""
-    return _regalloc_source(
-        features, "Evict nothing when allowed.",
-        "  if (mask[NO_EVICTION] != 0)\n    return NO_EVICTION;\n"
-        "  for (int i = NO_EVICTION - 1; i >= 0; --i)\n    if (mask[i] != 0)\n      return i;\n"
-        "  return NO_EVICTION;\n",
-    )
-
-
-def regalloc_first_valid(features: Sequence[FeatureDecl] = REGALLOC_FEATURES_LLVM19) -> str:
-    return _regalloc_source(
-        features, "Evict the first valid candidate.",
-        "  for (int i = 0; i < NUM_POSITIONS; ++i)\n    if (mask[i] != 0)\n      return i;\n"
-        "  return NO_EVICTION;\n",
-    )
-
-
+    name: functools.partial(heuristic_source, "inlining", name)
+    for name in ("cost-threshold", "never", "always")}
 REGALLOC_HEURISTICS: dict[str, Callable[..., str]] = {
-    "proxy": regalloc_eviction_proxy,
-    "never": regalloc_never,
-    "first-valid": regalloc_first_valid,
-}
+    name: functools.partial(heuristic_source, "regalloc", name)
+    for name in ("proxy", "never", "first-valid")}
+inline_cost_threshold = INLINE_HEURISTICS["cost-threshold"]
+regalloc_eviction_proxy = REGALLOC_HEURISTICS["proxy"]

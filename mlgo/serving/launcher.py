@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 SOURCE = "mlgo_clang.cpp"
 CONFIG_HEADER = "mlgo_clang_config.h"
+BINDING_HEADER = "policy_binding.h"  # binds the policy's inputs by name, as the inliner plugin does
 # LLVM's binutils, linked beside the program under the names build systems derive from the
 # compiler's: CMake's LTO support looks for `<prefix>llvm-ar` next to a `<prefix>clang` (here
 # `mlgo-llvm-ar` next to `mlgo-clang`) and otherwise builds silently without LTO; autotools and
@@ -215,8 +216,9 @@ def build_launcher(config: LauncherConfig) -> str:
     cc = toolchain.locate("clang", override=False)
     cxx = toolchain.locate("clang++", override=False)
     source = packaged_source(SOURCE)
+    binding = packaged_source(BINDING_HEADER)
     companions = {tool: companion_tool(tool) for tool in COMPANION_TOOLS}
-    key = _key(config, source, cc, cxx, list(companions.values()))
+    key = _key(config, source + binding, cc, cxx, list(companions.values()))
     found = find_artifact("launchers", key, config.filename)
     if found:
         return found
@@ -236,11 +238,12 @@ def build_launcher(config: LauncherConfig) -> str:
             objects.append(str(tmp / "policy.o"))
         header = probe_header(cc) if config.regalloc_source is not None else None
         (tmp / SOURCE).write_text(source)
+        (tmp / BINDING_HEADER).write_text(binding)
         (tmp / CONFIG_HEADER).write_text(config_header(config, header))
         run_build([cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(tmp),
                    str(tmp / SOURCE), *objects, "-o", str(tmp / config.filename)],
                   os.path.join(SOURCE_DIR, SOURCE), f"the {config.filename} program")
-        for name in (SOURCE, CONFIG_HEADER, "policy.c", "policy.o"):
+        for name in (SOURCE, BINDING_HEADER, CONFIG_HEADER, "policy.c", "policy.o"):
             (tmp / name).unlink(missing_ok=True)
         for tool, path in companions.items():
             for name in (tool, "mlgo-" + tool):

@@ -43,12 +43,10 @@
 #include "mlgo_clang_config.h"
 
 #if CONFIG_SERVES_REGALLOC
+#include "policy_binding.h"
+
 extern "C" {
 int64_t mlgo_regalloc_policy(const void *const *features, size_t num_features);
-extern const char *const mlgo_policy_feature_names[];
-extern const char *const mlgo_policy_feature_types[];
-extern const size_t mlgo_policy_feature_elements[];
-extern const size_t mlgo_policy_num_features;
 extern const char mlgo_policy_label[];
 }
 #endif
@@ -475,28 +473,17 @@ struct Failure {
   std::string Msg;
 };
 
-// The compiler's feature position of each of the policy's inputs, matched by name; a policy
-// feature the compiler does not send (or sends with another type or size) is a Failure.
+// The compiler's feature position of each of the policy's inputs, matched by name
+// (policy_binding.h, as the inliner plugin binds); an input the compiler does not send (or sends
+// with another type or size) is a Failure.
 std::vector<size_t> bindPolicy() {
-  std::vector<size_t> Slot;
-  std::string Problems;
-  for (size_t I = 0; I < mlgo_policy_num_features; ++I) {
-    std::string Name = mlgo_policy_feature_names[I], Type = mlgo_policy_feature_types[I];
-    size_t Elements = mlgo_policy_feature_elements[I], J = 0;
-    while (J < CONFIG_NUM_FEATURES && Name != CONFIG_FEATURES[J].Name)
-      ++J;
-    std::string Wants = "'" + Name + "' (" + Type + " x" + std::to_string(Elements) + ")";
-    if (J == CONFIG_NUM_FEATURES)
-      Problems += "\n  the policy needs " + Wants + ", which the compiler does not send";
-    else if (Type != CONFIG_FEATURES[J].Type || Elements != CONFIG_FEATURES[J].Elements)
-      Problems += "\n  the policy needs " + Wants + ", the compiler sends " +
-                  CONFIG_FEATURES[J].Type + " x" + std::to_string(CONFIG_FEATURES[J].Elements);
-    Slot.push_back(J);
-  }
-  if (!Problems.empty())
-    throw Failure{"the policy was trained on other features than this compiler sends:" +
-                  Problems};
-  return Slot;
+  std::vector<mlgo::CompilerFeature> Features;
+  for (size_t J = 0; J < CONFIG_NUM_FEATURES; ++J)
+    Features.push_back({CONFIG_FEATURES[J].Name, CONFIG_FEATURES[J].Type, CONFIG_FEATURES[J].Elements});
+  mlgo::PolicyBinding Binding = mlgo::bindPolicyInputs(Features);
+  if (!Binding.Error.empty())
+    throw Failure{Binding.Error};
+  return Binding.Index;
 }
 
 // The compiler's log on a non-blocking FIFO: never waits for more bytes than the current line

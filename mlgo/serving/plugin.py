@@ -8,8 +8,6 @@ built against llvm-19-dev and cached under `<cache>/plugins/<hash>/`.
 from __future__ import annotations
 
 import functools
-import importlib
-import importlib.util
 import os
 import subprocess
 import tempfile
@@ -32,10 +30,9 @@ from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, ToolchainError
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
+BINDING_HEADER = "policy_binding.h"  # included by the plugin: binds the policy's inputs by name
 PLUGIN_FILE = "libmlgo_inliner.so"
 PLUGIN_OBJECT = "inliner_plugin.o"
-# Where a trained-policy C generator is expected (the policy package's side of the seam).
-POLICY_CODEGEN_MODULE = "mlgo.policies.c_source"
 
 # Flags that must not reach the plugin's link: the plugin's LLVM symbols are resolved from
 # libLLVM inside clang's process, so "no undefined symbols" would make the link fail.
@@ -85,14 +82,15 @@ def plugin_object() -> Path:
     (LLVM's headers), shared by all policies and cached by source, LLVM version and flags."""
     llvm = llvm_dev()
     cxx = toolchain.clangxx()
-    source = packaged_source(PLUGIN_SOURCE)
+    source, header = packaged_source(PLUGIN_SOURCE), packaged_source(BINDING_HEADER)
     flags = ["-O2", "-fPIC", *llvm.cxxflags]
-    key = content_key("inliner-plugin-object", source, llvm.version, " ".join(flags),
+    key = content_key("inliner-plugin-object", source, header, llvm.version, " ".join(flags),
                       file_identity(cxx.path))
 
     def build(tmp: Path) -> dict:
         src = tmp / PLUGIN_SOURCE
         src.write_text(source)
+        (tmp / BINDING_HEADER).write_text(header)
         run_build([cxx.path, *flags, "-c", str(src), "-o", str(tmp / PLUGIN_OBJECT)],
                   Path(SOURCE_DIR) / PLUGIN_SOURCE, "the inliner plugin")
         return {"llvm_version": llvm.version}
@@ -164,45 +162,38 @@ def policy_source(policy: str) -> tuple[str, str]:
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
-    """C source of a trained policy directory, from the policy package's code generator."""
-    what = "trained-policy plugins" if problem == "inlining" else "trained-policy regalloc hosts"
-    if importlib.util.find_spec("mlgo.policies") is None:
-        raise MlgoError(
-            f"{path}: {what} need the mlgo.policies package (policy loading "
-            "and its C code generator), which this installation does not have"
-        )
-    spec = importlib.util.find_spec(POLICY_CODEGEN_MODULE)
-    if spec is None:
-        raise MlgoError(
-            f"{path}: {what} need a C code generator for the policy network: "
-            f"{POLICY_CODEGEN_MODULE}.policy_c_source(policy_dir, problem) returning C in the ABI "
-            "described in mlgo/serving/codegen.py; mlgo.policies does not provide it yet"
-        )
-    # Generating the C means loading the policy with numpy (~0.2 s): cache it by the content of
-    # the policy directory and of the generator, since mlgo-clang asks for it on every compile.
-    key = _policy_dir_key(path, problem, spec.origin)
+    """C source of a trained policy directory (mlgo.policies.c_source). Generating it means
+    loading the policy with numpy (~0.2 s), and mlgo-clang asks for it on every compile: it is
+    cached by the content of the policy directory and of the code that generates it."""
+    key = _policy_dir_key(path, problem, generator_files())
     cached = os.path.join(cache_root(), "policy-c", key[:32] + ".c")
     try:
         with open(cached) as f:
             return f.read(), str(path.resolve())
     except OSError:
         pass
+    from mlgo.policies.c_source import policy_c_source
     from mlgo_base.files import atomic_write_text
 
-    generator = importlib.import_module(POLICY_CODEGEN_MODULE)
-    source = generator.policy_c_source(path, problem)
+    source = policy_c_source(path, problem)
     atomic_write_text(cached, source)  # concurrent compiles write the same text: any rename wins
     return source, str(path.resolve())
 
 
-def _policy_dir_key(path: Path, problem: str, generator_file: str | None) -> str:
-    """Hash of every file of a policy directory (names and bytes) and of the C generator."""
+def generator_files() -> list[Path]:
+    """The modules whose code decides a trained policy's C: the policy package (graphs,
+    operations, loading), the problems' networks and the C ABI."""
+    mlgo = Path(SOURCE_DIR).parent
+    return sorted([*mlgo.glob("policies/*.py"), *mlgo.glob("problems/*/network.py"),
+                   mlgo / "serving" / "codegen.py"])
+
+
+def _policy_dir_key(path: Path, problem: str, generator: list[Path]) -> str:
+    """Hash of every file of a policy directory (names and bytes) and of the generator's."""
     import hashlib
 
     h = hashlib.sha256(f"{problem}\0".encode())
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    if generator_file:  # a module spec's origin: None only for modules without a file
-        files.append(Path(generator_file))
+    files = sorted(p for p in path.rglob("*") if p.is_file()) + list(generator)
     for f in files:
         h.update(str(f.relative_to(path) if f.is_relative_to(path) else f.name).encode() + b"\0")
         h.update(f.read_bytes())

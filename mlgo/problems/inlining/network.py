@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import numpy as np
 
 from mlgo.checks import check_float, check_layer_sizes
 from mlgo.policies import vocab as V
-from mlgo.policies.network import MLP, Batch, ParamShapes, PolicyNetwork, as_specs
+from mlgo.policies.network import MLP, FeatureMismatchError, PolicyNetwork, as_specs
+from mlgo.policies.ops import Graph
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 
@@ -42,17 +43,11 @@ class InliningNetworkConfig:
         check_float("inlining.InliningNetworkConfig.output_scale", self.output_scale, lo=0.0,
                     lo_open=True)
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> InliningNetworkConfig:
-        return cls(hidden_sizes=tuple(int(h) for h in d["hidden_sizes"]),
-                   activation=str(d["activation"]), log_features=bool(d["log_features"]),
-                   ignored_features=tuple(d["ignored_features"]),
-                   output_scale=float(d.get("output_scale", 0.01)))
-
 
 class InliningNetwork(PolicyNetwork):
     problem = "inlining"
     advice_name = ADVICE
+    config_class = InliningNetworkConfig
 
     def __init__(self, features: Sequence[TensorSpec] | Any, config: InliningNetworkConfig | None = None,
                  vocab: Mapping[str, np.ndarray] | None = None, advice: TensorSpec | None = None) -> None:
@@ -64,14 +59,11 @@ class InliningNetwork(PolicyNetwork):
         if missing:
             raise V.VocabError(f"inlining network: no vocab boundaries for {', '.join(missing)}")
         self._vocab = {f.name: np.asarray(vocab[f.name], dtype=np.float64) for f in self.inputs}
-        # One table row per input column (a feature with k elements contributes k columns).
-        rows = [self._vocab[f.name] for f in self.inputs for _ in range(f.num_elements)]
-        self.quantiles = V.QuantileTable(rows)
-        self.num_columns = len(rows)
-        self._input_names = tuple(f.name for f in self.inputs)
-        self._scalar_inputs = all(f.num_elements == 1 for f in self.inputs)
+        odd = [f"{f.name} {list(f.shape)}" for f in self.inputs if f.num_elements != 1]
+        if odd:  # LLVM's inliner features are all scalars
+            raise FeatureMismatchError(f"inlining network: inputs must be scalars, got {', '.join(odd)}")
         per_column = 4 if self.config.log_features else 3
-        self.mlp = MLP("mlp", (self.num_columns * per_column, *self.config.hidden_sizes, 2),
+        self.mlp = MLP("mlp", (len(self.inputs) * per_column, *self.config.hidden_sizes, 2),
                        self.config.activation)
 
     @property
@@ -82,40 +74,17 @@ class InliningNetwork(PolicyNetwork):
     def vocab(self) -> dict[str, np.ndarray]:
         return dict(self._vocab)
 
-    def param_shapes(self) -> ParamShapes:
-        return self.mlp.param_shapes()
-
-    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self.mlp.init(rng, self.config.output_scale)
-
-    def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
-        if self._scalar_inputs:  # the usual case: one np.array call gathers [F, B] at C speed
-            # One observation straight from the compiler (protocol Features) gathers its
-            # features in one indexing call instead of tens of lookups.
-            gather = getattr(batch, "gather", None)
-            x = gather(self._input_names) if gather is not None else None
-            if x is None:
-                x = np.array([batch[n] for n in self._input_names], dtype=np.float64)
-            x = np.asarray(x, dtype=np.float64).reshape(self.num_columns, -1).T
-        else:
-            x = np.concatenate([self.rows(batch, n) for n in self._input_names], axis=1)
-        q = self.quantiles.numpy(x)
-        return self.mlp.numpy(p, V.expand_numpy(q, x, self.config.log_features))
-
-    def _logits_tf(self, p: dict[str, Any], batch: Batch):
-        import tensorflow as tf
-
-        x = tf.concat([tf.cast(self.rows_tf(batch, f.name), tf.float64) for f in self.inputs], axis=1)
-        q = self.quantiles.tf(x)
-        return self.mlp.tf(p, V.expand_tf(q, x, self.config.log_features))
-
-    def config_json(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-    @classmethod
-    def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
-                  vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> InliningNetwork:
-        return cls(features, InliningNetworkConfig.from_json(config), vocab, advice)
+    def build_graph(self) -> Graph:
+        g = Graph(self.inputs)  # the ignored features are no inputs of the policy
+        names = [f.name for f in self.inputs]
+        x = g.stack(names, rows=1)
+        q = g.quantile(x, [self._vocab[n] for n in names])
+        parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
+        if self.config.log_features:
+            parts.append(g.apply("cast_f32", g.apply("slog", x)))
+        g.outputs["logits"] = logits = self.mlp.build(g, g.interleave(*parts))
+        g.outputs[self.advice.name] = g.index(logits, "max")
+        return g
 
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None,

@@ -10,6 +10,7 @@ from pathlib import Path
 import gin
 
 from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
+from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
 from mlgo.protocol import FeatureValues, Header
 from mlgo_base.errors import MlgoError, ProtocolError
@@ -27,12 +28,12 @@ LLVM19_DEFAULT_DECISION_SLOT = "callee_basic_block_count"
 LLVM_DEFAULT = "llvm-default"
 
 
-def cost_threshold(obs: FeatureValues) -> int:
-    """The default inliner's rule as the interactive features expose it: inline when the
-    estimated cost is below the threshold. On -Oz IR it gives LLVM's own decision (see
-    llvm_default) at 99.86% of the call sites along LLVM's path on the test projects of
-    benchmarks/RESULTS.md ("-Oz IR"), so cloning it nearly clones -Oz."""
-    return int(obs["cost_estimate"].item(0) < obs["threshold"].item(0))
+# The default inliner's rule as the interactive features expose it: inline when the estimated
+# cost is below the threshold (defined once, in mlgo/policies/builtins.py, for Python and C). On
+# -Oz IR it gives LLVM's own decision (see llvm_default) at 99.86% of the call sites along
+# LLVM's path on the test projects of benchmarks/RESULTS.md ("-Oz IR"), so cloning it nearly
+# clones -Oz.
+cost_threshold = builtins.heuristic("inlining", "cost-threshold")
 
 
 def llvm_default(obs: FeatureValues) -> int:
@@ -130,8 +131,8 @@ class InliningForSize(Problem):
             "default": None,
             "cost-threshold": cost_threshold,
             LLVM_DEFAULT: llvm_default,
-            "never": lambda obs: 0,
-            "always": lambda obs: 1,
+            "never": builtins.heuristic("inlining", "never"),
+            "always": builtins.heuristic("inlining", "always"),
         }
 
     def build_network(self, header: Header, vocab_dir: Path | None):

@@ -17,7 +17,7 @@ sits at which position, and the parameter count independent of K.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,11 @@ from mlgo.checks import check_float, check_layer_sizes
 from mlgo.policies.network import (
     INVALID_LOGIT,
     MLP,
-    Batch,
     FeatureMismatchError,
-    ParamShapes,
     PolicyNetwork,
     as_specs,
 )
+from mlgo.policies.ops import Graph
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 
@@ -61,18 +60,11 @@ class RegallocNetworkConfig:
     def passthrough(self, name: str) -> bool:
         return name in self.passthrough_names or name.endswith(self.passthrough_suffixes)
 
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> RegallocNetworkConfig:
-        return cls(hidden_sizes=tuple(int(h) for h in d["hidden_sizes"]),
-                   activation=str(d["activation"]),
-                   passthrough_names=tuple(d["passthrough_names"]),
-                   passthrough_suffixes=tuple(d["passthrough_suffixes"]),
-                   output_scale=float(d.get("output_scale", 0.01)))
-
 
 class RegallocNetwork(PolicyNetwork):
     problem = "regalloc"
     advice_name = ADVICE
+    config_class = RegallocNetworkConfig
 
     def __init__(self, features: Sequence[TensorSpec] | Any, config: RegallocNetworkConfig | None = None,
                  vocab: Mapping[str, np.ndarray] | None = None, advice: TensorSpec | None = None) -> None:
@@ -91,7 +83,7 @@ class RegallocNetwork(PolicyNetwork):
                 f"got {', '.join(odd)}")
         # Column order of c_k: header order. Which columns pass through, which get log1p:
         self.columns = list(self.features)
-        self._passthrough = np.array([self.config.passthrough(f.name) for f in self.columns])
+        self._passthrough = [self.config.passthrough(f.name) for f in self.columns]
         self.mlp = MLP("scorer", (len(self.columns), *self.config.hidden_sizes, 1),
                        self.config.activation)
 
@@ -99,66 +91,16 @@ class RegallocNetwork(PolicyNetwork):
     def num_actions(self) -> int:
         return self.num_candidates
 
-    def param_shapes(self) -> ParamShapes:
-        return self.mlp.param_shapes()
-
-    def _init_arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self.mlp.init(rng, self.config.output_scale)
-
-    # -- numpy ---------------------------------------------------------------------------------
-    def _candidates_numpy(self, batch: Batch) -> np.ndarray:
-        """[B, K, C] float32 per-candidate inputs."""
-        b = np.asarray(batch[MASK]).size // self.num_candidates
-        v = np.empty((b, len(self.columns), self.num_candidates), dtype=np.float64)
-        for j, f in enumerate(self.columns):
-            # assignment converts the dtype and broadcasts scalar features over positions
-            v[:, j, :] = np.asarray(batch[f.name]).reshape(b, f.num_elements)
-        v[np.isnan(v)] = 0.0
-        np.clip(v, -FINITE_CAP, FINITE_CAP, out=v)
-        free = v[:, ~self._passthrough, :]
-        v[:, ~self._passthrough, :] = np.sign(free) * np.log1p(np.abs(free))
-        np.clip(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP, out=v)  # no-op on log1p'd values (<= 70)
-        return v.transpose(0, 2, 1).astype(np.float32)
-
-    def _logits_numpy(self, p: dict[str, np.ndarray], batch: Batch) -> np.ndarray:
-        c = self._candidates_numpy(batch)
-        b, k, n = c.shape
-        scores = self.mlp.numpy(p, c.reshape(b * k, n)).reshape(b, k)
-        valid = self.rows(batch, MASK) != 0
-        return np.where(valid, scores, INVALID_LOGIT).astype(np.float32)
-
-    # -- TensorFlow ----------------------------------------------------------------------------
-    def _candidates_tf(self, batch: Batch):
-        import tensorflow as tf
-
-        k = self.num_candidates
-        cols = []
-        for f in self.columns:
-            v = tf.cast(self.rows_tf(batch, f.name), tf.float64)
-            cols.append(tf.broadcast_to(v, [tf.shape(v)[0], k]) if f.num_elements == 1 else v)
-        v = tf.stack(cols, axis=-1)
-        v = tf.where(tf.math.is_nan(v), tf.zeros_like(v), v)
-        v = tf.clip_by_value(v, -FINITE_CAP, FINITE_CAP)
-        v = tf.where(tf.constant(self._passthrough), v, tf.sign(v) * tf.math.log1p(tf.abs(v)))
-        v = tf.clip_by_value(v, -PASSTHROUGH_CLIP, PASSTHROUGH_CLIP)
-        return tf.cast(v, tf.float32)
-
-    def _logits_tf(self, p: dict[str, Any], batch: Batch):
-        import tensorflow as tf
-
-        c = self._candidates_tf(batch)
-        k, n = self.num_candidates, len(self.columns)
-        scores = tf.reshape(self.mlp.tf(p, tf.reshape(c, [-1, n])), [-1, k])
-        valid = tf.not_equal(self.rows_tf(batch, MASK), 0)
-        return tf.where(valid, scores, tf.fill(tf.shape(scores), INVALID_LOGIT))
-
-    def config_json(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-    @classmethod
-    def from_json(cls, features: Sequence[TensorSpec], config: Mapping[str, Any],
-                  vocab: Mapping[str, np.ndarray], advice: TensorSpec | None) -> RegallocNetwork:
-        return cls(features, RegallocNetworkConfig.from_json(config), vocab, advice)
+    def build_graph(self) -> Graph:
+        g = Graph(self.features)
+        v = g.stack([f.name for f in self.columns], rows=self.num_candidates)  # c_k is row k
+        v = g.apply("clip", g.apply("nan_to_zero", v), lo=-FINITE_CAP, hi=FINITE_CAP)
+        v = g.apply("slog", v, cols=tuple(not p for p in self._passthrough))
+        v = g.apply("cast_f32", g.apply("clip", v, lo=-PASSTHROUGH_CLIP, hi=PASSTHROUGH_CLIP))
+        scores = self.mlp.build(g, v)  # [K, 1]
+        g.outputs["logits"] = logits = g.apply("where", g.input(MASK), scores, g.const(INVALID_LOGIT, "f32"))
+        g.outputs[self.advice.name] = g.index(logits, "max")
+        return g
 
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None = None,

@@ -11,9 +11,9 @@ import hashlib
 from pathlib import Path
 
 import gin
-import numpy as np
 
 from mlgo.compiler.measure import parse_regalloc_remarks
+from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem
 from mlgo.protocol import FeatureValues, Header
 from mlgo_base.errors import MlgoError, ProtocolError
@@ -23,40 +23,11 @@ NUM_CANDIDATES = 33
 NO_EVICTION = 32  # the live range being allocated: evict nothing
 
 
-def _row(obs: FeatureValues, name: str) -> np.ndarray:
-    return np.asarray(obs[name]).reshape(-1)
-
-
-def valid_positions(obs: FeatureValues) -> np.ndarray:
-    return np.flatnonzero(_row(obs, "mask") != 0)
-
-
-def never_evict(obs: FeatureValues) -> int:
-    valid = valid_positions(obs)
-    return NO_EVICTION if NO_EVICTION in valid or len(valid) == 0 else int(valid[-1])
-
-
-def first_valid(obs: FeatureValues) -> int:
-    valid = valid_positions(obs)
-    return int(valid[0]) if len(valid) else NO_EVICTION
-
-
-def eviction_cost_proxy(obs: FeatureValues) -> int:
-    """Imitates greedy's default eviction: among the evictable registers, take the one whose
-    interference has the lowest spill weight (`use_def_density`), but only if that is lower
-    than the weight of the range being allocated (position 32); else evict nothing. When
-    position 32 is masked out, LLVM must find an eviction (evicting nothing there makes it fail
-    with "ran out of registers"), so the lightest candidate is taken whatever its weight.
-    Measured within 0.2% of the real default's spill cost on lua (benchmarks/RESULTS.md)."""
-    valid = valid_positions(obs)
-    candidates = valid[valid != NO_EVICTION]
-    if len(candidates) == 0:
-        return NO_EVICTION
-    weight = _row(obs, "use_def_density").astype(np.float64)
-    best = int(candidates[np.argmin(weight[candidates])])
-    if NO_EVICTION not in valid:
-        return best
-    return best if weight[best] < weight[NO_EVICTION] else NO_EVICTION
+# Defined once, in mlgo/policies/builtins.py, for Python and C. The proxy imitates greedy's
+# default eviction (within 0.2% of the real default's spill cost on lua, benchmarks/RESULTS.md).
+eviction_cost_proxy = builtins.heuristic("regalloc", "proxy")
+never_evict = builtins.heuristic("regalloc", "never")
+first_valid = builtins.heuristic("regalloc", "first-valid")
 
 
 @gin.configurable(module="regalloc")

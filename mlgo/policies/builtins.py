@@ -1,0 +1,89 @@
+"""The built-in heuristics, each defined once as a composition of mlgo/policies/ops.py: the same
+graph answers in Python (training labels, `mlgo eval --policy cost-threshold`), in TensorFlow,
+and as the C of the inliner plugin and the regalloc host (mlgo/serving/codegen.py).
+
+    graph(problem, name, features=None) -> Graph    inputs: `features` (default: LLVM 19's)
+    heuristic(problem, name) -> obs -> int           the numpy backend, one observation
+
+`llvm-default` is not here: it is no rule but LLVM's own decision, read back from the compiler
+(mlgo/problems/inlining/problem.py), and plain clang serves it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mlgo.policies.ops import Graph, run_numpy
+from mlgo.protocol import FeatureValues
+from mlgo.serving.codegen import ADVICE, INLINE_FEATURES_LLVM19, REGALLOC_FEATURES_LLVM19
+from mlgo_base.errors import MlgoError
+
+
+def cost_threshold(g: Graph) -> int:
+    """The default inliner's rule: inline when the estimated cost is below the threshold."""
+    return g.apply("less", g.input("cost_estimate"), g.input("threshold"))
+
+
+def eviction_proxy(g: Graph) -> int:
+    """Greedy's default eviction, imitated: among the evictable candidates, the lowest
+    `use_def_density` (the first on ties, a NaN first of all, as numpy's argmin), taken if it is
+    lower than that of the range being allocated (the last position) or if evicting nothing is
+    masked (then LLVM must evict someone); else the last position, evicting nothing."""
+    mask, weight = g.input("mask"), g.input("use_def_density")
+    k = g.nodes[mask].size - 1  # the range being allocated: evicting it evicts nothing
+    last = g.const(k)
+    best = g.index(weight, "min", mask, default=k, stop=k)
+    lighter = g.apply("less", g.take(weight, best), g.take(weight, last))
+    return g.apply("where", g.take(mask, last), g.apply("where", lighter, best, last), best)
+
+
+def never_evict(g: Graph) -> int:
+    """Evict nothing when allowed, else the last valid candidate."""
+    mask = g.input("mask")
+    k = g.nodes[mask].size - 1
+    last = g.const(k)
+    return g.apply("where", g.take(mask, last), last, g.index(mask, "last", mask, default=k))
+
+
+def first_valid(g: Graph) -> int:
+    mask = g.input("mask")
+    return g.index(mask, "first", mask, default=g.nodes[mask].size - 1)
+
+
+RULES: dict[str, dict[str, Callable[[Graph], int]]] = {
+    "inlining": {"cost-threshold": cost_threshold, "never": lambda g: g.const(0),
+                 "always": lambda g: g.const(1)},
+    "regalloc": {"proxy": eviction_proxy, "never": never_evict, "first-valid": first_valid},
+}
+DEFAULT_INPUTS: dict[str, Sequence[Any]] = {
+    "inlining": [(n, "int64_t", 1) for n in INLINE_FEATURES_LLVM19],
+    "regalloc": REGALLOC_FEATURES_LLVM19,
+}
+
+
+def graph(problem: str, name: str, features: Sequence[Any] | None = None) -> Graph:
+    """The heuristic `name` declaring `features` ((name, type, elements), TensorSpecs, or for
+    inlining plain names of int64 scalars) as its inputs; it reads only those it needs."""
+    rules = RULES.get(problem, {})
+    if name not in rules:
+        raise MlgoError(f"no built-in {problem} heuristic {name!r}; choose one of {', '.join(rules)}")
+    inputs = [(f, "int64_t", 1) if isinstance(f, str) else f
+              for f in (DEFAULT_INPUTS[problem] if features is None else features)]
+    g = Graph(inputs)
+    g.outputs[ADVICE[problem]] = rules[name](g)
+    return g
+
+
+@functools.cache
+def heuristic(problem: str, name: str) -> Callable[[FeatureValues], int]:
+    """The heuristic as a Python function of one observation (feature name -> array)."""
+    g, advice = graph(problem, name), ADVICE[problem]
+
+    def act(obs: FeatureValues) -> int:
+        return int(run_numpy(g, obs, {}, (advice,))[advice].reshape(-1)[0])
+
+    act.__name__ = act.__qualname__ = f"{problem}_{name.replace('-', '_')}"
+    act.__doc__ = RULES[problem][name].__doc__
+    return act
