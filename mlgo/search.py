@@ -70,10 +70,10 @@ class SearchConfig:
     passes: int = 2
     budget: int = 0  # compiles per module, everything included (0: no limit)
     guide: str = "none"  # with a guiding policy: "uncertain" or "disagree"
-    # "inlined": try only call sites the current best inlines (1 -> 0 flips), where most of
-    # the gain is on C (75 of 85 kept flips in issue 13's search); "marginal": the same, those
-    # whose cost was closest to the threshold first (callees just cheap enough to inline, the
-    # kept flips' common shape), then by most callee users; "all": every call site.
+    # "inlined": try only call sites the current best inlines (1 -> 0 flips; at -Oz LLVM
+    # inlines few sites, so far fewer compiles); "marginal": the same, those whose cost was
+    # closest to the threshold first (41 of the 64 flips kept on the training corpus,
+    # benchmarks/RESULTS.md), then by most callee users; "all": every call site.
     flips: str = "all"
 
     def __post_init__(self) -> None:
