@@ -35,6 +35,7 @@ import gin
 import numpy as np
 
 from mlgo.checks import check_choice, check_float, check_int
+from mlgo.search import FLIPS, GUIDES
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
 from mlgo_base.errors import MlgoError
@@ -73,10 +74,10 @@ class ImitationConfig:
         check_int("imitation.ImitationConfig.search_passes", self.search_passes, lo=1)
         check_int("imitation.ImitationConfig.search_budget (0: no limit)", self.search_budget,
                   lo=0)
+        # A guide is always given after round 0, so "none" is not a choice here.
         check_choice("imitation.ImitationConfig.search_guide", self.search_guide,
-                     ("uncertain", "disagree"))
-        check_choice("imitation.ImitationConfig.search_flips", self.search_flips,
-                     ("all", "inlined", "marginal"))
+                     tuple(g for g in GUIDES if g != "none"))
+        check_choice("imitation.ImitationConfig.search_flips", self.search_flips, FLIPS)
 
 
 @dataclass
