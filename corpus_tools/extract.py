@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -863,13 +863,24 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
 
 
 def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bool = True,
-                  progress: bool = False) -> MergeSummary:
+                  progress: bool = False, keep_projects: Collection[str] | None = None,
+                  drop_projects: Collection[str] = ()) -> MergeSummary:
     """Union of several corpora into `out_dir` (which may already hold a corpus).
 
     Files are hard-linked when possible (`link`), else copied. Bitcode already present
     under another name is dropped as a duplicate; the same name with different content
-    (bitcode or command) in two inputs is an error."""
+    (bitcode or command) in two inputs is an error. `keep_projects` (if given) keeps only those
+    projects of the inputs and `drop_projects` drops some: how a training, validation or
+    held-out corpus is cut from whole ones. A named project no input holds is an error (a typo
+    would otherwise leave a held-out project in training)."""
+    inputs = [Path(i) for i in inputs]
     out_dir = Path(out_dir)
+    corpora = [Corpus.load(i) for i in inputs]
+    named = set(keep_projects or ()) | set(drop_projects)
+    unknown = sorted(named - {m.project for c in corpora for m in c.modules})
+    if unknown:
+        raise CorpusError(f"no input corpus ({', '.join(map(str, inputs))}) holds project(s) "
+                          f"{', '.join(unknown)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = MergeSummary(out_dir)
     desc = _read_existing_description(out_dir)
@@ -890,10 +901,11 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
             origin[m.name] = str(out_dir)
             by_digest.setdefault(file_sha256(m.bc_path), m.name)
     digest_of = {name: d for d, name in by_digest.items()}
-    for inp in inputs:
-        corpus = Corpus.load(inp)
-        if Path(inp).resolve() == out_dir.resolve():
+    for inp, corpus in zip(inputs, corpora, strict=True):
+        if inp.resolve() == out_dir.resolve():
             continue
+        corpus.modules = [m for m in corpus.modules if m.project not in drop_projects
+                          and (keep_projects is None or m.project in keep_projects)]
         if corpus.modules:
             # A corpus that records no level (made by hand or before levels were recorded)
             # makes the merged one unrecorded too; the problems still check the IR itself.
@@ -905,7 +917,9 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
                 raise CorpusError(
                     f"{inp} holds IR at {theirs} but {level_from} at {level}: corpora of "
                     "different optimization levels cannot be merged (one corpus, one level)")
-        origins.update(corpus.extra.get("origins") or {})
+        kept_projects = {m.project for m in corpus.modules}
+        origins.update((p, o) for p, o in (corpus.extra.get("origins") or {}).items()
+                       if p in kept_projects)
         for m in corpus.modules:
             digest = file_sha256(m.bc_path)
             if m.name in origin:

@@ -361,3 +361,33 @@ def test_failures_of_other_projects_stay_listed(tmp_path: Path) -> None:
     extract.extract_compile_db(src / "build" / "compile_commands.json", out, project="demo",
                                root=src, progress=False)
     assert json.loads((out / extract.FAILURES_FILE).read_text()) == []
+
+
+def test_merge_keeps_or_drops_whole_projects_and_refuses_unknown_names(tmp_path: Path, capsys) -> None:
+    from mlgo.cli.main import main
+
+    corpora = []
+    for project in ("alpha", "beta", "gamma"):
+        tree = tmp_path / "src" / project
+        tree.mkdir(parents=True)
+        (tree / f"{project}.c").write_text(f"int {project}(void) {{ return {len(project)}; }}\n")
+        corpora.append(tmp_path / f"c-{project}")
+        extract.extract_sources(tree, corpora[-1], progress=False)
+        desc = json.loads((corpora[-1] / "corpus_description.json").read_text())
+        assert set(desc["projects"].values()) == {project}
+
+    held_out = tmp_path / "held-out"
+    summary = extract.merge_corpora(corpora, held_out, keep_projects=["beta"])
+    assert summary.added == ["beta/beta.c"]
+    training = tmp_path / "training"
+    assert main(["corpus", "merge", *map(str, corpora), "-o", str(training),
+                 "--exclude-projects", "beta"]) == 0
+    assert sorted(m.project for m in Corpus.load(training).modules) == ["alpha", "gamma"]
+
+    # A misspelt held-out project must not leave the real one in training.
+    with pytest.raises(CorpusError, match="betta"):
+        extract.merge_corpora(corpora, tmp_path / "typo", drop_projects=["betta"])
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(SystemExit):
+        main(["corpus", "merge", str(corpora[0]), "-o", str(tmp_path / "typo2"), "--projects", "alpha,"])
+    assert "comma-separated" in capsys.readouterr().err

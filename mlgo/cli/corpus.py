@@ -70,6 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("inputs", nargs="+", type=Path, metavar="CORPUS")
     merge.add_argument("-o", "--output", type=Path, required=True)
     merge.add_argument("--copy", action="store_true", help="copy files instead of hard links")
+    merge.add_argument("--projects", type=_project_list, metavar="P,Q",
+                       help="keep only these projects of the inputs")
+    merge.add_argument("--exclude-projects", type=_project_list, default=[], metavar="P,Q",
+                       help="drop these projects of the inputs (e.g. the held-out ones)")
     merge.set_defaults(func=_cmd_merge)
 
     check = sub.add_parser("check", help="recompile every module with its .cmd")
@@ -195,10 +199,19 @@ def _cmd_debian(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated project names")
+    return names
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from corpus_tools import extract
 
-    summary = extract.merge_corpora(args.inputs, args.output, link=not args.copy)
+    summary = extract.merge_corpora(args.inputs, args.output, link=not args.copy,
+                                    keep_projects=args.projects,
+                                    drop_projects=args.exclude_projects)
     print(summary.format())
     return 0
 
