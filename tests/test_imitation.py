@@ -94,3 +94,39 @@ def test_decision_weights_put_the_gain_on_the_kept_flips():
     assert np.allclose(w / w[3], [6, 2, 2, 1, 1, 1]) and np.isclose(w.mean(), 1.0)
     with pytest.raises(Exception, match="flip_weight"):
         ImitationConfig(flip_weight=0.0)
+
+
+def test_residual_policy_starts_at_the_rule_and_learns_a_flip(corpus, tmp_path, monkeypatch):
+    import numpy as np
+
+    from mlgo.policies import builtins
+    from mlgo.traces import read_trace
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    search = tmp_path / "S"
+    assert main(["search", "--problem", "inlining", "--corpus", str(corpus), "-o", str(search),
+                 "--workers", "1", "--passes", "1"]) == 0
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "split.json").write_text(json.dumps({"train": ["t/external.c", "t/calls.c"],
+                                                "validation": ["t/validation.c"]}))
+    assert main(["train", "--problem", "inlining", "--algorithm", "imitation", "--corpus",
+                 str(corpus), "-o", str(out), "--search", str(search), "--workers", "1",
+                 "--gin_bindings", "inlining.InliningNetworkConfig.residual = True",
+                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
+                 "--gin_bindings", "imitation.ImitationConfig.epochs = 40"]) == 0
+    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    ext = next(t for t in read_trace(search) if t.module == "t/external.c")
+    steps = [{k: v[i] for k, v in ext.features.items()} for i in range(len(ext.actions))]
+    rule = [builtins.heuristic("inlining", "cost-threshold")(o) for o in steps]
+    # The search's best does not inline where LLVM's rule does: that is a flip to learn.
+    assert list(ext.actions) == [0] * 8 and sum(rule) >= 1
+    assert log["imitation/flips"] >= 1 and log["imitation/agreement_flips"] == 1.0
+    policy = numpy_policy("inlining", out / "policy")
+    assert policy.network.config.residual
+    assert [policy.act(o) for o in steps] == [0] * 8
+    # The policy before cloning was the rule, whose gain on these modules is -Oz's or close.
+    fresh = numpy_policy("inlining", out / "structure")
+    assert [fresh.act(o) for o in steps] == rule
+    assert np.isclose(log["imitation/policy_gain"], 0.0, atol=0.02)
+    assert log["validation/relative_change"] < -0.05

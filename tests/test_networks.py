@@ -333,3 +333,81 @@ def test_observations_from_the_compiler_give_the_same_logits(inl_net, ra_net):
         feats = header.decode_observation(b"".join(f.encode(one[f.name]) for f in net.features))
         params = random_params(net, 1)
         np.testing.assert_array_equal(net.logits_numpy(params, feats), net.logits_numpy(params, one))
+
+
+# -- the residual inlining network: LLVM's rule plus a learned flip ------------------------------
+def _residual(log: bool = True, **kw) -> InliningNetwork:
+    return InliningNetwork(inlining_specs(), InliningNetworkConfig(log_features=log, residual=True, **kw),
+                           make_vocab(np.random.default_rng(0)))
+
+
+def _rule(batch: dict[str, np.ndarray]) -> list[int]:
+    return (batch["cost_estimate"] < batch["threshold"]).astype(int).reshape(-1).tolist()
+
+
+def test_fresh_residual_network_is_the_cost_threshold_rule():
+    from mlgo.policies import builtins
+
+    net = _residual()
+    batch = random_inlining_batch(np.random.default_rng(11), 2000)
+    batch["threshold"][:100] = batch["cost_estimate"][:100]  # equal: not below, not inlined
+    for seed in range(3):
+        flat = net.init_params(seed)
+        for b in [batch, *_edge_inlining_batches()]:
+            greedy = np.argmax(net.logits_numpy(flat, b), axis=1).tolist()
+            assert greedy == _rule(b)
+            rule = builtins.heuristic("inlining", "cost-threshold")
+            assert greedy == [rule({k: v[i] for k, v in b.items()}) for i in range(len(greedy))]
+            # and the keep prior makes it a confident rule, also for sampling policies
+            p = NumpyPolicy(net, flat, greedy=True)
+            assert [p.act({k: v[i] for k, v in b.items()}) for i in range(min(3, len(greedy)))] == greedy[:3]
+        probs = np.exp(net.logits_numpy(flat, batch))
+        probs /= probs.sum(axis=1, keepdims=True)
+        chosen = probs[np.arange(len(probs)), _rule(batch)]
+        assert chosen.min() > 0.97
+
+
+def test_residual_logits_are_the_mlp_outputs_placed_by_the_rule():
+    net = _residual(log=False, hidden_sizes=(8,))
+    flat = random_params(net, 7)
+    batch = random_inlining_batch(np.random.default_rng(3), 300)
+    logits = net.logits_numpy(flat, batch)
+    np.testing.assert_allclose(logits, net.logits_tf(flat, batch).numpy(), atol=1e-5, rtol=1e-5)
+    plain = InliningNetwork(inlining_specs(), InliningNetworkConfig(hidden_sizes=(8,)),
+                            make_vocab(np.random.default_rng(0)))
+    keep_flip = plain.logits_numpy(flat, batch)  # the same MLP: its [keep, flip]
+    r = np.array(_rule(batch), bool)
+    np.testing.assert_array_equal(logits[r], keep_flip[r][:, ::-1])  # rule inlines: [flip, keep]
+    np.testing.assert_array_equal(logits[~r], keep_flip[~r])
+    assert r.any() and (~r).any()
+
+
+def test_flip_margin_takes_only_confident_flips():
+    net = _residual()
+    flat = random_params(net, 5)
+    batch = random_inlining_batch(np.random.default_rng(8), 1000)
+    logits = net.logits_numpy(flat, batch)
+    rule = np.array(_rule(batch))
+    greedy = np.argmax(logits, axis=1)
+    flip_lead = np.abs(logits[:, 1] - logits[:, 0])  # by how much the chosen action leads
+    assert (greedy != rule).sum() > 50
+    margin = float(np.median(flip_lead[greedy != rule]))
+    shifted = np.argmax(net.logits_numpy(net.with_flip_margin(flat, margin), batch), axis=1)
+    # a flip survives exactly where it led by more than the margin; no new flip appears
+    kept = (greedy != rule) & (flip_lead > margin + 1e-4)
+    gone = (greedy != rule) & (flip_lead < margin - 1e-4)
+    assert (shifted[kept] != rule[kept]).all() and (shifted[gone] == rule[gone]).all()
+    assert ((shifted != rule) <= (greedy != rule)).all()
+    assert (np.argmax(net.logits_numpy(net.with_flip_margin(flat, 1e4), batch), axis=1)
+            == rule).all()
+    np.testing.assert_array_equal(flat, random_params(net, 5))  # not changed in place
+    with pytest.raises(MlgoError, match="residual"):
+        InliningNetwork(inlining_specs(), InliningNetworkConfig(),
+                        make_vocab(np.random.default_rng(0))).with_flip_margin(flat, 1.0)
+
+
+def test_residual_network_needs_the_rules_features():
+    with pytest.raises(MlgoError, match="cost_estimate and threshold"):
+        InliningNetworkConfig(residual=True, ignored_features=("inlining_default", "threshold"))
+    with pytest.raises(MlgoError, match="keep_prior"):
+        InliningNetworkConfig(residual=True, keep_prior=-1.0)

@@ -223,6 +223,10 @@ def _network_cases():
         net = InliningNetwork(inlining_specs(), InliningNetworkConfig(hidden_sizes=(16, 8), log_features=log,
                                                                        activation=act), vocab)
         yield f"inlining-{act}", net, random_params(net, 3)
+    # the rule plus a learned flip: random parameters flip the rule at some call sites
+    net = InliningNetwork(inlining_specs(), InliningNetworkConfig(hidden_sizes=(16, 8), log_features=True,
+                                                                   residual=True), vocab)
+    yield "inlining-residual", net, random_params(net, 3)
     for act in ("relu", "tanh"):
         net = RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(activation=act))
         yield f"regalloc-{act}", net, random_params(net, 4, scale=1.0)

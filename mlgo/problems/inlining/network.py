@@ -5,6 +5,16 @@
     input        concat_f [q_f, sqrt(q_f), q_f^2 (, sign(x_f) log1p|x_f|)]
     logits [2]   MLP(input): logit 0 = do not inline, logit 1 = inline (a Bernoulli head
                  written as two logits so it shares the softmax code path with regalloc)
+
+With `residual`, the MLP's two outputs are [keep, flip] and LLVM's rule decides which action
+each one scores: r = cost_estimate < threshold (builtins.cost_threshold), and
+
+    logits       [where(r, flip, keep), where(r, keep, flip)]
+
+so the greedy decision is the rule unless the flip logit wins. The output bias starts at
+[keep_prior, 0]: a fresh residual policy is the rule, and imitation only has to learn where to
+leave it (the rule gives LLVM's own decision at 99.86% of call sites, which a plain network
+re-learns imperfectly: benchmarks/RESULTS.md). Every algorithm sees the action logits alone.
 """
 
 from __future__ import annotations
@@ -19,12 +29,15 @@ import numpy as np
 
 from mlgo.checks import check_float, check_layer_sizes
 from mlgo.policies import vocab as V
+from mlgo.policies.builtins import cost_threshold
 from mlgo.policies.network import MLP, FeatureMismatchError, PolicyNetwork, as_specs
 from mlgo.policies.ops import Graph
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 
 ADVICE = "inlining_decision"
+RULE_FEATURES = ("cost_estimate", "threshold")  # builtins.cost_threshold reads these
+KEEP, FLIP = 0, 1  # a residual network's MLP outputs
 
 
 @gin.configurable(module="inlining")
@@ -37,11 +50,17 @@ class InliningNetworkConfig:
     # problem.py): learning from it is noise.
     ignored_features: tuple[str, ...] = ("inlining_default",)
     output_scale: float = 0.01  # the output layer starts small: a near-uniform first policy
+    residual: bool = False  # the rule cost_estimate < threshold plus a learned flip
+    keep_prior: float = 4.0  # residual: the keep logit's initial lead (P(keep) = 0.98)
 
     def __post_init__(self) -> None:
         check_layer_sizes("inlining.InliningNetworkConfig.hidden_sizes", self.hidden_sizes)
         check_float("inlining.InliningNetworkConfig.output_scale", self.output_scale, lo=0.0,
                     lo_open=True)
+        check_float("inlining.InliningNetworkConfig.keep_prior", self.keep_prior, lo=0.0)
+        if self.residual and set(RULE_FEATURES) & set(self.ignored_features):
+            raise MlgoError("inlining.InliningNetworkConfig: a residual network reads "
+                            f"{' and '.join(RULE_FEATURES)}; do not list them in ignored_features")
 
 
 class InliningNetwork(PolicyNetwork):
@@ -82,9 +101,38 @@ class InliningNetwork(PolicyNetwork):
         parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
         if self.config.log_features:
             parts.append(g.apply("cast_f32", g.apply("slog", x)))
-        g.outputs["logits"] = logits = self.mlp.build(g, g.interleave(*parts))
-        g.outputs[self.advice.name] = g.index(logits, "max")
+        out = self.mlp.build(g, g.interleave(*parts))
+        if self.config.residual:
+            rule = cost_threshold(g)
+            keep, flip = g.take(out, g.const(KEEP)), g.take(out, g.const(FLIP))
+            out = g.interleave(g.apply("where", rule, flip, keep), g.apply("where", rule, keep, flip))
+        g.outputs["logits"] = out
+        g.outputs[self.advice.name] = g.index(out, "max")
         return g
+
+    def init_params(self, seed: int = 0) -> np.ndarray:
+        flat = super().init_params(seed)
+        if self.config.residual:
+            flat[self._output_bias(KEEP)] = self.config.keep_prior
+        return flat
+
+    def _output_bias(self, which: int) -> int:
+        """Position in the flat vector of the output layer's bias for MLP output `which`."""
+        name = f"{self.mlp.prefix}/{len(self.mlp.sizes) - 2}/b"
+        (start,) = [a for n, _, a, _ in self._layout if n == name]
+        return start + which
+
+    def with_flip_margin(self, flat: np.ndarray, margin: float) -> np.ndarray:
+        """A residual policy's parameters with the keep logit raised by `margin`: a flip is
+        then taken only where the network prefers it by more than `margin` (a confidence
+        threshold; `margin` may be negative)."""
+        if not self.config.residual:
+            raise MlgoError("a flip margin applies to a residual inlining network only "
+                            "(inlining.InliningNetworkConfig.residual)")
+        out = np.array(flat, dtype=np.float32, copy=True).reshape(-1)
+        self._check_size(out.shape[0])
+        out[self._output_bias(KEEP)] += np.float32(margin)
+        return out
 
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None,
