@@ -84,6 +84,9 @@ def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path,
     assert set(changes) == {"llvm-default", "cost-threshold", "imitation", "binary"}
     assert all(math.isfinite(v) for v in changes.values())
     assert (out / "export" / "manifest.json").is_file()
+    # The policy is LLVM's rule plus learned flips: before cloning it was the rule.
+    structure = json.loads((out / "imitation" / "structure" / "policy.json").read_text())
+    assert structure["network"]["config"]["residual"] is True
     for plot in ("demo.png", "eval-imitation.png"):
         assert (out / plot).stat().st_size > 0
     # Built plain and with the exported policy's plugin (each printed `expected`, or run_demo
