@@ -2,17 +2,21 @@
 each written as its own policy directory for `mlgo eval` (to be chosen on validation only):
 
     python benchmarks/flip_margin.py POLICY_DIR OUT 0 1 2 4     # -> OUT/margin-0 ... margin-4
+    python benchmarks/flip_margin.py POLICY_DIR OUT 2 --validation J   # record J as validation
 
 A margin m raises the keep logit by m, so the policy leaves LLVM's rule only where the network
-prefers the flip by more than m (mlgo/problems/inlining/network.py: with_flip_margin).
+prefers the flip by more than m (mlgo/problems/inlining/margin.py). `--validation J` (one
+margin) records the `mlgo eval --json` report J of the shifted policy on the validation modules
+as its validation figure, which the export gate (mlgo/export/bundle.py) reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from mlgo.policies.policy_dir import load_policy, save_policy
+from mlgo.problems.inlining.margin import validation_from_report, write_margin_policy
 
 
 def main() -> None:
@@ -20,13 +24,14 @@ def main() -> None:
     ap.add_argument("policy", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("margins", type=float, nargs="+")
+    ap.add_argument("--validation", type=Path, help="mlgo eval report of the shifted policy")
     args = ap.parse_args()
-    net, params, meta = load_policy(args.policy, problem="inlining")
+    if args.validation and len(args.margins) != 1:
+        raise SystemExit("--validation takes one margin: the report is of one policy")
+    val = (validation_from_report(json.loads(args.validation.read_text()), args.validation)
+           if args.validation else None)
     for m in args.margins:
-        dest = args.out / f"margin-{m:g}"
-        save_policy(dest, net, net.with_flip_margin(params, m),
-                    dict(meta, flip_margin=m, flip_margin_of=str(args.policy.resolve())))
-        print(dest)
+        print(write_margin_policy(args.policy, args.out / f"margin-{m:g}", m, val))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,14 @@ def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path,
     # The policy is LLVM's rule plus learned flips: before cloning it was the rule.
     structure = json.loads((out / "imitation" / "structure" / "policy.json").read_text())
     assert structure["network"]["config"]["residual"] is True
+    # Its flip margin was chosen on the validation modules alone, and that policy exported.
+    val = json.loads((out / "validation" / "corpus_description.json").read_text())["modules"]
+    assert sorted(val) == sorted(split["validation"])
+    reports = [json.loads((out / "margin" / f"eval-margin-{m}.json").read_text()) for m in (0, 1, 2, 4)]
+    assert all(sorted(r["module"] for r in rep["modules"]) == sorted(val) for rep in reports)
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert Path(manifest["policy"]).parent == (out / "margin").resolve()
+    assert manifest["validation"]["relative_change"] == min(r["relative_change"] for r in reports)
     for plot in ("demo.png", "eval-imitation.png"):
         assert (out / plot).stat().st_size > 0
     # Built plain and with the exported policy's plugin (each printed `expected`, or run_demo

@@ -411,3 +411,25 @@ def test_residual_network_needs_the_rules_features():
         InliningNetworkConfig(residual=True, ignored_features=("inlining_default", "threshold"))
     with pytest.raises(MlgoError, match="keep_prior"):
         InliningNetworkConfig(residual=True, keep_prior=-1.0)
+
+
+def test_margin_policy_directory_records_its_margin_and_own_validation(tmp_path):
+    from mlgo.policies.policy_dir import load_policy, save_policy
+    from mlgo.problems.inlining.margin import validation_from_report, write_margin_policy
+
+    net = _residual(hidden_sizes=(8,))
+    flat = random_params(net, 2)
+    save_policy(tmp_path / "best", net, flat, {"validation": {"relative_change": -0.5}})
+    write_margin_policy(tmp_path / "best", tmp_path / "m2", 2.0)
+    net2, params, meta = load_policy(tmp_path / "m2")
+    np.testing.assert_array_equal(params, net.with_flip_margin(flat, 2.0))
+    # the unshifted parameters' validation figure is not carried over to the shifted ones
+    assert meta["flip_margin"] == 2.0 and "validation" not in meta and net2.config.residual
+    report = {"problem": "inlining", "policy_total": 99.0, "default_total": 100.0,
+              "relative_change": -0.01, "modules": [{}, {}], "failures": []}
+    write_margin_policy(tmp_path / "best", tmp_path / "m2", 2.0, validation_from_report(report, "r"))
+    assert load_policy(tmp_path / "m2")[2]["validation"] == {
+        "policy_total": 99.0, "default_total": 100.0, "relative_change": -0.01, "modules": 2,
+        "failed": 0}
+    with pytest.raises(MlgoError, match="r.json: not an `mlgo eval"):
+        validation_from_report({"problem": "regalloc"}, "r.json")

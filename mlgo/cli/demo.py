@@ -11,7 +11,8 @@
      validation modules are not searched), then a residual policy (LLVM's cost-threshold rule
      plus learned flips, mlgo/problems/inlining/network.py) cloned from the best decisions found
      and validated on the validation modules; each later round searches again, guided by the
-     policy, and clones the best found so far
+     policy, and clones the best found so far; then the flip margin (how confident a flip of
+     the rule must be) is chosen on the validation modules
   4. evaluate on the test modules against plain clang-19 -Oz, write a table and a plot
   5. export the policy that was best on validation (SavedModel, XLA AOT) and build its plugin
   6. build the lua interpreter with `clang-19 -Oz -fpass-plugin=...` and with plain -Oz, run
@@ -120,12 +121,12 @@ def run_demo(out: Path, project: DemoProject, *, workers: int | None = None,
     # Round 0's search is imitation's own, on the run's training split only (split.json).
     _call(["train", *common, "--algorithm", "imitation", "-o", str(out / "imitation"), *gin])
     _show_rounds(out / "imitation")
+    chosen = _choose_flip_margin(out, trainval, common, workers_flag)
 
     _step(4, total, "evaluate on the test modules against clang-19 -Oz")
     rows = []
     # llvm-default: LLVM's own decisions served through the environment (must be 0.00%: the
     # environment adds nothing); cost-threshold: the rule the warm start imitates.
-    chosen = out / "imitation" / "best"
     for name, policy in (("llvm-default", "llvm-default"), ("cost-threshold", "cost-threshold"),
                          ("imitation", str(chosen))):
         report = out / f"eval-{name}.json"
@@ -139,9 +140,9 @@ def run_demo(out: Path, project: DemoProject, *, workers: int | None = None,
     print(f"\nplots: {', '.join(str(out / f'eval-{n}.png') for n, _ in rows)}")
 
     _step(5, total, "export the policy best on validation and build its clang pass plugin")
-    # Chosen on the validation modules (the round training recorded as best), never on the
-    # test modules.
-    print(f"validation .text change of the best round's policy: "
+    # Chosen on the validation modules (the round training recorded as best, and its flip
+    # margin), never on the test modules.
+    print(f"validation .text change of the chosen policy: "
           f"{100 * _validation_change(chosen):+.2f}%: exporting it")
     _call(["export", "--policy", str(chosen), "-o", str(out / "export"), "--force"])
     from mlgo.serving.plugin import plugin_for
@@ -167,6 +168,40 @@ def run_demo(out: Path, project: DemoProject, *, workers: int | None = None,
     print(f"summary plot: {out / 'demo.png'}")
     print(f"demo finished in {(time.monotonic() - t_start) / 60:.1f} min; outputs in {out}")
     return {**{name: rep["relative_change"] for name, rep in rows}, "binary": (ml - base) / base}
+
+
+FLIP_MARGINS = (0.0, 1.0, 2.0, 4.0)
+
+
+def _choose_flip_margin(out: Path, trainval: Path, common: list[str],
+                        workers_flag: list[str]) -> Path:
+    """The best round's residual policy at the flip margin (FLIP_MARGINS) whose .text on the
+    run's validation modules is smallest (on a tie, the larger margin: fewer flips); the test
+    modules play no part. Each margin's policy is written to OUT/margin/margin-M."""
+    from mlgo.problems.inlining.margin import validation_from_report, write_margin_policy
+
+    best = out / "imitation" / "best"
+    split = json.loads((out / "imitation" / "split.json").read_text())
+    if not split["validation"]:
+        return best
+    val_corpus = out / "validation"
+    _subset_corpus(trainval, split["validation"], val_corpus)
+    results = []
+    for m in FLIP_MARGINS:
+        policy = out / "margin" / f"margin-{m:g}"
+        write_margin_policy(best, policy, m)
+        report = out / "margin" / f"eval-margin-{m:g}.json"
+        _call(["eval", *common[:2], "--corpus", str(val_corpus), *workers_flag, "--policy",
+               str(policy), "--json", str(report)])
+        rep = json.loads(report.read_text())
+        results.append((rep["policy_total"], -m, m, policy, rep, report))
+    print(f"\n{'flip margin':>11s} {'validation .text':>17s} {'change':>9s}")
+    for total, _, m, _, rep, _ in results:
+        print(f"{m:11g} {total:17.0f} {100 * rep['relative_change']:+8.2f}%")
+    _, _, m, policy, rep, report = min(results, key=lambda r: r[:2])
+    write_margin_policy(best, policy, m, validation_from_report(rep, report))
+    print(f"flip margin {m:g} chosen on the {len(split['validation'])} validation modules")
+    return policy
 
 
 def _show_rounds(run: Path) -> None:
