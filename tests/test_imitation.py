@@ -94,3 +94,38 @@ def test_decision_weights_put_the_gain_on_the_kept_flips():
     assert np.allclose(w / w[3], [6, 2, 2, 1, 1, 1]) and np.isclose(w.mean(), 1.0)
     with pytest.raises(Exception, match="flip_weight"):
         ImitationConfig(flip_weight=0.0)
+
+
+def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch):
+    import subprocess
+
+    from test_search import PRESSURE
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "corpus"
+    (root / "t").mkdir(parents=True)
+    names = []
+    for fname, text in (("spin.c", PRESSURE), ("pressure.c", SMALL["pressure.c"]),
+                        ("calls.c", SMALL["calls.c"])):
+        (tmp_path / fname).write_text(text)
+        subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                        str(tmp_path / fname), "-o", str(root / "t" / (fname + ".bc"))], check=True)
+        (root / "t" / (fname + ".cmd")).write_bytes(b"-c\0-O2")
+        names.append("t/" + fname)
+    (root / "corpus_description.json").write_text(json.dumps({"has_thinlto": False, "modules": names}))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "split.json").write_text(json.dumps({"train": ["t/spin.c", "t/calls.c"],
+                                                "validation": ["t/pressure.c"]}))
+    assert main(["train", "--problem", "regalloc", "--algorithm", "imitation", "--corpus",
+                 str(root), "-o", str(out), "--workers", "1",
+                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
+                 "--gin_bindings", "imitation.ImitationConfig.search_cold_tries = 0"]) == 0
+    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    # The search ran from the default-rule on the training modules and kept flips there.
+    assert log["search/compiles"] > 10 and log["imitation/search_gain"] > 0.05
+    assert log["imitation/flips"] >= 1 and log["imitation/decisions"] > 20
+    search = out / "search" / "round-0"
+    assert json.loads((search / "search.json").read_text())["problem"] == "regalloc"
+    assert json.loads((search / "trace.json").read_text())["problem"] == "regalloc"
+    assert (out / "policy").is_dir()
