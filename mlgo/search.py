@@ -96,6 +96,8 @@ class SearchConfig:
             raise MlgoError(f"unknown search guide {self.guide!r}; choose one of {', '.join(GUIDES)}")
         if self.passes < 1:
             raise MlgoError(f"search passes must be at least 1, got {self.passes}")
+        if self.cold_tries < 0:
+            raise MlgoError(f"search cold_tries must be at least 0, got {self.cold_tries}")
         if self.flips not in FLIPS:
             raise MlgoError(f"unknown search flips {self.flips!r}; choose one of {', '.join(FLIPS)}")
         if self.budget and self.budget < 3:
@@ -125,8 +127,8 @@ class Candidate:
     size: float
     actions: list[int]
     llvm: list[int]  # LLVM's own decision at each of the compile's call sites
-    # per call site: (threshold - cost_estimate, -callee_users), the "marginal" flip order
-    margins: list[tuple[float, float]] = field(default_factory=list)
+    # per position, DecisionSpace.key: inlining's "marginal" order, regalloc's `progress`
+    margins: list[tuple[float, ...]] = field(default_factory=list)
     per_function: dict[str, float] = field(default_factory=dict)  # COMDAT bytes per group
     alts: list[list[int]] = field(default_factory=list)  # per position: the answers to try
 

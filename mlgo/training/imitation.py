@@ -80,6 +80,8 @@ class ImitationConfig:
         check_choice("imitation.ImitationConfig.search_guide", self.search_guide,
                      tuple(g for g in GUIDES if g != "none"))
         check_choice("imitation.ImitationConfig.search_flips", self.search_flips, FLIPS)
+        check_int("imitation.ImitationConfig.search_cold_tries (0: never skip)",
+                  self.search_cold_tries, lo=0)
 
 
 @dataclass
