@@ -364,11 +364,14 @@ def main() -> None:
                     help="only these programs (default: all)")
     ap.add_argument("--policy", action="append", default=[],
                     help="another regalloc policy directory, after proxy and regalloc")
+    ap.add_argument("--no-shipped", action="store_true",
+                    help="leave out proxy and regalloc (plain and the --policy ones only)")
     ap.add_argument("--smoke", action="store_true",
                     help="build plain only and run the workloads without callgrind")
     args = ap.parse_args()
     programs = args.program or list(RECIPES)
-    policies = [] if args.smoke else ["proxy", "regalloc", *args.policy]
+    policies = [] if args.smoke else [*([] if args.no_shipped else ["proxy", "regalloc"]),
+                                      *args.policy]
     os.environ.pop("MLGO_INLINE_POLICY", None)  # measure eviction only
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {load}")

@@ -1,5 +1,7 @@
-"""Greedy flip search for inlining: per module, decisions that beat LLVM's own, found with real
-compiles, recorded as a trace that training reads.
+"""Greedy flip search: per module, decisions that beat an anchor (inlining: LLVM's own;
+regalloc eviction: LLVM's default advisor restated as a rule), found with real compiles, recorded
+as a trace that training reads. What differs between the problems is a DecisionSpace: the anchor
+decision, the alternatives tried at a position and the flip order; the search is the same.
 
 Per module (one worker runs the whole search; modules run in parallel):
   anchor  compile once answering LLVM's own decision at every call site (LLVM 19 sends it with
@@ -20,6 +22,15 @@ Per module (one worker runs the whole search; modules run in parallel):
           nothing; more passes only matter when a guide reorders the positions.
   record  replay the best actions on the plain compile (no include-default), so the features
           are the ones a policy sees in release; its size must equal the search's.
+
+Regalloc (RegallocSpace): the anchor is `default-rule` (mlgo/policies/builtins.py; interactive
+mode sends no default choice, and that rule compiles as the default does on nearly every hot
+function, benchmarks/RESULTS.md); the alternatives at a position are evicting nothing (when
+allowed) and the next candidate in the rule's order. Most eviction queries are in functions the
+profiled run never executes, where no flip changes the trace reward, so positions are grouped
+into functions by the `progress` feature (it restarts near 1 at each function's first query;
+only a guess, used for order) and a group is skipped once `cold_tries` of its flips left every
+profiled function's cost unchanged.
 
 Guided by a policy (`guide`): the plain features of A give the policy's probability of
 inlining at each position; "uncertain" tries positions where it is closest to 0.5 first,
@@ -60,6 +71,7 @@ log = logging.getLogger(__name__)
 
 GUIDES = ("none", "uncertain", "disagree")
 FLIPS = ("all", "inlined", "marginal")
+SPACES = ("inlining", "regalloc")
 CONFIG = "search.json"
 MODULES_DIR = "modules"
 FAILURES = "failures.json"
@@ -75,12 +87,17 @@ class SearchConfig:
     # closest to the threshold first (41 of the 64 flips kept on the training corpus,
     # benchmarks/RESULTS.md), then by most callee users; "all": every call site.
     flips: str = "all"
+    # regalloc: flips in a function group that leave the profiled functions unchanged before
+    # the group is skipped (0: never skip)
+    cold_tries: int = 0
 
     def __post_init__(self) -> None:
         if self.guide not in GUIDES:
             raise MlgoError(f"unknown search guide {self.guide!r}; choose one of {', '.join(GUIDES)}")
         if self.passes < 1:
             raise MlgoError(f"search passes must be at least 1, got {self.passes}")
+        if self.cold_tries < 0:
+            raise MlgoError(f"search cold_tries must be at least 0, got {self.cold_tries}")
         if self.flips not in FLIPS:
             raise MlgoError(f"unknown search flips {self.flips!r}; choose one of {', '.join(FLIPS)}")
         if self.budget and self.budget < 3:
@@ -101,6 +118,7 @@ class SearchTask:
     # Objective weights per COMDAT section (see measure.comdat_objective); empty: plain .text.
     comdat_weights: dict[str, float] = field(default_factory=dict, compare=False)
     tag: int = 0
+    problem: str = "inlining"
 
 
 @dataclass
@@ -109,9 +127,101 @@ class Candidate:
     size: float
     actions: list[int]
     llvm: list[int]  # LLVM's own decision at each of the compile's call sites
-    # per call site: (threshold - cost_estimate, -callee_users), the "marginal" flip order
-    margins: list[tuple[float, float]] = field(default_factory=list)
+    # per position, DecisionSpace.key: inlining's "marginal" order, regalloc's `progress`
+    margins: list[tuple[float, ...]] = field(default_factory=list)
     per_function: dict[str, float] = field(default_factory=dict)  # COMDAT bytes per group
+    alts: list[list[int]] = field(default_factory=list)  # per position: the answers to try
+
+
+class DecisionSpace:
+    """What the search needs to know about a problem's decisions."""
+
+    name: str
+    problem: Any  # compiles the search's candidates
+    plain: Any  # the compile a policy sees in release (features to record)
+
+    def anchor(self, obs: Any) -> int:
+        raise NotImplementedError
+
+    def alternatives(self, obs: Any, action: int) -> list[int]:
+        raise NotImplementedError
+
+    def key(self, obs: Any) -> tuple[float, ...]:
+        """Per position, what the flip order reads (Candidate.margins)."""
+        raise NotImplementedError
+
+
+class InliningSpace(DecisionSpace):
+    name = "inlining"
+
+    def __init__(self) -> None:
+        from mlgo.problems import get_problem
+        from mlgo.problems.inlining.problem import LLVM_DEFAULT
+
+        self.problem = get_problem("inlining").for_policy(LLVM_DEFAULT)
+        self.plain = self.problem.plain
+
+    def anchor(self, obs: Any) -> int:
+        from mlgo.problems.inlining.problem import llvm_default
+
+        return llvm_default(obs)
+
+    def alternatives(self, obs: Any, action: int) -> list[int]:
+        return [1 - action]
+
+    def key(self, obs: Any) -> tuple[float, ...]:
+        # (threshold - cost_estimate, -callee_users): the "marginal" flip order
+        return (_scalar(obs, "threshold") - _scalar(obs, "cost_estimate"),
+                -_scalar(obs, "callee_users"))
+
+
+class RegallocSpace(DecisionSpace):
+    name = "regalloc"
+
+    def __init__(self) -> None:
+        from mlgo.problems import get_problem
+        from mlgo.problems.regalloc.problem import default_rule
+
+        self.problem = self.plain = get_problem("regalloc")
+        self._anchor = default_rule
+
+    def anchor(self, obs: Any) -> int:
+        return self._anchor(obs)
+
+    def alternatives(self, obs: Any, action: int) -> list[int]:
+        """Evict nothing (when allowed), then the next candidate in the default's order
+        (fewest broken hints, then lightest, then first)."""
+        from mlgo.problems.regalloc.problem import NO_EVICTION
+
+        mask = np.asarray(obs["mask"]).reshape(-1)
+        weight = np.asarray(obs["use_def_density"], dtype=np.float64).reshape(-1)
+        broken = np.asarray(obs["nr_broken_hints"], dtype=np.float64).reshape(-1)
+        out = [NO_EVICTION] if action != NO_EVICTION and mask[NO_EVICTION] else []
+        others = sorted((broken[i], weight[i], i) for i in range(NO_EVICTION)
+                        if mask[i] and i != action)
+        return out + [int(others[0][2])] if others else out
+
+    def key(self, obs: Any) -> tuple[float, ...]:
+        return (_scalar(obs, "progress"),)
+
+
+def decision_space(problem: str) -> DecisionSpace:
+    if problem == "inlining":
+        return InliningSpace()
+    if problem == "regalloc":
+        return RegallocSpace()
+    raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
+
+
+def function_groups(progress: Sequence[float], jump: float = 0.1) -> list[int]:
+    """Per position, a guess at which function it belongs to: a new group wherever `progress`
+    (queue size / the function's initial queue size) rises by more than `jump`."""
+    groups, g = [], 0
+    for k, p in enumerate(progress):
+        if k and p > progress[k - 1] + jump:
+            g += 1
+        groups.append(g)
+    return groups
 
 
 class BudgetSpent(Exception):
@@ -127,23 +237,25 @@ class FlipSearch:
 
     def __init__(self, module: Module, config: SearchConfig, *, guide: Any = None,
                  timeout: float = 300.0, objective: Callable[[Any], float] | None = None,
-                 cache: Any = None) -> None:
+                 cache: Any = None, space: DecisionSpace | None = None) -> None:
         from mlgo.compiler.cache import BaselineCache
-        from mlgo.problems import get_problem
-        from mlgo.problems.inlining.problem import LLVM_DEFAULT
 
+        self.space = space or InliningSpace()
+        if self.space.name != "inlining" and (config.flips != "all" or config.guide != "none"):
+            raise MlgoError(f"{self.space.name} search: only --flips all and no guide")
         self.module = module
         self.config = config
         self.guide = guide  # a LogitsPolicy or None
         self.timeout = timeout
         self.objective = objective or (lambda m: m.total)
         self.cache = cache or BaselineCache()
-        self.problem = get_problem("inlining").for_policy(LLVM_DEFAULT)
-        self.plain = self.problem.plain
+        self.problem = self.space.problem
+        self.plain = self.space.plain
         self.compiles = 0
         self.reused = 0  # candidates answered from an identical earlier compile
         self._memo: dict[tuple[int, bytes], Candidate] = {}
         self.kept = 0
+        self.skipped = 0  # positions passed over in function groups found cold
         self.passes = 0
         self.converged = False
 
@@ -170,7 +282,6 @@ class FlipSearch:
         """Compile answering `prefix` first, then LLVM's own decision at every call site (or
         reuse an earlier compile that is the same one: compiles are deterministic)."""
         from mlgo.env import CompilerEnv
-        from mlgo.problems.inlining.problem import llvm_default
 
         hit = self._memo.get(_key(prefix))
         if hit is not None:
@@ -181,16 +292,17 @@ class FlipSearch:
                           record=False)
         actions: list[int] = []
         llvm: list[int] = []
-        margins: list[tuple[float, float]] = []
+        margins: list[tuple[float, ...]] = []
+        alts: list[list[int]] = []
         try:
             obs, _ = env.reset()
             while obs is not None:
-                d = llvm_default(obs)
+                d = self.space.anchor(obs)
                 a = prefix[len(actions)] if len(actions) < len(prefix) else d
                 actions.append(int(a))
                 llvm.append(d)
-                margins.append((_scalar(obs, "threshold") - _scalar(obs, "cost_estimate"),
-                                -_scalar(obs, "callee_users")))
+                margins.append(self.space.key(obs))
+                alts.append(self.space.alternatives(obs, int(a)))
                 obs, _, _, _, _ = env.step(a)
         finally:
             env.close()
@@ -200,7 +312,7 @@ class FlipSearch:
         assert env.result is not None
         m = env.result.measurement
         cand = Candidate(float(self.objective(m)), m.total, actions, llvm,
-                         per_function=m.per_function, margins=margins)
+                         per_function=m.per_function, margins=margins, alts=alts)
         self._remember(prefix, cand, every_prefix=False)
         return cand
 
@@ -231,6 +343,11 @@ class FlipSearch:
             return [k for k in positions if int(p1[k] > 0.5) != best.actions[k]]
         return sorted(positions, key=lambda k: (abs(p1[k] - 0.5), k))
 
+    def _group(self, best: Candidate, k: int) -> int:
+        if not self.config.cold_tries:
+            return 0
+        return function_groups([m[0] for m in best.margins])[k]
+
     # -- the search ---------------------------------------------------------------------------
     def run(self) -> tuple[Candidate, Candidate, Any]:
         """(anchor, best, plain replay of best)."""
@@ -242,19 +359,28 @@ class FlipSearch:
                 self.passes += 1
                 kept_before = self.kept
                 tried: set[int] = set()
+                neutral: dict[int, int] = {}  # group -> flips that changed no profiled function
                 queue = self._order(best, tried)
                 while queue:
                     k = queue.pop(0)
                     tried.add(k)
-                    flipped = [*best.actions[:k], 1 - best.actions[k]]
-                    cand = self.candidate(flipped)
-                    if cand.objective < best.objective:
-                        best = cand
-                        self.kept += 1
-                        self._remember(flipped, cand, every_prefix=True)
-                        # A[:k] is unchanged; later positions belong to a new trajectory.
-                        tried = {t for t in tried if t <= k}
-                        queue = self._order(best, tried)
+                    group = self._group(best, k)
+                    if self.config.cold_tries and neutral.get(group, 0) >= self.config.cold_tries:
+                        self.skipped += 1
+                        continue
+                    for alt in best.alts[k]:
+                        flipped = [*best.actions[:k], alt]
+                        cand = self.candidate(flipped)
+                        if cand.objective < best.objective:
+                            best = cand
+                            self.kept += 1
+                            self._remember(flipped, cand, every_prefix=True)
+                            # A[:k] is unchanged; later positions belong to a new trajectory.
+                            tried = {t for t in tried if t <= k}
+                            queue = self._order(best, tried)
+                            break
+                        if cand.per_function == best.per_function:
+                            neutral[group] = neutral.get(group, 0) + 1
                 if self.kept == kept_before:
                     self.converged = True
                     break
@@ -272,9 +398,11 @@ def _scalar(obs: Any, name: str) -> float:
     return float(np.asarray(obs[name]).reshape(-1)[0])
 
 
-def _guide_policy(spec: PolicySpec | None):
+def _guide_policy(spec: PolicySpec | None, problem: str = "inlining"):
     if spec is None:
         return None
+    if problem != "inlining":
+        raise MlgoError(f"a guided search is for inlining only, not {problem}")
     if spec.builtin is not None:
         raise MlgoError(f"a search guide must be a policy directory, not the built-in {spec.builtin!r}")
     from mlgo.policies.loading import numpy_policy
@@ -294,13 +422,15 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
     try:
         _apply_gin(task.gin_config)
         objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
-        s = FlipSearch(task.module, task.config, guide=_guide_policy(task.policy),
-                       timeout=task.timeout, objective=objective)
+        s = FlipSearch(task.module, task.config, guide=_guide_policy(task.policy, task.problem),
+                       timeout=task.timeout, objective=objective,
+                       space=decision_space(task.problem))
         anchor, best, final = s.run()
         default = s.problem.baseline(task.module, s.cache)
         default_obj = float(s.objective(default))
         extra = {
             "compiles": s.compiles, "reused": s.reused, "passes": s.passes, "kept": s.kept, "converged": s.converged,
+            "skipped": s.skipped,
             "anchor_total": anchor.size, "anchor_objective": anchor.objective,
             "best_objective": best.objective, "default_objective": default_obj,
             "flips_vs_llvm": int(sum(a != d for a, d in zip(best.actions, best.llvm, strict=True))),
@@ -391,6 +521,7 @@ class SearchSummary:
     best_objective: float
     linked_default: float  # every project as linking keeps it (mlgo/evaluate.py)
     linked_best: float
+    problem: str = "inlining"
 
     @property
     def compiles_per_second(self) -> float:
@@ -417,7 +548,8 @@ def _check_config(out_dir: Path, want: dict[str, Any]) -> None:
 def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig, pool: Any, *,
                   guide: PolicySpec | None = None, gin_config: str = "", timeout: float = 300.0,
                   comdat_weights: dict[str, float] | None = None,
-                  progress: bool = True, identity: dict[str, Any] | None = None) -> SearchSummary:
+                  progress: bool = True, identity: dict[str, Any] | None = None,
+                  problem: str = "inlining") -> SearchSummary:
     """Search every module without a result in `out_dir`, then write the trace of all of them.
     `pool` runs SearchTasks (make_pool(task_fn=run_search_task)); `identity` names what else
     makes this search distinct (e.g. the guide's origin) for the resume check."""
@@ -425,11 +557,15 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if problem not in SPACES:
+        raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
+    # (inlining searches written before regalloc had one keep resuming: no "problem" key)
     _check_config(out_dir, {**asdict(config), "comdat": bool(comdat_weights),
-                            "guided": guide is not None, **(identity or {})})
+                            "guided": guide is not None, **(identity or {}),
+                            **({"problem": problem} if problem != "inlining" else {})})
     todo = [m for m in modules if not result_path(out_dir, m.name).is_file()]
-    tasks = [SearchTask(m, config, guide, gin_config, timeout, dict(comdat_weights or {}))
-             for m in todo]
+    tasks = [SearchTask(m, config, guide, gin_config, timeout, dict(comdat_weights or {}),
+                        problem=problem) for m in todo]
     failed: list[tuple[str, str]] = []
     compiles = 0
     t0 = time.monotonic()
@@ -448,7 +584,8 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
         [{"module": m, "error": e} for m, e in failed], indent=1) + "\n")
     results = [load_result(result_path(out_dir, m.name)) for m in modules
                if result_path(out_dir, m.name).is_file()]
-    write_trace(out_dir, results, {"config": asdict(config), "guided": guide is not None})
+    write_trace(out_dir, results, {"config": asdict(config), "guided": guide is not None},
+                problem)
     from mlgo.evaluate import linked_totals
 
     project = {m.name: m.project for m in modules}
@@ -456,7 +593,7 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
                             "policy": r.policy_total, "default": r.default_total,
                             "comdat": r.extra.get("comdat", {})} for r in results)
     return SearchSummary(
-        modules=len(results), searched=len(todo) - len(failed), skipped=len(modules) - len(todo),
+        problem=problem, modules=len(results), searched=len(todo) - len(failed), skipped=len(modules) - len(todo),
         failed=failed, compiles=compiles, seconds=seconds,
         workers=int(getattr(pool, "workers", 1) or 1),
         default_total=sum(r.default_total for r in results),
@@ -480,13 +617,14 @@ def default_comdat_weights(modules: Sequence[Module], pool: Any, gin_config: str
                           for o in pool.run(tasks) if o.ok)
 
 
-def write_trace(out_dir: Path, results: Sequence[ModuleOutcome], meta: dict[str, Any]) -> None:
+def write_trace(out_dir: Path, results: Sequence[ModuleOutcome], meta: dict[str, Any],
+                problem: str = "inlining") -> None:
     """The trace of the best trajectories (rewritten whole: it is cheap beside the search)."""
     from mlgo.problems import get_problem
     from mlgo.traces import TraceWriter
 
-    header = get_problem("inlining").header()
-    writer = TraceWriter(out_dir, header, {"problem": "inlining", "policy": "search", **meta})
+    header = get_problem(problem).header()
+    writer = TraceWriter(out_dir, header, {"problem": problem, "policy": "search", **meta})
     for r in sorted(results, key=lambda r: r.module):
         writer.add(r)
     writer.close({"no_decisions": sum(r.actions is None for r in results)})
@@ -508,6 +646,13 @@ def format_modules(out_dir: Path, modules: Sequence[Module]) -> str:
 
 
 def format_summary(s: SearchSummary) -> str:
+    if s.problem != "inlining":
+        return "\n".join([
+            f"searched {s.searched} module(s) ({s.skipped} finished earlier, {len(s.failed)} "
+            f"failed): {s.compiles} compiles in {s.seconds:.1f}s on {s.workers} worker(s)",
+            f"{s.modules} module(s) with a result: {s.problem} objective {s.default_total:.0f} "
+            f"(default) -> {s.best_total:.0f} (best), "
+            f"{100 * _change(s.default_total, s.best_total):+.3f}% vs the default"])
     lines = [
         f"searched {s.searched} module(s) ({s.skipped} finished earlier, {len(s.failed)} failed): "
         f"{s.compiles} compiles in {s.seconds:.1f}s = {s.compiles_per_second:.2f} compiles/s "

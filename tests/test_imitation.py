@@ -130,3 +130,38 @@ def test_residual_policy_starts_at_the_rule_and_learns_a_flip(corpus, tmp_path, 
     assert [fresh.act(o) for o in steps] == rule
     assert np.isclose(log["imitation/policy_gain"], 0.0, atol=0.02)
     assert log["validation/relative_change"] < -0.05
+
+
+def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch):
+    import subprocess
+
+    from test_search import PRESSURE
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "corpus"
+    (root / "t").mkdir(parents=True)
+    names = []
+    for fname, text in (("spin.c", PRESSURE), ("pressure.c", SMALL["pressure.c"]),
+                        ("calls.c", SMALL["calls.c"])):
+        (tmp_path / fname).write_text(text)
+        subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                        str(tmp_path / fname), "-o", str(root / "t" / (fname + ".bc"))], check=True)
+        (root / "t" / (fname + ".cmd")).write_bytes(b"-c\0-O2")
+        names.append("t/" + fname)
+    (root / "corpus_description.json").write_text(json.dumps({"has_thinlto": False, "modules": names}))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "split.json").write_text(json.dumps({"train": ["t/spin.c", "t/calls.c"],
+                                                "validation": ["t/pressure.c"]}))
+    assert main(["train", "--problem", "regalloc", "--algorithm", "imitation", "--corpus",
+                 str(root), "-o", str(out), "--workers", "1",
+                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
+                 "--gin_bindings", "imitation.ImitationConfig.search_cold_tries = 0"]) == 0
+    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    # The search ran from the default-rule on the training modules and kept flips there.
+    assert log["search/compiles"] > 10 and log["imitation/search_gain"] > 0.05
+    assert log["imitation/flips"] >= 1 and log["imitation/decisions"] > 20
+    search = out / "search" / "round-0"
+    assert json.loads((search / "search.json").read_text())["problem"] == "regalloc"
+    assert json.loads((search / "trace.json").read_text())["problem"] == "regalloc"
+    assert (out / "policy").is_dir()

@@ -164,6 +164,24 @@ def _proxy(o):
     return best if weight[best] < weight[K - 1] else K - 1
 
 
+def _default_rule(o):
+    """LLVM 19's DefaultEvictionAdvisor loop, over the features."""
+    mask = o["mask"].reshape(-1)
+    weight = o["use_def_density"].reshape(-1).astype(np.float64)
+    broken = o["nr_broken_hints"].reshape(-1).astype(np.float64)
+    hint = o["is_hint"].reshape(-1)
+    key = np.where(np.isnan(weight), -np.inf, weight)  # a NaN first, as the graphs' argmin
+    best, best_cost = K - 1, None
+    for i in range(K - 1):
+        if not mask[i] or (mask[K - 1] and not weight[i] < weight[K - 1]):
+            continue
+        if best_cost is None or (broken[i], key[i]) < best_cost:
+            best, best_cost = i, (broken[i], key[i])
+            if hint[i]:
+                break
+    return best
+
+
 def _never(o):
     valid = np.flatnonzero(o["mask"].reshape(-1) != 0)
     return K - 1 if K - 1 in valid or len(valid) == 0 else int(valid[-1])
@@ -179,6 +197,7 @@ ORACLES = {
     ("inlining", "never"): lambda o: 0,
     ("inlining", "always"): lambda o: 1,
     ("regalloc", "proxy"): _proxy,
+    ("regalloc", "default-rule"): _default_rule,
     ("regalloc", "never"): _never,
     ("regalloc", "first-valid"): _first,
 }
@@ -192,6 +211,10 @@ def _regalloc_edge_batch(rng, n):
     batch["use_def_density"][:40, 0, K - 1] = 1e9
     batch["use_def_density"][40:50, 0, :] = 2.0  # ties
     batch["use_def_density"][50:60, 0, rng.integers(0, K, 10)] = np.nan
+    batch["nr_broken_hints"] = rng.integers(0, 3, batch["nr_broken_hints"].shape).astype(np.float32)
+    batch["nr_broken_hints"][100:150] = 0  # weight alone decides
+    # hints lead the allocation order: 0 to 2 of them, first
+    batch["is_hint"] = (np.arange(K) < rng.integers(0, 3, (n, 1, 1))).astype(np.int64)
     return batch
 
 

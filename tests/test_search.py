@@ -202,7 +202,7 @@ class _Scripted(FlipSearch):
     def __init__(self, config):
         self.module = None
         self.config, self.guide = config, None
-        self.compiles = self.kept = self.passes = self.reused = 0
+        self.compiles = self.kept = self.passes = self.reused = self.skipped = 0
         self._memo = {}
         self.converged = False
 
@@ -212,7 +212,7 @@ class _Scripted(FlipSearch):
 
         actions = list(prefix) + [1] * (4 - len(prefix))
         size = 100 + sum(self.COST[k][a] for k, a in enumerate(actions))
-        return Candidate(size, size, actions, [1] * 4)
+        return Candidate(size, size, actions, [1] * 4, alts=[[1 - a] for a in actions])
 
     def plain_replay(self, actions, reserve=1):
         self._spend(reserve)
@@ -244,3 +244,108 @@ def test_search_on_ray_matches_the_local_pool(corpus, tmp_path, monkeypatch):
     for m in corpus.modules:
         a, b = load_result(result_path(tmp_path / "R", m.name)), load_result(result_path(tmp_path / "L", m.name))
         assert list(a.actions) == list(b.actions) and a.policy_total == b.policy_total
+
+
+# -- regalloc eviction --------------------------------------------------------------------------
+# 16 long-lived values across a loop with calls: more than the callee-saved registers hold, so
+# the allocator evicts, and the default's choices are not the cheapest (a search keeps flips).
+PRESSURE = """extern void use(long);
+long spin(const long *a, int n) {
+  long x0 = a[0], x1 = a[1], x2 = a[2], x3 = a[3], x4 = a[4], x5 = a[5], x6 = a[6], x7 = a[7];
+  long y0 = a[8], y1 = a[9], y2 = a[10], y3 = a[11], y4 = a[12], y5 = a[13], y6 = a[14], y7 = a[15];
+  for (int i = 16; i < n; i++) {
+    long v = a[i];
+    x0 += v ^ y7; x1 ^= x0 + v; x2 += x1 * 3; x3 ^= x2 >> 1; x4 += x3 ^ y0; x5 ^= x4 + y1;
+    x6 += x5 * 5; x7 ^= x6 + y2;
+    if (v & 1) { use(x7); y0 += x0; y1 ^= x1; }
+    y2 += x2; y3 ^= x3 + y2; y4 += y3 ^ x4; y5 ^= y4 + x5; y6 += y5 * 7; y7 ^= y6 + x6;
+    if (v & 2) use(y7);
+  }
+  return x0 ^ x1 ^ x2 ^ x3 ^ x4 ^ x5 ^ x6 ^ x7 ^ y0 ^ y1 ^ y2 ^ y3 ^ y4 ^ y5 ^ y6 ^ y7;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def o2_corpus(tmp_path_factory):
+    """-O2-frontend IR of PRESSURE and of a module with no eviction at all."""
+    root = tmp_path_factory.mktemp("o2")
+    (root / "corpus" / "t").mkdir(parents=True)
+    names = []
+    for fname, text in (("spin.c", PRESSURE), ("leaf.c", "int leaf(int x) { return x + 1; }\n")):
+        src = root / fname
+        src.write_text(text)
+        subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                        str(src), "-o", str(root / "corpus" / "t" / (fname + ".bc"))], check=True)
+        (root / "corpus" / "t" / (fname + ".cmd")).write_bytes(b"-c\0-O2")
+        names.append("t/" + fname)
+    (root / "corpus" / "corpus_description.json").write_text(
+        json.dumps({"has_thinlto": False, "modules": names}))
+    return Corpus.load(root / "corpus")
+
+
+def test_regalloc_search_beats_the_default_rule(o2_corpus, cache):
+    from mlgo.env import CompilerEnv, run_episode
+    from mlgo.problems.regalloc.problem import default_rule
+    from mlgo.search import RegallocSpace
+
+    m = next(x for x in o2_corpus.modules if x.name == "t/spin.c")
+    s = FlipSearch(m, SearchConfig(passes=1), cache=cache, space=RegallocSpace())
+    anchor, best, final = s.run()
+    rule = run_episode(CompilerEnv(s.problem, m, cache=cache), default_rule)
+    # The anchor is the default-rule's compile (here also the default's: same spill cost).
+    assert anchor.objective == rule.measurement.total == s.problem.baseline(m, cache).total
+    assert len(anchor.actions) == rule.num_decisions > 20
+    assert s.kept >= 1 and best.objective < anchor.objective
+    assert final.measurement.total == best.size and len(final.observations) == len(best.actions)
+    # `llvm` is the default-rule's answer along the best path, and the kept answers differ
+    assert best.llvm == [default_rule(o) for o in final.observations]
+    assert best.actions != best.llvm
+
+
+def test_regalloc_alternatives_are_evict_nothing_then_the_next_candidate():
+    from mlgo.search import RegallocSpace, function_groups
+
+    def obs(mask, weight, broken):
+        o = {"mask": np.zeros((1, 33), np.int64), "use_def_density": np.zeros((1, 33), np.float32),
+             "nr_broken_hints": np.zeros((1, 33), np.float32)}
+        for i, (w, b) in enumerate(zip(weight, broken, strict=True)):
+            o["mask"][0, mask[i]] = 1
+            o["use_def_density"][0, mask[i]] = w
+            o["nr_broken_hints"][0, mask[i]] = b
+        return o
+
+    space = RegallocSpace.__new__(RegallocSpace)  # alternatives() needs no compiler
+    o = obs([0, 3, 5, 32], [0.5, 0.2, 0.1, 0.9], [0, 0, 1, 0])
+    assert space.alternatives(o, 3) == [32, 0]  # 5 is lighter but breaks a hint
+    assert space.alternatives(o, 32) == [3]
+    must = obs([0, 3, 5], [0.5, 0.2, 0.1], [0, 0, 0])  # evicting nothing is not allowed
+    assert space.alternatives(must, 5) == [3]
+    assert space.alternatives(obs([4], [0.1], [0]), 4) == []
+    assert function_groups([0.9, 0.8, 0.5, 0.95, 0.9, 0.2, 0.7]) == [0, 0, 0, 1, 1, 1, 2]
+
+
+def test_cli_regalloc_search_writes_a_regalloc_trace(o2_corpus, tmp_path, monkeypatch, capsys):
+    from mlgo.cli.main import main
+    from mlgo.traces import read_trace
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["search", "--problem", "regalloc", "--corpus", str(o2_corpus.root), "-o",
+            str(tmp_path / "S"), "--workers", "1", "--budget", "8"]
+    assert main(args) == 0
+    assert "2 module(s) with a result: regalloc objective" in capsys.readouterr().out
+    traces = {t.module: t for t in read_trace(tmp_path / "S")}
+    spin = traces["t/spin.c"]
+    assert len(spin.actions) > 20 and "use_def_density" in spin.features
+    assert spin.policy_total <= spin.default_total
+    assert json.loads((tmp_path / "S" / "search.json").read_text())["problem"] == "regalloc"
+    # spin's first two flips change no function's cost, so (one function, --cold-tries 2)
+    # the rest is skipped: anchor, 2 flips, final replay
+    r = load_result(result_path(tmp_path / "S", "t/spin.c"))
+    assert r.extra["compiles"] == 4 and r.extra["skipped"] > 0
+    assert main([*args[:6], str(tmp_path / "S0"), *args[7:], "--cold-tries", "0"]) == 0
+    r = load_result(result_path(tmp_path / "S0", "t/spin.c"))
+    assert r.extra["compiles"] == 8 and r.extra["skipped"] == 0
+    capsys.readouterr()
+    assert main([*args, "--flips", "inlined"]) == 2
+    assert "are for inlining only" in capsys.readouterr().err

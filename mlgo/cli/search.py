@@ -1,4 +1,5 @@
-"""`mlgo search`: per module, inlining decisions that beat LLVM's own (mlgo/search.py)."""
+"""`mlgo search`: per module, decisions that beat LLVM's own (inlining) or the default eviction
+rule (regalloc, scored by the problem's objective, e.g. the trace reward) (mlgo/search.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from mlgo_base.errors import MlgoError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="greedy flip search from LLVM's inlining decisions, per "
-                       "module; writes the best trajectories as a trace")
+    p = sub.add_parser("search", help="greedy flip search from LLVM's inlining decisions or the "
+                       "default eviction rule, per module; writes the best trajectories as a trace")
     add_problem_args(p)
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="search directory (run the same command again to resume)")
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which call sites to try flipping: all; only those the current best "
                    "inlines (1 -> 0; cheaper, and where most of the gain is on C); or "
                    "'marginal': those, the ones whose cost was closest to the threshold first")
+    p.add_argument("--cold-tries", type=int_arg(lo=0), default=2,
+                   help="regalloc: skip a function's remaining positions after this many of its "
+                   "flips changed no profiled function (default 2; 0: never skip)")
     p.add_argument("--per-module", action="store_true", help="print a line per module")
     p.add_argument("--comdat-aware", action="store_true",
                    help="charge each COMDAT text group 1/n (n: modules defining it at -Oz); "
@@ -41,15 +45,16 @@ def run(args: argparse.Namespace) -> int:
     from mlgo.search import SearchConfig, format_summary, search_corpus
     from mlgo.workers.pool import make_pool
 
-    if args.problem != "inlining":
-        raise MlgoError(f"search is for the inlining problem only, not {args.problem}")
+    if args.problem != "inlining" and (args.guide or args.flips != "all" or args.comdat_aware):
+        raise MlgoError(f"{args.problem} search: --guide, --flips and --comdat-aware are for "
+                        "inlining only")
     gin_config = setup_gin(args)
     corpus = load_corpus(args)
     guide = PolicySpec.named(args.guide) if args.guide else None
     if guide is not None and guide.builtin is not None:
         raise MlgoError(f"--guide {args.guide}: a policy directory is needed, not a built-in")
     config = SearchConfig(args.passes, args.budget, args.guide_mode if guide else "none",
-                          args.flips)
+                          args.flips, args.cold_tries if args.problem == "regalloc" else 0)
     weights = None
     pool = make_pool(args.workers or None, args.ray)
     try:
@@ -70,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         summary = search_corpus(corpus.modules, args.output, config, pool, guide=guide,
                                 gin_config=gin_config, timeout=args.timeout,
                                 comdat_weights=weights,
-                                identity={"guide": guide.policy_dir if guide else ""})
+                                identity={"guide": guide.policy_dir if guide else ""},
+                                problem=args.problem)
     finally:
         pool.close()
     if args.per_module:

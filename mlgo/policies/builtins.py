@@ -39,6 +39,28 @@ def eviction_proxy(g: Graph) -> int:
     return g.apply("where", g.take(mask, last), g.apply("where", lighter, best, last), best)
 
 
+def default_rule(g: Graph) -> int:
+    """LLVM 19's DefaultEvictionAdvisor restated over the features interactive mode sends (it
+    sends no default choice). A candidate is eligible if every range it evicts is lighter than
+    the one being allocated (max `use_def_density` below the last position's), or if evicting
+    nothing is masked (an unspillable range: its evictions are urgent). Among the eligible the
+    default takes the lowest (broken hints, weight), the first on ties, and stops at an
+    eligible hint: as hints lead the allocation order, a first eligible position that is a hint
+    is taken. None eligible: evict nothing. Not visible in the features: the cheaper-register
+    retry (no broken hints allowed, unused callee-saved registers skipped)."""
+    mask, weight = g.input("mask"), g.input("use_def_density")
+    broken, hint = g.input("nr_broken_hints"), g.input("is_hint")
+    k = g.nodes[mask].size - 1
+    last, zero = g.const(k), g.const(0)
+    lighter = g.apply("where", g.apply("less", weight, g.take(weight, last)), mask, zero)
+    eligible = g.apply("where", g.take(mask, last), lighter, mask)
+    fewest = g.take(broken, g.index(broken, "min", eligible, default=k, stop=k))
+    eligible_fewest = g.apply("where", g.apply("less", fewest, broken), zero, eligible)
+    best = g.index(weight, "min", eligible_fewest, default=k, stop=k)
+    first = g.index(eligible, "first", eligible, default=k, stop=k)
+    return g.apply("where", g.take(hint, first), first, best)
+
+
 def never_evict(g: Graph) -> int:
     """Evict nothing when allowed, else the last valid candidate."""
     mask = g.input("mask")
@@ -55,7 +77,7 @@ def first_valid(g: Graph) -> int:
 RULES: dict[str, dict[str, Callable[[Graph], int]]] = {
     "inlining": {"cost-threshold": cost_threshold, "never": lambda g: g.const(0),
                  "always": lambda g: g.const(1)},
-    "regalloc": {"proxy": eviction_proxy, "never": never_evict, "first-valid": first_valid},
+    "regalloc": {"proxy": eviction_proxy, "default-rule": default_rule, "never": never_evict, "first-valid": first_valid},
 }
 DEFAULT_INPUTS: dict[str, Sequence[Any]] = {
     "inlining": [(n, "int64_t", 1) for n in INLINE_FEATURES_LLVM19],

@@ -130,6 +130,6 @@ INLINE_HEURISTICS: dict[str, Callable[..., str]] = {
     for name in ("cost-threshold", "never", "always")}
 REGALLOC_HEURISTICS: dict[str, Callable[..., str]] = {
     name: functools.partial(heuristic_source, "regalloc", name)
-    for name in ("proxy", "never", "first-valid")}
+    for name in ("proxy", "default-rule", "never", "first-valid")}
 inline_cost_threshold = INLINE_HEURISTICS["cost-threshold"]
 regalloc_eviction_proxy = REGALLOC_HEURISTICS["proxy"]

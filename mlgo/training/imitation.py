@@ -1,4 +1,5 @@
-"""Imitation from the best, iterated (BC-Max with expert iteration), for inlining.
+"""Imitation from the best, iterated (BC-Max with expert iteration), for inlining and regalloc
+eviction (whose searches start from the default-rule and are never guided: mlgo/search.py).
 
 Each round (one iteration of the run):
   1. search  a greedy flip search (mlgo/search.py) on every training module: in round 0 the
@@ -58,6 +59,7 @@ class ImitationConfig:
     search_budget: int = 0  # compiles per module per round (0: no limit)
     search_guide: str = "uncertain"  # how the policy orders a round's flips
     search_flips: str = "all"  # "inlined"/"marginal": only 1 -> 0 flips (mlgo/search.py)
+    search_cold_tries: int = 2  # regalloc: flips before a cold function is skipped
     comdat_aware: bool = False
 
     def __post_init__(self) -> None:
@@ -78,6 +80,8 @@ class ImitationConfig:
         check_choice("imitation.ImitationConfig.search_guide", self.search_guide,
                      tuple(g for g in GUIDES if g != "none"))
         check_choice("imitation.ImitationConfig.search_flips", self.search_flips, FLIPS)
+        check_int("imitation.ImitationConfig.search_cold_tries (0: never skip)",
+                  self.search_cold_tries, lo=0)
 
 
 @dataclass
@@ -109,15 +113,19 @@ def _search_round(run: TrainingRun, cfg: ImitationConfig, search_pool: Any, out:
     """A fresh search on the training modules, guided by `params` when given."""
     from mlgo.search import SearchConfig, search_corpus
 
-    guided = params is not None
+    problem = run.problem.name
+    guided = params is not None and problem == "inlining"
     config = SearchConfig(cfg.search_passes, cfg.search_budget,
-                          cfg.search_guide if guided else "none", cfg.search_flips)
+                          cfg.search_guide if guided else "none",
+                          cfg.search_flips if problem == "inlining" else "all",
+                          cfg.search_cold_tries if problem == "regalloc" else 0)
     guide = run.policy_spec(params, greedy=True) if guided else None
     ident = {"guide_params": hashlib.sha256(np.asarray(params, np.float32).tobytes()).hexdigest()
              if guided else ""}
     return search_corpus(run.train_modules, out, config, search_pool, guide=guide,
                          gin_config=run.gin_config, timeout=run.timeout,
-                         comdat_weights=weights, progress=True, identity=ident)
+                         comdat_weights=weights, progress=True, identity=ident,
+                         problem=problem)
 
 
 def _search_trajectories(search_dir: Path, modules: set[str]) -> dict[str, Trajectory]:

@@ -56,9 +56,9 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
             raise MlgoError(f"unknown algorithm {algorithm!r}; choose one of "
                             f"{', '.join(ALGORITHMS)}")
         if algorithm == "imitation":
-            if problem.name != "inlining" or search_pool is None:
-                raise MlgoError("imitation learns from inlining searches: it needs --problem "
-                                "inlining (and a pool for the searches)")
+            if problem.name not in ("inlining", "regalloc") or search_pool is None:
+                raise MlgoError("imitation learns from flip searches: it needs --problem "
+                                "inlining or regalloc (and a pool for the searches)")
             if search is not None and not (search / "search.json").is_file():
                 raise MlgoError(f"{search}: not an `mlgo search` directory (no search.json)")
             if trace is None and search is not None:

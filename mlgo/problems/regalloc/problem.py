@@ -26,6 +26,8 @@ NO_EVICTION = 32  # the live range being allocated: evict nothing
 # Defined once, in mlgo/policies/builtins.py, for Python and C. The proxy imitates greedy's
 # default eviction (within 0.2% of the real default's spill cost on lua, benchmarks/RESULTS.md).
 eviction_cost_proxy = builtins.heuristic("regalloc", "proxy")
+# LLVM's own default advisor, restated over the features (closer to the default than the proxy).
+default_rule = builtins.heuristic("regalloc", "default-rule")
 never_evict = builtins.heuristic("regalloc", "never")
 first_valid = builtins.heuristic("regalloc", "first-valid")
 
@@ -88,6 +90,7 @@ class RegallocEviction(Problem):
         return {
             "default": None,
             "proxy": eviction_cost_proxy,
+            "default-rule": default_rule,
             "never": never_evict,
             "first-valid": first_valid,
         }
