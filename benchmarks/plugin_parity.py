@@ -33,7 +33,7 @@ from corpus_tools.corpus import Corpus
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.compiler.measure import text_size
 from mlgo.problems import get_problem
-from mlgo.serving import codegen
+from mlgo.protocol import llvm19
 from mlgo.serving.plugin import plugin_for
 from mlgo_base import toolchain
 
@@ -52,8 +52,8 @@ def interactive(problem, module, decide, workdir: Path):
     argv = problem.compile_argv(module, workdir, base)
     pairs, observations = [], []
     with InteractiveCompile(argv, module.name, workdir, channel_base=base, timeout=600) as c:
-        names = c.header.feature_names if not c.no_channel else list(codegen.INLINE_FEATURES_LLVM19)
-        if names != list(codegen.INLINE_FEATURES_LLVM19):
+        names = c.header.feature_names if not c.no_channel else list(llvm19.INLINE_FEATURES)
+        if names != list(llvm19.INLINE_FEATURES):
             sys.exit(f"{module.name}: the compiler's features are not the plugin's: {names}")
         while (obs := c.next_observation()) is not None:
             action = int(decide(obs.features))

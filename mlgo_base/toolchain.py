@@ -54,6 +54,12 @@ def locate(name: str, *, override: bool = True) -> str:
     return path
 
 
+def companion_tool(tool: str) -> str:
+    """LLVM 19's binutil `tool` (llvm-nm-19 on PATH, else LLVM's own bin directory), never an
+    MLGO_ override: mlgo-clang links these beside itself, and profiles read objects with them."""
+    return locate(tool, override=False)
+
+
 @functools.cache
 def find_tool(name: str, check_version: bool = True) -> Tool:
     """Path of `name-19` (e.g. clang-19, llc-19, llvm-objcopy-19), version-checked."""

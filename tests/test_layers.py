@@ -23,12 +23,16 @@ LAYERS: list[tuple[str, ...]] = [
     # Making and analysing corpora: extraction, llvmlite IR analysis.
     ("corpus_tools.extract", "corpus_tools.ir_analysis"),
     ("corpus_tools.debian", "corpus_tools.report"),
-    # mlgo proper starts here: the wire format, argument checks, running the compiler.
+    # mlgo proper starts here: the wire format and LLVM 19's facts (features, advice names),
+    # argument checks, running the compiler.
     ("mlgo.protocol", "mlgo.checks"),
     ("mlgo.compiler",),
-    # One layer because they import each other today: mlgo/policies/c_source.py generates C from
-    # the problems' networks with serving's feature tables, and serving finds shipped policies.
-    ("mlgo.policies", "mlgo.problems", "mlgo.serving"),
+    # Policies know only the protocol: operations, networks, built-in heuristics, their C.
+    ("mlgo.policies",),
+    # The problems compile modules and decide with policies.
+    ("mlgo.problems",),
+    # Serving builds policies into the plugin and mlgo-clang; nothing below needs it.
+    ("mlgo.serving",),
     ("mlgo.env", "mlgo.configurables", "mlgo.export"),
     ("mlgo.workers",),
     ("mlgo.evaluate", "mlgo.traces"),
@@ -186,3 +190,19 @@ def test_nothing_below_the_cli_imports_it_or_parses_arguments() -> None:
         if "argparse" in imported and not f.is_relative_to(ROOT / "benchmarks"):
             offenders.append(f"{f.relative_to(ROOT)} imports argparse")
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_compiler_wrappers_modules_import_no_numpy() -> None:
+    """`mlgo-clang` imports these on every compile (and serving a policy directory generates
+    nothing): numpy would add ~0.1 s to each. The LLVM 19 facts live in the protocol layer and
+    the heuristics' names in builtins, both pure data at import."""
+    import subprocess
+    import sys
+
+    modules = ("mlgo.cli.wrapper", "mlgo.serving.launcher", "mlgo.serving.plugin",
+               "mlgo.policies.builtins", "mlgo.policies.c_source", "mlgo.protocol.llvm19")
+    code = (f"import sys\nfor m in {modules!r}:\n    __import__(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'tensorflow')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120, check=True).stdout
+    assert out.strip() == "[]", out

@@ -27,7 +27,7 @@ from mlgo.policies.policy_dir import load_policy
 from mlgo.policies.shipped import resolve, shipped_names
 from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
 from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
-from mlgo.serving import codegen
+from mlgo.protocol import llvm19
 from mlgo_base.errors import MlgoError
 
 CC = shutil.which("clang-19") or shutil.which("cc")
@@ -228,15 +228,13 @@ def test_builtin_heuristics_agree_with_their_rules_in_every_backend(problem, nam
         batch = _regalloc_edge_batch(rng, 300)
     g = builtins.graph(problem, name)
     got_np, got_tf, got_c = all_backends(g, {}, batch, tmp_path)
-    advice = codegen.ADVICE[problem]
+    advice = llvm19.ADVICE[problem]
     obs = [{k: v[i] for k, v in batch.items()} for i in range(300)]
     want = [ORACLES[problem, name](o) for o in obs]
     for got in (got_np, got_tf, got_c):
         assert got[advice].reshape(-1).tolist() == want
     assert [builtins.heuristic(problem, name)(o) for o in obs] == want
     assert len(set(want)) > 1 or name in ("never", "always")
-    assert set(codegen.INLINE_HEURISTICS) == set(builtins.RULES["inlining"])
-    assert set(codegen.REGALLOC_HEURISTICS) == set(builtins.RULES["regalloc"])
 
 
 # -- networks and the shipped policies ----------------------------------------------------------

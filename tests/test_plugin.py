@@ -16,9 +16,11 @@ from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.compiler.measure import text_size
+from mlgo.policies import c_source
 from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.problems import get_problem
-from mlgo.serving import codegen, plugin
+from mlgo.protocol import llvm19
+from mlgo.serving import plugin
 from mlgo.serving.build import BuildError
 from mlgo_base.errors import MlgoError
 
@@ -48,7 +50,7 @@ def _interactive(module, heuristic, workdir: Path) -> tuple[bytes, list[tuple[li
                               action))
             c.answer(action)
         c.finish()
-    assert names == list(codegen.INLINE_FEATURES_LLVM19)
+    assert names == list(llvm19.INLINE_FEATURES)
     return (workdir / "out.o").read_bytes(), decisions
 
 
@@ -69,10 +71,10 @@ def _with_plugin(module, so: Path, workdir: Path) -> tuple[bytes, list[tuple[lis
 
 def test_feature_lists_match_the_compiler() -> None:
     inlining = get_problem("inlining").header()
-    assert inlining.feature_names == list(codegen.INLINE_FEATURES_LLVM19)
+    assert inlining.feature_names == list(llvm19.INLINE_FEATURES)
     regalloc = get_problem("regalloc").header()
     assert [(f.name, f.type, f.num_elements) for f in regalloc.features] == list(
-        codegen.REGALLOC_FEATURES_LLVM19)
+        llvm19.REGALLOC_FEATURES)
 
 
 def test_plugin_matches_interactive_mode(corpus: Corpus, cost_threshold_plugin: Path) -> None:
@@ -133,10 +135,11 @@ def test_plugin_decisions_follow_the_policy(corpus: Corpus, cost_threshold_plugi
 
 
 def test_policy_with_other_features_is_refused() -> None:
-    names = list(codegen.INLINE_FEATURES_LLVM19)
+    names = list(llvm19.INLINE_FEATURES)
     names[names.index("edge_count")] = "edge_count_v2"
     with pytest.raises(BuildError, match="edge_count_v2") as info:
-        plugin.build_plugin(codegen.inline_cost_threshold(names), policy_label="renamed")
+        plugin.build_plugin(c_source.heuristic_c_source("inlining", "cost-threshold", names),
+                            policy_label="renamed")
     assert ("the policy needs 'edge_count_v2' (int64_t x1), which the compiler does not send"
             in str(info.value))
     assert "'edge_count'" not in str(info.value)  # a feature no input reads is no problem
@@ -145,8 +148,9 @@ def test_policy_with_other_features_is_refused() -> None:
 def test_inputs_bind_by_name_not_position(corpus: Corpus) -> None:
     """A policy declaring only the two features it reads, in another order than LLVM's, makes
     the same decisions through the plugin as cost-threshold in interactive mode."""
-    so = plugin.build_plugin(codegen.inline_cost_threshold(["threshold", "cost_estimate"]),
-                             policy_label="two-inputs")
+    source = c_source.heuristic_c_source("inlining", "cost-threshold",
+                                         ["threshold", "cost_estimate"])
+    so = plugin.build_plugin(source, policy_label="two-inputs")
     heuristic = get_problem("inlining").heuristic("cost-threshold")
     module = next(m for m in corpus.modules if m.name.endswith("calls.c"))
     workdir = make_workdir("mlgo-test-plugin-")
@@ -163,8 +167,8 @@ def test_binding_header_names_each_input_it_cannot_bind(tmp_path: Path) -> None:
     """policy_binding.h, shared by the programs that link a policy: inputs are found by name
     wherever the compiler sends them, extra compiler features are ignored, and a missing input
     or one of another type or count is named."""
-    (tmp_path / "policy.c").write_text(codegen.regalloc_eviction_proxy(
-        [("use_def_density", "float", 33), ("mask", "int64_t", 33), ("progress", "float", 1)]))
+    (tmp_path / "policy.c").write_text(c_source.heuristic_c_source("regalloc", "proxy", [
+        ("use_def_density", "float", 33), ("mask", "int64_t", 33), ("progress", "float", 1)]))
     (tmp_path / "main.cpp").write_text("""
 #include "policy_binding.h"
 #include <cstdio>
@@ -205,7 +209,7 @@ def test_cache_key_covers_the_llvm_version(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(plugin, "cached_artifact", fake_cached_artifact)
     monkeypatch.setattr(plugin, "plugin_object", lambda: cost_threshold_plugin)
-    source = codegen.inline_cost_threshold()
+    source = c_source.heuristic_c_source("inlining", "cost-threshold")
     plugin.build_plugin(source)
     monkeypatch.setattr(plugin, "llvm_dev", lambda: plugin.LlvmDev(real.llvm_config, "19.1.99",
                                                                    real.cxxflags))
@@ -215,10 +219,10 @@ def test_cache_key_covers_the_llvm_version(monkeypatch: pytest.MonkeyPatch,
 
 def test_unknown_policy_names_the_choices() -> None:
     with pytest.raises(MlgoError, match="cost-threshold"):
-        plugin.policy_source("no-such-policy")
+        plugin.policy_source("no-such-policy", "inlining")
     # The default heuristics are plain clang: say so rather than "unknown".
     with pytest.raises(MlgoError, match="needs no plugin"):
-        plugin.policy_source("llvm-default")
+        plugin.policy_source("llvm-default", "inlining")
 
 
 def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None:

@@ -285,10 +285,11 @@ def test_eviction_proxy_evicts_when_llvm_requires_it_in_python_and_c(tmp_path):
     compile fail with "ran out of registers"); the Python proxy and its C twin agree."""
     import ctypes
 
+    from mlgo.policies import c_source
     from mlgo.problems.regalloc.problem import NO_EVICTION, eviction_cost_proxy
-    from mlgo.serving import codegen
+    from mlgo.protocol import llvm19
 
-    lib = _compile_c(codegen.regalloc_eviction_proxy(), tmp_path / "proxy.so")
+    lib = _compile_c(c_source.heuristic_c_source("regalloc", "proxy"), tmp_path / "proxy.so")
     fn = lib.mlgo_regalloc_policy
     fn.restype, fn.argtypes = ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]
     rng = np.random.default_rng(3)
@@ -299,7 +300,7 @@ def test_eviction_proxy_evicts_when_llvm_requires_it_in_python_and_c(tmp_path):
     forced = 0
     for o in observations(batch):
         arrays = [np.ascontiguousarray(o[name], np.int64 if t == "int64_t" else np.float32)
-                  for name, t, _ in codegen.REGALLOC_FEATURES_LLVM19]
+                  for name, t, _ in llvm19.REGALLOC_FEATURES]
         ptrs = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         got = eviction_cost_proxy(o)
         assert fn(ptrs, len(arrays)) == got

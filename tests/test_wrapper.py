@@ -18,8 +18,10 @@ from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
 from mlgo.compiler.interactive import InteractiveCompile
 from mlgo.compiler.measure import parse_regalloc_remarks
+from mlgo.policies import c_source
 from mlgo.problems import get_problem
-from mlgo.serving import codegen, launcher
+from mlgo.protocol import llvm19
+from mlgo.serving import launcher
 from mlgo_base.toolchain import locate
 
 BIN = Path(sys.executable).parent
@@ -111,7 +113,8 @@ def _program(tmp_path: Path, features, label: str = "renamed") -> str:
     """A program serving the eviction proxy generated for `features`."""
     return launcher.build_launcher(launcher.LauncherConfig(
         "clang", locate("clang", override=False), label,
-        regalloc_source=codegen.regalloc_eviction_proxy(features), regalloc_label=label))
+        regalloc_source=c_source.heuristic_c_source("regalloc", "proxy", features),
+        regalloc_label=label))
 
 
 # -- classification: one matrix, run against the one implementation -----------------------------
@@ -194,7 +197,7 @@ def test_malformed_response_file_is_an_error_naming_it(tmp_path: Path, channel_t
 
 def test_policy_needing_a_feature_the_compiler_lacks_is_refused(tmp_path: Path,
                                                                 channel_tmp: Path) -> None:
-    features = list(codegen.REGALLOC_FEATURES_LLVM19)
+    features = list(llvm19.REGALLOC_FEATURES)
     features[2] = ("nr_urgent_v2", "float", 33)
     features[4] = ("is_hint", "float", 33)
     program = _program(tmp_path, features)
@@ -220,7 +223,7 @@ def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path,
     same decisions as one declaring the compiler's order."""
     src = tmp_path / "pressure.c"
     src.write_text(SOURCES["pressure.c"])
-    features = codegen.REGALLOC_FEATURES_LLVM19
+    features = llvm19.REGALLOC_FEATURES
     subset = [f for f in features if f[0] in ("use_def_density", "mask")]
     results = []
     for label, program in (("proxy", proxy_program),

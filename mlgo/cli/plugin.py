@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlgo.policies.builtins import RULES
 from mlgo.policies.shipped import shipped_names
 
-_POLICY_HELP = ("a built-in inliner heuristic (cost-threshold, never, always), a shipped policy "
+_POLICY_HELP = (f"a built-in inliner heuristic ({', '.join(RULES['inlining'])}), a shipped policy "
                 f"({', '.join(shipped_names()) or 'none installed'}) or a trained policy directory")
 
 

@@ -11,5 +11,6 @@ Import submodules directly; nothing here imports TensorFlow at module level:
     mlgo.policies.policy_dir   save_policy, load_policy
     mlgo.policies.loading      numpy_policy (for workers)
     mlgo.policies.saved_model  export_saved_model
-    mlgo.policies.c_source     policy_c_source (a policy directory as C for the serving binaries)
+    mlgo.policies.c_source     policies as C in the serving binaries' ABI (graphs, heuristics,
+                               policy directories)
 """

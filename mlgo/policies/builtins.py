@@ -1,24 +1,29 @@
 """The built-in heuristics, each defined once as a composition of mlgo/policies/ops.py: the same
 graph answers in Python (training labels, `mlgo eval --policy cost-threshold`), in TensorFlow,
-and as the C of the inliner plugin and the regalloc host (mlgo/serving/codegen.py).
+and as the C of the inliner plugin and mlgo-clang (mlgo/policies/c_source.py).
 
     graph(problem, name, features=None) -> Graph    inputs: `features` (default: LLVM 19's)
     heuristic(problem, name) -> obs -> int           the numpy backend, one observation
 
 `llvm-default` is not here: it is no rule but LLVM's own decision, read back from the compiler
 (mlgo/problems/inlining/problem.py), and plain clang serves it.
+
+Importing this module imports no numpy (the operations load when a graph is built): the
+compiler wrapper's per-compile path reads RULES for the heuristics' names.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlgo.policies.ops import Graph, run_numpy
-from mlgo.protocol import FeatureValues
-from mlgo.serving.codegen import ADVICE, INLINE_FEATURES_LLVM19, REGALLOC_FEATURES_LLVM19
+from mlgo.protocol.llvm19 import ADVICE, FEATURES
 from mlgo_base.errors import MlgoError
+
+if TYPE_CHECKING:
+    from mlgo.policies.ops import Graph
+    from mlgo.protocol import FeatureValues
 
 
 def cost_threshold(g: Graph) -> int:
@@ -79,20 +84,18 @@ RULES: dict[str, dict[str, Callable[[Graph], int]]] = {
                  "always": lambda g: g.const(1)},
     "regalloc": {"proxy": eviction_proxy, "default-rule": default_rule, "never": never_evict, "first-valid": first_valid},
 }
-DEFAULT_INPUTS: dict[str, Sequence[Any]] = {
-    "inlining": [(n, "int64_t", 1) for n in INLINE_FEATURES_LLVM19],
-    "regalloc": REGALLOC_FEATURES_LLVM19,
-}
 
 
 def graph(problem: str, name: str, features: Sequence[Any] | None = None) -> Graph:
     """The heuristic `name` declaring `features` ((name, type, elements), TensorSpecs, or for
     inlining plain names of int64 scalars) as its inputs; it reads only those it needs."""
+    from mlgo.policies.ops import Graph
+
     rules = RULES.get(problem, {})
     if name not in rules:
         raise MlgoError(f"no built-in {problem} heuristic {name!r}; choose one of {', '.join(rules)}")
     inputs = [(f, "int64_t", 1) if isinstance(f, str) else f
-              for f in (DEFAULT_INPUTS[problem] if features is None else features)]
+              for f in (FEATURES[problem] if features is None else features)]
     g = Graph(inputs)
     g.outputs[ADVICE[problem]] = rules[name](g)
     return g
@@ -101,6 +104,8 @@ def graph(problem: str, name: str, features: Sequence[Any] | None = None) -> Gra
 @functools.cache
 def heuristic(problem: str, name: str) -> Callable[[FeatureValues], int]:
     """The heuristic as a Python function of one observation (feature name -> array)."""
+    from mlgo.policies.ops import run_numpy
+
     g, advice = graph(problem, name), ADVICE[problem]
 
     def act(obs: FeatureValues) -> int:

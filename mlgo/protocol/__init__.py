@@ -1,24 +1,28 @@
-"""LLVM's training-log / interactive wire protocol: the one place that reads and writes it."""
+"""LLVM's training-log / interactive wire protocol: the one place that reads and writes it.
 
-from mlgo.protocol.tensor_spec import DTYPES, TensorSpec
-from mlgo.protocol.training_log import (
-    ByteSource,
-    Context,
-    Event,
-    Features,
-    FeatureValues,
-    Header,
-    LogReader,
-    LogWriter,
-    Observation,
-    Outcome,
-    StreamSource,
-    parse_header,
-    stack_features,
-)
+    mlgo.protocol.tensor_spec   TensorSpec, DTYPES
+    mlgo.protocol.training_log  the header, observations and the log reader and writer
+    mlgo.protocol.channel       the interactive channel's FIFOs
+    mlgo.protocol.llvm19        LLVM 19's advice names and feature lists (pure data)
 
-__all__ = [
-    "DTYPES", "TensorSpec", "ByteSource", "Context", "Event", "Features", "FeatureValues",
-    "Header", "LogReader", "LogWriter",
-    "Observation", "Outcome", "StreamSource", "parse_header", "stack_features",
-]
+The names below are loaded on first use (PEP 562), so that importing `mlgo.protocol.llvm19`
+on the compiler wrapper's per-compile path does not import numpy."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_SUBMODULE = {
+    **dict.fromkeys(("DTYPES", "TensorSpec"), "tensor_spec"),
+    **dict.fromkeys(("ByteSource", "Context", "Event", "Features", "FeatureValues", "Header",
+                     "LogReader", "LogWriter", "Observation", "Outcome", "StreamSource",
+                     "parse_header", "stack_features"), "training_log"),
+}
+__all__ = list(_SUBMODULE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE:
+        raise AttributeError(f"module 'mlgo.protocol' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mlgo.protocol.{_SUBMODULE[name]}"), name)

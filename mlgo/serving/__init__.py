@@ -1,6 +1,5 @@
 """Serving policies to the stock clang-19: an inliner pass plugin (`-fpass-plugin`) and
 mlgo-clang's native program, which serves the register allocator's interactive channel; both
-are compiled from a policy's C source.
+are compiled from a policy's C source (the ABI of mlgo/policies/c_source.py).
 
-The seam between a policy and these binaries is a small C ABI (see `codegen.py`); modules here
-import nothing heavy, because the Python `mlgo-clang` loads them on every compile."""
+Modules here import nothing heavy, because the Python `mlgo-clang` loads them on every compile."""

@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlgo.serving import codegen
 from mlgo.serving.build import (
     SOURCE_DIR,
     BuildError,
@@ -71,25 +70,6 @@ class LauncherConfig:
         return "mlgo-" + self.driver
 
 
-def policy_source(policy: str) -> tuple[str, str]:
-    """(C source, label) for a built-in eviction heuristic name or a trained policy directory."""
-    if policy in codegen.REGALLOC_HEURISTICS:
-        return codegen.REGALLOC_HEURISTICS[policy](), policy
-    from mlgo.policies.shipped import resolve
-
-    policy = resolve(policy)
-    if not os.path.isdir(policy):
-        raise MlgoError(
-            f"{policy}: neither a built-in eviction policy "
-            f"({', '.join(codegen.REGALLOC_HEURISTICS)}) nor a policy directory"
-        )
-    from pathlib import Path
-
-    from mlgo.serving.plugin import trained_policy_source
-
-    return trained_policy_source(Path(policy), "regalloc")
-
-
 def resolve_config(driver: str, *, strict: bool = True) -> LauncherConfig:
     """The configuration for the current MLGO_REGALLOC_POLICY and MLGO_INLINE_POLICY, building
     the inliner plugin if needed. With strict=False a policy that cannot be had is recorded in
@@ -98,17 +78,18 @@ def resolve_config(driver: str, *, strict: bool = True) -> LauncherConfig:
         raise ValueError(f"driver must be one of {DRIVERS}, not {driver!r}")
     regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
     inline_policy = os.environ.get("MLGO_INLINE_POLICY") or None
+    from mlgo.serving.plugin import plugin_for, policy_source
+
     fields: dict = {}
     if regalloc_policy != "default":
         try:
-            fields["regalloc_source"], fields["regalloc_label"] = policy_source(regalloc_policy)
+            source, label = policy_source(regalloc_policy, "regalloc")
+            fields.update(regalloc_source=source, regalloc_label=label)
         except MlgoError as e:
             if strict:
                 raise
             fields["regalloc_unavailable"] = str(e)
     if inline_policy:
-        from mlgo.serving.plugin import plugin_for
-
         try:
             fields["plugin"] = str(plugin_for(inline_policy))
         except MlgoError as e:
@@ -198,11 +179,6 @@ def config_header(config: LauncherConfig, header: tuple[str, Header] | None) -> 
     return "\n".join(lines) + "\n"
 
 
-def companion_tool(tool: str) -> str:
-    """The LLVM 19 binutil `tool` (llvm-ar-19 on PATH, else LLVM's own bin directory)."""
-    return toolchain.locate(tool, override=False)
-
-
 def _key(config: LauncherConfig, source: str, cc: str, cxx: str, companions: list[str]) -> str:
     plugin = file_identity(config.plugin) if config.plugin and os.path.exists(config.plugin) \
         else ""
@@ -217,7 +193,7 @@ def build_launcher(config: LauncherConfig) -> str:
     cxx = toolchain.locate("clang++", override=False)
     source = packaged_source(SOURCE)
     binding = packaged_source(BINDING_HEADER)
-    companions = {tool: companion_tool(tool) for tool in COMPANION_TOOLS}
+    companions = {tool: toolchain.companion_tool(tool) for tool in COMPANION_TOOLS}
     key = _key(config, source + binding, cc, cxx, list(companions.values()))
     found = find_artifact("launchers", key, config.filename)
     if found:

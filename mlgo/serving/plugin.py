@@ -1,20 +1,23 @@
 """The inliner pass plugin: `inliner_plugin.cpp` + a policy's C source -> libmlgo_inliner.so,
 built against llvm-19-dev and cached under `<cache>/plugins/<hash>/`.
 
-    so = build_plugin(codegen.inline_cost_threshold())
+    so = build_plugin(c_source.heuristic_c_source("inlining", "cost-threshold"))
     clang-19 -Oz -fpass-plugin=<so> -c x.c
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlgo.serving import codegen
+from mlgo.policies import c_source
+from mlgo.policies.builtins import RULES
+from mlgo.policies.shipped import resolve
 from mlgo.serving.build import (
     SOURCE_DIR,
     BuildError,
@@ -28,6 +31,7 @@ from mlgo.serving.build import (
 )
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, ToolchainError
+from mlgo_base.files import atomic_write_text
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
 BINDING_HEADER = "policy_binding.h"  # included by the plugin: binds the policy's inputs by name
@@ -99,9 +103,9 @@ def plugin_object() -> Path:
 
 
 def build_plugin(policy_c_source: str, *, policy_label: str = "policy") -> Path:
-    """Path of libmlgo_inliner.so serving `policy_c_source` (see mlgo.serving.codegen for the
-    ABI), building it on first use. The cache key covers the plugin's and the policy's sources,
-    the LLVM version and flags, and the compilers, so a plugin built for another LLVM is never
+    """Path of libmlgo_inliner.so serving `policy_c_source` (mlgo/policies/c_source.py's ABI),
+    building it on first use. The cache key covers the plugin's and the policy's sources, the
+    LLVM version and flags, and the compilers, so a plugin built for another LLVM is never
     reused (and the plugin itself refuses to load into a different LLVM)."""
     llvm = llvm_dev()
     cc, cxx = toolchain.clang(), toolchain.clangxx()
@@ -143,22 +147,18 @@ def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
                              " but its inliner never consulted it (no decision logged)")
 
 
-def policy_source(policy: str) -> tuple[str, str]:
-    """(C source, label) for a built-in inliner heuristic name, a shipped policy name or a
-    trained policy directory."""
-    if policy in codegen.INLINE_HEURISTICS:
-        return codegen.INLINE_HEURISTICS[policy](), policy
-    from mlgo.policies.shipped import resolve
-
+def policy_source(policy: str, problem: str) -> tuple[str, str]:
+    """(C source, label) of a built-in heuristic's name, a shipped policy's name or a trained
+    policy directory, for `problem`'s consumer (the plugin: inlining; mlgo-clang: regalloc)."""
+    if policy in RULES[problem]:
+        return c_source.heuristic_c_source(problem, policy), policy
     path = Path(resolve(policy))
-    if policy in ("default", "llvm-default") and not path.is_dir():
+    if path.is_dir():
+        return trained_policy_source(path, problem)
+    if problem == "inlining" and policy in ("default", "llvm-default"):
         raise MlgoError(f"{policy}: LLVM's own inliner needs no plugin: plain clang-19 -Oz is it")
-    if not path.is_dir():
-        raise MlgoError(
-            f"{policy}: neither a built-in inliner policy ({', '.join(codegen.INLINE_HEURISTICS)})"
-            " nor a policy directory"
-        )
-    return trained_policy_source(path, "inlining")
+    raise MlgoError(f"{policy}: neither a built-in {problem} heuristic "
+                    f"({', '.join(RULES[problem])}) nor a policy directory")
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
@@ -172,26 +172,21 @@ def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
             return f.read(), str(path.resolve())
     except OSError:
         pass
-    from mlgo.policies.c_source import policy_c_source
-    from mlgo_base.files import atomic_write_text
-
-    source = policy_c_source(path, problem)
+    source = c_source.policy_c_source(path, problem)
     atomic_write_text(cached, source)  # concurrent compiles write the same text: any rename wins
     return source, str(path.resolve())
 
 
 def generator_files() -> list[Path]:
     """The modules whose code decides a trained policy's C: the policy package (graphs,
-    operations, loading), the problems' networks and the C ABI."""
+    operations, loading, the C ABI), the problems' networks and the advice names."""
     mlgo = Path(SOURCE_DIR).parent
     return sorted([*mlgo.glob("policies/*.py"), *mlgo.glob("problems/*/network.py"),
-                   mlgo / "serving" / "codegen.py"])
+                   mlgo / "protocol" / "llvm19.py"])
 
 
 def _policy_dir_key(path: Path, problem: str, generator: list[Path]) -> str:
     """Hash of every file of a policy directory (names and bytes) and of the generator's."""
-    import hashlib
-
     h = hashlib.sha256(f"{problem}\0".encode())
     files = sorted(p for p in path.rglob("*") if p.is_file()) + list(generator)
     for f in files:
@@ -203,5 +198,5 @@ def _policy_dir_key(path: Path, problem: str, generator: list[Path]) -> str:
 
 def plugin_for(policy: str) -> Path:
     """A ready plugin for `policy` (built-in heuristic name or policy directory)."""
-    source, label = policy_source(policy)
+    source, label = policy_source(policy, "inlining")
     return build_plugin(source, policy_label=label)

@@ -1,5 +1,5 @@
 // Binding a generated policy's inputs to the compiler's features by name, as LLVM's release-mode
-// model runner binds a compiled model's: each input the policy declares (mlgo/serving/codegen.py
+// model runner binds a compiled model's: each input the policy declares (mlgo/policies/c_source.py
 // describes the symbols) reads the compiler's feature of the same name; the compiler's other
 // features are ignored; an input the compiler does not send, or sends with another element type
 // or count, is an error naming it. One implementation for every program that links a policy.

@@ -13,9 +13,10 @@ from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_secti
 from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
 from mlgo.protocol import FeatureValues, Header
+from mlgo.protocol.llvm19 import ADVICE as LLVM19_ADVICE
 from mlgo_base.errors import MlgoError, ProtocolError
 
-ADVICE = "inlining_decision"
+ADVICE = LLVM19_ADVICE["inlining"]
 # LLVM 19 sends this feature (with -inliner-interactive-include-default) but always as 0, the
 # decision going to LLVM19_DEFAULT_DECISION_SLOT instead (below): never learn from it.
 IGNORED_FEATURES = ("inlining_default",)

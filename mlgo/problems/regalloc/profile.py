@@ -30,7 +30,7 @@ from mlgo_base.errors import MlgoError
 
 def defined_functions(obj: Path | str) -> set[str]:
     """Names of the functions an object file defines (its text symbols), from llvm-nm-19."""
-    from mlgo.serving.launcher import companion_tool
+    from mlgo_base.toolchain import companion_tool
 
     r = subprocess.run([companion_tool("llvm-nm"), "--defined-only", "-P", str(obj)],
                        capture_output=True, text=True, timeout=120)
@@ -181,7 +181,7 @@ def _compressed(table: dict[str, str], value: str, path: Path | str, lineno: int
 
 
 def _llvm_tool(tool: str) -> str:
-    from mlgo.serving.launcher import companion_tool
+    from mlgo_base.toolchain import companion_tool
 
     return companion_tool(tool)
 
