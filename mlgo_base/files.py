@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mlgo_base.errors import writing
 
@@ -41,3 +47,64 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
+
+
+def write_dir(target: Path | str, fill: Callable[[Path], None]) -> Path:
+    """Make a directory with `fill(tmp)` beside `target`, then put it in `target`'s place:
+    readers find the old directory or the new one, whole (policies, SavedModels)."""
+    target = Path(target)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        try:
+            fill(tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+            _swap_into_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+@functools.cache
+def _renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False where the
+    C library or the filesystem cannot."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """Replace `target` by `new`. rename() of a directory over a missing name is atomic; over
+    an existing one it is not allowed, so the two are exchanged in one step. Where exchange is
+    unsupported, the old one is moved aside first (`target` is missing for an instant)."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # now the old directory
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    os.rename(target, old / "old")
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)

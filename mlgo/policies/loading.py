@@ -3,6 +3,7 @@ as a NumpyPolicy. Numpy only: importing this never imports TensorFlow."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -11,31 +12,30 @@ import numpy as np
 
 from mlgo.policies.network import PolicyNetwork
 from mlgo.policies.policy import NumpyPolicy
-from mlgo.policies.policy_dir import POLICY_JSON, check_finite, load_policy
+from mlgo.policies.policy_dir import POLICY_JSON, PolicyFormatError, check_finite, load_policy
 
-# Workers compile many modules with the same policy directory: parse it once per version.
-_CACHE: dict[tuple[str, int, int], tuple[PolicyNetwork, np.ndarray]] = {}
+
+@functools.lru_cache(maxsize=1)  # one live policy per worker is the common case
+def _load(path: str, *version: Any) -> tuple[PolicyNetwork, np.ndarray]:
+    """`version` (resolved path, inode, mtime) is only part of the cache key."""
+    network, params, _ = load_policy(path)
+    return network, params
 
 
 def load_network(policy_dir: Path | str, problem: str | None = None) -> tuple[PolicyNetwork, np.ndarray]:
-    """(network, params) of a policy directory, cached by the identity of its policy.json."""
+    """(network, params) of a policy directory, cached by the identity of its policy.json:
+    workers compile many modules with the same policy directory."""
     policy_dir = Path(policy_dir)
     try:
         st = os.stat(policy_dir / POLICY_JSON)
-        key = (str(policy_dir.resolve()), st.st_ino, st.st_mtime_ns)
     except FileNotFoundError:
-        key = None
-    if key is None or key not in _CACHE:
-        network, params, _ = load_policy(policy_dir, problem=problem)
-        if key is None:
-            return network, params
-        _CACHE.clear()  # one live policy per worker is the common case; keep memory flat
-        _CACHE[key] = (network, params)
-    network, params = _CACHE[key]
+        network, params, _ = load_policy(policy_dir, problem=problem)  # says what is wrong
+        return network, params
+    network, params = _load(str(policy_dir), str(policy_dir.resolve()), st.st_ino,
+                            st.st_mtime_ns)
     if problem is not None and network.problem != problem:
-        from mlgo.policies.policy_dir import PolicyFormatError
-
-        raise PolicyFormatError(f"{policy_dir}: the policy is for problem {network.problem!r}, not {problem!r}")
+        raise PolicyFormatError(f"{policy_dir}: the policy is for problem {network.problem!r}, "
+                                f"not {problem!r}")
     return network, params
 
 

@@ -12,22 +12,19 @@
     DIR/params.npy     the flat float32 parameter vector
     DIR/vocab/         <feature>.buckets copied from the vocab the network was built with
 
-Saving builds the whole directory next to DIR and renames it into place, so a reader never
-sees a half-written policy; the digest lets a reader that raced a replacement notice it.
+Saving builds the whole directory next to DIR and swaps it into place
+(mlgo_base.files.write_dir), so a reader never sees a half-written policy; the digest lets a
+reader that raced a replacement notice it, and a reader that finds DIR missing for an instant
+(where the swap is two renames) retries.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
 import hashlib
 import io
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +34,8 @@ import numpy as np
 from mlgo.policies.network import FeatureMismatchError, PolicyNetwork, as_specs, network_class
 from mlgo.policies.vocab import load_vocab, save_vocab
 from mlgo.protocol.tensor_spec import TensorSpec
-from mlgo_base.errors import MlgoError, writing
+from mlgo_base.errors import MlgoError
+from mlgo_base.files import write_dir
 
 FORMAT = "mlgo-policy"
 VERSION = 1
@@ -78,21 +76,17 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "meta": meta or {},
     }
-    with writing(policy_dir):
-        policy_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=policy_dir.parent, prefix=f".{policy_dir.name}.tmp-"))
-        try:
-            (tmp / PARAMS).write_bytes(raw)
-            if vocab:
-                save_vocab(tmp / VOCAB_DIR, vocab)
-            (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
-            _fsync_dir_files(tmp)
-            os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-            _swap_into_place(tmp, policy_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return policy_dir
+
+    def fill(tmp: Path) -> None:
+        (tmp / PARAMS).write_bytes(raw)
+        if vocab:
+            save_vocab(tmp / VOCAB_DIR, vocab)
+        (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+        for name in (PARAMS, POLICY_JSON):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+
+    return write_dir(policy_dir, fill)
 
 
 def check_finite(params: np.ndarray, where: Path | str) -> None:
@@ -112,57 +106,6 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"policy metadata: {type(o).__name__} is not JSON serializable")
-
-
-def _fsync_dir_files(d: Path) -> None:
-    for p in (d / PARAMS, d / POLICY_JSON):
-        with open(p, "rb") as f:
-            os.fsync(f.fileno())
-
-
-_RENAME_EXCHANGE = 2  # linux/fs.h
-
-
-@functools.cache
-def _renameat2() -> Any:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    return fn
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False where the
-    C library or the filesystem cannot."""
-    fn = _renameat2()
-    if fn is None:
-        return False
-    at_fdcwd = -100
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(a), None, str(b))
-
-
-def _swap_into_place(new: Path, target: Path) -> None:
-    """Replace `target` by `new`. rename() of a directory over a missing name is atomic; over
-    an existing one it is not allowed, so the two are exchanged in one step: a reader always
-    finds a complete DIR. Where exchange is unsupported, the old one is moved aside first
-    (DIR is missing for an instant; load_policy retries)."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    if _exchange(new, target):
-        shutil.rmtree(new, ignore_errors=True)  # now the old policy
-        return
-    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-    os.rename(target, old / "policy")
-    os.rename(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_policy_json(policy_dir: Path | str) -> dict[str, Any]:

@@ -15,15 +15,13 @@ parameter vector (frozen to constants by AOT compilation); vocab boundaries are 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mlgo.policies.network import PolicyNetwork
 from mlgo.policies.ops import run_tf
-from mlgo_base.errors import writing
+from mlgo_base.files import write_dir
 
 ACTION_SIGNATURE = "action"
 LOGITS_SIGNATURE = "logits"
@@ -57,18 +55,7 @@ def export_saved_model(network: PolicyNetwork, flat_params: np.ndarray, out_dir:
         return {"logits": tf.reshape(outputs(features)["logits"], [1, network.num_actions])}
 
     module.action, module.logits = action, logits
-    with writing(out_dir):
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-        try:
-            tf.saved_model.save(module, str(tmp / "model"), signatures={
-                ACTION_SIGNATURE: action.get_concrete_function(),
-                "serving_default": action.get_concrete_function(),
-                LOGITS_SIGNATURE: logits.get_concrete_function(),
-            })
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            (tmp / "model").rename(out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    signatures = {ACTION_SIGNATURE: action.get_concrete_function(),
+                  "serving_default": action.get_concrete_function(),
+                  LOGITS_SIGNATURE: logits.get_concrete_function()}
+    return write_dir(out_dir, lambda tmp: tf.saved_model.save(module, str(tmp), signatures))

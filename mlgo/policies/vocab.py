@@ -17,14 +17,13 @@ QuantileTable below is the numpy and TensorFlow implementation of the `quantile`
 from __future__ import annotations
 
 import bisect
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from mlgo_base.errors import MlgoError, writing
+from mlgo_base.files import atomic_write_text
 
 SUFFIX = ".buckets"
 DEFAULT_QUANTILES = 1000
@@ -79,20 +78,11 @@ def quantile_boundaries(values: np.ndarray, n: int = DEFAULT_QUANTILES) -> np.nd
 
 def save_vocab(vocab_dir: Path | str, vocab: Mapping[str, np.ndarray]) -> None:
     """Write `<feature>.buckets` files, each atomically (temp file + rename)."""
-    vocab_dir = Path(vocab_dir)
     with writing(vocab_dir):
-        vocab_dir.mkdir(parents=True, exist_ok=True)
+        Path(vocab_dir).mkdir(parents=True, exist_ok=True)
     for name, bounds in vocab.items():
         text = "".join(f"{b!r}\n" for b in np.asarray(bounds, dtype=np.float64).tolist())
-        with writing(buckets_path(vocab_dir, name)):
-            fd, tmp = tempfile.mkstemp(dir=vocab_dir, prefix=f".{name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                os.replace(tmp, buckets_path(vocab_dir, name))
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        atomic_write_text(buckets_path(vocab_dir, name), text)
 
 
 class QuantileTable:

@@ -173,11 +173,6 @@ def cached_artifact(kind: str, key: str, filename: str, build: Callable[[Path], 
     return target
 
 
-def artifact_record(path: str | os.PathLike) -> dict:
-    """The build record beside an artifact (its key, SHA-256 and the builder's metadata)."""
-    return _meta(os.path.dirname(os.fspath(path)))
-
-
 def _meta(directory: str | os.PathLike) -> dict:
     try:
         with open(os.path.join(directory, META)) as f:

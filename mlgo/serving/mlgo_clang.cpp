@@ -1,6 +1,6 @@
 // mlgo-clang / mlgo-clang++: the one per-compile program. mlgo/serving/launcher.py builds it for
 // one configuration (the compiler, the regalloc policy linked in as C in the ABI of
-// mlgo/serving/codegen.py, the inliner plugin, and the compiler's feature header, probed when
+// mlgo/policies/c_source.py, the inliner plugin, and the compiler's feature header, probed when
 // it is built) into mlgo_clang_config.h; the Python `mlgo-clang` only finds or builds it and
 // executes it, and `mlgo-clang --print-launcher` prints its path for CC.
 //
@@ -55,27 +55,17 @@ namespace {
 
 using Args = std::vector<std::string>;
 
-void message(const char *Kind, const char *Fmt, va_list AP) {
+// One line on stderr, "mlgo-clang: KIND: ..." (KIND "error" or "warning"); returns 1, an
+// error's exit status.
+int say(const char *Kind, const char *Fmt, ...) __attribute__((format(printf, 2, 3)));
+int say(const char *Kind, const char *Fmt, ...) {
+  va_list AP;
+  va_start(AP, Fmt);
   std::fprintf(stderr, "mlgo-clang: %s: ", Kind);
   std::vfprintf(stderr, Fmt, AP);
   std::fputc('\n', stderr);
-}
-
-int error(const char *Fmt, ...) __attribute__((format(printf, 1, 2)));
-int error(const char *Fmt, ...) {
-  va_list AP;
-  va_start(AP, Fmt);
-  message("error", Fmt, AP);
   va_end(AP);
   return 1;
-}
-
-void warn(const char *Fmt, ...) __attribute__((format(printf, 1, 2)));
-void warn(const char *Fmt, ...) {
-  va_list AP;
-  va_start(AP, Fmt);
-  message("warning", Fmt, AP);
-  va_end(AP);
 }
 
 bool fallbackAllowed() {
@@ -192,9 +182,9 @@ bool expandResponseFiles(const Args &In, int Depth, Args &Out) {
     Args Words;
     const char *Why = nullptr;
     if (!readFile(Path, Text, Why))
-      return error("%s: cannot read the response file: %s", Path.c_str(), Why), false;
+      return say("error", "%s: cannot read the response file: %s", Path.c_str(), Why), false;
     if (!splitWords(Text, Words, Why))
-      return error("%s: cannot parse the response file: %s", Path.c_str(), Why), false;
+      return say("error", "%s: cannot parse the response file: %s", Path.c_str(), Why), false;
     if (!expandResponseFiles(Words, Depth + 1, Out))
       return false;
   }
@@ -279,7 +269,7 @@ void summaryLine(const char *Policy, long long Decisions, const char *Notes) {
                      "\t-\t" + Notes + "\n";
   int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (Fd < 0 || ::write(Fd, Line.data(), Line.size()) != static_cast<ssize_t>(Line.size()))
-    warn("cannot write MLGO_DECISION_SUMMARY %s: %s", Path, std::strerror(errno));
+    say("warning", "cannot write MLGO_DECISION_SUMMARY %s: %s", Path, std::strerror(errno));
   if (Fd >= 0)
     ::close(Fd);
 }
@@ -310,7 +300,7 @@ std::vector<char *> argvOf(const Args &A) {
 
 [[noreturn]] void execCompiler(const Args &Argv) {
   ::execvp(Argv[0].c_str(), argvOf(Argv).data());
-  std::exit(error("cannot run %s: %s", Argv[0].c_str(), std::strerror(errno)));
+  std::exit(say("error", "cannot run %s: %s", Argv[0].c_str(), std::strerror(errno)));
 }
 
 #if CONFIG_SERVES_REGALLOC  // the rest serves the regalloc policy linked in
@@ -330,10 +320,11 @@ long long openTimeout() {
   if (P > Text && (*P == 0 || P[1] == 0))
     Unit = *P == 0 || *P == 's' ? 1 : *P == 'm' ? 60 : *P == 'h' ? 3600 : 0;
   if (!Unit)
-    return error("MLGO_HOST_OPEN_TIMEOUT='%s' is not a duration: give whole seconds, or a "
-                 "number with s, m or h (90, 90s, 5m, 1h)", Text), -1;
+    return say("error", "MLGO_HOST_OPEN_TIMEOUT='%s' is not a duration: give whole seconds, or "
+               "a number with s, m or h (90, 90s, 5m, 1h)", Text), -1;
   if (Value > Max / Unit || Value * Unit < 1)
-    return error("MLGO_HOST_OPEN_TIMEOUT='%s' is out of range: from 1s to %llds", Text, Max), -1;
+    return say("error", "MLGO_HOST_OPEN_TIMEOUT='%s' is out of range: from 1s to %llds", Text,
+               Max), -1;
   return Value * Unit;
 }
 
@@ -440,7 +431,7 @@ int runCompiler(const Args &Argv) {
   int E = spawnCompiler(Argv);
   ::sigprocmask(SIG_SETMASK, &Old, nullptr);
   if (E != 0)
-    return error("cannot run %s: %s", Argv[0].c_str(), std::strerror(E));
+    return say("error", "cannot run %s: %s", Argv[0].c_str(), std::strerror(E));
   int Code = reapCompiler(false);
   return Received ? -Received : Code;
 }
@@ -669,9 +660,9 @@ int serveCompile(const Args &Plain) {
     Slot = bindPolicy();
   } catch (const Failure &F) {
     if (!fallbackAllowed())
-      return error("regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
-    warn("regalloc policy '%s' cannot be served, compiling with plain clang-19 "
-         "(MLGO_FALLBACK=1): %s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
+      return say("error", "regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
+    say("warning", "regalloc policy '%s' cannot be served, compiling with plain clang-19 "
+        "(MLGO_FALLBACK=1): %s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
     return runCompiler(Plain);
   }
   long long Timeout = openTimeout();
@@ -680,9 +671,9 @@ int serveCompile(const Args &Plain) {
   std::string Why, Dir = privateDir(Why);
   if (Dir.empty()) {
     if (!fallbackAllowed())
-      return error("cannot create the channel directory: %s", Why.c_str());
-    warn("cannot create the channel directory, compiling with plain clang-19 "
-         "(MLGO_FALLBACK=1): %s", Why.c_str());
+      return say("error", "cannot create the channel directory: %s", Why.c_str());
+    say("warning", "cannot create the channel directory, compiling with plain clang-19 "
+        "(MLGO_FALLBACK=1): %s", Why.c_str());
     return runCompiler(Plain);
   }
   const std::string Base = Dir + "/channel", In = Base + ".in", Out = Base + ".out";
@@ -694,7 +685,7 @@ int serveCompile(const Args &Plain) {
   }
   int Result = 0;
   if (AdviceFd < 0 || LogFd < 0) {
-    Result = error("%s: cannot make the channel: %s", Dir.c_str(), std::strerror(errno));
+    Result = say("error", "%s: cannot make the channel: %s", Dir.c_str(), std::strerror(errno));
   } else {
     Args Served = Plain;
     Served.insert(Served.begin() + 1, {"-mllvm", "-regalloc-enable-advisor=release", "-mllvm",
@@ -706,7 +697,7 @@ int serveCompile(const Args &Plain) {
       ::kill(ClangPid, Received);
     ::sigprocmask(SIG_SETMASK, &Old, nullptr);
     if (E != 0) {
-      Result = error("cannot run %s: %s", Served[0].c_str(), std::strerror(E));
+      Result = say("error", "cannot run %s: %s", Served[0].c_str(), std::strerror(E));
     } else {
       Log L(LogFd, Timeout, Base);
       try {
@@ -722,12 +713,12 @@ int serveCompile(const Args &Plain) {
         else if (Dead && Code != 0)
           Result = Code;  // the compiler failed first: its message says why
         else if (fallbackAllowed()) {
-          warn("serving '%s' failed, compiling with plain clang-19 (MLGO_FALLBACK=1): %s",
-               CONFIG_REGALLOC_POLICY, F.Msg.c_str());
+          say("warning", "serving '%s' failed, compiling with plain clang-19 (MLGO_FALLBACK=1): "
+              "%s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
           Result = runCompiler(Plain);
         } else {
-          Result = error("serving regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY,
-                         F.Msg.c_str());
+          Result = say("error", "serving regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY,
+                       F.Msg.c_str());
         }
       }
     }
@@ -792,9 +783,9 @@ int main(int Argc, char **Argv) {
     execCompiler(compilerArgs());
   const bool RegallocAsked = CONFIG_SERVES_REGALLOC || CONFIG_REGALLOC_UNAVAILABLE;
   if (LtoLink && RegallocAsked) {
-    warn("%s link: code generation (and register allocation) runs in the linker, which mlgo "
-         "does not serve: the regalloc policy '%s' is not applied to this program",
-         Lto.c_str(), CONFIG_REGALLOC_POLICY);
+    say("warning", "%s link: code generation (and register allocation) runs in the linker, which "
+        "mlgo does not serve: the regalloc policy '%s' is not applied to this program",
+        Lto.c_str(), CONFIG_REGALLOC_POLICY);
     summaryLine(CONFIG_REGALLOC_POLICY, 0, "lto-link-not-served");
   }
   bool Lld = false;  // only lld loads pass plugins at the link
@@ -805,14 +796,14 @@ int main(int Argc, char **Argv) {
   const char *ServedInline = CONFIG_INLINE_POLICY ? CONFIG_INLINE_POLICY : "(none)";
   if (Other) {
     if (!fallbackAllowed())
-      return error("%s serves inline policy '%s', but MLGO_INLINE_POLICY is '%s'; make one for "
-                   "it with the variable set when printing: `MLGO_INLINE_POLICY=%s mlgo-%s "
-                   "--print-launcher`", Argv[0], ServedInline, Other, Other, CONFIG_DRIVER);
-    warn("%s serves inline policy '%s', not MLGO_INLINE_POLICY '%s'; using clang's own "
-         "inliner (MLGO_FALLBACK=1)", Argv[0], ServedInline, Other);
+      return say("error", "%s serves inline policy '%s', but MLGO_INLINE_POLICY is '%s'; make one "
+                 "for it with the variable set when printing: `MLGO_INLINE_POLICY=%s mlgo-%s "
+                 "--print-launcher`", Argv[0], ServedInline, Other, Other, CONFIG_DRIVER);
+    say("warning", "%s serves inline policy '%s', not MLGO_INLINE_POLICY '%s'; using clang's own "
+        "inliner (MLGO_FALLBACK=1)", Argv[0], ServedInline, Other);
   } else if (CONFIG_INLINE_POLICY && LtoLink && !Lld) {
-    warn("%s link without -fuse-ld=lld: the inline policy '%s' is not applied to the link's "
-         "inlining (only lld can load the plugin)", Lto.c_str(), CONFIG_INLINE_POLICY);
+    say("warning", "%s link without -fuse-ld=lld: the inline policy '%s' is not applied to the "
+        "link's inlining (only lld can load the plugin)", Lto.c_str(), CONFIG_INLINE_POLICY);
   } else if (CONFIG_INLINE_POLICY) {
     std::string Bad = CONFIG_PLUGIN_UNAVAILABLE ? CONFIG_PLUGIN_UNAVAILABLE
                                                 : pluginDamage(CONFIG_PLUGIN, CONFIG_PLUGIN_FNV1A64);
@@ -822,11 +813,11 @@ int main(int Argc, char **Argv) {
       Extra.push_back((LtoLink ? "-Wl,--load-pass-plugin=" : "-fpass-plugin=") +
                       std::string(CONFIG_PLUGIN));
     else if (!fallbackAllowed())
-      return error("inliner plugin for '%s': %s; make mlgo-clang again with `mlgo-%s "
-                   "--print-launcher`", CONFIG_INLINE_POLICY, Bad.c_str(), CONFIG_DRIVER);
+      return say("error", "inliner plugin for '%s': %s; make mlgo-clang again with `mlgo-%s "
+                 "--print-launcher`", CONFIG_INLINE_POLICY, Bad.c_str(), CONFIG_DRIVER);
     else
-      warn("inliner plugin for '%s' unavailable, using clang's own inliner (MLGO_FALLBACK=1): "
-           "%s", CONFIG_INLINE_POLICY, Bad.c_str());
+      say("warning", "inliner plugin for '%s' unavailable, using clang's own inliner "
+          "(MLGO_FALLBACK=1): %s", CONFIG_INLINE_POLICY, Bad.c_str());
   }
   if (LtoLink)
     execCompiler(compilerArgs());
@@ -834,28 +825,28 @@ int main(int Argc, char **Argv) {
   Other = mismatch("MLGO_REGALLOC_POLICY", CONFIG_REGALLOC_POLICY, false);
   if (Other) {
     if (!fallbackAllowed())
-      return error("%s serves regalloc policy '%s', but MLGO_REGALLOC_POLICY is '%s'; make one "
-                   "for it with the variable set when printing: `MLGO_REGALLOC_POLICY=%s "
-                   "mlgo-%s --print-launcher`", Argv[0], CONFIG_REGALLOC_POLICY, Other, Other,
-                   CONFIG_DRIVER);
-    warn("%s serves regalloc policy '%s', not MLGO_REGALLOC_POLICY '%s'; compiling with plain "
-         "clang-19 (MLGO_FALLBACK=1)", Argv[0], CONFIG_REGALLOC_POLICY, Other);
+      return say("error", "%s serves regalloc policy '%s', but MLGO_REGALLOC_POLICY is '%s'; make "
+                 "one for it with the variable set when printing: `MLGO_REGALLOC_POLICY=%s "
+                 "mlgo-%s --print-launcher`", Argv[0], CONFIG_REGALLOC_POLICY, Other, Other,
+                 CONFIG_DRIVER);
+    say("warning", "%s serves regalloc policy '%s', not MLGO_REGALLOC_POLICY '%s'; compiling with "
+        "plain clang-19 (MLGO_FALLBACK=1)", Argv[0], CONFIG_REGALLOC_POLICY, Other);
     execCompiler(compilerArgs());
   }
   if (!Lto.empty() && RegallocAsked) {
     // The object is bitcode: registers are allocated at the link (warned about there).
-    warn("%s: this compile makes bitcode and its registers are allocated at the link, which "
-         "mlgo does not serve: the regalloc policy '%s' is not applied", Lto.c_str(),
-         CONFIG_REGALLOC_POLICY);
+    say("warning", "%s: this compile makes bitcode and its registers are allocated at the link, "
+        "which mlgo does not serve: the regalloc policy '%s' is not applied", Lto.c_str(),
+        CONFIG_REGALLOC_POLICY);
     summaryLine(CONFIG_REGALLOC_POLICY, 0, "lto-not-served");
     execCompiler(compilerArgs());
   }
   if (CONFIG_REGALLOC_UNAVAILABLE) {
     if (!fallbackAllowed())
-      return error("regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY,
-                   CONFIG_REGALLOC_UNAVAILABLE);
-    warn("regalloc policy '%s' unavailable, compiling with plain clang-19 (MLGO_FALLBACK=1): "
-         "%s", CONFIG_REGALLOC_POLICY, CONFIG_REGALLOC_UNAVAILABLE);
+      return say("error", "regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY,
+                 CONFIG_REGALLOC_UNAVAILABLE);
+    say("warning", "regalloc policy '%s' unavailable, compiling with plain clang-19 "
+        "(MLGO_FALLBACK=1): %s", CONFIG_REGALLOC_POLICY, CONFIG_REGALLOC_UNAVAILABLE);
     execCompiler(compilerArgs());
   }
 #if CONFIG_SERVES_REGALLOC
