@@ -40,17 +40,13 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <atomic>
-#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <dlfcn.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include "policy_binding.h"
 
@@ -110,23 +106,6 @@ const std::string &refusalReason() {
   return Reason;
 }
 
-// Appends Line to Path in one write(), so that the lines of concurrent compilers stay whole.
-void appendLine(const char *Path, const std::string &Line) {
-  int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (Fd < 0) {
-    errs() << PluginName << ": warning: cannot open MLGO_DECISION_SUMMARY " << Path << ": "
-           << std::strerror(errno) << "\n";
-    return;
-  }
-  ssize_t Written;
-  do
-    Written = ::write(Fd, Line.data(), Line.size());
-  while (Written < 0 && errno == EINTR);
-  if (Written != static_cast<ssize_t>(Line.size()))
-    errs() << PluginName << ": warning: cannot write MLGO_DECISION_SUMMARY " << Path << "\n";
-  ::close(Fd);
-}
-
 // Evaluates the linked-in policy on buffers laid out as llvm::FeatureMap.
 class PolicyRunner final : public MLModelRunner {
 public:
@@ -152,13 +131,12 @@ public:
   }
 
   ~PolicyRunner() override {
-    const char *Summary = std::getenv("MLGO_DECISION_SUMMARY");
-    if (!Summary || !*Summary)
-      return;
-    std::string Line = std::string("inlining\t") + mlgo_policy_label + "\t" + ModuleName + "\t" +
-                       std::to_string(Decisions) + "\t" + std::to_string(Inlined) + "\t" +
-                       (Notes.empty() ? "-" : Notes) + "\n";
-    appendLine(Summary, Line);
+    std::string Failed = mlgo::appendSummaryLine(
+        std::string("inlining\t") + mlgo_policy_label + "\t" + ModuleName + "\t" +
+        std::to_string(Decisions) + "\t" + std::to_string(Inlined) + "\t" +
+        (Notes.empty() ? "-" : Notes) + "\n");
+    if (!Failed.empty())
+      errs() << PluginName << ": warning: " << Failed << "\n";
   }
 
 private:

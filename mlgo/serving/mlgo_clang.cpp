@@ -41,10 +41,9 @@
 #include <vector>
 
 #include "mlgo_clang_config.h"
-
-#if CONFIG_SERVES_REGALLOC
 #include "policy_binding.h"
 
+#if CONFIG_SERVES_REGALLOC
 extern "C" {
 int64_t mlgo_regalloc_policy(const void *const *features, size_t num_features);
 extern const char mlgo_policy_label[];
@@ -259,19 +258,12 @@ bool isLink(const Args &A) {
 
 // ---- small services -------------------------------------------------------------------------
 
-// One line of MLGO_DECISION_SUMMARY (format in mlgo/serving/summary.py), in one write so that
-// concurrent compiles keep their lines whole.
+// This program's line of MLGO_DECISION_SUMMARY.
 void summaryLine(const char *Policy, long long Decisions, const char *Notes) {
-  const char *Path = std::getenv("MLGO_DECISION_SUMMARY");
-  if (!Path || !*Path)
-    return;
-  std::string Line = std::string("regalloc\t") + Policy + "\t-\t" + std::to_string(Decisions) +
-                     "\t-\t" + Notes + "\n";
-  int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (Fd < 0 || ::write(Fd, Line.data(), Line.size()) != static_cast<ssize_t>(Line.size()))
-    say("warning", "cannot write MLGO_DECISION_SUMMARY %s: %s", Path, std::strerror(errno));
-  if (Fd >= 0)
-    ::close(Fd);
+  std::string Failed = mlgo::appendSummaryLine(std::string("regalloc\t") + Policy + "\t-\t" +
+                                               std::to_string(Decisions) + "\t-\t" + Notes + "\n");
+  if (!Failed.empty())
+    say("warning", "%s", Failed.c_str());
 }
 
 // Empty if the plugin has the content this program was built with (FNV-1a 64 of its bytes,

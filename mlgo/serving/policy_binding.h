@@ -2,13 +2,19 @@
 // model runner binds a compiled model's: each input the policy declares (mlgo/policies/c_source.py
 // describes the symbols) reads the compiler's feature of the same name; the compiler's other
 // features are ignored; an input the compiler does not send, or sends with another element type
-// or count, is an error naming it. One implementation for every program that links a policy.
+// or count, is an error naming it. One implementation for every program that links a policy,
+// and so is the line each appends to MLGO_DECISION_SUMMARY.
 #ifndef MLGO_POLICY_BINDING_H
 #define MLGO_POLICY_BINDING_H
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 extern "C" {
@@ -61,6 +67,24 @@ inline PolicyBinding bindPolicyInputs(const std::vector<CompilerFeature> &Compil
       B.Error += "\n  " + P;
   }
   return B;
+}
+
+// Appends Line to MLGO_DECISION_SUMMARY, if set (format: mlgo/serving/summary.py), in one
+// write() so that the lines of concurrent compilers stay whole. Returns "" or what failed.
+inline std::string appendSummaryLine(const std::string &Line) {
+  const char *Path = std::getenv("MLGO_DECISION_SUMMARY");
+  if (!Path || !*Path)
+    return "";
+  int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  ssize_t Written = -1;
+  while (Fd >= 0 && (Written = ::write(Fd, Line.data(), Line.size())) < 0 && errno == EINTR) {
+  }
+  int Error = errno;
+  if (Fd >= 0)
+    ::close(Fd);
+  if (Written == static_cast<ssize_t>(Line.size()))
+    return "";
+  return std::string("cannot write MLGO_DECISION_SUMMARY ") + Path + ": " + std::strerror(Error);
 }
 
 } // namespace mlgo
