@@ -12,6 +12,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,8 @@ def policy_source(policy: str, problem: str) -> tuple[str, str]:
     """(C source, label) of a built-in heuristic's name, a shipped policy's name or a trained
     policy directory, for `problem`'s consumer (the plugin: inlining; mlgo-clang: regalloc)."""
     if policy in RULES[problem]:
-        return c_source.heuristic_c_source(problem, policy), policy
+        return _generated(_source_key(problem, policy, generator_files()),
+                          lambda: c_source.heuristic_c_source(problem, policy)), policy
     path = Path(resolve(policy))
     if path.is_dir():
         return trained_policy_source(path, problem)
@@ -162,35 +164,46 @@ def policy_source(policy: str, problem: str) -> tuple[str, str]:
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
-    """C source of a trained policy directory (mlgo.policies.c_source). Generating it means
-    loading the policy with numpy (~0.2 s), and mlgo-clang asks for it on every compile: it is
-    cached by the content of the policy directory and of the code that generates it."""
-    key = _policy_dir_key(path, problem, generator_files())
+    """C source (and label) of a trained policy directory (mlgo.policies.c_source)."""
+    key = _source_key(problem, path, generator_files())
+    return _generated(key, lambda: c_source.policy_c_source(path, problem)), str(path.resolve())
+
+
+def _generated(key: str, generate: Callable[[], str]) -> str:
+    """The C `generate` makes, cached under `key`. Generating imports numpy and may load a
+    policy (~0.2 s), and mlgo-clang asks for its policy's C on every compile."""
     cached = os.path.join(cache_root(), "policy-c", key[:32] + ".c")
     try:
         with open(cached) as f:
-            return f.read(), str(path.resolve())
+            return f.read()
     except OSError:
         pass
-    source = c_source.policy_c_source(path, problem)
+    source = generate()
     atomic_write_text(cached, source)  # concurrent compiles write the same text: any rename wins
-    return source, str(path.resolve())
+    return source
 
 
 def generator_files() -> list[Path]:
-    """The modules whose code decides a trained policy's C: the policy package (graphs,
-    operations, loading, the C ABI), the problems' networks and the advice names."""
+    """The modules whose code decides a policy's C: the policy package (graphs, operations,
+    heuristics, loading, the C ABI), the problems' networks and LLVM 19's facts."""
     mlgo = Path(SOURCE_DIR).parent
     return sorted([*mlgo.glob("policies/*.py"), *mlgo.glob("problems/*/network.py"),
                    mlgo / "protocol" / "llvm19.py"])
 
 
-def _policy_dir_key(path: Path, problem: str, generator: list[Path]) -> str:
-    """Hash of every file of a policy directory (names and bytes) and of the generator's."""
+def _source_key(problem: str, policy: Path | str, generator: list[Path]) -> str:
+    """Hash of the generator's files and of the policy: a built-in heuristic's name, or every
+    file of a policy directory (names and bytes)."""
     h = hashlib.sha256(f"{problem}\0".encode())
-    files = sorted(p for p in path.rglob("*") if p.is_file()) + list(generator)
+    files = list(generator)
+    if isinstance(policy, Path):
+        files = sorted(p for p in policy.rglob("*") if p.is_file()) + files
+    else:
+        h.update(f"built-in {policy}\0".encode())
     for f in files:
-        h.update(str(f.relative_to(path) if f.is_relative_to(path) else f.name).encode() + b"\0")
+        name = f.relative_to(policy) if isinstance(policy, Path) and f.is_relative_to(policy) \
+            else f.name
+        h.update(str(name).encode() + b"\0")
         h.update(f.read_bytes())
         h.update(b"\0\1")
     return h.hexdigest()
