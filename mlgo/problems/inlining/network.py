@@ -32,10 +32,11 @@ from mlgo.policies import vocab as V
 from mlgo.policies.builtins import cost_threshold
 from mlgo.policies.network import MLP, FeatureMismatchError, PolicyNetwork, as_specs
 from mlgo.policies.ops import Graph
+from mlgo.protocol import llvm19
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 
-ADVICE = "inlining_decision"
+ADVICE = llvm19.ADVICE["inlining"]
 RULE_FEATURES = ("cost_estimate", "threshold")  # builtins.cost_threshold reads these
 KEEP, FLIP = 0, 1  # a residual network's MLP outputs
 

@@ -33,10 +33,11 @@ from mlgo.policies.network import (
     as_specs,
 )
 from mlgo.policies.ops import Graph
+from mlgo.protocol import llvm19
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 
-ADVICE = "index_to_evict"
+ADVICE = llvm19.ADVICE["regalloc"]
 MASK = "mask"
 PASSTHROUGH_CLIP = 100.0
 FINITE_CAP = 1e30

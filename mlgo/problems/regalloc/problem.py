@@ -15,10 +15,10 @@ import gin
 from mlgo.compiler.measure import parse_regalloc_remarks
 from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem
-from mlgo.protocol import FeatureValues, Header
+from mlgo.protocol import FeatureValues, Header, llvm19
 from mlgo_base.errors import MlgoError, ProtocolError
 
-ADVICE = "index_to_evict"
+ADVICE = llvm19.ADVICE["regalloc"]
 NUM_CANDIDATES = 33
 NO_EVICTION = 32  # the live range being allocated: evict nothing
 
