@@ -24,17 +24,24 @@ def corpus(tmp_path_factory):
     return c.root
 
 
-def test_imitation_rounds_learn_from_search(corpus, tmp_path, monkeypatch):
-    from mlgo.traces import read_trace
-
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+def _search_then_run_dir(corpus, tmp_path, train):
+    """Search `corpus` once (the cache in tmp_path) and make a run directory whose split trains
+    on `train` and validates on t/validation.c: what an imitation run starts from."""
     search = tmp_path / "S"
     assert main(["search", "--problem", "inlining", "--corpus", str(corpus), "-o", str(search),
                  "--workers", "1", "--passes", "1"]) == 0
     out = tmp_path / "run"
     out.mkdir()
-    train = ["t/external.c", "t/nothing.c", "t/calls.c"]
     (out / "split.json").write_text(json.dumps({"train": train, "validation": ["t/validation.c"]}))
+    return search, out
+
+
+def test_imitation_rounds_learn_from_search(corpus, tmp_path, monkeypatch):
+    from mlgo.traces import read_trace
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    train = ["t/external.c", "t/nothing.c", "t/calls.c"]
+    search, out = _search_then_run_dir(corpus, tmp_path, train)
     argv = ["train", "--problem", "inlining", "--algorithm", "imitation", "--corpus", str(corpus),
             "-o", str(out), "--search", str(search), "--workers", "1",
             "--gin_bindings", "imitation.ImitationConfig.rounds = 2",
@@ -103,13 +110,7 @@ def test_residual_policy_starts_at_the_rule_and_learns_a_flip(corpus, tmp_path, 
     from mlgo.traces import read_trace
 
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
-    search = tmp_path / "S"
-    assert main(["search", "--problem", "inlining", "--corpus", str(corpus), "-o", str(search),
-                 "--workers", "1", "--passes", "1"]) == 0
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / "split.json").write_text(json.dumps({"train": ["t/external.c", "t/calls.c"],
-                                                "validation": ["t/validation.c"]}))
+    search, out = _search_then_run_dir(corpus, tmp_path, ["t/external.c", "t/calls.c"])
     assert main(["train", "--problem", "inlining", "--algorithm", "imitation", "--corpus",
                  str(corpus), "-o", str(out), "--search", str(search), "--workers", "1",
                  "--gin_bindings", "inlining.InliningNetworkConfig.residual = True",
