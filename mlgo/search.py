@@ -343,10 +343,11 @@ class FlipSearch:
             return [k for k in positions if int(p1[k] > 0.5) != best.actions[k]]
         return sorted(positions, key=lambda k: (abs(p1[k] - 0.5), k))
 
-    def _group(self, best: Candidate, k: int) -> int:
+    def _groups(self, best: Candidate) -> list[int]:
+        """Per position of `best`, its function group (one group when none is ever skipped)."""
         if not self.config.cold_tries:
-            return 0
-        return function_groups([m[0] for m in best.margins])[k]
+            return [0] * len(best.actions)
+        return function_groups([m[0] for m in best.margins])
 
     # -- the search ---------------------------------------------------------------------------
     def run(self) -> tuple[Candidate, Candidate, Any]:
@@ -360,11 +361,11 @@ class FlipSearch:
                 kept_before = self.kept
                 tried: set[int] = set()
                 neutral: dict[int, int] = {}  # group -> flips that changed no profiled function
-                queue = self._order(best, tried)
+                queue, groups = self._order(best, tried), self._groups(best)
                 while queue:
                     k = queue.pop(0)
                     tried.add(k)
-                    group = self._group(best, k)
+                    group = groups[k]
                     if self.config.cold_tries and neutral.get(group, 0) >= self.config.cold_tries:
                         self.skipped += 1
                         continue
@@ -377,7 +378,7 @@ class FlipSearch:
                             self._remember(flipped, cand, every_prefix=True)
                             # A[:k] is unchanged; later positions belong to a new trajectory.
                             tried = {t for t in tried if t <= k}
-                            queue = self._order(best, tried)
+                            queue, groups = self._order(best, tried), self._groups(best)
                             break
                         if cand.per_function == best.per_function:
                             neutral[group] = neutral.get(group, 0) + 1
