@@ -85,6 +85,23 @@ def random_regalloc_batch(rng: np.random.Generator, b: int) -> dict[str, np.ndar
     return out
 
 
+def regalloc_edge_batch(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Random observations with the cases the eviction rules treat apart: evicting nothing
+    masked, nothing valid, heavy ranges, ties, NaN weights, broken hints, hints first."""
+    batch = random_regalloc_batch(rng, n)
+    batch["mask"] = (rng.random(batch["mask"].shape) < 0.3).astype(np.int64)
+    batch["mask"][: n // 2, 0, K - 1] = 0  # LLVM must evict someone
+    batch["mask"][5] = 0  # nothing valid at all
+    batch["use_def_density"][:40, 0, K - 1] = 1e9
+    batch["use_def_density"][40:50, 0, :] = 2.0  # ties
+    batch["use_def_density"][50:60, 0, rng.integers(0, K, 10)] = np.nan
+    batch["nr_broken_hints"] = rng.integers(0, 3, batch["nr_broken_hints"].shape).astype(np.float32)
+    batch["nr_broken_hints"][100:150] = 0  # weight alone decides
+    # hints lead the allocation order: 0 to 2 of them, first
+    batch["is_hint"] = (np.arange(K) < rng.integers(0, 3, (n, 1, 1))).astype(np.int64)
+    return batch
+
+
 def make_vocab(rng: np.random.Generator, n: int = 100) -> dict[str, np.ndarray]:
     data = random_inlining_batch(rng, 2000)
     return {k: np.unique(np.quantile(v.astype(np.float64), np.linspace(0, 1, n + 1)))
@@ -414,8 +431,8 @@ def test_residual_network_needs_the_rules_features():
 
 
 def test_margin_policy_directory_records_its_margin_and_own_validation(tmp_path):
+    from mlgo.policies.margin import validation_from_report, write_margin_policy
     from mlgo.policies.policy_dir import load_policy, save_policy
-    from mlgo.problems.inlining.margin import validation_from_report, write_margin_policy
 
     net = _residual(hidden_sizes=(8,))
     flat = random_params(net, 2)
@@ -427,9 +444,114 @@ def test_margin_policy_directory_records_its_margin_and_own_validation(tmp_path)
     assert meta["flip_margin"] == 2.0 and "validation" not in meta and net2.config.residual
     report = {"problem": "inlining", "policy_total": 99.0, "default_total": 100.0,
               "relative_change": -0.01, "modules": [{}, {}], "failures": []}
-    write_margin_policy(tmp_path / "best", tmp_path / "m2", 2.0, validation_from_report(report, "r"))
+    write_margin_policy(tmp_path / "best", tmp_path / "m2", 2.0,
+                        validation_from_report(report, "r", "inlining"))
     assert load_policy(tmp_path / "m2")[2]["validation"] == {
         "policy_total": 99.0, "default_total": 100.0, "relative_change": -0.01, "modules": 2,
         "failed": 0}
-    with pytest.raises(MlgoError, match="r.json: not an `mlgo eval"):
-        validation_from_report({"problem": "regalloc"}, "r.json")
+    with pytest.raises(MlgoError, match="r.json: not an `mlgo eval --problem inlining"):
+        validation_from_report({**report, "problem": "regalloc"}, "r.json", "inlining")
+
+
+# -- the residual regalloc network: default-rule plus learned per-candidate scores ---------------
+def _ra_residual(**kw) -> RegallocNetwork:
+    return RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(residual=True, **kw))
+
+
+def _default_rule_of(batch: dict[str, np.ndarray]) -> list[int]:
+    from mlgo.policies import builtins
+
+    rule = builtins.heuristic("regalloc", "default-rule")
+    n = len(batch["mask"])
+    return [rule({k: v[i] for k, v in batch.items()}) for i in range(n)]
+
+
+def test_fresh_residual_regalloc_network_is_the_default_rule():
+    net = _ra_residual()
+    batches = [regalloc_edge_batch(np.random.default_rng(s), 300) for s in range(3)]
+    batches.append(random_regalloc_batch(np.random.default_rng(4), 300))
+    for seed in range(3):
+        flat = net.init_params(seed)
+        for b in batches:
+            logits = net.logits_numpy(flat, b)
+            want = _default_rule_of(b)
+            assert np.argmax(logits, axis=1).tolist() == want
+            assert np.argmax(net.logits_tf(flat, b).numpy(), axis=1).tolist() == want
+            # the rule's candidate leads every other valid one by the whole anchor
+            lead = logits[np.arange(len(want)), want] - np.where(
+                np.eye(K, dtype=bool)[want], INVALID_LOGIT, logits).max(axis=1)
+            assert lead.min() >= 4.0 - 1e-5
+    # the rule evicts nothing where nothing is valid: the network does too (batch row 5)
+    assert _default_rule_of(batches[0])[5] == K - 1
+
+
+def test_residual_regalloc_logits_are_the_scores_plus_the_anchor_on_the_rule():
+    net = _ra_residual(hidden_sizes=(8,))
+    plain = RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(hidden_sizes=(8,)))
+    assert net.num_params == plain.num_params + 2  # the anchor layer: w [1, 1], b [1]
+    flat = random_params(net, 7, scale=1.0)
+    flat[-2:] = [3.0, 0.25]  # anchor 3, bias 0.25 (the same on every candidate)
+    batch = regalloc_edge_batch(np.random.default_rng(3), 300)
+    logits = net.logits_numpy(flat, batch)
+    np.testing.assert_allclose(logits, net.logits_tf(flat, batch).numpy(), atol=1e-5, rtol=1e-5)
+    scores = plain.logits_numpy(flat[:-2], batch)  # the same scorer, masked by the mask alone
+    rule = np.eye(K, dtype=bool)[_default_rule_of(batch)]
+    mask = batch["mask"].reshape(-1, K) != 0
+    np.testing.assert_allclose(logits[mask], (scores + 0.25 + 3.0 * rule)[mask], rtol=1e-5, atol=1e-5)
+    # the rule's position is valid even where the mask says no (evicting nothing where
+    # nothing is eligible), and no other masked position is
+    valid = rule | mask
+    assert (rule & ~mask).any() and (logits[rule & ~mask] > -1e3).all()
+    assert (logits[~valid] == INVALID_LOGIT).all()
+    # some rule choices are masked positions (evicting nothing where nothing is eligible)
+    assert (rule & (batch["mask"].reshape(-1, K) == 0)).any()
+    assert (np.argmax(logits, axis=1) != np.argmax(rule, axis=1)).any()
+
+
+def test_regalloc_flip_margin_takes_only_confident_flips():
+    net = _ra_residual()
+    flat = random_params(net, 5, scale=1.0)
+    flat[-2:] = [1.0, 0.0]
+    batch = regalloc_edge_batch(np.random.default_rng(8), 1000)
+    logits = net.logits_numpy(flat, batch)
+    rule = np.array(_default_rule_of(batch))
+    greedy = np.argmax(logits, axis=1)
+    flips = greedy != rule
+    lead = logits.max(axis=1) - logits[np.arange(len(rule)), rule]  # the flip's lead over the rule
+    assert flips.sum() > 50
+    margin = float(np.median(lead[flips]))
+    shifted = np.argmax(net.logits_numpy(net.with_flip_margin(flat, margin), batch), axis=1)
+    kept, gone = flips & (lead > margin + 1e-4), flips & (lead < margin - 1e-4)
+    assert (shifted[kept] == greedy[kept]).all() and (shifted[gone] == rule[gone]).all()
+    assert ((shifted != rule) <= flips).all()  # no new flip appears
+    assert (np.argmax(net.logits_numpy(net.with_flip_margin(flat, 1e4), batch), axis=1) == rule).all()
+    np.testing.assert_array_equal(flat[:-2], random_params(net, 5, scale=1.0)[:-2])  # not in place
+    with pytest.raises(MlgoError, match="residual regalloc network only"):
+        RegallocNetwork(regalloc_specs()).with_flip_margin(flat[:-2], 1.0)
+
+
+def test_residual_regalloc_network_needs_the_rules_features():
+    specs = [s for s in regalloc_specs() if s.name != "nr_broken_hints"]
+    RegallocNetwork(specs)  # a plain network reads whatever the header offers
+    with pytest.raises(FeatureMismatchError, match="nr_broken_hints"):
+        RegallocNetwork(specs, RegallocNetworkConfig(residual=True))
+    with pytest.raises(MlgoError, match="anchor_prior"):
+        RegallocNetworkConfig(residual=True, anchor_prior=0.0)
+
+
+def test_regalloc_margin_policy_directory_raises_the_anchor(tmp_path):
+    from mlgo.policies.margin import validation_from_report, write_margin_policy
+    from mlgo.policies.policy_dir import load_policy, save_policy
+
+    net = _ra_residual(hidden_sizes=(8,))
+    flat = random_params(net, 2)
+    save_policy(tmp_path / "best", net, flat, {"validation": {"relative_change": -0.5}})
+    report = {"problem": "regalloc", "policy_total": 99.0, "default_total": 100.0,
+              "relative_change": -0.01, "modules": [{}], "failures": []}
+    write_margin_policy(tmp_path / "best", tmp_path / "m3", 3.0,
+                        validation_from_report(report, "r", "regalloc"))
+    net2, params, meta = load_policy(tmp_path / "m3", problem="regalloc")
+    assert net2.config.residual and meta["flip_margin"] == 3.0
+    assert meta["validation"]["relative_change"] == -0.01
+    np.testing.assert_array_equal(params[:-2], flat[:-2])
+    assert params[-2] == np.float32(flat[-2] + 3.0) and params[-1] == flat[-1]  # anchor w, not b

@@ -18,7 +18,7 @@ from test_networks import (
     make_vocab,
     random_inlining_batch,
     random_params,
-    random_regalloc_batch,
+    regalloc_edge_batch,
     regalloc_specs,
 )
 
@@ -112,6 +112,9 @@ def test_every_operation_agrees_in_numpy_tensorflow_and_c(tmp_path):
         "less": g.apply("less", g.input("a"), g.input("b")),
         "where": g.apply("where", g.take(m, best), best, g.const(-1)),
         "masked": g.apply("where", m, f, g.const(-1e9, "f32")),
+        "iota": g.iota(8), "sum_f": g.apply("add", f, g.apply("cast_f32", m)),
+        # the position of `best` as a 0/1 column, from iota and index's position
+        "at_best": g.apply("less", g.iota(8), g.apply("add", best, g.const(1))),
     }
     g.outputs.update(outputs)
     rng = np.random.default_rng(0)
@@ -134,6 +137,8 @@ def test_every_operation_agrees_in_numpy_tensorflow_and_c(tmp_path):
     assert got_np["argmin"][3, 0, 0] == 7 and got_np["first"][3, 0, 0] == 3  # nothing allowed
     assert got_np["less"][4, 0, 0] == 0  # int64 compared as int64, not as double
     assert got_np["quantile"].max() <= 1 and got_np["quantile"][:, 0, 1].max() == 0
+    assert got_np["iota"][5].reshape(-1).tolist() == list(range(8))
+    assert got_np["at_best"][0].reshape(-1).tolist() == [1] + [0] * 7  # best 0: row 0 only
 
 
 def test_graphs_refuse_what_no_backend_could_run():
@@ -203,21 +208,6 @@ ORACLES = {
 }
 
 
-def _regalloc_edge_batch(rng, n):
-    batch = random_regalloc_batch(rng, n)
-    batch["mask"] = (rng.random(batch["mask"].shape) < 0.3).astype(np.int64)
-    batch["mask"][: n // 2, 0, K - 1] = 0  # LLVM must evict someone
-    batch["mask"][5] = 0  # nothing valid at all
-    batch["use_def_density"][:40, 0, K - 1] = 1e9
-    batch["use_def_density"][40:50, 0, :] = 2.0  # ties
-    batch["use_def_density"][50:60, 0, rng.integers(0, K, 10)] = np.nan
-    batch["nr_broken_hints"] = rng.integers(0, 3, batch["nr_broken_hints"].shape).astype(np.float32)
-    batch["nr_broken_hints"][100:150] = 0  # weight alone decides
-    # hints lead the allocation order: 0 to 2 of them, first
-    batch["is_hint"] = (np.arange(K) < rng.integers(0, 3, (n, 1, 1))).astype(np.int64)
-    return batch
-
-
 @pytest.mark.parametrize("problem,name", sorted(ORACLES))
 def test_builtin_heuristics_agree_with_their_rules_in_every_backend(problem, name, tmp_path):
     rng = np.random.default_rng(1)
@@ -225,7 +215,7 @@ def test_builtin_heuristics_agree_with_their_rules_in_every_backend(problem, nam
         batch = random_inlining_batch(rng, 300)
         batch["threshold"][:50] = batch["cost_estimate"][:50]  # equal: not below
     else:
-        batch = _regalloc_edge_batch(rng, 300)
+        batch = regalloc_edge_batch(rng, 300)
     g = builtins.graph(problem, name)
     got_np, got_tf, got_c = all_backends(g, {}, batch, tmp_path)
     advice = llvm19.ADVICE[problem]
@@ -251,6 +241,11 @@ def _network_cases():
     for act in ("relu", "tanh"):
         net = RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(activation=act))
         yield f"regalloc-{act}", net, random_params(net, 4, scale=1.0)
+    # default-rule plus learned scores: with an anchor of 2, some decisions leave the rule
+    net = RegallocNetwork(regalloc_specs(), RegallocNetworkConfig(residual=True))
+    params = random_params(net, 4, scale=1.0)
+    params[-2:] = [2.0, 0.5]
+    yield "regalloc-residual", net, params
     for name in shipped_names():
         net, params, _ = load_policy(resolve(name))
         yield name, net, params
@@ -265,7 +260,7 @@ def test_networks_agree_in_numpy_tensorflow_and_c(case, tmp_path):
         batch["cost_estimate"][:2] = [[2**40], [np.iinfo(np.int64).max]]
         batch = {f.name: batch[f.name] for f in net.features}
     else:
-        batch = _regalloc_edge_batch(rng, 200)
+        batch = regalloc_edge_batch(rng, 200)
         batch["nr_urgent"][:3, 0, :4] = [np.inf, np.nan, -np.inf, 3e38]
     params = net.unflatten_numpy(flat)
     got_np, got_tf, got_c = all_backends(net.graph, params, batch, tmp_path)

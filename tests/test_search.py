@@ -303,6 +303,31 @@ def test_regalloc_search_beats_the_default_rule(o2_corpus, cache):
     assert best.actions != best.llvm
 
 
+def test_fresh_residual_regalloc_network_compiles_as_the_default_rule(o2_corpus, cache):
+    from mlgo.env import CompilerEnv, run_episode
+    from mlgo.policies.policy import NumpyPolicy
+    from mlgo.problems import get_problem
+    from mlgo.problems.regalloc.network import RegallocNetworkConfig, build_network
+    from mlgo.problems.regalloc.problem import default_rule
+
+    m = next(x for x in o2_corpus.modules if x.name == "t/spin.c")
+    problem = get_problem("regalloc")
+    net = build_network(problem.header(), None, RegallocNetworkConfig(residual=True))
+    seen = []
+
+    def rule(obs):
+        seen.append(obs)
+        return default_rule(obs)
+
+    by_rule = run_episode(CompilerEnv(problem, m, cache=cache), rule)
+    by_net = run_episode(CompilerEnv(problem, m, cache=cache), NumpyPolicy(net, net.init_params(1)).act)
+    # on every observation of a real compile, and so the compile itself
+    assert len(seen) > 20 and by_net.num_decisions == by_rule.num_decisions
+    logits = net.logits_numpy(net.init_params(1), {k: np.stack([o[k] for o in seen]) for k in seen[0]})
+    assert np.argmax(logits, axis=1).tolist() == [default_rule(o) for o in seen]
+    assert by_net.measurement.total == by_rule.measurement.total
+
+
 def test_regalloc_alternatives_are_evict_nothing_then_the_next_candidate():
     from mlgo.search import RegallocSpace, function_groups
 

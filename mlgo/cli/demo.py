@@ -178,7 +178,7 @@ def _choose_flip_margin(out: Path, trainval: Path, common: list[str],
     """The best round's residual policy at the flip margin (FLIP_MARGINS) whose .text on the
     run's validation modules is smallest (on a tie, the larger margin: fewer flips); the test
     modules play no part. Each margin's policy is written to OUT/margin/margin-M."""
-    from mlgo.problems.inlining.margin import validation_from_report, write_margin_policy
+    from mlgo.policies.margin import validation_from_report, write_margin_policy
 
     best = out / "imitation" / "best"
     split = json.loads((out / "imitation" / "split.json").read_text())
@@ -199,7 +199,7 @@ def _choose_flip_margin(out: Path, trainval: Path, common: list[str],
     for total, _, m, _, rep, _ in results:
         print(f"{m:11g} {total:17.0f} {100 * rep['relative_change']:+8.2f}%")
     _, _, m, policy, rep, report = min(results, key=lambda r: r[:2])
-    write_margin_policy(best, policy, m, validation_from_report(rep, report))
+    write_margin_policy(best, policy, m, validation_from_report(rep, report, "inlining"))
     print(f"flip margin {m:g} chosen on the {len(split['validation'])} validation modules")
     return policy
 

@@ -246,6 +246,25 @@ class PolicyNetwork(ABC):
             raise FeatureMismatchError(
                 f"{self.problem} network: observation lacks feature(s) {', '.join(missing)}")
 
+    def flip_margin_position(self) -> int | None:
+        """A residual network's position in the flat vector of the scalar by which LLVM's rule
+        leads the learned part (inlining's keep bias, regalloc's anchor); None if the network
+        is not residual."""
+        return None
+
+    def with_flip_margin(self, flat: np.ndarray, margin: float) -> np.ndarray:
+        """A residual policy's parameters with the rule's lead raised by `margin`: it then
+        leaves the rule only where the network prefers another action by more than `margin`
+        (a confidence threshold; `margin` may be negative)."""
+        at = self.flip_margin_position()
+        if at is None:
+            raise MlgoError(f"a flip margin applies to a residual {self.problem} network only "
+                            f"({self.problem}.{self.config_class.__name__}.residual)")
+        out = np.array(flat, dtype=np.float32, copy=True).reshape(-1)
+        self._check_size(out.shape[0])
+        out[at] += np.float32(margin)
+        return out
+
     def to_json(self) -> dict[str, Any]:
         cls = type(self)
         return {"class": f"{cls.__module__}:{cls.__qualname__}", "config": self.config_json()}

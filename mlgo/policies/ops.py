@@ -13,12 +13,13 @@ network, its `logits`. The operations, with the exact arithmetic every backend f
 
     input(name)              the declared input as a column [elements, 1], in its own type
     const(v, dtype)          [1, 1]
+    iota(rows)               i64 [rows, 1]: row r holds r (a position, to compare with index's)
     stack(names, rows)       f64 [rows, len(names)]: column j is input j, a 1-element input
                              repeated over the rows
     apply(op, *xs)           elementwise, an operand of shape [1, 1] broadcast: cast_f32,
                              nan_to_zero, clip(lo, hi), slog (sign(x) log1p|x| on the columns
-                             `cols` selects), sqrt, relu, tanh (taken in f64), mul, less (i64
-                             0/1), where(c, a, b)
+                             `cols` selects), sqrt, relu, tanh (taken in f64), add, mul, less
+                             (i64 0/1), where(c, a, b)
     quantile(x, bounds)      f32 #{i : bounds[c][i] <= x} / max(len(bounds[c]), 1) in column c
     interleave(a, b, ...)    [rows, cols * k]: column c * k + i is operand i's column c
     dense(x, w, b, n)        f32 x [rows, m] @ w [m, n] + b: products summed in f64, then f32
@@ -94,6 +95,7 @@ ELEMENTWISE = {
     "tanh": Elementwise(_F, None, lambda n, x: np.tanh(x.astype(np.float64)).astype(np.float32),
                         lambda tf, n, x: tf.cast(tf.tanh(tf.cast(x, tf.float64)), tf.float32),
                         "(float)tanh((double){0})"),
+    "add": Elementwise(_ANY, None, lambda n, x, y: x + y, lambda tf, n, x, y: x + y, "{0} + {1}"),
     "mul": Elementwise(_ANY, None, lambda n, x, y: x * y, lambda tf, n, x, y: x * y, "{0} * {1}"),
     "less": Elementwise(_ANY, "i64", lambda n, x, y: (x < y).astype(np.int64),
                         lambda tf, n, x, y: tf.cast(x < y, tf.int64), "(int64_t)({0} < {1})"),
@@ -134,6 +136,11 @@ class Graph:
 
     def const(self, value: float, dtype: str = "i64") -> int:
         return self._add("const", (), (1, 1), dtype, value=value)
+
+    def iota(self, rows: int) -> int:
+        if rows < 1:
+            raise MlgoError(f"iota: {rows} rows")
+        return self._add("iota", (), (rows, 1), "i64")
 
     def stack(self, names: Sequence[str], rows: int) -> int:
         odd = [i.name for i in map(self.declared, names) if i.elements not in (1, rows)]
@@ -217,6 +224,8 @@ def _np_op(graph: Graph, node: Node, a: list[np.ndarray], batch: Mapping[str, np
         return np.asarray(batch[at["name"]], NP_TYPES[node.dtype]).reshape(-1, rows, 1)
     if op == "const":
         return np.full((1, 1, 1), at["value"], NP_TYPES[node.dtype])
+    if op == "iota":
+        return np.arange(rows, dtype=np.int64).reshape(1, rows, 1)
     if op == "stack" and rows == 1:  # a row of scalars: one call for a compiler's observation
         gather = getattr(batch, "gather", None)
         x = gather(at["names"]) if gather is not None else None
@@ -292,6 +301,8 @@ def _tf_op(tf: Any, graph: Graph, node: Node, a: list[Any], batch: Mapping[str, 
         return tf.reshape(tf.cast(batch[at["name"]], NP_TYPES[node.dtype]), [-1, rows, 1])
     if op == "const":
         return tf.constant(at["value"], NP_TYPES[node.dtype], shape=[1, 1, 1])
+    if op == "iota":
+        return tf.reshape(tf.range(rows, dtype=tf.int64), [1, rows, 1])
     if op == "stack":
         columns = [tf.cast(tf.reshape(batch[n], [-1, graph.declared(n).elements]), tf.float64)
                    for n in at["names"]]
@@ -352,6 +363,8 @@ def _c_op(graph: Graph, k: int, node: Node, params: Mapping[str, np.ndarray], st
     if node.op in ("const", "take"):
         value = c_literal(at["value"], node.dtype) if node.op == "const" else f"{a[0]}[{a[1]}[0]]"
         return f"  const {ctype} {v}[1] = {{{value}}};\n"
+    if node.op == "iota":
+        return decl + f"  for (int e = 0; e < {rows}; ++e)\n    {v}[e] = e;\n"
     if node.op == "stack":
         lines = [f"    {v}[r * {cols} + {j}] = (double)((const {C_TYPES[INPUT_DTYPES[i.type]]} *)"
                  f"in[{graph.input_index[i.name]}])[{'0' if i.elements == 1 else 'r'}];  /* {i.name} */\n"

@@ -123,17 +123,9 @@ class InliningNetwork(PolicyNetwork):
         (start,) = [a for n, _, a, _ in self._layout if n == name]
         return start + which
 
-    def with_flip_margin(self, flat: np.ndarray, margin: float) -> np.ndarray:
-        """A residual policy's parameters with the keep logit raised by `margin`: a flip is
-        then taken only where the network prefers it by more than `margin` (a confidence
-        threshold; `margin` may be negative)."""
-        if not self.config.residual:
-            raise MlgoError("a flip margin applies to a residual inlining network only "
-                            "(inlining.InliningNetworkConfig.residual)")
-        out = np.array(flat, dtype=np.float32, copy=True).reshape(-1)
-        self._check_size(out.shape[0])
-        out[self._output_bias(KEEP)] += np.float32(margin)
-        return out
+    def flip_margin_position(self) -> int | None:
+        """The keep logit's bias: raising it by m keeps the rule unless the flip leads by m."""
+        return self._output_bias(KEEP) if self.config.residual else None
 
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None,

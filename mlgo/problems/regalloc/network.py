@@ -12,6 +12,20 @@ shared across positions, then a softmax over the positions the compiler allows (
 
 Sharing the scorer across positions makes the policy independent of which physical register
 sits at which position, and the parameter count independent of K.
+
+With `residual`, LLVM's default eviction as restated by `default-rule` (builtins.default_rule,
+composed into the same graph) anchors the scores: r = the rule's position, and
+
+    logit_k        MLP(c_k) + anchor * [k == r] (+ the anchor layer's bias, the same for all k)
+                   if mask_k == 1 or k == r, else INVALID_LOGIT
+
+so the greedy decision is the rule's unless another candidate's score beats the rule's own by
+more than the anchor. A fresh residual network has its scorer's output weights at zero (every
+score equal) and the anchor at `anchor_prior`: it IS the rule, on every observation, and
+imitation only has to learn where to leave it. A flip margin m raises the anchor by m
+(mlgo/policies/margin.py). The rule's position stays valid even where the mask says no (the
+rule evicts nothing when nothing is eligible), so the network never decides other than the
+rule by accident of a mask.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import gin
 import numpy as np
 
 from mlgo.checks import check_float, check_layer_sizes
+from mlgo.policies.builtins import default_rule
 from mlgo.policies.network import (
     INVALID_LOGIT,
     MLP,
@@ -41,6 +56,8 @@ ADVICE = llvm19.ADVICE["regalloc"]
 MASK = "mask"
 PASSTHROUGH_CLIP = 100.0
 FINITE_CAP = 1e30
+RULE_FEATURES = ("mask", "use_def_density", "nr_broken_hints", "is_hint")  # default_rule reads these
+ANCHOR_W, ANCHOR_B = "anchor/w", "anchor/b"  # a residual network's anchor layer
 
 
 @gin.configurable(module="regalloc")
@@ -52,10 +69,14 @@ class RegallocNetworkConfig:
     passthrough_names: tuple[str, ...] = ("mask", "is_free", "is_hint", "is_local", "progress")
     passthrough_suffixes: tuple[str, ...] = ("_by_max",)
     output_scale: float = 0.01
+    residual: bool = False  # default-rule's choice plus learned per-candidate scores
+    anchor_prior: float = 4.0  # residual: the rule's initial lead over every other candidate
 
     def __post_init__(self) -> None:
         check_layer_sizes("regalloc.RegallocNetworkConfig.hidden_sizes", self.hidden_sizes)
         check_float("regalloc.RegallocNetworkConfig.output_scale", self.output_scale, lo=0.0,
+                    lo_open=True)
+        check_float("regalloc.RegallocNetworkConfig.anchor_prior", self.anchor_prior, lo=0.0,
                     lo_open=True)
 
     def passthrough(self, name: str) -> bool:
@@ -82,6 +103,10 @@ class RegallocNetwork(PolicyNetwork):
             raise FeatureMismatchError(
                 f"regalloc network: features must have 1 or {self.num_candidates} elements; "
                 f"got {', '.join(odd)}")
+        missing = [n for n in RULE_FEATURES if n not in self._spec]
+        if self.config.residual and missing:
+            raise FeatureMismatchError(f"regalloc network: a residual network reads "
+                                       f"{', '.join(missing)}, which the header lacks")
         # Column order of c_k: header order. Which columns pass through, which get log1p:
         self.columns = list(self.features)
         self._passthrough = [self.config.passthrough(f.name) for f in self.columns]
@@ -92,6 +117,28 @@ class RegallocNetwork(PolicyNetwork):
     def num_actions(self) -> int:
         return self.num_candidates
 
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        anchor = [(ANCHOR_W, (1, 1)), (ANCHOR_B, (1,))] if self.config.residual else []
+        return self.mlp.param_shapes() + anchor
+
+    def init_params(self, seed: int = 0) -> np.ndarray:
+        if not self.config.residual:
+            return super().init_params(seed)
+        arrays = self.mlp.init(np.random.default_rng(seed), self.config.output_scale)
+        # every score equal: only the anchor decides, so a fresh network is the rule exactly
+        arrays[f"{self.mlp.prefix}/{len(self.mlp.sizes) - 2}/w"] *= 0.0
+        arrays[ANCHOR_W] = np.full((1, 1), self.config.anchor_prior)
+        arrays[ANCHOR_B] = np.zeros(1)
+        return np.concatenate([np.asarray(arrays[n], np.float32).reshape(-1)
+                               for n, _, _, _ in self._layout])
+
+    def flip_margin_position(self) -> int | None:
+        """The anchor: raising it by m keeps the rule unless a candidate leads it by m."""
+        if not self.config.residual:
+            return None
+        (start,) = [a for n, _, a, _ in self._layout if n == ANCHOR_W]
+        return start
+
     def build_graph(self) -> Graph:
         g = Graph(self.features)
         v = g.stack([f.name for f in self.columns], rows=self.num_candidates)  # c_k is row k
@@ -99,10 +146,18 @@ class RegallocNetwork(PolicyNetwork):
         v = g.apply("slog", v, cols=tuple(not p for p in self._passthrough))
         v = g.apply("cast_f32", g.apply("clip", v, lo=-PASSTHROUGH_CLIP, hi=PASSTHROUGH_CLIP))
         scores = self.mlp.build(g, v)  # [K, 1]
-        g.outputs["logits"] = logits = g.apply("where", g.input(MASK), scores, g.const(INVALID_LOGIT, "f32"))
+        valid = g.input(MASK)
+        if self.config.residual:
+            rule, position = default_rule(g), g.iota(self.num_candidates)
+            zero, one = g.const(0), g.const(1)
+            at_rule = g.apply("where", g.apply("less", position, rule), zero,
+                              g.apply("where", g.apply("less", rule, position), zero, one))
+            anchor = g.dense(g.apply("cast_f32", at_rule), ANCHOR_W, ANCHOR_B, 1)
+            scores = g.apply("add", scores, anchor)
+            valid = g.apply("where", at_rule, at_rule, valid)
+        g.outputs["logits"] = logits = g.apply("where", valid, scores, g.const(INVALID_LOGIT, "f32"))
         g.outputs[self.advice.name] = g.index(logits, "max")
         return g
-
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None = None,
                   config: RegallocNetworkConfig | None = None) -> RegallocNetwork:

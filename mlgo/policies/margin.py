@@ -1,7 +1,8 @@
-"""Flip margins of a residual inlining policy (inlining.InliningNetworkConfig.residual): the
-same policy leaving LLVM's rule only where its flip wins by more than a margin m, written as a
-policy directory of its own so `mlgo eval`, `mlgo export` and the plugin serve it as any other.
-A margin is chosen on validation modules (the demo, benchmarks/flip_margin.py)."""
+"""Flip margins of a residual policy (inlining.InliningNetworkConfig.residual,
+regalloc.RegallocNetworkConfig.residual): the same policy leaving its rule (LLVM's cost
+threshold, `default-rule`) only where another action wins by more than a margin m, written as
+a policy directory of its own so `mlgo eval`, `mlgo export`, the plugin and mlgo-clang serve it
+as any other. A margin is chosen on validation modules (the demo, benchmarks/flip_margin.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from mlgo_base.errors import MlgoError
 REPORT_FIELDS = ("policy_total", "default_total", "relative_change")
 
 
-def validation_from_report(report: Mapping[str, Any], where: Path | str) -> dict[str, Any]:
+def validation_from_report(report: Mapping[str, Any], where: Path | str, problem: str) -> dict[str, Any]:
     """The policy-metadata validation record (what the export gate reads) of an
-    `mlgo eval --problem inlining --json` report on validation modules."""
-    if report.get("problem") != "inlining" or not all(k in report for k in REPORT_FIELDS):
-        raise MlgoError(f"{where}: not an `mlgo eval --problem inlining` report")
+    `mlgo eval --problem PROBLEM --json` report on validation modules."""
+    if report.get("problem") != problem or not all(k in report for k in REPORT_FIELDS):
+        raise MlgoError(f"{where}: not an `mlgo eval --problem {problem}` report")
     out = {k: report[k] for k in REPORT_FIELDS}
     out["modules"] = len(report.get("modules", ()))
     out["failed"] = len(report.get("failures", ()))
@@ -33,7 +34,7 @@ def write_margin_policy(src: Path | str, dest: Path | str, margin: float,
     """`src`'s residual policy with its flip margin raised by `margin`, saved to `dest`. The
     training run's validation figure was for the unshifted parameters, so it is dropped; pass
     `validation` (validation_from_report) once the shifted policy is measured."""
-    net, params, meta = load_policy(src, problem="inlining")
+    net, params, meta = load_policy(src)
     meta = {k: v for k, v in meta.items() if k != "validation"}
     meta.update(flip_margin=float(margin), flip_margin_of=str(Path(src).resolve()))
     if validation is not None:
