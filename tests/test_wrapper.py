@@ -286,12 +286,13 @@ def test_compiler_that_never_opens_the_channel_times_out(tmp_path: Path, channel
 
 # -- served compiles --------------------------------------------------------------------------------
 
-def _interactive_proxy(argv: list[str], workdir: Path) -> list[int]:
-    """Compile with the Python eviction proxy over mlgo's own interactive channel."""
+def _interactive_proxy(argv: list[str], workdir: Path, heuristic=None) -> list[int]:
+    """Compile with the Python eviction proxy (or `heuristic`) over mlgo's own interactive
+    channel."""
     base = workdir / "channel"
     argv = [argv[0], "-mllvm", "-regalloc-enable-advisor=release",
             "-mllvm", f"-regalloc-evict-interactive-channel-base={base}", *argv[1:]]
-    heuristic = get_problem("regalloc").heuristic("proxy")
+    heuristic = heuristic or get_problem("regalloc").heuristic("proxy")
     actions = []
     with InteractiveCompile(argv, "ref", workdir, channel_base=base, timeout=120) as c:
         while (obs := c.next_observation()) is not None:
@@ -333,6 +334,56 @@ def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
             assert mlgo_env.run_episode(e, heuristic).measurement.total == wrapped_cost
         total_decisions += len(decisions)
     assert total_decisions > 0  # pressure.c makes the allocator evict
+    _assert_clean(channel_tmp)
+
+
+def test_residual_regalloc_policy_directory_is_served_and_exported(
+        tmp_path: Path, channel_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A residual regalloc network (default-rule plus learned scores) in a policy directory:
+    mlgo-clang serves it, fresh as default-rule itself, trained as the Python policy decides;
+    `mlgo export` writes a SavedModel that decides the same."""
+    from test_search import PRESSURE
+
+    from mlgo.cli.main import main
+    from mlgo.policies.policy import NumpyPolicy, SavedModelPolicy
+    from mlgo.policies.policy_dir import save_policy
+    from mlgo.problems.regalloc.network import RegallocNetworkConfig, build_network
+
+    net = build_network(get_problem("regalloc").header(), None, RegallocNetworkConfig(residual=True))
+    fresh = net.init_params(1)
+    trained = (np.random.default_rng(3).standard_normal(net.num_params) * 0.3).astype(np.float32)
+    trained[-2:] = [0.5, 0.0]  # a weak anchor: the scores overturn the rule in places
+    save_policy(tmp_path / "fresh", net, fresh)
+    save_policy(tmp_path / "trained", net, trained)
+    src = tmp_path / "spin.c"
+    src.write_text(PRESSURE)
+
+    def served(policy: str) -> tuple[list[int], bytes]:
+        monkeypatch.setenv("MLGO_REGALLOC_POLICY", policy)
+        log, out = tmp_path / "decisions.log", tmp_path / "served.o"
+        log.unlink(missing_ok=True)
+        subprocess.run([launcher.launcher_for("clang"), "-O2", "-c", str(src), "-o", str(out)],
+                       check=True, timeout=120, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
+        return [int(line.split("\t")[2]) for line in log.read_text().splitlines()], out.read_bytes()
+
+    rule = served("default-rule")
+    assert len(rule[0]) > 20 and served(str(tmp_path / "fresh")) == rule
+    decisions, obj = served(str(tmp_path / "trained"))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    seen = []
+
+    def trained_policy(obs):
+        seen.append(obs)
+        return NumpyPolicy(net, trained).act(obs)
+
+    assert _interactive_proxy(["clang-19", "-O2", "-c", str(src), "-o", str(ref / "out.o")], ref,
+                              trained_policy) == decisions
+    assert (ref / "out.o").read_bytes() == obj and decisions != rule[0]
+    assert main(["export", "--policy", str(tmp_path / "trained"), "-o", str(tmp_path / "export"),
+                 "--no-aot"]) == 0
+    saved = SavedModelPolicy(tmp_path / "export" / "saved_model")
+    assert [saved.act(o) for o in seen] == decisions
     _assert_clean(channel_tmp)
 
 
