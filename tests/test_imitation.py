@@ -133,12 +133,12 @@ def test_residual_policy_starts_at_the_rule_and_learns_a_flip(corpus, tmp_path, 
     assert log["validation/relative_change"] < -0.05
 
 
-def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch):
+def _regalloc_run_dir(tmp_path):
+    """A -O2 corpus of three register-pressure modules and a run directory training on two."""
     import subprocess
 
     from test_search import PRESSURE
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "corpus"
     (root / "t").mkdir(parents=True)
     names = []
@@ -154,6 +154,12 @@ def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch
     out.mkdir()
     (out / "split.json").write_text(json.dumps({"train": ["t/spin.c", "t/calls.c"],
                                                 "validation": ["t/pressure.c"]}))
+    return root, out
+
+
+def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    root, out = _regalloc_run_dir(tmp_path)
     assert main(["train", "--problem", "regalloc", "--algorithm", "imitation", "--corpus",
                  str(root), "-o", str(out), "--workers", "1",
                  "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
@@ -166,3 +172,37 @@ def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch
     assert json.loads((search / "search.json").read_text())["problem"] == "regalloc"
     assert json.loads((search / "trace.json").read_text())["problem"] == "regalloc"
     assert (out / "policy").is_dir()
+
+
+def test_residual_regalloc_policy_starts_at_the_default_rule_and_learns_flips(tmp_path, monkeypatch):
+    import numpy as np
+
+    from mlgo.policies import builtins
+    from mlgo.traces import read_trace
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    root, out = _regalloc_run_dir(tmp_path)
+    search = tmp_path / "S"
+    assert main(["search", "--problem", "regalloc", "--corpus", str(root), "-o", str(search),
+                 "--workers", "1", "--cold-tries", "0"]) == 0
+    assert main(["train", "--problem", "regalloc", "--algorithm", "imitation", "--corpus",
+                 str(root), "-o", str(out), "--search", str(search), "--workers", "1",
+                 "--gin_bindings", "regalloc.RegallocNetworkConfig.residual = True",
+                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
+                 "--gin_bindings", "imitation.ImitationConfig.epochs = 40",
+                 "--gin_bindings", "imitation.ImitationConfig.flip_weight = 20.0"]) == 0
+    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    spin = next(t for t in read_trace(search) if t.module == "t/spin.c")
+    steps = [{k: v[i] for k, v in spin.features.items()} for i in range(len(spin.actions))]
+    rule = [builtins.heuristic("regalloc", "default-rule")(o) for o in steps]
+    assert list(spin.default_actions) == rule and list(spin.actions) != rule  # flips to learn
+    # The policy before cloning is the rule itself, on the search's observations; its rollout
+    # compiles as the default does (the rule's compile of these modules is the default's).
+    fresh = numpy_policy("regalloc", out / "structure")
+    assert fresh.network.config.residual and [fresh.act(o) for o in steps] == rule
+    assert log["imitation/policy_gain"] == pytest.approx(0.0, abs=1e-9)  # rule == default here
+    # After cloning it takes some of the search's flips, and leaves the rule where the search does not.
+    policy = numpy_policy("regalloc", out / "policy")
+    assert log["imitation/flips"] >= 1 and log["imitation/agreement_flips"] > 0
+    kept = [policy.act(o) == a for o, a, r in zip(steps, spin.actions, rule, strict=True) if a == r]
+    assert np.mean(kept) > 0.9
