@@ -5,7 +5,7 @@ twice and built with its own `debian/rules build-arch` (libtool; every source co
 times: C and C++ library, PIC and static; links through the compiler driver), once with
   plain   CC=clang-19 CXX=clang++-19
   mlgo    CC="$(mlgo-clang --print-launcher)" CXX="$(mlgo-clang++ --print-launcher)"
-          (the regalloc policy MLGO_REGALLOC_POLICY, default proxy, served to every compile)
+          (the regalloc policy MLGO_REGALLOC_POLICY, default default-rule, served to every compile)
 Both builds get `-fsave-optimization-record=yaml -foptimization-record-passes=regalloc`
 through DEB_CFLAGS_APPEND, so each object leaves its register allocator remarks beside it,
 and the mlgo build counts the eviction decisions it served (MLGO_HOST_DECISION_LOG).
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM
-from mlgo.serving.launcher import launcher_for
+from mlgo.serving.launcher import DEFAULT_REGALLOC_POLICY, launcher_for
 from mlgo_base.toolchain import locate
 
 REMARK_FLAGS = "-fsave-optimization-record=yaml -foptimization-record-passes=regalloc"
@@ -167,7 +167,7 @@ def main() -> None:
                     "temporary directory, removed)")
     args = ap.parse_args()
     dsc = find_dsc()
-    policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
+    policy = os.environ.get("MLGO_REGALLOC_POLICY", DEFAULT_REGALLOC_POLICY)
     variants = {
         "plain": (locate("clang"), locate("clang++"), {}),
         "mlgo": (launcher_for("clang"), launcher_for("clang++"), {}),

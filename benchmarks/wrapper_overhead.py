@@ -8,7 +8,7 @@ this shared machine land on one compiler):
   native   the same through the program `mlgo-clang --print-launcher` prints (no Python)
   python   the same through the `mlgo-clang` console script (Python, which then execs the
            same program)
-Both serve the same regalloc policy (MLGO_REGALLOC_POLICY, default proxy); their objects are
+Both serve the same regalloc policy (MLGO_REGALLOC_POLICY, default default-rule); their objects are
 checked to be identical. Compiles run one at a time (a serial build).
 Besides wall time it reports CPU time (user+sys of every process a build started: clang, the
 program, Python; getrusage(RUSAGE_CHILDREN)), which load on the other cores inflates far less
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgo.serving.launcher import launcher_for
+from mlgo.serving.launcher import DEFAULT_REGALLOC_POLICY, launcher_for
 from mlgo_base.toolchain import locate
 
 LUA_FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", "src"]
@@ -88,7 +88,7 @@ def main() -> None:
         "native": launcher_for("clang"),
         "python": str(Path(sys.executable).parent / "mlgo-clang"),
     }
-    policy = os.environ.get("MLGO_REGALLOC_POLICY", "proxy")
+    policy = os.environ.get("MLGO_REGALLOC_POLICY", DEFAULT_REGALLOC_POLICY)
     names = list(compilers)
     work = Path(tempfile.mkdtemp(prefix="wrapper-overhead-"))
     # wall[name][src] and cpu[name][src]: one entry per repeat

@@ -208,7 +208,7 @@ def test_launcher_passes_cmakes_lto_check_and_says_lto_is_not_served(tmp_path: P
     _configure_and_build(src, tmp_path / "plain", "-DCMAKE_BUILD_TYPE=Release", cc=native,
                          summary=served)
     lines = _summary_lines(served)
-    assert [(x[0], x[1], x[5]) for x in lines] == [("regalloc", "proxy", "-")] * (N_UTIL + 1)
+    assert [(x[0], x[1], x[5]) for x in lines] == [("regalloc", "default-rule", "-")] * (N_UTIL + 1)
 
 
 def test_summary_refuses_a_malformed_line(tmp_path: Path) -> None:

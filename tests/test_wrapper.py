@@ -39,7 +39,7 @@ def _wrapper(kind: str, driver: str = "clang") -> str:
 
 
 @pytest.fixture(scope="module")
-def proxy_program() -> str:
+def default_program() -> str:
     env = {k: os.environ.pop(k) for k in ("MLGO_REGALLOC_POLICY", "MLGO_INLINE_POLICY")
            if k in os.environ}
     try:
@@ -155,7 +155,7 @@ CLASSIFICATION = [  # (arguments, whether it is a compile job the program serves
 ]
 
 
-def test_compile_jobs_are_told_apart(tmp_path: Path, proxy_program: str) -> None:
+def test_compile_jobs_are_told_apart(tmp_path: Path, default_program: str) -> None:
     """The program serves exactly the compile jobs: a fake compiler records its arguments,
     which carry the interactive channel flags for a compile job and are the caller's own for
     anything else (the fake never opens the channel, so a served compile just ends)."""
@@ -170,7 +170,7 @@ def test_compile_jobs_are_told_apart(tmp_path: Path, proxy_program: str) -> None
     env.update(MLGO_CLANG=str(fake), MLGO_TMPDIR=str(tmp_path))
     served = []
     for args, _ in CLASSIFICATION:
-        proc = subprocess.run([proxy_program, *args], capture_output=True, text=True,
+        proc = subprocess.run([default_program, *args], capture_output=True, text=True,
                               cwd=tmp_path, env=env, timeout=30)
         assert proc.returncode == 0, (args, proc.stderr)
         argv = (tmp_path / "argv").read_text().splitlines()
@@ -217,8 +217,7 @@ def test_policy_needing_a_feature_the_compiler_lacks_is_refused(tmp_path: Path,
     _assert_clean(channel_tmp)
 
 
-def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path,
-                                         proxy_program: str) -> None:
+def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path) -> None:
     """A policy declaring its features in another order, or only those it reads, makes the
     same decisions as one declaring the compiler's order."""
     src = tmp_path / "pressure.c"
@@ -226,7 +225,7 @@ def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path,
     features = llvm19.REGALLOC_FEATURES
     subset = [f for f in features if f[0] in ("use_def_density", "mask")]
     results = []
-    for label, program in (("proxy", proxy_program),
+    for label, program in (("ordered", _program(tmp_path, features, "ordered")),
                            ("reversed", _program(tmp_path, features[::-1], "reversed")),
                            ("subset", _program(tmp_path, subset[::-1], "subset"))):
         log = tmp_path / f"{label}.log"
@@ -240,7 +239,7 @@ def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path,
 
 
 def test_other_header_stops_the_compiler(tmp_path: Path, channel_tmp: Path,
-                                         proxy_program: str) -> None:
+                                         default_program: str) -> None:
     """A compiler whose header is not the one the program was built with is stopped (it would
     wait for advice forever) and the error says where the headers part."""
     fake = tmp_path / "other-llvm"
@@ -258,7 +257,7 @@ time.sleep(60)
     src = tmp_path / "leaf.c"
     src.write_text(SOURCES["leaf.c"])
     t0 = time.monotonic()
-    proc = subprocess.run([proxy_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+    proc = subprocess.run([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, MLGO_CLANG=str(fake)))
     assert proc.returncode == 1 and time.monotonic() - t0 < 30
@@ -270,12 +269,12 @@ time.sleep(60)
 
 
 def test_compiler_that_never_opens_the_channel_times_out(tmp_path: Path, channel_tmp: Path,
-                                                         proxy_program: str) -> None:
+                                                         default_program: str) -> None:
     slow = _slow_compiler(tmp_path)
     src = tmp_path / "leaf.c"
     src.write_text(SOURCES["leaf.c"])
     t0 = time.monotonic()
-    proc = subprocess.run([proxy_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+    proc = subprocess.run([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
                           capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, MLGO_CLANG=str(slow), MLGO_HOST_OPEN_TIMEOUT="1"))
     assert proc.returncode == 1 and time.monotonic() - t0 < 20
@@ -286,13 +285,13 @@ def test_compiler_that_never_opens_the_channel_times_out(tmp_path: Path, channel
 
 # -- served compiles --------------------------------------------------------------------------------
 
-def _interactive_proxy(argv: list[str], workdir: Path, heuristic=None) -> list[int]:
-    """Compile with the Python eviction proxy (or `heuristic`) over mlgo's own interactive
-    channel."""
+def _interactive(argv: list[str], workdir: Path, heuristic=None) -> list[int]:
+    """Compile with the Python default-rule (mlgo-clang's default policy) or `heuristic` over
+    mlgo's own interactive channel."""
     base = workdir / "channel"
     argv = [argv[0], "-mllvm", "-regalloc-enable-advisor=release",
             "-mllvm", f"-regalloc-evict-interactive-channel-base={base}", *argv[1:]]
-    heuristic = heuristic or get_problem("regalloc").heuristic("proxy")
+    heuristic = heuristic or get_problem("regalloc").heuristic(launcher.DEFAULT_REGALLOC_POLICY)
     actions = []
     with InteractiveCompile(argv, "ref", workdir, channel_base=base, timeout=120) as c:
         while (obs := c.next_observation()) is not None:
@@ -304,12 +303,12 @@ def _interactive_proxy(argv: list[str], workdir: Path, heuristic=None) -> list[i
 
 @pytest.mark.parametrize("kind", WRAPPERS)
 def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
-                                          proxy_program: str, kind: str) -> None:
-    """Same objects and decisions as serving eviction_cost_proxy from Python, and the same
-    spill cost as mlgo.env measures for the corpus module."""
+                                          default_program: str, kind: str) -> None:
+    """Unset, MLGO_REGALLOC_POLICY serves default-rule: the same objects and decisions as
+    serving it from Python, and the same spill cost as mlgo.env measures for the module."""
     corpus = Corpus.load(make_small_corpus(tmp_path / "c"))
     problem = get_problem("regalloc")
-    heuristic = problem.heuristic("proxy")
+    heuristic = problem.heuristic("default-rule")
     cc = _wrapper(kind)
     total_decisions = 0
     for module in corpus.modules:
@@ -326,7 +325,7 @@ def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
             if log.exists() else []
         ref_dir = work / "ref"
         ref_dir.mkdir()
-        ref_actions = _interactive_proxy(["clang-19", *args, "-o", str(ref_dir / "out.o")],
+        ref_actions = _interactive(["clang-19", *args, "-o", str(ref_dir / "out.o")],
                                          ref_dir)
         assert decisions == ref_actions, module.name
         assert (work / "wrapped.o").read_bytes() == (ref_dir / "out.o").read_bytes()
@@ -377,7 +376,7 @@ def test_residual_regalloc_policy_directory_is_served_and_exported(
         seen.append(obs)
         return NumpyPolicy(net, trained).act(obs)
 
-    assert _interactive_proxy(["clang-19", "-O2", "-c", str(src), "-o", str(ref / "out.o")], ref,
+    assert _interactive(["clang-19", "-O2", "-c", str(src), "-o", str(ref / "out.o")], ref,
                               trained_policy) == decisions
     assert (ref / "out.o").read_bytes() == obj and decisions != rule[0]
     assert main(["export", "--policy", str(tmp_path / "trained"), "-o", str(tmp_path / "export"),
@@ -388,7 +387,7 @@ def test_residual_regalloc_policy_directory_is_served_and_exported(
 
 
 @pytest.mark.parametrize("kind", WRAPPERS)
-def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, proxy_program: str,
+def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, default_program: str,
                                      kind: str) -> None:
     project = tmp_path / "proj"
     _write_sources(project)
@@ -416,10 +415,10 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, proxy_pr
 
 
 def test_failed_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
-                                       proxy_program: str) -> None:
+                                       default_program: str) -> None:
     bad = tmp_path / "bad.c"
     bad.write_text("int f(void) { return undeclared; }\n")
-    proc = subprocess.run([proxy_program, "-O2", "-c", str(bad), "-o", str(tmp_path / "bad.o")],
+    proc = subprocess.run([default_program, "-O2", "-c", str(bad), "-o", str(tmp_path / "bad.o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "undeclared" in proc.stderr and "mlgo-clang" not in proc.stderr
@@ -427,13 +426,13 @@ def test_failed_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
 
 
 def test_unoptimized_compile_is_served_without_decisions(tmp_path: Path, channel_tmp: Path,
-                                                         proxy_program: str) -> None:
+                                                         default_program: str) -> None:
     """At -O0 the greedy allocator never runs and the compiler never opens the channel: the
     compile ends normally, with no decision served."""
     src = tmp_path / "pressure.c"
     src.write_text(SOURCES["pressure.c"])
     log = tmp_path / "decisions.txt"
-    subprocess.run([proxy_program, "-c", str(src), "-o", str(tmp_path / "p.o")], check=True,
+    subprocess.run([default_program, "-c", str(src), "-o", str(tmp_path / "p.o")], check=True,
                    timeout=120, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
     assert (tmp_path / "p.o").read_bytes() == subprocess.run(
         ["clang-19", "-c", str(src), "-o", "-"], capture_output=True, check=True).stdout
@@ -443,13 +442,13 @@ def test_unoptimized_compile_is_served_without_decisions(tmp_path: Path, channel
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
-                                            proxy_program: str, sig: signal.Signals) -> None:
+                                            default_program: str, sig: signal.Signals) -> None:
     """A compiler that is still running when the program is interrupted gets the signal; the
     program cleans up and dies of the same signal."""
     slow = _slow_compiler(tmp_path)
     src = tmp_path / "leaf.c"
     src.write_text(SOURCES["leaf.c"])
-    proc = subprocess.Popen([proxy_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
+    proc = subprocess.Popen([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
                             env=dict(os.environ, MLGO_CLANG=str(slow)))
     compiler = _started(tmp_path, proc)
     proc.send_signal(sig)
@@ -531,6 +530,19 @@ def test_print_launcher_names_the_launcher_for_the_environment(channel_tmp: Path
     assert bad.returncode == 1 and bad.stdout == "" and "no-such-policy" in bad.stderr
 
 
+def test_unset_policy_is_default_rule_and_explicit_names_still_win(channel_tmp: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without MLGO_REGALLOC_POLICY the launcher serves `default-rule` (closer to LLVM's own
+    eviction than the proxy on every training program: benchmarks/RESULTS.md); naming a
+    policy still serves that one."""
+    unset = launcher.resolve_config("clang")
+    assert unset.regalloc_policy == unset.regalloc_label == "default-rule"
+    assert unset.regalloc_source == c_source.heuristic_c_source("regalloc", "default-rule")
+    monkeypatch.setenv("MLGO_REGALLOC_POLICY", "proxy")
+    named = launcher.resolve_config("clang")
+    assert named.regalloc_label == "proxy" and named.regalloc_source != unset.regalloc_source
+
+
 def test_cxx_program_matches_interactive_mode(tmp_path: Path, channel_tmp: Path) -> None:
     src = tmp_path / "pressure.cpp"
     src.write_text(SOURCES["pressure.c"])
@@ -540,7 +552,7 @@ def test_cxx_program_matches_interactive_mode(tmp_path: Path, channel_tmp: Path)
                    check=True, timeout=300, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
     ref = tmp_path / "ref"
     ref.mkdir()
-    actions = _interactive_proxy(["clang++-19", *args, "-o", str(ref / "out.o")], ref)
+    actions = _interactive(["clang++-19", *args, "-o", str(ref / "out.o")], ref)
     assert actions and [int(line.split("\t")[2]) for line in log.read_text().splitlines()] \
         == actions
     assert (tmp_path / "served.o").read_bytes() == (ref / "out.o").read_bytes()
@@ -570,7 +582,7 @@ def test_program_with_its_plugin_gone(tmp_path: Path, channel_tmp: Path) -> None
 
 @pytest.mark.parametrize("kind", WRAPPERS)
 def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Path,
-                                                 proxy_program: str, kind: str) -> None:
+                                                 default_program: str, kind: str) -> None:
     """kill -9 of mlgo-clang mid-compile (issue 16): the compiler dies too, instead of blocking
     for ever on its channel while holding the caller's stdout/stderr (a `| grep` after the
     build would hang). Through the Python entry point the killed process is the program, which
@@ -593,13 +605,13 @@ def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Pa
 
 
 def test_host_open_timeout_is_parsed_strictly(tmp_path: Path, channel_tmp: Path,
-                                              proxy_program: str) -> None:
+                                              default_program: str) -> None:
     """MLGO_HOST_OPEN_TIMEOUT=1h means an hour, not 1 second (issue 16); what cannot be read
     as a duration is refused in one line naming the variable."""
     slow = _slow_compiler(tmp_path, f'sleep 2\nexec {locate("clang", override=False)} "$@"')
     src = tmp_path / "pressure.c"
     src.write_text(SOURCES["pressure.c"])
-    cmd = [proxy_program, "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")]
+    cmd = [default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")]
     ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                         env=dict(os.environ, MLGO_CLANG=str(slow), MLGO_HOST_OPEN_TIMEOUT="1h"))
     assert ok.returncode == 0, ok.stderr
@@ -614,7 +626,7 @@ def test_host_open_timeout_is_parsed_strictly(tmp_path: Path, channel_tmp: Path,
 
 def test_launcher_policy_mismatch_says_to_set_the_variable_when_printing(
         tmp_path: Path, channel_tmp: Path) -> None:
-    """A program printed without MLGO_REGALLOC_POLICY serves `proxy`; a compile asking for
+    """A program printed without MLGO_REGALLOC_POLICY serves `default-rule`; a compile asking for
     another policy is refused with the command that makes the right one (issue 17)."""
     for driver in launcher.DRIVERS:
         native = launcher.launcher_for(driver)
