@@ -159,6 +159,7 @@ class RegallocNetwork(PolicyNetwork):
         g.outputs[self.advice.name] = g.index(logits, "max")
         return g
 
+
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None = None,
                   config: RegallocNetworkConfig | None = None) -> RegallocNetwork:
     """The network for the compiler's header (`vocab_dir` is accepted for a uniform call and
