@@ -61,7 +61,7 @@ def compare(corpus: Corpus, searches: list[Path]) -> str:
     for name, row in sorted(rows.items()) + [("total", total)]:
         if name != "total":
             total[:] = [a + b for a, b in zip(total, row, strict=True)]
-        cells = "".join(f" | {row[2 + 3 * k]:9.0f} ({100 * (row[2 + 3 * k] / row[1] - 1):+6.2f}%)"
+        cells = "".join(f" | {row[2 + 3 * k]:9.0f} ({100 * (row[2 + 3 * k] / row[1] - 1) if row[1] else 0.0:+6.2f}%)"
                         f" {row[3 + 3 * k]:8.0f} {row[4 + 3 * k]:5.0f}"
                         for k in range(len(searches)))
         lines.append(f"{name:18s} {row[0]:7.0f} {row[1]:10.0f}{cells}")
