@@ -103,23 +103,35 @@ def test_decision_weights_put_the_gain_on_the_kept_flips():
         ImitationConfig(flip_weight=0.0)
 
 
-def test_residual_policy_starts_at_the_rule_and_learns_a_flip(corpus, tmp_path, monkeypatch):
-    import numpy as np
+def _train_residual(problem, corpus, out, search, *bindings):
+    """One imitation round of `problem`'s residual network from `search`; its log line."""
+    config = {"inlining": "InliningNetworkConfig", "regalloc": "RegallocNetworkConfig"}[problem]
+    assert main(["train", "--problem", problem, "--algorithm", "imitation", "--corpus",
+                 str(corpus), "-o", str(out), "--search", str(search), "--workers", "1",
+                 "--gin_bindings", f"{problem}.{config}.residual = True",
+                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
+                 "--gin_bindings", "imitation.ImitationConfig.epochs = 40", *bindings]) == 0
+    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    return log
 
+
+def _rule_along(search, module, problem, rule):
+    """The trace of `module`'s best in `search`, its observations, and `rule`'s decision at each."""
     from mlgo.policies import builtins
     from mlgo.traces import read_trace
 
+    trace = next(t for t in read_trace(search) if t.module == module)
+    steps = [{k: v[i] for k, v in trace.features.items()} for i in range(len(trace.actions))]
+    return trace, steps, [builtins.heuristic(problem, rule)(o) for o in steps]
+
+
+def test_residual_policy_starts_at_the_rule_and_learns_a_flip(corpus, tmp_path, monkeypatch):
+    import numpy as np
+
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     search, out = _search_then_run_dir(corpus, tmp_path, ["t/external.c", "t/calls.c"])
-    assert main(["train", "--problem", "inlining", "--algorithm", "imitation", "--corpus",
-                 str(corpus), "-o", str(out), "--search", str(search), "--workers", "1",
-                 "--gin_bindings", "inlining.InliningNetworkConfig.residual = True",
-                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
-                 "--gin_bindings", "imitation.ImitationConfig.epochs = 40"]) == 0
-    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    ext = next(t for t in read_trace(search) if t.module == "t/external.c")
-    steps = [{k: v[i] for k, v in ext.features.items()} for i in range(len(ext.actions))]
-    rule = [builtins.heuristic("inlining", "cost-threshold")(o) for o in steps]
+    log = _train_residual("inlining", corpus, out, search)
+    ext, steps, rule = _rule_along(search, "t/external.c", "inlining", "cost-threshold")
     # The search's best does not inline where LLVM's rule does: that is a flip to learn.
     assert list(ext.actions) == [0] * 8 and sum(rule) >= 1
     assert log["imitation/flips"] >= 1 and log["imitation/agreement_flips"] == 1.0
@@ -177,24 +189,14 @@ def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch
 def test_residual_regalloc_policy_starts_at_the_default_rule_and_learns_flips(tmp_path, monkeypatch):
     import numpy as np
 
-    from mlgo.policies import builtins
-    from mlgo.traces import read_trace
-
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     root, out = _regalloc_run_dir(tmp_path)
     search = tmp_path / "S"
     assert main(["search", "--problem", "regalloc", "--corpus", str(root), "-o", str(search),
                  "--workers", "1", "--cold-tries", "0"]) == 0
-    assert main(["train", "--problem", "regalloc", "--algorithm", "imitation", "--corpus",
-                 str(root), "-o", str(out), "--search", str(search), "--workers", "1",
-                 "--gin_bindings", "regalloc.RegallocNetworkConfig.residual = True",
-                 "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
-                 "--gin_bindings", "imitation.ImitationConfig.epochs = 40",
-                 "--gin_bindings", "imitation.ImitationConfig.flip_weight = 20.0"]) == 0
-    (log,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    spin = next(t for t in read_trace(search) if t.module == "t/spin.c")
-    steps = [{k: v[i] for k, v in spin.features.items()} for i in range(len(spin.actions))]
-    rule = [builtins.heuristic("regalloc", "default-rule")(o) for o in steps]
+    log = _train_residual("regalloc", root, out, search,
+                          "--gin_bindings", "imitation.ImitationConfig.flip_weight = 20.0")
+    spin, steps, rule = _rule_along(search, "t/spin.c", "regalloc", "default-rule")
     assert list(spin.default_actions) == rule and list(spin.actions) != rule  # flips to learn
     # The policy before cloning is the rule itself, on the search's observations; its rollout
     # compiles as the default does (the rule's compile of these modules is the default's).
