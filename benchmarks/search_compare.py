@@ -27,17 +27,22 @@ from corpus_tools.corpus import Corpus
 from mlgo.search import load_result, result_path
 
 USER_BUCKETS = (1, 2, 3, 5, 10)  # callee users: 1, 2, 3, 4-5, 6-10, more
-MARGIN_BUCKETS = (10, 50, 200, 10_000)  # threshold - cost: under 10, ... , above 10,000 (last-call bonus)
+# threshold - cost: 10 or less (below 0: inlined over the threshold), ..., above 10,000 (the
+# last-call bonus)
+MARGIN_BUCKETS = (10, 50, 200, 10_000)
 
 
 def _bucket(value: float, bounds: tuple[int, ...]) -> int:
     return next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
 
 
-def _label(i: int, bounds: tuple[int, ...], lo: int) -> str:
-    first = lo if i == 0 else bounds[i - 1] + 1
+def _label(i: int, bounds: tuple[int, ...], lo: int | None) -> str:
+    """Bucket i's range; `lo` None: the first bucket is open below."""
     if i == len(bounds):
         return f"> {bounds[-1]}"
+    if i == 0 and lo is None:
+        return f"<= {bounds[0]}"
+    first = lo if i == 0 else bounds[i - 1] + 1
     return str(first) if first == bounds[i] else f"{first}-{bounds[i]}"
 
 
@@ -80,6 +85,8 @@ def buckets(corpus: Corpus, search: Path) -> str:
         r = load_result(path)
         if r.actions is None:
             continue
+        if "callee_users" not in r.features:
+            raise SystemExit(f"{path}: no inlining features (--buckets is for inlining searches)")
         users = r.features["callee_users"].reshape(-1)
         margin = (r.features["threshold"] - r.features["cost_estimate"]).reshape(-1)
         for i in range(len(r.actions)):
@@ -92,7 +99,7 @@ def buckets(corpus: Corpus, search: Path) -> str:
             flips[key] += int(r.actions[i] == 0)
     cols = range(len(MARGIN_BUCKETS) + 1)
     lines = ["callee users \\ threshold - cost: " + "  ".join(
-        f"{_label(j, MARGIN_BUCKETS, 0):>14s}" for j in cols)]
+        f"{_label(j, MARGIN_BUCKETS, None):>14s}" for j in cols)]
     for i in range(len(USER_BUCKETS) + 1):
         cells = []
         for j in cols:
@@ -111,6 +118,9 @@ def main() -> int:
     p.add_argument("--buckets", action="store_true", help="the first search's kept flips by kind")
     args = p.parse_args()
     corpus = Corpus.load(args.corpus)
+    for s in args.searches:
+        if not (s / "search.json").is_file():
+            raise SystemExit(f"{s}: not an `mlgo search` directory (no search.json)")
     print(compare(corpus, args.searches))
     if args.buckets:
         print()
