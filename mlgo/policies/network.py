@@ -90,6 +90,10 @@ class MLP:
             shapes += [(f"{self.prefix}/{i}/w", (n_in, n_out)), (f"{self.prefix}/{i}/b", (n_out,))]
         return shapes
 
+    def output_param(self, kind: str) -> str:
+        """The name of the output layer's weights (`kind` "w") or bias ("b")."""
+        return f"{self.prefix}/{len(self.sizes) - 2}/{kind}"
+
     def init(self, rng: np.random.Generator, output_scale: float) -> dict[str, np.ndarray]:
         """He-normal hidden weights (suits relu); the output layer scaled by `output_scale` so
         a fresh policy is close to uniform and early updates are not dominated by noise."""
@@ -185,8 +189,17 @@ class PolicyNetwork(ABC):
     def num_params(self) -> int:
         return self._layout[-1][3] if self._layout else 0
 
+    def param_offset(self, name: str) -> int:
+        """Where the array `name` starts in the flat parameter vector."""
+        (start,) = [a for n, _, a, _ in self._layout if n == name]
+        return start
+
+    def init_arrays(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """A fresh network's parameters by name (a subclass adjusts or adds arrays here)."""
+        return self.mlp.init(np.random.default_rng(seed), self.config.output_scale)
+
     def init_params(self, seed: int = 0) -> np.ndarray:
-        arrays = self.mlp.init(np.random.default_rng(seed), self.config.output_scale)
+        arrays = self.init_arrays(seed)
         return np.concatenate([np.asarray(arrays[n], np.float32).reshape(-1)
                                for n, _, _, _ in self._layout])
 

@@ -111,21 +111,17 @@ class InliningNetwork(PolicyNetwork):
         g.outputs[self.advice.name] = g.index(out, "max")
         return g
 
-    def init_params(self, seed: int = 0) -> np.ndarray:
-        flat = super().init_params(seed)
+    def init_arrays(self, seed: int = 0) -> dict[str, np.ndarray]:
+        arrays = super().init_arrays(seed)
         if self.config.residual:
-            flat[self._output_bias(KEEP)] = self.config.keep_prior
-        return flat
-
-    def _output_bias(self, which: int) -> int:
-        """Position in the flat vector of the output layer's bias for MLP output `which`."""
-        name = f"{self.mlp.prefix}/{len(self.mlp.sizes) - 2}/b"
-        (start,) = [a for n, _, a, _ in self._layout if n == name]
-        return start + which
+            arrays[self.mlp.output_param("b")][KEEP] = self.config.keep_prior
+        return arrays
 
     def flip_margin_position(self) -> int | None:
         """The keep logit's bias: raising it by m keeps the rule unless the flip leads by m."""
-        return self._output_bias(KEEP) if self.config.residual else None
+        if not self.config.residual:
+            return None
+        return self.param_offset(self.mlp.output_param("b")) + KEEP
 
 
 def build_network(header_or_specs: Any, vocab_dir: Path | str | None,

@@ -121,23 +121,18 @@ class RegallocNetwork(PolicyNetwork):
         anchor = [(ANCHOR_W, (1, 1)), (ANCHOR_B, (1,))] if self.config.residual else []
         return self.mlp.param_shapes() + anchor
 
-    def init_params(self, seed: int = 0) -> np.ndarray:
-        if not self.config.residual:
-            return super().init_params(seed)
-        arrays = self.mlp.init(np.random.default_rng(seed), self.config.output_scale)
-        # every score equal: only the anchor decides, so a fresh network is the rule exactly
-        arrays[f"{self.mlp.prefix}/{len(self.mlp.sizes) - 2}/w"] *= 0.0
-        arrays[ANCHOR_W] = np.full((1, 1), self.config.anchor_prior)
-        arrays[ANCHOR_B] = np.zeros(1)
-        return np.concatenate([np.asarray(arrays[n], np.float32).reshape(-1)
-                               for n, _, _, _ in self._layout])
+    def init_arrays(self, seed: int = 0) -> dict[str, np.ndarray]:
+        arrays = super().init_arrays(seed)
+        if self.config.residual:
+            # every score equal: only the anchor decides, so a fresh network is the rule exactly
+            arrays[self.mlp.output_param("w")] *= 0.0
+            arrays[ANCHOR_W] = np.full((1, 1), self.config.anchor_prior)
+            arrays[ANCHOR_B] = np.zeros(1)
+        return arrays
 
     def flip_margin_position(self) -> int | None:
         """The anchor: raising it by m keeps the rule unless a candidate leads it by m."""
-        if not self.config.residual:
-            return None
-        (start,) = [a for n, _, a, _ in self._layout if n == ANCHOR_W]
-        return start
+        return self.param_offset(ANCHOR_W) if self.config.residual else None
 
     def build_graph(self) -> Graph:
         g = Graph(self.features)
