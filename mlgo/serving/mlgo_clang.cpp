@@ -55,15 +55,30 @@ namespace {
 using Args = std::vector<std::string>;
 
 // One line on stderr, "mlgo-clang: KIND: ..." (KIND "error" or "warning"); returns 1, an
-// error's exit status.
+// error's exit status. The line goes out in one write: stderr is unbuffered, and a parallel
+// build's compiles share one pipe, so piecewise writes interleave with other compiles' lines.
 int say(const char *Kind, const char *Fmt, ...) __attribute__((format(printf, 2, 3)));
 int say(const char *Kind, const char *Fmt, ...) {
-  va_list AP;
+  va_list AP, Copy;
   va_start(AP, Fmt);
-  std::fprintf(stderr, "mlgo-clang: %s: ", Kind);
-  std::vfprintf(stderr, Fmt, AP);
-  std::fputc('\n', stderr);
+  va_copy(Copy, AP);
+  int N = std::vsnprintf(nullptr, 0, Fmt, Copy);
+  va_end(Copy);
+  std::string Line = std::string("mlgo-clang: ") + Kind + ": ";
+  size_t Head = Line.size();
+  Line.resize(Head + (N > 0 ? N : 0) + 1);
+  std::vsnprintf(&Line[Head], Line.size() - Head, Fmt, AP);
   va_end(AP);
+  Line.back() = '\n';
+  std::fflush(stderr);
+  for (size_t Done = 0; Done < Line.size();) {
+    ssize_t W = ::write(STDERR_FILENO, Line.data() + Done, Line.size() - Done);
+    if (W < 0 && errno == EINTR)
+      continue;
+    if (W <= 0)
+      break;
+    Done += W;
+  }
   return 1;
 }
 
