@@ -12,7 +12,7 @@ every variant and equal to the known value below; then the correlation between s
 change and instruction change over all (program, policy) pairs is printed.
 
 Needs the build cache: mlgo corpus debian lua5.4 bzip2 zlib lz4 jq pcre2 libzstd expat \
-libyaml -o CORPUS
+libyaml jsonnet libpng1.6 giflib -o CORPUS
 Usage: python benchmarks/regalloc_programs.py [--program bzip2]... [--policy DIR]...
 """
 
@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -187,6 +188,114 @@ def yaml_workload(exe: Path, work: Path, run: Runner) -> str:
     return f"{len(out.splitlines())} events, sha256 {sha(out)}"
 
 
+# A CPU-bound Jsonnet program: array and object comprehensions, std.sort, folds, string
+# formatting, md5 and a recursive function, all in the interpreter (core/vm.cpp). Small: the
+# 0.18 standard library's sort, join and format are written in Jsonnet and cost ~1 ms a call.
+JSONNET_PROGRAM = """
+local fib(n) = if n < 2 then n else fib(n - 1) + fib(n - 2);
+local items = [{ id: i, name: 'n%03d' % ((i * 7919) % 1000), v: (i * 31) % 977 }
+               for i in std.range(0, 299)];
+local sorted = std.sort(items[0:40], function(x) x.v * 10000 + x.id);
+local byName = std.foldl(function(acc, x) acc { [x.name[0:2]]+: [x.v] }, items[0:25], {});
+{
+  fib: fib(18),
+  sum: std.foldl(function(a, x) a + x.v, items, 0),
+  first: sorted[0:3],
+  names: std.md5(std.join(',', [x.name for x in sorted])),
+  distinct: std.length(std.set([x.name[0:3] for x in items[0:40]])),
+  lines: std.md5(std.join('\\n', ['%(name)s=%(v)05d' % x for x in items[0:25]])),
+  groups: { [k]: std.length(byName[k]) for k in std.objectFields(byName) },
+}
+"""
+
+
+def jsonnet_workload(exe: Path, work: Path, run: Runner) -> str:
+    out = run([str(exe), "-e", JSONNET_PROGRAM])
+    return f"{len(out)} bytes of JSON, sha256 {sha(out)}"
+
+
+def png_image(width: int, height: int, seed: int = 12345) -> bytes:
+    """A deterministic RGBA PNG (written with Python's zlib) whose rows use all five filter
+    types over gradients, stripes and noise, so libpng's unfilter and filter-choice code both
+    work on it."""
+    x, rows = seed, []
+    for y in range(height):
+        row = bytearray()
+        for i in range(width):
+            x = (x * 6364136223846793005 + 1442695040888963407) % 2**64
+            noise = (x >> 56) if (i // 64 + y // 64) % 3 == 0 else 0
+            row += bytes(((i * 3 + y) & 255, (i ^ y) & 255, (noise + (i * y >> 6)) & 255,
+                          255 - ((i + 2 * y) & 127)))
+        rows.append(row)
+    raw = bytearray()
+    bpp = 4
+    for y, row in enumerate(rows):
+        ftype = y % 5
+        prev = rows[y - 1] if y else bytes(len(row))
+        out = bytearray(len(row))
+        for k, v in enumerate(row):
+            a = row[k - bpp] if k >= bpp else 0
+            b = prev[k]
+            c = prev[k - bpp] if k >= bpp else 0
+            if ftype == 0:
+                pred = 0
+            elif ftype == 1:
+                pred = a
+            elif ftype == 2:
+                pred = b
+            elif ftype == 3:
+                pred = (a + b) >> 1
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            out[k] = (v - pred) & 255
+        raw += bytes((ftype,)) + out
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes((8, 6, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(bytes(raw), 6)) + chunk(b"IEND", b""))
+
+
+def libpng_workload(exe: Path, work: Path, run: Runner) -> str:
+    """pngtest reads a generated image, writes it again (choosing a filter per row) and reads
+    both back to compare them."""
+    (work / "in.png").write_bytes(png_image(512, 512))
+    run([str(exe), str(work / "in.png"), str(work / "out.png")])
+    out = (work / "out.png").read_bytes()
+    return f"{len(out)} bytes written, sha256 {sha(out)}"
+
+
+def rgb_image(width: int, height: int, seed: int = 12345) -> bytes:
+    """Deterministic RGB bytes: smooth gradients with noisy patches (many distinct colours, so
+    the quantizer has work to do)."""
+    x, out = seed, bytearray()
+    for y in range(height):
+        for i in range(width):
+            x = (x * 6364136223846793005 + 1442695040888963407) % 2**64
+            n = (x >> 58) if (i // 32 + y // 32) % 4 == 0 else 0
+            out += bytes(((i + n) & 255, (y * 2 + n) & 255, ((i * y) >> 7) & 255))
+    return bytes(out)
+
+
+def giflib_workload(exe: Path, work: Path, run: Runner) -> str:
+    """gif2rgb quantizes a generated RGB image to 256 colours and LZW-encodes it as a GIF, then
+    decodes that GIF back to RGB."""
+    w, h = 1280, 960
+    (work / "in.rgb").write_bytes(rgb_image(w, h))
+    gif = run([str(exe), "-1", "-c", "8", "-s", str(w), str(h), str(work / "in.rgb")],
+              step="encode")
+    (work / "out.gif").write_bytes(gif)
+    run([str(exe), "-1", "-o", str(work / "out.rgb"), str(work / "out.gif")], step="decode")
+    rgb = (work / "out.rgb").read_bytes()
+    if len(rgb) != w * h * 3:
+        raise BenchError(run.program, "decode", f"{len(rgb)} RGB bytes, expected {w * h * 3}")
+    return f"gif {len(gif)} bytes, sha256 {sha(gif)}; decoded sha256 {sha(rgb)}"
+
+
 @dataclass(frozen=True)
 class Recipe:
     package: str  # build-cache directory prefix
@@ -230,6 +339,16 @@ ZSTD_PROGRAMS = ("benchfn benchzstd datagen dibio fileio fileio_asyncio timefn u
                  "zstdcli_trace").split()
 YAML = "api dumper emitter loader parser reader scanner writer".split()
 
+JSONNET_CORE = ("desugarer formatter lexer libjsonnet parser pass static_analysis string_utils "
+                "vm").split()
+RYML = "third_party/rapidyaml/rapidyaml"
+RYML_YML = "common parse preprocess tree".split()
+C4CORE = "base64 char_traits error format language memory_resource memory_util time".split()
+LIBPNG = ("png pngerror pngget pngmem pngpread pngread pngrio pngrtran pngrutil pngset pngtrans "
+          "pngwio pngwrite pngwtran pngwutil intel/intel_init intel/filter_sse2_intrinsics").split()
+GIFLIB = ("dgif_lib egif_lib gifalloc gif_err gif_font gif_hash openbsd-reallocarray quantize "
+          "qprintf getarg").split()
+
 RECIPES: dict[str, Recipe] = {
     # lua seeds its string hashes from the time and addresses (lstate.c's luai_makeseed, a
     # hook meant to be overridden): a fixed seed makes the instruction count repeatable.
@@ -261,6 +380,24 @@ RECIPES: dict[str, Recipe] = {
                             expat_workload),
     "libyaml (parser)": Recipe("libyaml-", (*(f"src/{n}.c" for n in YAML),
                                             "tests/run-parser-test-suite.c"), (), yaml_workload),
+    # The jsonnet command as CMake builds it (cmd/CMakeLists.txt: jsonnet.cpp and utils.cpp on
+    # libjsonnet_static, libmd5 and libryml), at the -O3 CMake adds; the Python module's
+    # compiles of the same files (setup.py, -O2) are not it.
+    "jsonnet": Recipe("jsonnet-", (*(f"core/{n}.cpp" for n in JSONNET_CORE),
+                                   "third_party/md5/md5.cpp",
+                                   *(f"{RYML}/src/c4/yml/{n}.cpp" for n in RYML_YML),
+                                   *(f"{RYML}/ext/c4core/src/c4/{n}.cpp" for n in C4CORE),
+                                   "cmd/jsonnet.cpp", "cmd/utils.cpp"),
+                      ("-lstdc++", "-lm"), jsonnet_workload, prefer="-O3"),
+    # pngtest on the static library's objects (Makefile.am: pngtest_LDADD); the mips, arm and
+    # powerpc files compile to nothing on x86-64 and Debian does not enable the SSE2 filters.
+    "libpng (pngtest)": Recipe("libpng1.6-", (*(f"{n}.c" for n in LIBPNG), "pngtest.c"),
+                               ("-lz", "-lm"), libpng_workload),
+    # gif2rgb on libgif and libutil (quantize.c, qprintf.c, getarg.c), as giflib's Makefile
+    # links it. The tools' second, cc1-level commands (recorded from their compile-and-link
+    # step) are not driver commands: the driver's flag -fstack-protector-strong tells them apart.
+    "giflib (gif2rgb)": Recipe("giflib-", tuple(f"{n}.c" for n in GIFLIB) + ("gif2rgb.c",), (),
+                               giflib_workload, prefer="-fstack-protector-strong"),
 }
 
 # The workloads' outputs (from plain clang-19 builds; the compressed sizes and hashes are fixed by
@@ -275,6 +412,9 @@ KNOWN: dict[str, str] = {
     "zstd": "1000000 -> 188909 bytes, sha256 763e36a71f402544, round trip ok",
     "expat (xmlwf)": "603213 bytes canonical, sha256 3cc2357a37428fdd",
     "libyaml (parser)": "60006 events, sha256 ff2d3e633442d046",
+    "jsonnet": "572 bytes of JSON, sha256 40014a14b5cb44be",
+    "libpng (pngtest)": "231230 bytes written, sha256 6a92b9d9e3c91eb6",
+    "giflib (gif2rgb)": "gif 408928 bytes, sha256 f1f670636de3edf0; decoded sha256 41464b9be4903768",
 }
 
 
