@@ -24,6 +24,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlgo_base.errors import MlgoError
 
@@ -193,8 +194,18 @@ def read_block_map(elf: Path | str) -> BlockMap:
                         str(elf)], capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise MlgoError(f"{elf}: llvm-readobj --bb-addr-map failed: {r.stderr.strip()[-300:]}")
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        # One "BBAddrMap" key per address-map section: a relocatable object has one for each
+        # code section, and json would keep only the last.
+        merged: dict[str, Any] = {}
+        for key, value in items:
+            if key == "BBAddrMap" and key in merged:
+                value = merged[key] + value
+            merged[key] = value
+        return merged
+
     out: BlockMap = {}
-    for entry in json.loads(r.stdout)[0].get("BBAddrMap", []):
+    for entry in json.loads(r.stdout, object_pairs_hook=pairs)[0].get("BBAddrMap", []):
         fn = entry["Function"]
         blocks = out.setdefault(fn["Name"], [])
         for rng in fn["BB Ranges"]:
@@ -208,21 +219,31 @@ def read_block_map(elf: Path | str) -> BlockMap:
     return out
 
 
-def instruction_addresses(elf: Path | str) -> list[int]:
-    """Sorted addresses of every instruction in the program's code, from llvm-objdump."""
+def _disassembly(elf: Path | str) -> dict[str, list[int]]:
+    """Instruction addresses per code section, from llvm-objdump (a relocatable object's
+    sections each start at 0)."""
     r = subprocess.run([_llvm_tool("llvm-objdump"), "-d", "--no-show-raw-insn", str(elf)],
                        capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise MlgoError(f"{elf}: llvm-objdump failed: {r.stderr.strip()[-300:]}")
-    addrs = []
+    out: dict[str, list[int]] = {}
+    addrs: list[int] = []
     for line in r.stdout.splitlines():
+        if line.startswith("Disassembly of section "):
+            addrs = out.setdefault(line.removeprefix("Disassembly of section ").rstrip(":"), [])
+            continue
         head, sep, _ = line.partition(":")
         if sep and line.startswith(" ") and head.strip():
             try:
                 addrs.append(int(head.strip(), 16))
             except ValueError:
                 continue
-    return sorted(addrs)
+    return {name: sorted(a) for name, a in out.items()}
+
+
+def instruction_addresses(elf: Path | str) -> list[int]:
+    """Sorted addresses of every instruction in the program's code, from llvm-objdump."""
+    return sorted(a for addrs in _disassembly(elf).values() for a in addrs)
 
 
 def block_instructions(blocks: BlockMap, addrs: list[int]) -> dict[str, dict[int, int]]:
@@ -300,16 +321,33 @@ def function_instructions(blocks: BlockMap, addrs: list[int], instr_counts: dict
 
 def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile]]) -> dict[str, float]:
     """trace_cost of a compiled object (built with -fbasic-block-address-map) against its
-    module's profile. Needs one text section: in a relocatable object llvm-readobj places
-    blocks by section offset, which with -ffunction-sections would mix functions up."""
+    module's profile. In a relocatable object every code section starts at address 0 (C++
+    inline functions each have their own COMDAT section, as do all functions with
+    -ffunction-sections), so each function's blocks are counted in its own section's
+    instructions, found through the symbol table."""
     from elftools.elf.constants import SH_FLAGS
     from elftools.elf.elffile import ELFFile
 
     with open(obj, "rb") as f:
-        text = [s.name for s in ELFFile(f).iter_sections()
+        elf = ELFFile(f)
+        text = [s.name for s in elf.iter_sections()
                 if s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and s["sh_size"] > 0]
-    if len(text) > 1:
-        raise MlgoError(f"{obj}: {len(text)} code sections ({', '.join(text[:3])}, ...): the trace "
-                        "reward needs objects built without -ffunction-sections")
-    blocks = read_block_map(obj) if text else {}
-    return trace_cost(block_instructions(blocks, instruction_addresses(obj)), profile)
+        if not text:
+            return trace_cost({}, profile)
+        if len(set(text)) != len(text):
+            raise MlgoError(f"{obj}: two code sections share a name; the trace reward cannot "
+                            "tell their instructions apart")
+        symtab = elf.get_section_by_name(".symtab")
+        section_of = {sym.name: elf.get_section(sym["st_shndx"]).name
+                      for sym in (symtab.iter_symbols() if symtab else ())
+                      if sym["st_info"]["type"] == "STT_FUNC" and isinstance(sym["st_shndx"], int)}
+    blocks = read_block_map(obj)
+    by_section = _disassembly(obj)
+    ninstr = {}
+    for fn, bbs in blocks.items():
+        section = text[0] if len(text) == 1 else section_of.get(fn)
+        if section is None:
+            raise MlgoError(f"{obj}: function {fn} of the basic-block address map has no symbol "
+                            "in a code section")
+        ninstr.update(block_instructions({fn: bbs}, by_section.get(section, [])))
+    return trace_cost(ninstr, profile)
