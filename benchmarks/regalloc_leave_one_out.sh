@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Do learned eviction flips carry over to a program they were not learned from? Leave one
+# training program out: imitation (as policies/regalloc/train.sh, margin 0) from the other
+# programs' searched flips, then the left-out program under callgrind (whole program) with that
+# policy, with default-rule and plain clang-19. Uses only training programs.
+# Run in the directory where policies/regalloc/train.sh ran (hot11, s3, c7, profile7.json);
+# the repository root is REPO (default: this script's parent). Results: lopo/*/measure.log.
+set -euo pipefail
+REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
+PROFILE="regalloc.RegallocEviction.profile='$PWD/profile7.json'"
+for pair in "lua5.4|lua5.4" "bzip2|bzip2" "zlib|zlib (minigzip)" "lz4|lz4" \
+            "libpng1.6|libpng (pngtest)" "jsonnet|jsonnet"; do
+  prefix=${pair%%|*}; prog=${pair#*|}
+  d=lopo/$prefix
+  rm -rf "$d" && mkdir -p "$d"
+  # The other programs' hot modules and their search results (no new compiles), and a split
+  # whose training part leaves the program out (validation: libyaml, as in train.sh).
+  python3 - "$prefix" "$d" <<'PY'
+import json, os, shutil, sys
+from pathlib import Path
+prefix, d = sys.argv[1], Path(sys.argv[2])
+hot = json.loads(Path("hot11/corpus_description.json").read_text())
+c7 = json.loads(Path("c7/corpus_description.json").read_text())
+keep = [m for m in hot["modules"] if not m.startswith(prefix + "/")]
+for m in keep:
+    for ext in (".bc", ".cmd"):
+        (d / "hot" / (m + ext)).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(Path("c7").resolve() / (m + ext), d / "hot" / (m + ext))
+    (d / "s" / "modules" / (m + ".npz")).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path("s3/modules") / (m + ".npz"), d / "s" / "modules" / (m + ".npz"))
+shutil.copy("s3/search.json", d / "s" / "search.json")
+(d / "hot" / "corpus_description.json").write_text(json.dumps({**hot, "modules": keep}))
+yaml = [m for m in c7["modules"] if m.startswith("libyaml/")]
+(d / "r").mkdir()
+(d / "r" / "split.json").write_text(json.dumps(
+    {"train": [m for m in c7["modules"] if m not in yaml and not m.startswith(prefix + "/")],
+     "validation": yaml}))
+PY
+  # Every module has a result: this only writes the trace of the kept modules.
+  mlgo search --problem regalloc --corpus "$d/hot" -o "$d/s" --budget 60 --passes 1 --workers 2 \
+    --per-module --gin_bindings "$PROFILE" > "$d/search.log" 2>&1
+  mlgo train --problem regalloc --algorithm imitation --corpus c7 -o "$d/r" --search "$d/s" \
+    --workers 2 --gin_bindings "$PROFILE" \
+    --gin_bindings "regalloc.RegallocNetworkConfig.residual = True" \
+    --gin_bindings "imitation.ImitationConfig.rounds = 1" \
+    --gin_bindings "imitation.ImitationConfig.epochs = 40" \
+    --gin_bindings "imitation.ImitationConfig.flip_weight = 100.0" > "$d/train.log" 2>&1
+  python "$REPO/benchmarks/flip_margin.py" "$d/r/policy" "$d/m" 0 > /dev/null
+  python "$REPO/benchmarks/regalloc_programs.py" --no-shipped --program "$prog" \
+    --policy "$PWD/$d/m/margin-0" --policy default-rule > "$d/measure.log" 2>&1
+  echo "== $prog"; grep -A1 "^program" "$d/measure.log" | tail -1
+done
