@@ -194,6 +194,7 @@ def read_block_map(elf: Path | str) -> BlockMap:
                         str(elf)], capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise MlgoError(f"{elf}: llvm-readobj --bb-addr-map failed: {r.stderr.strip()[-300:]}")
+
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         # One "BBAddrMap" key per address-map section: a relocatable object has one for each
         # code section, and json would keep only the last.
