@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-apt_packages=(clang-19 llvm-19 llvm-19-dev lld-19 bear dpkg-dev make cmake procps valgrind)
+apt_packages=(clang-19 llvm-19 llvm-19-dev lld-19 bear dpkg-dev make cmake procps valgrind strace)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

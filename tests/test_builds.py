@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -209,6 +210,24 @@ def test_launcher_passes_cmakes_lto_check_and_says_lto_is_not_served(tmp_path: P
                          summary=served)
     lines = _summary_lines(served)
     assert [(x[0], x[1], x[5]) for x in lines] == [("regalloc", "default-rule", "-")] * (N_UTIL + 1)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_a_launcher_warning_is_one_write(tmp_path: Path) -> None:
+    """A parallel build's compiles share make's stderr pipe: a line written piecewise gets
+    spliced with another compile's (seen in a -j2 LTO build). Each diagnostic is one write."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    native = launcher.launcher_for("clang")
+    (tmp_path / "x.c").write_text("int f(int x) { return x + 1; }\n")
+    trace = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-qq", "-s", "4096", "-e", "trace=write", "-o", str(trace),
+                    native, "-O2", "-flto=thin", "-c", "x.c", "-o", "x.o"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    writes = [x for x in trace.read_text().splitlines() if "write(2," in x]
+    ours = [x for x in writes if "mlgo-clang" in x]
+    assert len(ours) == 1, writes
+    assert '"mlgo-clang: warning: -flto=thin: this compile makes bitcode' in ours[0]
+    assert ours[0].split('"')[-2].endswith("\\n")  # the line's newline in the same write
 
 
 def test_summary_refuses_a_malformed_line(tmp_path: Path) -> None:
