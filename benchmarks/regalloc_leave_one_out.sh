@@ -13,30 +13,24 @@ for pair in "lua5.4|lua5.4" "bzip2|bzip2" "zlib|zlib (minigzip)" "lz4|lz4" \
   prefix=${pair%%|*}; prog=${pair#*|}
   d=lopo/$prefix
   rm -rf "$d" && mkdir -p "$d"
-  # The other programs' hot modules and their search results (no new compiles), and a split
-  # whose training part leaves the program out (validation: libyaml, as in train.sh).
+  # The other programs' hot modules and their search results (no new compiles: the search
+  # below only writes the trace of the kept modules, so the run's feature vocabulary, read from
+  # that trace, never sees the program left out), and a split whose training part leaves the
+  # program out (validation: libyaml, as in train.sh).
+  mlgo corpus merge hot11 --exclude-projects "$prefix" -o "$d/hot" > /dev/null
+  cp -r s3 "$d/s"
+  rm -rf "$d/s/modules/$prefix"
   python3 - "$prefix" "$d" <<'PY'
-import json, os, shutil, sys
+import json, sys
 from pathlib import Path
 prefix, d = sys.argv[1], Path(sys.argv[2])
-hot = json.loads(Path("hot11/corpus_description.json").read_text())
 c7 = json.loads(Path("c7/corpus_description.json").read_text())
-keep = [m for m in hot["modules"] if not m.startswith(prefix + "/")]
-for m in keep:
-    for ext in (".bc", ".cmd"):
-        (d / "hot" / (m + ext)).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(Path("c7").resolve() / (m + ext), d / "hot" / (m + ext))
-    (d / "s" / "modules" / (m + ".npz")).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path("s3/modules") / (m + ".npz"), d / "s" / "modules" / (m + ".npz"))
-shutil.copy("s3/search.json", d / "s" / "search.json")
-(d / "hot" / "corpus_description.json").write_text(json.dumps({**hot, "modules": keep}))
 yaml = [m for m in c7["modules"] if m.startswith("libyaml/")]
 (d / "r").mkdir()
 (d / "r" / "split.json").write_text(json.dumps(
     {"train": [m for m in c7["modules"] if m not in yaml and not m.startswith(prefix + "/")],
      "validation": yaml}))
 PY
-  # Every module has a result: this only writes the trace of the kept modules.
   mlgo search --problem regalloc --corpus "$d/hot" -o "$d/s" --budget 60 --passes 1 --workers 2 \
     --per-module --gin_bindings "$PROFILE" > "$d/search.log" 2>&1
   mlgo train --problem regalloc --algorithm imitation --corpus c7 -o "$d/r" --search "$d/s" \
