@@ -21,9 +21,9 @@ mlgo corpus merge c5 c-extra -o c7
 python - <<'PY'
 import json, os
 from pathlib import Path
-a, b = (json.loads(Path(p).read_text()) for p in ("profile5.json", "profile-extra.json"))
-Path("profile7.json").write_text(json.dumps(
-    {"modules": {**a["modules"], **b["modules"]}, "source": a["source"] + "; " + b["source"]}))
+from mlgo.problems.regalloc.profile import load_profile, write_profile
+write_profile("profile7.json", {**load_profile("profile5.json"), **load_profile("profile-extra.json")},
+              "profile5.json and profile-extra.json (benchmarks/regalloc_reward.py)")
 c7 = json.loads(Path("c7/corpus_description.json").read_text())
 yaml = [m for m in c7["modules"] if m.startswith("libyaml/")]
 hot = ["lua5.4/src/lvm.c", "lua5.4/src/ldo.c", "lua5.4/src/ltablib.c", "bzip2/blocksort.c",
