@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gin
 
+from mlgo.compiler import plugin_env
 from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
 from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
@@ -77,7 +78,7 @@ class InliningForSize(Problem):
     required_features = ("cost_estimate", "threshold")
 
     def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = (),
-                 include_default: bool = False, comdat_weights: str = "") -> None:
+                 include_default: bool = False, comdat_weights: str = "", plugin: str = "") -> None:
         super().__init__(opt_level, extra_flags)
         # Ask LLVM for its default decision per call site (see LLVM19_DEFAULT_DECISION_SLOT):
         # only the llvm-default policy reads it, and it costs callee_basic_block_count.
@@ -86,6 +87,9 @@ class InliningForSize(Problem):
         # the reward then charges each COMDAT text group its weight, 1/n of the modules that
         # define it, so removing a copy the linker merges anyway earns about nothing.
         self.comdat_weights = comdat_weights
+        # The inliner plugin with no policy (`--env plugin` binds it): decisions then go through
+        # its channel (mlgo/compiler/plugin_env.py) instead of LLVM's interactive mode.
+        self.plugin = plugin
 
     def reward(self, policy: Measurement, default: Measurement) -> float:
         if not self.comdat_weights:
@@ -95,21 +99,32 @@ class InliningForSize(Problem):
 
     @property
     def variant(self) -> str:
-        return "include-default" if self.include_default else ""
+        return "-".join(v for v in ("plugin" if self.plugin else "",
+                                    "include-default" if self.include_default else "") if v)
 
     @property
     def overwritten_features(self) -> tuple[str, ...]:
-        return (LLVM19_DEFAULT_DECISION_SLOT,) if self.include_default else ()
+        # The plugin sends LLVM's decision in a slot of its own.
+        return (LLVM19_DEFAULT_DECISION_SLOT,) if self.include_default and not self.plugin else ()
 
     def for_policy(self, builtin: str | None) -> InliningForSize:
         if builtin != LLVM_DEFAULT or self.include_default:
             return self
         variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True,
-                                  comdat_weights=self.comdat_weights)
-        variant.plain = self
+                                  comdat_weights=self.comdat_weights, plugin=self.plugin)
+        if not self.plugin:
+            variant.plain = self
         return variant
 
+    def compile_argv(self, module, workdir: Path, channel_base: Path | None) -> list[str]:
+        argv = super().compile_argv(module, workdir, channel_base)
+        cc1 = module.args()[:1] == ["-cc1"]
+        return plugin_env.for_cc1(argv) if self.plugin and channel_base and cc1 else argv
+
     def channel_flags(self, channel_base: Path) -> list[str]:
+        if self.plugin:
+            return plugin_env.channel_flags(self.plugin, channel_base,
+                                            include_default=self.include_default)
         flags = [
             "-mllvm", "-enable-ml-inliner=release",
             "-mllvm", f"-inliner-interactive-channel-base={channel_base}",
@@ -131,7 +146,7 @@ class InliningForSize(Problem):
         return {
             "default": None,
             "cost-threshold": cost_threshold,
-            LLVM_DEFAULT: llvm_default,
+            LLVM_DEFAULT: plugin_env.llvm_default if self.plugin else llvm_default,
             "never": builtins.heuristic("inlining", "never"),
             "always": builtins.heuristic("inlining", "always"),
         }
@@ -144,4 +159,6 @@ class InliningForSize(Problem):
 
     def default_proxy(self, obs: FeatureValues) -> int:
         # With the compiler's own decisions at hand, they are the label.
-        return llvm_default(obs) if self.include_default else cost_threshold(obs)
+        if not self.include_default:
+            return cost_threshold(obs)
+        return plugin_env.llvm_default(obs) if self.plugin else llvm_default(obs)
