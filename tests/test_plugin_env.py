@@ -244,3 +244,29 @@ def test_decision_log_write_error_is_one_line(served: Path, corpus: Corpus, tmp_
     assert proc.returncode == 1
     line = _one_plugin_error(proc.stderr)
     assert f"cannot write MLGO_PLUGIN_DECISION_LOG {log}: File too large" in line
+
+
+def test_the_env_flag_reaches_every_compile_through_gin(channel_plugin: Path) -> None:
+    import argparse
+
+    import gin
+
+    from mlgo.cli.common import setup_gin
+    from mlgo_base.errors import MlgoError
+
+    def args(env: str, problem: str = "inlining") -> argparse.Namespace:
+        return argparse.Namespace(gin_file=[], gin_bindings=[], env=env, problem=problem)
+
+    try:
+        config = setup_gin(args("plugin"))
+        assert get_problem("inlining").plugin == str(channel_plugin)
+        assert str(channel_plugin) in config  # what workers replay
+        flags = get_problem("inlining").channel_flags(Path("/tmp/base"))
+        assert flags == plugin_env.channel_flags(channel_plugin, Path("/tmp/base"))
+        setup_gin(args("interactive"))
+        assert get_problem("inlining").plugin == ""
+        assert "-enable-ml-inliner=release" in get_problem("inlining").channel_flags(Path("b"))
+        with pytest.raises(MlgoError, match="only the inlining problem has a plugin"):
+            setup_gin(args("plugin", "regalloc"))
+    finally:
+        gin.clear_config()
