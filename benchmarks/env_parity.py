@@ -28,11 +28,10 @@ from mlgo.protocol import llvm19
 from mlgo.serving.plugin import channel_plugin
 
 
-def compile_once(problem, module, policy: str):
-    """(object bytes, decisions, LLVM's features per decision) of one compile."""
+def compile_once(problem, module, policy: str, same: list[str]):
+    """(object bytes, decisions, the features `same` per decision) of one compile."""
     problem = problem.for_policy(policy)
     decide = problem.heuristic(policy)
-    same = [n for n in llvm19.INLINE_FEATURES if n not in problem.overwritten_features]
     workdir = make_workdir()
     try:
         base = workdir / "channel"
@@ -72,9 +71,12 @@ def main() -> int:
         modules += corpus.modules[: args.max_modules] if args.max_modules else corpus.modules
     rows, t0 = [], time.monotonic()
     for policy in args.policy:
+        # LLVM's features but the slot interactive mode overwrites for this policy.
+        overwritten = interactive.for_policy(policy).overwritten_features
+        same = [n for n in llvm19.INLINE_FEATURES if n not in overwritten]
         for module in modules:
-            obj_i, act_i, feat_i = compile_once(interactive, module, policy)
-            obj_p, act_p, feat_p = compile_once(over_plugin, module, policy)
+            obj_i, act_i, feat_i = compile_once(interactive, module, policy, same)
+            obj_p, act_p, feat_p = compile_once(over_plugin, module, policy, same)
             rows.append({"policy": policy, "module": module.name, "language": language(module),
                          "decisions": len(act_i), "same_decisions": act_i == act_p,
                          "same_features": feat_i == feat_p, "same_object": obj_i == obj_p})
