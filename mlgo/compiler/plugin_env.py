@@ -51,6 +51,11 @@ def for_cc1(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def from_plugin(obs: FeatureValues) -> bool:
+    """Whether an observation came from the plugin (interactive mode sends none of its features)."""
+    return PLUGIN_FEATURES[0] in obs
+
+
 def llvm_default(obs: FeatureValues) -> int:
     """LLVM's own decision for the call site, as the plugin sends it with include-default."""
     if DEFAULT_DECISION not in obs:

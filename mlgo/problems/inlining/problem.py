@@ -43,6 +43,8 @@ def llvm_default(obs: FeatureValues) -> int:
     deferral, profile-based thresholds) for this call site, as the compiler computed it. Only
     present when the compile ran with -inliner-interactive-include-default, i.e. with
     `problem.for_policy("llvm-default")`."""
+    if plugin_env.from_plugin(obs):  # the plugin sends it in its own slot
+        return plugin_env.llvm_default(obs)
     if "inlining_default" not in obs:
         raise ProtocolError(
             "the llvm-default policy needs the compiler's default decisions: run it on "
@@ -112,8 +114,7 @@ class InliningForSize(Problem):
             return self
         variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True,
                                   comdat_weights=self.comdat_weights, plugin=self.plugin)
-        if not self.plugin:
-            variant.plain = self
+        variant.plain = self
         return variant
 
     def compile_argv(self, module, workdir: Path, channel_base: Path | None) -> list[str]:
@@ -146,7 +147,7 @@ class InliningForSize(Problem):
         return {
             "default": None,
             "cost-threshold": cost_threshold,
-            LLVM_DEFAULT: plugin_env.llvm_default if self.plugin else llvm_default,
+            LLVM_DEFAULT: llvm_default,
             "never": builtins.heuristic("inlining", "never"),
             "always": builtins.heuristic("inlining", "always"),
         }
@@ -159,6 +160,4 @@ class InliningForSize(Problem):
 
     def default_proxy(self, obs: FeatureValues) -> int:
         # With the compiler's own decisions at hand, they are the label.
-        if not self.include_default:
-            return cost_threshold(obs)
-        return plugin_env.llvm_default(obs) if self.plugin else llvm_default(obs)
+        return llvm_default(obs) if self.include_default else cost_threshold(obs)
