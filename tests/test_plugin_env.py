@@ -270,3 +270,72 @@ def test_the_env_flag_reaches_every_compile_through_gin(channel_plugin: Path) ->
             setup_gin(args("plugin", "regalloc"))
     finally:
         gin.clear_config()
+
+
+# A hand-written policy that reads the plugin's features: the same rule in C (served by the
+# plugin, which then computes only the features it binds) and in Python (deciding through the
+# channel, which sends them all).
+SITE_RULE_INPUTS = ("callsite_is_last_use", "cost_estimate", "callsite_loop_depth", "threshold",
+                    "callee_linkage", "callsite_relative_freq_x1000")
+_QUOTED = ", ".join(f'"{n}"' for n in SITE_RULE_INPUTS)
+_N = len(SITE_RULE_INPUTS)
+SITE_RULE_C = f"""
+#include <stddef.h>
+#include <stdint.h>
+const char *const mlgo_policy_feature_names[] = {{{_QUOTED}}};
+const char *const mlgo_policy_feature_types[] = {{{", ".join(['"int64_t"'] * _N)}}};
+const size_t mlgo_policy_feature_elements[] = {{{", ".join(["1"] * _N)}}};
+const size_t mlgo_policy_num_features = {_N};
+const char mlgo_policy_output_name[] = "inlining_decision";
+int64_t mlgo_inline_policy(const int64_t *f, size_t n) {{
+  (void)n;
+  int64_t bonus = 40 * f[0] - 15 * f[2] + (f[4] == 2 ? 10 : 0) - (f[5] > 4000 ? 5 : 0);
+  return f[1] < f[3] + bonus;
+}}
+int64_t mlgo_policy_run(const void *const *inputs) {{
+  int64_t f[{_N}];
+  for (size_t i = 0; i < {_N}; i++) f[i] = *(const int64_t *)inputs[i];
+  return mlgo_inline_policy(f, {_N});
+}}
+void mlgo_policy_eval(const void *const *inputs, void *output) {{
+  *(int64_t *)output = mlgo_policy_run(inputs);
+}}
+"""
+
+
+def site_rule(obs) -> int:
+    f = [int(np.asarray(obs[n]).reshape(-1)[0]) for n in SITE_RULE_INPUTS]
+    bonus = 40 * f[0] - 15 * f[2] + (10 if f[4] == 2 else 0) - (5 if f[5] > 4000 else 0)
+    return int(f[1] < f[3] + bonus)
+
+
+def test_a_policy_on_the_plugins_features_serves_as_it_trains(corpus: Corpus, channel_plugin: Path,
+                                                               tmp_path: Path) -> None:
+    served = plugin.build_plugin(SITE_RULE_C, policy_label="site-rule")
+    over_plugin = get_problem("inlining")
+    over_plugin.plugin = str(channel_plugin)
+    flips = 0
+    for module in corpus.modules:
+        log = tmp_path / f"{module.name.replace('/', '_')}.log"
+        proc = _decision_log(served, module, tmp_path, str(log))
+        assert proc.returncode == 0, proc.stderr
+        served_pairs = [line.split("->") for line in log.read_text().splitlines()] if log.exists() else []
+        workdir = make_workdir()
+        try:
+            base = workdir / "channel"
+            argv = over_plugin.compile_argv(module, workdir, base)
+            channel_pairs = []
+            with InteractiveCompile(argv, module.name, workdir, channel_base=base, timeout=120) as c:
+                while (obs := c.next_observation()) is not None:
+                    action = site_rule(obs.features)
+                    flips += action != int(obs.features["cost_estimate"].item(0)
+                                           < obs.features["threshold"].item(0))
+                    llvm = " ".join(str(int(obs.features[n].item(0))) for n in llvm19.INLINE_FEATURES)
+                    channel_pairs.append([llvm + " ", f" {action}"])
+                    c.answer(action)
+                c.finish()
+            assert (workdir / "out.o").read_bytes() == (tmp_path / "p.o").read_bytes(), module.name
+        finally:
+            remove_workdir(workdir)
+        assert served_pairs == channel_pairs, module.name
+    assert flips > 0  # the plugin's features changed decisions, so they were bound and computed
