@@ -339,3 +339,21 @@ def test_a_policy_on_the_plugins_features_serves_as_it_trains(corpus: Corpus, ch
             remove_workdir(workdir)
         assert served_pairs == channel_pairs, module.name
     assert flips > 0  # the plugin's features changed decisions, so they were bound and computed
+
+
+def test_a_module_recorded_as_cc1_arguments(corpus: Corpus, channel_plugin: Path,
+                                            tmp_path: Path) -> None:
+    from corpus_tools.corpus import Module
+
+    source = next(m for m in corpus.modules if m.name.endswith("calls.c"))
+    (tmp_path / "m.bc").write_bytes(source.bc_path.read_bytes())
+    (tmp_path / "m.cmd").write_bytes(b"\0".join([b"-cc1", b"-triple", b"x86_64-pc-linux-gnu",
+                                                  b"-emit-obj", b"-Oz"]))
+    module = Module("m", tmp_path)
+    over_plugin = get_problem("inlining")
+    over_plugin.plugin = str(channel_plugin)
+    argv = over_plugin.compile_argv(module, tmp_path, tmp_path / "channel")
+    assert "-load" in argv and not any(a.startswith("-fplugin=") for a in argv)
+    obj_i, act_i, _ = _compile(get_problem("inlining"), module, "cost-threshold")
+    obj_p, act_p, _ = _compile(over_plugin, module, "cost-threshold")
+    assert act_i == act_p and len(act_p) > 3 and obj_i == obj_p
