@@ -568,14 +568,15 @@ InlineAdvisor *createAdvisor(Module &M, FunctionAnalysisManager &FAM, InlinePara
     return shouldInline(CB, GetInlineCost, ORE, Params.EnableDeferral.value_or(false))
         .has_value();
   };
-  std::string Notes = checkSizeLevel(M);
-  std::string LTO = checkLTOPhase(M, IC.LTOPhase);
+  std::string Unused, Channel = channelBase(Unused);
+  // The notes and warnings are about serving a policy; a host chose the channel's flags.
+  std::string Notes = Channel.empty() ? checkSizeLevel(M) : "";
+  std::string LTO = Channel.empty() ? checkLTOPhase(M, IC.LTOPhase) : "";
   if (!LTO.empty())
     Notes += (Notes.empty() ? "" : ",") + LTO;
-  std::string Unused;
   return new MlgoAdvisor(M, *RegisteredMAM,
                          std::make_unique<SiteRunner>(M.getContext(), M.getModuleIdentifier(),
-                                                      Notes, channelBase(Unused)),
+                                                      Notes, Channel),
                          DefaultAdvice);
 }
 
