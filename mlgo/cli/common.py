@@ -27,8 +27,8 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run workers on a Ray cluster ('auto', 'local' or host:port)")
     p.add_argument("--gin_file", action="append", default=[], type=Path,
-                   help="gin file of settings (repeatable); `mlgo train` loads the problem's "
-                   "own defaults (mlgo/problems/PROBLEM/ALGORITHM.gin) first")
+                   help="gin file of settings (repeatable); `mlgo train` first loads the problem's "
+                   "own defaults, mlgo/problems/PROBLEM/ALGORITHM.gin, where there is one")
     p.add_argument("--gin_bindings", action="append", default=[],
                    help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
     p.add_argument("--timeout", type=timeout_arg, default=300.0,
