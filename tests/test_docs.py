@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+THIS = "tests/test_docs.py"
 RESULT_PAGES = {"RESULTS.md": ROOT / "benchmarks" / "RESULTS.md",
                 "results-archive-2026.md": ROOT / "benchmarks" / "results-archive-2026.md"}
 # A page name, then one or more quoted section titles: `RESULTS.md, "A"` or `RESULTS.md ("A")`
@@ -55,7 +56,8 @@ def test_every_results_citation_names_an_existing_heading():
                            check=True).stdout.split()
     bad, seen = [], 0
     for name in files:
-        if not name.endswith((".py", ".md", ".gin", ".sh", ".cpp", ".h")):
+        # This file's own examples are not citations.
+        if not name.endswith((".py", ".md", ".gin", ".sh", ".cpp", ".h")) or name == THIS:
             continue
         for page, title in citations((ROOT / name).read_text(errors="replace")):
             seen += 1
