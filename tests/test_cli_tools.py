@@ -79,3 +79,22 @@ def test_eval_help_lists_every_built_in_and_shipped_policy(capsys, monkeypatch):
         for name in get_problem(problem).heuristics():
             assert name in help_text, (problem, name)
     assert shipped_names() and all(name in help_text for name in shipped_names())
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+
+    from mlgo.cli.main import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "mlgo")
+    assert not missing, missing
