@@ -25,7 +25,8 @@ Per module (one worker runs the whole search; modules run in parallel):
 
 Regalloc (RegallocSpace): the anchor is `default-rule` (mlgo/policies/builtins.py; interactive
 mode sends no default choice, and that rule compiles as the default does on nearly every hot
-function, benchmarks/RESULTS.md); the alternatives at a position are evicting nothing (when
+function: benchmarks/RESULTS.md, "The environment measures the real build"); the alternatives
+at a position are evicting nothing (when
 allowed) and the next candidate in the rule's order. Most eviction queries are in functions the
 profiled run never executes, where no flip changes the trace reward, so positions are grouped
 into functions by the `progress` feature (it restarts near 1 at each function's first query;
@@ -84,8 +85,9 @@ class SearchConfig:
     guide: str = "none"  # with a guiding policy: "uncertain" or "disagree"
     # "inlined": try only call sites the current best inlines (1 -> 0 flips; at -Oz LLVM
     # inlines few sites, so far fewer compiles); "marginal": the same, those whose cost was
-    # closest to the threshold first (41 of the 64 flips kept on the training corpus,
-    # benchmarks/RESULTS.md), then by most callee users; "all": every call site.
+    # closest to the threshold first (41 of the 64 flips kept on the training corpus:
+    # benchmarks/results-archive-2026.md, "Search + imitation at corpus scale"), then by most
+    # callee users; "all": every call site.
     flips: str = "all"
     # regalloc: flips in a function group that leave the profiled functions unchanged before
     # the group is skipped (0: never skip)

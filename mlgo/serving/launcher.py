@@ -48,7 +48,7 @@ DRIVERS = ("clang", "clang++")
 # Served when MLGO_REGALLOC_POLICY is unset: LLVM's default eviction restated over the features.
 # On the five training programs of benchmarks/regalloc_reward.py it is never above plain
 # clang-19 and 1.40% below it in total, where the proxy (the earlier default) is +0.73% on bzip2
-# and 0.44% below in total (benchmarks/RESULTS.md).
+# and 0.44% below in total (benchmarks/RESULTS.md, "Regalloc").
 DEFAULT_REGALLOC_POLICY = "default-rule"
 # A function the greedy allocator runs on, so the compiler opens the channel and sends its header.
 _PROBE_C = "int mlgo_probe(int x) { return x * 3; }\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mlgo.policies import c_source
 from mlgo.policies.builtins import RULES
-from mlgo.policies.shipped import resolve
+from mlgo.policies.shipped import policy_choices, resolve
 from mlgo.serving.build import (
     SOURCE_DIR,
     BuildError,
@@ -159,8 +159,8 @@ def policy_source(policy: str, problem: str) -> tuple[str, str]:
         return trained_policy_source(path, problem)
     if problem == "inlining" and policy in ("default", "llvm-default"):
         raise MlgoError(f"{policy}: LLVM's own inliner needs no plugin: plain clang-19 -Oz is it")
-    raise MlgoError(f"{policy}: neither a built-in {problem} heuristic "
-                    f"({', '.join(RULES[problem])}) nor a policy directory")
+    raise MlgoError(f"unknown {problem} policy {policy!r}: give "
+                    f"{policy_choices(RULES[problem])}")
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:
