@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module
+from mlgo.problems.search_space import DecisionSpace
 from mlgo.workers.tasks import ModuleOutcome, PolicySpec
 from mlgo_base.errors import MlgoError, ProtocolError
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
@@ -133,82 +134,14 @@ class Candidate:
     alts: list[list[int]] = field(default_factory=list)  # per position: the answers to try
 
 
-class DecisionSpace:
-    """What the search needs to know about a problem's decisions."""
-
-    name: str
-    problem: Any  # compiles the search's candidates
-    plain: Any  # the compile a policy sees in release (features to record)
-
-    def anchor(self, obs: Any) -> int:
-        raise NotImplementedError
-
-    def alternatives(self, obs: Any, action: int) -> list[int]:
-        raise NotImplementedError
-
-    def key(self, obs: Any) -> tuple[float, ...]:
-        """Per position, what the flip order reads (Candidate.margins)."""
-        raise NotImplementedError
-
-
-class InliningSpace(DecisionSpace):
-    name = "inlining"
-
-    def __init__(self) -> None:
-        from mlgo.problems import get_problem
-        from mlgo.problems.inlining.problem import LLVM_DEFAULT
-
-        self.problem = get_problem("inlining").for_policy(LLVM_DEFAULT)
-        self.plain = self.problem.plain
-
-    def anchor(self, obs: Any) -> int:
-        from mlgo.problems.inlining.problem import llvm_default
-
-        return llvm_default(obs)
-
-    def alternatives(self, obs: Any, action: int) -> list[int]:
-        return [1 - action]
-
-    def key(self, obs: Any) -> tuple[float, ...]:
-        # (threshold - cost_estimate, -callee_users): the "marginal" flip order
-        return (_scalar(obs, "threshold") - _scalar(obs, "cost_estimate"),
-                -_scalar(obs, "callee_users"))
-
-
-class RegallocSpace(DecisionSpace):
-    name = "regalloc"
-
-    def __init__(self) -> None:
-        from mlgo.problems import get_problem
-        from mlgo.problems.regalloc.problem import default_rule
-
-        self.problem = self.plain = get_problem("regalloc")
-        self._anchor = default_rule
-
-    def anchor(self, obs: Any) -> int:
-        return self._anchor(obs)
-
-    def alternatives(self, obs: Any, action: int) -> list[int]:
-        """Evict nothing (when allowed), then the next candidate in the default's order
-        (fewest broken hints, then lightest, then first)."""
-        from mlgo.problems.regalloc.problem import NO_EVICTION
-
-        mask = np.asarray(obs["mask"]).reshape(-1)
-        weight = np.asarray(obs["use_def_density"], dtype=np.float64).reshape(-1)
-        broken = np.asarray(obs["nr_broken_hints"], dtype=np.float64).reshape(-1)
-        out = [NO_EVICTION] if action != NO_EVICTION and mask[NO_EVICTION] else []
-        others = sorted((broken[i], weight[i], i) for i in range(NO_EVICTION)
-                        if mask[i] and i != action)
-        return out + [int(others[0][2])] if others else out
-
-    def key(self, obs: Any) -> tuple[float, ...]:
-        return (_scalar(obs, "progress"),)
-
-
 def decision_space(problem: str) -> DecisionSpace:
     if problem == "inlining":
+        from mlgo.problems.inlining.search_space import InliningSpace
+
         return InliningSpace()
     if problem == "regalloc":
+        from mlgo.problems.regalloc.search_space import RegallocSpace
+
         return RegallocSpace()
     raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
 
@@ -240,7 +173,7 @@ class FlipSearch:
                  cache: Any = None, space: DecisionSpace | None = None) -> None:
         from mlgo.compiler.cache import BaselineCache
 
-        self.space = space or InliningSpace()
+        self.space = space or decision_space("inlining")
         if self.space.name != "inlining" and (config.flips != "all" or config.guide != "none"):
             raise MlgoError(f"{self.space.name} search: only --flips all and no guide")
         self.module = module
@@ -395,10 +328,6 @@ class FlipSearch:
         return anchor, best, final
 
 
-def _scalar(obs: Any, name: str) -> float:
-    return float(np.asarray(obs[name]).reshape(-1)[0])
-
-
 def _guide_policy(spec: PolicySpec | None, problem: str = "inlining"):
     if spec is None:
         return None
@@ -416,12 +345,12 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
     error."""
     from mlgo.compiler.measure import COMDAT_PREFIX, comdat_objective
     from mlgo.protocol import stack_features
-    from mlgo.workers.tasks import _apply_gin
+    from mlgo.workers.tasks import apply_gin
 
     t0 = time.monotonic()
     name = task.module.name
     try:
-        _apply_gin(task.gin_config)
+        apply_gin(task.gin_config)
         objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
         s = FlipSearch(task.module, task.config, guide=_guide_policy(task.policy, task.problem),
                        timeout=task.timeout, objective=objective,
