@@ -4,6 +4,7 @@ module concerned, never in a traceback or a result mixed from two inputs. Real c
 -Oz modules; searches capped at 3 compiles per module (anchor, one flip, the final replay)."""
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -128,3 +129,81 @@ def test_a_result_copied_under_another_modules_name_is_not_used(corpus, tmp_path
     assert "holds the search result of t/external.c, not of t/nothing.c" in caplog.text
     traces = [m for m, _ in _trace_modules(out)]
     assert traces == ["t/external.c", "t/nothing.c"]  # each module once
+
+
+# -- training from a search ----------------------------------------------------------------------
+def _imitation(corpus_root, search, out):
+    """One imitation round from `search` (no search of its own); its log line, or None."""
+    rc = main(["train", "--problem", "inlining", "--algorithm", "imitation", "--corpus",
+               str(corpus_root), "-o", str(out), "--search", str(search), "--workers", "1",
+               "--gin_bindings", "imitation.ImitationConfig.rounds = 1",
+               "--gin_bindings", "imitation.ImitationConfig.epochs = 1"])
+    return json.loads((out / "log.jsonl").read_text().splitlines()[-1]) if rc == 0 else rc
+
+
+def _search_cli(corpus_root, out):
+    assert main(["search", "--problem", "inlining", "--corpus", str(corpus_root), "-o", str(out),
+                 "--workers", "1", "--passes", "1", "--budget", "3"]) == 0
+
+
+def _split(out, train):
+    out.mkdir()
+    (out / "split.json").write_text(json.dumps({"train": train, "validation": ["t/held.c"]}))
+
+
+HELD_OUT = "extern int h[32]; extern void put(long);\n" \
+    "int choose(int i) { return h[i & 31] * 5 - i; }\n" + \
+    "".join(f"void g{j}(int i) {{ put(choose(i - {j})); }}\n" for j in range(4))
+
+
+@pytest.fixture
+def run_corpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    return make_oz_corpus(tmp_path / "c", {"external.c": EXTERNAL_CALLEE,
+                                           "nothing.c": NOTHING_TO_GAIN, "held.c": HELD_OUT})
+
+
+def test_imitation_from_a_search_of_a_changed_module_writes_nothing(run_corpus, tmp_path, capsys):
+    search, out = tmp_path / "S", tmp_path / "run"
+    _search_cli(run_corpus.root, search)
+    old_trace = {n: (search / n).read_bytes() for n in ("trace.tfrecord", "trace.json")}
+    _replace_module(run_corpus, "t/external.c", FEWER_CALLS)  # 8 call sites -> 3
+    capsys.readouterr()
+    assert _imitation(run_corpus.root, search, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(result_path(search, "t/external.c")) in err
+    assert not out.exists()  # nothing a corrected command could reuse
+    # The command the message suggests brings the search up to date; training then learns
+    # from the changed module's 3 decisions (with nothing.c's 8), not the stale 8, even from a
+    # search killed before it rewrote its trace (the result files are what is checked).
+    _search_cli(run_corpus.root, search)
+    for name, data in old_trace.items():
+        (search / name).write_bytes(data)
+    _split(out, ["t/external.c", "t/nothing.c"])
+    log = _imitation(run_corpus.root, search, out)
+    assert log["imitation/modules"] == 2 and log["imitation/decisions"] == 3 + 8
+
+
+def test_imitation_from_another_corpus_search_writes_nothing_and_a_left_vocab_is_rebuilt(
+        run_corpus, tmp_path, capsys):
+    from mlgo.traces import build_vocab
+
+    other = make_oz_corpus(tmp_path / "d", {"other.c": FEWER_CALLS})
+    wrong, right, out = tmp_path / "W", tmp_path / "S", tmp_path / "run"
+    _search_cli(other.root, wrong)
+    capsys.readouterr()
+    assert _imitation(run_corpus.root, wrong, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"mlgo: error: {wrong}: holds no search result for any module of this "
+                   "corpus")
+    assert not out.exists()
+    # A vocab such a command left before (from the wrong search's trace) is not reused.
+    _search_cli(run_corpus.root, right)
+    _split(out, ["t/external.c", "t/nothing.c"])
+    build_vocab(wrong, out / "vocab")
+    build_vocab(right, tmp_path / "want")
+    buckets = {p.name: p.read_text() for p in (tmp_path / "want").iterdir()}
+    assert buckets != {p.name: p.read_text() for p in (out / "vocab").iterdir()}
+    assert _imitation(run_corpus.root, right, out)["imitation/modules"] == 2
+    assert {p.name: p.read_text() for p in (out / "vocab").iterdir()
+            if p.name in buckets} == buckets
