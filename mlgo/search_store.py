@@ -168,9 +168,9 @@ def check_config(out_dir: Path, want: dict[str, Any]) -> None:
     if have is None:
         atomic_write_text(path, json.dumps(want, indent=1) + "\n")
         return
-    if "settings" not in have:
-        raise MlgoError(f"{path}: written by an mlgo that recorded no compile settings or module "
-                        "fingerprints, so its results cannot be checked; use another -o")
+    if not isinstance(have.get("settings"), dict):
+        raise MlgoError(f"{path}: records no compile settings (written by an older mlgo), so its "
+                        "results cannot be checked; use another -o")
     if have != want:
         diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
         if "settings" in diff:
@@ -212,9 +212,10 @@ def check_search_for_corpus(search: Path, modules: Sequence[Module], problem: An
     have = read_config(search)
     if have is None:
         raise MlgoError(f"{search}: not an `mlgo search` directory (no {CONFIG})")
-    if "settings" not in have:
-        raise MlgoError(f"{search / CONFIG}: written by an mlgo that recorded no module "
-                        "fingerprints; search again into another directory")
+    if not isinstance(have.get("settings"), dict):
+        raise MlgoError(f"{search / CONFIG}: records no compile settings (written by an older "
+                        "mlgo), so its results cannot be checked; search again into another "
+                        "directory")
     want = compile_settings(problem)
     diff = [f"{k} {have['settings'].get(k)!r} here, {v!r} for training"
             for k, v in want.items() if have["settings"].get(k) != v]
