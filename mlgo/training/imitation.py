@@ -9,7 +9,10 @@ Each round (one iteration of the run):
   2. roll out the current greedy policy on every training module, recording its decisions;
   3. pick    per module the best trajectory of {every round's search result (whose start is
              LLVM's own decisions, so it is never worse than them), the policy's rollout};
-             a module no search has a result for yet is left out;
+             a module no search has a result for yet is left out, and so is a result
+             made from other inputs than the module's bitcode and command now (read from
+             the result files, mlgo/search_store.py; a given `--search` is checked against
+             the corpus before the run directory is written, see pipeline.py);
   4. clone   minibatch cross-entropy on the picked decisions, each weighted by its module's
              gain over -Oz:  w = 1 + gain_weight * max(gain, 0), times flip_weight where a
              search kept a flip (its decision differs from LLVM's: the few sites where the
