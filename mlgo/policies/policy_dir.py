@@ -7,6 +7,8 @@
                         "advice": TensorSpec JSON,
                         "param_shapes": [[name, shape], ...], "num_params": N,
                         "params_sha256": hex digest of params.npy,
+                        "files_sha256": {path in DIR: hex digest} of every file a reader
+                                        reads (params.npy, vocab/<feature>.buckets),
                         "vocab": "vocab" or null,
                         "meta": {training metadata: algorithm, iteration, corpus, ...}}
     DIR/params.npy     the flat float32 parameter vector
@@ -16,6 +18,12 @@ Saving builds the whole directory next to DIR and swaps it into place
 (mlgo_base.files.write_dir), so a reader never sees a half-written policy; the digest lets a
 reader that raced a replacement notice it, and a reader that finds DIR missing for an instant
 (where the swap is two renames) retries.
+
+The digests make a damaged copy an error naming the file instead of other decisions: a bucket
+file cut in half still parses, and moves every quantile. Directories saved before
+"files_sha256" existed record only params.npy's digest; their bucket files are checked for what
+a cut leaves visible (a last line without its newline), and `save_policy` on what
+`load_policy` returns re-saves such a directory with every digest.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from mlgo.policies.network import FeatureMismatchError, PolicyNetwork, as_specs, network_class
-from mlgo.policies.vocab import load_vocab, save_vocab
+from mlgo.policies.vocab import SUFFIX, buckets_text, parse_buckets
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import write_dir
@@ -55,13 +63,18 @@ def _npy_bytes(params: np.ndarray) -> bytes:
 
 
 def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarray,
-                meta: dict[str, Any] | None = None) -> Path:
-    """Write (or atomically replace) a policy directory; returns its path."""
+                meta: dict[str, Any] | None = None, *, saved_at: str | None = None) -> Path:
+    """Write (or atomically replace) a policy directory; returns its path. `saved_at` keeps
+    the time of an earlier save (when re-saving a directory), else it is now."""
     policy_dir = Path(policy_dir)
     network.unflatten_numpy(params)  # refuses a vector of the wrong size
     check_finite(params, policy_dir)
     raw = _npy_bytes(params)
     vocab = network.vocab
+    vocab_files = {f"{VOCAB_DIR}/{name}{SUFFIX}": buckets_text(bounds).encode()
+                   for name, bounds in vocab.items()} if vocab else {}
+    digests = {name: hashlib.sha256(data).hexdigest()
+               for name, data in sorted({PARAMS: raw, **vocab_files}.items())}
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -71,18 +84,21 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
         "advice": network.advice.to_json(),
         "param_shapes": [[n, list(s)] for n, s in network.param_shapes()],
         "num_params": network.num_params,
-        "params_sha256": hashlib.sha256(raw).hexdigest(),
+        "params_sha256": digests[PARAMS],
+        "files_sha256": digests,
         "vocab": VOCAB_DIR if vocab else None,
-        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "saved_at": saved_at or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "meta": meta or {},
     }
 
     def fill(tmp: Path) -> None:
         (tmp / PARAMS).write_bytes(raw)
         if vocab:
-            save_vocab(tmp / VOCAB_DIR, vocab)
+            (tmp / VOCAB_DIR).mkdir()
+            for name, data in vocab_files.items():  # the very bytes the digests are of
+                (tmp / name).write_bytes(data)
         (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
-        for name in (PARAMS, POLICY_JSON):
+        for name in (PARAMS, *vocab_files, POLICY_JSON):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
 
@@ -138,9 +154,57 @@ def _json_identity(policy_dir: Path) -> tuple[int, int, int] | None:
 
 
 def _read_snapshot(policy_dir: Path) -> tuple[dict[str, Any], bytes, dict[str, np.ndarray]]:
-    """policy.json, params.npy and the vocab of one and the same save."""
+    """policy.json, params.npy and the vocab of one and the same save, each file checked
+    against the digest policy.json records for it."""
     first = (policy_dir / POLICY_JSON).read_bytes() if (policy_dir / POLICY_JSON).is_file() else b""
     doc = read_policy_json(policy_dir)
+    if "files_sha256" in doc:
+        raw, vocab = _read_checked_files(policy_dir, doc)
+    else:
+        raw, vocab = _read_unchecked_vocab_files(policy_dir, doc)
+    if (policy_dir / POLICY_JSON).read_bytes() != first:
+        raise PolicyFormatError(f"{policy_dir}: replaced while it was read")
+    return doc, raw, vocab
+
+
+def _read_checked_files(policy_dir: Path, doc: dict[str, Any],
+                        ) -> tuple[bytes, dict[str, np.ndarray]]:
+    """params.npy and the vocab, every file read once and parsed from the bytes its digest
+    was checked on (so a file replaced in between cannot slip through)."""
+    digests = doc["files_sha256"]
+    vocab_prefix = f"{doc.get('vocab') or VOCAB_DIR}/"
+    if not isinstance(digests, dict) or PARAMS not in digests or any(
+            not isinstance(d, str) or not (name == PARAMS or _is_bucket_name(name, vocab_prefix))
+            for name, d in digests.items()):
+        raise PolicyFormatError(f"{policy_dir / POLICY_JSON}: files_sha256 must map {PARAMS} "
+                                f"and {vocab_prefix}<feature>{SUFFIX} files to digests")
+    contents = {}
+    for name, digest in digests.items():
+        path = policy_dir / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise PolicyFormatError(f"{path}: missing ({POLICY_JSON} lists it: corrupt or "
+                                    "half-copied policy)") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise PolicyFormatError(f"{path}: does not match the digest in {POLICY_JSON} "
+                                    "(corrupt, truncated or half-copied policy)")
+        contents[name] = data
+    vocab = {name[len(vocab_prefix): -len(SUFFIX)]: parse_buckets(data, policy_dir / name)
+             for name, data in contents.items() if name != PARAMS}
+    return contents[PARAMS], vocab
+
+
+def _is_bucket_name(name: str, vocab_prefix: str) -> bool:
+    feature = name[len(vocab_prefix): -len(SUFFIX)]
+    return (name.startswith(vocab_prefix) and name.endswith(SUFFIX) and bool(feature)
+            and "/" not in feature and feature not in (".", ".."))
+
+
+def _read_unchecked_vocab_files(policy_dir: Path, doc: dict[str, Any],
+                                ) -> tuple[bytes, dict[str, np.ndarray]]:
+    """A directory saved before files_sha256: params.npy against its digest, and each bucket
+    file for the mark of a cut (save_policy ends every line, so a cut mostly ends inside one)."""
     try:
         raw = (policy_dir / PARAMS).read_bytes()
     except FileNotFoundError:
@@ -150,11 +214,19 @@ def _read_snapshot(policy_dir: Path) -> tuple[dict[str, Any], bytes, dict[str, n
                                 f"{POLICY_JSON} (corrupt or half-copied policy)")
     vocab: dict[str, np.ndarray] = {}
     if doc.get("vocab"):
-        names = [p.name[: -len(".buckets")] for p in (policy_dir / doc["vocab"]).glob("*.buckets")]
-        vocab = load_vocab(policy_dir / doc["vocab"], names)
-    if (policy_dir / POLICY_JSON).read_bytes() != first:
-        raise PolicyFormatError(f"{policy_dir}: replaced while it was read")
-    return doc, raw, vocab
+        vocab_dir = policy_dir / doc["vocab"]
+        if not vocab_dir.is_dir():
+            raise PolicyFormatError(f"{vocab_dir}: missing ({POLICY_JSON} names it: corrupt or "
+                                    "half-copied policy)")
+        names = [p.name[: -len(SUFFIX)] for p in vocab_dir.glob(f"*{SUFFIX}")]
+        for name in sorted(names):
+            path = vocab_dir / f"{name}{SUFFIX}"
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                raise PolicyFormatError(f"{path}: ends inside a line (truncated or half-copied "
+                                        f"policy; its {POLICY_JSON} predates per-file digests)")
+            vocab[name] = parse_buckets(data, path)
+    return raw, vocab
 
 
 def load_policy(policy_dir: Path | str, problem: str | None = None, features: Any = None,

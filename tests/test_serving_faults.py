@@ -1,0 +1,122 @@
+"""What a hostile tester found in serving and its tools: a policy whose bucket file was cut in half
+still served (other decisions), a policy path that wrote CMake code into `mlgo cmake-flags`'
+output, `mlgo summary` on odd digits, /dev/zero and FIFOs, an empty MLGO_REGALLOC_POLICY that
+served the current directory, and channel directories a killed mlgo-clang left for ever."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_networks import balanced_inlining_params, inlining_specs, make_vocab
+
+from mlgo.policies.policy_dir import PolicyFormatError, load_policy, read_policy_json, save_policy
+from mlgo.policies.shipped import resolve, shipped_names
+from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _mlgo(*args: str, timeout: float = 60, env: dict | None = None,
+          cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlgo.cli.main", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def _one_error_line(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode != 0, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlgo: error: "), res.stderr
+    return lines[0]
+
+
+# -- a policy directory: every file it reads is covered by a digest ---------------------------
+
+@pytest.fixture(scope="module")
+def inlining_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    net = InliningNetwork(inlining_specs(), InliningNetworkConfig(hidden_sizes=(16,)),
+                          make_vocab(np.random.default_rng(0)))
+    return save_policy(tmp_path_factory.mktemp("p") / "policy", net, balanced_inlining_params(net, 1))
+
+
+def _cut_in_half(path: Path, at_line_end: bool) -> None:
+    data = path.read_bytes()
+    half = len(data) // 2
+    path.write_bytes(data[: data.index(b"\n", half) + 1] if at_line_end else data[:half])
+
+
+@pytest.mark.parametrize("at_line_end", [True, False])
+def test_a_cut_bucket_file_is_refused_naming_it(tmp_path: Path, inlining_policy: Path,
+                                               at_line_end: bool) -> None:
+    """Half a bucket file still parses and moves every quantile: the digest in policy.json
+    catches it, wherever the cut falls."""
+    policy = tmp_path / "p"
+    shutil.copytree(inlining_policy, policy)
+    bucket = policy / "vocab" / "callee_users.buckets"
+    _cut_in_half(bucket, at_line_end)
+    with pytest.raises(PolicyFormatError) as e:
+        load_policy(policy)
+    assert str(e.value) == (f"{bucket}: does not match the digest in policy.json (corrupt, "
+                            "truncated or half-copied policy)")
+    # what a user sees: making an inliner plugin from it stops at the damaged file
+    assert _one_error_line(_mlgo("plugin", str(policy))) == f"mlgo: error: {e.value}"
+
+
+def test_every_file_read_is_in_the_digests(inlining_policy: Path) -> None:
+    digests = read_policy_json(inlining_policy)["files_sha256"]
+    read = {str(p.relative_to(inlining_policy)) for p in inlining_policy.rglob("*")
+            if p.is_file() and p.name != "policy.json"}
+    assert set(digests) == read
+    network, _, _ = load_policy(inlining_policy)
+    assert {f"vocab/{name}.buckets" for name in network.vocab} | {"params.npy"} == read
+
+
+def test_a_missing_bucket_file_is_named(tmp_path: Path, inlining_policy: Path) -> None:
+    policy = tmp_path / "p"
+    shutil.copytree(inlining_policy, policy)
+    (policy / "vocab" / "callee_users.buckets").unlink()
+    with pytest.raises(PolicyFormatError, match=r"vocab/callee_users\.buckets: missing"):
+        load_policy(policy)
+
+
+def _as_saved_before_digests(policy: Path) -> None:
+    doc = json.loads((policy / "policy.json").read_text())
+    del doc["files_sha256"]
+    (policy / "policy.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def test_directory_saved_before_digests_loads_and_a_cut_inside_a_line_is_refused(
+        tmp_path: Path, inlining_policy: Path) -> None:
+    policy = tmp_path / "p"
+    shutil.copytree(inlining_policy, policy)
+    _as_saved_before_digests(policy)
+    network, params, _ = load_policy(policy)
+    assert network.num_params == params.size
+    bucket = policy / "vocab" / "callee_users.buckets"
+    _cut_in_half(bucket, at_line_end=False)
+    with pytest.raises(PolicyFormatError, match=r"callee_users\.buckets: ends inside a line"):
+        load_policy(policy)
+
+
+@pytest.mark.parametrize("name", ["inlining-oz", "regalloc"])
+def test_shipped_policies_have_every_file_digested(name: str) -> None:
+    assert name in shipped_names()
+    policy = Path(resolve(name))
+    digests = read_policy_json(policy)["files_sha256"]
+    files = {str(p.relative_to(policy)) for p in policy.rglob("*")
+             if p.is_file() and p.name != "policy.json"}
+    assert set(digests) == files
+    load_policy(policy)
