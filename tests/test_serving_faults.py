@@ -120,3 +120,55 @@ def test_shipped_policies_have_every_file_digested(name: str) -> None:
              if p.is_file() and p.name != "policy.json"}
     assert set(digests) == files
     load_policy(policy)
+
+
+# -- mlgo cmake-flags: quoted for CMake, or refused ------------------------------------------
+
+def _cmake_values(text: str, tmp_path: Path, names: list[str]) -> dict[str, str]:
+    """What real CMake reads from an initial-cache file (its set() commands, run as a script)."""
+    script = tmp_path / "read.cmake"
+    script.write_text(text + "".join(f'message("{n}=[${{{n}}}]")\n' for n in names))
+    res = subprocess.run(["cmake", "-P", str(script)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return dict(line.split("=", 1) for line in res.stderr.splitlines() if "=[" in line)
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_file_keeps_odd_but_safe_values_exactly_and_refuses_code(tmp_path: Path) -> None:
+    """Real CMake reads back every value as given; a policy path with a newline in it is
+    refused instead of ending the comment that names it and running as CMake code."""
+    from mlgo.serving.cmake import CMakeFlagsError, initial_cache
+
+    with pytest.raises(CMakeFlagsError):
+        initial_cache("/c/lib.so", 'x\nset(CMAKE_C_COMPILER "/tmp/evil" CACHE FILEPATH "" FORCE)',
+                      {"C": "clang", "CXX": "clang++"})
+
+    cc = '/opt/my "tools"/$HOME/${CC}#clang'
+    text = initial_cache("/cache/p-1/libmlgo_inliner.so", 'runs/"best" ${X}', {"C": cc, "CXX": cc})
+    got = _cmake_values(text, tmp_path, ["CMAKE_C_COMPILER", "CMAKE_C_FLAGS", "CMAKE_EXE_LINKER_FLAGS"])
+    assert got == {"CMAKE_C_COMPILER": f"[{cc}]",
+                   "CMAKE_C_FLAGS": "[-fpass-plugin=/cache/p-1/libmlgo_inliner.so]",
+                   "CMAKE_EXE_LINKER_FLAGS": "[-fuse-ld=lld -Wl,--load-pass-plugin="
+                                             "/cache/p-1/libmlgo_inliner.so]"}
+
+
+@pytest.mark.parametrize("policy,plugin,cc,message", [
+    ("runs/x\nmessage(FATAL_ERROR injected)\n#", "/c/lib.so", "clang-19",
+     r"policy 'runs/x\nmessage(FATAL_ERROR injected)\n#': cannot write '\n' into a CMake file "
+     "safely: it is not printable"),
+    ("p", "/c/lib.so", "/bin/clang\r", r"C compiler '/bin/clang\r': cannot write '\r'"),
+    ("p", "/c/lib.so", "clang;-O0", "C compiler 'clang;-O0': cannot write ';' into a CMake file "
+     "safely: CMake would read the value as a list"),
+    ("p", "/c/lib.so", "C:\\clang", r"C compiler 'C:\\clang': cannot write '\\'"),
+    ("p", "/my cache/lib.so", "clang", "inliner plugin '/my cache/lib.so': cannot write ' '"),
+    ("p", "/c,d/lib.so", "clang", "inliner plugin '/c,d/lib.so': cannot write ','"),
+    ("p", "/c/$(rm -rf x)/lib.so", "clang", "inliner plugin '/c/$(rm -rf x)/lib.so': cannot "
+     "write '$'"),
+])
+def test_cmake_file_refuses_what_cannot_be_quoted(policy: str, plugin: str, cc: str,
+                                                  message: str) -> None:
+    from mlgo.serving.cmake import CMakeFlagsError, initial_cache
+
+    with pytest.raises(CMakeFlagsError) as e:
+        initial_cache(plugin, policy, {"C": cc, "CXX": "clang++"})
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
