@@ -172,3 +172,40 @@ def test_cmake_file_refuses_what_cannot_be_quoted(policy: str, plugin: str, cc: 
     with pytest.raises(CMakeFlagsError) as e:
         initial_cache(plugin, policy, {"C": cc, "CXX": "clang++"})
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+# -- mlgo summary: strict digits, bounded lines, regular files only -----------------------------
+
+_GOOD = "regalloc\tregalloc\t-\t12\t-\t-\ninlining\tinlining-oz\tm.c\t7\t3\t-\n"
+
+
+@pytest.mark.parametrize("line,why", [
+    ("regalloc\tp\t-\t1²\t-\t-", "decision counts are not whole numbers"),
+    ("inlining\tp\tm\t3\t٣\t-", "decision counts are not whole numbers"),
+    ("regalloc\tp\t-\t" + "9" * 5000 + "\t-\t-", "decision counts are not whole numbers"),
+    ("regalloc\tp\t-\t1\t-\t" + "x" * 70000, "longer than 65536 bytes"),
+])
+def test_summary_refuses_odd_lines_in_one_line(tmp_path: Path, line: str, why: str) -> None:
+    summary = tmp_path / "s.tsv"
+    summary.write_text(_GOOD + _GOOD)
+    res = _mlgo("summary", str(summary))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[1:] == [
+        "inlining  inlining-oz  compile     2         14    6",
+        "regalloc  regalloc     compile     2         24    -"]
+    summary.write_text(_GOOD + line + "\n")
+    err = _one_error_line(_mlgo("summary", str(summary)))
+    assert err.startswith(f"mlgo: error: {summary}:3: not a decision summary line ({why}")
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory"])
+def test_summary_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    """/dev/zero used to be read until memory ran out, and a FIFO with no writer blocked."""
+    path = Path(kind) if kind.startswith("/") else tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    err = _one_error_line(_mlgo("summary", str(path), timeout=30))
+    assert err == (f"mlgo: error: {path}: not a regular file (a decision summary is the file "
+                   "MLGO_DECISION_SUMMARY named for a build)")
