@@ -5,27 +5,47 @@ served the current directory, and channel directories a killed mlgo-clang left f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_fixtures import SOURCES
 from test_networks import balanced_inlining_params, inlining_specs, make_vocab
 
 from mlgo.policies.policy_dir import PolicyFormatError, load_policy, read_policy_json, save_policy
 from mlgo.policies.shipped import resolve, shipped_names
 from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
+from mlgo.serving import launcher
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+_POLICY_VARIABLES = ("MLGO_REGALLOC_POLICY", "MLGO_INLINE_POLICY", "MLGO_FALLBACK", "MLGO_TMPDIR")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One cache for the module (the native launcher is built once), and no policy variables
+    from the caller's environment."""
+    saved = {k: os.environ.pop(k) for k in ("MLGO_CACHE_DIR", *_POLICY_VARIABLES)
+             if k in os.environ}
+    os.environ["MLGO_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    os.environ.pop("MLGO_CACHE_DIR")
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def default_program() -> str:
+    """The native mlgo-clang made with MLGO_REGALLOC_POLICY unset (serving default-rule)."""
+    return launcher.launcher_for("clang")
 
 
 def _mlgo(*args: str, timeout: float = 60, env: dict | None = None,
@@ -209,3 +229,111 @@ def test_summary_refuses_what_is_not_a_regular_file(tmp_path: Path, kind: str) -
     err = _one_error_line(_mlgo("summary", str(path), timeout=30))
     assert err == (f"mlgo: error: {path}: not a regular file (a decision summary is the file "
                    "MLGO_DECISION_SUMMARY named for a build)")
+
+
+# -- an empty MLGO_REGALLOC_POLICY is unset (the default), never the current directory --------
+
+def test_empty_regalloc_policy_is_the_default_not_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_program: str) -> None:
+    """As a path "" is ".": inside a policy directory the empty variable used to serve that
+    policy. Now, empty is unset for the Python side (default-rule) and for a native program
+    (whatever it was made for), as it already was for MLGO_INLINE_POLICY."""
+    here = tmp_path / "a-policy"
+    shutil.copytree(resolve("regalloc"), here)
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("MLGO_REGALLOC_POLICY", "")
+    config = launcher.resolve_config("clang")
+    assert config.regalloc_policy == config.regalloc_label == "default-rule"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    printed = subprocess.run([str(BIN / "mlgo-clang"), "--print-launcher"], capture_output=True,
+                             text=True, timeout=300, cwd=here, env=env)
+    assert printed.returncode == 0 and printed.stdout.strip() == default_program, printed.stderr
+    src, summary = tmp_path / "pressure.c", tmp_path / "summary.tsv"
+    src.write_text(SOURCES["pressure.c"])
+    channels = tmp_path / "channels"
+    channels.mkdir()
+    served = subprocess.run([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")],
+                            capture_output=True, text=True, timeout=120, cwd=here,
+                            env={**env, "MLGO_DECISION_SUMMARY": str(summary),
+                                 "MLGO_TMPDIR": str(channels)})
+    assert served.returncode == 0 and served.stderr == "", served.stderr
+    [line] = summary.read_text().splitlines()
+    assert line.startswith("regalloc\tdefault-rule\t-\t")
+    # and `mlgo plugin ""` names no directory either
+    err = _one_error_line(_mlgo("plugin", "", cwd=here))
+    assert err.startswith("mlgo: error: the inlining policy is an empty name: give a built-in")
+
+
+# -- channel directories a kill -9 left are removed by later compiles -------------------------
+
+def _wait_for(path: Path, proc: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the compiler never started"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_channel_dirs_of_a_killed_launcher_are_removed_by_the_next(
+        tmp_path: Path, default_program: str) -> None:
+    channels = tmp_path / "channels"
+    channels.mkdir()
+    slow = tmp_path / "slow-clang"
+    slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid.tmp\nmv {tmp_path}/pid.tmp "
+                    f"{tmp_path}/pid\nexec sleep 60\n")
+    slow.chmod(0o755)
+    src = tmp_path / "pressure.c"
+    src.write_text(SOURCES["pressure.c"])
+    env = {**os.environ, "MLGO_TMPDIR": str(channels)}
+    killed = subprocess.Popen([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "k.o")],
+                              env={**env, "MLGO_CLANG": str(slow)})
+    compiler = _wait_for(tmp_path / "pid", killed)
+    killed.kill()
+    killed.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _running(compiler) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [stale] = channels.iterdir()
+    assert stale.name.startswith(f"mlgo-clang-{killed.pid}-")
+    assert sorted(p.name for p in stale.iterdir()) == ["channel.in", "channel.out"]
+
+    dead = killed.pid  # reaped above: no process has it (the next pid is rarely this one)
+    keep = {
+        "live": channels / f"mlgo-clang-{os.getpid()}-aaaaaa",  # this process runs
+        "locked": channels / f"mlgo-clang-{dead}-bbbbbb",  # a live launcher elsewhere holds it
+        "other-name": channels / f"mlgo-clang-{dead}-cc",
+        "foreign": channels / f"mlgo-clang-{dead}-dddddd",  # someone else's
+    }
+    for d in keep.values():
+        d.mkdir()
+        os.mkfifo(d / "channel.in")
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "file").write_text("kept")
+    link = channels / f"mlgo-clang-{dead}-eeeeee"
+    link.symlink_to(target)
+    lock = os.open(keep["locked"], os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if os.geteuid() == 0:
+        os.chown(keep["foreign"], 65534, 65534)
+    else:
+        keep.pop("foreign")
+        shutil.rmtree(channels / f"mlgo-clang-{dead}-dddddd")
+    try:
+        res = subprocess.run([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")],
+                             capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        os.close(lock)
+    assert res.returncode == 0, res.stderr
+    assert not stale.exists()
+    assert sorted(channels.iterdir()) == sorted([*keep.values(), link])
+    assert all((d / "channel.in").exists() for d in keep.values())
+    assert (target / "file").read_text() == "kept"

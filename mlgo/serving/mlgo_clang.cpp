@@ -12,7 +12,7 @@
 //   - anything else execs clang-19 unchanged (an -flto link gets the inliner plugin).
 // The compiler dies with us (PR_SET_PDEATHSIG). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded
 // to it; the FIFOs go on success, failure and those signals, and we then die of the same
-// signal. MLGO_FALLBACK=1 turns what cannot be served into a warning and a plain compile;
+// signal; what a kill -9 leaves, a later served compile removes. MLGO_FALLBACK=1 turns what cannot be served into a warning and a plain compile;
 // nothing falls back silently.
 //
 // Channel (LLVM 19's interactive mode): the compiler opens BASE.in for reading, then BASE.out
@@ -28,11 +28,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <initializer_list>
 #include <memory>
 #include <poll.h>
 #include <string>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -451,17 +453,81 @@ bool compilerExited() {
          (::waitid(P_PID, ClangPid, &Info, WEXITED | WNOHANG | WNOWAIT) == 0 && Info.si_pid != 0);
 }
 
-// A new directory only we can use, for the FIFOs: MLGO_TMPDIR, else TMPDIR, else /tmp.
-std::string privateDir(std::string &Why) {
+const char ChannelDirPrefix[] = "mlgo-clang-";
+
+// The pid in a channel directory's name (mlgo-clang-PID-XXXXXX), or 0 if it is not one.
+pid_t channelDirPid(const char *Name) {
+  if (std::strncmp(Name, ChannelDirPrefix, sizeof ChannelDirPrefix - 1) != 0)
+    return 0;
+  const char *Digits = Name + sizeof ChannelDirPrefix - 1;
+  long long Pid = 0;
+  const char *P = Digits;
+  for (; *P >= '0' && *P <= '9' && Pid < (1LL << 32); ++P)
+    Pid = Pid * 10 + (*P - '0');
+  if (P == Digits || *P != '-' || std::strlen(P + 1) != 6 || Pid <= 0 || Pid >= (1LL << 31))
+    return 0;
+  return static_cast<pid_t>(Pid);
+}
+
+// Removes the channel directories in Parent that launchers killed before their clean-up
+// (kill -9) left behind: named for a pid that no longer runs, owned by us, and not locked. A
+// live launcher holds a lock on its directory from just after making it until it is removed,
+// and the kernel drops the lock when its process dies, so a live directory is never taken,
+// even where the pid in its name means another process (another pid namespace sharing /tmp).
+void removeStaleChannelDirs(const char *Parent) {
+  DIR *D = ::opendir(Parent);
+  if (!D)
+    return;
+  while (const struct dirent *E = ::readdir(D)) {
+    pid_t Pid = channelDirPid(E->d_name);
+    if (Pid <= 0 || Pid == ::getpid() || ::kill(Pid, 0) == 0 || errno != ESRCH)
+      continue;  // EPERM: the process runs (as someone else)
+    int Fd = ::openat(::dirfd(D), E->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (Fd < 0)
+      continue;
+    struct stat St, Now;
+    if (::fstat(Fd, &St) == 0 && St.st_uid == ::geteuid() && ::flock(Fd, LOCK_EX | LOCK_NB) == 0 &&
+        ::fstatat(::dirfd(D), E->d_name, &Now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        Now.st_ino == St.st_ino && Now.st_dev == St.st_dev) {
+      int ListFd = ::fcntl(Fd, F_DUPFD_CLOEXEC, 0);
+      if (DIR *Sub = ListFd >= 0 ? ::fdopendir(ListFd) : nullptr) {
+        while (const struct dirent *F = ::readdir(Sub))
+          if (std::strcmp(F->d_name, ".") != 0 && std::strcmp(F->d_name, "..") != 0)
+            ::unlinkat(Fd, F->d_name, 0);  // the FIFOs; a subdirectory stays (and so does this)
+        ::closedir(Sub);
+      } else if (ListFd >= 0) {
+        ::close(ListFd);
+      }
+      ::unlinkat(::dirfd(D), E->d_name, AT_REMOVEDIR);
+    }
+    ::close(Fd);
+  }
+  ::closedir(D);
+}
+
+// A new directory only we can use, for the FIFOs: MLGO_TMPDIR, else TMPDIR, else /tmp; LockFd
+// holds its lock (removeStaleChannelDirs) until the directory is gone. Stale directories of
+// killed launchers go first.
+std::string privateDir(std::string &Why, int &LockFd) {
   const char *Parent = std::getenv("MLGO_TMPDIR");
   if (!Parent || !*Parent)
     Parent = std::getenv("TMPDIR");
   if (!Parent || !*Parent)
     Parent = "/tmp";
-  std::string Template =
-      std::string(Parent) + "/mlgo-clang-" + std::to_string(::getpid()) + "-XXXXXX";
+  removeStaleChannelDirs(Parent);
+  std::string Template = std::string(Parent) + "/" + ChannelDirPrefix +
+                         std::to_string(::getpid()) + "-XXXXXX";
   if (!::mkdtemp(&Template[0]))
     return Why = std::string(Parent) + ": " + std::strerror(errno), "";
+  LockFd = ::open(Template.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (LockFd < 0 || ::flock(LockFd, LOCK_EX) != 0) {
+    Why = Template + ": cannot lock it: " + std::strerror(errno);
+    if (LockFd >= 0)
+      ::close(LockFd);
+    LockFd = -1;
+    ::rmdir(Template.c_str());
+    return "";
+  }
   return Template;
 }
 
@@ -675,7 +741,8 @@ int serveCompile(const Args &Plain) {
   long long Timeout = openTimeout();
   if (Timeout < 0)
     return 1;
-  std::string Why, Dir = privateDir(Why);
+  int DirLockFd = -1;
+  std::string Why, Dir = privateDir(Why, DirLockFd);
   if (Dir.empty()) {
     if (!fallbackAllowed())
       return say("error", "cannot create the channel directory: %s", Why.c_str());
@@ -739,6 +806,7 @@ int serveCompile(const Args &Plain) {
   ::unlink(In.c_str());
   ::unlink(Out.c_str());
   ::rmdir(Dir.c_str());
+  ::close(DirLockFd);
   return Result;
 }
 
@@ -759,10 +827,11 @@ int finish(int Code) {
 #endif  // CONFIG_SERVES_REGALLOC
 
 // What the environment asks for at compile time vs what this program serves: nullptr if they
-// agree, else the environment's.
-const char *mismatch(const char *Variable, const char *Served, bool UnsetMeansNone) {
+// agree, else the environment's. Unset or empty asks for nothing in particular (the program
+// serves what it was made for): an empty MLGO_REGALLOC_POLICY is never a path.
+const char *mismatch(const char *Variable, const char *Served) {
   const char *Wanted = std::getenv(Variable);
-  if (!Wanted || (UnsetMeansNone && !*Wanted))
+  if (!Wanted || !*Wanted)
     return nullptr;
   return Served && std::strcmp(Served, Wanted) == 0 ? nullptr : Wanted;
 }
@@ -799,7 +868,7 @@ int main(int Argc, char **Argv) {
   for (const std::string &X : Expanded)
     Lld |= X == "-fuse-ld=lld";
 
-  const char *Other = mismatch("MLGO_INLINE_POLICY", CONFIG_INLINE_POLICY, true);
+  const char *Other = mismatch("MLGO_INLINE_POLICY", CONFIG_INLINE_POLICY);
   const char *ServedInline = CONFIG_INLINE_POLICY ? CONFIG_INLINE_POLICY : "(none)";
   if (Other) {
     if (!fallbackAllowed())
@@ -829,7 +898,7 @@ int main(int Argc, char **Argv) {
   if (LtoLink)
     execCompiler(compilerArgs());
 
-  Other = mismatch("MLGO_REGALLOC_POLICY", CONFIG_REGALLOC_POLICY, false);
+  Other = mismatch("MLGO_REGALLOC_POLICY", CONFIG_REGALLOC_POLICY);
   if (Other) {
     if (!fallbackAllowed())
       return say("error", "%s serves regalloc policy '%s', but MLGO_REGALLOC_POLICY is '%s'; make "
