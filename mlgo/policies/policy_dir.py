@@ -7,9 +7,8 @@
                         "advice": TensorSpec JSON,
                         "param_shapes": [[name, shape], ...], "num_params": N,
                         "params_sha256": hex digest of params.npy,
-                        "files_sha256": {path in DIR: hex digest} of every file a reader
-                                        reads (params.npy, vocab/<feature>.buckets),
                         "vocab": "vocab" or null,
+                        "vocab_sha256": {"<feature>.buckets": hex digest} (with a vocab),
                         "meta": {training metadata: algorithm, iteration, corpus, ...}}
     DIR/params.npy     the flat float32 parameter vector
     DIR/vocab/         <feature>.buckets copied from the vocab the network was built with
@@ -19,10 +18,10 @@ Saving builds the whole directory next to DIR and swaps it into place
 reader that raced a replacement notice it, and a reader that finds DIR missing for an instant
 (where the swap is two renames) retries.
 
-The digests make a damaged copy an error naming the file instead of other decisions: a bucket
-file cut in half still parses, and moves every quantile. Directories saved before
-"files_sha256" existed record only params.npy's digest; their bucket files are checked for what
-a cut leaves visible (a last line without its newline), and `save_policy` on what
+Every file a reader reads has its digest in policy.json, so a damaged copy is an error naming
+the file instead of other decisions: a bucket file cut in half still parses, and moves every
+quantile. Directories saved before "vocab_sha256" existed have their bucket files checked for
+what a cut leaves visible (a last line without its newline); `save_policy` on what
 `load_policy` returns re-saves such a directory with every digest.
 """
 
@@ -71,10 +70,8 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
     check_finite(params, policy_dir)
     raw = _npy_bytes(params)
     vocab = network.vocab
-    vocab_files = {f"{VOCAB_DIR}/{name}{SUFFIX}": buckets_text(bounds).encode()
-                   for name, bounds in vocab.items()} if vocab else {}
-    digests = {name: hashlib.sha256(data).hexdigest()
-               for name, data in sorted({PARAMS: raw, **vocab_files}.items())}
+    vocab_files = {f"{name}{SUFFIX}": buckets_text(bounds).encode()
+                   for name, bounds in sorted(vocab.items())} if vocab else {}
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -84,9 +81,10 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
         "advice": network.advice.to_json(),
         "param_shapes": [[n, list(s)] for n, s in network.param_shapes()],
         "num_params": network.num_params,
-        "params_sha256": digests[PARAMS],
-        "files_sha256": digests,
+        "params_sha256": hashlib.sha256(raw).hexdigest(),
         "vocab": VOCAB_DIR if vocab else None,
+        **({"vocab_sha256": {name: hashlib.sha256(data).hexdigest()
+                             for name, data in vocab_files.items()}} if vocab else {}),
         "saved_at": saved_at or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "meta": meta or {},
     }
@@ -96,9 +94,9 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
         if vocab:
             (tmp / VOCAB_DIR).mkdir()
             for name, data in vocab_files.items():  # the very bytes the digests are of
-                (tmp / name).write_bytes(data)
+                (tmp / VOCAB_DIR / name).write_bytes(data)
         (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
-        for name in (PARAMS, *vocab_files, POLICY_JSON):
+        for name in (PARAMS, *(f"{VOCAB_DIR}/{name}" for name in vocab_files), POLICY_JSON):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
 
@@ -158,53 +156,6 @@ def _read_snapshot(policy_dir: Path) -> tuple[dict[str, Any], bytes, dict[str, n
     against the digest policy.json records for it."""
     first = (policy_dir / POLICY_JSON).read_bytes() if (policy_dir / POLICY_JSON).is_file() else b""
     doc = read_policy_json(policy_dir)
-    if "files_sha256" in doc:
-        raw, vocab = _read_checked_files(policy_dir, doc)
-    else:
-        raw, vocab = _read_unchecked_vocab_files(policy_dir, doc)
-    if (policy_dir / POLICY_JSON).read_bytes() != first:
-        raise PolicyFormatError(f"{policy_dir}: replaced while it was read")
-    return doc, raw, vocab
-
-
-def _read_checked_files(policy_dir: Path, doc: dict[str, Any],
-                        ) -> tuple[bytes, dict[str, np.ndarray]]:
-    """params.npy and the vocab, every file read once and parsed from the bytes its digest
-    was checked on (so a file replaced in between cannot slip through)."""
-    digests = doc["files_sha256"]
-    vocab_prefix = f"{doc.get('vocab') or VOCAB_DIR}/"
-    if not isinstance(digests, dict) or PARAMS not in digests or any(
-            not isinstance(d, str) or not (name == PARAMS or _is_bucket_name(name, vocab_prefix))
-            for name, d in digests.items()):
-        raise PolicyFormatError(f"{policy_dir / POLICY_JSON}: files_sha256 must map {PARAMS} "
-                                f"and {vocab_prefix}<feature>{SUFFIX} files to digests")
-    contents = {}
-    for name, digest in digests.items():
-        path = policy_dir / name
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise PolicyFormatError(f"{path}: missing ({POLICY_JSON} lists it: corrupt or "
-                                    "half-copied policy)") from None
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise PolicyFormatError(f"{path}: does not match the digest in {POLICY_JSON} "
-                                    "(corrupt, truncated or half-copied policy)")
-        contents[name] = data
-    vocab = {name[len(vocab_prefix): -len(SUFFIX)]: parse_buckets(data, policy_dir / name)
-             for name, data in contents.items() if name != PARAMS}
-    return contents[PARAMS], vocab
-
-
-def _is_bucket_name(name: str, vocab_prefix: str) -> bool:
-    feature = name[len(vocab_prefix): -len(SUFFIX)]
-    return (name.startswith(vocab_prefix) and name.endswith(SUFFIX) and bool(feature)
-            and "/" not in feature and feature not in (".", ".."))
-
-
-def _read_unchecked_vocab_files(policy_dir: Path, doc: dict[str, Any],
-                                ) -> tuple[bytes, dict[str, np.ndarray]]:
-    """A directory saved before files_sha256: params.npy against its digest, and each bucket
-    file for the mark of a cut (save_policy ends every line, so a cut mostly ends inside one)."""
     try:
         raw = (policy_dir / PARAMS).read_bytes()
     except FileNotFoundError:
@@ -212,21 +163,57 @@ def _read_unchecked_vocab_files(policy_dir: Path, doc: dict[str, Any],
     if hashlib.sha256(raw).hexdigest() != doc.get("params_sha256"):
         raise PolicyFormatError(f"{policy_dir}: {PARAMS} is missing or does not match "
                                 f"{POLICY_JSON} (corrupt or half-copied policy)")
-    vocab: dict[str, np.ndarray] = {}
-    if doc.get("vocab"):
-        vocab_dir = policy_dir / doc["vocab"]
-        if not vocab_dir.is_dir():
-            raise PolicyFormatError(f"{vocab_dir}: missing ({POLICY_JSON} names it: corrupt or "
-                                    "half-copied policy)")
-        names = [p.name[: -len(SUFFIX)] for p in vocab_dir.glob(f"*{SUFFIX}")]
-        for name in sorted(names):
-            path = vocab_dir / f"{name}{SUFFIX}"
+    vocab = _read_vocab(policy_dir, doc) if doc.get("vocab") else {}
+    if (policy_dir / POLICY_JSON).read_bytes() != first:
+        raise PolicyFormatError(f"{policy_dir}: replaced while it was read")
+    return doc, raw, vocab
+
+
+def _read_vocab(policy_dir: Path, doc: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The bucket files policy.json lists, each parsed from the bytes its digest was checked
+    on (so a file replaced in between cannot slip through)."""
+    vocab_dir = policy_dir / doc["vocab"]
+    if not vocab_dir.is_dir():
+        raise PolicyFormatError(f"{vocab_dir}: missing ({POLICY_JSON} names it: corrupt or "
+                                "half-copied policy)")
+    digests = doc.get("vocab_sha256")
+    if digests is None:
+        return _read_vocab_saved_without_digests(vocab_dir)
+    if not isinstance(digests, dict) or not all(
+            isinstance(d, str) and _is_bucket_file(name) for name, d in digests.items()):
+        raise PolicyFormatError(f"{policy_dir / POLICY_JSON}: vocab_sha256 must map "
+                                f"<feature>{SUFFIX} file names to digests")
+    vocab = {}
+    for name, digest in sorted(digests.items()):
+        path = vocab_dir / name
+        try:
             data = path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                raise PolicyFormatError(f"{path}: ends inside a line (truncated or half-copied "
-                                        f"policy; its {POLICY_JSON} predates per-file digests)")
-            vocab[name] = parse_buckets(data, path)
-    return raw, vocab
+        except FileNotFoundError:
+            raise PolicyFormatError(f"{path}: missing ({POLICY_JSON} lists it: corrupt or "
+                                    "half-copied policy)") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise PolicyFormatError(f"{path}: does not match its digest in {POLICY_JSON} "
+                                    "(corrupt, truncated or half-copied policy)")
+        vocab[name[: -len(SUFFIX)]] = parse_buckets(data, path)
+    return vocab
+
+
+def _is_bucket_file(name: str) -> bool:
+    feature = name[: -len(SUFFIX)]
+    return name.endswith(SUFFIX) and feature not in ("", ".", "..") and "/" not in feature
+
+
+def _read_vocab_saved_without_digests(vocab_dir: Path) -> dict[str, np.ndarray]:
+    """A vocab saved before vocab_sha256: each bucket file checked for the mark of a cut
+    (save_policy ends every line, so a cut mostly ends inside one)."""
+    vocab = {}
+    for path in sorted(vocab_dir.glob(f"*{SUFFIX}")):
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            raise PolicyFormatError(f"{path}: ends inside a line (truncated or half-copied "
+                                    f"policy; its {POLICY_JSON} predates per-file digests)")
+        vocab[path.name[: -len(SUFFIX)]] = parse_buckets(data, path)
+    return vocab
 
 
 def load_policy(policy_dir: Path | str, problem: str | None = None, features: Any = None,
