@@ -151,6 +151,9 @@ def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
 def policy_source(policy: str, problem: str) -> tuple[str, str]:
     """(C source, label) of a built-in heuristic's name, a shipped policy's name or a trained
     policy directory, for `problem`'s consumer (the plugin: inlining; mlgo-clang: regalloc)."""
+    if not policy:  # as a path, "" is the current directory
+        raise MlgoError(f"the {problem} policy is an empty name: give a built-in heuristic "
+                        f"({', '.join(RULES[problem])}), a shipped policy or a policy directory")
     if policy in RULES[problem]:
         return _generated(_source_key(problem, policy, generator_files()),
                           lambda: c_source.heuristic_c_source(problem, policy)), policy
