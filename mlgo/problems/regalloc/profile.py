@@ -21,22 +21,20 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlgo_base.errors import MlgoError
+from mlgo_base.process import run
 
 
 def defined_functions(obj: Path | str) -> set[str]:
     """Names of the functions an object file defines (its text symbols), from llvm-nm-19."""
     from mlgo_base.toolchain import companion_tool
 
-    r = subprocess.run([companion_tool("llvm-nm"), "--defined-only", "-P", str(obj)],
-                       capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise MlgoError(f"{obj}: llvm-nm failed: {r.stderr.strip()[-300:]}")
+    r = run([companion_tool("llvm-nm"), "--defined-only", "-P", str(obj)],
+            what=f"{obj}: listing its functions", timeout=120)
     names = set()
     for line in r.stdout.splitlines():
         parts = line.split()
@@ -190,10 +188,8 @@ def _llvm_tool(tool: str) -> str:
 def read_block_map(elf: Path | str) -> BlockMap:
     """Each function's blocks (ID, start address, end address) from the SHT_LLVM_BB_ADDR_MAP
     section of a program linked from objects compiled with -fbasic-block-address-map."""
-    r = subprocess.run([_llvm_tool("llvm-readobj"), "--bb-addr-map", "--elf-output-style=JSON",
-                        str(elf)], capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise MlgoError(f"{elf}: llvm-readobj --bb-addr-map failed: {r.stderr.strip()[-300:]}")
+    r = run([_llvm_tool("llvm-readobj"), "--bb-addr-map", "--elf-output-style=JSON", str(elf)],
+            what=f"{elf}: reading its basic-block address map", timeout=300)
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         # One "BBAddrMap" key per address-map section: a relocatable object has one for each
@@ -223,10 +219,8 @@ def read_block_map(elf: Path | str) -> BlockMap:
 def _disassembly(elf: Path | str) -> dict[str, list[int]]:
     """Instruction addresses per code section, from llvm-objdump (a relocatable object's
     sections each start at 0)."""
-    r = subprocess.run([_llvm_tool("llvm-objdump"), "-d", "--no-show-raw-insn", str(elf)],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise MlgoError(f"{elf}: llvm-objdump failed: {r.stderr.strip()[-300:]}")
+    r = run([_llvm_tool("llvm-objdump"), "-d", "--no-show-raw-insn", str(elf)],
+            what=f"{elf}: disassembling it", timeout=300)
     out: dict[str, list[int]] = {}
     addrs: list[int] = []
     for line in r.stdout.splitlines():
