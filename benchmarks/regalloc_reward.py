@@ -76,7 +76,7 @@ from mlgo_base.errors import MlgoError
 # HELD_OUT programs are measured once at the end, for the report.
 TRAINING = ("lua5.4", "bzip2", "zlib (minigzip)", "lz4", "libyaml (parser)")
 HELD_OUT = ("jq", "pcre2 (pcre2grep)", "zstd", "expat (xmlwf)")
-# Added after the split above (issue 14): EXTRA_TRAINING programs are training programs too (a
+# Added after the split above: EXTRA_TRAINING programs are training programs too (a
 # profile and corpus may come from them); VALIDATION programs are never profiled or searched
 # on, only run to choose among candidate policies.
 EXTRA_TRAINING = ("jsonnet", "libpng (pngtest)")

@@ -1,11 +1,17 @@
-"""Small hand-written C modules compiled into a corpus, for tests that need a real compiler."""
+"""Small hand-written C modules compiled into a corpus, for tests that need a real compiler, and
+the mark that skips a test when an LLVM tool it runs directly is not installed.
+
+The fixtures built on these (a private cache, the small corpus) are in tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 SOURCES = {
     "calls.c": r"""
@@ -67,6 +73,12 @@ double eval_all(const double *v, int n) { double s = 0; for (int i = 0; i < n; i
 double norm2(const double *v, int n) { double s = 0; for (int i = 0; i < n; i++) s += sq(v[i]); return s; }
 """,
 }
+
+
+def needs_tools(*tools: str) -> pytest.MarkDecorator:
+    """Skip unless every one of `tools` (e.g. "clang-19", "opt-19") is on PATH."""
+    return pytest.mark.skipif(not all(shutil.which(t) for t in tools),
+                              reason=f"{', '.join(tools)} needed")
 
 
 def make_small_corpus(root: Path, opt: str = "-Oz") -> Path:

@@ -1,4 +1,4 @@
-"""What a hostile user tried (issue 16): absurd numbers, path traversal in module names, runs
+"""Bad input and hostile conditions: absurd numbers, path traversal in module names, runs
 that train nothing, full or read-only disks, torn files, two trainers on one directory, work
 directories left behind, and reading a policy directory while it is replaced."""
 
@@ -11,21 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import make_small_corpus
 
 from mlgo.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_small_corpus(tmp_path_factory.mktemp("c"))
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _mlgo(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
