@@ -19,6 +19,7 @@ from mlgo.compiler.interactive import (
     remove_workdir,
     run_compile,
 )
+from mlgo.problems.frontend import check_frontend_level
 from mlgo.protocol import FeatureValues, Header
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, ProtocolError
@@ -134,8 +135,6 @@ class Problem(ABC):
         """Raise if the corpus is not IR of the build this problem compiles: a problem that
         replaces the level (opt_level) needs IR emitted at that level (problems/frontend.py)."""
         if self.opt_level is not None:
-            from mlgo.problems.frontend import check_frontend_level
-
             check_frontend_level(corpus, self.opt_level, self.name)
 
     def compile_argv(self, module: Module, workdir: Path, channel_base: Path | None) -> list[str]:
