@@ -24,6 +24,7 @@ from mlgo.compiler.measure import parse_regalloc_remarks, text_size
 from mlgo.lua_demo import lua_sources
 from mlgo.serving.launcher import launcher_for
 from mlgo_base import toolchain
+from mlgo_base.change import relative_change
 
 # Integer and float arithmetic, closures, tables, sorting and string building: the work an
 # interpreter's hot loop (lvm.c) and its libraries spend registers on.
@@ -102,8 +103,8 @@ def main() -> None:
     print(f"\n{'variant':36s} {'.text':>8s} {'spill cost':>12s} {'vs default':>10s} "
           f"{'Ir (callgrind)':>15s} {'vs default':>10s}")
     for label, text, cost, ir, _ in rows:
-        print(f"{label:36s} {text:8d} {cost:12.0f} {100 * (cost - base[2]) / base[2]:+9.2f}% "
-              f"{ir:15d} {100 * (ir - base[3]) / base[3]:+9.3f}%")
+        print(f"{label:36s} {text:8d} {cost:12.0f} {100 * relative_change(base[2], cost):+9.2f}% "
+              f"{ir:15d} {100 * relative_change(base[3], ir):+9.3f}%")
     outputs = {r[4] for r in rows}
     print(f"\nprogram output: {rows[0][4]!r} ({'same for every variant' if len(outputs) == 1 else 'DIFFERS'})")
     if len(outputs) != 1:

@@ -70,6 +70,7 @@ from mlgo.problems.regalloc.profile import (
 )
 from mlgo.serving.launcher import launcher_for
 from mlgo_base import toolchain
+from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError
 
 # Fixed before measuring: profiles, training modules and any choice come from TRAINING only;
@@ -216,8 +217,7 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
         base = r["variants"]["plain"]
         for p in policies:
             v = r["variants"][p]
-            d = {k: 100 * (v[k] - base[k]) / base[k] if base[k] else 0.0
-                 for k in ("ir", *KINDS)}
+            d = {k: 100 * relative_change(base[k], v[k]) for k in ("ir", *KINDS)}
             print(f"{program:18s}{p:>12s}{d['ir']:+9.3f}%"
                   + "".join(f"{d[k]:+9.3f}%" for k in KINDS))
     subsets = [("all policies", policies)]
@@ -233,8 +233,8 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
             for p in pols:
                 for k in KINDS:
                     xs, ys = pts.setdefault(f"program {k}, {subset}", ([], []))
-                    xs.append((r["variants"][p][k] - base[k]) / base[k] if base[k] else 0.0)
-                    ys.append((r["variants"][p]["ir"] - base["ir"]) / base["ir"])
+                    xs.append(relative_change(base[k], r["variants"][p][k]))
+                    ys.append(relative_change(base["ir"], r["variants"][p]["ir"]))
             floor = MIN_SHARE * base["ir"]
             for m in r["modules"].values():
                 if m["plain"]["ir"] < floor:
@@ -257,13 +257,14 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
             base = r["variants"]["plain"]["ir"]
             line = f"{program:18s}"
             for k in ("ir", *KINDS):
-                gain = 0
+                delta = 0
                 for m in r["modules"].values():
                     best = min(range(len(labels)),
                                key=lambda i, m=m, k=k, labels=labels: (m[labels[i]][k], i))
-                    gain += m[labels[best]]["ir"] - m["plain"]["ir"]
-                line += f"{100 * gain / base:+14.3f}%"
-                lines[f"pick {k} of {'/'.join(labels)}, {program}"] = f"{100 * gain / base:+.3f}%"
+                    delta += m[labels[best]]["ir"] - m["plain"]["ir"]
+                change = 100 * relative_change(base, base + delta)
+                line += f"{change:+14.3f}%"
+                lines[f"pick {k} of {'/'.join(labels)}, {program}"] = f"{change:+.3f}%"
             print(line)
     print("\nchange in reward vs change in executed instructions:")
     for k, v in lines.items():

@@ -19,6 +19,7 @@ from typing import Any
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.measure import COMDAT_PREFIX
 from mlgo.workers.tasks import ModuleOutcome
+from mlgo_base.change import relative_change
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
 
 
@@ -62,9 +63,8 @@ class EvalReport:
 
     @property
     def relative_change(self) -> float:
-        """(policy - default) / default over the whole corpus: negative is better."""
-        d = self.default_total
-        return (self.policy_total - d) / d if d else 0.0
+        """The policy's change over the whole corpus (mlgo_base/change.py): negative is better."""
+        return relative_change(self.default_total, self.policy_total)
 
     def per_project(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -74,22 +74,22 @@ class EvalReport:
             p["policy"] += m["policy"]
             p["modules"] += 1
         for p in out.values():
-            p["relative_change"] = (p["policy"] - p["default"]) / p["default"] if p["default"] else 0.0
+            p["relative_change"] = relative_change(p["default"], p["policy"])
         return out
 
     def linked(self) -> dict[str, dict[str, float]]:
         """Per project {"policy", "default", "relative_change"} as linking keeps them."""
         out = linked_totals(self.modules)
         for p in out.values():
-            p["relative_change"] = (p["policy"] - p["default"]) / p["default"] if p["default"] else 0.0
+            p["relative_change"] = relative_change(p["default"], p["policy"])
         return out
 
     @property
     def linked_relative_change(self) -> float:
-        """(policy - default) / default over every project as linking keeps it."""
+        """The policy's change over every project as linking keeps it."""
         projects = self.linked().values()
-        d = sum(p["default"] for p in projects)
-        return (sum(p["policy"] for p in projects) - d) / d if d else 0.0
+        return relative_change(sum(p["default"] for p in projects),
+                               sum(p["policy"] for p in projects))
 
     def counts(self) -> dict[str, int]:
         worse = sum(m["policy"] > m["default"] for m in self.modules)
