@@ -117,8 +117,7 @@ def collect(problem: str, policy: str, objective: str, corpus: Corpus,
         rep.modules.append({
             "module": o.module, "project": project.get(o.module, ""),
             "default": o.default_total, "policy": o.policy_total,
-            "relative_change": (o.policy_total - o.default_total) / o.default_total
-            if o.default_total else 0.0,
+            "relative_change": relative_change(o.default_total, o.policy_total),
             "decisions": o.num_decisions, "seconds": round(o.seconds, 4),
             "comdat": comdat_pairs(o),
         })
