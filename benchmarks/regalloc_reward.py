@@ -62,6 +62,7 @@ from mlgo.problems.regalloc.profile import (
     defined_functions,
     function_instructions,
     instruction_addresses,
+    program_profile,
     read_block_map,
     read_callgrind,
     trace_cost,
@@ -108,8 +109,12 @@ def run_variant(program: str, exe: Path, work: Path) -> CallgrindProfile:
     return prof
 
 
+def variant_dir(tmp: Path, program: str, label: str) -> Path:
+    return tmp / f"{project_of(program)}-{label.replace('/', '_')}"
+
+
 def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]],
-                    tmp: Path, profiles: dict[str, Profile]) -> dict:
+                    tmp: Path) -> dict:
     recipe = RECIPES[program]
     tree = tree_of(program, recipe)
     recipe = dataclasses.replace(recipe, extra=recipe.extra + BB_FLAGS)
@@ -121,7 +126,7 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
     owner: dict[str, list[str]] = {}
     result: dict = {"modules": modules, "variants": {}}
     for label, cc, env in variants:
-        out = tmp / f"{project}-{label.replace('/', '_')}"
+        out = variant_dir(tmp, program, label)
         exe = out / "build" / "prog"
         if (out / "measured").exists():  # --workdir of an earlier run: its builds and profiles
             prof = CallgrindProfile()
@@ -172,13 +177,17 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
         print(f"  {label:12s} Ir {v['ir']:>14,d}  static {v['static']:14.0f}  "
               f"weighted {v['weighted']:14.0f}  trace {v['trace']:14.0f}  ({changed} executed "
               "functions whose blocks changed)", flush=True)
-    # Every module of the program, even those that did not run (so a training run can tell
-    # "not executed" from "not profiled").
-    profiles[program] = {
-        f"{project}/{rel}": {fn: plain_blocks[fn] for fn, mods in owner.items()
-                             if mods == [rel] and fn in plain_blocks}
-        for rel in recipe.sources}
     return result
+
+
+def plain_profile(program: str, tmp: Path) -> Profile:
+    """The block profile of the program's plain build, from the run measure_program made."""
+    out = variant_dir(tmp, program, "plain") / "build"
+    project = project_of(program)
+    return program_profile(
+        out / "prog", sorted((out.parent / "callgrind").glob("*.cg")),
+        {f"{project}/{rel}": out / (rel.replace("/", "_") + ".o")
+         for rel in RECIPES[program].sources})
 
 
 def write_corpus(program: str, out: Path) -> None:
@@ -305,16 +314,17 @@ def main() -> None:
         except MlgoError as e:
             raise SystemExit(f"policy {p}: building its launcher failed: {e}") from None
     results: dict[str, dict] = {}
-    profiles: dict[str, Profile] = {}
+    profile: Profile = {}
     with tempfile.TemporaryDirectory(prefix="mlgo-rreward-") as tmp:
         if args.workdir:
             tmp = str(args.workdir)
         for program in programs:
             print(f"\n{program}", flush=True)
-            results[program] = measure_program(program, variants, Path(tmp), profiles)
+            results[program] = measure_program(program, variants, Path(tmp))
+            if args.write_profile:
+                profile.update(plain_profile(program, Path(tmp)))
     lines = report(results, policies)
     if args.write_profile:
-        profile = {m: fns for p in profiles.values() for m, fns in p.items()}
         write_profile(args.write_profile, profile,
                       "benchmarks/regalloc_reward.py: plain clang-19 builds of "
                       + ", ".join(programs) + " running regalloc_programs.py's workloads")

@@ -18,7 +18,8 @@ from typing import Any
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.measure import COMDAT_PREFIX
-from mlgo.workers.tasks import ModuleOutcome
+from mlgo.workers.pool import WorkerPool, run_with_progress
+from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
 from mlgo_base.change import relative_change
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
 
@@ -123,6 +124,23 @@ def collect(problem: str, policy: str, objective: str, corpus: Corpus,
         })
     rep.modules.sort(key=lambda m: m["module"])
     return rep
+
+
+def evaluate_policy(problem_name: str, policy: str, corpus: Corpus, pool: WorkerPool, *,
+                    gin_config: str = "", timeout: float = 300.0,
+                    label: str = "eval") -> EvalReport:
+    """`policy` (a name or a policy directory, as `mlgo eval --policy` takes it) against the
+    problem's default over every module of `corpus`, compiled by `pool`'s workers."""
+    from mlgo.problems import get_problem
+
+    problem = get_problem(problem_name)
+    spec = PolicySpec.named(policy)
+    if spec.builtin is not None:
+        problem.heuristic(spec.builtin)  # unknown names fail here, not in every worker
+    tasks = [ModuleTask(problem.name, m, spec, gin_config=gin_config, timeout=timeout)
+             for m in corpus.modules]
+    return collect(problem.name, policy, problem.objective, corpus,
+                   run_with_progress(pool, tasks, label))
 
 
 def format_table(rep: EvalReport, top: int = 10) -> str:
