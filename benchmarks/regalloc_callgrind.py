@@ -22,23 +22,11 @@ from pathlib import Path
 
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
 from mlgo.lua_demo import lua_sources
+from mlgo.problems.regalloc.programs import LUA_PROGRAM as PROGRAM
 from mlgo.serving.launcher import launcher_for
 from mlgo_base import toolchain
 from mlgo_base.change import relative_change
 
-# Integer and float arithmetic, closures, tables, sorting and string building: the work an
-# interpreter's hot loop (lvm.c) and its libraries spend registers on.
-PROGRAM = """
-local function fib(n) if n < 2 then return n end return fib(n-1) + fib(n-2) end
-local t = {}
-for i = 1, 20000 do t[i] = (i * 7919) % 10007 end
-table.sort(t)
-local s = {}
-for i = 1, 2000 do s[#s+1] = string.format("%d:%x", t[i], i) end
-local acc = 0.0
-for i = 1, 50000 do acc = acc + math.sin(i) * (i % 13) end
-print(fib(22), t[1], t[#t], #table.concat(s, ","), string.format("%.3f", acc))
-"""
 FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX"]
 REMARKS = ["-fsave-optimization-record=yaml", "-foptimization-record-passes=regalloc"]
 

@@ -1,5 +1,5 @@
 """Which regalloc reward tracks executed instructions? For the training programs of
-benchmarks/regalloc_programs.py (the split below was fixed before any of this was measured), each
+mlgo/problems/regalloc/programs.py (its split was fixed before any of this was measured), each
 program is built plain (clang-19) and through the launcher with each policy, and its workload
 runs under callgrind with per-function counts kept. Per module (one object of the program) and
 variant it reports:
@@ -20,14 +20,11 @@ without running the program (callgrind gives a position-independent program's in
 addresses as link-time ones, so they match llvm-objdump's).
 
 It prints the Pearson and Spearman correlations of the change (policy minus plain) in each
-reward with the change in Ir, over modules and over whole programs, writes the plain
-runs' block profile for training (--write-profile, read by
-`--gin_bindings "regalloc.RegallocEviction.profile='F'"`), a corpus of exactly the compiles
-profiled (--write-corpus: the program's own compile commands, at their own level) and
-everything measured as JSON.
+reward with the change in Ir, over modules and over whole programs, and writes everything
+measured as JSON. The profile and corpus training reads come from `mlgo profile programs`,
+which builds and runs the plain programs the same way.
 
-Usage: python benchmarks/regalloc_reward.py [--program P]... [--policy P]... \
-    [--write-profile profile.json] [--write-corpus DIR] [--json out.json]
+Usage: python benchmarks/regalloc_reward.py [--program P]... [--policy P]... [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,59 +38,42 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from regalloc_programs import (
-    KNOWN,
-    RECIPES,
-    BenchError,
-    Runner,
-    build,
-    compile_commands,
-    ranks,
-    tree_of,
-)
+from regalloc_programs import BenchError, ranks
 
 from mlgo.compiler.measure import parse_regalloc_remarks
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
     CallgrindProfile,
-    Profile,
     block_instructions,
     block_profile,
     defined_functions,
     function_instructions,
     instruction_addresses,
-    program_profile,
     read_block_map,
     read_callgrind,
     trace_cost,
     weighted_cost,
-    write_profile,
+)
+from mlgo.problems.regalloc.program_profiles import BB_FLAGS
+from mlgo.problems.regalloc.programs import (
+    KNOWN,
+    RECIPES,
+    TRAINING,
+    Runner,
+    build,
+    project_of,
+    tree_of,
 )
 from mlgo.serving.launcher import launcher_for
 from mlgo_base import toolchain
 from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError
 
-# Fixed before measuring: profiles, training modules and any choice come from TRAINING only;
-# HELD_OUT programs are measured once at the end, for the report.
-TRAINING = ("lua5.4", "bzip2", "zlib (minigzip)", "lz4", "libyaml (parser)")
-HELD_OUT = ("jq", "pcre2 (pcre2grep)", "zstd", "expat (xmlwf)")
-# Added after the split above: EXTRA_TRAINING programs are training programs too (a
-# profile and corpus may come from them); VALIDATION programs are never profiled or searched
-# on, only run to choose among candidate policies.
-EXTRA_TRAINING = ("jsonnet", "libpng (pngtest)")
-VALIDATION = ("giflib (gif2rgb)",)
 # Modules below this share of the program's plain Ir are left out of the module-level
 # correlation (their changes are a few instructions either way).
 MIN_SHARE = 0.001
 
 
-def project_of(program: str) -> str:
-    """The corpus project name (`mlgo corpus debian`'s) of a program's package."""
-    return RECIPES[program].package.rstrip("-")
-
-
-BB_FLAGS = ("-fbasic-block-address-map",)
 KINDS = ("static", "weighted", "trace")
 
 
@@ -180,37 +160,6 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
     return result
 
 
-def plain_profile(program: str, tmp: Path) -> Profile:
-    """The block profile of the program's plain build, from the run measure_program made."""
-    out = variant_dir(tmp, program, "plain") / "build"
-    project = project_of(program)
-    return program_profile(
-        out / "prog", sorted((out.parent / "callgrind").glob("*.cg")),
-        {f"{project}/{rel}": out / (rel.replace("/", "_") + ".o")
-         for rel in RECIPES[program].sources})
-
-
-def write_corpus(program: str, out: Path) -> None:
-    """The program's compiles, exactly as built here (same arguments, same extra defines), into
-    a corpus at their own level: module names match the profile's (`<project>/<source>`)."""
-    from corpus_tools.extract import extract_compile_db
-
-    recipe = RECIPES[program]
-    tree = tree_of(program, recipe)
-    entries = [{"directory": str(cwd), "file": str(tree / rel),
-                "arguments": [toolchain.clang().path, *args, *recipe.extra, "-c", str(tree / rel),
-                              "-o", "/dev/null"]}
-               for rel, args, cwd in compile_commands(program, recipe, tree)
-               if not rel.endswith(".S")]
-    with tempfile.TemporaryDirectory(prefix="mlgo-rcorpus-") as tmp:
-        db = Path(tmp) / "compile_commands.json"
-        db.write_text(json.dumps(entries))
-        summary = extract_compile_db(db, out, project=project_of(program), root=tree,
-                                     exclude=(), progress=False, opt_level=None)
-    if summary.failed:
-        raise BenchError(program, "extracting the corpus", str(summary.failed[0]))
-    print(f"{program}: corpus modules extracted into {out}")
-
 
 def correlations(xs: list[float], ys: list[float]) -> str:
     if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
@@ -288,10 +237,6 @@ def main() -> None:
                     help=f"only these programs (default: the training programs {', '.join(TRAINING)})")
     ap.add_argument("--policy", action="append",
                     help="regalloc policies to build with (default: proxy, regalloc, never)")
-    ap.add_argument("--write-profile", type=Path,
-                    help="write the plain runs' block profile (per corpus module) here")
-    ap.add_argument("--write-corpus", type=Path,
-                    help="extract the programs' compiles (as profiled) into this corpus")
     ap.add_argument("--json", type=Path, help="write every measurement here")
     ap.add_argument("--workdir", type=Path,
                     help="keep the builds and callgrind files here (default: a temporary "
@@ -299,12 +244,6 @@ def main() -> None:
     args = ap.parse_args()
     programs = args.program or list(TRAINING)
     policies = args.policy or ["proxy", "regalloc", "never"]
-    kind = {**dict.fromkeys(HELD_OUT, "held-out"), **dict.fromkeys(VALIDATION, "validation")}
-    held = [f"{p} ({kind.get(p, 'not a training program')})" for p in programs
-            if p not in TRAINING + EXTRA_TRAINING]
-    if held and (args.write_profile or args.write_corpus):
-        raise SystemExit(f"--write-profile/--write-corpus with {', '.join(held)}: a training profile "
-                         "must come from TRAINING or EXTRA_TRAINING programs only")
     os.environ.pop("MLGO_INLINE_POLICY", None)
     variants = [("plain", toolchain.clang().path, dict(os.environ))]
     for p in policies:
@@ -314,28 +253,20 @@ def main() -> None:
         except MlgoError as e:
             raise SystemExit(f"policy {p}: building its launcher failed: {e}") from None
     results: dict[str, dict] = {}
-    profile: Profile = {}
     with tempfile.TemporaryDirectory(prefix="mlgo-rreward-") as tmp:
         if args.workdir:
             tmp = str(args.workdir)
         for program in programs:
             print(f"\n{program}", flush=True)
             results[program] = measure_program(program, variants, Path(tmp))
-            if args.write_profile:
-                profile.update(plain_profile(program, Path(tmp)))
     lines = report(results, policies)
-    if args.write_profile:
-        write_profile(args.write_profile, profile,
-                      "benchmarks/regalloc_reward.py: plain clang-19 builds of "
-                      + ", ".join(programs) + " running regalloc_programs.py's workloads")
-        print(f"profile of {len(profile)} modules written to {args.write_profile}")
-    if args.write_corpus:
-        for program in programs:
-            write_corpus(program, args.write_corpus)
     if args.json:
         args.json.write_text(json.dumps({"policies": policies, "programs": results,
                                          "correlations": lines}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MlgoError as e:
+        raise SystemExit(f"error: {e}") from None

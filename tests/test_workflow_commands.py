@@ -122,3 +122,27 @@ def test_margin_chosen_on_validation_modules_records_that_measurement(
     assert meta["validation"]["modules"] == 6
     other = 0.0 if chosen else 1000.0
     assert "validation" not in load_policy(out / f"margin-{other:g}")[2]
+
+
+def test_profile_programs_refuses_validation_and_held_out_programs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "p.json"
+    assert main(["profile", "programs", "--program", "lua5.4", "--program", "giflib (gif2rgb)",
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "giflib (gif2rgb) (validation): a training profile or corpus comes from the training " \
+           "programs only" in err
+    assert not out.exists()
+
+
+def test_a_workload_step_passes_bytes_both_ways_and_names_the_step_that_failed() -> None:
+    import sys
+
+    from mlgo.problems.regalloc.programs import Runner
+    from mlgo_base.process import ProcessError
+
+    run = Runner("demo", native=True)
+    data = bytes(range(256)) * 100
+    copy = [sys.executable, "-c", "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"]
+    assert run(copy, data) == data
+    with pytest.raises(ProcessError, match=r"demo: decompress .*exited with status 3"):
+        run([sys.executable, "-c", "raise SystemExit(3)"], step="decompress")

@@ -4,6 +4,7 @@
     mlgo profile make --program EXE --callgrind OUT.cg [--callgrind ...] \\
         --module PROJECT/src/a.c=build/a.o [--module ...] -o profile.json
     mlgo profile merge a.json b.json -o profile.json
+    mlgo profile programs -o profile.json --corpus CORPUS     # the training programs
 
 `make` takes a program linked from objects compiled with -fbasic-block-address-map, the output
 of its run under `valgrind --tool=callgrind --dump-instr=yes`, and which object each corpus
@@ -50,6 +51,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("inputs", nargs="+", type=Path, metavar="PROFILE")
     merge.add_argument("-o", "--output", required=True, type=Path)
     merge.set_defaults(func=run_merge)
+    progs = actions.add_parser(
+        "programs", help="the profile and corpus of regalloc's training programs",
+        description="Build each training program (mlgo/problems/regalloc/programs.py) plain from "
+        "its Debian package's recorded compile commands (run `mlgo corpus debian PACKAGE` "
+        "first), run its workload under callgrind, check the output, and write the block "
+        "profile of every module; with --corpus, also extract the compiles profiled into a "
+        "corpus whose module names are the profile's.")
+    progs.add_argument("--program", action="append", dest="programs", metavar="PROGRAM",
+                       help="a training program (default: all of them); --list shows them")
+    progs.add_argument("--list", action="store_true", help="list the programs and exit")
+    progs.add_argument("-o", "--output", type=Path, help="the profile file to write")
+    progs.add_argument("--corpus", type=Path, help="also extract the compiles into this corpus")
+    progs.add_argument("--workdir", type=Path,
+                       help="keep the builds and callgrind files here (default: temporary)")
+    progs.add_argument("--cache", type=Path, default=None,
+                       help="`mlgo corpus debian`'s cache (default: ~/.cache/mlgo/debian)")
+    progs.set_defaults(func=run_programs)
 
 
 def run_make(args: argparse.Namespace) -> int:
@@ -81,4 +99,28 @@ def run_merge(args: argparse.Namespace) -> int:
     write_profile(args.output, profile,
                   "mlgo profile merge of " + ", ".join(str(p) for p in args.inputs))
     print(f"{args.output}: {len(profile)} modules from {len(args.inputs)} profiles")
+    return 0
+
+
+def run_programs(args: argparse.Namespace) -> int:
+    from mlgo.problems.regalloc.profile import write_profile
+    from mlgo.problems.regalloc.program_profiles import profile_programs
+    from mlgo.problems.regalloc.programs import EXTRA_TRAINING, HELD_OUT, TRAINING, VALIDATION
+
+    if args.list:
+        for kind, names in (("training", TRAINING + EXTRA_TRAINING), ("validation", VALIDATION),
+                            ("held out", HELD_OUT)):
+            for name in names:
+                print(f"{name:20s} {kind}")
+        return 0
+    if args.output is None:
+        raise MlgoError("mlgo profile programs: -o/--output is required")
+    programs = args.programs or list(TRAINING + EXTRA_TRAINING)
+    profile = profile_programs(programs, corpus=args.corpus, workdir=args.workdir,
+                               cache=args.cache)
+    write_profile(args.output, profile,
+                  "mlgo profile programs: plain clang-19 builds of " + ", ".join(programs)
+                  + " running their workloads (mlgo/problems/regalloc/programs.py)")
+    print(f"{args.output}: {len(profile)} modules of {len(programs)} programs"
+          + (f"; corpus: {args.corpus}" if args.corpus else ""))
     return 0

@@ -6,19 +6,19 @@
 # repository root; the times of each step are in benchmarks/RESULTS.md (on 2 cores: the search
 # about 25 min, most of it jsonnet's vm.cpp, the training under two minutes).
 set -euo pipefail
+# 0. The packages' builds, whose recorded compile commands step 1 compiles again (`mlgo corpus
+#    debian` keeps each build in its cache; the corpus it writes is not used here).
+mlgo corpus debian lua5.4 bzip2 zlib lz4 libyaml jsonnet libpng1.6 -o packages
 # 1. The training programs built at their own flags and run under callgrind: the block profile
 #    of their plain builds and a corpus of exactly the compiles profiled (each at its build's
 #    level). lua5.4, bzip2, zlib, lz4 and libyaml (libyaml: validation, never searched), then
-#    jsonnet and libpng (regalloc_reward.py's EXTRA_TRAINING). Merged into one profile and corpus.
-python benchmarks/regalloc_reward.py --policy default-rule --workdir wt \
-  --write-profile profile5.json --write-corpus c5
-python benchmarks/regalloc_reward.py --program jsonnet --program "libpng (pngtest)" \
-  --policy default-rule --workdir wt2 --write-profile profile-extra.json --write-corpus c-extra
-mlgo corpus merge c5 c-extra -o c7
-# 2. The profiles merged; subsets of c7: libyaml's 9 modules, the 11 hot modules searched (at
-#    least 5% of their program's instructions; libyaml is not searched); the run's split
-#    (validation: libyaml's modules).
-mlgo profile merge profile5.json profile-extra.json -o profile7.json
+#    jsonnet and libpng (added to the training programs later; mlgo/problems/regalloc/programs.py).
+mlgo profile programs --program lua5.4 --program bzip2 --program "zlib (minigzip)" \
+  --program lz4 --program "libyaml (parser)" --program jsonnet --program "libpng (pngtest)" \
+  -o profile7.json --corpus c7
+# 2. Subsets of c7: libyaml's 9 modules, the 11 hot modules searched (at least 5% of their
+#    program's instructions; libyaml is not searched); the run's split (validation: libyaml's
+#    modules).
 mlgo corpus merge c7 --projects libyaml -o yaml
 python - <<'PY'
 import json, os
