@@ -24,9 +24,8 @@ from typing import Any
 
 from mlgo.protocol import Context, Header, LogReader, Observation, Outcome
 from mlgo.protocol.channel import FifoChannel
-from mlgo_base import process
 from mlgo_base.errors import CompileError, MlgoError, ProtocolError
-from mlgo_base.process import ProcessError, kill_group
+from mlgo_base.process import ProcessError, kill_group, start
 
 DEFAULT_TIMEOUT = float(os.environ.get("MLGO_COMPILE_TIMEOUT", "300"))
 
@@ -109,8 +108,8 @@ def _start(argv: list[str], name: str, stderr: Any) -> subprocess.Popen:
     """The compiler in a session of its own that dies with this process (a worker killed
     mid-compile must not leave clang orphaned, waiting on a channel nobody reads)."""
     try:
-        return process.start(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=stderr, what=f"compiling {name}")
+        return start(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                     what=f"compiling {name}")
     except ProcessError as e:
         raise CompileError(name, f"cannot start the compiler: {e.reason}") from e
 
