@@ -146,3 +146,12 @@ def test_a_workload_step_passes_bytes_both_ways_and_names_the_step_that_failed()
     assert run(copy, data) == data
     with pytest.raises(ProcessError, match=r"demo: decompress .*exited with status 3"):
         run([sys.executable, "-c", "raise SystemExit(3)"], step="decompress")
+
+
+def test_margin_of_a_policy_that_is_not_residual_names_the_policy(tmp_path: Path,
+                                                                   capsys) -> None:
+    policy = resolve_shipped("inlining-oz")
+    assert main(["margin", "--policy", policy, "-o", str(tmp_path / "m"), "--margins", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mlgo: error: {policy}: a flip margin applies to a residual")
+    assert not (tmp_path / "m").exists()

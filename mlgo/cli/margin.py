@@ -59,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
     from mlgo.policies.policy_dir import load_policy
 
     margins = check_margins(args.margins)
-    net = load_policy(args.policy)[0]
+    net, params, _ = load_policy(args.policy)
+    try:
+        net.with_flip_margin(params, 0.0)
+    except MlgoError as e:
+        raise MlgoError(f"{args.policy}: {e}") from e
     if args.validation is not None:
         if len(margins) != 1:
             raise MlgoError("--validation takes one margin: the report is of one policy")

@@ -8,6 +8,7 @@ margin (fewer flips for the same result)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,14 @@ def margin_policy_dir(out: Path | str, margin: float) -> Path:
 
 
 def check_margins(margins: Iterable[float]) -> list[float]:
-    """The margins, distinct and sorted; MlgoError for none, a negative or a non-finite one."""
+    """The margins, distinct and sorted; MlgoError for none or a non-finite one (a negative
+    margin is allowed: the policy then leaves its rule more often)."""
     ms = sorted(set(float(m) for m in margins))
     if not ms:
         raise MlgoError("no flip margin given")
-    bad = [m for m in ms if not 0.0 <= m < float("inf")]
+    bad = [m for m in ms if not math.isfinite(m)]
     if bad:
-        raise MlgoError(f"flip margin {bad[0]:g}: a margin is a finite number >= 0")
+        raise MlgoError(f"flip margin {bad[0]:g}: a margin is a finite number")
     return ms
 
 
