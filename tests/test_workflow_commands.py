@@ -17,6 +17,7 @@ from mlgo.policies.margin import choose_margin
 from mlgo.policies.policy_dir import load_policy
 from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.problems.regalloc.profile import BlockProfile, load_profile, read_callgrind, write_profile
+from mlgo_base.errors import MlgoError
 
 # Two modules of one program; `helper` is static in both, so the run cannot tell its copies
 # apart and neither module's profile may claim it.
@@ -155,3 +156,18 @@ def test_margin_of_a_policy_that_is_not_residual_names_the_policy(tmp_path: Path
     err = capsys.readouterr().err
     assert err.startswith(f"mlgo: error: {policy}: a flip margin applies to a residual")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_margin_making_one_program_worse_than_the_limit_does_not_qualify() -> None:
+    totals = {0.0: -0.004, 1.0: -0.002, 4.0: 0.0}
+    worst = {0.0: 0.0008, 1.0: 0.0003, 4.0: 0.0}
+    assert choose_margin(totals) == 0.0
+    assert choose_margin(totals, worst, limit=0.0005) == 1.0
+    with pytest.raises(MlgoError, match=r"more than 0.01%"):
+        choose_margin({0.0: -0.01}, {0.0: 0.002}, limit=0.0001)
+
+
+def test_choosing_on_a_held_out_program_is_refused(tmp_path: Path, capsys) -> None:
+    assert main(["margin", "--policy", resolve_shipped("regalloc"), "-o", str(tmp_path / "m"),
+                 "--margins", "0", "--choose-on-programs", "jq"]) == 2
+    assert "jq: a held-out program" in capsys.readouterr().err

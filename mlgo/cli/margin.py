@@ -4,6 +4,9 @@ recorded as one margin's validation figure (what `mlgo export` checks).
 
     mlgo margin --policy RUN/policy -o OUT --margins 0 1 4
     mlgo margin --policy RUN/policy -o OUT --margins 0 1 4 --choose-on VALIDATION_CORPUS
+    mlgo margin --policy RUN/policy -o OUT --margins 0 1 4 \
+        --choose-on-programs "libyaml (parser)" --choose-on-programs "giflib (gif2rgb)" \
+        --max-program-change 0.05
     mlgo margin --policy RUN/policy -o OUT --margins 0 --validation EVAL.json
 """
 
@@ -33,9 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--choose-on", type=Path, metavar="CORPUS",
                      help="evaluate every margin on this corpus of validation modules and choose")
+    how.add_argument("--choose-on-programs", action="append", metavar="PROGRAM",
+                     help="regalloc: build this program (mlgo/problems/regalloc/programs.py; not "
+                     "a held-out one) through mlgo-clang with each margin's policy, run its "
+                     "workload under callgrind, and choose by the change in instructions "
+                     "executed over all such programs (`mlgo profile programs --list`)")
     how.add_argument("--validation", type=Path, metavar="EVAL_JSON",
                      help="with one margin: record this `mlgo eval --json` report of its policy "
                      "as the policy's validation figure")
+    p.add_argument("--max-program-change", type=float, default=None, metavar="PERCENT",
+                   help="with --choose-on-programs: only margins under which no program "
+                   "executes more than PERCENT more instructions than plain clang-19 qualify")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="with --choose-on-programs: keep the builds here (default: temporary)")
     p.add_argument("--workers", type=workers_arg, default=None,
                    help=f"with --choose-on: local worker processes, 1 to {MAX_WORKERS}")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
@@ -75,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         print(write_margin_policy(args.policy, margin_policy_dir(args.output, margins[0]),
                                   margins[0], val))
         return 0
+    if args.choose_on_programs:
+        return _choose_on_programs(args, net.problem, margins)
+    if args.max_program_change is not None:
+        raise MlgoError("--max-program-change goes with --choose-on-programs")
     if args.choose_on is None:
         for m in margins:
             print(write_margin_policy(args.policy, margin_policy_dir(args.output, m), m))
@@ -118,5 +135,42 @@ def _choose(args: argparse.Namespace, problem: str, margins: list[float]) -> int
         mark = "  <- chosen" if m == chosen else ""
         print(f"{m:11g} {r['policy_total']:14.0f} {100 * r['relative_change']:+8.3f}%{mark}")
     print(f"flip margin {chosen:g} chosen on the {len(corpus)} modules of {args.choose_on}: "
+          f"{margin_policy_dir(args.output, chosen)}")
+    return 0
+
+
+def _choose_on_programs(args: argparse.Namespace, problem: str, margins: list[float]) -> int:
+    import tempfile
+
+    from mlgo.policies.margin import choose_margin, margin_policy_dir, write_margin_policy
+    from mlgo.serving.program_runs import (
+        check_choice_programs,
+        plain_instructions,
+        policy_instructions,
+        program_changes,
+    )
+
+    if problem != "regalloc":
+        raise MlgoError(f"{args.policy}: --choose-on-programs measures eviction policies "
+                        f"(regalloc), not {problem}")
+    programs = list(dict.fromkeys(args.choose_on_programs))
+    check_choice_programs(programs)
+    limit = None if args.max_program_change is None else args.max_program_change / 100
+    changes: dict[float, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="mlgo-margin-") as tmp:
+        work = args.workdir or Path(tmp)
+        plain = plain_instructions(programs, work)
+        for m in margins:
+            policy = write_margin_policy(args.policy, margin_policy_dir(args.output, m), m)
+            changes[m] = program_changes(plain, policy_instructions(str(policy.resolve()),
+                                                                    programs, work))
+    print(f"\n{'flip margin':>11s}" + "".join(f"{p[:18]:>20s}" for p in programs)
+          + f"{'total':>10s}")
+    for m, c in changes.items():
+        print(f"{m:11g}" + "".join(f"{100 * c[p]:+19.3f}%" for p in programs)
+              + f"{100 * c['total']:+9.3f}%")
+    chosen = choose_margin({m: c["total"] for m, c in changes.items()},
+                           {m: max(c[p] for p in programs) for m, c in changes.items()}, limit)
+    print(f"flip margin {chosen:g} chosen on {', '.join(programs)} (instructions executed): "
           f"{margin_policy_dir(args.output, chosen)}")
     return 0

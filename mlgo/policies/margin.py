@@ -62,11 +62,18 @@ def check_margins(margins: Iterable[float]) -> list[float]:
     return ms
 
 
-def choose_margin(changes: Mapping[float, float]) -> float:
-    """The margin whose relative change (negative is better) is lowest; on a tie, the larger."""
+def choose_margin(changes: Mapping[float, float], worst: Mapping[float, float] | None = None,
+                  limit: float | None = None) -> float:
+    """The margin whose relative change (negative is better) is lowest; on a tie, the larger.
+    With `limit`, only margins whose `worst` change (e.g. of any one program) is at most
+    `limit` qualify; MlgoError when none does."""
     if not changes:
         raise MlgoError("no flip margin was measured")
-    return min(changes, key=lambda m: (changes[m], -m))
+    allowed = [m for m in changes if limit is None or worst is None or worst[m] <= limit]
+    if not allowed:
+        raise MlgoError(f"every flip margin makes something worse by more than {100 * limit:g}% "
+                        f"(the least: {100 * min(worst.values()):+.3f}%)")
+    return min(allowed, key=lambda m: (changes[m], -m))
 
 
 def choose_flip_margin(src: Path | str, out: Path | str, margins: Iterable[float],

@@ -509,3 +509,18 @@ def build(program: str, recipe: Recipe, tree: Path, cc: str, env: dict[str, str]
     except process.ProcessError as e:
         raise ProgramError(program, f"linking with {cc}", str(e)) from e
     return exe
+
+
+def workload_instructions(program: str, cc: str, env: dict[str, str], work: Path,
+                          cache: Path | None = None) -> int:
+    """Build `program` with the compiler `cc` (run with `env`) in `work`, run its workload under
+    callgrind and check its output: the instructions the workload executed (callgrind's Ir)."""
+    recipe = RECIPES[program]
+    exe = build(program, recipe, tree_of(program, recipe, cache), cc, env, work / "build")
+    run = Runner(program)
+    (work / "run").mkdir(parents=True, exist_ok=True)
+    output = recipe.workload(exe, work / "run", run)
+    if output != KNOWN[program]:
+        raise ProgramError(program, "checking the workload's output",
+                           f"got {output!r}, expected {KNOWN[program]!r}")
+    return run.ir
