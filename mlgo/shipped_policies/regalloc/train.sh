@@ -2,13 +2,13 @@
 # How policies/regalloc was trained: a residual network (LLVM's default eviction restated as
 # `default-rule`, plus learned per-candidate scores that overturn it only where they lead by the
 # anchor) cloned from a flip search scored by the basic-block trace cost. benchmarks/RESULTS.md,
-# "A residual eviction policy" and "A residual policy from seven programs". Run from the
-# repository root; the times of each step are in benchmarks/RESULTS.md (on 2 cores: the search
-# about 25 min, most of it jsonnet's vm.cpp, the training under two minutes).
+# "A residual eviction policy" and "A residual policy from seven programs". The times of each
+# step are in benchmarks/RESULTS.md (on 2 cores: the search about 25 min, most of it jsonnet's
+# vm.cpp, the training under two minutes).
 set -euo pipefail
-# 0. The packages' builds, whose recorded compile commands step 1 compiles again (`mlgo corpus
-#    debian` keeps each build in its cache; the corpus it writes is not used here).
-mlgo corpus debian lua5.4 bzip2 zlib lz4 libyaml jsonnet libpng1.6 -o packages
+# 0. The packages' builds, whose recorded compile commands steps 1 and 5 compile again (`mlgo
+#    corpus debian` keeps each build in its cache; the corpus it writes is not used here).
+mlgo corpus debian lua5.4 bzip2 zlib lz4 libyaml jsonnet libpng1.6 giflib -o packages
 # 1. The training programs built at their own flags and run under callgrind: the block profile
 #    of their plain builds and a corpus of exactly the compiles profiled (each at its build's
 #    level). lua5.4, bzip2, zlib, lz4 and libyaml (libyaml: validation, never searched), then
@@ -51,9 +51,8 @@ mlgo train --problem regalloc --algorithm imitation --corpus c7 -o r4 --search s
 # 5. The flip margin, chosen on the validation programs alone (libyaml and giflib, whole
 #    programs under callgrind): the lowest total with neither above +0.05%; ties: the larger
 #    margin. It was 0. The trace-cost figure on libyaml's modules is recorded for the export gate.
-mlgo margin --policy r4/policy -o m-r4 --margins 0 1 4
-python benchmarks/regalloc_programs.py --no-shipped --program "libyaml (parser)" \
-  --program "giflib (gif2rgb)" --policy m-r4/margin-0 --policy m-r4/margin-1 --policy m-r4/margin-4
+mlgo margin --policy r4/policy -o m-r4 --margins 0 1 4 --choose-on-programs "libyaml (parser)" \
+  --choose-on-programs "giflib (gif2rgb)" --max-program-change 0.05
 mlgo eval --problem regalloc --corpus yaml --policy m-r4/margin-0 --workers 2 \
   --gin_bindings "$PROFILE" --json m-r4/eval-0.json
 mlgo margin --policy r4/policy -o cand --margins 0 --validation m-r4/eval-0.json
