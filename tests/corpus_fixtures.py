@@ -6,9 +6,11 @@ The fixtures built on these (a private cache, the small corpus) are in tests/con
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,25 @@ def make_generated_corpus(root: Path, kind: str, modules: int) -> Path:
     (corpus / "corpus_description.json").write_text(
         json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt}))
     return corpus
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_mlgo(*args: str, timeout: float = 120, env: dict | None = None
+             ) -> subprocess.CompletedProcess:
+    """`mlgo ARGS` in a process of its own (this checkout's code), its output captured."""
+    return subprocess.run([sys.executable, "-m", "mlgo.cli.main", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def new_regalloc_policy(path: Path, params=None) -> Path:
+    """A regalloc policy directory of a freshly initialised network (or of `params`)."""
+    from mlgo.policies.policy_dir import save_policy
+    from mlgo.problems import get_problem
+
+    problem = get_problem("regalloc")
+    net = problem.build_network(problem.header(), None)
+    return save_policy(path, net, net.init_params(0) if params is None else params,
+                       {"algorithm": "bc"})

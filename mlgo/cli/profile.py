@@ -27,8 +27,9 @@ def _module_object(text: str) -> tuple[str, Path]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="make or merge regalloc block profiles (trace-cost reward)",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser("profile", description=__doc__.split("\n\n")[0],
+                       help="regalloc block profiles (trace-cost reward): from a callgrind run, "
+                       "from the training programs, or merged")
     actions = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     make = actions.add_parser(
         "make", help="a profile from a program's run under callgrind",
