@@ -1,6 +1,7 @@
-"""The workflow steps a shipped policy's train.sh runs as `mlgo` commands: `mlgo profile make`
-and `mlgo profile merge` (regalloc's block profiles), `mlgo margin` (a residual policy at flip
-margins, chosen on validation modules or given a measured validation figure)."""
+"""The workflow steps a shipped policy's train.sh runs as `mlgo` commands: `mlgo profile make`,
+`merge` and `programs` (regalloc's block profiles, from a run, from files, from the training
+programs), `mlgo margin` (a residual policy at flip margins, chosen on validation modules or
+programs, or given a measured validation figure)."""
 
 from __future__ import annotations
 
@@ -171,3 +172,26 @@ def test_choosing_on_a_held_out_program_is_refused(tmp_path: Path, capsys) -> No
     assert main(["margin", "--policy", resolve_shipped("regalloc"), "-o", str(tmp_path / "m"),
                  "--margins", "0", "--choose-on-programs", "jq"]) == 2
     assert "jq: a held-out program" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs_tools("clang-19", "valgrind")
+@pytest.mark.usefixtures("isolated_cache")
+def test_profile_programs_profiles_a_real_training_program_and_its_corpus(tmp_path: Path,
+                                                                        capsys) -> None:
+    """lua5.4 from its Debian build (cached across runs): built plain, its workload run under
+    callgrind and checked, every module profiled, and the corpus holding exactly those modules."""
+    from corpus_tools import debian
+    from corpus_tools.corpus import Corpus
+
+    debian.build_package("lua5.4", tmp_path / "packages", jobs=2, progress=False)
+    out, corpus = tmp_path / "profile.json", tmp_path / "corpus"
+    assert main(["profile", "programs", "--program", "lua5.4", "-o", str(out),
+                 "--corpus", str(corpus), "--workdir", str(tmp_path / "work")]) == 0
+    assert "33 modules of 1 programs" in capsys.readouterr().out
+    profile = load_profile(out)
+    assert sorted(profile) == sorted(m.name for m in Corpus.load(corpus).modules)
+    execute = profile["lua5.4/src/lvm.c"]["luaV_execute"]
+    assert sum(b.executed for b in execute.values()) > 10_000_000  # the interpreter's loop
+    assert main(["profile", "programs", "--program", "lua5.4", "-o", str(out),
+                 "--workdir", str(tmp_path / "work")]) == 2  # old callgrind files would count
