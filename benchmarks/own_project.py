@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from mlgo_base.change import relative_change
+
 ROOT = Path(__file__).resolve().parent.parent
 GIN = ROOT / "mlgo" / "problems" / "inlining" / "own_project.gin"
 # What double-conversion's CMakeLists.txt builds: the library target and its file.
@@ -184,7 +186,7 @@ def main() -> int:
     print(f"\npolicy on the corpus (mlgo eval): {100 * ev['relative_change']:+.2f}% per object"
           + f", {100 * ev['linked_relative_change']:+.2f}% as linking keeps it")
     print(f"{args.library} .text: plain -Oz {plain:,} bytes, -Oz + plugin {ml:,} bytes: "
-          f"{100 * (ml - plain) / plain:+.2f}%")
+          f"{100 * relative_change(plain, ml):+.2f}%")
     print(f"tests, plain -Oz: {plain_tests}")
     print(f"tests, plugin:    {plugin_tests}")
     return 0

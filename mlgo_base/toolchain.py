@@ -6,7 +6,6 @@ import functools
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 
 from mlgo_base.errors import ToolchainError
@@ -74,10 +73,12 @@ def find_tool(name: str, check_version: bool = True) -> Tool:
 
 
 def _version_of(path: str) -> str:
+    from mlgo_base.process import ProcessError, run
+
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ToolchainError(f"{path} --version failed: {e}") from e
+        out = run([path, "--version"], what="asking a tool's version", timeout=30, check=False)
+    except ProcessError as e:
+        raise ToolchainError(str(e)) from e
     m = re.search(r"version (\d+\.\d+\.\d+)", out.stdout + out.stderr)
     return m.group(1) if m else ""
 

@@ -4,22 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from corpus_fixtures import SOURCES, make_small_corpus
+from corpus_fixtures import SOURCES
 
 from mlgo.cli.main import main
 from mlgo.policies.shipped import shipped_names
 from mlgo.problems import PROBLEMS, get_problem
 from mlgo.traces import read_trace, trace_dataset
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_small_corpus(tmp_path_factory.mktemp("c"))
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def test_trace_then_vocab(corpus, tmp_path):

@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "mlgo.cli.train",
     "mlgo.cli.search",
     "mlgo.cli.export",
+    "mlgo.cli.margin",
+    "mlgo.cli.profile",
     "mlgo.cli.plugin",
     "mlgo.cli.demo",
 ]

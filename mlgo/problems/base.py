@@ -19,8 +19,10 @@ from mlgo.compiler.interactive import (
     remove_workdir,
     run_compile,
 )
+from mlgo.problems.frontend import check_frontend_level
 from mlgo.protocol import FeatureValues, Header
 from mlgo_base import toolchain
+from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError, ProtocolError
 
 # A heuristic maps one observation's features to an action; None stands for "compile without
@@ -41,13 +43,6 @@ class Measurement:
     @classmethod
     def from_json(cls, d: dict) -> Measurement:
         return cls(float(d["total"]), {k: float(v) for k, v in d.get("per_function", {}).items()})
-
-
-def relative_improvement(default: float, policy: float) -> float:
-    """(default - policy) / default: positive when the policy beats the default."""
-    if default <= 0:
-        return 0.0 if policy <= 0 else -float(policy)
-    return (default - policy) / default
 
 
 # A tiny module with one call site, compiled once per process to read the compiler's header:
@@ -110,7 +105,8 @@ class Problem(ABC):
         """Read the objective from the outputs of a compile in `workdir`."""
 
     def reward(self, policy: Measurement, default: Measurement) -> float:
-        return relative_improvement(default.total, policy.total)
+        """Positive when the policy beats the default: minus the relative change."""
+        return -relative_change(default.total, policy.total)
 
     @abstractmethod
     def heuristics(self) -> dict[str, Heuristic | None]:
@@ -134,8 +130,6 @@ class Problem(ABC):
         """Raise if the corpus is not IR of the build this problem compiles: a problem that
         replaces the level (opt_level) needs IR emitted at that level (problems/frontend.py)."""
         if self.opt_level is not None:
-            from mlgo.problems.frontend import check_frontend_level
-
             check_frontend_level(corpus, self.opt_level, self.name)
 
     def compile_argv(self, module: Module, workdir: Path, channel_base: Path | None) -> list[str]:

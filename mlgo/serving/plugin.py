@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from mlgo.serving.build import (
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, ToolchainError
 from mlgo_base.files import atomic_write_text
+from mlgo_base.process import ProcessError, run
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
 BINDING_HEADER = "policy_binding.h"  # included by the plugin: binds the policy's inputs by name
@@ -65,12 +65,9 @@ def llvm_dev() -> LlvmDev:
 
     def ask(flag: str) -> str:
         try:
-            out = subprocess.run([tool.path, flag], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise ToolchainError(f"{tool.path} {flag} failed: {e}") from e
-        if out.returncode != 0:
-            raise ToolchainError(f"{tool.path} {flag} failed: {out.stderr.strip()}")
-        return out.stdout.strip()
+            return run([tool.path, flag], what="asking llvm-config", timeout=30).stdout.strip()
+        except ProcessError as e:
+            raise ToolchainError(str(e)) from e
 
     version = ask("--version")
     if not version.startswith(f"{toolchain.LLVM_MAJOR}."):
@@ -136,13 +133,12 @@ def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
         src, log = Path(d) / "smoke.c", Path(d) / "decisions.txt"
         src.write_text(_SMOKE_C)
         env = dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log))
-        proc = subprocess.run([clang, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
-                               f"-fpass-plugin={plugin}"], capture_output=True, text=True,
-                              env=env, timeout=120)
-        if proc.returncode != 0:
-            raise BuildError(f"inliner plugin for the {policy_label} policy: it does not work in "
-                             f"{clang}:\n"
-                             f"{proc.stderr.strip()[-3000:]}")
+        try:
+            run([clang, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
+                 f"-fpass-plugin={plugin}"], env=env, timeout=120,
+                what=f"trying the inliner plugin for the {policy_label} policy in {clang}")
+        except ProcessError as e:
+            raise BuildError(str(e)) from e
         if not log.is_file() or not log.read_text().strip():
             raise BuildError(f"inliner plugin for the {policy_label} policy: clang loaded {plugin}"
                              " but its inliner never consulted it (no decision logged)")

@@ -11,9 +11,10 @@ import gin
 
 from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
 from mlgo.policies import builtins
-from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
+from mlgo.problems.base import Heuristic, Measurement, Problem
 from mlgo.protocol import FeatureValues, Header
 from mlgo.protocol.llvm19 import ADVICE as LLVM19_ADVICE
+from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError, ProtocolError
 
 ADVICE = LLVM19_ADVICE["inlining"]
@@ -91,7 +92,7 @@ class InliningForSize(Problem):
         if not self.comdat_weights:
             return super().reward(policy, default)
         objective = comdat_objective(_load_weights(self.comdat_weights))
-        return relative_improvement(objective(default), objective(policy))
+        return -relative_change(objective(default), objective(policy))
 
     @property
     def variant(self) -> str:
