@@ -31,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lowest relative change (on a tie, the larger margin) gets the measurement recorded "
         "as its validation figure.")
     p.add_argument("--policy", required=True, type=Path, help="a residual policy directory")
-    p.add_argument("--output", "-o", required=True, type=Path)
-    p.add_argument("--margins", required=True, type=float, nargs="+", metavar="M")
+    p.add_argument("--output", "-o", required=True, type=Path,
+                   help="directory for OUT/margin-M, one policy per margin")
+    p.add_argument("--margins", required=True, type=float, nargs="+", metavar="M",
+                   help="the flip margins to write (finite; may be negative)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--choose-on", type=Path, metavar="CORPUS",
                      help="evaluate every margin on this corpus of validation modules and choose")

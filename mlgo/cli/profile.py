@@ -44,13 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     make.add_argument("--module", required=True, type=_module_object, action="append",
                       metavar="MODULE=OBJECT", dest="modules",
                       help="a corpus module and the object the program's build made of it")
-    make.add_argument("-o", "--output", required=True, type=Path)
+    make.add_argument("-o", "--output", required=True, type=Path,
+                      help="the profile file to write")
     make.set_defaults(func=run_make)
     merge = actions.add_parser("merge", help="several profiles in one file",
                                description="The modules of several profiles in one file; a "
                                "module in two of them must have the same profile in both.")
-    merge.add_argument("inputs", nargs="+", type=Path, metavar="PROFILE")
-    merge.add_argument("-o", "--output", required=True, type=Path)
+    merge.add_argument("inputs", nargs="+", type=Path, metavar="PROFILE",
+                       help="profiles to merge (a module may be in only one of them)")
+    merge.add_argument("-o", "--output", required=True, type=Path,
+                       help="the merged profile file to write")
     merge.set_defaults(func=run_merge)
     progs = actions.add_parser(
         "programs", help="the profile and corpus of regalloc's training programs",
