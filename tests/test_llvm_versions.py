@@ -23,7 +23,7 @@ from mlgo.problems import get_problem
 from mlgo.problems.inlining.problem import LLVM_DEFAULT
 from mlgo.protocol import for_llvm
 from mlgo_base import toolchain
-from mlgo_base.errors import CorpusError, ToolchainError
+from mlgo_base.errors import CorpusError, MlgoError, ToolchainError
 
 VERSIONS = [pytest.param(v, marks=pytest.mark.skipif(
     not toolchain.is_installed(v),
@@ -201,3 +201,49 @@ def test_the_version_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     for installed, chosen in (({19, 22}, 19), ({22}, 22), ({19}, 19), (set(), 19)):
         monkeypatch.setattr(toolchain, "is_installed", lambda m, i=installed: m in i)
         assert toolchain.llvm_major() == chosen, installed
+
+
+def test_trained_ir2vec_vocabulary_loads_in_clang22(corpora: dict[int, Path], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mlgo vocab --ir2vec` trains a vocabulary from the corpus; given to clang-22, the inliner
+    sends both embeddings, of the vocabulary's width, and they differ between call sites."""
+    if 22 not in corpora:
+        pytest.skip("clang-22 is not installed")
+    from mlgo.problems.inlining.problem import InliningForSize
+
+    vocab = tmp_path / "vocab.json"
+    monkeypatch.setenv(toolchain.VERSION_VARIABLE, "22")
+    assert mlgo_main(["vocab", "--ir2vec", str(corpora[22]), "-o", str(vocab), "--dim", "8",
+                      "--epochs", "30"]) == 0
+    sections = json.loads(vocab.read_text())
+    assert set(sections) == {"Opcodes", "Types", "Arguments"}
+    assert {"Load", "Call"} <= set(sections["Opcodes"]) and "PointerTy" in sections["Types"]
+    assert all(len(v) == 8 for s in sections.values() for v in s.values())
+
+    problem = InliningForSize(ir2vec_vocab=str(vocab))
+    specs = {f.name: f for f in problem.header().features}
+    for name in for_llvm(22).EMBEDDING_FEATURES:
+        assert specs[name].type == "float" and specs[name].shape == (8,)
+    module = next(m for m in Corpus.load(corpora[22]).modules if m.name.endswith("strings.c"))
+    env = mlgo.env.CompilerEnv(problem, module, cache=BaselineCache(tmp_path / "cache"))
+    res = mlgo.env.run_episode(env, problem.heuristic("cost-threshold"))
+    callees = {tuple(np.round(o["callee_embedding"], 4)) for o in res.observations}
+    assert res.num_decisions >= 3 and len(callees) >= 2
+    assert all(np.isfinite(o["caller_embedding"]).all() and np.abs(o["caller_embedding"]).sum() > 0
+               for o in res.observations)
+
+    # LLVM 19 has no such inputs: a clear error, not a compile that ignores the file.
+    monkeypatch.setenv(toolchain.VERSION_VARIABLE, "19")
+    with pytest.raises(MlgoError, match="IR2Vec embeddings need LLVM 22"):
+        InliningForSize(ir2vec_vocab=str(vocab))
+
+
+def test_llvm22_protocol_data_imports_no_numpy() -> None:
+    """Pure data like llvm19.py: the compiler wrapper's per-compile path may import it."""
+    import sys
+
+    code = ("import sys, mlgo.protocol.llvm22\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numpy'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"

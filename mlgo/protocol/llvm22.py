@@ -8,7 +8,7 @@ and against that header file. What differs:
   - Under -inliner-interactive-include-default the default advisor's decision arrives in its own
     slot, `inlining_default`, the last feature; no feature is overwritten (LLVM 19 writes it
     over callee_basic_block_count).
-  - Given `-mllvm -ml-inliner-ir2vec-vocab-file=F`, the inliner also sends the IR2Vec
+  - Given `-mllvm -ml-inliner-ir2vec-vocab-file=F -mllvm -ir2vec-vocab-path=F`, the inliner also sends the IR2Vec
     embeddings of the callee and the caller (float, one element per vocabulary dimension).
   - The ML eviction advisor stops offering a live range once it was evicted
     `-mlregalloc-max-eviction-count` times (default 100): its mask bit is then 0.
@@ -30,5 +30,6 @@ FEATURES: dict[str, tuple[FeatureDecl, ...]] = dict(llvm19.FEATURES)
 DEFAULT_DECISION_SLOT = "inlining_default"
 
 # Sent only with -ml-inliner-ir2vec-vocab-file: float embeddings of the vocabulary's dimension.
-IR2VEC_VOCAB_OPTION = "-ml-inliner-ir2vec-vocab-file"
+# That option switches the embeddings on; IR2Vec's analysis reads the file named by the other.
+IR2VEC_VOCAB_OPTIONS = ("-ml-inliner-ir2vec-vocab-file", "-ir2vec-vocab-path")
 EMBEDDING_FEATURES = ("callee_embedding", "caller_embedding")

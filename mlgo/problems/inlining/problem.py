@@ -12,7 +12,7 @@ import gin
 from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
 from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
-from mlgo.protocol import FeatureValues, Header, for_llvm, llvm19
+from mlgo.protocol import FeatureValues, Header, for_llvm, llvm19, llvm22
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, ProtocolError
 
@@ -77,7 +77,8 @@ class InliningForSize(Problem):
     required_features = ("cost_estimate", "threshold")
 
     def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = (),
-                 include_default: bool = False, comdat_weights: str = "") -> None:
+                 include_default: bool = False, comdat_weights: str = "",
+                 ir2vec_vocab: str = "") -> None:
         super().__init__(opt_level, extra_flags)
         # Ask LLVM for its default decision per call site: only the llvm-default policy reads
         # it, and on LLVM 19 it costs callee_basic_block_count (LLVM19_DEFAULT_DECISION_SLOT).
@@ -86,6 +87,16 @@ class InliningForSize(Problem):
         # the reward then charges each COMDAT text group its weight, 1/n of the modules that
         # define it, so removing a copy the linker merges anyway earns about nothing.
         self.comdat_weights = comdat_weights
+        # An IR2Vec vocabulary (`mlgo vocab --ir2vec`, LLVM 22 only): the compiler then also
+        # sends callee_embedding and caller_embedding (mlgo/protocol/llvm22.py).
+        self.ir2vec_vocab = ir2vec_vocab
+        if ir2vec_vocab and self.llvm_major < 22:
+            raise MlgoError(f"inlining.InliningForSize.ir2vec_vocab={ir2vec_vocab!r}: IR2Vec "
+                            f"embeddings need LLVM 22, mlgo is set to LLVM {self.llvm_major} "
+                            f"(set {toolchain.VERSION_VARIABLE}=22)")
+        if ir2vec_vocab and not Path(ir2vec_vocab).is_file():
+            raise MlgoError(f"{ir2vec_vocab}: no such IR2Vec vocabulary file "
+                            "(inlining.InliningForSize.ir2vec_vocab)")
 
     def reward(self, policy: Measurement, default: Measurement) -> float:
         if not self.comdat_weights:
@@ -95,7 +106,10 @@ class InliningForSize(Problem):
 
     @property
     def variant(self) -> str:
-        return "include-default" if self.include_default else ""
+        parts = ["include-default"] if self.include_default else []
+        if self.ir2vec_vocab:  # the embeddings' width is the vocabulary's
+            parts.append(f"ir2vec:{Path(self.ir2vec_vocab).resolve()}")
+        return ",".join(parts)
 
     @property
     def llvm_major(self) -> int:
@@ -112,7 +126,8 @@ class InliningForSize(Problem):
         if builtin != LLVM_DEFAULT or self.include_default:
             return self
         variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True,
-                                  comdat_weights=self.comdat_weights)
+                                  comdat_weights=self.comdat_weights,
+                                  ir2vec_vocab=self.ir2vec_vocab)
         variant.plain = self
         return variant
 
@@ -123,6 +138,9 @@ class InliningForSize(Problem):
         ]
         if self.include_default:
             flags += ["-mllvm", "-inliner-interactive-include-default"]
+        if self.ir2vec_vocab:
+            flags += [f for option in llvm22.IR2VEC_VOCAB_OPTIONS
+                      for f in ("-mllvm", f"{option}={self.ir2vec_vocab}")]
         return flags
 
     # per_function holds the bytes of each COMDAT text group (measure.comdat_breakdown), for
