@@ -184,6 +184,9 @@ def test_a_corpus_of_the_other_version_is_refused(tmp_path: Path, monkeypatch,
                                 opt_level="-Oz", progress=False)
     with pytest.raises(CorpusError, match="different LLVM versions cannot be merged"):
         extract.merge_corpora([old, newer], tmp_path / "merged")
+    (newer / "corpus_description.json").write_text(json.dumps({**desc, "llvm_version": "22"}))
+    with pytest.raises(CorpusError, match=r"corpus_description.json: llvm_version '22' is not"):
+        get_problem("inlining").check_corpus(Corpus.load(newer))
 
     # The CLI: --llvm-version 22 on the old corpus stops before any compile, in one line.
     assert mlgo_main(["eval", "--problem", "inlining", "--corpus", str(old), "--policy",
