@@ -182,6 +182,8 @@ def test_a_corpus_of_the_other_version_is_refused(tmp_path: Path, monkeypatch,
     with pytest.raises(LlvmVersionError, match="holds IR of LLVM 22, mlgo is set to LLVM 19"):
         extract.extract_sources(tmp_path / "old" / "src", newer, project="small",
                                 opt_level="-Oz", progress=False)
+    with pytest.raises(LlvmVersionError, match="IR emitted by LLVM 22"):
+        extract.check_corpus(newer, progress=False)  # `mlgo corpus check`
     with pytest.raises(CorpusError, match="different LLVM versions cannot be merged"):
         extract.merge_corpora([old, newer], tmp_path / "merged")
     (newer / "corpus_description.json").write_text(json.dumps({**desc, "llvm_version": "22"}))
