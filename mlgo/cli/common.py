@@ -12,6 +12,7 @@ from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS
 from mlgo.cli.args import int_arg, timeout_arg, workers_arg
 from mlgo.problems import PROBLEMS
 from mlgo_base.errors import MlgoError, summary_line
+from mlgo_base.toolchain import SUPPORTED_MAJORS
 
 
 def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -33,6 +34,15 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
                    help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
     p.add_argument("--timeout", type=timeout_arg, default=300.0,
                    help=f"per-compile wall-clock limit in seconds, at most {MAX_TIMEOUT:g}")
+    add_llvm_version_arg(p)
+
+
+def add_llvm_version_arg(p: argparse.ArgumentParser) -> None:
+    """--llvm-version: main() puts it in the environment (MLGO_LLVM_VERSION), which every
+    worker and compile inherits."""
+    p.add_argument("--llvm-version", choices=[str(m) for m in SUPPORTED_MAJORS], default=None,
+                   help="the clang to compile with, as MLGO_LLVM_VERSION sets it (default: that "
+                   "variable, else 19 when clang-19 is installed, else 22)")
 
 
 def setup_gin(args: argparse.Namespace) -> str:

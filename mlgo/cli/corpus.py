@@ -10,6 +10,7 @@ from pathlib import Path
 
 from corpus_tools.corpus import EXTRACT_LEVELS, KEEP_LEVEL, level_flag
 from mlgo.cli.args import timeout_arg, workers_arg
+from mlgo.cli.common import add_llvm_version_arg
 from mlgo_base.errors import CorpusError
 
 
@@ -111,6 +112,7 @@ def _level_args(p: argparse.ArgumentParser) -> None:
                    help="optimization level the IR is emitted at, as `clang-19 -<level> -c` "
                    "emits it; 'keep': each compile's own (default: Oz for inlining, keep for "
                    "regalloc)")
+    add_llvm_version_arg(p)
 
 
 def _opt_level(args: argparse.Namespace) -> str | None:

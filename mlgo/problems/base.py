@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpus_tools.corpus import Corpus, Module
+from corpus_tools.corpus import Corpus, Module, check_llvm_version
 from mlgo.compiler.cache import BaselineCache, baseline_key
 from mlgo.compiler.interactive import (
     InteractiveCompile,
@@ -127,8 +127,10 @@ class Problem(ABC):
 
     # -- shared ----------------------------------------------------------------------------
     def check_corpus(self, corpus: Corpus) -> None:
-        """Raise if the corpus is not IR of the build this problem compiles: a problem that
-        replaces the level (opt_level) needs IR emitted at that level (problems/frontend.py)."""
+        """Raise if the corpus is not IR of the build this problem compiles: IR of the LLVM
+        version mlgo compiles with, and, for a problem that replaces the level (opt_level), IR
+        emitted at that level (problems/frontend.py)."""
+        check_llvm_version(corpus)
         if self.opt_level is not None:
             check_frontend_level(corpus, self.opt_level, self.name)
 

@@ -26,6 +26,7 @@ from corpus_tools.extract import (
 from corpus_tools.ir_analysis import SizeAttributes, size_attributes
 from mlgo.compiler.cache import cache_dir
 from mlgo.compiler.measure import text_size
+from mlgo_base import toolchain
 from mlgo_base.errors import CorpusError, MlgoError
 from mlgo_base.files import atomic_write_text, file_sha256
 from mlgo_base.process import ProcessError, run
@@ -83,7 +84,7 @@ def check_frontend_level(corpus: Corpus, level: str, problem: str) -> None:
             }.get(level, "no function minsize or optsize")
     raise FrontendLevelError(
         f"{module.bc_path}: IR emitted at {attrs.level()} ({attrs.describe()}), but {problem} "
-        f"compiles at {level} and needs IR as `clang-19 {level} -c` emits it ({need}){more}; "
+        f"compiles at {level} and needs IR as `clang-{toolchain.llvm_major()} {level} -c` emits it ({need}){more}; "
         f"re-extract: {corpus.reextract_command(module.project, level)}")
 
 

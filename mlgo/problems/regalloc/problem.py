@@ -18,7 +18,7 @@ from mlgo.problems.base import Heuristic, Measurement, Problem
 from mlgo.protocol import FeatureValues, Header, llvm19
 from mlgo_base.errors import MlgoError, ProtocolError
 
-ADVICE = llvm19.ADVICE["regalloc"]
+ADVICE = llvm19.ADVICE["regalloc"]  # the same in LLVM 22 (mlgo/protocol/llvm22.py)
 NUM_CANDIDATES = 33
 NO_EVICTION = 32  # the live range being allocated: evict nothing
 
