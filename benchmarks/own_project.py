@@ -16,7 +16,8 @@ unpacked into WORK/), a CMake project with a shared library and a test suite (ct
               the library's .text against step 1's, and the project's own tests on it
 Every step's command is printed as it runs; the end prints a table of times and sizes. A step
 whose output exists is reused (delete WORK/ to start over), so the times of a re-run are not
-the flow's: the figures in benchmarks/RESULTS.md are from a fresh WORK/.
+the flow's: the figures in benchmarks/RESULTS.md, "A policy for one's own project", are from a
+fresh WORK/.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mlgo_base.change import relative_change
 
 ROOT = Path(__file__).resolve().parent.parent
 GIN = ROOT / "mlgo" / "problems" / "inlining" / "own_project.gin"
@@ -183,7 +186,7 @@ def main() -> int:
     print(f"\npolicy on the corpus (mlgo eval): {100 * ev['relative_change']:+.2f}% per object"
           + f", {100 * ev['linked_relative_change']:+.2f}% as linking keeps it")
     print(f"{args.library} .text: plain -Oz {plain:,} bytes, -Oz + plugin {ml:,} bytes: "
-          f"{100 * (ml - plain) / plain:+.2f}%")
+          f"{100 * relative_change(plain, ml):+.2f}%")
     print(f"tests, plain -Oz: {plain_tests}")
     print(f"tests, plugin:    {plugin_tests}")
     return 0

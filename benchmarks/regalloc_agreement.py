@@ -19,6 +19,7 @@ from mlgo.compiler.cache import BaselineCache
 from mlgo.env import CompilerEnv, run_episode
 from mlgo.problems.regalloc.problem import RegallocEviction
 from mlgo.problems.regalloc.profile import load_profile
+from mlgo_base.change import relative_change
 
 
 def main() -> None:
@@ -54,7 +55,7 @@ def main() -> None:
             same = [fn for fn in fns if res.measurement.per_function.get(fn) == default.per_function[fn]]
             w_all = sum(executed[m.name][fn] for fn in fns)
             w_same = sum(executed[m.name][fn] for fn in same)
-            change = (res.measurement.total - default.total) / default.total
+            change = relative_change(default.total, res.measurement.total)
             t = totals[r]
             t[0] += len(same)
             t[1] += len(fns)

@@ -22,22 +22,11 @@ from pathlib import Path
 
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
 from mlgo.lua_demo import lua_sources
+from mlgo.problems.regalloc.programs import LUA_PROGRAM as PROGRAM
 from mlgo.serving.launcher import launcher_for
 from mlgo_base import toolchain
+from mlgo_base.change import relative_change
 
-# Integer and float arithmetic, closures, tables, sorting and string building: the work an
-# interpreter's hot loop (lvm.c) and its libraries spend registers on.
-PROGRAM = """
-local function fib(n) if n < 2 then return n end return fib(n-1) + fib(n-2) end
-local t = {}
-for i = 1, 20000 do t[i] = (i * 7919) % 10007 end
-table.sort(t)
-local s = {}
-for i = 1, 2000 do s[#s+1] = string.format("%d:%x", t[i], i) end
-local acc = 0.0
-for i = 1, 50000 do acc = acc + math.sin(i) * (i % 13) end
-print(fib(22), t[1], t[#t], #table.concat(s, ","), string.format("%.3f", acc))
-"""
 FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX"]
 REMARKS = ["-fsave-optimization-record=yaml", "-foptimization-record-passes=regalloc"]
 
@@ -102,8 +91,8 @@ def main() -> None:
     print(f"\n{'variant':36s} {'.text':>8s} {'spill cost':>12s} {'vs default':>10s} "
           f"{'Ir (callgrind)':>15s} {'vs default':>10s}")
     for label, text, cost, ir, _ in rows:
-        print(f"{label:36s} {text:8d} {cost:12.0f} {100 * (cost - base[2]) / base[2]:+9.2f}% "
-              f"{ir:15d} {100 * (ir - base[3]) / base[3]:+9.3f}%")
+        print(f"{label:36s} {text:8d} {cost:12.0f} {100 * relative_change(base[2], cost):+9.2f}% "
+              f"{ir:15d} {100 * relative_change(base[3], ir):+9.3f}%")
     outputs = {r[4] for r in rows}
     print(f"\nprogram output: {rows[0][4]!r} ({'same for every variant' if len(outputs) == 1 else 'DIFFERS'})")
     if len(outputs) != 1:

@@ -39,7 +39,7 @@ PY
     --gin_bindings "imitation.ImitationConfig.rounds = 1" \
     --gin_bindings "imitation.ImitationConfig.epochs = 40" \
     --gin_bindings "imitation.ImitationConfig.flip_weight = 100.0" > "$d/train.log" 2>&1
-  python "$REPO/benchmarks/flip_margin.py" "$d/r/policy" "$d/m" 0 > /dev/null
+  mlgo margin --policy "$d/r/policy" -o "$d/m" --margins 0 > /dev/null
   python "$REPO/benchmarks/regalloc_programs.py" --no-shipped --program "$prog" \
     --policy "$PWD/$d/m/margin-0" --policy default-rule > "$d/measure.log" 2>&1
   echo "== $prog"; grep -A1 "^program" "$d/measure.log" | tail -1

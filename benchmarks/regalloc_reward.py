@@ -1,5 +1,5 @@
 """Which regalloc reward tracks executed instructions? For the training programs of
-benchmarks/regalloc_programs.py (the split below was fixed before any of this was measured), each
+mlgo/problems/regalloc/programs.py (its split was fixed before any of this was measured), each
 program is built plain (clang-19) and through the launcher with each policy, and its workload
 runs under callgrind with per-function counts kept. Per module (one object of the program) and
 variant it reports:
@@ -20,14 +20,11 @@ without running the program (callgrind gives a position-independent program's in
 addresses as link-time ones, so they match llvm-objdump's).
 
 It prints the Pearson and Spearman correlations of the change (policy minus plain) in each
-reward with the change in Ir, over modules and over whole programs, writes the plain
-runs' block profile for training (--write-profile, read by
-`--gin_bindings "regalloc.RegallocEviction.profile='F'"`), a corpus of exactly the compiles
-profiled (--write-corpus: the program's own compile commands, at their own level) and
-everything measured as JSON.
+reward with the change in Ir, over modules and over whole programs, and writes everything
+measured as JSON. The profile and corpus training reads come from `mlgo profile programs`,
+which builds and runs the plain programs the same way.
 
-Usage: python benchmarks/regalloc_reward.py [--program P]... [--policy P]... \
-    [--write-profile profile.json] [--write-corpus DIR] [--json out.json]
+Usage: python benchmarks/regalloc_reward.py [--program P]... [--policy P]... [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,22 +38,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from regalloc_programs import (
-    KNOWN,
-    RECIPES,
-    BenchError,
-    Runner,
-    build,
-    compile_commands,
-    ranks,
-    tree_of,
-)
+from regalloc_programs import BenchError, ranks
 
 from mlgo.compiler.measure import parse_regalloc_remarks
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
     CallgrindProfile,
-    Profile,
     block_instructions,
     block_profile,
     defined_functions,
@@ -66,32 +53,27 @@ from mlgo.problems.regalloc.profile import (
     read_callgrind,
     trace_cost,
     weighted_cost,
-    write_profile,
+)
+from mlgo.problems.regalloc.program_profiles import BB_FLAGS
+from mlgo.problems.regalloc.programs import (
+    KNOWN,
+    RECIPES,
+    TRAINING,
+    Runner,
+    build,
+    project_of,
+    tree_of,
 )
 from mlgo.serving.launcher import launcher_for
 from mlgo_base import toolchain
+from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError
 
-# Fixed before measuring: profiles, training modules and any choice come from TRAINING only;
-# HELD_OUT programs are measured once at the end, for the report.
-TRAINING = ("lua5.4", "bzip2", "zlib (minigzip)", "lz4", "libyaml (parser)")
-HELD_OUT = ("jq", "pcre2 (pcre2grep)", "zstd", "expat (xmlwf)")
-# Added after the split above (issue 14): EXTRA_TRAINING programs are training programs too (a
-# profile and corpus may come from them); VALIDATION programs are never profiled or searched
-# on, only run to choose among candidate policies.
-EXTRA_TRAINING = ("jsonnet", "libpng (pngtest)")
-VALIDATION = ("giflib (gif2rgb)",)
 # Modules below this share of the program's plain Ir are left out of the module-level
 # correlation (their changes are a few instructions either way).
 MIN_SHARE = 0.001
 
 
-def project_of(program: str) -> str:
-    """The corpus project name (`mlgo corpus debian`'s) of a program's package."""
-    return RECIPES[program].package.rstrip("-")
-
-
-BB_FLAGS = ("-fbasic-block-address-map",)
 KINDS = ("static", "weighted", "trace")
 
 
@@ -107,8 +89,12 @@ def run_variant(program: str, exe: Path, work: Path) -> CallgrindProfile:
     return prof
 
 
+def variant_dir(tmp: Path, program: str, label: str) -> Path:
+    return tmp / f"{project_of(program)}-{label.replace('/', '_')}"
+
+
 def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]],
-                    tmp: Path, profiles: dict[str, Profile]) -> dict:
+                    tmp: Path) -> dict:
     recipe = RECIPES[program]
     tree = tree_of(program, recipe)
     recipe = dataclasses.replace(recipe, extra=recipe.extra + BB_FLAGS)
@@ -120,7 +106,7 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
     owner: dict[str, list[str]] = {}
     result: dict = {"modules": modules, "variants": {}}
     for label, cc, env in variants:
-        out = tmp / f"{project}-{label.replace('/', '_')}"
+        out = variant_dir(tmp, program, label)
         exe = out / "build" / "prog"
         if (out / "measured").exists():  # --workdir of an earlier run: its builds and profiles
             prof = CallgrindProfile()
@@ -171,35 +157,8 @@ def measure_program(program: str, variants: list[tuple[str, str, dict[str, str]]
         print(f"  {label:12s} Ir {v['ir']:>14,d}  static {v['static']:14.0f}  "
               f"weighted {v['weighted']:14.0f}  trace {v['trace']:14.0f}  ({changed} executed "
               "functions whose blocks changed)", flush=True)
-    # Every module of the program, even those that did not run (so a training run can tell
-    # "not executed" from "not profiled").
-    profiles[program] = {
-        f"{project}/{rel}": {fn: plain_blocks[fn] for fn, mods in owner.items()
-                             if mods == [rel] and fn in plain_blocks}
-        for rel in recipe.sources}
     return result
 
-
-def write_corpus(program: str, out: Path) -> None:
-    """The program's compiles, exactly as built here (same arguments, same extra defines), into
-    a corpus at their own level: module names match the profile's (`<project>/<source>`)."""
-    from corpus_tools.extract import extract_compile_db
-
-    recipe = RECIPES[program]
-    tree = tree_of(program, recipe)
-    entries = [{"directory": str(cwd), "file": str(tree / rel),
-                "arguments": [toolchain.clang().path, *args, *recipe.extra, "-c", str(tree / rel),
-                              "-o", "/dev/null"]}
-               for rel, args, cwd in compile_commands(program, recipe, tree)
-               if not rel.endswith(".S")]
-    with tempfile.TemporaryDirectory(prefix="mlgo-rcorpus-") as tmp:
-        db = Path(tmp) / "compile_commands.json"
-        db.write_text(json.dumps(entries))
-        summary = extract_compile_db(db, out, project=project_of(program), root=tree,
-                                     exclude=(), progress=False, opt_level=None)
-    if summary.failed:
-        raise BenchError(program, "extracting the corpus", str(summary.failed[0]))
-    print(f"{program}: corpus modules extracted into {out}")
 
 
 def correlations(xs: list[float], ys: list[float]) -> str:
@@ -216,8 +175,7 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
         base = r["variants"]["plain"]
         for p in policies:
             v = r["variants"][p]
-            d = {k: 100 * (v[k] - base[k]) / base[k] if base[k] else 0.0
-                 for k in ("ir", *KINDS)}
+            d = {k: 100 * relative_change(base[k], v[k]) for k in ("ir", *KINDS)}
             print(f"{program:18s}{p:>12s}{d['ir']:+9.3f}%"
                   + "".join(f"{d[k]:+9.3f}%" for k in KINDS))
     subsets = [("all policies", policies)]
@@ -233,8 +191,8 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
             for p in pols:
                 for k in KINDS:
                     xs, ys = pts.setdefault(f"program {k}, {subset}", ([], []))
-                    xs.append((r["variants"][p][k] - base[k]) / base[k] if base[k] else 0.0)
-                    ys.append((r["variants"][p]["ir"] - base["ir"]) / base["ir"])
+                    xs.append(relative_change(base[k], r["variants"][p][k]))
+                    ys.append(relative_change(base["ir"], r["variants"][p]["ir"]))
             floor = MIN_SHARE * base["ir"]
             for m in r["modules"].values():
                 if m["plain"]["ir"] < floor:
@@ -257,13 +215,14 @@ def report(results: dict[str, dict], policies: list[str]) -> dict[str, str]:
             base = r["variants"]["plain"]["ir"]
             line = f"{program:18s}"
             for k in ("ir", *KINDS):
-                gain = 0
+                delta = 0
                 for m in r["modules"].values():
                     best = min(range(len(labels)),
                                key=lambda i, m=m, k=k, labels=labels: (m[labels[i]][k], i))
-                    gain += m[labels[best]]["ir"] - m["plain"]["ir"]
-                line += f"{100 * gain / base:+14.3f}%"
-                lines[f"pick {k} of {'/'.join(labels)}, {program}"] = f"{100 * gain / base:+.3f}%"
+                    delta += m[labels[best]]["ir"] - m["plain"]["ir"]
+                change = 100 * relative_change(base, base + delta)
+                line += f"{change:+14.3f}%"
+                lines[f"pick {k} of {'/'.join(labels)}, {program}"] = f"{change:+.3f}%"
             print(line)
     print("\nchange in reward vs change in executed instructions:")
     for k, v in lines.items():
@@ -278,10 +237,6 @@ def main() -> None:
                     help=f"only these programs (default: the training programs {', '.join(TRAINING)})")
     ap.add_argument("--policy", action="append",
                     help="regalloc policies to build with (default: proxy, regalloc, never)")
-    ap.add_argument("--write-profile", type=Path,
-                    help="write the plain runs' block profile (per corpus module) here")
-    ap.add_argument("--write-corpus", type=Path,
-                    help="extract the programs' compiles (as profiled) into this corpus")
     ap.add_argument("--json", type=Path, help="write every measurement here")
     ap.add_argument("--workdir", type=Path,
                     help="keep the builds and callgrind files here (default: a temporary "
@@ -289,12 +244,6 @@ def main() -> None:
     args = ap.parse_args()
     programs = args.program or list(TRAINING)
     policies = args.policy or ["proxy", "regalloc", "never"]
-    kind = {**dict.fromkeys(HELD_OUT, "held-out"), **dict.fromkeys(VALIDATION, "validation")}
-    held = [f"{p} ({kind.get(p, 'not a training program')})" for p in programs
-            if p not in TRAINING + EXTRA_TRAINING]
-    if held and (args.write_profile or args.write_corpus):
-        raise SystemExit(f"--write-profile/--write-corpus with {', '.join(held)}: a training profile "
-                         "must come from TRAINING or EXTRA_TRAINING programs only")
     os.environ.pop("MLGO_INLINE_POLICY", None)
     variants = [("plain", toolchain.clang().path, dict(os.environ))]
     for p in policies:
@@ -304,27 +253,20 @@ def main() -> None:
         except MlgoError as e:
             raise SystemExit(f"policy {p}: building its launcher failed: {e}") from None
     results: dict[str, dict] = {}
-    profiles: dict[str, Profile] = {}
     with tempfile.TemporaryDirectory(prefix="mlgo-rreward-") as tmp:
         if args.workdir:
             tmp = str(args.workdir)
         for program in programs:
             print(f"\n{program}", flush=True)
-            results[program] = measure_program(program, variants, Path(tmp), profiles)
+            results[program] = measure_program(program, variants, Path(tmp))
     lines = report(results, policies)
-    if args.write_profile:
-        profile = {m: fns for p in profiles.values() for m, fns in p.items()}
-        write_profile(args.write_profile, profile,
-                      "benchmarks/regalloc_reward.py: plain clang-19 builds of "
-                      + ", ".join(programs) + " running regalloc_programs.py's workloads")
-        print(f"profile of {len(profile)} modules written to {args.write_profile}")
-    if args.write_corpus:
-        for program in programs:
-            write_corpus(program, args.write_corpus)
     if args.json:
         args.json.write_text(json.dumps({"policies": policies, "programs": results,
                                          "correlations": lines}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MlgoError as e:
+        raise SystemExit(f"error: {e}") from None

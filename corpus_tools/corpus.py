@@ -8,8 +8,10 @@ Rebuilding module M:  clang-19 <args of M.cmd> -x ir CORPUS/M.bc -o M.o
 The arguments hold neither the input nor -o. They are either clang driver arguments (starting
 with -c) or, for bitcode taken from objects built with -fembed-bitcode, cc1 arguments (starting
 with -cc1). A problem may append flags (e.g. -mllvm ...) or replace the optimization level.
-mlgo adds an optional "projects" map {module: project} used for train/validation splits; other
-tools ignore unknown keys.
+mlgo adds an optional "projects" map {module: project} used for train/validation splits, and
+records how the IR was emitted: "opt_level" (the frontend level) and "llvm_version" (the major
+version of the clang that emitted it, 19 or 22; a corpus that records none is LLVM 19's, the only
+version mlgo ran on before). Other tools ignore unknown keys.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlgo_base import toolchain
 from mlgo_base.errors import CorpusError, MlgoError
 from mlgo_base.files import atomic_write_text
 
@@ -31,6 +34,13 @@ _OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os", "-Oz", "-Ofast", "-Og", "-O")
 # function optsize/minsize, which the inliner and codegen read), and "keep" for the build's own.
 EXTRACT_LEVELS = ("Oz", "Os", "O1", "O2", "O3")
 KEEP_LEVEL = "keep"
+# The LLVM version of corpora that record none: mlgo extracted with clang-19 only until it
+# recorded the version.
+UNRECORDED_LLVM_VERSION = 19
+
+
+class LlvmVersionError(CorpusError):
+    """A corpus's IR was emitted by another LLVM version than the one mlgo compiles with."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,12 @@ class Corpus:
         level = self.extra.get("opt_level")
         return level if isinstance(level, str) else None
 
+    @property
+    def llvm_version(self) -> int:
+        """The major version of the clang that emitted the IR, as recorded at extraction (19
+        for corpora that record none)."""
+        return recorded_llvm_version(self.extra, self.root / DESCRIPTION)
+
     def reextract_command(self, project: str, level: str) -> str:
         """The command that extracts `project` again at `level` (e.g. -Oz), from what the
         corpus recorded about its origin."""
@@ -189,6 +205,46 @@ class Corpus:
         keep = set(names)
         return Corpus(self.root, [m for m in self.modules if m.name in keep], self.has_thinlto,
                       dict(self.extra))
+
+
+def recorded_llvm_version(desc: dict, desc_path: Path) -> int:
+    """The "llvm_version" of a corpus description (19 when absent); anything but a supported
+    major version is a CorpusError naming the file."""
+    version = desc.get("llvm_version", UNRECORDED_LLVM_VERSION)
+    if isinstance(version, bool) or version not in toolchain.SUPPORTED_MAJORS:
+        raise CorpusError(f"{desc_path}: llvm_version {version!r} is not one mlgo runs on "
+                          f"({', '.join(map(str, toolchain.SUPPORTED_MAJORS))})")
+    return int(version)
+
+
+def check_adding_to(desc: dict, desc_path: Path) -> None:
+    """Raise unless IR extracted now (by the LLVM mlgo is set to) may join the corpus of
+    `desc`: one corpus, one LLVM version."""
+    theirs, ours = recorded_llvm_version(desc, desc_path), toolchain.llvm_major()
+    if theirs != ours:
+        raise LlvmVersionError(
+            f"{desc_path}: this corpus holds IR of LLVM {theirs}, mlgo is set to LLVM {ours}; "
+            f"extract into another directory (one corpus, one LLVM version) or set "
+            f"{toolchain.VERSION_VARIABLE}={theirs}")
+
+
+def check_llvm_version(corpus: Corpus, major: int | None = None) -> None:
+    """Raise LlvmVersionError, naming the corpus's first module, unless its IR was emitted by
+    LLVM `major` (default: the version mlgo is set to). IR of another clang is not the build
+    this compiler's users make (its frontend emits other IR), and clang-19 may not read IR of
+    a newer LLVM at all."""
+    major = toolchain.llvm_major() if major is None else major
+    theirs = corpus.llvm_version
+    if theirs == major or not corpus.modules:
+        return
+    module = corpus.modules[0]
+    how = ("no version recorded: LLVM 19" if "llvm_version" not in corpus.extra
+           else f"llvm_version {theirs} in {DESCRIPTION}")
+    raise LlvmVersionError(
+        f"{module.bc_path}: IR emitted by LLVM {theirs} ({how}), but mlgo is set to LLVM "
+        f"{major}; set {toolchain.VERSION_VARIABLE}={theirs}, or re-extract with LLVM {major}: "
+        f"{toolchain.VERSION_VARIABLE}={major} "
+        + corpus.reextract_command(module.project, corpus.opt_level or "-Oz"))
 
 
 def unsafe_module_name(name: str) -> str | None:

@@ -46,7 +46,10 @@ from corpus_tools.corpus import (
     DESCRIPTION,
     KEEP_LEVEL,
     Corpus,
+    check_adding_to,
+    check_llvm_version,
     opt_levels_in,
+    recorded_llvm_version,
     replace_opt_level,
     write_description,
 )
@@ -627,9 +630,11 @@ def _read_existing_description(out_dir: Path) -> dict:
 
 
 def _check_same_level(out_dir: Path, desc: dict, level: str) -> None:
-    """One corpus, one level: adding IR of another level would mix builds nobody makes."""
+    """One corpus, one level and one LLVM version: adding IR of another level or compiler
+    would mix builds nobody makes."""
     if not desc.get("modules"):
         return
+    check_adding_to(desc, out_dir / DESCRIPTION)
     recorded = desc.get("opt_level")
     if recorded is None:
         raise CorpusError(
@@ -693,7 +698,8 @@ def _run_tasks(
             todo.append(t)
 
     def finish() -> None:
-        write_description(out_dir, modules, projects, opt_level=level, origins=all_origins,
+        write_description(out_dir, modules, projects, opt_level=level,
+                          llvm_version=toolchain.llvm_major(), origins=all_origins,
                           **({"duplicates": known_dups} if known_dups else {}))
         # Failures of earlier runs into this corpus (e.g. other projects) stay listed unless
         # this run attempted the same module again.
@@ -803,6 +809,7 @@ def check_corpus(corpus_dir: Path | str, *, modules: Iterable[str] | None = None
     """Recompile every module (`clang-19 <.cmd> -x ir M.bc -o M.o`), or only `modules`, and
     collect failures."""
     corpus = Corpus.load(corpus_dir)
+    check_llvm_version(corpus)  # recompiled by another clang, it is not the corpus's build
     if modules is not None:
         wanted = set(modules)
         unknown = wanted - {m.name for m in corpus.modules}
@@ -892,6 +899,11 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
     # share (one corpus, one level; see _check_same_level).
     level: str | None = desc.get("opt_level") if desc.get("modules") else None
     level_from = str(out_dir)
+    # And one LLVM version (corpus_tools/corpus.py): the existing output's, else the first
+    # non-empty input's.
+    version: int | None = (recorded_llvm_version(desc, out_dir / DESCRIPTION)
+                           if desc.get("modules") else None)
+    version_from = str(out_dir)
     origins: dict[str, dict] = dict(desc.get("origins") or {})
     if desc:
         existing = Corpus.load(out_dir)
@@ -907,6 +919,12 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
         corpus.modules = [m for m in corpus.modules if m.project not in drop_projects
                           and (keep_projects is None or m.project in keep_projects)]
         if corpus.modules:
+            if version is None:
+                version, version_from = corpus.llvm_version, str(inp)
+            elif corpus.llvm_version != version:
+                raise CorpusError(
+                    f"{inp} holds IR of LLVM {corpus.llvm_version} but {version_from} of LLVM "
+                    f"{version}: corpora of different LLVM versions cannot be merged")
             # A corpus that records no level (made by hand or before levels were recorded)
             # makes the merged one unrecorded too; the problems still check the IR itself.
             theirs = corpus.opt_level or "unrecorded"
@@ -952,6 +970,8 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
     extra: dict = {"origins": origins} if origins else {}
     if level is not None and level != "unrecorded":
         extra["opt_level"] = level
+    if version is not None:
+        extra["llvm_version"] = version
     write_description(out_dir, modules, projects, **extra)
     return summary
 

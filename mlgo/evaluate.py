@@ -18,7 +18,9 @@ from typing import Any
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.measure import COMDAT_PREFIX
-from mlgo.workers.tasks import ModuleOutcome
+from mlgo.workers.pool import WorkerPool, run_with_progress
+from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
+from mlgo_base.change import relative_change
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
 
 
@@ -62,9 +64,8 @@ class EvalReport:
 
     @property
     def relative_change(self) -> float:
-        """(policy - default) / default over the whole corpus: negative is better."""
-        d = self.default_total
-        return (self.policy_total - d) / d if d else 0.0
+        """The policy's change over the whole corpus (mlgo_base/change.py): negative is better."""
+        return relative_change(self.default_total, self.policy_total)
 
     def per_project(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
@@ -74,22 +75,22 @@ class EvalReport:
             p["policy"] += m["policy"]
             p["modules"] += 1
         for p in out.values():
-            p["relative_change"] = (p["policy"] - p["default"]) / p["default"] if p["default"] else 0.0
+            p["relative_change"] = relative_change(p["default"], p["policy"])
         return out
 
     def linked(self) -> dict[str, dict[str, float]]:
         """Per project {"policy", "default", "relative_change"} as linking keeps them."""
         out = linked_totals(self.modules)
         for p in out.values():
-            p["relative_change"] = (p["policy"] - p["default"]) / p["default"] if p["default"] else 0.0
+            p["relative_change"] = relative_change(p["default"], p["policy"])
         return out
 
     @property
     def linked_relative_change(self) -> float:
-        """(policy - default) / default over every project as linking keeps it."""
+        """The policy's change over every project as linking keeps it."""
         projects = self.linked().values()
-        d = sum(p["default"] for p in projects)
-        return (sum(p["policy"] for p in projects) - d) / d if d else 0.0
+        return relative_change(sum(p["default"] for p in projects),
+                               sum(p["policy"] for p in projects))
 
     def counts(self) -> dict[str, int]:
         worse = sum(m["policy"] > m["default"] for m in self.modules)
@@ -117,13 +118,29 @@ def collect(problem: str, policy: str, objective: str, corpus: Corpus,
         rep.modules.append({
             "module": o.module, "project": project.get(o.module, ""),
             "default": o.default_total, "policy": o.policy_total,
-            "relative_change": (o.policy_total - o.default_total) / o.default_total
-            if o.default_total else 0.0,
+            "relative_change": relative_change(o.default_total, o.policy_total),
             "decisions": o.num_decisions, "seconds": round(o.seconds, 4),
             "comdat": comdat_pairs(o),
         })
     rep.modules.sort(key=lambda m: m["module"])
     return rep
+
+
+def evaluate_policy(problem_name: str, policy: str, corpus: Corpus, pool: WorkerPool, *,
+                    gin_config: str = "", timeout: float = 300.0,
+                    label: str = "eval") -> EvalReport:
+    """`policy` (a name or a policy directory, as `mlgo eval --policy` takes it) against the
+    problem's default over every module of `corpus`, compiled by `pool`'s workers."""
+    from mlgo.problems import get_problem
+
+    problem = get_problem(problem_name)
+    spec = PolicySpec.named(policy)
+    if spec.builtin is not None:
+        problem.heuristic(spec.builtin)  # unknown names fail here, not in every worker
+    tasks = [ModuleTask(problem.name, m, spec, gin_config=gin_config, timeout=timeout)
+             for m in corpus.modules]
+    return collect(problem.name, policy, problem.objective, corpus,
+                   run_with_progress(pool, tasks, label))
 
 
 def format_table(rep: EvalReport, top: int = 10) -> str:

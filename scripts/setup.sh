@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs what mlgo needs on Debian 12: the LLVM 19 toolchain from Debian's packages and a
+# Installs what mlgo needs on Debian 12: the LLVM 19 and LLVM 22 toolchains from Debian's
+# packages (clang-22 comes from the security suite; MLGO_LLVM_VERSION chooses, default 19) and a
 # Python virtual environment (.venv) with mlgo and its test extras. Safe to run again: a second
 # run only checks and returns in a second or two.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-apt_packages=(clang-19 llvm-19 llvm-19-dev lld-19 bear dpkg-dev make cmake procps valgrind strace)
+apt_packages=(clang-19 llvm-19 llvm-19-dev lld-19 clang-22 llvm-22 llvm-22-dev lld-22 bear dpkg-dev make cmake procps valgrind strace)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

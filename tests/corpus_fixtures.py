@@ -1,11 +1,19 @@
-"""Small hand-written C modules compiled into a corpus, for tests that need a real compiler."""
+"""Small hand-written C modules compiled into a corpus, for tests that need a real compiler, and
+the mark that skips a test when an LLVM tool it runs directly is not installed.
+
+The fixtures built on these (a private cache, the small corpus) are in tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SOURCES = {
     "calls.c": r"""
@@ -67,6 +75,12 @@ double eval_all(const double *v, int n) { double s = 0; for (int i = 0; i < n; i
 double norm2(const double *v, int n) { double s = 0; for (int i = 0; i < n; i++) s += sq(v[i]); return s; }
 """,
 }
+
+
+def needs_tools(*tools: str) -> pytest.MarkDecorator:
+    """Skip unless every one of `tools` (e.g. "clang-19", "opt-19") is on PATH."""
+    return pytest.mark.skipif(not all(shutil.which(t) for t in tools),
+                              reason=f"{', '.join(tools)} needed")
 
 
 def make_small_corpus(root: Path, opt: str = "-Oz") -> Path:
@@ -147,3 +161,25 @@ def make_generated_corpus(root: Path, kind: str, modules: int) -> Path:
     (corpus / "corpus_description.json").write_text(
         json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt}))
     return corpus
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_mlgo(*args: str, timeout: float = 120, env: dict | None = None
+             ) -> subprocess.CompletedProcess:
+    """`mlgo ARGS` in a process of its own (this checkout's code), its output captured."""
+    return subprocess.run([sys.executable, "-m", "mlgo.cli.main", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def new_regalloc_policy(path: Path, params=None) -> Path:
+    """A regalloc policy directory of a freshly initialised network (or of `params`)."""
+    from mlgo.policies.policy_dir import save_policy
+    from mlgo.problems import get_problem
+
+    problem = get_problem("regalloc")
+    net = problem.build_network(problem.header(), None)
+    return save_policy(path, net, net.init_params(0) if params is None else params,
+                       {"algorithm": "bc"})

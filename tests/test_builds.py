@@ -1,4 +1,4 @@
-"""Real builds (issue 17): CMake projects made here, built with real clang-19 and lld-19, with
+"""Real builds: CMake projects made here, built with real clang-19 and lld-19, with
 the inliner plugin (every build type, ThinLTO) and the native launcher (CMake's LTO check), and
 the build summary that says what was served."""
 

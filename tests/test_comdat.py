@@ -73,8 +73,8 @@ def test_text_sections_name_their_comdat_group(tmp_path):
         text_size(tmp_path / "t.o")
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_eval_counts_each_comdat_group_once_per_project(corpus, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     report = tmp_path / "eval.json"
     assert main(["eval", "--problem", "inlining", "--corpus", str(corpus.root), "--policy",
                  "always", "--workers", "1", "--json", str(report)]) == 0
@@ -91,8 +91,8 @@ def test_eval_counts_each_comdat_group_once_per_project(corpus, tmp_path, monkey
         (linked["policy"] - linked["default"]) / linked["default"])
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_comdat_aware_search_does_not_pay_for_merged_copies(corpus, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     a = next(m for m in corpus.modules if m.name == "cx/a.cc")
     plain = FlipSearch(a, SearchConfig())
     anchor, best, _ = plain.run()
@@ -120,11 +120,11 @@ def test_comdat_aware_search_does_not_pay_for_merged_copies(corpus, tmp_path, mo
     assert s.default_objective == s.default_total - helper
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_reward_with_comdat_weights_does_not_pay_for_a_merged_copy(corpus, tmp_path, monkeypatch):
     import mlgo.env
     from mlgo.problems.inlining.problem import InliningForSize
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     a = next(m for m in corpus.modules if m.name == "cx/a.cc")
     per_object = mlgo.env.run_episode(mlgo.env.CompilerEnv(InliningForSize(), a),
                                       lambda obs: 1)
@@ -141,8 +141,8 @@ def test_reward_with_comdat_weights_does_not_pay_for_a_merged_copy(corpus, tmp_p
             InliningForSize(comdat_weights=str(tmp_path / "bad.json")), a), lambda obs: 1)
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_cli_search_comdat_aware_writes_its_weights(corpus, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "S"
     assert main(["search", "--problem", "inlining", "--corpus", str(corpus.root), "-o", str(out),
                  "--workers", "1", "--comdat-aware", "--per-module"]) == 0

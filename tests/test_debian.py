@@ -17,7 +17,7 @@ from mlgo_base.errors import CorpusError
 
 def test_every_shipped_recipe_parses_and_records_its_result() -> None:
     recipes = debian.all_recipes()
-    assert len(recipes) >= 30  # issue 13: at least 30 packages, 12 of them C++
+    assert len(recipes) >= 30  # the corpus needs at least 30 packages, 12 of them C++
     for r in recipes:
         assert r.source is not None and r.source.stem == r.package
         assert debian.load_recipe(r.package).package == r.package

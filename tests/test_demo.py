@@ -49,9 +49,9 @@ def _build(src: Path, build: Path, flags: list[str], level: str = "-Oz") -> Path
     return build / "prog"
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "src"
     _sources(src)
     builds: list[list[str]] = []

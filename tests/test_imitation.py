@@ -36,10 +36,10 @@ def _search_then_run_dir(corpus, tmp_path, train):
     return search, out
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_imitation_rounds_learn_from_search(corpus, tmp_path, monkeypatch):
     from mlgo.traces import read_trace
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     train = ["t/external.c", "t/nothing.c", "t/calls.c"]
     search, out = _search_then_run_dir(corpus, tmp_path, train)
     argv = ["train", "--problem", "inlining", "--algorithm", "imitation", "--corpus", str(corpus),
@@ -71,8 +71,8 @@ def test_imitation_rounds_learn_from_search(corpus, tmp_path, monkeypatch):
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_imitation_without_a_search_searches_first(corpus, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     out.mkdir()
     (out / "split.json").write_text(json.dumps({"train": ["t/external.c", "t/calls.c"],
@@ -125,10 +125,10 @@ def _rule_along(search, module, problem, rule):
     return trace, steps, [builtins.heuristic(problem, rule)(o) for o in steps]
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_residual_policy_starts_at_the_rule_and_learns_a_flip(corpus, tmp_path, monkeypatch):
     import numpy as np
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     search, out = _search_then_run_dir(corpus, tmp_path, ["t/external.c", "t/calls.c"])
     log = _train_residual("inlining", corpus, out, search)
     ext, steps, rule = _rule_along(search, "t/external.c", "inlining", "cost-threshold")
@@ -169,8 +169,8 @@ def _regalloc_run_dir(tmp_path):
     return root, out
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     root, out = _regalloc_run_dir(tmp_path)
     assert main(["train", "--problem", "regalloc", "--algorithm", "imitation", "--corpus",
                  str(root), "-o", str(out), "--workers", "1",
@@ -186,10 +186,10 @@ def test_regalloc_imitation_searches_from_the_default_rule(tmp_path, monkeypatch
     assert (out / "policy").is_dir()
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_residual_regalloc_policy_starts_at_the_default_rule_and_learns_flips(tmp_path, monkeypatch):
     import numpy as np
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     root, out = _regalloc_run_dir(tmp_path)
     search = tmp_path / "S"
     assert main(["search", "--problem", "regalloc", "--corpus", str(root), "-o", str(search),

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import needs_tools
 
 from corpus_tools.ir_analysis import (
     analyze_module,
@@ -24,9 +24,7 @@ from mlgo_base.errors import CorpusError
 
 DATA = Path(__file__).parent / "data" / "ir"
 
-needs_llvm19 = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("clang-19", "opt-19", "llvm-dis-19")),
-    reason="clang-19, opt-19 and llvm-dis-19 are needed")
+needs_llvm19 = needs_tools("clang-19", "opt-19", "llvm-dis-19")
 
 
 def _functions(path: Path) -> dict:
@@ -161,14 +159,13 @@ def test_deep_graphs_do_not_recurse():
 
 @pytest.fixture(scope="module")
 def good_bitcode(tmp_path_factory) -> Path:
-    if not shutil.which("clang-19"):
-        pytest.skip("clang-19 is needed")
     out = tmp_path_factory.mktemp("bc") / "calls.bc"
     subprocess.run(["clang-19", "-O1", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                     str(DATA / "calls.c"), "-o", str(out)], check=True)
     return out
 
 
+@needs_tools("clang-19")
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "flipped"])
 def test_corrupt_bitcode_raises_corpus_error(tmp_path, good_bitcode, damage):
     data = good_bitcode.read_bytes()
@@ -274,8 +271,6 @@ def _llvm_loop_counts(bc: Path, defined: set[str]) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def compiled_sources(tmp_path_factory) -> dict[str, Path]:
-    if not all(shutil.which(t) for t in ("clang-19", "opt-19", "llvm-dis-19")):
-        pytest.skip("clang-19, opt-19 and llvm-dis-19 are needed")
     out = tmp_path_factory.mktemp("independent")
     return {name: _compile(DATA / name, out) for name in ("calls.c", "calls.cpp")}
 

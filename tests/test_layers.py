@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mlgo.env", "mlgo.configurables", "mlgo.export"),
     ("mlgo.workers",),
     ("mlgo.evaluate", "mlgo.traces"),
-    ("mlgo.search",),
+    ("mlgo.search", "mlgo.search_store"),
     ("mlgo.training", "mlgo.lua_demo"),
     ("mlgo.cli",),
 ]
@@ -140,6 +140,20 @@ def package_cycles(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> l
     return cycles
 
 
+def mutual_imports(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """Pairs of modules that import each other (a late import counts): one of the two holds a
+    piece both need, which belongs in a module below them."""
+    modules = _modules(root, packages)
+    edges: dict[str, dict[str, str]] = {}
+    for name, path in modules.items():
+        for line, imported in _imports(name, path):
+            if imported in modules and imported != name:
+                edges.setdefault(name, {}).setdefault(
+                    imported, f"{path.relative_to(root)}:{line} imports {imported}")
+    return [f"{a} <-> {b} ({edges[a][b]}; {edges[b][a]})"
+            for a in sorted(edges) for b in sorted(edges[a]) if a < b and a in edges.get(b, {})]
+
+
 def test_every_module_has_a_layer() -> None:
     assert not unplaced_modules(), (
         "modules in no layer of tests/test_layers.py LAYERS (add them where they belong): "
@@ -153,6 +167,11 @@ def test_no_module_imports_from_a_layer_above_its_own() -> None:
 
 def test_no_two_top_level_packages_import_each_other() -> None:
     found = package_cycles()
+    assert not found, "\n".join(found)
+
+
+def test_no_two_modules_import_each_other() -> None:
+    found = mutual_imports()
     assert not found, "\n".join(found)
 
 
@@ -174,6 +193,9 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(tmp_path: Path) -> None:
         "low/files.py:2 imports high.tool (layer 1 ('high.tool',)) from layer 0 ('low',)"]
     assert package_cycles(tmp_path, packages) == [
         "high -> low -> high (high/tool.py:1 imports low; low/files.py:2 imports high.tool)"]
+    assert mutual_imports(tmp_path, packages) == [
+        "high.tool <-> low.files (high/tool.py:1 imports low.files; low/files.py:2 imports "
+        "high.tool)"]
 
 
 def test_nothing_below_the_cli_imports_it_or_parses_arguments() -> None:

@@ -42,7 +42,6 @@ def _majority_rate(run: Path, side: str) -> float:
 
 def _train(tmp_path: Path, corpus: Path, problem: str, bindings: Sequence[str],
            monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     args = ["train", "--problem", problem, "--algorithm", "bc", "--corpus", str(corpus),
             "-o", str(out), "--workers", "2", "--validation-fraction", "0.3"]
@@ -52,6 +51,7 @@ def _train(tmp_path: Path, corpus: Path, problem: str, bindings: Sequence[str],
     return out
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_behavioral_cloning_learns_the_default_inliner_from_real_traces(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 10 generated C modules at -Oz: about 450 call sites, a quarter inlined by the default.
@@ -68,6 +68,7 @@ def test_behavioral_cloning_learns_the_default_inliner_from_real_traces(
     net.check_features(get_problem("inlining").header())
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_regalloc_training_runs_end_to_end_and_learns_the_eviction_proxy(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 3 generated modules with high register pressure: about 850 eviction decisions.

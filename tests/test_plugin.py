@@ -218,7 +218,7 @@ def test_cache_key_covers_the_llvm_version(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_unknown_policy_names_the_choices() -> None:
-    with pytest.raises(MlgoError, match="cost-threshold"):
+    with pytest.raises(MlgoError, match="cost-threshold.*shipped policy .*inlining-oz"):
         plugin.policy_source("no-such-policy", "inlining")
     # The default heuristics are plain clang: say so rather than "unknown".
     with pytest.raises(MlgoError, match="needs no plugin"):
@@ -237,7 +237,8 @@ def test_cli_prints_the_plugin_path(capsys, cost_threshold_plugin: Path) -> None
     assert capsys.readouterr().out.strip() == str(cost_threshold_plugin)
 
 
-def test_builtin_heuristic_c_is_cached_and_then_served_without_numpy(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("isolated_cache")
+def test_builtin_heuristic_c_is_cached_and_then_served_without_numpy() -> None:
     """mlgo-clang resolves its policy on every compile: once a built-in heuristic's C is
     cached, resolving it imports no numpy (~0.15 s of each compile through Python)."""
     import hashlib
@@ -246,21 +247,20 @@ def test_builtin_heuristic_c_is_cached_and_then_served_without_numpy(tmp_path: P
     code = ("import hashlib, sys\nfrom mlgo.serving.plugin import policy_source\n"
             "source, label = policy_source('proxy', 'regalloc')\n"
             "print('numpy' in sys.modules, label, hashlib.sha256(source.encode()).hexdigest())")
-    env = dict(os.environ, MLGO_CACHE_DIR=str(tmp_path / "cache"))
-    first, again = (subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+    first, again = (subprocess.run([sys.executable, "-c", code], capture_output=True,
                                    text=True, check=True, timeout=120).stdout.split()
                     for _ in range(2))
     want = hashlib.sha256(c_source.heuristic_c_source("regalloc", "proxy").encode()).hexdigest()
     assert first == ["True", "proxy", want] and again == ["False", "proxy", want]
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_trained_policy_c_source_is_cached_by_content(tmp_path, monkeypatch):
     """mlgo-clang asks for a policy's C on every compile: the second ask must not regenerate
     it, and changed weights, or changed code generating the C, must."""
     from mlgo.policies import c_source
     from mlgo.policies.policy_dir import load_policy, save_policy
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     policy = tmp_path / "policy"
     shutil.copytree(resolve_shipped("regalloc"), policy)
     first, _ = plugin.trained_policy_source(policy, "regalloc")

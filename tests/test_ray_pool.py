@@ -31,8 +31,8 @@ def ray_pool():
     assert not ray.is_initialized()
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_ray_matches_local_pool(ray_pool, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     corpus = Corpus.load(make_small_corpus(tmp_path))
     tasks = [ModuleTask("inlining", m, PolicySpec(builtin="never")) for m in corpus.modules]
     ray_out = {o.module: o for o in ray_pool.run(tasks)}

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import needs_tools
 
 import corpus_tools.report as report_mod
 from corpus_tools.corpus import Corpus, Module, split_by_project, write_description
@@ -24,9 +24,7 @@ from corpus_tools.report import (
 from mlgo_base.errors import MlgoError
 
 DATA = Path(__file__).parent / "data" / "ir"
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("clang-19", "llvm-as-19")),
-    reason="clang-19 and llvm-as-19 are needed")
+pytestmark = needs_tools("clang-19", "llvm-as-19")
 
 # module name -> (project, source)
 _MODULES = {

@@ -154,10 +154,10 @@ def test_guided_search_flips_only_where_the_policy_disagrees(corpus, cache, tmp_
     assert s.compiles == 1 + 8 + 8 + 1
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_search_corpus_writes_a_trace_and_resumes(corpus, tmp_path, monkeypatch):
     from mlgo.traces import read_trace
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "S"
     with LocalPool(1, task_fn=run_search_task) as pool:
         s = search_corpus(corpus.modules, out, SearchConfig(), pool, progress=False)
@@ -181,10 +181,10 @@ def test_search_corpus_writes_a_trace_and_resumes(corpus, tmp_path, monkeypatch)
         search_corpus(corpus.modules, out, SearchConfig(passes=3), pool, progress=False)
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_cli_search(corpus, tmp_path, monkeypatch, capsys):
     from mlgo.cli.main import main
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     rc = main(["search", "--problem", "inlining", "--corpus", str(corpus.root), "-o",
                str(tmp_path / "S"), "--workers", "1", "--budget", "6"])
     assert rc == 0
@@ -227,11 +227,11 @@ def test_acceptance_keeps_only_strictly_smaller_candidates():
     assert s.kept == 1 and s.passes == 2 and s.converged
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_search_on_ray_matches_the_local_pool(corpus, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     from mlgo.workers.pool import make_pool
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     pool = make_pool(1, "local", task_fn=run_search_task)
     try:
         s = search_corpus(corpus.modules, tmp_path / "R", SearchConfig(), pool, progress=False)
@@ -287,7 +287,7 @@ def o2_corpus(tmp_path_factory):
 def test_regalloc_search_beats_the_default_rule(o2_corpus, cache):
     from mlgo.env import CompilerEnv, run_episode
     from mlgo.problems.regalloc.problem import default_rule
-    from mlgo.search import RegallocSpace
+    from mlgo.problems.regalloc.search_space import RegallocSpace
 
     m = next(x for x in o2_corpus.modules if x.name == "t/spin.c")
     s = FlipSearch(m, SearchConfig(passes=1), cache=cache, space=RegallocSpace())
@@ -329,7 +329,8 @@ def test_fresh_residual_regalloc_network_compiles_as_the_default_rule(o2_corpus,
 
 
 def test_regalloc_alternatives_are_evict_nothing_then_the_next_candidate():
-    from mlgo.search import RegallocSpace, function_groups
+    from mlgo.problems.regalloc.search_space import RegallocSpace
+    from mlgo.search import function_groups
 
     def obs(mask, weight, broken):
         o = {"mask": np.zeros((1, 33), np.int64), "use_def_density": np.zeros((1, 33), np.float32),
@@ -350,11 +351,11 @@ def test_regalloc_alternatives_are_evict_nothing_then_the_next_candidate():
     assert function_groups([0.9, 0.8, 0.5, 0.95, 0.9, 0.2, 0.7]) == [0, 0, 0, 1, 1, 1, 2]
 
 
+@pytest.mark.usefixtures("isolated_cache")
 def test_cli_regalloc_search_writes_a_regalloc_trace(o2_corpus, tmp_path, monkeypatch, capsys):
     from mlgo.cli.main import main
     from mlgo.traces import read_trace
 
-    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     args = ["search", "--problem", "regalloc", "--corpus", str(o2_corpus.root), "-o",
             str(tmp_path / "S"), "--workers", "1", "--budget", "8"]
     assert main(args) == 0

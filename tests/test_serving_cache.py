@@ -1,5 +1,5 @@
 """The cache of native serving artifacts (plugins, mlgo-clang programs): damaged entries
-are rebuilt, interrupted builds leave nothing behind (issue 16, items 4 and 7)."""
+are rebuilt, interrupted builds leave nothing behind."""
 
 from __future__ import annotations
 

@@ -11,20 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import SOURCES, make_small_corpus
+from corpus_fixtures import SOURCES
 
 from mlgo.cli.main import main
 from mlgo.policies.policy_dir import load_policy
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_small_corpus(tmp_path_factory.mktemp("c"))
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")
-def bc_run(corpus, tmp_path_factory):
-    os.environ["MLGO_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+def bc_run(corpus, module_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "bc"
     rc = main(["train", "--problem", "inlining", "--algorithm", "bc", "--corpus", str(corpus),
                "-o", str(out), "--workers", "2", "--validation-fraction", "0.34",

@@ -533,7 +533,7 @@ def test_print_launcher_names_the_launcher_for_the_environment(channel_tmp: Path
 def test_unset_policy_is_default_rule_and_explicit_names_still_win(channel_tmp: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Without MLGO_REGALLOC_POLICY the launcher serves `default-rule` (closer to LLVM's own
-    eviction than the proxy on every training program: benchmarks/RESULTS.md); naming a
+    eviction than the proxy on every training program: benchmarks/RESULTS.md, "Regalloc"); naming a
     policy still serves that one."""
     unset = launcher.resolve_config("clang")
     assert unset.regalloc_policy == unset.regalloc_label == "default-rule"
@@ -583,7 +583,7 @@ def test_program_with_its_plugin_gone(tmp_path: Path, channel_tmp: Path) -> None
 @pytest.mark.parametrize("kind", WRAPPERS)
 def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Path,
                                                  default_program: str, kind: str) -> None:
-    """kill -9 of mlgo-clang mid-compile (issue 16): the compiler dies too, instead of blocking
+    """kill -9 of mlgo-clang mid-compile: the compiler dies too, instead of blocking
     for ever on its channel while holding the caller's stdout/stderr (a `| grep` after the
     build would hang). Through the Python entry point the killed process is the program, which
     Python became by exec."""
@@ -606,7 +606,7 @@ def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Pa
 
 def test_host_open_timeout_is_parsed_strictly(tmp_path: Path, channel_tmp: Path,
                                               default_program: str) -> None:
-    """MLGO_HOST_OPEN_TIMEOUT=1h means an hour, not 1 second (issue 16); what cannot be read
+    """MLGO_HOST_OPEN_TIMEOUT=1h means an hour, not 1 second; what cannot be read
     as a duration is refused in one line naming the variable."""
     slow = _slow_compiler(tmp_path, f'sleep 2\nexec {locate("clang", override=False)} "$@"')
     src = tmp_path / "pressure.c"
@@ -627,7 +627,7 @@ def test_host_open_timeout_is_parsed_strictly(tmp_path: Path, channel_tmp: Path,
 def test_launcher_policy_mismatch_says_to_set_the_variable_when_printing(
         tmp_path: Path, channel_tmp: Path) -> None:
     """A program printed without MLGO_REGALLOC_POLICY serves `default-rule`; a compile asking for
-    another policy is refused with the command that makes the right one (issue 17)."""
+    another policy is refused with the command that makes the right one."""
     for driver in launcher.DRIVERS:
         native = launcher.launcher_for(driver)
         src = tmp_path / "leaf.c"

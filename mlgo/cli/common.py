@@ -12,10 +12,13 @@ from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS
 from mlgo.cli.args import int_arg, timeout_arg, workers_arg
 from mlgo.problems import PROBLEMS
 from mlgo_base.errors import MlgoError, summary_line
+from mlgo_base.toolchain import SUPPORTED_MAJORS
 
 
 def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
-    p.add_argument("--problem", required=True, choices=PROBLEMS)
+    p.add_argument("--problem", required=True, choices=PROBLEMS,
+                   help="inlining: inline or not at each call site, for .text size at -Oz; "
+                   "regalloc: which live range the register allocator evicts")
     if corpus:
         p.add_argument("--corpus", required=True, type=Path, help="corpus directory")
         p.add_argument("--max-modules", type=int_arg(lo=0), default=0,
@@ -24,7 +27,9 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
                    help=f"local worker processes, 1 to {MAX_WORKERS} (default: cores)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run workers on a Ray cluster ('auto', 'local' or host:port)")
-    p.add_argument("--gin_file", action="append", default=[], type=Path)
+    p.add_argument("--gin_file", action="append", default=[], type=Path,
+                   help="gin file of settings (repeatable); `mlgo train` first loads the problem's "
+                   "own defaults, mlgo/problems/PROBLEM/ALGORITHM.gin, where there is one")
     p.add_argument("--gin_bindings", action="append", default=[],
                    help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
     p.add_argument("--timeout", type=timeout_arg, default=300.0,
@@ -33,6 +38,15 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
                    help="how the compiler asks for decisions: LLVM's interactive mode, or mlgo's "
                    "inliner plugin, which also sends its own features and each call site's "
                    "identity (inlining only; docs/plugin-features.md)")
+    add_llvm_version_arg(p)
+
+
+def add_llvm_version_arg(p: argparse.ArgumentParser) -> None:
+    """--llvm-version: main() puts it in the environment (MLGO_LLVM_VERSION), which every
+    worker and compile inherits."""
+    p.add_argument("--llvm-version", choices=[str(m) for m in SUPPORTED_MAJORS], default=None,
+                   help="the clang to compile with, as MLGO_LLVM_VERSION sets it (default: that "
+                   "variable, else 19 when clang-19 is installed, else 22)")
 
 
 def setup_gin(args: argparse.Namespace) -> str:

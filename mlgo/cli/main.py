@@ -10,6 +10,7 @@ import os
 import sys
 
 from mlgo_base.errors import MlgoError, describe_os_error
+from mlgo_base.toolchain import VERSION_VARIABLE
 
 # Modules that define subcommands, imported lazily so `mlgo --help` stays quick.
 COMMAND_MODULES = [
@@ -20,6 +21,8 @@ COMMAND_MODULES = [
     "mlgo.cli.train",
     "mlgo.cli.search",
     "mlgo.cli.export",
+    "mlgo.cli.margin",
+    "mlgo.cli.profile",
     "mlgo.cli.plugin",
     "mlgo.cli.demo",
 ]
@@ -47,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if getattr(args, "llvm_version", None):
+        os.environ[VERSION_VARIABLE] = args.llvm_version  # inherited by workers and compiles
     try:
         return int(args.func(args) or 0)
     except MlgoError as e:

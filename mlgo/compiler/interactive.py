@@ -8,8 +8,6 @@ has a wall-clock limit after which the process group is killed.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import re
 import select
@@ -27,6 +25,7 @@ from typing import Any
 from mlgo.protocol import Context, Header, LogReader, Observation, Outcome
 from mlgo.protocol.channel import FifoChannel
 from mlgo_base.errors import CompileError, MlgoError, ProtocolError
+from mlgo_base.process import ProcessError, kill_group, start
 
 DEFAULT_TIMEOUT = float(os.environ.get("MLGO_COMPILE_TIMEOUT", "300"))
 
@@ -105,38 +104,14 @@ def _describe_failure(rc: int) -> str:
     return f"compiler exited with status {rc}"
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-@functools.cache
-def _prctl() -> Any:
+def _start(argv: list[str], name: str, stderr: Any) -> subprocess.Popen:
+    """The compiler in a session of its own that dies with this process (a worker killed
+    mid-compile must not leave clang orphaned, waiting on a channel nobody reads)."""
     try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent_fn():
-    """A preexec_fn that makes the compiler die when the process that started it dies (Linux
-    prctl PR_SET_PDEATHSIG). Without it, a worker killed mid-compile leaves clang orphaned,
-    and an interactive clang whose host is gone waits or spins forever."""
-    parent = os.getpid()
-    prctl = _prctl()
-    if prctl is None:
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _start(argv: list[str], stderr: Any) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=stderr, start_new_session=True,
-                            preexec_fn=_die_with_parent_fn())
+        return start(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                     what=f"compiling {name}")
+    except ProcessError as e:
+        raise CompileError(name, f"cannot start the compiler: {e.reason}") from e
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float, pidfd: int | None = None) -> int:
@@ -162,31 +137,20 @@ def wait_exit(proc: subprocess.Popen, timeout: float, pidfd: int | None = None) 
     return proc.wait()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 def run_compile(argv: Sequence[str], name: str, workdir: Path, timeout: float = DEFAULT_TIMEOUT) -> CompileResult:
     """A plain (non-interactive) compile with a time limit; CompileError on failure."""
     t0 = time.monotonic()
     err_path = workdir / "stderr.txt"
     with open(err_path, "wb") as err:
-        proc = _start(list(argv), err)
+        proc = _start(list(argv), name, err)
         try:
             rc = wait_exit(proc, timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             raise CompileError(name, f"compiler timed out after {timeout:.0f}s",
                                err_path.read_text(errors="replace")) from None
         except BaseException:
-            _kill_group(proc)
+            kill_group(proc)
             raise
     stderr = err_path.read_text(errors="replace")
     if rc != 0:
@@ -228,11 +192,11 @@ class InteractiveCompile:
         self.channel = FifoChannel(channel_base, self._alive, name=name,
                                    open_timeout=open_timeout, io_timeout=timeout)
         try:
-            self.proc = _start(self.argv, self._err)
-        except OSError as e:
+            self.proc = _start(self.argv, name, self._err)
+        except CompileError:
             self.channel.close()
             self._err.close()
-            raise CompileError(name, f"cannot start {self.argv[0]}: {e}") from e
+            raise
         self.channel.watch(self.proc.pid)
         self._reader: LogReader | None = None
         # True when the compiler finished cleanly without ever opening the channel: its
@@ -247,7 +211,7 @@ class InteractiveCompile:
             return False
         if time.monotonic() > self._deadline:
             self._timed_out = True
-            _kill_group(self.proc)
+            kill_group(self.proc)
             return False
         return True
 
@@ -263,7 +227,7 @@ class InteractiveCompile:
         its own failure if it had already died, else the protocol problem (and it is killed)."""
         rc = self.proc.poll()
         if rc is None:
-            _kill_group(self.proc)
+            kill_group(self.proc)
         if self._timed_out:
             msg = f"compiler timed out after {self._timeout:.0f}s"
         elif rc not in (None, 0):
@@ -333,7 +297,7 @@ class InteractiveCompile:
             rc = wait_exit(self.proc, remaining, self.channel.pidfd)
         except subprocess.TimeoutExpired:
             self._timed_out = True
-            _kill_group(self.proc)
+            kill_group(self.proc)
             rc = self.proc.returncode
         if rc != 0 or self._timed_out:
             raise self._fail(MlgoError("compile failed"))
@@ -341,7 +305,7 @@ class InteractiveCompile:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            _kill_group(self.proc)
+            kill_group(self.proc)
         self.channel.close()
         self._err.close()
 

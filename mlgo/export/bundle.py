@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
+from mlgo_base.process import run
 
 # The generated class names LLVM's release-mode advisors include (InlinerSizeModel.h,
 # RegAllocEvictModel.h) when built with -DLLVM_INLINER_MODEL_PATH / -DLLVM_RAEVICT_MODEL_PATH.
@@ -51,12 +51,7 @@ def aot_compile(saved_model: Path, out_dir: Path, cpp_class: str, timeout: float
            "--signature_def_key", "action", "--output_prefix", str(out_dir / "model"),
            "--cpp_class", cpp_class]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as e:
-        raise MlgoError(f"{saved_model}: XLA AOT compilation timed out after {timeout:.0f}s") from e
-    if res.returncode != 0:
-        raise MlgoError(f"{saved_model}: XLA AOT compilation failed:\n{res.stderr.strip()[-2000:]}")
+    run(cmd, what=f"{saved_model}: XLA AOT compilation", timeout=timeout, env=env)
     made = [out_dir / n for n in ("model.h", "model.o", "model_metadata.o")]
     missing = [p.name for p in made if not p.is_file()]
     if missing:

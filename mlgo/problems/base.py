@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpus_tools.corpus import Corpus, Module
+from corpus_tools.corpus import Corpus, Module, check_llvm_version
 from mlgo.compiler.cache import BaselineCache, baseline_key
 from mlgo.compiler.interactive import (
     InteractiveCompile,
@@ -19,8 +19,10 @@ from mlgo.compiler.interactive import (
     remove_workdir,
     run_compile,
 )
+from mlgo.problems.frontend import check_frontend_level
 from mlgo.protocol import FeatureValues, Header
 from mlgo_base import toolchain
+from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError, ProtocolError
 
 # A heuristic maps one observation's features to an action; None stands for "compile without
@@ -41,13 +43,6 @@ class Measurement:
     @classmethod
     def from_json(cls, d: dict) -> Measurement:
         return cls(float(d["total"]), {k: float(v) for k, v in d.get("per_function", {}).items()})
-
-
-def relative_improvement(default: float, policy: float) -> float:
-    """(default - policy) / default: positive when the policy beats the default."""
-    if default <= 0:
-        return 0.0 if policy <= 0 else -float(policy)
-    return (default - policy) / default
 
 
 # A tiny module with one call site, compiled once per process to read the compiler's header:
@@ -110,7 +105,8 @@ class Problem(ABC):
         """Read the objective from the outputs of a compile in `workdir`."""
 
     def reward(self, policy: Measurement, default: Measurement) -> float:
-        return relative_improvement(default.total, policy.total)
+        """Positive when the policy beats the default: minus the relative change."""
+        return -relative_change(default.total, policy.total)
 
     @abstractmethod
     def heuristics(self) -> dict[str, Heuristic | None]:
@@ -131,11 +127,11 @@ class Problem(ABC):
 
     # -- shared ----------------------------------------------------------------------------
     def check_corpus(self, corpus: Corpus) -> None:
-        """Raise if the corpus is not IR of the build this problem compiles: a problem that
-        replaces the level (opt_level) needs IR emitted at that level (problems/frontend.py)."""
+        """Raise if the corpus is not IR of the build this problem compiles: IR of the LLVM
+        version mlgo compiles with, and, for a problem that replaces the level (opt_level), IR
+        emitted at that level (problems/frontend.py)."""
+        check_llvm_version(corpus)
         if self.opt_level is not None:
-            from mlgo.problems.frontend import check_frontend_level
-
             check_frontend_level(corpus, self.opt_level, self.name)
 
     def compile_argv(self, module: Module, workdir: Path, channel_base: Path | None) -> list[str]:
@@ -180,10 +176,10 @@ class Problem(ABC):
     def heuristic(self, name: str) -> Heuristic | None:
         table = self.heuristics()
         if name not in table:
-            raise MlgoError(
-                f"unknown built-in policy {name!r} for problem {self.name}; "
-                f"choose one of {sorted(table)} or give a policy directory"
-            )
+            from mlgo.policies.shipped import policy_choices
+
+            raise MlgoError(f"unknown policy {name!r} for problem {self.name}: give "
+                            f"{policy_choices(table)}")
         return table[name]
 
 

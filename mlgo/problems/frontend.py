@@ -3,7 +3,8 @@
 At -Os/-Oz clang's frontend marks every function it defines optsize (and minsize at -Oz); the
 inliner drops its inlinehint bonus and codegen shrinks on those attributes. IR emitted at -O2
 and compiled with -Oz keeps none of that, so its "default" is a build nobody makes (10-17%
-more .text: benchmarks/RESULTS.md, "-Oz IR"). Problems that replace the level check the attributes of every module
+more .text: benchmarks/results-archive-2026.md, "-Oz IR: the environment against the real
+build"). Problems that replace the level check the attributes of every module
 before any work starts (llvmlite; results cached by the bitcode's hash)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from corpus_tools.corpus import Corpus, Module
 from corpus_tools.extract import (
@@ -21,16 +22,14 @@ from corpus_tools.extract import (
     compile_db_tasks,
     object_compile_argv,
     read_compile_db,
-    run_with_timeout,
 )
 from corpus_tools.ir_analysis import SizeAttributes, size_attributes
 from mlgo.compiler.cache import cache_dir
 from mlgo.compiler.measure import text_size
+from mlgo_base import toolchain
 from mlgo_base.errors import CorpusError, MlgoError
 from mlgo_base.files import atomic_write_text, file_sha256
-
-if TYPE_CHECKING:
-    from mlgo.problems.base import Problem
+from mlgo_base.process import ProcessError, run
 
 # What SizeAttributes.level() reads from IR emitted at each level.
 _EXPECTED = {"-Oz": "-Oz", "-Os": "-Os", "-O1": "-O1/-O2/-O3", "-O2": "-O1/-O2/-O3",
@@ -85,8 +84,21 @@ def check_frontend_level(corpus: Corpus, level: str, problem: str) -> None:
             }.get(level, "no function minsize or optsize")
     raise FrontendLevelError(
         f"{module.bc_path}: IR emitted at {attrs.level()} ({attrs.describe()}), but {problem} "
-        f"compiles at {level} and needs IR as `clang-19 {level} -c` emits it ({need}){more}; "
+        f"compiles at {level} and needs IR as `clang-{toolchain.llvm_major()} {level} -c` emits it ({need}){more}; "
         f"re-extract: {corpus.reextract_command(module.project, level)}")
+
+
+class _Total(Protocol):
+    total: float
+
+
+class MeasuresModules(Protocol):
+    """What compare_with_build needs of a problem. problems/base.py's Problem has it; naming
+    that class here would make the two modules import each other (base.py checks levels here)."""
+
+    opt_level: str
+
+    def baseline(self, module: Module) -> _Total: ...
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,7 @@ class BuildComparison:
     build: float
 
 
-def compare_with_build(problem: Problem, corpus: Corpus, compile_db: Path, *, project: str,
+def compare_with_build(problem: MeasuresModules, corpus: Corpus, compile_db: Path, *, project: str,
                        root: Path, exclude: Sequence[str] = DEFAULT_EXCLUDES,
                        timeout: float = 600.0) -> list[BuildComparison]:
     """For every module of `project` in `corpus` extracted from `compile_db`: the problem's
@@ -120,10 +132,11 @@ def compare_with_build(problem: Problem, corpus: Corpus, compile_db: Path, *, pr
         argv = object_compile_argv(task)
         with tempfile.TemporaryDirectory(prefix="mlgo-build-") as td:
             obj = Path(td) / "out.o"
-            res = run_with_timeout([*argv, "-o", str(obj)], cwd=task.cwd, timeout=timeout)
-            if res.returncode != 0:
-                raise MlgoError(f"{task.source}: the build's compile failed: "
-                                f"{res.stderr.strip()[:500]}")
+            try:
+                run([*argv, "-o", str(obj)], cwd=task.cwd, timeout=timeout,
+                    what=f"{task.source}: the build's compile")
+            except ProcessError as e:
+                raise MlgoError(str(e)) from e
             built = float(text_size(obj))
         out.append(BuildComparison(task.module, task.source,
                                    problem.baseline(module).total, built))

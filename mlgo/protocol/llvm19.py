@@ -11,6 +11,13 @@ FeatureDecl = tuple[str, str, int]  # name, element type, element count
 
 ADVICE = {"inlining": "inlining_decision", "regalloc": "index_to_evict"}
 
+# Where LLVM 19 puts its default advisor's decision under -inliner-interactive-include-default:
+# MLInlineAdvisor::getAdviceImpl writes it to tensor index InlineCostFeatureIndex::
+# NumberOfFeatures, the first feature after the InlineCost ones, instead of the extra
+# `inlining_default` tensor at the end (which stays 0). That slot is callee_basic_block_count,
+# whose real value is then lost for the whole compile.
+DEFAULT_DECISION_SLOT = "callee_basic_block_count"
+
 INLINE_FEATURES: tuple[str, ...] = (  # every one an int64 scalar
     "sroa_savings", "sroa_losses", "load_elimination", "call_penalty", "call_argument_setup",
     "load_relative_intrinsic", "lowered_call_arg_setup", "indirect_call_penalty",

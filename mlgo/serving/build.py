@@ -184,17 +184,9 @@ def _meta(directory: str | os.PathLike) -> dict:
 
 def run_build(argv: Sequence[str], source: Path, what: str, timeout: float = 600) -> None:
     """Run one compiler command; BuildError naming `source` and quoting the compiler on failure."""
-    import subprocess
+    from mlgo_base.process import ProcessError, run
 
     try:
-        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout)
-    except FileNotFoundError as e:
-        raise BuildError(f"{source}: cannot build {what}: {argv[0]} not found") from e
-    except subprocess.TimeoutExpired as e:
-        raise BuildError(f"{source}: building {what} timed out after {timeout:.0f}s") from e
-    if proc.returncode != 0:
-        raise BuildError(
-            f"{source}: building {what} failed (exit status {proc.returncode}):\n"
-            f"{proc.stderr.strip()[-3000:]}\ncommand: {' '.join(argv)}"
-        )
+        run(argv, what=f"building {what}", timeout=timeout)
+    except ProcessError as e:
+        raise BuildError(f"{source}: {e}") from e

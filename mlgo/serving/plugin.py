@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from mlgo.policies import c_source
 from mlgo.policies.builtins import RULES
-from mlgo.policies.shipped import resolve
+from mlgo.policies.shipped import policy_choices, resolve
 from mlgo.serving.build import (
     SOURCE_DIR,
     BuildError,
@@ -36,6 +35,7 @@ from mlgo.serving.build import (
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, ToolchainError
 from mlgo_base.files import atomic_write_text
+from mlgo_base.process import ProcessError, run
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
 # Included by the plugin: binding the policy's inputs by name, the plugin's own features, its
@@ -71,12 +71,9 @@ def llvm_dev() -> LlvmDev:
 
     def ask(flag: str) -> str:
         try:
-            out = subprocess.run([tool.path, flag], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise ToolchainError(f"{tool.path} {flag} failed: {e}") from e
-        if out.returncode != 0:
-            raise ToolchainError(f"{tool.path} {flag} failed: {out.stderr.strip()}")
-        return out.stdout.strip()
+            return run([tool.path, flag], what="asking llvm-config", timeout=30).stdout.strip()
+        except ProcessError as e:
+            raise ToolchainError(str(e)) from e
 
     version = ask("--version")
     if not version.startswith(f"{toolchain.LLVM_MAJOR}."):
@@ -147,6 +144,10 @@ _NO_POLICY = "this build links no policy"
 def channel_plugin() -> Path:
     """Path of the plugin with no policy linked, which decides only through its training channel
     (`--env plugin`), built on first use and cached like the others."""
+    if toolchain.llvm_major() != 19:
+        raise MlgoError(f"--env plugin: the inliner plugin's advisor is written against LLVM 19's "
+                        f"MLInlineAdvisor, and mlgo is set to LLVM {toolchain.llvm_major()} "
+                        f"({toolchain.VERSION_VARIABLE}); use --env interactive")
     llvm = llvm_dev()
     cc, cxx = toolchain.clang(), toolchain.clangxx()
     obj = plugin_object()
@@ -160,9 +161,9 @@ def channel_plugin() -> Path:
         with tempfile.TemporaryDirectory(prefix="mlgo-plugin-check-") as d:
             src = Path(d) / "smoke.c"
             src.write_text(_SMOKE_C)
-            proc = subprocess.run([cc.path, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
-                                   f"-fpass-plugin={out}"], capture_output=True, text=True,
-                                  env=_without_plugin_variables(), timeout=120)
+            proc = run([cc.path, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
+                        f"-fpass-plugin={out}"], env=_without_plugin_variables(), timeout=120,
+                       check=False, what=f"trying the inliner plugin for --env plugin in {cc.path}")
         if _NO_POLICY not in proc.stderr:
             raise BuildError(f"inliner plugin for --env plugin: clang did not ask {out} for "
                              f"advice:\n{proc.stderr.strip()[-3000:]}")
@@ -184,13 +185,12 @@ def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
         src, log = Path(d) / "smoke.c", Path(d) / "decisions.txt"
         src.write_text(_SMOKE_C)
         env = dict(_without_plugin_variables(), MLGO_PLUGIN_DECISION_LOG=str(log))
-        proc = subprocess.run([clang, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
-                               f"-fpass-plugin={plugin}"], capture_output=True, text=True,
-                              env=env, timeout=120)
-        if proc.returncode != 0:
-            raise BuildError(f"inliner plugin for the {policy_label} policy: it does not work in "
-                             f"{clang}:\n"
-                             f"{proc.stderr.strip()[-3000:]}")
+        try:
+            run([clang, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
+                 f"-fpass-plugin={plugin}"], env=env, timeout=120,
+                what=f"trying the inliner plugin for the {policy_label} policy in {clang}")
+        except ProcessError as e:
+            raise BuildError(str(e)) from e
         if not log.is_file() or not log.read_text().strip():
             raise BuildError(f"inliner plugin for the {policy_label} policy: clang loaded {plugin}"
                              " but its inliner never consulted it (no decision logged)")
@@ -199,6 +199,9 @@ def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
 def policy_source(policy: str, problem: str) -> tuple[str, str]:
     """(C source, label) of a built-in heuristic's name, a shipped policy's name or a trained
     policy directory, for `problem`'s consumer (the plugin: inlining; mlgo-clang: regalloc)."""
+    if not policy:  # as a path, "" is the current directory
+        raise MlgoError(f"the {problem} policy is an empty name: give a built-in heuristic "
+                        f"({', '.join(RULES[problem])}), a shipped policy or a policy directory")
     if policy in RULES[problem]:
         return _generated(_source_key(problem, policy, generator_files()),
                           lambda: c_source.heuristic_c_source(problem, policy)), policy
@@ -207,8 +210,8 @@ def policy_source(policy: str, problem: str) -> tuple[str, str]:
         return trained_policy_source(path, problem)
     if problem == "inlining" and policy in ("default", "llvm-default"):
         raise MlgoError(f"{policy}: LLVM's own inliner needs no plugin: plain clang-19 -Oz is it")
-    raise MlgoError(f"{policy}: neither a built-in {problem} heuristic "
-                    f"({', '.join(RULES[problem])}) nor a policy directory")
+    raise MlgoError(f"unknown {problem} policy {policy!r}: give "
+                    f"{policy_choices(RULES[problem])}")
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:

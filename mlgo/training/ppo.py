@@ -29,6 +29,7 @@ from mlgo.checks import check_float, check_int
 from mlgo.policies.network import last_layers_mask
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
+from mlgo_base.change import relative_change
 
 
 @gin.configurable(module="ppo")
@@ -144,7 +145,7 @@ def train(run: TrainingRun, cfg: PPOConfig) -> np.ndarray:
             "reward/mean": float(rewards.mean()), "reward/p10": float(np.percentile(rewards, 10)),
             "reward/p50": float(np.percentile(rewards, 50)),
             "reward/p90": float(np.percentile(rewards, 90)),
-            "train/relative_change": (size_policy - size_default) / size_default if size_default else 0.0,
+            "train/relative_change": relative_change(size_default, size_policy),
             "ppo/loss": float(np.mean(losses)), "ppo/entropy": float(np.mean(entropies)),
             "ppo/clip_fraction": float(np.mean(clipfracs)), "ppo/decisions": n,
         }

@@ -29,6 +29,7 @@ from corpus_tools.corpus import Corpus, Module, split_by_project
 from mlgo.training.checkpoint import Checkpoint, Checkpointer
 from mlgo.workers.pool import WorkerPool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
+from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError, summary_line, writing
 from mlgo_base.files import atomic_write_text
 
@@ -45,8 +46,8 @@ class Validation:
 
     @property
     def relative_change(self) -> float:
-        """(policy - default) / default: negative is better."""
-        return (self.policy_total - self.default_total) / self.default_total if self.default_total else 0.0
+        """The policy's change (mlgo_base/change.py): negative is better."""
+        return relative_change(self.default_total, self.policy_total)
 
 
 class TrainingRun:

@@ -12,50 +12,51 @@ import gin
 from mlgo.compiler import plugin_env
 from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
 from mlgo.policies import builtins
-from mlgo.problems.base import Heuristic, Measurement, Problem, relative_improvement
-from mlgo.protocol import FeatureValues, Header
-from mlgo.protocol.llvm19 import ADVICE as LLVM19_ADVICE
+from mlgo.problems.base import Heuristic, Measurement, Problem
+from mlgo.protocol import FeatureValues, Header, for_llvm, llvm19, llvm22
+from mlgo_base import toolchain
+from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError, ProtocolError
 
-ADVICE = LLVM19_ADVICE["inlining"]
-# LLVM 19 sends this feature (with -inliner-interactive-include-default) but always as 0, the
-# decision going to LLVM19_DEFAULT_DECISION_SLOT instead (below): never learn from it.
+ADVICE = llvm19.ADVICE["inlining"]  # the same in every LLVM version mlgo runs on
+# Sent only under -inliner-interactive-include-default, which no release compile has: never
+# learn from it (on LLVM 19 it is always 0, the decision going to another slot, below).
 IGNORED_FEATURES = ("inlining_default",)
-# Where LLVM 19 actually puts the default advisor's decision under
-# -inliner-interactive-include-default: MLInlineAdvisor::getAdviceImpl writes it to tensor
-# index InlineCostFeatureIndex::NumberOfFeatures, the first feature after the InlineCost ones,
-# instead of the extra `inlining_default` tensor at the end (which stays 0). That slot is
-# `callee_basic_block_count`, whose real value is then lost for the whole compile.
-LLVM19_DEFAULT_DECISION_SLOT = "callee_basic_block_count"
+# Where LLVM 19 puts the default decision: over callee_basic_block_count (see llvm19.py), whose
+# real value is then lost for the whole compile. LLVM 22 gives it its own slot.
+LLVM19_DEFAULT_DECISION_SLOT = llvm19.DEFAULT_DECISION_SLOT
 LLVM_DEFAULT = "llvm-default"
 
 
 # The default inliner's rule as the interactive features expose it: inline when the estimated
 # cost is below the threshold (defined once, in mlgo/policies/builtins.py, for Python and C). On
 # -Oz IR it gives LLVM's own decision (see llvm_default) at 99.86% of the call sites along
-# LLVM's path on the test projects of benchmarks/RESULTS.md ("-Oz IR"), so cloning it nearly
-# clones -Oz.
+# LLVM's path on the held-out projects (benchmarks/RESULTS.md, "The environment measures the
+# real build"), so cloning it nearly clones -Oz.
 cost_threshold = builtins.heuristic("inlining", "cost-threshold")
 
 
-def llvm_default(obs: FeatureValues) -> int:
+def llvm_default(obs: FeatureValues, llvm_major: int | None = None) -> int:
     """LLVM's own -Oz inliner decision (DefaultInlineAdvisor: InlineCost with its bonuses,
-    deferral, profile-based thresholds) for this call site, as the compiler computed it. Only
-    present when the compile ran with -inliner-interactive-include-default, i.e. with
+    deferral, profile-based thresholds) for this call site, as the compiler computed it, read
+    from where LLVM `llvm_major` (default: the one mlgo is set to) puts it. Only present when
+    the compile ran with -inliner-interactive-include-default, i.e. with
     `problem.for_policy("llvm-default")`."""
     if plugin_env.from_plugin(obs):  # the plugin sends it in its own slot
         return plugin_env.llvm_default(obs)
+    major = toolchain.llvm_major() if llvm_major is None else llvm_major
+    slot = for_llvm(major).DEFAULT_DECISION_SLOT
     if "inlining_default" not in obs:
         raise ProtocolError(
             "the llvm-default policy needs the compiler's default decisions: run it on "
             "problem.for_policy('llvm-default') (mlgo eval does), which adds "
             "-inliner-interactive-include-default")
-    decision = int(obs[LLVM19_DEFAULT_DECISION_SLOT].item(0))
+    decision = int(obs[slot].item(0))
     if decision not in (0, 1):
         raise ProtocolError(
-            f"expected LLVM 19's default decision (0 or 1) in {LLVM19_DEFAULT_DECISION_SLOT!r}, "
-            f"got {decision}: this compiler does not lay out -inliner-interactive-include-default "
-            "as LLVM 19 does")
+            f"expected LLVM {major}'s default decision (0 or 1) in {slot!r}, got {decision}: "
+            f"this compiler does not lay out -inliner-interactive-include-default as LLVM "
+            f"{major} does")
     return decision
 
 
@@ -80,10 +81,11 @@ class InliningForSize(Problem):
     required_features = ("cost_estimate", "threshold")
 
     def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = (),
-                 include_default: bool = False, comdat_weights: str = "", plugin: str = "") -> None:
+                 include_default: bool = False, comdat_weights: str = "",
+                 ir2vec_vocab: str = "", plugin: str = "") -> None:
         super().__init__(opt_level, extra_flags)
-        # Ask LLVM for its default decision per call site (see LLVM19_DEFAULT_DECISION_SLOT):
-        # only the llvm-default policy reads it, and it costs callee_basic_block_count.
+        # Ask LLVM for its default decision per call site: only the llvm-default policy reads
+        # it, and on LLVM 19 it costs callee_basic_block_count (LLVM19_DEFAULT_DECISION_SLOT).
         self.include_default = include_default
         # A JSON file {"comdat:<signature>": weight} (`mlgo search --comdat-aware` writes one):
         # the reward then charges each COMDAT text group its weight, 1/n of the modules that
@@ -92,28 +94,49 @@ class InliningForSize(Problem):
         # The inliner plugin with no policy (`--env plugin` binds it): decisions then go through
         # its channel (mlgo/compiler/plugin_env.py) instead of LLVM's interactive mode.
         self.plugin = plugin
+        # An IR2Vec vocabulary (`mlgo vocab --ir2vec`, LLVM 22 only): the compiler then also
+        # sends callee_embedding and caller_embedding (mlgo/protocol/llvm22.py).
+        self.ir2vec_vocab = ir2vec_vocab
+        if ir2vec_vocab and self.llvm_major < 22:
+            raise MlgoError(f"inlining.InliningForSize.ir2vec_vocab={ir2vec_vocab!r}: IR2Vec "
+                            f"embeddings need LLVM 22, mlgo is set to LLVM {self.llvm_major} "
+                            f"(set {toolchain.VERSION_VARIABLE}=22)")
+        if ir2vec_vocab and not Path(ir2vec_vocab).is_file():
+            raise MlgoError(f"{ir2vec_vocab}: no such IR2Vec vocabulary file "
+                            "(inlining.InliningForSize.ir2vec_vocab)")
 
     def reward(self, policy: Measurement, default: Measurement) -> float:
         if not self.comdat_weights:
             return super().reward(policy, default)
         objective = comdat_objective(_load_weights(self.comdat_weights))
-        return relative_improvement(objective(default), objective(policy))
+        return -relative_change(objective(default), objective(policy))
 
     @property
     def variant(self) -> str:
-        return "-".join(v for v in ("plugin" if self.plugin else "",
-                                    "include-default" if self.include_default else "") if v)
+        parts = ["plugin"] if self.plugin else []
+        parts += ["include-default"] if self.include_default else []
+        if self.ir2vec_vocab:  # the embeddings' width is the vocabulary's
+            parts.append(f"ir2vec:{Path(self.ir2vec_vocab).resolve()}")
+        return ",".join(parts)
+
+    @property
+    def llvm_major(self) -> int:
+        # Read when used, as compile_argv finds the compiler: the two always agree.
+        return toolchain.llvm_major()
 
     @property
     def overwritten_features(self) -> tuple[str, ...]:
         # The plugin sends LLVM's decision in a slot of its own.
-        return (LLVM19_DEFAULT_DECISION_SLOT,) if self.include_default and not self.plugin else ()
+        if not self.include_default or self.llvm_major != 19 or self.plugin:
+            return ()
+        return (LLVM19_DEFAULT_DECISION_SLOT,)
 
     def for_policy(self, builtin: str | None) -> InliningForSize:
         if builtin != LLVM_DEFAULT or self.include_default:
             return self
         variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True,
-                                  comdat_weights=self.comdat_weights, plugin=self.plugin)
+                                  comdat_weights=self.comdat_weights,
+                                  ir2vec_vocab=self.ir2vec_vocab, plugin=self.plugin)
         variant.plain = self
         return variant
 
@@ -132,6 +155,9 @@ class InliningForSize(Problem):
         ]
         if self.include_default:
             flags += ["-mllvm", "-inliner-interactive-include-default"]
+        if self.ir2vec_vocab:
+            flags += [f for option in llvm22.IR2VEC_VOCAB_OPTIONS
+                      for f in ("-mllvm", f"{option}={self.ir2vec_vocab}")]
         return flags
 
     # per_function holds the bytes of each COMDAT text group (measure.comdat_breakdown), for
@@ -147,7 +173,7 @@ class InliningForSize(Problem):
         return {
             "default": None,
             "cost-threshold": cost_threshold,
-            LLVM_DEFAULT: llvm_default,
+            LLVM_DEFAULT: functools.partial(llvm_default, llvm_major=self.llvm_major),
             "never": builtins.heuristic("inlining", "never"),
             "always": builtins.heuristic("inlining", "always"),
         }
@@ -160,4 +186,6 @@ class InliningForSize(Problem):
 
     def default_proxy(self, obs: FeatureValues) -> int:
         # With the compiler's own decisions at hand, they are the label.
-        return llvm_default(obs) if self.include_default else cost_threshold(obs)
+        if self.include_default:
+            return llvm_default(obs, self.llvm_major)
+        return cost_threshold(obs)

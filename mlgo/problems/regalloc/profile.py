@@ -3,17 +3,18 @@
 The allocator's remarks give, per function, the spill+reload+copy cost weighted by each block's
 frequency *relative to the function's entry* (LLVM's static estimate): summed over a module,
 a cold error path weighs as much as an interpreter loop, and it does not predict executed
-instructions (benchmarks/RESULTS.md). Two rewards from a profiled run instead:
+instructions (benchmarks/RESULTS.md, "Regalloc"). Two rewards from a profiled run instead:
 
 - `weighted_cost`: each function's remark cost times its call count in the run;
 - `trace_cost`, the basic-block trace cost model: with -fbasic-block-address-map every machine
   block keeps an ID from instruction selection on; the plain build's run under callgrind gives
   each block's entry count, and a candidate compile costs what its blocks would execute on that
-  run. This is the one that tracks callgrind's count (RESULTS.md).
+  run. This is the one that tracks callgrind's count (benchmarks/RESULTS.md, "Regalloc").
 
 A profile file holds, per corpus module, the plain build's executed blocks:
-`{"modules": {module: {function: {block ID: [entries, executed, instructions]}}}}`, written by
-`benchmarks/regalloc_reward.py --write-profile` and read by `RegallocEviction(profile=...)`.
+`{"modules": {module: {function: {block ID: [entries, executed, instructions]}}}}`, made by
+`program_profile` (`mlgo profile make`), merged by `mlgo profile merge`, and read by
+`RegallocEviction(profile=...)`.
 """
 
 from __future__ import annotations
@@ -21,22 +22,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlgo_base.errors import MlgoError
+from mlgo_base.errors import MlgoError, writing
+from mlgo_base.files import atomic_write_text
+from mlgo_base.process import run
 
 
 def defined_functions(obj: Path | str) -> set[str]:
     """Names of the functions an object file defines (its text symbols), from llvm-nm-19."""
     from mlgo_base.toolchain import companion_tool
 
-    r = subprocess.run([companion_tool("llvm-nm"), "--defined-only", "-P", str(obj)],
-                       capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        raise MlgoError(f"{obj}: llvm-nm failed: {r.stderr.strip()[-300:]}")
+    r = run([companion_tool("llvm-nm"), "--defined-only", "-P", str(obj)],
+            what=f"{obj}: listing its functions", timeout=120)
     names = set()
     for line in r.stdout.splitlines():
         parts = line.split()
@@ -71,9 +72,28 @@ def load_profile(path: Path | str) -> Profile:
 
 
 def write_profile(path: Path | str, modules: Profile, source: str) -> None:
+    """Write a profile file (module docstring); `source` says what run it came from."""
     data = {m: {fn: {str(bid): [b.entries, b.executed, b.size] for bid, b in blocks.items()}
                 for fn, blocks in fns.items()} for m, fns in modules.items()}
-    Path(path).write_text(json.dumps({"source": source, "modules": data}, sort_keys=True) + "\n")
+    with writing(path):
+        atomic_write_text(path, json.dumps({"source": source, "modules": data},
+                                           sort_keys=True) + "\n")
+
+
+def merge_profiles(paths: list[Path]) -> Profile:
+    """The modules of several profile files in one. A module in two files must have the same
+    profile in both (the same run profiled twice): two different runs of one module cannot be
+    added without knowing how often each runs, so that is an error naming both files."""
+    merged: Profile = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        for module, fns in load_profile(path).items():
+            if module in merged and merged[module] != fns:
+                raise MlgoError(f"{path}: module {module} is also in {origin[module]}, with "
+                                "another profile; profile each module in one run only")
+            merged.setdefault(module, fns)
+            origin.setdefault(module, Path(path))
+    return merged
 
 
 # The basic-block trace cost model: a program built with -fbasic-block-address-map records, per
@@ -190,10 +210,8 @@ def _llvm_tool(tool: str) -> str:
 def read_block_map(elf: Path | str) -> BlockMap:
     """Each function's blocks (ID, start address, end address) from the SHT_LLVM_BB_ADDR_MAP
     section of a program linked from objects compiled with -fbasic-block-address-map."""
-    r = subprocess.run([_llvm_tool("llvm-readobj"), "--bb-addr-map", "--elf-output-style=JSON",
-                        str(elf)], capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise MlgoError(f"{elf}: llvm-readobj --bb-addr-map failed: {r.stderr.strip()[-300:]}")
+    r = run([_llvm_tool("llvm-readobj"), "--bb-addr-map", "--elf-output-style=JSON", str(elf)],
+            what=f"{elf}: reading its basic-block address map", timeout=300)
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         # One "BBAddrMap" key per address-map section: a relocatable object has one for each
@@ -223,10 +241,8 @@ def read_block_map(elf: Path | str) -> BlockMap:
 def _disassembly(elf: Path | str) -> dict[str, list[int]]:
     """Instruction addresses per code section, from llvm-objdump (a relocatable object's
     sections each start at 0)."""
-    r = subprocess.run([_llvm_tool("llvm-objdump"), "-d", "--no-show-raw-insn", str(elf)],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise MlgoError(f"{elf}: llvm-objdump failed: {r.stderr.strip()[-300:]}")
+    r = run([_llvm_tool("llvm-objdump"), "-d", "--no-show-raw-insn", str(elf)],
+            what=f"{elf}: disassembling it", timeout=300)
     out: dict[str, list[int]] = {}
     addrs: list[int] = []
     for line in r.stdout.splitlines():
@@ -285,6 +301,31 @@ def block_profile(blocks: BlockMap, addrs: list[int], instr_counts: dict[int, in
     return out
 
 
+def program_profile(program: Path | str, callgrind_files: list[Path],
+                    module_objects: Mapping[str, Path | str]) -> Profile:
+    """The profile of each corpus module of a program from its run(s): `program` linked from
+    objects compiled with -fbasic-block-address-map, `callgrind_files` the run's outputs
+    (callgrind --dump-instr=yes; a workload of several steps adds up), `module_objects` {corpus
+    module name: the object file the program's build made of it}. A function name two modules
+    define (a static function) cannot be told apart in the run and counts for neither. Every
+    module is listed, those that never ran with no functions, so that a training run can tell
+    "not executed" from "not profiled"."""
+    if not callgrind_files:
+        raise MlgoError(f"{program}: no callgrind output given")
+    run_counts = CallgrindProfile()
+    for f in callgrind_files:
+        run_counts.add(read_callgrind(f, program))
+    executed = block_profile(read_block_map(program), instruction_addresses(program),
+                             run_counts.instructions)
+    owners: dict[str, list[str]] = {}
+    for module, obj in module_objects.items():
+        for fn in defined_functions(obj):
+            owners.setdefault(fn, []).append(module)
+    return {module: {fn: executed[fn] for fn, mods in owners.items()
+                     if mods == [module] and fn in executed}
+            for module in module_objects}
+
+
 def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, BlockProfile]]
                ) -> dict[str, float]:
     """Per function: instructions the candidate build would execute on the profiled run.
@@ -295,7 +336,8 @@ def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, B
     registers chosen: tail duplication copies a block into its predecessors (which grow, and
     are charged for it at their own counts) and drops it, so a dropped block must not be
     charged again; tail merging works the other way (its merged copy is missed), but on the
-    training programs duplication is what happens in the hot loops (benchmarks/RESULTS.md)."""
+    training programs duplication is what happens in the hot loops
+    (benchmarks/results-archive-2026.md, "A regalloc reward that tracks executed instructions")."""
     out = {}
     for fn, prof in profile.items():
         bbs = ninstr.get(fn)
