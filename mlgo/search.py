@@ -75,6 +75,7 @@ SPACES = ("inlining", "regalloc")
 CONFIG = "search.json"
 MODULES_DIR = "modules"
 FAILURES = "failures.json"
+STRATEGY_FIELDS = ("strategy", "time_budget", "enumerate_max")
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,16 @@ class SearchConfig:
     # regalloc: flips in a function group that leave the profiled functions unchanged before
     # the group is skipped (0: never skip)
     cold_tries: int = 0
+    # "strong": mlgo/search_strategy.py (inlining; group moves, enumeration of small trees, a
+    # time budget for the whole corpus in seconds, 0: none)
+    strategy: str = "greedy"
+    time_budget: float = 0.0
+    enumerate_max: int = 8  # strong: anchor decisions up to which a module is enumerated
 
     def __post_init__(self) -> None:
+        from mlgo.search_strategy import check_strategy
+
+        check_strategy(self)
         if self.guide not in GUIDES:
             raise MlgoError(f"unknown search guide {self.guide!r}; choose one of {', '.join(GUIDES)}")
         if self.passes < 1:
@@ -561,7 +570,10 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
     if problem not in SPACES:
         raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
     # (inlining searches written before regalloc had one keep resuming: no "problem" key)
-    _check_config(out_dir, {**asdict(config), "comdat": bool(comdat_weights),
+    # (searches written before the strong strategy existed keep resuming: its fields only when set)
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in STRATEGY_FIELDS or v != getattr(SearchConfig, k)}
+    _check_config(out_dir, {**settings, "comdat": bool(comdat_weights),
                             "guided": guide is not None, **(identity or {}),
                             **({"problem": problem} if problem != "inlining" else {})})
     todo = [m for m in modules if not result_path(out_dir, m.name).is_file()]
@@ -572,7 +584,14 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
     t0 = time.monotonic()
     with tqdm(total=len(modules), initial=len(modules) - len(todo), desc="search", unit="mod",
               file=sys.stderr, disable=None if progress else True, dynamic_ncols=True) as bar:
-        for out in pool.run(tasks) if tasks else []:
+        if config.strategy == "strong":
+            from mlgo.search_strategy import strong_outcomes
+
+            outcomes = strong_outcomes(todo, config, pool, gin_config=gin_config, timeout=timeout,
+                                       comdat_weights=comdat_weights)
+        else:
+            outcomes = pool.run(tasks) if tasks else iter(())
+        for out in outcomes:
             bar.update(1)
             if not out.ok:
                 failed.append((out.module, out.error))

@@ -1,0 +1,569 @@
+"""The strong inlining search: moves beyond single flips, and a schedule that spends a time
+budget across a corpus where it pays (`mlgo search --strategy strong`; the greedy one-way search
+of mlgo/search.py stays the default).
+
+Why: on small modules the best decision vector is often one that no single flip of LLVM's
+decisions leads to (inlining several call sites together, or none of a callee's call sites
+where undoing any one alone saves nothing), so a greedy single-flip search stops short of it.
+
+A decision vector is a path through a tree: the call sites the inliner asks about depend on the
+earlier answers (inlining a call exposes the callee's calls). A compile is driven by an answer
+function; two kinds of candidate:
+  prefix  answer a fixed prefix, then LLVM's own decision everywhere after (exact: the same
+          prefix always asks about the same call sites).
+  plan    the current best trajectory with some answers changed: answers are matched to the
+          asked call sites by a signature of the call site (callee and cost features), since
+          after a changed answer the positions shift; an unmatched call site gets LLVM's answer.
+
+Per module (StrongSearch.run), within its compile budget and deadline:
+  enumerate  a module whose anchor asks at most `enumerate_max` decisions is searched
+             exhaustively (every path of the tree, at most `enumerate_leaves` compiles);
+             exhaustive is the best search there.
+  local      first-improvement hill climbing over the move list of the current best, rebuilt
+             after every kept move: every single flip in both directions, then group moves (all
+             call sites of one callee, all of one caller, everything, set to inline / not),
+             then pairs of flips in one caller. A kept move restarts the list from the single
+             flips (a second greedy pass after a group move).
+  perturb    once no move improves: iterated local search from a random 2-4 flip perturbation
+             of the best (kept only if its own local climb ends below the best), while budget
+             is left (never without a budget: it has no natural end).
+
+Across a corpus (strong_outcomes) with a time budget: rounds of per-module slices on the pool,
+the search's state travelling with the slice. Round one gives every module an equal share of
+half the budget; later rounds split what is left by each module's gain per second so far
+(bytes saved plus a 1% prior of its size, over the seconds spent), each slice at most half the
+remainder so no module eats the budget. A module leaves when its search is complete
+(enumerated, or a local optimum with no time for perturbation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from corpus_tools.corpus import Module
+from mlgo.workers.tasks import ModuleOutcome
+from mlgo_base.errors import MlgoError, ProtocolError
+
+STRATEGIES = ("greedy", "strong")
+# Features of the call site that do not change when other call sites of the same caller are
+# decided: they match a call site across compiles whose earlier answers differ.
+SITE_FEATURES = ("callee_conditionally_executed_blocks", "is_callee_avail_external", "num_loops",
+                 "is_multiple_blocks", "nr_ctant_params", "constant_args", "cost_estimate",
+                 "threshold", "sroa_savings", "callsite_cost", "caller_users",
+                 "is_caller_avail_external")
+CALLEE_KEY = slice(0, 4)  # the callee's own features in a signature
+COARSE_KEY = slice(0, 6)  # callee plus constant arguments: a looser match
+CALLER_KEY = slice(10, 12)
+MATCH_WINDOW = 64
+STALLED_PERTURBATIONS = 50  # perturbations in a row that compiled nothing new: stop  # how far ahead of the last match a plan looks for the asked call site
+
+
+def check_strategy(config: Any) -> None:
+    """A SearchConfig's strategy settings, refused with one line when they make no sense."""
+    if config.strategy not in STRATEGIES:
+        raise MlgoError(f"unknown search strategy {config.strategy!r}; choose one of "
+                        f"{', '.join(STRATEGIES)}")
+    if config.time_budget < 0 or config.enumerate_max < 0:
+        raise MlgoError("search time budget and enumerate_max must be at least 0")
+    if config.enumerate_max > 12:
+        raise MlgoError(f"enumerating trees of up to {config.enumerate_max} decisions means up "
+                        "to thousands of compiles per module; at most 12")
+    if config.strategy == "greedy" and config.time_budget:
+        raise MlgoError("a time budget is for the strong search (--strategy strong)")
+    if config.strategy == "strong" and (config.guide != "none" or config.flips != "all"):
+        raise MlgoError("the strong search tries both directions and takes no guide: "
+                        "--flips and --guide are for --strategy greedy")
+
+
+Answer = Callable[[int, tuple, int], int]  # (position, signature, LLVM's decision) -> decision
+
+
+@dataclass
+class Trajectory:
+    """One compile: its objective, size, and per asked call site the answer, LLVM's own
+    decision and the call site's signature."""
+
+    objective: float
+    size: float
+    actions: list[int]
+    llvm: list[int]
+    sigs: list[tuple] = field(default_factory=list)
+    per_function: dict[str, float] = field(default_factory=dict)
+
+
+class Oracle:
+    """Compiles a module under an answer function (one compile per call)."""
+
+    def run(self, answer: Answer) -> Trajectory:
+        raise NotImplementedError
+
+
+class ModuleOracle(Oracle):
+    """The real compile: clang-19's interactive inliner with LLVM's decision sent along."""
+
+    def __init__(self, module: Module, objective: Callable[[Any], float] | None = None,
+                 timeout: float = 300.0, cache: Any = None) -> None:
+        from mlgo.compiler.cache import BaselineCache
+        from mlgo.problems import get_problem
+        from mlgo.problems.inlining.problem import LLVM_DEFAULT
+
+        self.module = module
+        self.problem = get_problem("inlining").for_policy(LLVM_DEFAULT)
+        self.objective = objective or (lambda m: m.total)
+        self.timeout = timeout
+        self.cache = cache or BaselineCache()
+
+    def run(self, answer: Answer) -> Trajectory:
+        from mlgo.env import CompilerEnv
+        from mlgo.problems.inlining.problem import llvm_default
+
+        env = CompilerEnv(self.problem, self.module, cache=self.cache, timeout=self.timeout,
+                          record=False)
+        actions: list[int] = []
+        llvm: list[int] = []
+        sigs: list[tuple] = []
+        try:
+            obs, _ = env.reset()
+            while obs is not None:
+                d = llvm_default(obs)
+                sig = tuple(int(np.asarray(obs[f]).reshape(-1)[0]) for f in SITE_FEATURES)
+                a = int(answer(len(actions), sig, d))
+                actions.append(a)
+                llvm.append(d)
+                sigs.append(sig)
+                obs, _, _, _, _ = env.step(a)
+        finally:
+            env.close()
+        assert env.result is not None
+        m = env.result.measurement
+        return Trajectory(float(self.objective(m)), m.total, actions, llvm, sigs, m.per_function)
+
+
+def prefix_answer(prefix: Sequence[int]) -> Answer:
+    return lambda i, sig, d: prefix[i] if i < len(prefix) else d
+
+
+def plan_answer(ref: Trajectory, answers: Sequence[int]) -> Answer:
+    """`answers` along `ref`'s call sites, matched by signature (exact first, then coarse,
+    within MATCH_WINDOW of the last match); LLVM's decision where nothing matches."""
+    state = {"next": 0}
+    coarse = [s[COARSE_KEY] for s in ref.sigs]
+
+    def answer(i: int, sig: tuple, d: int) -> int:
+        j0 = state["next"]
+        window = range(j0, min(j0 + MATCH_WINDOW, len(ref.sigs)))
+        hit = next((j for j in window if ref.sigs[j] == sig), None)
+        if hit is None:
+            hit = next((j for j in window if coarse[j] == sig[COARSE_KEY]), None)
+        if hit is None:
+            return d
+        state["next"] = hit + 1
+        return int(answers[hit])
+    return answer
+
+
+class OutOfBudget(Exception):
+    pass
+
+
+def _digest(*parts: Sequence[Any]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        h.update(repr(tuple(p)).encode())
+        h.update(b"\1")
+    return h.digest()
+
+
+@dataclass
+class StrongState:
+    """What a search carries from one slice to the next (picklable)."""
+
+    anchor: Trajectory | None = None
+    best: Trajectory | None = None
+    tried: set[bytes] = field(default_factory=set)  # move digests tried from `best`
+    compiles: int = 0
+    seconds: float = 0.0
+    kept: int = 0
+    enumerated: bool = False  # every path of the tree compiled: `best` is the optimum
+    local_optimum: bool = False  # no move of the list improves `best`
+    exhausted: bool = False  # perturbations keep landing on compiles already made
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # (compiles, s, best)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StrongConfig:
+    budget: int = 0  # compiles (0: none)
+    seconds: float = 0.0  # wall time (0: none)
+    enumerate_max: int = 8  # anchor decisions up to which the tree is enumerated (0: never)
+    enumerate_leaves: int = 1024
+    pairs_max: int = 400  # pair moves per move list
+
+
+class StrongSearch:
+    """The strong search on one module (see the module docstring)."""
+
+    def __init__(self, oracle: Oracle, config: StrongConfig, state: StrongState | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.oracle = oracle
+        self.config = config
+        self.state = state or StrongState()
+        self.clock = clock
+        self._memo: dict[bytes, Trajectory] = {}
+        self._compiles0 = self.state.compiles
+        self._start = clock()
+        self.rng = random.Random(self.state.seed)
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to try, whatever the budget."""
+        return self.state.enumerated or self.state.exhausted
+
+    def _can_perturb(self) -> bool:
+        return bool(self.config.budget or self.config.seconds)
+
+    # -- compiles -----------------------------------------------------------------------------
+    def _compile(self, key: bytes, answer: Answer) -> Trajectory:
+        """The compile under `answer`, or the earlier one with the same key (compiles are
+        deterministic)."""
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        c = self.config
+        if c.budget and self.state.compiles - self._compiles0 >= c.budget:
+            raise OutOfBudget
+        if c.seconds and self.clock() - self._start >= c.seconds:
+            raise OutOfBudget
+        t0 = self.clock()
+        traj = self.oracle.run(answer)
+        s = self.state
+        s.compiles += 1
+        s.seconds += self.clock() - t0
+        self._memo[key] = traj
+        self._memo.setdefault(_digest(traj.actions), traj)
+        if s.best is None or traj.objective < s.best.objective:
+            if s.best is not None:
+                s.kept += 1
+            s.best = traj
+            s.tried = set()
+            s.local_optimum = False
+        s.history.append((s.compiles, s.seconds, s.best.objective))
+        return traj
+
+    def prefix(self, prefix: Sequence[int]) -> Trajectory:
+        """Answer `prefix`, then LLVM's own decision at every later call site."""
+        traj = self._compile(_digest(prefix), prefix_answer(prefix))
+        if len(traj.actions) < len(prefix):
+            raise ProtocolError(f"replay diverged: the compile asked for {len(traj.actions)} "
+                                f"decisions, the prefix has {len(prefix)}")
+        # Every longer prefix of it ends in LLVM's own answers: the same compile.
+        for k in range(len(prefix), len(traj.actions) + 1):
+            self._memo.setdefault(_digest(traj.actions[:k]), traj)
+        return traj
+
+    def plan(self, ref: Trajectory, answers: Sequence[int]) -> Trajectory:
+        """`answers` along `ref`'s call sites. Where they change one answer of `ref` and keep
+        the rest, and the rest were LLVM's own, this is exactly a prefix candidate."""
+        first = next((k for k, (x, y) in enumerate(zip(answers, ref.actions, strict=True))
+                      if x != y), len(answers))
+        if answers[first + 1:] == ref.actions[first + 1:] == ref.llvm[first + 1:]:
+            return self.prefix(answers[:first + 1])
+        return self._compile(_digest(ref.actions, answers, ref.sigs), plan_answer(ref, answers))
+
+    # -- moves --------------------------------------------------------------------------------
+    def enumerate_tree(self, leaves: int) -> list[Trajectory]:
+        """Every path of the decision tree (each a compile), depth first; OutOfBudget past
+        `leaves` compiles."""
+        out: list[Trajectory] = []
+        seen: set[bytes] = set()
+        stack: list[list[int]] = [[]]
+        while stack:
+            p = stack.pop()
+            traj = self.prefix(p)
+            key = _digest(traj.actions)
+            if key not in seen:
+                seen.add(key)
+                out.append(traj)
+                if len(out) > leaves:
+                    raise OutOfBudget
+            for k in range(len(traj.actions) - 1, len(p) - 1, -1):
+                stack.append([*traj.actions[:k], 1 - traj.actions[k]])
+        return out
+
+    def moves(self, best: Trajectory) -> Iterator[list[int]]:
+        """The answers of every move from `best`, most promising kinds first."""
+        a = best.actions
+        n = len(a)
+        for k in range(n):
+            yield [*a[:k], 1 - a[k], *a[k + 1:]]
+        groups: dict[tuple, list[int]] = {}
+        for k, s in enumerate(best.sigs):
+            groups.setdefault(("callee", s[CALLEE_KEY]), []).append(k)
+            groups.setdefault(("caller", s[CALLER_KEY]), []).append(k)
+        groups[("all",)] = list(range(n))
+        seen: set[tuple] = set()
+        for members in groups.values():
+            if len(members) < 2 or tuple(members) in seen:
+                continue
+            seen.add(tuple(members))
+            for value in (0, 1):
+                if any(a[k] != value for k in members):
+                    yield [value if k in members else a[k] for k in range(n)]
+        pairs = 0
+        for members in sorted(seen, key=len):
+            for i, x in enumerate(members):
+                for y in members[i + 1:]:
+                    if pairs >= self.config.pairs_max:
+                        return
+                    pairs += 1
+                    b = list(a)
+                    b[x], b[y] = 1 - b[x], 1 - b[y]
+                    yield b
+
+    def climb(self) -> None:
+        """First-improvement hill climbing over the move list until no move improves."""
+        s = self.state
+        while not s.local_optimum:
+            assert s.best is not None
+            best = s.best
+            for answers in self.moves(best):
+                key = _digest(answers)
+                if key in s.tried:
+                    continue
+                s.tried.add(key)
+                self.plan(best, answers)
+                if s.best is not best:
+                    break
+            else:
+                s.local_optimum = True
+
+    def perturb(self) -> None:
+        """One round of iterated local search from a random perturbation of the best."""
+        s = self.state
+        assert s.best is not None
+        best = s.best
+        n = len(best.actions)
+        if n < 2:
+            self.state.exhausted = True
+            return
+        answers = list(best.actions)
+        for k in self.rng.sample(range(n), min(n, self.rng.randint(2, 4))):
+            answers[k] = 1 - answers[k]
+        cur = self.plan(best, answers)
+        for _ in range(3):  # a short single-flip climb from the perturbed point
+            if s.best is not best:
+                return
+            better = None
+            for k in range(len(cur.actions)):
+                b = [*cur.actions[:k], 1 - cur.actions[k], *cur.actions[k + 1:]]
+                t = self.plan(cur, b)
+                if t.objective < cur.objective:
+                    better = t
+                    break
+            if better is None:
+                return
+            cur = better
+
+    def run(self) -> StrongState:
+        s = self.state
+        try:
+            if s.anchor is None:
+                s.anchor = self.prefix([])
+            elif s.best is not None:
+                self._memo[_digest(s.best.actions)] = s.best
+            c = self.config
+            if not s.enumerated and c.enumerate_max and len(s.anchor.actions) <= c.enumerate_max:
+                try:
+                    self.enumerate_tree(c.enumerate_leaves)
+                    s.enumerated = True
+                except OutOfBudget:
+                    if c.budget and s.compiles - self._compiles0 >= c.budget:
+                        raise
+            if s.enumerated:
+                return s
+            self.climb()
+            stalled = 0
+            while self._can_perturb() and not s.exhausted:
+                before = s.compiles
+                self.perturb()
+                self.climb()
+                stalled = 0 if s.compiles > before else stalled + 1
+                s.exhausted = stalled >= STALLED_PERTURBATIONS
+        except OutOfBudget:
+            pass
+        finally:
+            s.seed = self.rng.randrange(1 << 30)
+        return s
+
+
+# -- over a corpus ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StrongTask:
+    """One slice of one module's strong search, picklable for the pools (`module` and `tag`
+    are what they read). `seconds` 0: no time limit; `finish`: replay the best on the plain
+    compile and return the module's result."""
+
+    module: Module
+    config: Any  # mlgo.search.SearchConfig
+    state: StrongState | None = None
+    seconds: float = 0.0
+    finish: bool = True
+    gin_config: str = ""
+    timeout: float = 300.0
+    comdat_weights: dict[str, float] = field(default_factory=dict, compare=False)
+    tag: int = 0
+    search: bool = True  # False: no search beyond `state` (just the anchor when it is None)
+
+
+def strong_config(config: Any, seconds: float, compiles_done: int) -> StrongConfig:
+    """The slice's limits from a SearchConfig: its per-module compile budget (one compile kept
+    for the final plain replay) and the slice's seconds."""
+    budget = max(config.budget - 1 - compiles_done, 0) if config.budget else 0
+    if config.budget and budget == 0:
+        budget = -1  # spent: compile nothing more
+    return StrongConfig(budget=budget, seconds=seconds, enumerate_max=config.enumerate_max)
+
+
+def run_strong_task(task: StrongTask) -> ModuleOutcome:
+    """One slice in a worker. Never raises for a bad module: the outcome carries the error."""
+    from mlgo.compiler.measure import comdat_objective
+    from mlgo.workers.tasks import _apply_gin
+
+    t0 = time.monotonic()
+    name = task.module.name
+    try:
+        _apply_gin(task.gin_config)
+        objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
+        oracle = ModuleOracle(task.module, objective, task.timeout)
+        state = task.state or StrongState(seed=int.from_bytes(_digest([name])[:4], "little"))
+        limits = (strong_config(task.config, task.seconds, state.compiles) if task.search
+                  else StrongConfig(budget=1 if state.anchor is None else -1))
+        search = StrongSearch(oracle, limits, state)
+        if limits.budget >= 0:
+            search.run()
+        out = ModuleOutcome(name, True, seconds=time.monotonic() - t0, tag=task.tag)
+        out.extra = {"state": state, "done": search.done or not (limits.budget or limits.seconds)}
+        if task.finish:
+            _finish(oracle, state, out)
+        return out
+    except MlgoError as e:
+        return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0, tag=task.tag)
+    except Exception as e:  # a bug, not a bad module: keep the traceback for the report
+        return ModuleOutcome(name, False, error=f"internal error: {e!r}\n{traceback.format_exc()}",
+                             seconds=time.monotonic() - t0, tag=task.tag)
+
+
+def _finish(oracle: ModuleOracle, state: StrongState, out: ModuleOutcome) -> None:
+    """The module's result as mlgo/search.py records it: the best replayed on the plain compile
+    (its features are what a policy sees in release; its size must equal the search's)."""
+    from mlgo.compiler.measure import COMDAT_PREFIX
+    from mlgo.env import CompilerEnv, replay
+    from mlgo.protocol import stack_features
+
+    anchor, best = state.anchor, state.best
+    assert anchor is not None and best is not None
+    default = oracle.problem.baseline(oracle.module, oracle.cache)
+    default_obj = float(oracle.objective(default))
+    if best.actions:
+        env = CompilerEnv(oracle.problem.plain, oracle.module, cache=oracle.cache,
+                          timeout=oracle.timeout, record=True)
+        final = replay(env, list(best.actions))
+        state.compiles += 1
+        if final.measurement.total != best.size:
+            raise MlgoError(f"{oracle.module.name}: the best decisions replayed on the plain "
+                            f"compile give {final.measurement.total:.0f} bytes, the search "
+                            f"measured {best.size:.0f}")
+        out.features = stack_features(final.observations)
+        out.actions = np.asarray(best.actions, dtype=np.int64)
+        out.default_actions = np.asarray(best.llvm, dtype=np.int64)
+    out.reward = (default_obj - best.objective) / default_obj if default_obj > 0 else 0.0
+    out.policy_total, out.default_total = best.size, default.total
+    out.num_decisions = len(best.actions)
+    out.extra = {
+        "strategy": "strong", "compiles": state.compiles, "reused": 0, "passes": 0,
+        "kept": state.kept, "converged": state.enumerated or state.local_optimum,
+        "enumerated": state.enumerated, "skipped": 0,
+        "anchor_total": anchor.size, "anchor_objective": anchor.objective,
+        "best_objective": best.objective, "default_objective": default_obj,
+        "flips_vs_llvm": int(sum(a != d for a, d in zip(best.actions, best.llvm, strict=True))),
+        "comdat": {k.removeprefix(COMDAT_PREFIX): [best.per_function.get(k, 0.0),
+                                                   default.per_function.get(k, 0.0)]
+                   for k in set(best.per_function) | set(default.per_function)
+                   if k.startswith(COMDAT_PREFIX)},
+        "search_seconds": state.seconds,
+    }
+
+
+def slice_seconds(remaining: float, workers: int, rates: dict[str, float],
+                  first_round: bool) -> dict[str, float]:
+    """Seconds per module for the next round: round one splits half the worker-seconds left
+    evenly; later rounds split them by gain rate, each slice at most half of them."""
+    if not rates:
+        return {}
+    pool_seconds = remaining * max(workers, 1)
+    if first_round:
+        return {m: pool_seconds / 2 / len(rates) for m in rates}
+    total = sum(rates.values())
+    share = {m: (r / total if total > 0 else 1 / len(rates)) for m, r in rates.items()}
+    return {m: min(pool_seconds * s, pool_seconds / 2) for m, s in share.items()}
+
+
+def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_config: str = "",
+                    timeout: float = 300.0, comdat_weights: dict[str, float] | None = None,
+                    clock: Callable[[], float] = time.monotonic,
+                    min_slice: float = 2.0) -> Iterator[ModuleOutcome]:
+    """Each module's result (or failure) once its search ends. `pool` runs StrongTasks
+    (make_pool(task_fn=run_strong_task)). Without `config.time_budget`: one task per module,
+    searched to its local optimum (and perturbed while its compile budget lasts)."""
+    weights = dict(comdat_weights or {})
+
+    def task(m: Module, state: StrongState | None, seconds: float, finish: bool,
+             search: bool = True) -> StrongTask:
+        return StrongTask(m, config, state, seconds, finish, gin_config, timeout, weights,
+                          search=search)
+
+    if not config.time_budget:
+        yield from pool.run([task(m, None, 0.0, True) for m in modules])
+        return
+    start = clock()
+    by_name = {m.name: m for m in modules}
+    states: dict[str, StrongState | None] = {m.name: None for m in modules}
+    rates = {m.name: 1.0 for m in modules}
+    first = True
+    workers = int(getattr(pool, "workers", 1) or 1)
+    # A finish compile per module at the end: keep roughly one compile's time per module free.
+    reserve = 0.0
+    while rates:
+        remaining = config.time_budget - (clock() - start) - reserve
+        seconds = slice_seconds(remaining, workers, rates, first)
+        seconds = {n: s for n, s in seconds.items() if s >= min_slice}
+        if not seconds:
+            break
+        first = False
+        for out in pool.run([task(by_name[n], states[n], s, False) for n, s in seconds.items()]):
+            if not out.ok:
+                rates.pop(out.module, None)
+                states.pop(out.module, None)
+                yield out
+                continue
+            st: StrongState = out.extra["state"]
+            states[out.module] = st
+            if out.extra["done"] or st.best is None or st.anchor is None:
+                rates.pop(out.module, None)
+                continue
+            rates[out.module] = ((st.anchor.objective - st.best.objective
+                                  + 0.01 * st.anchor.objective)
+                                 / max(st.seconds, 1e-3))
+        compiles = sum(s.compiles for s in states.values() if s is not None)
+        seconds_spent = sum(s.seconds for s in states.values() if s is not None)
+        reserve = len(states) * (seconds_spent / max(compiles, 1)) / workers
+    yield from pool.run([task(by_name[n], st, 0.0, True, search=False)
+                         for n, st in states.items()])
