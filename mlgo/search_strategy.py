@@ -39,6 +39,7 @@ remainder so no module eats the budget. A module leaves when its search is compl
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 import time
 import traceback
@@ -217,7 +218,14 @@ class StrongSearch:
         self.config = config
         self.state = state or StrongState()
         self.clock = clock
-        self._memo: dict[bytes, Trajectory] = {}
+        self._memo: dict[bytes, Trajectory] = {}  # by candidate
+        # The tree as compiled so far: the call site asked after each answered prefix, and the
+        # compiles by their full answers.
+        self._nodes: dict[bytes, tuple[tuple, int]] = {}
+        self._leaves: dict[bytes, Trajectory] = {}
+        for t in (self.state.anchor, self.state.best):
+            if t is not None:
+                self._add_path(t)
         self._compiles0 = self.state.compiles
         self._start = clock()
         self.rng = random.Random(self.state.seed)
@@ -231,11 +239,24 @@ class StrongSearch:
         return bool(self.config.budget or self.config.seconds)
 
     # -- compiles -----------------------------------------------------------------------------
-    def _compile(self, key: bytes, answer: Answer) -> Trajectory:
-        """The compile under `answer`, or the earlier one with the same key (compiles are
-        deterministic)."""
-        hit = self._memo.get(key)
+    def _known(self, answer: Answer) -> Trajectory | None:
+        """The compile `answer` would make, if it is a path of the tree compiled before."""
+        p: list[int] = []
+        while True:
+            leaf = self._leaves.get(_digest(p))
+            if leaf is not None:
+                return leaf
+            node = self._nodes.get(_digest(p))
+            if node is None:
+                return None
+            p.append(int(answer(len(p), *node)))
+
+    def _compile(self, key: bytes, make_answer: Callable[[], Answer]) -> Trajectory:
+        """The compile under the answer function `make_answer()` makes, or the earlier one
+        that answered the same (compiles are deterministic)."""
+        hit = self._memo.get(key) or self._known(make_answer())
         if hit is not None:
+            self._memo[key] = hit
             return hit
         c = self.config
         if c.budget and self.state.compiles - self._compiles0 >= c.budget:
@@ -243,12 +264,12 @@ class StrongSearch:
         if c.seconds and self.clock() - self._start >= c.seconds:
             raise OutOfBudget
         t0 = self.clock()
-        traj = self.oracle.run(answer)
+        traj = self.oracle.run(make_answer())
         s = self.state
         s.compiles += 1
         s.seconds += self.clock() - t0
         self._memo[key] = traj
-        self._memo.setdefault(_digest(traj.actions), traj)
+        self._add_path(traj)
         if s.best is None or traj.objective < s.best.objective:
             if s.best is not None:
                 s.kept += 1
@@ -258,15 +279,17 @@ class StrongSearch:
         s.history.append((s.compiles, s.seconds, s.best.objective))
         return traj
 
+    def _add_path(self, traj: Trajectory) -> None:
+        for k in range(len(traj.actions)):
+            self._nodes[_digest(traj.actions[:k])] = (traj.sigs[k], traj.llvm[k])
+        self._leaves[_digest(traj.actions)] = traj
+
     def prefix(self, prefix: Sequence[int]) -> Trajectory:
         """Answer `prefix`, then LLVM's own decision at every later call site."""
-        traj = self._compile(_digest(prefix), prefix_answer(prefix))
+        traj = self._compile(_digest(prefix), lambda: prefix_answer(prefix))
         if len(traj.actions) < len(prefix):
             raise ProtocolError(f"replay diverged: the compile asked for {len(traj.actions)} "
                                 f"decisions, the prefix has {len(prefix)}")
-        # Every longer prefix of it ends in LLVM's own answers: the same compile.
-        for k in range(len(prefix), len(traj.actions) + 1):
-            self._memo.setdefault(_digest(traj.actions[:k]), traj)
         return traj
 
     def plan(self, ref: Trajectory, answers: Sequence[int]) -> Trajectory:
@@ -276,17 +299,20 @@ class StrongSearch:
                       if x != y), len(answers))
         if answers[first + 1:] == ref.actions[first + 1:] == ref.llvm[first + 1:]:
             return self.prefix(answers[:first + 1])
-        return self._compile(_digest(ref.actions, answers, ref.sigs), plan_answer(ref, answers))
+        return self._compile(_digest(ref.actions, answers, ref.sigs),
+                             lambda: plan_answer(ref, answers))
 
     # -- moves --------------------------------------------------------------------------------
     def enumerate_tree(self, leaves: int) -> list[Trajectory]:
-        """Every path of the decision tree (each a compile), depth first; OutOfBudget past
-        `leaves` compiles."""
+        """Every path of the decision tree (each a compile), fewest answers that differ from
+        LLVM's first (so a budget that ends it early has tried the nearest paths: single
+        flips, then pairs, ...); OutOfBudget past `leaves` compiles."""
         out: list[Trajectory] = []
         seen: set[bytes] = set()
-        stack: list[list[int]] = [[]]
-        while stack:
-            p = stack.pop()
+        queue: list[tuple[int, int, list[int]]] = [(0, 0, [])]
+        order = 0
+        while queue:
+            flips, _, p = heapq.heappop(queue)
             traj = self.prefix(p)
             key = _digest(traj.actions)
             if key not in seen:
@@ -294,8 +320,9 @@ class StrongSearch:
                 out.append(traj)
                 if len(out) > leaves:
                     raise OutOfBudget
-            for k in range(len(traj.actions) - 1, len(p) - 1, -1):
-                stack.append([*traj.actions[:k], 1 - traj.actions[k]])
+            for k in range(len(p), len(traj.actions)):
+                order += 1
+                heapq.heappush(queue, (flips + 1, order, [*traj.actions[:k], 1 - traj.actions[k]]))
         return out
 
     def moves(self, best: Trajectory) -> Iterator[list[int]]:
@@ -377,10 +404,10 @@ class StrongSearch:
         try:
             if s.anchor is None:
                 s.anchor = self.prefix([])
-            elif s.best is not None:
-                self._memo[_digest(s.best.actions)] = s.best
             c = self.config
-            if not s.enumerated and c.enumerate_max and len(s.anchor.actions) <= c.enumerate_max:
+            n = len(s.anchor.actions)
+            if not s.enumerated and c.enumerate_max and n <= c.enumerate_max and (
+                    c.budget <= 0 or 2 ** n <= c.budget - s.compiles + self._compiles0):
                 try:
                     self.enumerate_tree(c.enumerate_leaves)
                     s.enumerated = True
