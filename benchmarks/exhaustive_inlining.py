@@ -47,7 +47,10 @@ from mlgo.search_strategy import (
     StrongState,
     Trajectory,
     prefix_answer,
+    strong_config,
+    strong_outcomes,
 )
+from mlgo.workers.tasks import ModuleOutcome
 
 
 class TreeOracle(Oracle):
@@ -173,6 +176,58 @@ def verify(mod: Module, row: dict, budget: int, timeout: float) -> str:
             f"{'same' if ok else 'DIFFERENT'}")
 
 
+class TimedTreeOracle(TreeOracle):
+    def __init__(self, leaves: list[Trajectory], pool: SimulatedPool, compile_s: float) -> None:
+        super().__init__(leaves)
+        self.pool, self.compile_s = pool, compile_s
+
+    def run(self, answer) -> Trajectory:
+        self.pool.now += self.compile_s
+        return super().run(answer)
+
+
+class SimulatedPool:
+    """Runs StrongTasks on enumerated trees (one worker) under a simulated clock: each compile
+    takes the module's mean measured compile time. For strong_outcomes' time-budget schedule."""
+
+    workers = 1
+
+    def __init__(self, trees: dict[str, tuple[list[Trajectory], float]]) -> None:
+        self.trees = trees
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def run(self, tasks):
+        for task in tasks:
+            leaves, compile_s = self.trees[task.module.name]
+            state = task.state or StrongState(seed=1)
+            limits = (strong_config(task.config, task.seconds, state.compiles) if task.search
+                      else StrongConfig(budget=1 if state.anchor is None else -1))
+            search = StrongSearch(TimedTreeOracle(leaves, self, compile_s), limits, state,
+                                  clock=self.clock)
+            if limits.budget >= 0:
+                search.run()
+            out = ModuleOutcome(task.module.name, True, tag=task.tag)
+            out.extra = {"state": state, "done": search.done}
+            if task.finish:
+                assert state.best is not None
+                self.now += compile_s  # the plain replay
+                out.policy_total = state.best.objective
+            yield out
+
+
+def scheduled(mods: list[Module], results: list[dict], seconds: float) -> tuple[float, float]:
+    """strong_outcomes with a time budget on the simulated pool: (total best, seconds used)."""
+    trees = {r["module"]: (r["leaves"], r["seconds"] / max(r["compiles"], 1)) for r in results}
+    pool = SimulatedPool(trees)
+    config = SearchConfig(strategy="strong", time_budget=seconds, enumerate_max=10)
+    total = sum(o.policy_total for o in strong_outcomes(mods, config, pool, clock=pool.clock,
+                                                        min_slice=0.0))
+    return total, pool.now
+
+
 SEARCHES = (("single", "best single flip"), ("greedy", "greedy (all)"),
             ("greedy1", "greedy (one way)"), ("strong", "strong"),
             ("strong_moves", "strong, no enumeration"))
@@ -256,6 +311,9 @@ def main() -> int:
     p.add_argument("--curve", type=Path, help="PNG of gain against compile minutes")
     p.add_argument("--curve-data", type=Path, help="the curve as JSON")
     p.add_argument("--json", type=Path, help="per-module rows as JSON")
+    p.add_argument("--schedule", type=float, nargs="*", default=[],
+                   help="also run the strong search's corpus schedule (simulated, one worker) "
+                   "with these time budgets in seconds")
     args = p.parse_args()
     modules = [m for c in args.corpus for m in Corpus.load(c).modules]
     jobs = [(m, args.max_leaves, args.timeout,
@@ -275,6 +333,14 @@ def main() -> int:
           file=sys.stderr)
     rows = [run_searches(by_name[r["module"]], r, args.budget) for r in small]
     print(table(rows))
+    anchor = sum(r["anchor"] for r in rows)
+    opt_gain = anchor - sum(r["optimum"] for r in rows)
+    for budget in args.schedule:
+        total, used = scheduled([by_name[r["module"]] for r in small], small, budget)
+        print(f"strong, corpus schedule, time budget {budget:.0f}s (simulated, 1 worker): "
+              f"{100 * (total - anchor) / anchor:+.2f}% vs anchor, "
+              f"{100 * (anchor - total) / opt_gain if opt_gain else 100.0:5.1f}% of the "
+              f"optimum's gain, {used:.0f}s used")
     for r in rows[:args.verify]:
         print(verify(by_name[r["module"]], r, args.budget, args.timeout))
     if args.json:

@@ -198,6 +198,10 @@ class StrongState:
     exhausted: bool = False  # perturbations keep landing on compiles already made
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (compiles, s, best)
     seed: int = 0
+    # The tree as compiled so far: the call site (signature, LLVM's answer) asked after each
+    # answered prefix, and the compiles by their full answers (both keyed by _digest).
+    nodes: dict[bytes, tuple[tuple, int]] = field(default_factory=dict)
+    leaves: dict[bytes, Trajectory] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -219,13 +223,6 @@ class StrongSearch:
         self.state = state or StrongState()
         self.clock = clock
         self._memo: dict[bytes, Trajectory] = {}  # by candidate
-        # The tree as compiled so far: the call site asked after each answered prefix, and the
-        # compiles by their full answers.
-        self._nodes: dict[bytes, tuple[tuple, int]] = {}
-        self._leaves: dict[bytes, Trajectory] = {}
-        for t in (self.state.anchor, self.state.best):
-            if t is not None:
-                self._add_path(t)
         self._compiles0 = self.state.compiles
         self._start = clock()
         self.rng = random.Random(self.state.seed)
@@ -243,10 +240,10 @@ class StrongSearch:
         """The compile `answer` would make, if it is a path of the tree compiled before."""
         p: list[int] = []
         while True:
-            leaf = self._leaves.get(_digest(p))
+            leaf = self.state.leaves.get(_digest(p))
             if leaf is not None:
                 return leaf
-            node = self._nodes.get(_digest(p))
+            node = self.state.nodes.get(_digest(p))
             if node is None:
                 return None
             p.append(int(answer(len(p), *node)))
@@ -281,8 +278,8 @@ class StrongSearch:
 
     def _add_path(self, traj: Trajectory) -> None:
         for k in range(len(traj.actions)):
-            self._nodes[_digest(traj.actions[:k])] = (traj.sigs[k], traj.llvm[k])
-        self._leaves[_digest(traj.actions)] = traj
+            self.state.nodes[_digest(traj.actions[:k])] = (traj.sigs[k], traj.llvm[k])
+        self.state.leaves[_digest(traj.actions)] = traj
 
     def prefix(self, prefix: Sequence[int]) -> Trajectory:
         """Answer `prefix`, then LLVM's own decision at every later call site."""
