@@ -198,6 +198,7 @@ class StrongState:
     exhausted: bool = False  # perturbations keep landing on compiles already made
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (compiles, s, best)
     seed: int = 0
+    cursor: int = 0  # the single flip the climb tries first
     # The tree as compiled so far: the call site (signature, LLVM's answer) asked after each
     # answered prefix, and the compiles by their full answers (both keyed by _digest).
     nodes: dict[bytes, tuple[tuple, int]] = field(default_factory=dict)
@@ -322,11 +323,13 @@ class StrongSearch:
                 heapq.heappush(queue, (flips + 1, order, [*traj.actions[:k], 1 - traj.actions[k]]))
         return out
 
-    def moves(self, best: Trajectory) -> Iterator[list[int]]:
-        """The answers of every move from `best`, most promising kinds first."""
+    def moves(self, best: Trajectory, start: int = 0) -> Iterator[list[int]]:
+        """The answers of every move from `best`, most promising kinds first; single flips
+        from position `start` on, then those before it."""
         a = best.actions
         n = len(a)
-        for k in range(n):
+        for j in range(n):
+            k = (start + j) % n
             yield [*a[:k], 1 - a[k], *a[k + 1:]]
         groups: dict[tuple, list[int]] = {}
         for k, s in enumerate(best.sigs):
@@ -358,13 +361,17 @@ class StrongSearch:
         while not s.local_optimum:
             assert s.best is not None
             best = s.best
-            for answers in self.moves(best):
+            for answers in self.moves(best, s.cursor):
                 key = _digest(answers)
                 if key in s.tried:
                     continue
                 s.tried.add(key)
                 self.plan(best, answers)
                 if s.best is not best:
+                    # As in the greedy pass, go on after the first changed answer: the flips
+                    # before it were just tried (from a trajectory that differs only later).
+                    s.cursor = 1 + next((k for k, (x, y) in enumerate(
+                        zip(s.best.actions, best.actions, strict=False)) if x != y), 0)
                     break
             else:
                 s.local_optimum = True

@@ -179,3 +179,21 @@ def test_search_corpus_strong_with_a_time_budget(none_corpus, tmp_path):
     r = load_result(result_path(tmp_path / "s", none_corpus.modules[0].name))
     assert list(r.actions) == [0, 0, 0] and r.extra["enumerated"]
     assert r.policy_total < r.default_total and r.features  # replayed on the plain compile
+
+
+def test_cli_strong_search_and_its_refusals(none_corpus, tmp_path, capsys):
+    from mlgo.cli.main import main
+
+    base = ["search", "--problem", "inlining", "--corpus", str(none_corpus.root), "--workers", "1"]
+    assert main([*base, "-o", str(tmp_path / "g"), "--time-budget", "1m"]) == 2
+    assert "--time-budget is for --strategy strong" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "-o", str(tmp_path / "g"), "--strategy", "strong", "--time-budget", "5x"])
+    assert "not a number: '5x'" in capsys.readouterr().err
+    out = tmp_path / "s"
+    assert main([*base, "-o", str(out), "--strategy", "strong", "--time-budget", "1m"]) == 0
+    assert "-Oz" in capsys.readouterr().out
+    assert list(load_result(result_path(out, none_corpus.modules[0].name)).actions) == [0, 0, 0]
+    # The same directory with other strategy settings is refused, not mixed.
+    assert main([*base, "-o", str(out), "--strategy", "strong"]) == 2
+    assert "other settings (time_budget)" in capsys.readouterr().err
