@@ -151,7 +151,7 @@ def run_searches(mod: Module, res: dict, budget: int) -> dict:
         _, best, _ = g.run()
         row[name], row[name + "_compiles"] = best.objective, g.compiles
         hist[name] = g.history
-    for name, enum_max in (("strong", 10), ("strong_moves", 0)):
+    for name, enum_max in (("strong", SearchConfig.enumerate_max), ("strong_moves", 0)):
         state = StrongState(seed=1)
         StrongSearch(TreeOracle(leaves), StrongConfig(budget=budget - 1, enumerate_max=enum_max),
                      state).run()
@@ -168,7 +168,8 @@ def verify(mod: Module, row: dict, budget: int, timeout: float) -> str:
     _, best, _ = g.run()
     state = StrongState(seed=1)
     StrongSearch(ModuleOracle(mod, timeout=timeout),
-                 StrongConfig(budget=budget - 1, enumerate_max=10), state).run()
+                 StrongConfig(budget=budget - 1, enumerate_max=SearchConfig.enumerate_max),
+                 state).run()
     assert state.best is not None
     ok = best.objective == row["greedy"] and state.best.objective == row["strong"]
     return (f"verify {mod.name}: greedy {best.objective:.0f} (simulated {row['greedy']:.0f}), "
@@ -222,7 +223,7 @@ def scheduled(mods: list[Module], results: list[dict], seconds: float) -> tuple[
     """strong_outcomes with a time budget on the simulated pool: (total best, seconds used)."""
     trees = {r["module"]: (r["leaves"], r["seconds"] / max(r["compiles"], 1)) for r in results}
     pool = SimulatedPool(trees)
-    config = SearchConfig(strategy="strong", time_budget=seconds, enumerate_max=10)
+    config = SearchConfig(strategy="strong", time_budget=seconds)
     total = sum(o.policy_total for o in strong_outcomes(mods, config, pool, clock=pool.clock,
                                                         min_slice=0.0))
     return total, pool.now
@@ -307,6 +308,8 @@ def main() -> int:
     p.add_argument("--budget", type=int, default=40, help="compiles per module for each search")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--cached-only", action="store_true",
+                   help="only the modules whose tree is already in --work (no compiles)")
     p.add_argument("--verify", type=int, default=0, help="modules to re-run on the compiler")
     p.add_argument("--curve", type=Path, help="PNG of gain against compile minutes")
     p.add_argument("--curve-data", type=Path, help="the curve as JSON")
@@ -319,6 +322,9 @@ def main() -> int:
     jobs = [(m, args.max_leaves, args.timeout,
              args.work / (m.name.replace("/", "__") + ".pkl"),
              args.min_decisions, args.max_decisions) for m in modules]
+    if args.cached_only:
+        jobs = [j for j in jobs if j[3].is_file()]
+        modules = [j[0] for j in jobs]
     t0 = time.monotonic()
     with ProcessPoolExecutor(args.workers) as ex:
         results = list(ex.map(_enumerate_job, jobs))

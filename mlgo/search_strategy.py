@@ -256,10 +256,7 @@ class StrongSearch:
         if hit is not None:
             self._memo[key] = hit
             return hit
-        c = self.config
-        if c.budget and self.state.compiles - self._compiles0 >= c.budget:
-            raise OutOfBudget
-        if c.seconds and self.clock() - self._start >= c.seconds:
+        if self._spent():  # (a compile that would overrun the time is not started)
             raise OutOfBudget
         t0 = self.clock()
         traj = self.oracle.run(make_answer())
@@ -403,24 +400,50 @@ class StrongSearch:
                 return
             cur = better
 
+    def _spent(self) -> bool:
+        c = self.config
+        return bool((c.budget and self.state.compiles - self._compiles0 >= c.budget)
+                    or (c.seconds and self.clock() - self._start + self._mean_compile()
+                        > c.seconds))
+
+    def _mean_compile(self) -> float:
+        return self.state.seconds / self.state.compiles if self.state.compiles else 0.0
+
+    def _fits(self, compiles: int) -> bool:
+        """Whether `compiles` more compiles fit in what is left of the budget."""
+        c = self.config
+        if c.budget and compiles > c.budget - (self.state.compiles - self._compiles0):
+            return False
+        return not c.seconds or (compiles * self._mean_compile()
+                                 <= c.seconds - (self.clock() - self._start))
+
+    def _enumerate(self) -> None:
+        try:
+            self.enumerate_tree(self.config.enumerate_leaves)
+            self.state.enumerated = True
+        except OutOfBudget:
+            if self._spent():
+                raise
+
     def run(self) -> StrongState:
+        """Enumerate a small tree when it fits the budget; otherwise climb, then enumerate a
+        small tree as far as the budget goes (fewest flips first), then perturb."""
         s = self.state
+        c = self.config
         try:
             if s.anchor is None:
                 s.anchor = self.prefix([])
-            c = self.config
             n = len(s.anchor.actions)
-            if not s.enumerated and c.enumerate_max and n <= c.enumerate_max and (
-                    c.budget <= 0 or 2 ** n <= c.budget - s.compiles + self._compiles0):
-                try:
-                    self.enumerate_tree(c.enumerate_leaves)
-                    s.enumerated = True
-                except OutOfBudget:
-                    if c.budget and s.compiles - self._compiles0 >= c.budget:
-                        raise
+            small = bool(c.enumerate_max) and n <= c.enumerate_max
+            if small and not s.enumerated and self._fits(2 ** n):
+                self._enumerate()
             if s.enumerated:
                 return s
             self.climb()
+            if small:
+                self._enumerate()
+                if s.enumerated:
+                    return s
             stalled = 0
             while self._can_perturb() and not s.exhausted:
                 before = s.compiles
@@ -579,6 +602,7 @@ def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_co
         if not seconds:
             break
         first = False
+        before = sum(st.compiles for st in states.values() if st is not None)
         for out in pool.run([task(by_name[n], states[n], s, False) for n, s in seconds.items()]):
             if not out.ok:
                 rates.pop(out.module, None)
@@ -594,6 +618,8 @@ def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_co
                                   + 0.01 * st.anchor.objective)
                                  / max(st.seconds, 1e-3))
         compiles = sum(s.compiles for s in states.values() if s is not None)
+        if compiles == before:  # every slice was too short for one more compile
+            break
         seconds_spent = sum(s.seconds for s in states.values() if s is not None)
         reserve = len(states) * (seconds_spent / max(compiles, 1)) / workers
     yield from pool.run([task(by_name[n], st, 0.0, True, search=False)
