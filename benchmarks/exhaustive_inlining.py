@@ -38,6 +38,7 @@ from types import SimpleNamespace
 
 from corpus_tools.corpus import Corpus, Module
 from mlgo.search import Candidate, FlipSearch, SearchConfig, _key
+from mlgo.search_schedule import strong_config, strong_outcomes
 from mlgo.search_strategy import (
     ModuleOracle,
     Oracle,
@@ -47,8 +48,6 @@ from mlgo.search_strategy import (
     StrongState,
     Trajectory,
     prefix_answer,
-    strong_config,
-    strong_outcomes,
 )
 from mlgo.workers.tasks import ModuleOutcome
 

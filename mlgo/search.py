@@ -75,7 +75,6 @@ SPACES = ("inlining", "regalloc")
 CONFIG = "search.json"
 MODULES_DIR = "modules"
 FAILURES = "failures.json"
-STRATEGY_FIELDS = ("strategy", "time_budget", "enumerate_max")
 
 
 @dataclass(frozen=True)
@@ -569,11 +568,10 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
     out_dir.mkdir(parents=True, exist_ok=True)
     if problem not in SPACES:
         raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
+    from mlgo.search_schedule import config_settings, search_outcomes
+
     # (inlining searches written before regalloc had one keep resuming: no "problem" key)
-    # (searches written before the strong strategy existed keep resuming: its fields only when set)
-    settings = {k: v for k, v in asdict(config).items()
-                if k not in STRATEGY_FIELDS or v != getattr(SearchConfig, k)}
-    _check_config(out_dir, {**settings, "comdat": bool(comdat_weights),
+    _check_config(out_dir, {**config_settings(config), "comdat": bool(comdat_weights),
                             "guided": guide is not None, **(identity or {}),
                             **({"problem": problem} if problem != "inlining" else {})})
     todo = [m for m in modules if not result_path(out_dir, m.name).is_file()]
@@ -584,14 +582,8 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
     t0 = time.monotonic()
     with tqdm(total=len(modules), initial=len(modules) - len(todo), desc="search", unit="mod",
               file=sys.stderr, disable=None if progress else True, dynamic_ncols=True) as bar:
-        if config.strategy == "strong":
-            from mlgo.search_strategy import strong_outcomes
-
-            outcomes = strong_outcomes(todo, config, pool, gin_config=gin_config, timeout=timeout,
-                                       comdat_weights=comdat_weights)
-        else:
-            outcomes = pool.run(tasks) if tasks else iter(())
-        for out in outcomes:
+        for out in search_outcomes(config, todo, tasks, pool, gin_config=gin_config,
+                                   timeout=timeout, comdat_weights=comdat_weights):
             bar.update(1)
             if not out.ok:
                 failed.append((out.module, out.error))

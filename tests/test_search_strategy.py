@@ -7,6 +7,7 @@ from test_search import make_oz_corpus
 
 from mlgo.compiler.cache import BaselineCache
 from mlgo.search import FlipSearch, SearchConfig, load_result, result_path, search_corpus
+from mlgo.search_schedule import run_strong_task, slice_seconds
 from mlgo.search_strategy import (
     ModuleOracle,
     Oracle,
@@ -14,8 +15,6 @@ from mlgo.search_strategy import (
     StrongSearch,
     Trajectory,
     prefix_answer,
-    run_strong_task,
-    slice_seconds,
 )
 from mlgo.workers.pool import LocalPool
 from mlgo_base.errors import MlgoError

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pool.close()
     from mlgo.search import run_search_task
-    from mlgo.search_strategy import run_strong_task
+    from mlgo.search_schedule import run_strong_task
 
     pool = make_pool(args.workers or None, args.ray,
                      task_fn=run_strong_task if args.strategy == "strong" else run_search_task)
