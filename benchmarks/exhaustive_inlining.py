@@ -284,11 +284,15 @@ def plot(data: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=80)
     labels = dict(SEARCHES)
+    end = max(p[0] for pts in data.values() for p in pts)
+    styles = {"greedy": ":", "greedy1": "-.", "strong": "-", "strong_moves": "--"}
     for k, pts in data.items():
         if k == "optimum":
             ax.axhline(pts[0][1], color="k", ls="--", lw=1, label="optimum (exhaustive)")
             continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=labels[k])
+        # a search that stopped early keeps its best: drawn on to the end
+        xs, ys = [p[0] for p in pts] + [end], [p[1] for p in pts] + [pts[-1][1]]
+        ax.plot(xs, ys, styles[k], lw=2 if k == "greedy" else 1.3, label=labels[k])
     ax.set_xlabel("minutes of compile time (every module the same compiles)")
     ax.set_ylabel(".text vs LLVM's decisions (%)")
     ax.legend(fontsize=8)
