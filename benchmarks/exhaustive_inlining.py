@@ -23,6 +23,9 @@ Prints per module: decisions, tree leaves, anchor .text, the best single flip, e
 best, the optimum; then totals (% vs anchor, each search's share of the optimum's gain).
 --curve writes the total gain of each search against minutes of compile time (every module
 given the same number of compiles, 1 .. --budget) as a PNG, and --curve-data as JSON.
+--schedule T... runs the strong search's corpus schedule (mlgo/search_schedule.py) with time
+budgets of T seconds on the trees, one simulated worker. --cached-only takes only the modules
+whose tree is already in DIR (no compiles).
 """
 
 from __future__ import annotations
