@@ -105,8 +105,16 @@ class SearchConfig:
     # regalloc: flips in a function group that leave the profiled functions unchanged before
     # the group is skipped (0: never skip)
     cold_tries: int = 0
+    # "strong": mlgo/search_strategy.py (inlining; group moves, enumeration of small trees, a
+    # time budget for the whole corpus in seconds, 0: none)
+    strategy: str = "greedy"
+    time_budget: float = 0.0
+    enumerate_max: int = 8  # strong: anchor decisions up to which a module is enumerated
 
     def __post_init__(self) -> None:
+        from mlgo.search_strategy import check_strategy
+
+        check_strategy(self)
         if self.guide not in GUIDES:
             raise MlgoError(f"unknown search guide {self.guide!r}; choose one of {', '.join(GUIDES)}")
         if self.passes < 1:
@@ -448,6 +456,7 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
     from tqdm import tqdm
 
     from mlgo.problems import get_problem
+    from mlgo.search_schedule import config_settings, search_outcomes
     from mlgo.workers.tasks import apply_gin
 
     out_dir = Path(out_dir)
@@ -455,8 +464,8 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
         raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
     apply_gin(gin_config)  # the compile settings below are the workers'
     weights = json.dumps(sorted((comdat_weights or {}).items())).encode()
-    want = {**asdict(config), "guided": guide is not None, **(identity or {}), "problem": problem,
-            "comdat": bool(comdat_weights),
+    want = {**config_settings(config), "guided": guide is not None, **(identity or {}),
+            "problem": problem, "comdat": bool(comdat_weights),
             "comdat_weights": hashlib.sha256(weights).hexdigest()[:16] if comdat_weights else "",
             "settings": compile_settings(get_problem(problem))}
     with writing(out_dir):
@@ -473,7 +482,8 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
         t0 = time.monotonic()
         with tqdm(total=len(modules), initial=len(done), desc="search", unit="mod",
                   file=sys.stderr, disable=None if progress else True, dynamic_ncols=True) as bar:
-            for out in pool.run(tasks) if tasks else []:
+            for out in search_outcomes(config, todo, tasks, pool, gin_config=gin_config,
+                                       timeout=timeout, comdat_weights=comdat_weights):
                 bar.update(1)
                 if not out.ok:
                     failed.append((out.module, out.error))

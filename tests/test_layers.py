@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mlgo.env", "mlgo.configurables", "mlgo.export"),
     ("mlgo.workers",),
     ("mlgo.evaluate", "mlgo.traces"),
-    ("mlgo.search", "mlgo.search_store"),
+    ("mlgo.search", "mlgo.search_store", "mlgo.search_strategy", "mlgo.search_schedule"),
     ("mlgo.training", "mlgo.lua_demo"),
     ("mlgo.cli",),
 ]

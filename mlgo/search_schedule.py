@@ -1,0 +1,217 @@
+"""The strong search across a corpus (`mlgo search --strategy strong`, mlgo/search_strategy.py
+searches one module): with a time budget, rounds of per-module slices on the worker pool, the
+search's state travelling with each slice.
+
+Round one gives every module an equal share of half the budget; later rounds split what is left
+by each module's gain per second so far (bytes saved plus a 1% prior of its size, over the
+seconds spent), each slice at most half the remainder, so no module eats the budget. A module
+leaves when its search is complete (enumerated, or nothing new left to try); a slice starts no
+compile that would overrun it (by the module's mean compile time); one compile per module is
+kept for the final replay on the plain compile, which records the features a policy sees.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from corpus_tools.corpus import Module
+from mlgo.search_strategy import (
+    ModuleOracle,
+    StrongConfig,
+    StrongSearch,
+    StrongState,
+    _digest,
+)
+from mlgo.workers.tasks import ModuleOutcome
+from mlgo_base.errors import MlgoError
+
+STRATEGY_FIELDS = ("strategy", "time_budget", "enumerate_max")
+
+
+def config_settings(config: Any) -> dict[str, Any]:
+    """A SearchConfig as its search directory records it: the strategy's fields only when they
+    differ from the default, so searches written before they existed keep resuming."""
+    return {k: v for k, v in asdict(config).items()
+            if k not in STRATEGY_FIELDS or v != getattr(type(config), k)}
+
+
+def search_outcomes(config: Any, modules: Sequence[Module], tasks: Sequence[Any], pool: Any,
+                    **kwargs: Any) -> Iterator[ModuleOutcome]:
+    """The modules' results under the config's strategy: the greedy search runs `tasks`
+    (SearchTasks) as they are, the strong one schedules `modules` itself."""
+    if config.strategy == "strong":
+        return strong_outcomes(modules, config, pool, **kwargs)
+    return pool.run(tasks) if tasks else iter(())
+
+
+@dataclass(frozen=True)
+class StrongTask:
+    """One slice of one module's strong search, picklable for the pools (`module` and `tag`
+    are what they read). `seconds` 0: no time limit; `finish`: replay the best on the plain
+    compile and return the module's result."""
+
+    module: Module
+    config: Any  # mlgo.search.SearchConfig
+    state: StrongState | None = None
+    seconds: float = 0.0
+    finish: bool = True
+    gin_config: str = ""
+    timeout: float = 300.0
+    comdat_weights: dict[str, float] = field(default_factory=dict, compare=False)
+    tag: int = 0
+    search: bool = True  # False: no search beyond `state` (just the anchor when it is None)
+
+
+def strong_config(config: Any, seconds: float, compiles_done: int) -> StrongConfig:
+    """The slice's limits from a SearchConfig: its per-module compile budget (one compile kept
+    for the final plain replay) and the slice's seconds."""
+    budget = max(config.budget - 1 - compiles_done, 0) if config.budget else 0
+    if config.budget and budget == 0:
+        budget = -1  # spent: compile nothing more
+    return StrongConfig(budget=budget, seconds=seconds, enumerate_max=config.enumerate_max)
+
+
+def run_strong_task(task: StrongTask) -> ModuleOutcome:
+    """One slice in a worker. Never raises for a bad module: the outcome carries the error."""
+    from mlgo.compiler.measure import comdat_objective
+    from mlgo.workers.tasks import _apply_gin
+
+    t0 = time.monotonic()
+    name = task.module.name
+    try:
+        _apply_gin(task.gin_config)
+        objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
+        oracle = ModuleOracle(task.module, objective, task.timeout)
+        state = task.state or StrongState(seed=int.from_bytes(_digest([name])[:4], "little"))
+        limits = (strong_config(task.config, task.seconds, state.compiles) if task.search
+                  else StrongConfig(budget=1 if state.anchor is None else -1))
+        search = StrongSearch(oracle, limits, state)
+        if limits.budget >= 0:
+            search.run()
+        out = ModuleOutcome(name, True, seconds=time.monotonic() - t0, tag=task.tag)
+        out.extra = {"state": state, "done": search.done or not (limits.budget or limits.seconds)}
+        if task.finish:
+            _finish(oracle, state, out)
+        return out
+    except MlgoError as e:
+        return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0, tag=task.tag)
+    except Exception as e:  # a bug, not a bad module: keep the traceback for the report
+        return ModuleOutcome(name, False, error=f"internal error: {e!r}\n{traceback.format_exc()}",
+                             seconds=time.monotonic() - t0, tag=task.tag)
+
+
+def _finish(oracle: ModuleOracle, state: StrongState, out: ModuleOutcome) -> None:
+    """The module's result as mlgo/search.py records it: the best replayed on the plain compile
+    (its features are what a policy sees in release; its size must equal the search's)."""
+    from mlgo.compiler.measure import COMDAT_PREFIX
+    from mlgo.env import CompilerEnv, replay
+    from mlgo.protocol import stack_features
+
+    anchor, best = state.anchor, state.best
+    assert anchor is not None and best is not None
+    default = oracle.problem.baseline(oracle.module, oracle.cache)
+    default_obj = float(oracle.objective(default))
+    if best.actions:
+        env = CompilerEnv(oracle.problem.plain, oracle.module, cache=oracle.cache,
+                          timeout=oracle.timeout, record=True)
+        final = replay(env, list(best.actions))
+        state.compiles += 1
+        if final.measurement.total != best.size:
+            raise MlgoError(f"{oracle.module.name}: the best decisions replayed on the plain "
+                            f"compile give {final.measurement.total:.0f} bytes, the search "
+                            f"measured {best.size:.0f}")
+        out.features = stack_features(final.observations)
+        out.actions = np.asarray(best.actions, dtype=np.int64)
+        out.default_actions = np.asarray(best.llvm, dtype=np.int64)
+    out.reward = (default_obj - best.objective) / default_obj if default_obj > 0 else 0.0
+    out.policy_total, out.default_total = best.size, default.total
+    out.num_decisions = len(best.actions)
+    out.extra = {
+        "strategy": "strong", "compiles": state.compiles, "reused": 0, "passes": 0,
+        "kept": state.kept, "converged": state.enumerated or state.local_optimum,
+        "enumerated": state.enumerated, "skipped": 0,
+        "anchor_total": anchor.size, "anchor_objective": anchor.objective,
+        "best_objective": best.objective, "default_objective": default_obj,
+        "flips_vs_llvm": int(sum(a != d for a, d in zip(best.actions, best.llvm, strict=True))),
+        "comdat": {k.removeprefix(COMDAT_PREFIX): [best.per_function.get(k, 0.0),
+                                                   default.per_function.get(k, 0.0)]
+                   for k in set(best.per_function) | set(default.per_function)
+                   if k.startswith(COMDAT_PREFIX)},
+        "search_seconds": state.seconds,
+    }
+
+
+def slice_seconds(remaining: float, workers: int, rates: dict[str, float],
+                  first_round: bool) -> dict[str, float]:
+    """Seconds per module for the next round: round one splits half the worker-seconds left
+    evenly; later rounds split them by gain rate, each slice at most half of them."""
+    if not rates:
+        return {}
+    pool_seconds = remaining * max(workers, 1)
+    if first_round:
+        return {m: pool_seconds / 2 / len(rates) for m in rates}
+    total = sum(rates.values())
+    share = {m: (r / total if total > 0 else 1 / len(rates)) for m, r in rates.items()}
+    return {m: min(pool_seconds * s, pool_seconds / 2) for m, s in share.items()}
+
+
+def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_config: str = "",
+                    timeout: float = 300.0, comdat_weights: dict[str, float] | None = None,
+                    clock: Callable[[], float] = time.monotonic,
+                    min_slice: float = 2.0) -> Iterator[ModuleOutcome]:
+    """Each module's result (or failure) once its search ends. `pool` runs StrongTasks
+    (make_pool(task_fn=run_strong_task)). Without `config.time_budget`: one task per module,
+    searched to its local optimum (and perturbed while its compile budget lasts)."""
+    weights = dict(comdat_weights or {})
+
+    def task(m: Module, state: StrongState | None, seconds: float, finish: bool,
+             search: bool = True) -> StrongTask:
+        return StrongTask(m, config, state, seconds, finish, gin_config, timeout, weights,
+                          search=search)
+
+    if not config.time_budget:
+        yield from pool.run([task(m, None, 0.0, True) for m in modules])
+        return
+    start = clock()
+    by_name = {m.name: m for m in modules}
+    states: dict[str, StrongState | None] = {m.name: None for m in modules}
+    rates = {m.name: 1.0 for m in modules}
+    first = True
+    workers = int(getattr(pool, "workers", 1) or 1)
+    # A finish compile per module at the end: keep roughly one compile's time per module free.
+    reserve = 0.0
+    while rates:
+        remaining = config.time_budget - (clock() - start) - reserve
+        seconds = slice_seconds(remaining, workers, rates, first)
+        seconds = {n: s for n, s in seconds.items() if s >= min_slice}
+        if not seconds:
+            break
+        first = False
+        before = sum(st.compiles for st in states.values() if st is not None)
+        for out in pool.run([task(by_name[n], states[n], s, False) for n, s in seconds.items()]):
+            if not out.ok:
+                rates.pop(out.module, None)
+                states.pop(out.module, None)
+                yield out
+                continue
+            st: StrongState = out.extra["state"]
+            states[out.module] = st
+            if out.extra["done"] or st.best is None or st.anchor is None:
+                rates.pop(out.module, None)
+                continue
+            rates[out.module] = ((st.anchor.objective - st.best.objective
+                                  + 0.01 * st.anchor.objective)
+                                 / max(st.seconds, 1e-3))
+        compiles = sum(s.compiles for s in states.values() if s is not None)
+        if compiles == before:  # every slice was too short for one more compile
+            break
+        seconds_spent = sum(s.seconds for s in states.values() if s is not None)
+        reserve = len(states) * (seconds_spent / max(compiles, 1)) / workers
+    yield from pool.run([task(by_name[n], st, 0.0, True, search=False)
+                         for n, st in states.items()])

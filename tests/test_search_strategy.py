@@ -1,0 +1,198 @@
+"""The strong inlining search (mlgo/search_strategy.py): its moves, enumeration and budgets on
+fake decision trees, and on a crafted -Oz module compiled by the real clang-19 where inlining
+none of a callee's call sites is best while undoing any one of them alone loses."""
+
+import pytest
+from test_search import make_oz_corpus
+
+from mlgo.compiler.cache import BaselineCache
+from mlgo.search import FlipSearch, SearchConfig, load_result, result_path, search_corpus
+from mlgo.search_schedule import run_strong_task, slice_seconds
+from mlgo.search_strategy import (
+    ModuleOracle,
+    Oracle,
+    StrongConfig,
+    StrongSearch,
+    Trajectory,
+    prefix_answer,
+)
+from mlgo.workers.pool import LocalPool
+from mlgo_base.errors import MlgoError
+
+
+def sig(callee: int, caller: int, cost: int = 0) -> tuple:
+    """A call site's signature laid out as search_strategy.SITE_FEATURES."""
+    return (callee, 0, 0, 0, 0, 0, cost, 5, 0, 0, caller, 0)
+
+
+class FakeOracle(Oracle):
+    """A compile as a queue of call sites (name, signature, LLVM's answer) asked in order;
+    inlining a site in `exposes` asks next about the site it exposes (as inlining a callee
+    exposes its calls). The objective is a function of {site name: answer}."""
+
+    def __init__(self, sites, objective, exposes=None):
+        self.sites, self.objective, self.exposes = sites, objective, exposes or {}
+        self.compiles = 0
+
+    def run(self, answer):
+        self.compiles += 1
+        queue, actions, llvm, sigs, asked = list(self.sites), [], [], [], {}
+        while queue:
+            name, s, d = queue.pop(0)
+            a = answer(len(actions), s, d)
+            actions.append(a)
+            llvm.append(d)
+            sigs.append(s)
+            asked[name] = a
+            if a == 1 and name in self.exposes:
+                queue.insert(0, self.exposes[name])
+        size = float(self.objective(asked))
+        return Trajectory(size, size, actions, llvm, sigs)
+
+
+def none_of_three(asked):
+    """Three call sites of callee 1 (LLVM inlines them all): inlining none of them is 10 bytes
+    smaller, undoing any one or two alone is not. A fourth site (callee 2) is neutral."""
+    inlined = sum(asked[n] for n in ("a", "b", "c"))
+    return 100 - 10 * (inlined == 0) + 3 * (0 < inlined < 3)
+
+
+THREE_SITES = [("a", sig(1, 7), 1), ("d", sig(2, 8), 0), ("b", sig(1, 9), 1), ("c", sig(1, 9), 1)]
+
+
+def test_group_move_reaches_what_single_flips_miss():
+    oracle = FakeOracle(THREE_SITES, none_of_three)
+    anchor = oracle.run(prefix_answer([]))
+    # No single flip of the anchor improves it: a one-flip greedy search stops at 100.
+    for k in range(4):
+        flipped = [*anchor.actions[:k], 1 - anchor.actions[k]]
+        assert oracle.run(prefix_answer(flipped)).objective >= anchor.objective
+    s = StrongSearch(FakeOracle(THREE_SITES, none_of_three), StrongConfig(enumerate_max=0))
+    state = s.run()
+    assert state.best.objective == 90
+    assert [a for a, x in zip(state.best.actions, state.best.sigs, strict=True) if x[0] == 1] == [0, 0, 0]
+    assert state.local_optimum and not state.enumerated
+
+
+def test_enumeration_covers_every_path_once():
+    # Inlining "a" exposes "e"; inlining "e" exposes "f": paths differ in length.
+    exposes = {"a": ("e", sig(3, 7), 1), "e": ("f", sig(4, 7), 0)}
+    def objective(asked):
+        return 50 + sum(v * (i + 1) for i, v in enumerate(asked.values())) - 20 * asked.get("f", 0)
+    oracle = FakeOracle(THREE_SITES[:2], objective, exposes)
+    leaves = StrongSearch(oracle, StrongConfig()).enumerate_tree(1024)
+
+    def paths(prefix):  # brute force: every answer vector the tree allows
+        t = FakeOracle(THREE_SITES[:2], objective, exposes).run(prefix_answer(prefix))
+        if len(t.actions) == len(prefix):
+            return [t]
+        return paths([*prefix, 0]) + paths([*prefix, 1])
+
+    every = paths([])
+    assert sorted(tuple(t.actions) for t in leaves) == sorted(tuple(t.actions) for t in every)
+    assert oracle.compiles == len(every) == 8  # no path compiled twice
+    assert min(t.objective for t in leaves) == min(t.objective for t in every)
+    # With the enumeration in run(), the optimum is found and marked as such.
+    state = StrongSearch(FakeOracle(THREE_SITES[:2], objective, exposes), StrongConfig()).run()
+    assert state.enumerated and state.best.objective == min(t.objective for t in every)
+
+
+def test_plan_keeps_later_answers_where_positions_shift():
+    # The best so far answers "d" against LLVM; a plan that inlines "a" (exposing "e" before
+    # "d") must still answer "d" as the best did, at its new position.
+    exposes = {"a": ("e", sig(3, 7), 1)}
+    sites = [("a", sig(1, 7), 0), ("d", sig(2, 8), 0)]
+    oracle = FakeOracle(sites, lambda asked: 10, exposes)
+    s = StrongSearch(oracle, StrongConfig())
+    ref = s.prefix([0, 1])  # "d" inlined
+    t = s.plan(ref, [1, 1])
+    assert t.actions == [1, 1, 1] and t.sigs[2] == sig(2, 8)
+
+
+def test_compile_and_time_budgets_are_respected():
+    oracle = FakeOracle(THREE_SITES, none_of_three)
+    state = StrongSearch(oracle, StrongConfig(budget=3, enumerate_max=0)).run()
+    assert oracle.compiles == state.compiles == 3
+
+    class SlowOracle(FakeOracle):
+        now = 0.0
+
+        def run(self, answer):  # each compile takes one second
+            SlowOracle.now += 1.0
+            return super().run(answer)
+    oracle = SlowOracle(THREE_SITES, none_of_three)
+    StrongSearch(oracle, StrongConfig(seconds=4.0, enumerate_max=0), clock=lambda: SlowOracle.now).run()
+    assert oracle.compiles == 4
+    # A budget leaves perturbation on; a search with nothing left to try still stops.
+    oracle = FakeOracle(THREE_SITES[:2], lambda asked: 5)
+    s = StrongSearch(oracle, StrongConfig(budget=10_000, enumerate_max=0))
+    s.run()
+    assert s.done and oracle.compiles == 4  # the 4 paths of a 2-site tree, once each
+
+
+def test_schedule_splits_time_without_letting_a_module_eat_it():
+    rates = {"a": 100.0, "b": 1.0, "c": 1.0}
+    first = slice_seconds(60.0, 2, rates, first_round=True)
+    assert first == {"a": 20.0, "b": 20.0, "c": 20.0}  # half of 120 worker-seconds, evenly
+    later = slice_seconds(60.0, 2, rates, first_round=False)
+    assert later["a"] == 60.0  # capped at half of what is left
+    assert later["b"] == pytest.approx(120 / 102) and sum(later.values()) <= 120.0
+
+
+def test_strategy_settings_are_checked():
+    with pytest.raises(MlgoError, match="strong search"):
+        SearchConfig(time_budget=60.0)
+    with pytest.raises(MlgoError, match="unknown search strategy"):
+        SearchConfig(strategy="best")
+    with pytest.raises(MlgoError, match="--flips and --guide"):
+        SearchConfig(strategy="strong", flips="inlined")
+
+
+# -- the real compiler ------------------------------------------------------------------------------
+# LLVM inlines `pick` at its three call sites (its body is then deleted). Undoing one site keeps
+# the body and two copies (bigger); inlining none keeps the body once and three calls: smallest.
+NONE_OF_THREE = ("extern int g[64]; extern void use(int);\n"
+                 "static int pick(int i) { return g[i & 63] * 3 + i; }\n"
+                 + "".join(f"void f{j}(int i) {{ use(pick(i + {j})); }}\n" for j in range(3)))
+
+
+@pytest.fixture(scope="module")
+def none_corpus(tmp_path_factory):
+    return make_oz_corpus(tmp_path_factory.mktemp("none"), {"none.c": NONE_OF_THREE})
+
+
+def test_real_module_where_inlining_none_is_best(none_corpus, tmp_path):
+    module = none_corpus.modules[0]
+    cache = BaselineCache(tmp_path / "cache")
+    anchor, greedy, _ = FlipSearch(module, SearchConfig(), cache=cache).run()
+    assert anchor.actions == [1, 1, 1] and greedy.objective == anchor.objective
+    state = StrongSearch(ModuleOracle(module, cache=cache), StrongConfig(enumerate_max=0)).run()
+    assert state.best.actions == [0, 0, 0] and state.best.objective < greedy.objective
+
+
+def test_search_corpus_strong_with_a_time_budget(none_corpus, tmp_path):
+    config = SearchConfig(strategy="strong", time_budget=60.0)
+    with LocalPool(1, task_fn=run_strong_task) as pool:
+        summary = search_corpus(none_corpus.modules, tmp_path / "s", config, pool, progress=False)
+    assert summary.modules == 1 and not summary.failed
+    r = load_result(result_path(tmp_path / "s", none_corpus.modules[0].name))
+    assert list(r.actions) == [0, 0, 0] and r.extra["enumerated"]
+    assert r.policy_total < r.default_total and r.features  # replayed on the plain compile
+
+
+def test_cli_strong_search_and_its_refusals(none_corpus, tmp_path, capsys):
+    from mlgo.cli.main import main
+
+    base = ["search", "--problem", "inlining", "--corpus", str(none_corpus.root), "--workers", "1"]
+    assert main([*base, "-o", str(tmp_path / "g"), "--time-budget", "1m"]) == 2
+    assert "--time-budget is for --strategy strong" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "-o", str(tmp_path / "g"), "--strategy", "strong", "--time-budget", "5x"])
+    assert "not a number: '5x'" in capsys.readouterr().err
+    out = tmp_path / "s"
+    assert main([*base, "-o", str(out), "--strategy", "strong", "--time-budget", "1m"]) == 0
+    assert "-Oz" in capsys.readouterr().out
+    assert list(load_result(result_path(out, none_corpus.modules[0].name)).actions) == [0, 0, 0]
+    # The same directory with other strategy settings is refused, not mixed.
+    assert main([*base, "-o", str(out), "--strategy", "strong"]) == 2
+    assert "other settings (time_budget)" in capsys.readouterr().err
