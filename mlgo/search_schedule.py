@@ -80,12 +80,12 @@ def strong_config(config: Any, seconds: float, compiles_done: int) -> StrongConf
 def run_strong_task(task: StrongTask) -> ModuleOutcome:
     """One slice in a worker. Never raises for a bad module: the outcome carries the error."""
     from mlgo.compiler.measure import comdat_objective
-    from mlgo.workers.tasks import _apply_gin
+    from mlgo.workers.tasks import apply_gin
 
     t0 = time.monotonic()
     name = task.module.name
     try:
-        _apply_gin(task.gin_config)
+        apply_gin(task.gin_config)
         objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
         oracle = ModuleOracle(task.module, objective, task.timeout)
         state = task.state or StrongState(seed=int.from_bytes(_digest([name])[:4], "little"))
