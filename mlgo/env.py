@@ -15,6 +15,7 @@ of numpy arrays keyed by the compiler's feature names; None once the compile is 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from mlgo.compiler.interactive import (
     make_workdir,
     remove_workdir,
 )
+from mlgo.compiler.plugin_env import ENVIRONMENTS, call_site
 from mlgo.problems import Measurement, Problem, get_problem
 from mlgo.problems.base import Heuristic
 from mlgo.protocol import Header
@@ -130,6 +132,8 @@ class CompilerEnv:
         info: dict[str, Any] = {"module": self.module.name}
         if self._compile is not None and self._compile.contexts:
             info["context"] = self._compile.contexts[-1]
+            if getattr(self.problem, "plugin", "") and self._obs is not None:
+                info["call_site"] = call_site(info["context"])
         if self.result is not None:
             info["result"] = self.result
         return info
@@ -174,9 +178,21 @@ class _StandaloneModule(Module):
 
 
 def make(problem: str | Problem, module: Module | str | Path, *, corpus: Corpus | str | Path | None = None,
-         **kwargs: Any) -> CompilerEnv:
-    """An environment for `problem` ("inlining" or "regalloc") on one module."""
+         environment: str = "interactive", **kwargs: Any) -> CompilerEnv:
+    """An environment for `problem` ("inlining" or "regalloc") on one module. `environment`
+    "plugin" (inlining only) compiles with mlgo's inliner plugin instead of LLVM's interactive
+    mode: its observations add the plugin's features, and `info["call_site"]` names each call
+    site (mlgo/compiler/plugin_env.py)."""
     prob = get_problem(problem) if isinstance(problem, str) else problem
+    if environment not in ENVIRONMENTS:
+        raise MlgoError(f"unknown environment {environment!r}; choose one of {', '.join(ENVIRONMENTS)}")
+    if environment == "plugin":
+        if not hasattr(prob, "plugin"):
+            raise MlgoError(f"environment 'plugin': only the inlining problem has a plugin, not {prob.name}")
+        from mlgo.serving.plugin import channel_plugin
+
+        prob = copy.copy(prob)
+        prob.plugin = str(channel_plugin())
     corp = Corpus.load(corpus) if isinstance(corpus, (str, Path)) else corpus
     mod = as_module(module, corp)
     prob.check_corpus(Corpus(mod.root, [mod], extra=dict(corp.extra) if corp else {}))

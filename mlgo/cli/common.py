@@ -34,6 +34,10 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
                    help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
     p.add_argument("--timeout", type=timeout_arg, default=300.0,
                    help=f"per-compile wall-clock limit in seconds, at most {MAX_TIMEOUT:g}")
+    p.add_argument("--env", choices=("interactive", "plugin"), default="interactive",
+                   help="how the compiler asks for decisions: LLVM's interactive mode, or mlgo's "
+                   "inliner plugin, which also sends its own features and each call site's "
+                   "identity (inlining only; docs/plugin-features.md)")
     add_llvm_version_arg(p)
 
 
@@ -49,7 +53,15 @@ def setup_gin(args: argparse.Namespace) -> str:
     """Parse --gin_file and --gin_bindings; return the config text to replay in workers."""
     from mlgo.training.gin_config import parse_gin
 
-    return parse_gin(args.gin_file, args.gin_bindings)
+    bindings = list(args.gin_bindings)
+    if getattr(args, "env", "interactive") == "plugin":
+        if args.problem != "inlining":
+            raise MlgoError(f"--env plugin: only the inlining problem has a plugin, not {args.problem}")
+        from mlgo.serving.plugin import channel_plugin
+
+        # A gin binding reaches every worker (local or Ray) with the rest of the configuration.
+        bindings.append(f"inlining.InliningForSize.plugin = {str(channel_plugin())!r}")
+    return parse_gin(args.gin_file, bindings)
 
 
 def load_corpus(args: argparse.Namespace, *, check_level: bool = True) -> Corpus:

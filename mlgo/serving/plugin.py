@@ -3,6 +3,9 @@ built against llvm-19-dev and cached under `<cache>/plugins/<hash>/`.
 
     so = build_plugin(c_source.heuristic_c_source("inlining", "cost-threshold"))
     clang-19 -Oz -fpass-plugin=<so> -c x.c
+
+`channel_plugin()` is the build with no policy, which only decides through its training
+channel: the environment of `--env plugin` (mlgo/compiler/plugin_env.py).
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ from mlgo_base.files import atomic_write_text
 from mlgo_base.process import ProcessError, run
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
-BINDING_HEADER = "policy_binding.h"  # included by the plugin: binds the policy's inputs by name
+# Included by the plugin: binding the policy's inputs by name, the plugin's own features, its
+# decision log and training channel.
+BINDING_HEADER = "policy_binding.h"
+PLUGIN_HEADERS = (BINDING_HEADER, "plugin_features.h", "plugin_io.h")
 PLUGIN_FILE = "libmlgo_inliner.so"
 PLUGIN_OBJECT = "inliner_plugin.o"
 
@@ -84,15 +90,17 @@ def plugin_object() -> Path:
     (LLVM's headers), shared by all policies and cached by source, LLVM version and flags."""
     llvm = llvm_dev()
     cxx = toolchain.clangxx()
-    source, header = packaged_source(PLUGIN_SOURCE), packaged_source(BINDING_HEADER)
+    source = packaged_source(PLUGIN_SOURCE)
+    headers = {name: packaged_source(name) for name in PLUGIN_HEADERS}
     flags = ["-O2", "-fPIC", *llvm.cxxflags]
-    key = content_key("inliner-plugin-object", source, header, llvm.version, " ".join(flags),
-                      file_identity(cxx.path))
+    key = content_key("inliner-plugin-object", source, *headers.values(), llvm.version,
+                      " ".join(flags), file_identity(cxx.path))
 
     def build(tmp: Path) -> dict:
         src = tmp / PLUGIN_SOURCE
         src.write_text(source)
-        (tmp / BINDING_HEADER).write_text(header)
+        for name, text in headers.items():
+            (tmp / name).write_text(text)
         run_build([cxx.path, *flags, "-c", str(src), "-o", str(tmp / PLUGIN_OBJECT)],
                   Path(SOURCE_DIR) / PLUGIN_SOURCE, "the inliner plugin")
         return {"llvm_version": llvm.version}
@@ -127,12 +135,55 @@ def build_plugin(policy_c_source: str, *, policy_label: str = "policy") -> Path:
     return cached_artifact("plugins", key, PLUGIN_FILE, build)
 
 
+# What the plugin without a policy says when asked to decide with no channel: its smoke test
+# checks that clang loaded it and that the inliner asked it for an advisor.
+_NO_POLICY = "this build links no policy"
+
+
+@functools.cache
+def channel_plugin() -> Path:
+    """Path of the plugin with no policy linked, which decides only through its training channel
+    (`--env plugin`), built on first use and cached like the others."""
+    llvm = llvm_dev()
+    cc, cxx = toolchain.clang(), toolchain.clangxx()
+    obj = plugin_object()
+    key = content_key("inliner-plugin-channel", obj.parent.name, llvm.version,
+                      file_identity(cc.path), file_identity(cxx.path))
+
+    def build(tmp: Path) -> dict:
+        out = tmp / PLUGIN_FILE
+        run_build([cxx.path, "-shared", "-fPIC", str(obj), "-o", str(out)],
+                  Path(SOURCE_DIR) / PLUGIN_SOURCE, "the inliner plugin for --env plugin")
+        with tempfile.TemporaryDirectory(prefix="mlgo-plugin-check-") as d:
+            src = Path(d) / "smoke.c"
+            src.write_text(_SMOKE_C)
+            try:  # the compile fails, saying why: the inliner asked and there is no policy
+                proc = run([cc.path, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
+                            f"-fpass-plugin={out}"], env=_without_plugin_variables(),
+                           timeout=120, check=False, what="trying the inliner plugin for --env plugin")
+            except ProcessError as e:
+                raise BuildError(str(e)) from e
+        if _NO_POLICY not in proc.stderr:
+            raise BuildError(f"inliner plugin for --env plugin: clang did not ask {out} for "
+                             f"advice:\n{proc.stderr.strip()[-3000:]}")
+        return {"llvm_version": llvm.version, "policy": None}
+
+    return cached_artifact("plugins", key, PLUGIN_FILE, build)
+
+
+def _without_plugin_variables() -> dict[str, str]:
+    """This process's environment without the plugin's own variables, which would change what
+    a smoke test checks."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MLGO_PLUGIN_CHANNEL", "MLGO_PLUGIN_DECISION_LOG", "MLGO_DECISION_SUMMARY")}
+
+
 def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
     """Compile a two-function module with the plugin and check it made the inlining decision."""
     with tempfile.TemporaryDirectory(prefix="mlgo-plugin-check-") as d:
         src, log = Path(d) / "smoke.c", Path(d) / "decisions.txt"
         src.write_text(_SMOKE_C)
-        env = dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log))
+        env = dict(_without_plugin_variables(), MLGO_PLUGIN_DECISION_LOG=str(log))
         try:
             run([clang, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
                  f"-fpass-plugin={plugin}"], env=env, timeout=120,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import gin
 
+from mlgo.compiler import plugin_env
 from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
 from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem
@@ -41,6 +42,8 @@ def llvm_default(obs: FeatureValues, llvm_major: int | None = None) -> int:
     from where LLVM `llvm_major` (default: the one mlgo is set to) puts it. Only present when
     the compile ran with -inliner-interactive-include-default, i.e. with
     `problem.for_policy("llvm-default")`."""
+    if plugin_env.from_plugin(obs):  # the plugin sends it in its own slot
+        return plugin_env.llvm_default(obs)
     major = toolchain.llvm_major() if llvm_major is None else llvm_major
     slot = for_llvm(major).DEFAULT_DECISION_SLOT
     if "inlining_default" not in obs:
@@ -79,7 +82,7 @@ class InliningForSize(Problem):
 
     def __init__(self, opt_level: str = "-Oz", extra_flags: tuple[str, ...] = (),
                  include_default: bool = False, comdat_weights: str = "",
-                 ir2vec_vocab: str = "") -> None:
+                 ir2vec_vocab: str = "", plugin: str = "") -> None:
         super().__init__(opt_level, extra_flags)
         # Ask LLVM for its default decision per call site: only the llvm-default policy reads
         # it, and on LLVM 19 it costs callee_basic_block_count (LLVM19_DEFAULT_DECISION_SLOT).
@@ -98,6 +101,9 @@ class InliningForSize(Problem):
         if ir2vec_vocab and not Path(ir2vec_vocab).is_file():
             raise MlgoError(f"{ir2vec_vocab}: no such IR2Vec vocabulary file "
                             "(inlining.InliningForSize.ir2vec_vocab)")
+        # The inliner plugin with no policy (`--env plugin` binds it): decisions then go through
+        # its channel (mlgo/compiler/plugin_env.py) instead of LLVM's interactive mode.
+        self.plugin = plugin
 
     def reward(self, policy: Measurement, default: Measurement) -> float:
         if not self.comdat_weights:
@@ -107,7 +113,9 @@ class InliningForSize(Problem):
 
     @property
     def variant(self) -> str:
-        parts = ["include-default"] if self.include_default else []
+        parts = ["plugin"] if self.plugin else []
+        if self.include_default:
+            parts.append("include-default")
         if self.ir2vec_vocab:  # the embeddings' width is the vocabulary's
             parts.append(f"ir2vec:{Path(self.ir2vec_vocab).resolve()}")
         return ",".join(parts)
@@ -119,7 +127,8 @@ class InliningForSize(Problem):
 
     @property
     def overwritten_features(self) -> tuple[str, ...]:
-        if not self.include_default or self.llvm_major != 19:
+        # The plugin, and LLVM from 22 on, send LLVM's decision in a slot of its own.
+        if not self.include_default or self.plugin or self.llvm_major != 19:
             return ()
         return (LLVM19_DEFAULT_DECISION_SLOT,)
 
@@ -128,11 +137,19 @@ class InliningForSize(Problem):
             return self
         variant = InliningForSize(self.opt_level, self.extra_flags, include_default=True,
                                   comdat_weights=self.comdat_weights,
-                                  ir2vec_vocab=self.ir2vec_vocab)
+                                  ir2vec_vocab=self.ir2vec_vocab, plugin=self.plugin)
         variant.plain = self
         return variant
 
+    def compile_argv(self, module, workdir: Path, channel_base: Path | None) -> list[str]:
+        argv = super().compile_argv(module, workdir, channel_base)
+        cc1 = module.args()[:1] == ["-cc1"]
+        return plugin_env.for_cc1(argv) if self.plugin and channel_base and cc1 else argv
+
     def channel_flags(self, channel_base: Path) -> list[str]:
+        if self.plugin:
+            return plugin_env.channel_flags(self.plugin, channel_base,
+                                            include_default=self.include_default)
         flags = [
             "-mllvm", "-enable-ml-inliner=release",
             "-mllvm", f"-inliner-interactive-channel-base={channel_base}",
