@@ -151,6 +151,10 @@ _NO_POLICY = "this build links no policy"
 def channel_plugin() -> Path:
     """Path of the plugin with no policy linked, which decides only through its training channel
     (`--env plugin`), built on first use and cached like the others."""
+    if toolchain.llvm_major() != 19:
+        raise MlgoError(f"--env plugin: the inliner plugin's advisor is written against LLVM 19's "
+                        f"MLInlineAdvisor, and mlgo is set to LLVM {toolchain.llvm_major()} "
+                        f"({toolchain.VERSION_VARIABLE}); use --env interactive")
     return _channel_plugin(toolchain.llvm_major())
 
 
@@ -169,12 +173,9 @@ def _channel_plugin(major: int) -> Path:
         with tempfile.TemporaryDirectory(prefix="mlgo-plugin-check-") as d:
             src = Path(d) / "smoke.c"
             src.write_text(_SMOKE_C)
-            try:  # the compile fails, saying why: the inliner asked and there is no policy
-                proc = run([cc.path, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
-                            f"-fpass-plugin={out}"], env=_without_plugin_variables(),
-                           timeout=120, check=False, what="trying the inliner plugin for --env plugin")
-            except ProcessError as e:
-                raise BuildError(str(e)) from e
+            proc = run([cc.path, "-Oz", "-c", str(src), "-o", str(Path(d) / "smoke.o"),
+                        f"-fpass-plugin={out}"], env=_without_plugin_variables(), timeout=120,
+                       check=False, what=f"trying the inliner plugin for --env plugin in {cc.path}")
         if _NO_POLICY not in proc.stderr:
             raise BuildError(f"inliner plugin for --env plugin: clang did not ask {out} for "
                              f"advice:\n{proc.stderr.strip()[-3000:]}")

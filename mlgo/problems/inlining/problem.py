@@ -91,6 +91,9 @@ class InliningForSize(Problem):
         # the reward then charges each COMDAT text group its weight, 1/n of the modules that
         # define it, so removing a copy the linker merges anyway earns about nothing.
         self.comdat_weights = comdat_weights
+        # The inliner plugin with no policy (`--env plugin` binds it): decisions then go through
+        # its channel (mlgo/compiler/plugin_env.py) instead of LLVM's interactive mode.
+        self.plugin = plugin
         # An IR2Vec vocabulary (`mlgo vocab --ir2vec`, LLVM 22 only): the compiler then also
         # sends callee_embedding and caller_embedding (mlgo/protocol/llvm22.py).
         self.ir2vec_vocab = ir2vec_vocab
@@ -101,9 +104,6 @@ class InliningForSize(Problem):
         if ir2vec_vocab and not Path(ir2vec_vocab).is_file():
             raise MlgoError(f"{ir2vec_vocab}: no such IR2Vec vocabulary file "
                             "(inlining.InliningForSize.ir2vec_vocab)")
-        # The inliner plugin with no policy (`--env plugin` binds it): decisions then go through
-        # its channel (mlgo/compiler/plugin_env.py) instead of LLVM's interactive mode.
-        self.plugin = plugin
 
     def reward(self, policy: Measurement, default: Measurement) -> float:
         if not self.comdat_weights:
@@ -114,8 +114,7 @@ class InliningForSize(Problem):
     @property
     def variant(self) -> str:
         parts = ["plugin"] if self.plugin else []
-        if self.include_default:
-            parts.append("include-default")
+        parts += ["include-default"] if self.include_default else []
         if self.ir2vec_vocab:  # the embeddings' width is the vocabulary's
             parts.append(f"ir2vec:{Path(self.ir2vec_vocab).resolve()}")
         return ",".join(parts)
@@ -127,8 +126,8 @@ class InliningForSize(Problem):
 
     @property
     def overwritten_features(self) -> tuple[str, ...]:
-        # The plugin, and LLVM from 22 on, send LLVM's decision in a slot of its own.
-        if not self.include_default or self.plugin or self.llvm_major != 19:
+        # The plugin sends LLVM's decision in a slot of its own.
+        if not self.include_default or self.llvm_major != 19 or self.plugin:
             return ()
         return (LLVM19_DEFAULT_DECISION_SLOT,)
 
