@@ -179,3 +179,14 @@ def test_mlgo_clang_on_22_serves_default_rule(corpus22: Corpus, tmp_path: Path,
         assert (work / "wrapped.o").read_bytes() == (work / "ref" / "out.o").read_bytes()
         total += len(decisions)
     assert total > 0  # evicting.c makes the allocator evict
+
+
+def test_cmake_flags_on_22_name_clang22_and_its_plugin(capsys: pytest.CaptureFixture) -> None:
+    from mlgo.cli.main import main as mlgo_main
+
+    assert mlgo_main(["cmake-flags", "never"]) == 0
+    text = capsys.readouterr().out
+    never = plugin.plugin_for("never")
+    assert f'set(CMAKE_C_COMPILER "{toolchain.locate("clang")}"' in text
+    assert toolchain.locate("clang").endswith("clang-22")
+    assert f"-fpass-plugin={never}" in text and f"-Wl,--load-pass-plugin={never}" in text

@@ -1,6 +1,7 @@
-// mlgo's inliner plugin for stock clang (19 or 22): `clang-19 -Oz -fpass-plugin=libmlgo_inliner.so`.
+// mlgo's inliner plugin for stock clang-19 or clang-22, built against that LLVM's headers:
+// `clang-19 -Oz -fpass-plugin=libmlgo_inliner.so`.
 //
-// LLVM 19 lets a pass plugin supply the inline advisor (PluginInlineAdvisorAnalysis). This one
+// LLVM 19 and 22 let a pass plugin supply the inline advisor (PluginInlineAdvisorAnalysis). This one
 // supplies a subclass of LLVM's MLInlineAdvisor: LLVM computes its 38 features per call site
 // into the model runner's buffers, then calls getAdviceFromModel, where the plugin adds its own
 // features computed from the IR (plugin_features.h, docs/plugin-features.md) and decides. It
