@@ -1,6 +1,7 @@
 """Serving on clang-22 (MLGO_LLVM_VERSION=22): the inliner plugin built against llvm-22-dev
 loads into clang-22 and decides exactly as interactive mode does with the same rule, and into
-ld.lld-22 at a ThinLTO link; mlgo-clang serves its regalloc policy to clang-22. The same checks
+ld.lld-22 at a ThinLTO link, and serves `--env plugin`; mlgo-clang serves its regalloc policy
+to clang-22. The same checks
 on LLVM 19 live in tests/test_plugin.py, tests/test_builds.py and tests/test_wrapper.py."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlgo import env as mlgo_env
 from mlgo.compiler.interactive import InteractiveCompile
 from mlgo.compiler.measure import text_size
 from mlgo.problems import get_problem
+from mlgo.problems.inlining.problem import LLVM_DEFAULT, llvm_default
 from mlgo.serving import launcher, plugin
 from mlgo_base import toolchain
 
@@ -91,6 +93,24 @@ def test_plugin_on_22_decides_as_interactive_cost_threshold(corpus22: Corpus,
         assert decisions == [int(a) for a in result.actions], module.name
         total += len(decisions)
     assert total >= 3  # calls.c alone has several call sites
+
+
+@pytest.mark.parametrize("policy", ["cost-threshold", LLVM_DEFAULT])
+def test_plugin_env_on_22_decides_as_interactive_mode(corpus22: Corpus, policy: str) -> None:
+    """`--env plugin` on clang-22: the same decisions and .text as LLVM's interactive mode, with
+    llvm-default reading LLVM's decision from the plugin's own slot."""
+    total = 0
+    for module in corpus22.modules:
+        results = {}
+        for environment in ("interactive", "plugin"):
+            problem = get_problem("inlining").for_policy(policy)
+            rule = llvm_default if policy == LLVM_DEFAULT else problem.heuristic(policy)
+            with mlgo_env.make(problem, module, corpus=corpus22, environment=environment) as e:
+                r = mlgo_env.run_episode(e, rule)
+            results[environment] = (r.measurement.total, [int(a) for a in r.actions])
+        assert results["plugin"] == results["interactive"], module.name
+        total += len(results["plugin"][1])
+    assert total >= 3
 
 
 def test_plugins_for_19_and_22_are_kept_apart(monkeypatch: pytest.MonkeyPatch) -> None:

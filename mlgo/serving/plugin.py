@@ -151,10 +151,6 @@ _NO_POLICY = "this build links no policy"
 def channel_plugin() -> Path:
     """Path of the plugin with no policy linked, which decides only through its training channel
     (`--env plugin`), built on first use and cached like the others."""
-    if toolchain.llvm_major() != 19:
-        raise MlgoError(f"--env plugin: the inliner plugin's advisor is written against LLVM 19's "
-                        f"MLInlineAdvisor, and mlgo is set to LLVM {toolchain.llvm_major()} "
-                        f"({toolchain.VERSION_VARIABLE}); use --env interactive")
     return _channel_plugin(toolchain.llvm_major())
 
 
