@@ -58,8 +58,8 @@ def _cmake_string(text: str) -> str:
 def initial_cache(plugin: str, policy: str, compilers: dict[str, str], *,
                   lld: bool = True) -> str:
     """The text of the initial-cache file for `plugin` (serving `policy`), compiling with
-    `compilers` ({"C": clang-19 or a launcher, "CXX": ...}: the plugin loads only into clang
-    19). With `lld`, links use lld and load the plugin too, so -flto builds
+    `compilers` ({"C": the chosen clang or a launcher, "CXX": ...}: the plugin loads only into
+    the clang of the LLVM it was built for). With `lld`, links use lld and load the plugin too, so -flto builds
     (CMAKE_INTERPROCEDURAL_OPTIMIZATION) get the policy at the link's inlining as well."""
     _check("policy", policy)
     _check("inliner plugin", plugin, in_flags=True)

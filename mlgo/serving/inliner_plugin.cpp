@@ -1,6 +1,7 @@
-// mlgo's inliner plugin for stock clang-19: `clang-19 -Oz -fpass-plugin=libmlgo_inliner.so`.
+// mlgo's inliner plugin for stock clang-19 or clang-22, built against that LLVM's headers:
+// `clang-19 -Oz -fpass-plugin=libmlgo_inliner.so`.
 //
-// LLVM 19 lets a pass plugin supply the inline advisor (PluginInlineAdvisorAnalysis). This one
+// LLVM 19 and 22 let a pass plugin supply the inline advisor (PluginInlineAdvisorAnalysis). This one
 // supplies a subclass of LLVM's MLInlineAdvisor: LLVM computes its 38 features per call site
 // into the model runner's buffers, then calls getAdviceFromModel, where the plugin adds its own
 // features computed from the IR (plugin_features.h, docs/plugin-features.md) and decides. It
@@ -49,7 +50,11 @@
 #include "llvm/IR/DebugInfoMetadata.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Passes/PassBuilder.h"
+#if LLVM_VERSION_MAJOR >= 22
+#include "llvm/Plugins/PassPlugin.h"
+#else
 #include "llvm/Passes/PassPlugin.h"
+#endif
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/JSON.h"
@@ -111,7 +116,17 @@ std::string channelBase(std::string &Error) {
   return ChannelBaseOption.empty() ? FromEnv : std::string(ChannelBaseOption);
 }
 
-// Where each feature lives in the runner's buffers: LLVM's FeatureMap first (where
+// LLVM's own features, from the compiler's header: a global list up to LLVM 21, the advisor's
+// initial list from 22 (which appends IR2Vec embeddings and, for its interactive mode,
+// `inlining_default` per advisor; the first 38 come first and keep their order).
+#if LLVM_VERSION_MAJOR >= 22
+constexpr size_t NumberOfFeatures = static_cast<size_t>(FeatureIndex::callee_embedding);
+const std::vector<TensorSpec> &compilerFeatures() { return MLInlineAdvisor::getInitialFeatureMap(); }
+#else
+const std::vector<TensorSpec> &compilerFeatures() { return FeatureMap; }
+#endif
+
+// Where each feature lives in the runner's buffers: LLVM's features first (where
 // MLInlineAdvisor writes them), then `inlining_default`, then the plugin's own.
 constexpr size_t DefaultSlot = NumberOfFeatures;
 constexpr size_t siteSlot(size_t I) { return NumberOfFeatures + 1 + I; }
@@ -127,8 +142,8 @@ struct BindableFeatures {
 const BindableFeatures &bindable() {
   static const BindableFeatures B = [] {
     BindableFeatures R;
-    for (size_t I = 0; I < FeatureMap.size(); ++I) {
-      const TensorSpec &Spec = FeatureMap[I];
+    for (size_t I = 0; I < compilerFeatures().size(); ++I) {
+      const TensorSpec &Spec = compilerFeatures()[I];
       R.Features.push_back({Spec.name(), Spec.isElementType<int64_t>() ? "int64_t" : "other",
                             Spec.getElementCount()});
       R.Slots.push_back(I);
@@ -151,7 +166,7 @@ const mlgo::PolicyBinding &binding() {
       I = bindable().Slots[I];
     // The plugin's buffers hold one int64 per feature (the generated inliner ABI).
     std::string Odd;
-    for (const TensorSpec &Spec : FeatureMap)
+    for (const TensorSpec &Spec : compilerFeatures())
       if (!Spec.isElementType<int64_t>() || Spec.getElementCount() != 1)
         Odd += "\n  compiler feature '" + Spec.name() + "' is not a single int64";
     if (!Odd.empty())
@@ -181,6 +196,10 @@ const std::string &refusalReason() {
     std::string R = checkLLVMVersion();
     if (!R.empty())
       return R;
+    if (compilerFeatures().size() != NumberOfFeatures)
+      return std::string(PluginName) + ": LLVM " + LLVM_VERSION_STRING + " lists " +
+             std::to_string(compilerFeatures().size()) + " inliner features, its header " +
+             std::to_string(NumberOfFeatures) + "; this plugin cannot tell where each one goes";
     std::string Error;
     if (!channelBase(Error).empty() || !Error.empty())
       return Error;
@@ -247,8 +266,8 @@ public:
       : MLModelRunner(Ctx, Kind::Release, NumSlots), Values(NumSlots, 0), Log(Ctx),
         ModuleName(std::move(ModuleName)), Notes(std::move(Notes)),
         ChannelBase(std::move(Channel)) {
-    for (size_t I = 0; I < FeatureMap.size(); ++I)
-      setUpBufferForTensor(I, FeatureMap[I], &Values[I]);
+    for (size_t I = 0; I < NumberOfFeatures; ++I)
+      setUpBufferForTensor(I, compilerFeatures()[I], &Values[I]);
     setUpBufferForTensor(DefaultSlot, DefaultDecisionSpec, &Values[DefaultSlot]);
     for (size_t I = 0; I < mlgo::NumSiteFeatures; ++I)
       setUpBufferForTensor(siteSlot(I),
@@ -345,7 +364,7 @@ private:
 
   static std::string slotName(size_t Slot) {
     if (Slot < NumberOfFeatures)
-      return FeatureMap[Slot].name();
+      return compilerFeatures()[Slot].name();
     if (Slot == DefaultSlot)
       return DefaultDecisionName;
     return mlgo::siteFeatureName(Slot - siteSlot(0));
@@ -407,11 +426,38 @@ private:
   MlgoAdvisor *Owner;
 };
 
+using RunnerMaker = std::function<std::unique_ptr<SiteRunner>()>;
+
+#if LLVM_VERSION_MAJOR >= 22
+// LLVM 22's advisor makes its runner for the features it will write: LLVM's 38, then
+// `inlining_default` under -inliner-interactive-include-default (written into the plugin's own
+// slot for it), or IR2Vec embeddings, which the plugin's int64 buffers cannot hold.
+std::function<std::unique_ptr<MLModelRunner>(const std::vector<TensorSpec> &)>
+runnerFactory(RunnerMaker Make) {
+  return [Make](const std::vector<TensorSpec> &Given) -> std::unique_ptr<MLModelRunner> {
+    bool WithDefault = Given.size() == NumberOfFeatures + 1 &&
+                       Given[NumberOfFeatures].name() == DefaultDecisionName;
+    if (Given.size() != NumberOfFeatures && !WithDefault) {
+      std::string Extra;
+      for (size_t I = NumberOfFeatures; I < Given.size(); ++I)
+        Extra += (Extra.empty() ? "" : ", ") + Given[I].name();
+      report_fatal_error(Twine(PluginName) + ": the inliner also computes " + Extra +
+                             " (IR2Vec embeddings: -ml-inliner-ir2vec-vocab-file), which this "
+                             "plugin cannot serve; compile without that option",
+                         /*gen_crash_diag=*/false);
+    }
+    return Make();
+  };
+}
+#else
+std::unique_ptr<MLModelRunner> runnerFactory(RunnerMaker Make) { return Make(); }
+#endif
+
 class MlgoAdvisor final : public MLInlineAdvisor {
 public:
-  MlgoAdvisor(Module &M, ModuleAnalysisManager &MAM, std::unique_ptr<SiteRunner> Runner,
+  MlgoAdvisor(Module &M, ModuleAnalysisManager &MAM, RunnerMaker MakeRunner,
               std::function<bool(CallBase &)> GetDefault)
-      : MLInlineAdvisor(M, MAM, std::move(Runner), std::move(GetDefault)),
+      : MLInlineAdvisor(M, MAM, runnerFactory(std::move(MakeRunner)), std::move(GetDefault)),
         CG(MAM.getCachedResult<LazyCallGraphAnalysis>(M)) {}
 
   void onPassEntry(LazyCallGraph::SCC *SCC) override {
@@ -565,8 +611,15 @@ InlineAdvisor *createAdvisor(Module &M, FunctionAnalysisManager &FAM, InlinePara
       return getInlineCost(Call, Params, FAM.getResult<TargetIRAnalysis>(Callee),
                            GetAssumptionCache, GetTLI, GetBFI, PSI, nullptr);
     };
+#if LLVM_VERSION_MAJOR >= 22 // which asks the callee's TTI, as the default advisor does
+    TargetTransformInfo &CalleeTTI = FAM.getResult<TargetIRAnalysis>(*CB.getCalledFunction());
+    return shouldInline(CB, CalleeTTI, GetInlineCost, ORE,
+                        Params.EnableDeferral.value_or(false))
+        .has_value();
+#else
     return shouldInline(CB, GetInlineCost, ORE, Params.EnableDeferral.value_or(false))
         .has_value();
+#endif
   };
   std::string Unused, Channel = channelBase(Unused);
   // The notes and warnings are about serving a policy; a host chose the channel's flags.
@@ -574,10 +627,12 @@ InlineAdvisor *createAdvisor(Module &M, FunctionAnalysisManager &FAM, InlinePara
   std::string LTO = Channel.empty() ? checkLTOPhase(M, IC.LTOPhase) : "";
   if (!LTO.empty())
     Notes += (Notes.empty() ? "" : ",") + LTO;
-  return new MlgoAdvisor(M, *RegisteredMAM,
-                         std::make_unique<SiteRunner>(M.getContext(), M.getModuleIdentifier(),
-                                                      Notes, Channel),
-                         DefaultAdvice);
+  LLVMContext &Ctx = M.getContext();
+  std::string ModuleName = M.getModuleIdentifier();
+  RunnerMaker MakeRunner = [&Ctx, ModuleName, Notes, Channel] {
+    return std::make_unique<SiteRunner>(Ctx, ModuleName, Notes, Channel);
+  };
+  return new MlgoAdvisor(M, *RegisteredMAM, std::move(MakeRunner), DefaultAdvice);
 }
 
 void registerCallbacks(PassBuilder &PB) {

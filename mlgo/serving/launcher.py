@@ -5,7 +5,7 @@ header) built into one executable per configuration, cached under `<cache>/launc
     CC="$(mlgo-clang --print-launcher)" CXX="$(mlgo-clang++ --print-launcher)" make -j2
 
 The Python `mlgo-clang` finds (or builds) the same program and executes it. It is a snapshot of
-the configuration when it was made: after retraining a policy directory or upgrading clang-19,
+the configuration when it was made: after retraining a policy directory or upgrading clang,
 ask for it again (the cache key then differs).
 """
 
@@ -71,7 +71,7 @@ class LauncherConfig:
     compile jobs, or with MLGO_FALLBACK=1 warns, but still passes everything else through)."""
 
     driver: str  # "clang" or "clang++"
-    compiler: str  # clang-19 / clang++-19 (MLGO_CLANG / MLGO_CLANG__ override it at run time)
+    compiler: str  # clang-MAJOR / clang++-MAJOR (MLGO_CLANG / MLGO_CLANG__ override it at run time)
     regalloc_policy: str  # as MLGO_REGALLOC_POLICY names it ("default": not served)
     regalloc_source: str | None = None
     regalloc_label: str | None = None
@@ -235,7 +235,7 @@ def parts_object(cxx: str) -> str:
 
 def build_launcher(config: LauncherConfig) -> str:
     """Path of the program for `config`, built and cached on first use."""
-    # The real clang-19 builds it even when the program is pointed at another compiler.
+    # The chosen LLVM's real clang builds it even when the program is pointed at another compiler.
     cc = toolchain.locate("clang", override=False)
     cxx = toolchain.locate("clang++", override=False)
     sources = {name: packaged_source(name) for name in (*SOURCES, *HEADERS, BINDING_HEADER)}

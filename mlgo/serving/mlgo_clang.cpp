@@ -6,10 +6,10 @@
 //
 // Per invocation:
 //   - a single-source compile job (-c, one C/C++/IR source, none of the pass-through flags;
-//     @response files are read for this) runs clang-19 with the eviction advisor in
+//     @response files are read for this) runs clang (19 or 22) with the eviction advisor in
 //     interactive mode and serves the policy in this process on two FIFOs in a private
 //     directory;
-//   - anything else execs clang-19 unchanged (an -flto link gets the inliner plugin).
+//   - anything else execs that clang unchanged (an -flto link gets the inliner plugin).
 // The compiler dies with us (PR_SET_PDEATHSIG). SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded
 // to it; the FIFOs go on success, failure and those signals, and we then die of the same
 // signal. MLGO_FALLBACK=1 turns what cannot be served into a warning and a plain compile;
@@ -130,7 +130,7 @@ int main(int Argc, char **Argv) {
                  "mlgo-%s --print-launcher`", Argv[0], CONFIG_REGALLOC_POLICY, Other, Other,
                  CONFIG_DRIVER);
     say("warning", "%s serves regalloc policy '%s', not MLGO_REGALLOC_POLICY '%s'; compiling with "
-        "plain clang-19 (MLGO_FALLBACK=1)", Argv[0], CONFIG_REGALLOC_POLICY, Other);
+        "plain clang (MLGO_FALLBACK=1)", Argv[0], CONFIG_REGALLOC_POLICY, Other);
     execCompiler(compilerArgs());
   }
   if (!Lto.empty() && RegallocAsked) {
@@ -145,7 +145,7 @@ int main(int Argc, char **Argv) {
     if (!fallbackAllowed())
       return say("error", "regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY,
                  CONFIG_REGALLOC_UNAVAILABLE);
-    say("warning", "regalloc policy '%s' unavailable, compiling with plain clang-19 "
+    say("warning", "regalloc policy '%s' unavailable, compiling with plain clang "
         "(MLGO_FALLBACK=1): %s", CONFIG_REGALLOC_POLICY, CONFIG_REGALLOC_UNAVAILABLE);
     execCompiler(compilerArgs());
   }

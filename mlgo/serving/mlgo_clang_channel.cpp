@@ -1,4 +1,4 @@
-// Serving the regalloc policy (mlgo_clang_channel.h). Channel (LLVM 19's interactive mode): the
+// Serving the regalloc policy (mlgo_clang_channel.h). Channel (LLVM's interactive mode): the
 // compiler opens BASE.in for reading, then BASE.out for writing; it sends one JSON header line,
 // then per decision an optional {"context":NAME} line, an {"observation":N} line, the raw
 // feature tensors in header order and a newline, and waits for the advice (an int64) on BASE.in.
@@ -277,7 +277,7 @@ std::string headerDifference(const std::string &Got) {
   return "the compiler's feature header differs from the one mlgo-clang was built for, at byte " +
          std::to_string(I) + ":\n  compiler: ..." + Around(Got) + "\n  expected: ..." +
          Around(Want) +
-         "\n(another clang-19? run `mlgo-" + CONFIG_DRIVER + " --print-launcher` again)";
+         "\n(another clang? run `mlgo-" + CONFIG_DRIVER + " --print-launcher` again)";
 }
 
 // Serves the policy on the channel until the compiler closes it; returns the decisions made,
@@ -348,7 +348,7 @@ int serveCompile(const Args &Plain) {
   } catch (const Failure &F) {
     if (!fallbackAllowed())
       return say("error", "regalloc policy '%s': %s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
-    say("warning", "regalloc policy '%s' cannot be served, compiling with plain clang-19 "
+    say("warning", "regalloc policy '%s' cannot be served, compiling with plain clang "
         "(MLGO_FALLBACK=1): %s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
     return runCompiler(Plain);
   }
@@ -360,7 +360,7 @@ int serveCompile(const Args &Plain) {
   if (Dir.empty()) {
     if (!fallbackAllowed())
       return say("error", "cannot create the channel directory: %s", Why.c_str());
-    say("warning", "cannot create the channel directory, compiling with plain clang-19 "
+    say("warning", "cannot create the channel directory, compiling with plain clang "
         "(MLGO_FALLBACK=1): %s", Why.c_str());
     return runCompiler(Plain);
   }
@@ -401,7 +401,7 @@ int serveCompile(const Args &Plain) {
         else if (Dead && Code != 0)
           Result = Code;  // the compiler failed first: its message says why
         else if (fallbackAllowed()) {
-          say("warning", "serving '%s' failed, compiling with plain clang-19 (MLGO_FALLBACK=1): "
+          say("warning", "serving '%s' failed, compiling with plain clang (MLGO_FALLBACK=1): "
               "%s", CONFIG_REGALLOC_POLICY, F.Msg.c_str());
           Result = runCompiler(Plain);
         } else {

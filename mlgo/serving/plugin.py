@@ -1,8 +1,9 @@
 """The inliner pass plugin: `inliner_plugin.cpp` + a policy's C source -> libmlgo_inliner.so,
-built against llvm-19-dev and cached under `<cache>/plugins/<hash>/`.
+built against the chosen LLVM's headers (llvm-19-dev or llvm-22-dev, mlgo_base/toolchain.py)
+and cached under `<cache>/plugins/<hash>/`, the key naming that LLVM version.
 
     so = build_plugin(c_source.heuristic_c_source("inlining", "cost-threshold"))
-    clang-19 -Oz -fpass-plugin=<so> -c x.c
+    clang-19 -Oz -fpass-plugin=<so> -c x.c     (clang-22 with MLGO_LLVM_VERSION=22)
 
 `channel_plugin()` is the build with no policy, which only decides through its training
 channel: the environment of `--env plugin` (mlgo/compiler/plugin_env.py).
@@ -50,7 +51,7 @@ PLUGIN_OBJECT = "inliner_plugin.o"
 _FORBIDDEN_LINK_FLAGS = ("-Wl,--no-undefined", "-Wl,-z,defs", "-Wl,-no-undefined")
 
 # A module with a call site worth deciding on: the build's smoke test checks that the plugin
-# loads into clang-19 and that the inliner really asks it.
+# loads into the chosen clang and that the inliner really asks it.
 _SMOKE_C = """
 static int mlgo_square(int x) { return x * x; }
 int mlgo_smoke(int y) { return mlgo_square(y) + mlgo_square(y + 1); }
@@ -64,9 +65,14 @@ class LlvmDev:
     cxxflags: tuple[str, ...]
 
 
-@functools.cache
 def llvm_dev() -> LlvmDev:
-    """llvm-config-19's version and C++ flags (ToolchainError if llvm-19-dev is missing)."""
+    """The chosen LLVM's llvm-config (llvm-config-19 or -22): its version and C++ flags
+    (ToolchainError if llvm-MAJOR-dev is missing)."""
+    return _llvm_dev(toolchain.llvm_major())
+
+
+@functools.cache
+def _llvm_dev(major: int) -> LlvmDev:
     tool = toolchain.find_tool("llvm-config", check_version=False)
 
     def ask(flag: str) -> str:
@@ -76,24 +82,25 @@ def llvm_dev() -> LlvmDev:
             raise ToolchainError(str(e)) from e
 
     version = ask("--version")
-    if not version.startswith(f"{toolchain.LLVM_MAJOR}."):
+    if not version.startswith(f"{major}."):
         raise ToolchainError(
             f"{tool.path} is LLVM {version}; the plugin must be built against LLVM "
-            f"{toolchain.LLVM_MAJOR} (the clang that loads it): " + toolchain.INSTALL_HINT
+            f"{major} (the clang that loads it): " + toolchain.install_hint(major)
         )
     flags = tuple(f for f in ask("--cxxflags").split() if f not in _FORBIDDEN_LINK_FLAGS)
     return LlvmDev(tool.path, version, flags)
 
 
 def plugin_object() -> Path:
-    """inliner_plugin.cpp compiled against llvm-19-dev: the slow part of every plugin build
+    """inliner_plugin.cpp compiled against the chosen LLVM's headers: the slow part of every plugin build
     (LLVM's headers), shared by all policies and cached by source, LLVM version and flags."""
     llvm = llvm_dev()
     cxx = toolchain.clangxx()
     source = packaged_source(PLUGIN_SOURCE)
     headers = {name: packaged_source(name) for name in PLUGIN_HEADERS}
     flags = ["-O2", "-fPIC", *llvm.cxxflags]
-    key = content_key("inliner-plugin-object", source, *headers.values(), llvm.version,
+    key = content_key("inliner-plugin-object", _llvm_label(), source, *headers.values(),
+                      llvm.version,
                       " ".join(flags), file_identity(cxx.path))
 
     def build(tmp: Path) -> dict:
@@ -116,7 +123,8 @@ def build_plugin(policy_c_source: str, *, policy_label: str = "policy") -> Path:
     llvm = llvm_dev()
     cc, cxx = toolchain.clang(), toolchain.clangxx()
     obj = plugin_object()
-    key = content_key("inliner-plugin", obj.parent.name, policy_c_source, policy_label,
+    key = content_key("inliner-plugin", _llvm_label(), obj.parent.name, policy_c_source,
+                      policy_label,
                       llvm.version, file_identity(cc.path), file_identity(cxx.path))
 
     def build(tmp: Path) -> dict:
@@ -140,18 +148,18 @@ def build_plugin(policy_c_source: str, *, policy_label: str = "policy") -> Path:
 _NO_POLICY = "this build links no policy"
 
 
-@functools.cache
 def channel_plugin() -> Path:
     """Path of the plugin with no policy linked, which decides only through its training channel
     (`--env plugin`), built on first use and cached like the others."""
-    if toolchain.llvm_major() != 19:
-        raise MlgoError(f"--env plugin: the inliner plugin's advisor is written against LLVM 19's "
-                        f"MLInlineAdvisor, and mlgo is set to LLVM {toolchain.llvm_major()} "
-                        f"({toolchain.VERSION_VARIABLE}); use --env interactive")
+    return _channel_plugin(toolchain.llvm_major())
+
+
+@functools.cache
+def _channel_plugin(major: int) -> Path:
     llvm = llvm_dev()
     cc, cxx = toolchain.clang(), toolchain.clangxx()
     obj = plugin_object()
-    key = content_key("inliner-plugin-channel", obj.parent.name, llvm.version,
+    key = content_key("inliner-plugin-channel", _llvm_label(), obj.parent.name, llvm.version,
                       file_identity(cc.path), file_identity(cxx.path))
 
     def build(tmp: Path) -> dict:
@@ -170,6 +178,14 @@ def channel_plugin() -> Path:
         return {"llvm_version": llvm.version, "policy": None}
 
     return cached_artifact("plugins", key, PLUGIN_FILE, build)
+
+
+def _llvm_label() -> str:
+    """The chosen LLVM and the protocol module describing it, for the cache keys: a plugin built
+    for one LLVM is never found for another."""
+    major = toolchain.llvm_major()
+    protocol = Path(SOURCE_DIR).parent / "protocol" / f"llvm{major}.py"
+    return f"llvm-{major}\0" + hashlib.sha256(protocol.read_bytes()).hexdigest()
 
 
 def _without_plugin_variables() -> dict[str, str]:
@@ -209,7 +225,8 @@ def policy_source(policy: str, problem: str) -> tuple[str, str]:
     if path.is_dir():
         return trained_policy_source(path, problem)
     if problem == "inlining" and policy in ("default", "llvm-default"):
-        raise MlgoError(f"{policy}: LLVM's own inliner needs no plugin: plain clang-19 -Oz is it")
+        raise MlgoError(f"{policy}: LLVM's own inliner needs no plugin: plain "
+                        f"clang-{toolchain.llvm_major()} -Oz is it")
     raise MlgoError(f"unknown {problem} policy {policy!r}: give "
                     f"{policy_choices(RULES[problem])}")
 
@@ -236,10 +253,10 @@ def _generated(key: str, generate: Callable[[], str]) -> str:
 
 def generator_files() -> list[Path]:
     """The modules whose code decides a policy's C: the policy package (graphs, operations,
-    heuristics, loading, the C ABI), the problems' networks and LLVM 19's facts."""
+    heuristics, loading, the C ABI), the problems' networks and the LLVM versions' facts."""
     mlgo = Path(SOURCE_DIR).parent
     return sorted([*mlgo.glob("policies/*.py"), *mlgo.glob("problems/*/network.py"),
-                   mlgo / "protocol" / "llvm19.py"])
+                   *mlgo.glob("protocol/llvm[0-9]*.py")])
 
 
 def _source_key(problem: str, policy: Path | str, generator: list[Path]) -> str:
