@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "mlgo.cli.export",
     "mlgo.cli.plugin",
     "mlgo.cli.demo",
+    "mlgo.cli.tune",
 ]
 
 
