@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "on C, all on C++)")
     p.add_argument("--rounds", type=int_arg(lo=1), default=1,
                    help="imitation rounds (each later one searches again, guided; default 1)")
+    p.add_argument("--gin_bindings", action="append", default=[],
+                   help="training settings after mlgo/problems/inlining/own_project.gin's, e.g. "
+                   "'imitation.ImitationConfig.epochs = 300'")
     p.add_argument("--workers", type=workers_arg, default=None,
                    help="worker processes (default: cores)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         cmake_args=tuple(args.cmake_arg), project=args.project, previous=args.previous,
         module_budget=args.module_budget, flips=args.flips, rounds=args.rounds,
         time_budget=parse_duration(args.time_budget), workers=args.workers, ray=args.ray,
-        timeout=args.timeout))
+        timeout=args.timeout, gin_bindings=tuple(args.gin_bindings)))
     print(summary(doc))
     return 0
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mlgo.tune import learn, project, report
-from mlgo.tune.progress import Progress, Steps, clock
+from mlgo.tune.progress import Progress, Steps, clock, quiet_tensorflow
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
 
@@ -43,7 +43,7 @@ class TuneOptions:
     workers: int | None = None
     ray: str | None = None
     timeout: float = 300.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    gin_bindings: tuple[str, ...] = ()  # after own_project.gin's (e.g. fewer epochs)
 
     def identity(self) -> dict[str, Any]:
         """What must not change when a run is resumed (not the budget, workers or Ray)."""
@@ -53,7 +53,8 @@ class TuneOptions:
                 "include_tests": self.include_tests, "test_command": self.test_command,
                 "cmake_args": list(self.cmake_args), "project": self.project,
                 "previous": str(self.previous.resolve()) if self.previous else None,
-                "module_budget": self.module_budget, "flips": self.flips, "rounds": self.rounds}
+                "module_budget": self.module_budget, "flips": self.flips, "rounds": self.rounds,
+                "gin_bindings": list(self.gin_bindings)}
 
 
 def check_options(o: TuneOptions) -> None:
@@ -103,7 +104,6 @@ def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
 def tune(o: TuneOptions) -> dict[str, Any]:
     """Run (or resume) the tune into o.output; returns the report (report.py)."""
     check_options(o)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     out = o.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
     _check_identity(out, o)
@@ -182,7 +182,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                              jobs=workers, timeout=o.timeout)
         steps.record("corpus", time.monotonic() - t, info)
     corpus = Corpus.load(out / "corpus")
-    gin = learn.gin_config(o.rounds, None)
+    quiet_tensorflow()  # training and export need it; its start-up lines are noise
+    gin = learn.gin_config(o.rounds, None, o.gin_bindings)
 
     # 4. baseline compiles, fingerprints
     base = begin(4, "baseline", f"compile the {len(corpus.modules)} modules as LLVM decides")
@@ -200,7 +201,7 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     if base["comdat_weights"]:
         weights_path = out / "comdat_weights.json"
         atomic_write_text(weights_path, json.dumps(base["comdat_weights"]) + "\n")
-        gin = learn.gin_config(o.rounds, weights_path)
+        gin = learn.gin_config(o.rounds, weights_path, o.gin_bindings)
     flips = o.flips if o.flips != "auto" else ("all" if rec["cxx"] else "inlined")
     search_dir = out / "search"
 

@@ -27,7 +27,7 @@ from mlgo_base.files import atomic_write_bytes, atomic_write_text
 OWN_PROJECT_GIN = Path(__file__).resolve().parent.parent / "problems" / "inlining" / "own_project.gin"
 
 
-def gin_config(rounds: int, comdat_weights: Path | None) -> str:
+def gin_config(rounds: int, comdat_weights: Path | None, bindings: Sequence[str] = ()) -> str:
     """The imitation settings for one project's own code (own_project.gin), `rounds` rounds,
     COMDAT weights when the code has COMDAT groups; applied to this process, returned as text
     for the workers."""
@@ -35,10 +35,10 @@ def gin_config(rounds: int, comdat_weights: Path | None) -> str:
     from mlgo.training.gin_config import parse_gin
 
     files = [f for f in (default_gin_file("inlining", "imitation"), OWN_PROJECT_GIN) if f]
-    bindings = [f"imitation.ImitationConfig.rounds = {rounds}"]
+    extra = [f"imitation.ImitationConfig.rounds = {rounds}"]
     if comdat_weights is not None:
-        bindings.append(f"inlining.InliningForSize.comdat_weights = '{comdat_weights}'")
-    return parse_gin(files, bindings)
+        extra.append(f"inlining.InliningForSize.comdat_weights = '{comdat_weights}'")
+    return parse_gin(files, [*extra, *bindings])
 
 
 def extract(db_entries: list[dict], root: Path, project: str, out: Path, work: Path, *,

@@ -48,7 +48,7 @@ class Progress:
         self.start = time.monotonic()
         self.budget = budget
         self.deadline = self.start + budget
-        self.remaining: float | None = None  # estimated seconds left, when known
+        self._end: float | None = None  # estimated total run time, when known
         self.status = "starting"
         self._out = out or sys.stdout
         self._last = 0.0
@@ -64,11 +64,20 @@ class Progress:
         """Seconds of the budget left."""
         return self.deadline - time.monotonic()
 
+    @property
+    def remaining(self) -> float | None:
+        return None if self._end is None else max(self._end - self.elapsed(), 0.0)
+
+    @remaining.setter
+    def remaining(self, seconds: float) -> None:
+        """Set the estimate of the seconds left from now."""
+        self._end = self.elapsed() + max(seconds, 0.0)
+
     def eta(self) -> float:
-        """Estimated total run time in seconds."""
-        if self.remaining is None:
+        """Estimated total run time in seconds (a step running late pushes it along)."""
+        if self._end is None:
             return self.budget
-        return min(self.elapsed() + max(self.remaining, 0.0), self.budget)
+        return min(max(self._end, self.elapsed()), self.budget)
 
     def say(self, text: str) -> None:
         with self._lock:
@@ -89,6 +98,31 @@ class Progress:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow with the process's standard error closed: its C++ start-up lines (CUDA
+    probing on a CPU-only machine, absl's pre-initialization warning) ignore
+    TF_CPP_MIN_LOG_LEVEL. An import that fails still raises; its Python logging is kept to
+    warnings."""
+    import logging
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class Steps:
