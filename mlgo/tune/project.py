@@ -169,17 +169,31 @@ def cmake_build(src: Path, build: Path, init_cache: Path, cmake_args: Sequence[s
         raise MlgoError(f"{src}: no CMakeLists.txt (give a CMake source directory or a "
                         "compile_commands.json)")
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        process.run(["cmake", "-C", str(init_cache), "-DCMAKE_BUILD_TYPE=MinSizeRel",
-                     "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src),
-                     "-B", str(build)], what=f"configuring {src} (log: {log})",
-                    timeout=timeout, stdout=f, stderr=f)
-        process.run(["cmake", "--build", str(build), "-j", str(jobs)],
-                    what=f"building {build} (log: {log})", timeout=timeout, stdout=f, stderr=f)
+    for what, argv in ((f"configuring {src}", [
+            "cmake", "-C", str(init_cache), "-DCMAKE_BUILD_TYPE=MinSizeRel",
+            "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src), "-B", str(build)]),
+            (f"building {build}", ["cmake", "--build", str(build), "-j", str(jobs)])):
+        with open(log, "a") as f:
+            try:
+                process.run(argv, what=what, timeout=timeout, stdout=f, stderr=f)
+            except process.ProcessError as e:
+                raise MlgoError(f"{what} failed ({e.reason}){_first_error(log)}; the whole "
+                                f"output is in {log}") from None
     db = build / "compile_commands.json"
     if not db.is_file():
         raise MlgoError(f"{build}: CMake wrote no compile_commands.json")
     return db
+
+
+def _first_error(log: Path) -> str:
+    """': <the first error line of the log>', or ''."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    first = next((x.strip() for x in lines if "error:" in x.lower() or "error at" in x.lower()),
+                 None)
+    return f": {first[:300]}" if first else ""
 
 
 # -- a compile database's compiles, redone ----------------------------------------------------
