@@ -93,7 +93,7 @@ def summary(doc: dict) -> str:
                          f"bytes: {100 * t['change']:+.2f}%")
     if doc["tests"].get("command"):
         lines.append(f"tests passed on the plugin build: {doc['tests']['command']}")
-    lines.append(f"total {doc['total_seconds'] / 60:.1f} min; report: {doc['outputs']['report']}")
+    lines.append(f"this run: {doc['run_seconds'] / 60:.1f} min; report: {doc['outputs']['report']}")
     lines.append(f"flags: {doc['outputs']['cmake initial cache']} (cmake -C), "
                  f"{doc['outputs']['build-system environment']} (CC/CFLAGS/LDFLAGS)")
     return "\n".join(lines)

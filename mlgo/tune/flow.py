@@ -95,7 +95,7 @@ def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
     baseline's compile times (a policy compile costs about 1.5 baseline compiles), the
     rebuild from the plain build, the tests from their run on the plain build."""
     compile_s = sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
-    est = {"train": 30.0 + 2.0 * compile_s, "eval": 5.0 + 1.5 * compile_s,
+    est = {"train": 60.0 + 3.0 * compile_s, "eval": 5.0 + 1.5 * compile_s,
            "export": 60.0, "rebuild": 10.0 + 1.3 * done.get("plain", 60.0),
            "tests-plugin": 1.2 * done.get("tests-plain", 0.0) if tests else 0.0, "report": 10.0}
     return {k: v for k, v in est.items() if k not in done}
@@ -182,7 +182,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                              jobs=workers, timeout=o.timeout)
         steps.record("corpus", time.monotonic() - t, info)
     corpus = Corpus.load(out / "corpus")
-    quiet_tensorflow()  # training and export need it; its start-up lines are noise
+    prog.set_status("loading TensorFlow (training and export need it)")
+    quiet_tensorflow()  # its start-up lines are noise
     gin = learn.gin_config(o.rounds, None, o.gin_bindings)
 
     # 4. baseline compiles, fingerprints
@@ -291,6 +292,19 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         evaluation = steps.record("eval", time.monotonic() - t, ev)
     prog.say(f"policy: {100 * evaluation['linked_relative_change']:+.2f}% .text as linked on "
              "the tuned modules")
+    if previous is not None:
+        old = previous["old_policy"]
+        if old["linked_policy"] < evaluation["linked_policy"]:
+            # Retraining lost ground on this code (e.g. too little search time for the changed
+            # modules): the earlier policy serves it better, so it is the one exported.
+            policy = out / "earlier-policy"
+            if not policy.is_dir():
+                learn.copy_tree(o.previous.resolve() / "train" / "policy", policy)
+            evaluation = {**old, "policy": "earlier", "retrained": evaluation}
+            prog.say(f"the earlier policy is smaller on this code "
+                     f"({100 * old['linked_relative_change']:+.2f}% against the retrained one's "
+                     f"{100 * evaluation['retrained']['linked_relative_change']:+.2f}%): "
+                     "it is the one exported")
     _update_eta(prog, base, steps, workers, o)
 
     # 8. export, plugin, flags
@@ -334,7 +348,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     prog.set_status(f"[11/{total}] measure the two builds and write the report", say=True)
     t = time.monotonic()
     doc = _measure_and_report(o, out, name, cmake, srcs, tuned, rebuilt, steps, search,
-                              evaluation, tests, previous, exported, time.monotonic() - t)
+                              evaluation, tests, previous, exported, time.monotonic() - t,
+                              prog.elapsed())
     prog.remaining = 0.0
     return doc
 
@@ -347,7 +362,8 @@ def _update_eta(prog: Progress, base: dict, steps: Steps, workers: int, o: TuneO
 def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
                         srcs: list[project.Source], tuned: set[str], rebuilt: dict,
                         steps: Steps, search: dict, evaluation: dict, tests: dict,
-                        previous: dict | None, exported: dict, t_report: float) -> dict[str, Any]:
+                        previous: dict | None, exported: dict, t_report: float,
+                        run_seconds: float) -> dict[str, Any]:
     from mlgo.compiler.measure import text_size
 
     t = time.monotonic()
@@ -363,7 +379,8 @@ def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
                         for d in (out / "objects" / "plain", out / "objects" / "plugin"))
     secs = steps.seconds()
     secs["report"] = t_report + time.monotonic() - t
-    outputs = {"report": str(out / "report.md"), "policy": str(out / "train" / "policy"),
+    policy = out / ("earlier-policy" if evaluation.get("policy") == "earlier" else "train/policy")
+    outputs = {"report": str(out / "report.md"), "policy": str(policy),
                "plugin": exported["plugin"], "cmake initial cache": exported["cmake"],
                "compile flags": exported["flags"], "build-system environment": exported["env"]}
     doc = report.build_report(
@@ -376,6 +393,7 @@ def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
                   if previous else None), outputs=outputs)
     doc["options"] = {**asdict(o), "output": str(o.output), "source": str(o.source),
                       "compile_db": str(o.compile_db), "previous": str(o.previous)}
+    doc["run_seconds"] = run_seconds + time.monotonic() - t  # this invocation's wall time
     report.write(doc, out)
     steps.record("report", secs["report"])
     return doc

@@ -103,7 +103,8 @@ def run_search(modules: Sequence[Module], out: Path, *, flips: str, module_budge
     pool = DeadlinePool(run_search_task, deadline, workers=workers, ray_address=ray, tick=tick)
     s = search_corpus(modules, out, config, pool, gin_config=gin, timeout=timeout,
                       comdat_weights=comdat_weights or None, progress=False)
-    return {"config": asdict(config), "modules": s.modules, "searched": s.searched,
+    # searched: finished in this run (search_corpus counts the ones a deadline cut short too)
+    return {"config": asdict(config), "modules": s.modules, "searched": s.modules - s.skipped,
             "skipped": s.skipped, "failed": [m for m, _ in s.failed], "compiles": s.compiles,
             "search_seconds": round(s.seconds, 3), "stopped_by_budget": pool.stopped,
             "unfinished": pool.unfinished, "default_total": s.default_total,

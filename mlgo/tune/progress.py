@@ -153,9 +153,9 @@ class Steps:
             self.path(n).unlink(missing_ok=True)
 
     def seconds(self) -> dict[str, float]:
-        """Wall time of every recorded step."""
+        """Wall time of every recorded step, in the order the steps ran."""
         out = {}
-        for p in sorted(self.dir.glob("*.json")):
+        for p in sorted(self.dir.glob("*.json"), key=lambda p: p.stat().st_mtime_ns):
             try:
                 out[p.stem] = float(json.loads(p.read_text())["seconds"])
             except (OSError, ValueError, KeyError, json.JSONDecodeError):

@@ -66,8 +66,9 @@ def markdown(doc: dict[str, Any]) -> str:
     s, e = doc["search"], doc["evaluation"]
     lines = [f"# mlgo tune: {doc['project']}", "",
              f"Input: {doc['input']}. Time budget {doc['time_budget_seconds'] / 60:.1f} min, "
-             f"run took {doc['total_seconds'] / 60:.1f} min (the steps of this output directory, "
-             "including earlier runs' finished steps).", ""]
+             f"This run took {doc.get('run_seconds', 0) / 60:.1f} min; the steps took "
+             f"{doc['total_seconds'] / 60:.1f} min in all (earlier runs' finished steps "
+             "included).", ""]
     if "binaries" in doc:
         t = doc["binaries_total"]
         lines += ["## Linked binaries, .text bytes (plain clang-19 -Oz vs -Oz + plugin)", "",
@@ -88,11 +89,14 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += ["", "## Search and policy", "",
               f"Search: {s['modules']} module(s) with a result ({s['searched']} searched in this "
               f"run, {s.get('reused', 0)} reused from an earlier tune), {s['compiles']} compiles; "
-              f"best decisions {_pct(-s['gain'])} as linked"
+              f"best decisions {_pct(-s['gain'])} as linked on those modules"
               + ("; stopped by the time budget with "
                  f"{len(s['unfinished'])} module(s) unsearched" if s["stopped_by_budget"] else ""),
               f"Policy on the tuned modules (mlgo eval): {_pct(e['relative_change'])} per object, "
-              f"{_pct(e['linked_relative_change'])} as linked", ""]
+              f"{_pct(e['linked_relative_change'])} as linked"
+              + (f" (the earlier tune's policy, smaller on this code than the retrained one's "
+                 f"{_pct(e['retrained']['linked_relative_change'])}: exported instead)"
+                 if e.get("policy") == "earlier" else ""), ""]
     if doc.get("previous"):
         p = doc["previous"]
         lines += ["## Incremental re-tune", "",
@@ -101,7 +105,7 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"The earlier policy on this code, without retraining: "
                   f"{_pct(p['old_policy']['linked_relative_change'])} as linked.",
                   f"This run's policy: {_pct(e['linked_relative_change'])} as linked, in "
-                  f"{doc['total_seconds'] / 60:.1f} min.", ""]
+                  f"{doc['total_seconds'] / 60:.1f} min of steps.", ""]
     lines += ["## Tests", ""]
     if doc["tests"].get("command"):
         lines.append(f"`{doc['tests']['command']}` passed on the plain build "
@@ -121,21 +125,20 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if "binaries" in doc:
-        rows = [(r["name"], r["change"]) for r in doc["binaries"]]
-        what = "linked binaries"
-    else:
-        rows = [("tuned modules", doc["tuned_modules_total"]["change"]),
-                ("other modules", doc["other_modules_total"]["change"])]
-        what = "object files"
+    rows = [(Path(r["name"]).name, r["change"], "#4477aa") for r in doc.get("binaries", [])]
+    rows += [(f"{label} ({t['count']} objects)", t["change"], color)
+             for label, t, color in (("tuned modules", doc["tuned_modules_total"], "#228833"),
+                                     ("not tuned", doc["other_modules_total"], "#999999"))
+             if t["count"]]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    names = [Path(n).name for n, _ in rows] or ["-"]
-    ax1.barh(names, [100 * c for _, c in rows] or [0], color="#4477aa")
+    ax1.barh([n for n, _, _ in rows][::-1], [100 * c for _, c, _ in rows][::-1],
+             color=[c for _, _, c in rows][::-1])
     ax1.axvline(0, color="k", lw=0.8)
     ax1.set_xlabel(".text change vs clang-19 -Oz (%)")
-    ax1.set_title(f"{doc['project']}: {what}")
+    ax1.set_title(f"{doc['project']}: binaries as linked, objects")
     steps = doc["steps_seconds"]
-    ax2.barh(list(steps) or ["-"], [v / 60 for v in steps.values()] or [0], color="#cc6677")
+    ax2.barh(list(steps)[::-1] or ["-"], [v / 60 for v in steps.values()][::-1] or [0],
+             color="#cc6677")
     ax2.set_xlabel("minutes")
     ax2.set_title("time per step")
     fig.tight_layout()
