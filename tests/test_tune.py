@@ -125,3 +125,81 @@ def test_a_failing_test_command_stops_the_tune_with_one_line(
     assert "the test command failed on the plain -Oz build" in err
     assert str(out / "logs" / "tests-plain.log") in err
     assert not (out / "corpus").exists()  # nothing tuned on a build whose tests fail
+
+
+def _corpus(root: Path, sources: dict[str, str]) -> Path:
+    """A corpus (project 'p') of `sources` written under root/src, compiled by absolute path
+    (so the IR names the directory, as a build's does)."""
+    from corpus_tools.corpus import Corpus
+
+    src, corpus = root / "src", root / "corpus"
+    src.mkdir(parents=True)
+    (corpus / "p").mkdir(parents=True)
+    for name, text in sources.items():
+        (src / name).write_text(text)
+        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                        str(src / name), "-o", str(corpus / "p" / f"{name}.bc")], check=True)
+        (corpus / "p" / f"{name}.cmd").write_bytes(b"-c\0-Oz")
+    (corpus / "corpus_description.json").write_text(json.dumps(
+        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz"}))
+    return Corpus.load(corpus)
+
+
+def test_a_later_version_reuses_the_search_results_of_unchanged_modules_only(
+        tmp_path: Path) -> None:
+    import numpy as np
+
+    from mlgo.search import result_path, save_result
+    from mlgo.tune.learn import fingerprints, reuse_results
+    from mlgo.workers.tasks import ModuleOutcome
+
+    same = 'const char *where(void) { return __FILE__; }\nint f(int x) { return x * 3; }\n'
+    old = _corpus(tmp_path / "v1", {"f.c": same, "g.c": "int g(int x) { return x + 1; }\n"})
+    new = _corpus(tmp_path / "v2", {"f.c": same, "g.c": "int g(int x) { return x + 2; }\n"})
+    old_prints = fingerprints(old, tmp_path / "v1" / "src", 1)
+    new_prints = fingerprints(new, tmp_path / "v2" / "src", 1)
+    # Another directory (named in the IR and in __FILE__) is not a change; other code is.
+    assert old_prints["p/f.c"] == new_prints["p/f.c"]
+    assert old_prints["p/g.c"] != new_prints["p/g.c"]
+
+    prev = tmp_path / "tune-v1"
+    config = {"passes": 1, "budget": 100, "flips": "inlined", "comdat": False}
+    (prev / "search").mkdir(parents=True)
+    (prev / "search" / "search.json").write_text(json.dumps({**config, "guide": "none"}))
+    (prev / "fingerprints.json").write_text(json.dumps(old_prints))
+    for m in ("p/f.c", "p/g.c"):
+        save_result(prev / "search", ModuleOutcome(
+            m, True, reward=0.1, policy_total=90, default_total=100, num_decisions=1,
+            actions=np.array([0]), default_actions=np.array([1]),
+            features={"callee_users": np.array([[1]])},
+            extra={"compiles": 3, "kept": 1, "default_objective": 100, "best_objective": 90}))
+
+    search = tmp_path / "tune-v2" / "search"
+    assert reuse_results(prev, new_prints, search, config)["reused"] == {"p/f.c": "p/f.c"}
+    assert result_path(search, "p/f.c").is_file() and not result_path(search, "p/g.c").exists()
+    # A search with other settings is not reused at all.
+    other = tmp_path / "tune-v2b" / "search"
+    assert reuse_results(prev, new_prints, other, {**config, "flips": "all"})["reused"] == {}
+    assert not result_path(other, "p/f.c").exists()
+
+
+def test_the_search_stops_at_its_deadline_and_keeps_what_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corpus_fixtures import generated_source
+
+    from mlgo.search import result_path
+    from mlgo.tune.learn import run_search
+    from mlgo.tune.progress import quiet_tensorflow
+
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = _corpus(tmp_path, {f"m{i}.c": generated_source("inlining", i) for i in range(6)})
+    quiet_tensorflow()  # the trace the search writes at its end needs it: not the search's time
+    t0 = time.monotonic()
+    res = run_search(corpus.modules, tmp_path / "search", flips="all", module_budget=0,
+                     deadline=t0 + 3.0, workers=1, ray=None, gin="", timeout=60,
+                     comdat_weights=None)
+    assert time.monotonic() - t0 < 30  # the modules in flight were killed, not waited for
+    assert res["stopped_by_budget"] and res["unfinished"]
+    done = [m.name for m in corpus.modules if result_path(tmp_path / "search", m.name).is_file()]
+    assert res["modules"] == len(done) < len(corpus.modules)
+    assert set(res["unfinished"]).isdisjoint(done)

@@ -201,6 +201,7 @@ def recompile(chosen: Sequence[Source], objects: Path, flags: Sequence[str], log
               jobs: int, timeout: float, root: Path) -> dict[str, Path]:
     """Each compile again with clang-19 at -Oz plus `flags`, into `objects`; {relative: object}."""
     objects.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
 
     def one(s: Source) -> tuple[str, Path]:
         frontend, _ = split_compile_args(s.entry)
