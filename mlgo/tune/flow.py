@@ -8,6 +8,7 @@ the search gets what is left of the budget after that reserve, and stops when it
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -106,13 +107,21 @@ def tune(o: TuneOptions) -> dict[str, Any]:
     check_options(o)
     out = o.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _check_identity(out, o)
-    steps = Steps(out)
-    prog = Progress(o.time_budget)
+    lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        return _tune(o, out, steps, prog)
+        try:  # released by the kernel when the holder dies, even by kill -9
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MlgoError(f"{out}: another mlgo tune is running on this directory") from None
+        _check_identity(out, o)
+        steps = Steps(out)
+        prog = Progress(o.time_budget)
+        try:
+            return _tune(o, out, steps, prog)
+        finally:
+            prog.close()
     finally:
-        prog.close()
+        os.close(lock)
 
 
 def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, Any]:
