@@ -259,7 +259,7 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                                 f"project: the steps besides the search need about "
                                 f"{clock(reserve + prog.elapsed())}")
         t = time.monotonic()
-        order = learn.search_order(corpus.modules, base["modules"])
+        order = learn.search_order(corpus.modules, base["modules"], share)
 
         def tick(pool: Any) -> None:
             prog.remaining = max(deadline - time.monotonic(), 0.0) + reserve

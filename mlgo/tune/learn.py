@@ -24,6 +24,9 @@ from mlgo_base import process, toolchain
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
 
+# Compiles a module's search takes, for planning only (C searches of 1 -> 0 flips usually
+# stop well before the per-module budget).
+SEARCH_COMPILES_GUESS = 10
 OWN_PROJECT_GIN = Path(__file__).resolve().parent.parent / "problems" / "inlining" / "own_project.gin"
 
 
@@ -79,14 +82,18 @@ def baseline(modules: Sequence[Module], pool: Any, gin: str, timeout: float) -> 
     return {"modules": rows, "failed": failed, "comdat_weights": comdat_weights(groups)}
 
 
-def search_order(modules: Sequence[Module], base: dict[str, dict]) -> list[Module]:
+def search_order(modules: Sequence[Module], base: dict[str, dict],
+                 seconds_per_worker: float = float("inf")) -> list[Module]:
     """Modules in the order the search takes them: most -Oz bytes per second of compile
-    first, so a budget that runs out leaves the modules least worth a compile."""
-    def worth(m: Module) -> float:
+    first, so a budget that runs out leaves the modules least worth a compile; but a module
+    whose search would not fit in a worker's share of the time (at SEARCH_COMPILES_GUESS
+    compiles) goes last, since a search cut short keeps nothing."""
+    def key(m: Module) -> tuple[bool, float]:
         b = base.get(m.name, {"size": 0.0, "seconds": 1.0})
-        return b["size"] / max(b["seconds"], 0.05)
+        fits = SEARCH_COMPILES_GUESS * b["seconds"] <= seconds_per_worker
+        return (not fits, -b["size"] / max(b["seconds"], 0.05))
 
-    return sorted((m for m in modules if m.name in base), key=worth, reverse=True)
+    return sorted((m for m in modules if m.name in base), key=key)
 
 
 def run_search(modules: Sequence[Module], out: Path, *, flips: str, module_budget: int,
