@@ -96,9 +96,9 @@ def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
     baseline's compile times (a policy compile costs about 1.5 baseline compiles), the
     rebuild from the plain build, the tests from their run on the plain build."""
     compile_s = sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
-    est = {"train": 60.0 + 3.0 * compile_s, "eval": 5.0 + 1.5 * compile_s,
-           "export": 60.0, "rebuild": 10.0 + 1.3 * done.get("plain", 60.0),
-           "tests-plugin": 1.2 * done.get("tests-plain", 0.0) if tests else 0.0, "report": 10.0}
+    est = {"train": 40.0 + 2.5 * compile_s, "eval": 5.0 + 1.5 * compile_s,
+           "export": 45.0, "rebuild": 10.0 + 1.3 * done.get("plain", 60.0),
+           "tests-plugin": 1.2 * done.get("tests-plain", 0.0) if tests else 0.0, "report": 5.0}
     return {k: v for k, v in est.items() if k not in done}
 
 
@@ -245,7 +245,7 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     search = begin(5, "search", "search for decisions that beat LLVM's")
     if search is None:
         rest = estimate_rest(base, steps.seconds(), workers, bool(o.test_command))
-        reserve = 1.2 * sum(rest.values())
+        reserve = 1.1 * sum(rest.values())
         deadline = prog.deadline - reserve
         share = deadline - time.monotonic()
         prog.remaining = max(share, 0.0) + reserve

@@ -65,8 +65,8 @@ def _pct(x: float) -> str:
 def markdown(doc: dict[str, Any]) -> str:
     s, e = doc["search"], doc["evaluation"]
     lines = [f"# mlgo tune: {doc['project']}", "",
-             f"Input: {doc['input']}. Time budget {doc['time_budget_seconds'] / 60:.1f} min, "
-             f"This run took {doc.get('run_seconds', 0) / 60:.1f} min; the steps took "
+             f"Input: {doc['input']}. Time budget {doc['time_budget_seconds'] / 60:.1f} min; "
+             f"this run took {doc.get('run_seconds', 0) / 60:.1f} min; the steps took "
              f"{doc['total_seconds'] / 60:.1f} min in all (earlier runs' finished steps "
              "included).", ""]
     if "binaries" in doc:
