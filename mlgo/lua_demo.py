@@ -1,19 +1,21 @@
-"""The demo's project, Debian's lua5.4, outside the corpus: its configured sources (from the
-Debian build cache that `mlgo corpus debian lua5.4` fills), its interpreter built at -Oz with
-extra flags (e.g. a pass plugin), and a small Lua program with known output. Used by
-`mlgo demo` (mlgo/cli/demo.py, as `LUA`) and the benchmarks that build lua.
+"""The demo's project, Debian's lua5.4, as a small CMake project `mlgo tune` can build: its
+unpacked Debian source with a CMakeLists.txt written beside it (the core as a static library,
+the interpreter `lua` linked from it, compiled as Debian's Makefile does: -DLUA_COMPAT_5_3
+-DLUA_USE_LINUX), a Lua program with known output as the project's test, and the source files
+held out of tuning so the demo can report the policy on code it never saw. Used by `mlgo demo`
+(mlgo/cli/demo.py, as `LUA`); `lua_sources` and the program are also used by benchmarks.
 """
 
 from __future__ import annotations
 
-import subprocess
+import shlex
+import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
+from mlgo_base.files import atomic_write_text
 
 PROJECT = "lua5.4"
 # A small program exercising the interpreter (closures, tables, strings, arithmetic).
@@ -23,6 +25,7 @@ LUA_PROGRAM = (
     "table.sort(t) print(fib(20), t[1], t[200], #table.concat(t))"
 )
 LUA_EXPECTED = "6765\t000\t100\t600"
+LUA_DEFINES = ("LUA_COMPAT_5_3", "LUA_USE_LINUX")
 
 
 def lua_sources() -> Path:
@@ -36,48 +39,76 @@ def lua_sources() -> Path:
     return src
 
 
-def build_lua(src: Path, build: Path, flags: list[str]) -> Path:
-    """The lua interpreter from `src`, every file compiled at -Oz with `flags`."""
-    cc = toolchain.clang().path
-    build.mkdir(parents=True, exist_ok=True)
-    sources = sorted(p for p in src.glob("*.c") if p.name != "luac.c")
+def held_out(files: list[str]) -> list[str]:
+    """Every fifth source file, alphabetically from the third: the modules the demo keeps out
+    of the search and the training, to report the policy on code it never saw."""
+    return sorted(files)[2::5]
 
-    def compile_one(c: Path) -> Path:
-        obj = build / (c.stem + ".o")
-        cmd = [cc, "-Oz", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", str(src), *flags,
-               str(c), "-o", str(obj)]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            raise MlgoError(f"{c}: compile failed: {r.stderr.strip()[-1500:]}")
-        return obj
 
-    with ThreadPoolExecutor(2) as ex:
-        objs = list(ex.map(compile_one, sources))
-    exe = build / "lua"
-    r = subprocess.run([cc, *map(str, objs), "-o", str(exe), "-lm", "-ldl"],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise MlgoError(f"{exe}: link failed: {r.stderr.strip()[-1500:]}")
-    return exe
+def lua_cmake_project(work: Path) -> Path:
+    """Debian's lua5.4 source, unpacked under `work` (downloaded once into the Debian cache),
+    with a CMakeLists.txt building liblua (static) and the interpreter `lua`."""
+    from corpus_tools.debian import DEFAULT_CACHE, download_source, unpack_source
+
+    dsc = download_source(PROJECT, DEFAULT_CACHE)
+    target = work / "lua-src"
+    if not (target / "CMakeLists.txt").is_file():
+        unpacked = unpack_source(dsc, work / "unpack")
+        shutil.rmtree(target, ignore_errors=True)
+        unpacked.rename(target)
+        shutil.rmtree(work / "unpack", ignore_errors=True)
+        # What Debian's configure step writes (debian/rules); luaconf.h includes it.
+        from mlgo_base import process
+
+        arch = process.run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"],
+                           what="asking dpkg for the multiarch triple", timeout=60).stdout.strip()
+        atomic_write_text(target / "src" / "lua5.4-deb-multiarch.h",
+                          "#ifndef _LUA_DEB_MULTIARCH_\n#define _LUA_DEB_MULTIARCH_\n"
+                          f'#define DEB_HOST_MULTIARCH "{arch}"\n#endif\n')
+        atomic_write_text(target / "CMakeLists.txt", cmake_lists(target))
+    return target
+
+
+def cmake_lists(tree: Path) -> str:
+    core = sorted(p.name for p in (tree / "src").glob("*.c") if p.name not in ("lua.c", "luac.c"))
+    if not core:
+        raise MlgoError(f"{tree / 'src'}: no lua sources")
+    return ("cmake_minimum_required(VERSION 3.13)\nproject(lua54 C)\n"
+            f"add_library(liblua STATIC {' '.join('src/' + c for c in core)})\n"
+            f"target_compile_definitions(liblua PUBLIC {' '.join(LUA_DEFINES)})\n"
+            "add_executable(lua src/lua.c)\n"
+            "target_link_libraries(lua liblua m dl)\n")
 
 
 @dataclass(frozen=True)
 class DemoProject:
-    """What the demo needs of a project: the `mlgo` command that extracts its -Oz corpus into a
-    directory, a build of its program at -Oz with extra flags (a pass plugin), and a run of
-    that program with known output. tests/test_demo.py runs the demo on a small one."""
+    """What the demo needs of a project: a CMake source directory made under a work
+    directory, its program (path in the build tree) and a run of it with known output (the
+    project's test), and the source globs held out of tuning. tests/test_demo.py runs the demo
+    on a small one."""
 
     name: str
-    corpus_command: Callable[[Path], list[str]]  # corpus dir -> `mlgo` arguments
-    build: Callable[[Path, list[str]], Path]  # (build dir, extra flags) -> the executable
+    cmake_source: Callable[[Path], Path]  # work dir -> CMake source directory
+    program: str
     run_args: tuple[str, ...]
     expected_output: str
+    held_out: Callable[[Path], list[str]]  # CMake source dir -> globs left out of tuning
+
+    def test_command(self) -> str:
+        """A shell command, run in the build directory, that fails unless the program prints
+        the expected output."""
+        run = shlex.join([f"./{self.program}", *self.run_args])
+        expected = shlex.quote(self.expected_output)
+        return (f'out=$({run}) || exit 1; [ "$out" = {expected} ] || '
+                f'{{ echo "unexpected output: $out"; exit 1; }}')
 
 
 LUA = DemoProject(
     name=PROJECT,
-    corpus_command=lambda out: ["corpus", "debian", PROJECT, "--opt-level", "Oz", "-o", str(out)],
-    build=lambda build, flags: build_lua(lua_sources(), build, flags),
+    cmake_source=lua_cmake_project,
+    program="lua",
     run_args=("-e", LUA_PROGRAM),
     expected_output=LUA_EXPECTED,
+    held_out=lambda tree: held_out([f"src/{p.name}" for p in (tree / "src").glob("*.c")
+                                    if p.name != "luac.c"]),
 )

@@ -38,6 +38,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("mlgo.evaluate", "mlgo.traces"),
     ("mlgo.search", "mlgo.search_store", "mlgo.search_strategy", "mlgo.search_schedule"),
     ("mlgo.training", "mlgo.lua_demo"),
+    # One project's own build tuned end to end (`mlgo tune`).
+    ("mlgo.tune",),
     ("mlgo.cli",),
 ]
 CLI_MODULES = ("mlgo.cli",)

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "mlgo.cli.profile",
     "mlgo.cli.plugin",
     "mlgo.cli.demo",
+    "mlgo.cli.tune",
 ]
 
 

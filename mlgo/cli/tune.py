@@ -1,0 +1,99 @@
+"""`mlgo tune`: make one project's own build smaller in one command (mlgo/tune/, docs/tune.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mlgo.checks import MAX_TIMEOUT
+from mlgo.cli.args import int_arg, timeout_arg, workers_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune", help="tune the inliner on your own project: build, search, train, rebuild "
+        "with the plugin, test, report",
+        description="Tune the inliner on one project's own code within a time budget, and build "
+        "it again with the tuned policy's plugin. Give a CMake source directory (configured and "
+        "built here at clang-19 -Oz) or --compile-db compile_commands.json from any build "
+        "system. Re-run the same command to resume; see docs/tune.md.")
+    p.add_argument("source", nargs="?", type=Path, default=None, metavar="CMAKE_SOURCE_DIR")
+    p.add_argument("--compile-db", type=Path, default=None, metavar="FILE",
+                   help="a compile_commands.json instead of a CMake source directory")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output directory (run the same command again to resume)")
+    p.add_argument("--time-budget", default="60m",
+                   help="wall time for the whole run, e.g. 60m, 1h30m, 300s (default 60m)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="tune only compiles whose source path (relative to the source "
+                   "directory) matches a GLOB (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out compiles whose source path matches GLOB (repeatable)")
+    p.add_argument("--include-tests", action="store_true",
+                   help="tune test sources too (by default a path with a test/tests/testing/"
+                   "unittest(s) directory, or a file test_* or *_test.*, is left out)")
+    p.add_argument("--test-command", default=None, metavar="CMD",
+                   help="the project's tests, run by sh in the build directory on the plain "
+                   "and on the plugin build (e.g. 'ctest --output-on-failure')")
+    p.add_argument("--cmake-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for both CMake configures, e.g. -DBUILD_SHARED_LIBS=ON")
+    p.add_argument("--project", default=None, help="project name in module names (default: "
+                   "the source directory's name)")
+    p.add_argument("--previous", type=Path, default=None, metavar="OUT_OLD",
+                   help="an earlier tune of this project (another version): reuse the search "
+                   "results of unchanged modules, start training from its policy, and report "
+                   "what its policy keeps on this code")
+    p.add_argument("--module-budget", type=int_arg(lo=0), default=100,
+                   help="search compiles per module at most (default 100; 0: no limit)")
+    p.add_argument("--flips", default="auto", choices=("auto", "all", "inlined", "marginal"),
+                   help="which call sites the search flips (default auto: only inlined ones "
+                   "on C, all on C++)")
+    p.add_argument("--rounds", type=int_arg(lo=1), default=1,
+                   help="imitation rounds (each later one searches again, guided; default 1)")
+    p.add_argument("--gin_bindings", action="append", default=[],
+                   help="training settings after mlgo/problems/inlining/own_project.gin's, e.g. "
+                   "'imitation.ImitationConfig.epochs = 300'")
+    p.add_argument("--workers", type=workers_arg, default=None,
+                   help="worker processes (default: cores)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the compiles on a Ray cluster ('local', 'auto' or host:port)")
+    p.add_argument("--timeout", type=timeout_arg, default=300.0,
+                   help=f"per-compile wall-clock limit in seconds, at most {MAX_TIMEOUT:g}")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlgo.tune.flow import TuneOptions, tune
+    from mlgo.tune.progress import parse_duration
+
+    doc = tune(TuneOptions(
+        output=args.output, source=args.source, compile_db=args.compile_db,
+        include=tuple(args.include), exclude=tuple(args.exclude),
+        include_tests=args.include_tests, test_command=args.test_command,
+        cmake_args=tuple(args.cmake_arg), project=args.project, previous=args.previous,
+        module_budget=args.module_budget, flips=args.flips, rounds=args.rounds,
+        time_budget=parse_duration(args.time_budget), workers=args.workers, ray=args.ray,
+        timeout=args.timeout, gin_bindings=tuple(args.gin_bindings)))
+    print(summary(doc))
+    return 0
+
+
+def summary(doc: dict) -> str:
+    """The report's headline figures."""
+    lines = []
+    if "binaries" in doc:
+        t = doc["binaries_total"]
+        lines.append(f"linked binaries .text: {t['plain']:,} (plain -Oz) -> {t['plugin']:,} "
+                     f"(plugin) bytes: {100 * t['change']:+.2f}%")
+    for key, what in (("tuned_modules_total", "tuned modules"),
+                      ("other_modules_total", "modules not tuned")):
+        t = doc[key]
+        if t["count"]:
+            lines.append(f"{what} ({t['count']}) .text: {t['plain']:,} -> {t['plugin']:,} "
+                         f"bytes: {100 * t['change']:+.2f}%")
+    if doc["tests"].get("command"):
+        lines.append(f"tests passed on the plugin build: {doc['tests']['command']}")
+    lines.append(f"this run: {doc['run_seconds'] / 60:.1f} min; report: {doc['outputs']['report']}")
+    lines.append(f"flags: {doc['outputs']['cmake initial cache']} (cmake -C), "
+                 f"{doc['outputs']['build-system environment']} (CC/CFLAGS/LDFLAGS)")
+    return "\n".join(lines)

@@ -1,0 +1,408 @@
+"""The order of `mlgo tune`'s steps (mlgo/tune/__init__.py), the time budget shared among
+them, and resuming: OUT/tune.json holds what defines the run (a re-run with other settings is
+refused), OUT/steps/ the finished steps (progress.py).
+
+The budget: every step but the search is timed when it runs, or estimated before it runs
+(estimate_rest, from the baseline's compile times and the plain build's and tests' times);
+the search gets what is left of the budget after that reserve, and stops when it is spent."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlgo.tune import learn, project, report
+from mlgo.tune.progress import Progress, Steps, clock, quiet_tensorflow
+from mlgo_base.errors import MlgoError
+from mlgo_base.files import atomic_write_text
+
+IDENTITY = "tune.json"
+FLIPS = ("auto", "all", "inlined", "marginal")
+
+
+@dataclass
+class TuneOptions:
+    output: Path
+    source: Path | None = None  # a CMake source directory ...
+    compile_db: Path | None = None  # ... or a compile_commands.json
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    include_tests: bool = False
+    test_command: str | None = None
+    cmake_args: tuple[str, ...] = ()
+    project: str | None = None
+    previous: Path | None = None
+    module_budget: int = 100  # compiles per module in the search
+    flips: str = "auto"  # auto: 1 -> 0 flips only on C code, every call site with C++
+    rounds: int = 1  # imitation rounds (later rounds search again, guided by the policy)
+    time_budget: float = 3600.0
+    workers: int | None = None
+    ray: str | None = None
+    timeout: float = 300.0
+    gin_bindings: tuple[str, ...] = ()  # after own_project.gin's (e.g. fewer epochs)
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change when a run is resumed (not the budget, workers or Ray)."""
+        return {"source": str(self.source.resolve()) if self.source else None,
+                "compile_db": str(self.compile_db.resolve()) if self.compile_db else None,
+                "include": list(self.include), "exclude": list(self.exclude),
+                "include_tests": self.include_tests, "test_command": self.test_command,
+                "cmake_args": list(self.cmake_args), "project": self.project,
+                "previous": str(self.previous.resolve()) if self.previous else None,
+                "module_budget": self.module_budget, "flips": self.flips, "rounds": self.rounds,
+                "gin_bindings": list(self.gin_bindings)}
+
+
+def check_options(o: TuneOptions) -> None:
+    if (o.source is None) == (o.compile_db is None):
+        raise MlgoError("give a CMake source directory or --compile-db FILE (one of them)")
+    if o.compile_db is not None and o.test_command:
+        raise MlgoError("--test-command needs a build tune can redo with the plugin: give the "
+                        "CMake source directory instead of a compile database")
+    if o.source is not None and not (o.source / "CMakeLists.txt").is_file():
+        raise MlgoError(f"{o.source}: no CMakeLists.txt (a CMake source directory is needed; "
+                        "for another build system give --compile-db compile_commands.json)")
+    if o.compile_db is not None and not o.compile_db.is_file():
+        raise MlgoError(f"{o.compile_db}: compilation database not found")
+    if o.flips not in FLIPS:
+        raise MlgoError(f"--flips {o.flips}: choose one of {', '.join(FLIPS)}")
+    if o.module_budget and o.module_budget < 3:
+        raise MlgoError(f"--module-budget {o.module_budget}: at least 3 compiles (0: no limit)")
+    if o.previous is not None and not (o.previous / IDENTITY).is_file():
+        raise MlgoError(f"{o.previous}: not the output directory of an earlier `mlgo tune`")
+
+
+def _check_identity(out: Path, o: TuneOptions) -> None:
+    path = out / IDENTITY
+    want = o.identity()
+    if path.is_file():
+        have = json.loads(path.read_text())
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        if diff:
+            raise MlgoError(f"{path}: this directory holds a tune with other settings "
+                            f"({', '.join(diff)}); use another output directory")
+    else:
+        atomic_write_text(path, json.dumps(want, indent=1) + "\n")
+
+
+def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
+                  tests: bool) -> dict[str, float]:
+    """Seconds each step after the search will take: the compile-bound ones from the
+    baseline's compile times (a policy compile costs about 1.5 baseline compiles), the
+    rebuild from the plain build, the tests from their run on the plain build."""
+    compile_s = sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
+    est = {"train": 40.0 + 2.5 * compile_s, "eval": 5.0 + 1.5 * compile_s,
+           "export": 45.0, "rebuild": 10.0 + 1.3 * done.get("plain", 60.0),
+           "tests-plugin": 1.2 * done.get("tests-plain", 0.0) if tests else 0.0, "report": 5.0}
+    return {k: v for k, v in est.items() if k not in done}
+
+
+def tune(o: TuneOptions) -> dict[str, Any]:
+    """Run (or resume) the tune into o.output; returns the report (report.py)."""
+    check_options(o)
+    out = o.output.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:  # released by the kernel when the holder dies, even by kill -9
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MlgoError(f"{out}: another mlgo tune is running on this directory") from None
+        _check_identity(out, o)
+        steps = Steps(out)
+        prog = Progress(o.time_budget)
+        try:
+            return _tune(o, out, steps, prog)
+        finally:
+            prog.close()
+    finally:
+        os.close(lock)
+
+
+def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, Any]:
+    from corpus_tools.corpus import Corpus
+    from mlgo.workers.pool import make_pool
+
+    workers = o.workers or max(1, os.cpu_count() or 2)
+    cmake = o.source is not None
+    src = o.source.resolve() if o.source else None
+    name = o.project or (src.name if src else o.compile_db.resolve().parent.name)
+    logs = out / "logs"
+    total = 11
+
+    def begin(n: int, step: str, what: str) -> dict | None:
+        rec = steps.done(step)
+        prog.set_status(f"[{n}/{total}] {what}" + (" (done earlier)" if rec else ""), say=True)
+        return rec
+
+    def fresh_sources(db: Path) -> tuple[list[project.Source], Path]:
+        return project.sources(db, root=src)
+
+    # 1. the plain -Oz build
+    rec = begin(1, "plain", "build at plain clang-19 -Oz" if cmake else "recompile the "
+                "compile database's compiles at plain clang-19 -Oz")
+    if rec is None:
+        t = time.monotonic()
+        if cmake:
+            init = out / "plain.cmake"
+            atomic_write_text(init, project.plain_cache_text())
+            db = project.cmake_build(src, out / "build-plain", init, o.cmake_args,
+                                     logs / "build-plain.log", jobs=workers,
+                                     timeout=max(prog.left(), 60.0))
+        else:
+            db = o.compile_db.resolve()
+        srcs, root = fresh_sources(db)
+        chosen = [s for s in srcs if s.relative is not None and
+                  project.selected(s.relative, o.include, o.exclude, o.include_tests)]
+        if not chosen:
+            raise MlgoError(f"{db}: no compile is chosen for tuning (--include/--exclude, and "
+                            "test paths are left out unless --include-tests)")
+        if cmake:
+            project.check_built_at_oz(db, chosen)
+        else:
+            project.check_levels_settable(db, srcs)
+            project.recompile(srcs, out / "objects" / "plain", [], logs / "objects-plain.log",
+                              jobs=workers, timeout=o.timeout, root=root)
+        rec = steps.record("plain", time.monotonic() - t, {
+            "db": str(db), "root": str(root), "tuned": [s.relative for s in chosen],
+            "cxx": any(s.cxx for s in chosen)})
+    db, root, tuned = Path(rec["db"]), Path(rec["root"]), set(rec["tuned"])
+    srcs, _ = fresh_sources(db)
+    prog.say(f"{len(tuned)} compile(s) to tune of {len(srcs)} ({'C++' if rec['cxx'] else 'C'})")
+
+    # 2. the tests on the plain build: a suite that fails already is not ours to judge
+    if o.test_command and begin(2, "tests-plain", "the tests on the plain build") is None:
+        t = time.monotonic()
+        project.run_tests(o.test_command, out / "build-plain", logs / "tests-plain.log",
+                          "plain -Oz", max(prog.left(), 60.0))
+        steps.record("tests-plain", time.monotonic() - t)
+
+    # 3. the corpus
+    if begin(3, "corpus", "extract the -Oz IR of the tuned compiles") is None:
+        t = time.monotonic()
+        raw = json.loads(db.read_text())
+        chosen_idx = [s.index for s in srcs if s.relative in tuned]
+        info = learn.extract([raw[i] for i in chosen_idx], root, name, out / "corpus", out,
+                             jobs=workers, timeout=o.timeout)
+        steps.record("corpus", time.monotonic() - t, info)
+    corpus = Corpus.load(out / "corpus")
+    prog.set_status("loading TensorFlow (training and export need it)")
+    quiet_tensorflow()  # its start-up lines are noise
+    gin = learn.gin_config(o.rounds, None, o.gin_bindings)
+
+    # 4. baseline compiles, fingerprints
+    base = begin(4, "baseline", f"compile the {len(corpus.modules)} modules as LLVM decides")
+    if base is None:
+        t = time.monotonic()
+        pool = make_pool(workers, o.ray)
+        try:
+            b = learn.baseline(corpus.modules, pool, gin, o.timeout)
+        finally:
+            pool.close()
+        prints = learn.fingerprints(corpus, root, workers)
+        atomic_write_text(out / "fingerprints.json", json.dumps(prints, indent=1) + "\n")
+        base = steps.record("baseline", time.monotonic() - t, b)
+    weights_path = None
+    if base["comdat_weights"]:
+        weights_path = out / "comdat_weights.json"
+        atomic_write_text(weights_path, json.dumps(base["comdat_weights"]) + "\n")
+        gin = learn.gin_config(o.rounds, weights_path, o.gin_bindings)
+    flips = o.flips if o.flips != "auto" else ("all" if rec["cxx"] else "inlined")
+    search_dir = out / "search"
+
+    # 4b. an earlier tune: what its policy keeps on this code, and its reusable results
+    previous = None
+    if o.previous is not None:
+        previous = steps.done("previous")
+        prog.set_status(f"[4/{total}] the earlier tune's policy on this code, and its "
+                        "reusable search results", say=True)
+        if previous is None:
+            t = time.monotonic()
+            prints = json.loads((out / "fingerprints.json").read_text())
+            reuse = learn.reuse_results(o.previous.resolve(), prints, search_dir,
+                                        {"passes": 1, "budget": o.module_budget,
+                                         "flips": flips, "comdat": bool(base["comdat_weights"])})
+            pool = make_pool(workers, o.ray)
+            try:
+                old = learn.evaluate(corpus, o.previous.resolve() / "train" / "policy", pool, gin,
+                                     o.timeout, out / "eval-previous-policy.json")
+            finally:
+                pool.close()
+            previous = steps.record("previous", time.monotonic() - t, {
+                "dir": str(o.previous.resolve()), "reused": len(reuse["reused"]),
+                "modules": len(corpus.modules), "reused_modules": reuse["reused"],
+                "old_policy": old})
+        prog.say(f"the earlier policy keeps {100 * previous['old_policy']['linked_relative_change']:+.2f}% "
+                 f"as linked on this code; {previous['reused']} of {previous['modules']} "
+                 "module(s) unchanged: their search results are reused")
+
+    # 5. the search, in the time the other steps leave
+    search = begin(5, "search", "search for decisions that beat LLVM's")
+    if search is None:
+        rest = estimate_rest(base, steps.seconds(), workers, bool(o.test_command))
+        reserve = 1.1 * sum(rest.values())
+        deadline = prog.deadline - reserve
+        share = deadline - time.monotonic()
+        prog.remaining = max(share, 0.0) + reserve
+        prog.say(f"the search gets {clock(max(share, 0))} of the {clock(prog.left())} left "
+                 f"(the later steps are estimated at {clock(reserve)})")
+        if share < 10:
+            from mlgo.search import result_path
+
+            if not any(result_path(search_dir, m.name).is_file() for m in corpus.modules):
+                raise MlgoError(f"--time-budget {clock(prog.budget)} is too short for this "
+                                f"project: the steps besides the search need about "
+                                f"{clock(reserve + prog.elapsed())}")
+        t = time.monotonic()
+        order = learn.search_order(corpus.modules, base["modules"], share)
+
+        def tick(pool: Any) -> None:
+            prog.remaining = max(deadline - time.monotonic(), 0.0) + reserve
+            prog.status = (f"[5/{total}] search: {pool.finished} of {len(order)} module(s) "
+                           f"done in this run; its share ends in "
+                           f"{clock(deadline - time.monotonic())}")
+
+        res = learn.run_search(order, search_dir, flips=flips, module_budget=o.module_budget,
+                               deadline=deadline, workers=workers, ray=o.ray, gin=gin,
+                               timeout=o.timeout, comdat_weights=base["comdat_weights"],
+                               tick=tick)
+        res["reused"] = previous["reused"] if previous else 0
+        search = steps.record("search", time.monotonic() - t, res)
+    prog.say(f"search: {search['modules']} module(s) with a result, {search['compiles']} "
+             f"compiles, best decisions {100 * -search['gain']:+.2f}% as linked"
+             + (f" (stopped by the budget; {len(search['unfinished'])} unsearched)"
+                if search["stopped_by_budget"] else ""))
+    _update_eta(prog, base, steps, workers, o)
+
+    # 6. imitation
+    if begin(6, "train", "imitate the best decisions (residual policy)") is None:
+        t = time.monotonic()
+        warm = o.previous.resolve() / "train" / "policy" if o.previous else None
+        learn.train(corpus, search_dir, out / "train", gin=gin, workers=workers, ray=o.ray,
+                    timeout=o.timeout, warmstart=warm)
+        steps.record("train", time.monotonic() - t)
+    policy = out / "train" / "policy"
+    _update_eta(prog, base, steps, workers, o)
+
+    # 7. evaluation on the corpus
+    evaluation = begin(7, "eval", "the policy on the tuned modules against -Oz")
+    if evaluation is None:
+        t = time.monotonic()
+        pool = make_pool(workers, o.ray)
+        try:
+            ev = learn.evaluate(corpus, policy, pool, gin, o.timeout, out / "eval.json")
+        finally:
+            pool.close()
+        evaluation = steps.record("eval", time.monotonic() - t, ev)
+    prog.say(f"policy: {100 * evaluation['linked_relative_change']:+.2f}% .text as linked on "
+             "the tuned modules")
+    if previous is not None:
+        old = previous["old_policy"]
+        if old["linked_policy"] < evaluation["linked_policy"]:
+            # Retraining lost ground on this code (e.g. too little search time for the changed
+            # modules): the earlier policy serves it better, so it is the one exported.
+            policy = out / "earlier-policy"
+            if not policy.is_dir():
+                learn.copy_tree(o.previous.resolve() / "train" / "policy", policy)
+            evaluation = {**old, "policy": "earlier", "retrained": evaluation}
+            prog.say(f"the earlier policy is smaller on this code "
+                     f"({100 * old['linked_relative_change']:+.2f}% against the retrained one's "
+                     f"{100 * evaluation['retrained']['linked_relative_change']:+.2f}%): "
+                     "it is the one exported")
+    _update_eta(prog, base, steps, workers, o)
+
+    # 8. export, plugin, flags
+    exported = begin(8, "export", "export the policy, build its plugin, write the flags files")
+    if exported is None:
+        t = time.monotonic()
+        ex = learn.export(policy, out)
+        ex.update(learn.write_flags(Path(ex["plugin"]), policy, out))
+        exported = steps.record("export", time.monotonic() - t, ex)
+    plugin = Path(exported["plugin"])
+    _update_eta(prog, base, steps, workers, o)
+
+    # 9. the build with the plugin
+    rebuilt = begin(9, "rebuild", "build again with the plugin")
+    if rebuilt is None:
+        t = time.monotonic()
+        if cmake:
+            pdb = project.cmake_build(src, out / "build-plugin", out / "mlgo.cmake",
+                                      o.cmake_args, logs / "build-plugin.log", jobs=workers,
+                                      timeout=max(prog.left(), 60.0))
+        else:
+            pdb = None
+            project.recompile(srcs, out / "objects" / "plugin", [f"-fpass-plugin={plugin}"],
+                              logs / "objects-plugin.log", jobs=workers, timeout=o.timeout,
+                              root=root)
+        rebuilt = steps.record("rebuild", time.monotonic() - t, {"db": str(pdb) if pdb else None})
+    _update_eta(prog, base, steps, workers, o)
+
+    # 10. the tests on the plugin build
+    tests: dict[str, Any] = {"command": o.test_command}
+    if o.test_command:
+        if begin(10, "tests-plugin", "the tests on the plugin build") is None:
+            t = time.monotonic()
+            project.run_tests(o.test_command, out / "build-plugin", logs / "tests-plugin.log",
+                              "plugin", max(prog.left(), 60.0))
+            steps.record("tests-plugin", time.monotonic() - t)
+        secs = steps.seconds()
+        tests.update(plain_seconds=secs["tests-plain"], plugin_seconds=secs["tests-plugin"])
+
+    # 11. the report
+    prog.set_status(f"[11/{total}] measure the two builds and write the report", say=True)
+    t = time.monotonic()
+    doc = _measure_and_report(o, out, name, cmake, srcs, tuned, rebuilt, steps, search,
+                              evaluation, tests, previous, exported, time.monotonic() - t,
+                              prog.elapsed())
+    prog.remaining = 0.0
+    return doc
+
+
+def _update_eta(prog: Progress, base: dict, steps: Steps, workers: int, o: TuneOptions) -> None:
+    prog.remaining = sum(estimate_rest(base, steps.seconds(), workers,
+                                       bool(o.test_command)).values())
+
+
+def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
+                        srcs: list[project.Source], tuned: set[str], rebuilt: dict,
+                        steps: Steps, search: dict, evaluation: dict, tests: dict,
+                        previous: dict | None, exported: dict, t_report: float,
+                        run_seconds: float) -> dict[str, Any]:
+    from mlgo.compiler.measure import text_size
+
+    t = time.monotonic()
+    if cmake:
+        binaries = (project.linked_binaries(out / "build-plain"),
+                    project.linked_binaries(out / "build-plugin"))
+        psrcs, _ = project.sources(Path(rebuilt["db"]), root=o.source.resolve())
+        objects = (project.object_sizes(srcs), project.object_sizes(psrcs))
+    else:
+        binaries = None
+        objects = tuple({p.relative_to(d).as_posix()[:-2]: int(text_size(p))
+                         for p in sorted(d.rglob("*.o"))}
+                        for d in (out / "objects" / "plain", out / "objects" / "plugin"))
+    secs = steps.seconds()
+    secs["report"] = t_report + time.monotonic() - t
+    policy = out / ("earlier-policy" if evaluation.get("policy") == "earlier" else "train/policy")
+    outputs = {"report": str(out / "report.md"), "policy": str(policy),
+               "plugin": exported["plugin"], "cmake initial cache": exported["cmake"],
+               "compile flags": exported["flags"], "build-system environment": exported["env"]}
+    doc = report.build_report(
+        project=name, kind=f"CMake source directory {o.source}" if cmake
+        else f"compile database {o.compile_db}", budget=o.time_budget, steps=secs,
+        binaries=binaries, test_binary=project.is_test_binary, objects=objects, tuned=tuned,
+        search=search, evaluation=evaluation, tests=tests,
+        previous=({"dir": previous["dir"], "reused": previous["reused"],
+                   "modules": previous["modules"], "old_policy": previous["old_policy"]}
+                  if previous else None), outputs=outputs)
+    doc["options"] = {**asdict(o), "output": str(o.output), "source": str(o.source),
+                      "compile_db": str(o.compile_db), "previous": str(o.previous)}
+    doc["run_seconds"] = run_seconds + time.monotonic() - t  # this invocation's wall time
+    report.write(doc, out)
+    steps.record("report", secs["report"])
+    return doc

@@ -1,0 +1,254 @@
+"""The learning half of `mlgo tune`: the corpus of the tuned compiles, their baseline compiles,
+the search (`run_search`: the one place the search is called), imitation, evaluation, export,
+and the reuse of an earlier tune's search results for modules whose code did not change.
+
+A module's fingerprint (for that reuse) is the SHA-256 of its IR as text with the source root's
+path replaced by a placeholder and the ModuleID/source_filename lines dropped, plus its .cmd:
+two releases unpacked in different directories give the same fingerprint for an unchanged file,
+and any change to its code or its compile flags gives another."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from corpus_tools.corpus import Corpus, Module
+from mlgo_base import process, toolchain
+from mlgo_base.errors import MlgoError
+from mlgo_base.files import atomic_write_bytes, atomic_write_text
+
+# Compiles a module's search takes, for planning only (C searches of 1 -> 0 flips usually
+# stop well before the per-module budget).
+SEARCH_COMPILES_GUESS = 10
+OWN_PROJECT_GIN = Path(__file__).resolve().parent.parent / "problems" / "inlining" / "own_project.gin"
+
+
+def gin_config(rounds: int, comdat_weights: Path | None, bindings: Sequence[str] = ()) -> str:
+    """The imitation settings for one project's own code (own_project.gin), `rounds` rounds,
+    COMDAT weights when the code has COMDAT groups; applied to this process, returned as text
+    for the workers."""
+    from mlgo.configurables import default_gin_file
+    from mlgo.training.gin_config import parse_gin
+
+    files = [f for f in (default_gin_file("inlining", "imitation"), OWN_PROJECT_GIN) if f]
+    extra = [f"imitation.ImitationConfig.rounds = {rounds}"]
+    if comdat_weights is not None:
+        extra.append(f"inlining.InliningForSize.comdat_weights = '{comdat_weights}'")
+    return parse_gin(files, [*extra, *bindings])
+
+
+def extract(db_entries: list[dict], root: Path, project: str, out: Path, work: Path, *,
+            jobs: int, timeout: float) -> dict[str, Any]:
+    """The -Oz IR of the chosen compiles (`db_entries`: compile_commands.json entries) into
+    the corpus `out`."""
+    from corpus_tools.extract import extract_compile_db
+
+    db = work / "tuned_compile_commands.json"
+    atomic_write_text(db, json.dumps(db_entries, indent=1) + "\n")
+    summary = extract_compile_db(db, out, project=project, root=root, jobs=jobs, timeout=timeout,
+                                 progress=False, opt_level="-Oz")
+    corpus = Corpus.load(out) if (out / "corpus_description.json").is_file() else None
+    if corpus is None or not corpus.modules:
+        first = summary.failed[0].stderr.strip().splitlines()[:1] if summary.failed else []
+        raise MlgoError(f"{db}: no module could be extracted"
+                        + (f" ({first[0]})" if first else ""))
+    return {"modules": len(corpus.modules), "failed": [f.source for f in summary.failed]}
+
+
+def baseline(modules: Sequence[Module], pool: Any, gin: str, timeout: float) -> dict[str, Any]:
+    """Each module compiled once with LLVM's own decisions: {module: {size, seconds}} and the
+    COMDAT weights (1/n per text group defined by n modules)."""
+    from mlgo.compiler.measure import comdat_weights
+    from mlgo.workers.tasks import ModuleTask, PolicySpec
+
+    tasks = [ModuleTask("inlining", m, PolicySpec(builtin="default"), gin_config=gin,
+                        timeout=timeout) for m in modules]
+    rows, groups, failed = {}, [], []
+    for o in pool.run(tasks):
+        if not o.ok:
+            failed.append(o.module)
+            continue
+        rows[o.module] = {"size": o.default_total, "seconds": round(o.seconds, 3)}
+        groups.append({k: d for k, (_, d) in o.per_function.items()})
+    if not rows:
+        raise MlgoError("no module of the corpus compiles (see the errors above)")
+    return {"modules": rows, "failed": failed, "comdat_weights": comdat_weights(groups)}
+
+
+def search_order(modules: Sequence[Module], base: dict[str, dict],
+                 seconds_per_worker: float = float("inf")) -> list[Module]:
+    """Modules in the order the search takes them: most -Oz bytes per second of compile
+    first, so a budget that runs out leaves the modules least worth a compile; but a module
+    whose search would not fit in a worker's share of the time (at SEARCH_COMPILES_GUESS
+    compiles) goes last, since a search cut short keeps nothing."""
+    def key(m: Module) -> tuple[bool, float]:
+        b = base.get(m.name, {"size": 0.0, "seconds": 1.0})
+        fits = SEARCH_COMPILES_GUESS * b["seconds"] <= seconds_per_worker
+        return (not fits, -b["size"] / max(b["seconds"], 0.05))
+
+    return sorted((m for m in modules if m.name in base), key=key)
+
+
+def run_search(modules: Sequence[Module], out: Path, *, flips: str, module_budget: int,
+               deadline: float, workers: int | None, ray: str | None, gin: str, timeout: float,
+               comdat_weights: dict[str, float] | None,
+               tick: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """The search, stopped gracefully at `deadline` (time.monotonic()): the seam between tune
+    and mlgo/search.py. Modules are searched in the order given; finished ones are kept on
+    disk, so a later run (or a resumed one) searches only the rest."""
+    from mlgo.search import SearchConfig, run_search_task, search_corpus
+    from mlgo.tune.deadline_pool import DeadlinePool
+
+    config = SearchConfig(passes=1, budget=module_budget, flips=flips)
+    pool = DeadlinePool(run_search_task, deadline, workers=workers, ray_address=ray, tick=tick)
+    s = search_corpus(modules, out, config, pool, gin_config=gin, timeout=timeout,
+                      comdat_weights=comdat_weights or None, progress=False)
+    # searched: finished in this run (search_corpus counts the ones a deadline cut short too)
+    return {"config": asdict(config), "modules": s.modules, "searched": s.modules - s.skipped,
+            "skipped": s.skipped, "failed": [m for m, _ in s.failed], "compiles": s.compiles,
+            "search_seconds": round(s.seconds, 3), "stopped_by_budget": pool.stopped,
+            "unfinished": pool.unfinished, "default_total": s.default_total,
+            "best_total": s.best_total, "linked_default": s.linked_default,
+            "linked_best": s.linked_best,
+            "gain": (s.linked_default - s.linked_best) / s.linked_default
+            if s.linked_default else 0.0}
+
+
+def train(corpus: Corpus, search: Path, out: Path, *, gin: str, workers: int | None,
+          ray: str | None, timeout: float, warmstart: Path | None = None) -> Path:
+    """Imitation of the search's best decisions on every module (no validation split: the
+    policy is for this code). Returns the policy directory."""
+    from mlgo.problems import get_problem
+    from mlgo.search import run_search_task
+    from mlgo.training.pipeline import train as train_run
+    from mlgo.workers.pool import make_pool
+
+    train_run(get_problem("inlining"), "imitation", corpus, out,
+              pool=make_pool(workers, ray), gin_config=gin, warmstart=warmstart,
+              validation_fraction=0.0, timeout=timeout, search=search,
+              search_pool=make_pool(workers, ray, task_fn=run_search_task))
+    policy = out / "policy"
+    if not policy.is_dir():
+        raise MlgoError(f"{out}: training wrote no policy")
+    return policy
+
+
+def evaluate(corpus: Corpus, policy: Path, pool: Any, gin: str, timeout: float,
+             json_path: Path) -> dict[str, Any]:
+    """The policy against -Oz on every module of `corpus`, per object and as linked."""
+    from mlgo.evaluate import collect, write_json
+    from mlgo.workers.tasks import ModuleTask, PolicySpec
+
+    spec = PolicySpec.named(str(policy))
+    tasks = [ModuleTask("inlining", m, spec, gin_config=gin, timeout=timeout)
+             for m in corpus.modules]
+    rep = collect("inlining", str(policy), ".text", corpus, pool.run(tasks))
+    if not rep.modules:
+        raise MlgoError(f"{policy}: no module of the corpus compiled with the policy")
+    write_json(rep, json_path)
+    projects = rep.linked().values()
+    return {"relative_change": rep.relative_change,
+            "linked_relative_change": rep.linked_relative_change,
+            "default_total": rep.default_total, "policy_total": rep.policy_total,
+            "linked_default": sum(p["default"] for p in projects),
+            "linked_policy": sum(p["policy"] for p in projects),
+            "failed": [f["module"] for f in rep.failures]}
+
+
+def export(policy: Path, out: Path) -> dict[str, Any]:
+    """The policy's SavedModel and manifest (OUT/export) and its plugin, copied to
+    OUT/plugin/ so the output directory serves the policy on its own."""
+    from mlgo.export.bundle import export_policy
+    from mlgo.serving.plugin import plugin_for
+
+    export_policy(policy, out / "export", aot=False, force=True)
+    built = plugin_for(str(policy))
+    plugin = out / "plugin" / built.name
+    atomic_write_bytes(plugin, built.read_bytes())
+    os.chmod(plugin, 0o755)
+    return {"plugin": str(plugin)}
+
+
+def write_flags(plugin: Path, policy: Path, out: Path) -> dict[str, str]:
+    """OUT/mlgo.cmake (cmake -C), OUT/flags.txt (compile flags, one line) and OUT/flags.env
+    (CC, CXX, CFLAGS, CXXFLAGS, LDFLAGS for `set -a; . flags.env`) serving the plugin."""
+    import shlex
+
+    from mlgo.serving.cmake import initial_cache
+
+    cc, cxx = toolchain.locate("clang"), toolchain.locate("clang++")
+    cmake = out / "mlgo.cmake"
+    atomic_write_text(cmake, initial_cache(str(plugin), str(policy), {"C": cc, "CXX": cxx}))
+    compile_flags = f"-Oz -fpass-plugin={plugin}"
+    link_flags = f"-fuse-ld=lld -Wl,--load-pass-plugin={plugin}"
+    atomic_write_text(out / "flags.txt", compile_flags + "\n")
+    env = {"CC": cc, "CXX": cxx, "CFLAGS": compile_flags, "CXXFLAGS": compile_flags,
+           "LDFLAGS": link_flags}
+    atomic_write_text(out / "flags.env",
+                      "# mlgo tune: the tuned inliner for any build system (clang-19, lld)\n"
+                      + "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
+    return {"cmake": str(cmake), "flags": str(out / "flags.txt"), "env": str(out / "flags.env")}
+
+
+# -- incremental re-tuning ----------------------------------------------------------------------
+def fingerprint(module: Module, root: Path) -> str:
+    """See the module docstring."""
+    dis = process.run([toolchain.find_tool("llvm-dis", check_version=False).path,
+                       str(module.bc_path), "-o", "-"], what=f"disassembling {module.name}",
+                      timeout=300)
+    h = hashlib.sha256()
+    for line in dis.stdout.replace(str(root), "<root>").splitlines():
+        if not line.startswith(("; ModuleID", "source_filename")):
+            h.update(line.encode() + b"\n")
+    h.update(module.cmd_path.read_bytes().replace(str(root).encode(), b"<root>"))
+    return h.hexdigest()
+
+
+def fingerprints(corpus: Corpus, root: Path, jobs: int) -> dict[str, str]:
+    with ThreadPoolExecutor(max(1, jobs)) as ex:
+        return dict(zip((m.name for m in corpus.modules),
+                        ex.map(lambda m: fingerprint(m, root), corpus.modules), strict=True))
+
+
+def reuse_results(previous: Path, new_prints: dict[str, str], search: Path,
+                  config: dict[str, Any]) -> dict[str, Any]:
+    """Copy the earlier tune's search result of every module whose fingerprint is unchanged
+    into `search` (under its new name), when the earlier search had the same settings."""
+    from mlgo.search import CONFIG, load_result, result_path, save_result
+
+    old_prints_path = previous / "fingerprints.json"
+    old_config_path = previous / "search" / CONFIG
+    if not old_prints_path.is_file() or not old_config_path.is_file():
+        raise MlgoError(f"{previous}: not the output of an earlier `mlgo tune` "
+                        "(no fingerprints.json or search/search.json)")
+    old_config = json.loads(old_config_path.read_text())
+    if any(old_config.get(k) != v for k, v in config.items()):
+        return {"reused": {}, "why_none": f"{old_config_path}: other search settings"}
+    by_print: dict[str, str] = {}
+    for name, fp in json.loads(old_prints_path.read_text()).items():
+        if result_path(previous / "search", name).is_file():
+            by_print.setdefault(fp, name)
+    reused = {}
+    for name, fp in new_prints.items():
+        old = by_print.get(fp)
+        if old is None:
+            continue
+        if not result_path(search, name).is_file():
+            r = load_result(result_path(previous / "search", old))
+            r.module = name
+            save_result(search, r)
+        reused[name] = old
+    return {"reused": reused}
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)

@@ -1,0 +1,156 @@
+"""The tune's report: report.json (every figure), report.md (the same for people) and
+report.png (each linked binary's .text change against plain -Oz, and the time per step).
+
+Sizes are measured on the two real builds (project.py): `binaries` are the linked executables
+and shared libraries (CMake input), `objects` each compile's object file, split into the tuned
+modules and the others (tests, excluded or held-out paths, generated files), so the figure on
+code the search never saw stays separate."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from mlgo_base.files import atomic_write_bytes, atomic_write_text
+
+
+def change(before: float, after: float) -> float:
+    return (after - before) / before if before else 0.0
+
+
+def _pair_rows(before: dict[str, int], after: dict[str, int]) -> list[dict[str, Any]]:
+    return [{"name": k, "plain": before[k], "plugin": after[k],
+             "change": change(before[k], after[k])} for k in sorted(before) if k in after]
+
+
+def _total(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    b = sum(r["plain"] for r in rows)
+    a = sum(r["plugin"] for r in rows)
+    return {"count": len(rows), "plain": b, "plugin": a, "change": change(b, a)}
+
+
+def build_report(*, project: str, kind: str, budget: float, steps: dict[str, float],
+                 binaries: tuple[dict[str, int], dict[str, int]] | None,
+                 test_binary: Any, objects: tuple[dict[str, int], dict[str, int]],
+                 tuned: set[str], search: dict[str, Any], evaluation: dict[str, Any],
+                 tests: dict[str, Any], previous: dict[str, Any] | None,
+                 outputs: dict[str, str]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"project": project, "input": kind, "time_budget_seconds": budget,
+                           "steps_seconds": steps, "total_seconds": sum(steps.values())}
+    if binaries is not None:
+        rows = _pair_rows(*binaries)
+        for r in rows:
+            r["test"] = bool(test_binary(r["name"]))
+        doc["binaries"] = rows
+        doc["binaries_total"] = _total([r for r in rows if not r["test"]])
+        doc["test_binaries_total"] = _total([r for r in rows if r["test"]])
+    mods = _pair_rows(*objects)
+    for r in mods:
+        r["tuned"] = r["name"] in tuned
+    doc["modules"] = mods
+    doc["tuned_modules_total"] = _total([r for r in mods if r["tuned"]])
+    doc["other_modules_total"] = _total([r for r in mods if not r["tuned"]])
+    doc.update(search=search, evaluation=evaluation, tests=tests, outputs=outputs)
+    if previous is not None:
+        doc["previous"] = previous
+    return doc
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    s, e = doc["search"], doc["evaluation"]
+    lines = [f"# mlgo tune: {doc['project']}", "",
+             f"Input: {doc['input']}. Time budget {doc['time_budget_seconds'] / 60:.1f} min; "
+             f"this run took {doc.get('run_seconds', 0) / 60:.1f} min; the steps took "
+             f"{doc['total_seconds'] / 60:.1f} min in all (earlier runs' finished steps "
+             "included).", ""]
+    if "binaries" in doc:
+        t = doc["binaries_total"]
+        lines += ["## Linked binaries, .text bytes (plain clang-19 -Oz vs -Oz + plugin)", "",
+                  f"All non-test binaries: {t['plain']:,} -> {t['plugin']:,} ({_pct(t['change'])})",
+                  "", "| binary | plain -Oz | plugin | change |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['name']}{' (test)' if r['test'] else ''} | {r['plain']:,} | "
+                  f"{r['plugin']:,} | {_pct(r['change'])} |" for r in doc["binaries"]]
+        lines.append("")
+    tm, om = doc["tuned_modules_total"], doc["other_modules_total"]
+    lines += ["## Object files, .text bytes", "",
+              f"Tuned modules ({tm['count']}): {tm['plain']:,} -> {tm['plugin']:,} "
+              f"({_pct(tm['change'])})",
+              f"Modules not tuned (never searched nor trained on: tests, excluded or held-out "
+              f"paths) ({om['count']}): {om['plain']:,} -> {om['plugin']:,} ({_pct(om['change'])})",
+              "", "| module | tuned | plain -Oz | plugin | change |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['name']} | {'yes' if r['tuned'] else 'no'} | {r['plain']:,} | "
+              f"{r['plugin']:,} | {_pct(r['change'])} |" for r in doc["modules"]]
+    lines += ["", "## Search and policy", "",
+              f"Search: {s['modules']} module(s) with a result ({s['searched']} searched in this "
+              f"run, {s.get('reused', 0)} reused from an earlier tune), {s['compiles']} compiles; "
+              f"best decisions {_pct(-s['gain'])} as linked on those modules"
+              + ("; stopped by the time budget with "
+                 f"{len(s['unfinished'])} module(s) unsearched" if s["stopped_by_budget"] else ""),
+              f"Policy on the tuned modules (mlgo eval): {_pct(e['relative_change'])} per object, "
+              f"{_pct(e['linked_relative_change'])} as linked"
+              + (f" (the earlier tune's policy, smaller on this code than the retrained one's "
+                 f"{_pct(e['retrained']['linked_relative_change'])}: exported instead)"
+                 if e.get("policy") == "earlier" else ""), ""]
+    if doc.get("previous"):
+        p = doc["previous"]
+        lines += ["## Incremental re-tune", "",
+                  f"Earlier tune: {p['dir']}. Modules unchanged (search results reused): "
+                  f"{p['reused']} of {p['modules']}.",
+                  f"The earlier policy on this code, without retraining: "
+                  f"{_pct(p['old_policy']['linked_relative_change'])} as linked.",
+                  f"This run's policy: {_pct(e['linked_relative_change'])} as linked, in "
+                  f"{doc['total_seconds'] / 60:.1f} min of steps.", ""]
+    lines += ["## Tests", ""]
+    if doc["tests"].get("command"):
+        lines.append(f"`{doc['tests']['command']}` passed on the plain build "
+                     f"({doc['tests']['plain_seconds']:.1f} s) and on the plugin build "
+                     f"({doc['tests']['plugin_seconds']:.1f} s).")
+    else:
+        lines.append("No test command given (--test-command).")
+    lines += ["", "## Time per step (seconds)", "", "| step | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in doc["steps_seconds"].items()]
+    lines += ["", "## Outputs", ""] + [f"- {k}: {v}" for k, v in doc["outputs"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(Path(r["name"]).name, r["change"], "#4477aa") for r in doc.get("binaries", [])]
+    rows += [(f"{label} ({t['count']} objects)", t["change"], color)
+             for label, t, color in (("tuned modules", doc["tuned_modules_total"], "#228833"),
+                                     ("not tuned", doc["other_modules_total"], "#999999"))
+             if t["count"]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.barh([n for n, _, _ in rows][::-1], [100 * c for _, c, _ in rows][::-1],
+             color=[c for _, _, c in rows][::-1])
+    ax1.axvline(0, color="k", lw=0.8)
+    ax1.set_xlabel(".text change vs clang-19 -Oz (%)")
+    ax1.set_title(f"{doc['project']}: binaries as linked, objects")
+    steps = doc["steps_seconds"]
+    ax2.barh(list(steps)[::-1] or ["-"], [v / 60 for v in steps.values()][::-1] or [0],
+             color="#cc6677")
+    ax2.set_xlabel("minutes")
+    ax2.set_title("time per step")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write(doc: dict[str, Any], out: Path) -> None:
+    atomic_write_text(out / "report.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out / "report.md", markdown(doc))
+    plot(doc, out / "report.png")

@@ -1,0 +1,205 @@
+"""`mlgo tune` on a tiny generated CMake project (tests/tune_project.py): killed with SIGKILL
+in the middle of its search, then run again, it reuses the modules searched before the kill
+and finishes: report, flags files, the build with the plugin (the program still prints what
+-O0 prints), the project's test command on both builds. Also the one-line refusals: a compile
+database whose optimization level cannot be set, and a test command that fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tune_project import MODULES, check_command, make_project
+
+from mlgo.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["--gin_bindings", "imitation.ImitationConfig.epochs = 30", "--workers", "1"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, MLGO_CACHE_DIR=str(tmp_path / "cache"),
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and_tests(
+        tmp_path: Path) -> None:
+    src, expected = make_project(tmp_path)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "mlgo.cli.main", "tune", str(src), "-o", str(out),
+            "--time-budget", "5m", "--test-command", check_command(expected), *FAST]
+    proc = subprocess.Popen(argv, env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    modules = out / "search" / "modules"
+    try:
+        deadline = time.monotonic() + 150
+        while not any(modules.rglob("*.npz")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the search never started"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: workers and compilers too
+    finally:
+        proc.wait()
+    first = proc.stdout.read().decode()
+    assert not (out / "steps" / "search.json").exists(), f"killed too late:\n{first}"
+    assert (out / "steps" / "baseline.json").is_file()
+    before = {p: p.stat().st_mtime_ns for p in modules.rglob("*.npz")}
+    assert before
+
+    again = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True,
+                           timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # Finished steps were skipped; modules searched before the kill were not searched again.
+    assert again.stdout.count("(done earlier)") >= 3
+    search = json.loads((out / "steps" / "search.json").read_text())
+    assert search["skipped"] >= len(before)
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert search["modules"] == MODULES + 1  # the library's modules and main.c
+    # Progress lines carry the elapsed time and an estimate of the end.
+    assert "[tune " in again.stdout and "ETA" in again.stdout
+    assert "cudart" not in again.stdout + again.stderr  # no TensorFlow start-up noise
+
+    doc = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").read_text().startswith("# mlgo tune")
+    assert (out / "report.png").stat().st_size > 0
+    # The linked binaries of the two real builds, measured.
+    names = {r["name"] for r in doc["binaries"]}
+    assert {"app", "libgen.so", "check"} <= names
+    lib = next(r for r in doc["binaries"] if r["name"] == "libgen.so")
+    assert lib["plain"] > 0 and lib["plugin"] > 0
+    # tests/check.c is a test: built and measured, never tuned.
+    tuned = {r["name"]: r["tuned"] for r in doc["modules"]}
+    assert tuned["tests/check.c"] is False and tuned["lib/gen0.c"] is True
+    assert set(doc["steps_seconds"]) >= {"plain", "tests-plain", "corpus", "baseline", "search",
+                                         "train", "eval", "export", "rebuild", "tests-plugin"}
+    # The flags: the plugin built with them, and the program still prints what -O0 prints.
+    plugin = Path(doc["outputs"]["plugin"])
+    assert plugin.is_file() and plugin.parent == out / "plugin"
+    assert (out / "flags.txt").read_text().split() == ["-Oz", f"-fpass-plugin={plugin}"]
+    assert f"-fpass-plugin={plugin}" in (out / "mlgo.cmake").read_text()
+    db = json.loads((out / "build-plugin" / "compile_commands.json").read_text())
+    assert all(f"-fpass-plugin={plugin}" in e["command"] for e in db)
+    run = subprocess.run([str(out / "build-plugin" / "app")], capture_output=True, text=True)
+    assert run.stdout.strip() == expected
+    assert doc["tests"]["plugin_seconds"] > 0 and (out / "logs" / "tests-plugin.log").is_file()
+
+
+def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlgo: error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_a_compile_database_whose_level_cannot_be_set_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.c").write_text("int a(void) { return 1; }\n")
+    (tmp_path / "b.c").write_text("int b(void) { return 2; }\n")
+    (tmp_path / "flags.rsp").write_text("-O2\n")
+    db = tmp_path / "compile_commands.json"
+    db.write_text(json.dumps([
+        {"directory": str(tmp_path), "file": "a.c", "command": "clang-19 -O2 -c a.c -o a.o"},
+        {"directory": str(tmp_path), "file": "b.c",
+         "arguments": ["clang-19", "@flags.rsp", "-c", "b.c", "-o", "b.o"]}]))
+    err = _one_line_error(capsys, ["tune", "--compile-db", str(db), "-o", str(tmp_path / "out")])
+    assert str(db) in err and "b.c" in err and "response file" in err
+    assert "cannot be set" in err
+    assert not (tmp_path / "out" / "corpus").exists()
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_a_failing_test_command_stops_the_tune_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, _ = make_project(tmp_path)
+    out = tmp_path / "out"
+    err = _one_line_error(capsys, ["tune", str(src), "-o", str(out), "--workers", "1",
+                                   "--test-command", 'test "$(./app)" = 0'])
+    assert "the test command failed on the plain -Oz build" in err
+    assert str(out / "logs" / "tests-plain.log") in err
+    assert not (out / "corpus").exists()  # nothing tuned on a build whose tests fail
+
+
+def _corpus(root: Path, sources: dict[str, str]) -> Path:
+    """A corpus (project 'p') of `sources` written under root/src, compiled by absolute path
+    (so the IR names the directory, as a build's does)."""
+    from corpus_tools.corpus import Corpus
+
+    src, corpus = root / "src", root / "corpus"
+    src.mkdir(parents=True)
+    (corpus / "p").mkdir(parents=True)
+    for name, text in sources.items():
+        (src / name).write_text(text)
+        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                        str(src / name), "-o", str(corpus / "p" / f"{name}.bc")], check=True)
+        (corpus / "p" / f"{name}.cmd").write_bytes(b"-c\0-Oz")
+    (corpus / "corpus_description.json").write_text(json.dumps(
+        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz"}))
+    return Corpus.load(corpus)
+
+
+def test_a_later_version_reuses_the_search_results_of_unchanged_modules_only(
+        tmp_path: Path) -> None:
+    import numpy as np
+
+    from mlgo.search import result_path, save_result
+    from mlgo.tune.learn import fingerprints, reuse_results
+    from mlgo.workers.tasks import ModuleOutcome
+
+    same = 'const char *where(void) { return __FILE__; }\nint f(int x) { return x * 3; }\n'
+    old = _corpus(tmp_path / "v1", {"f.c": same, "g.c": "int g(int x) { return x + 1; }\n"})
+    new = _corpus(tmp_path / "v2", {"f.c": same, "g.c": "int g(int x) { return x + 2; }\n"})
+    old_prints = fingerprints(old, tmp_path / "v1" / "src", 1)
+    new_prints = fingerprints(new, tmp_path / "v2" / "src", 1)
+    # Another directory (named in the IR and in __FILE__) is not a change; other code is.
+    assert old_prints["p/f.c"] == new_prints["p/f.c"]
+    assert old_prints["p/g.c"] != new_prints["p/g.c"]
+
+    prev = tmp_path / "tune-v1"
+    config = {"passes": 1, "budget": 100, "flips": "inlined", "comdat": False}
+    (prev / "search").mkdir(parents=True)
+    (prev / "search" / "search.json").write_text(json.dumps({**config, "guide": "none"}))
+    (prev / "fingerprints.json").write_text(json.dumps(old_prints))
+    for m in ("p/f.c", "p/g.c"):
+        save_result(prev / "search", ModuleOutcome(
+            m, True, reward=0.1, policy_total=90, default_total=100, num_decisions=1,
+            actions=np.array([0]), default_actions=np.array([1]),
+            features={"callee_users": np.array([[1]])},
+            extra={"compiles": 3, "kept": 1, "default_objective": 100, "best_objective": 90}))
+
+    search = tmp_path / "tune-v2" / "search"
+    assert reuse_results(prev, new_prints, search, config)["reused"] == {"p/f.c": "p/f.c"}
+    assert result_path(search, "p/f.c").is_file() and not result_path(search, "p/g.c").exists()
+    # A search with other settings is not reused at all.
+    other = tmp_path / "tune-v2b" / "search"
+    assert reuse_results(prev, new_prints, other, {**config, "flips": "all"})["reused"] == {}
+    assert not result_path(other, "p/f.c").exists()
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_the_search_stops_at_its_deadline_and_keeps_what_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corpus_fixtures import generated_source
+
+    from mlgo.search import result_path
+    from mlgo.tune.learn import run_search
+    from mlgo.tune.progress import quiet_tensorflow
+
+    corpus = _corpus(tmp_path, {f"m{i}.c": generated_source("inlining", i) for i in range(6)})
+    quiet_tensorflow()  # the trace the search writes at its end needs it: not the search's time
+    t0 = time.monotonic()
+    res = run_search(corpus.modules, tmp_path / "search", flips="all", module_budget=0,
+                     deadline=t0 + 3.0, workers=1, ray=None, gin="", timeout=60,
+                     comdat_weights=None)
+    assert time.monotonic() - t0 < 30  # the modules in flight were killed, not waited for
+    assert res["stopped_by_budget"] and res["unfinished"]
+    done = [m.name for m in corpus.modules if result_path(tmp_path / "search", m.name).is_file()]
+    assert res["modules"] == len(done) < len(corpus.modules)
+    assert set(res["unfinished"]).isdisjoint(done)

@@ -1,0 +1,51 @@
+"""A tiny generated CMake project for tests/test_tune.py: a shared library of generated C
+modules with real inlining choices (tests/corpus_fixtures.py), an executable that calls all of
+them, and a test executable under tests/ (left out of tuning by default). Unsigned
+arithmetic, so the output is the same at every level."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from corpus_fixtures import generated_source
+
+MODULES = 4
+
+
+def make_project(root: Path) -> tuple[Path, str]:
+    """The project's source directory, and the program's output at -O0 (what every build
+    must print)."""
+    src = root / "proj"
+    (src / "lib").mkdir(parents=True)
+    (src / "tests").mkdir()
+    decls = []
+    for i in range(MODULES):
+        (src / "lib" / f"gen{i}.c").write_text(generated_source("inlining", i).replace("int ", "unsigned "))
+        decls += [f"unsigned api{i}_{c}(unsigned);" for c in range(10)]
+    calls = " + ".join(f"api{i}_{c}(a)" for i in range(MODULES) for c in range(10))
+    main = ("#include <stdio.h>\n" + "\n".join(decls) +
+            "\nint main(void) { unsigned s = 0; for (unsigned a = 0; a < 100; a++) s ^= "
+            f"{calls}; printf(\"%u\\n\", s); return 0; }}\n")
+    (src / "main.c").write_text(main)
+    (src / "tests" / "check.c").write_text(main.replace("a < 100", "a < 10"))
+    (src / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.13)\nproject(tiny C)\n"
+        f"add_library(gen SHARED {' '.join(f'lib/gen{i}.c' for i in range(MODULES))})\n"
+        "add_executable(app main.c)\ntarget_link_libraries(app gen)\n"
+        "add_executable(check tests/check.c)\ntarget_link_libraries(check gen)\n")
+    ref = root / "ref"
+    ref.mkdir()
+    objs = []
+    for c in [*(src / "lib").glob("*.c"), src / "main.c"]:
+        obj = ref / (c.stem + ".o")
+        subprocess.run(["clang-19", "-O0", "-c", str(c), "-o", str(obj)], check=True)
+        objs.append(str(obj))
+    subprocess.run(["clang-19", *objs, "-o", str(ref / "app")], check=True)
+    expected = subprocess.run([str(ref / "app")], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    return src, expected
+
+
+def check_command(expected: str) -> str:
+    return f'test "$(./app)" = "{expected}"'
