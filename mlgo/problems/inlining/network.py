@@ -2,7 +2,8 @@
 
     x_f          raw int64 feature f (every header feature except the ignored ones)
     q_f          quantile of x_f in the vocab (mlgo/policies/vocab.py), in [0, 1]
-    input        concat_f [q_f, sqrt(q_f), q_f^2 (, sign(x_f) log1p|x_f|)]
+    input        concat_f [q_f, sqrt(q_f), q_f^2 (, sign(x_f) log1p|x_f|)], the scalar
+                 features first, then each vector feature's components in turn
     logits [2]   MLP(input): logit 0 = do not inline, logit 1 = inline (a Bernoulli head
                  written as two logits so it shares the softmax code path with regalloc)
 
@@ -16,6 +17,18 @@ so the greedy decision is the rule unless the flip logit wins. The output bias s
 leave it (the rule gives LLVM's own decision at 99.86% of call sites, which a plain network
 re-learns imperfectly: benchmarks/results-archive-2026.md, "Search + imitation at corpus
 scale"). Every algorithm sees the action logits alone.
+
+Vector features (LLVM 22's callee_embedding and caller_embedding, float [D], sent when the
+inliner is given an IR2Vec vocabulary) are inputs like the scalars: each component c of a
+vector v becomes [q, sqrt(q), q^2 (, slog)] with q its quantile in v's one boundary list, the
+list `mlgo vocab` builds from all of v's components in the trace (a NaN component counts as
+0, an infinite one as the largest float). One list per vector rather
+than per-component tables or mean/std: IR2Vec trains every dimension alike (no component has
+a scale of its own), a function's embedding is a sum over its instructions so its magnitude
+grows with the function's size (a heavy tail that a mean and standard deviation describe
+badly and quantiles do not), and the vocab keeps one sorted list per feature, as policy
+directories store and check it. A network without vector features builds the very graph it
+built before they existed.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from mlgo_base.errors import MlgoError
 ADVICE = llvm19.ADVICE["inlining"]
 RULE_FEATURES = ("cost_estimate", "threshold")  # builtins.cost_threshold reads these
 KEEP, FLIP = 0, 1  # a residual network's MLP outputs
+FLOAT_MAX = float(np.finfo(np.float32).max)
 
 
 @gin.configurable(module="inlining")
@@ -80,12 +94,14 @@ class InliningNetwork(PolicyNetwork):
         if missing:
             raise V.VocabError(f"inlining network: no vocab boundaries for {', '.join(missing)}")
         self._vocab = {f.name: np.asarray(vocab[f.name], dtype=np.float64) for f in self.inputs}
-        odd = [f"{f.name} {list(f.shape)}" for f in self.inputs if f.num_elements != 1]
-        if odd:  # LLVM's inliner features are all scalars
-            raise FeatureMismatchError(f"inlining network: inputs must be scalars, got {', '.join(odd)}")
+        odd = [f"{f.name} {list(f.shape)}" for f in self.inputs
+               if f.num_elements != 1 and len(f.shape) != 1]
+        if odd:
+            raise FeatureMismatchError(f"inlining network: inputs must be scalars or vectors, got "
+                                       f"{', '.join(odd)}")
         per_column = 4 if self.config.log_features else 3
-        self.mlp = MLP("mlp", (len(self.inputs) * per_column, *self.config.hidden_sizes, 2),
-                       self.config.activation)
+        self.mlp = MLP("mlp", (sum(f.num_elements for f in self.inputs) * per_column,
+                               *self.config.hidden_sizes, 2), self.config.activation)
 
     @property
     def num_actions(self) -> int:
@@ -97,13 +113,11 @@ class InliningNetwork(PolicyNetwork):
 
     def build_graph(self) -> Graph:
         g = Graph(self.inputs)  # the ignored features are no inputs of the policy
-        names = [f.name for f in self.inputs]
-        x = g.stack(names, rows=1)
-        q = g.quantile(x, [self._vocab[n] for n in names])
-        parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
-        if self.config.log_features:
-            parts.append(g.apply("cast_f32", g.apply("slog", x)))
-        out = self.mlp.build(g, g.interleave(*parts))
+        scalars = [f.name for f in self.inputs if f.num_elements == 1]
+        rows = [self._normalized(g, scalars, 1)] if scalars else []
+        rows += [self._normalized(g, [f.name], f.num_elements)
+                 for f in self.inputs if f.num_elements != 1]
+        out = self.mlp.build(g, rows[0] if len(rows) == 1 else g.concat(*rows))
         if self.config.residual:
             rule = cost_threshold(g)
             keep, flip = g.take(out, g.const(KEEP)), g.take(out, g.const(FLIP))
@@ -111,6 +125,18 @@ class InliningNetwork(PolicyNetwork):
         g.outputs["logits"] = out
         g.outputs[self.advice.name] = g.index(out, "max")
         return g
+
+    def _normalized(self, g: Graph, names: list[str], rows: int) -> int:
+        """[rows, len(names) * k]: the k normalized columns of each feature in `names` (scalars
+        side by side in one row, or one vector's components in `rows` rows)."""
+        x = g.stack(names, rows=rows)
+        if rows > 1:  # float components: a NaN or infinity must not make the logits NaN
+            x = g.apply("clip", g.apply("nan_to_zero", x), lo=-FLOAT_MAX, hi=FLOAT_MAX)
+        q = g.quantile(x, [self._vocab[n] for n in names])
+        parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
+        if self.config.log_features:
+            parts.append(g.apply("cast_f32", g.apply("slog", x)))
+        return g.interleave(*parts)
 
     def init_arrays(self, seed: int = 0) -> dict[str, np.ndarray]:
         arrays = super().init_arrays(seed)
