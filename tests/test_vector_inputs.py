@@ -11,10 +11,11 @@ from test_networks import inlining_specs, make_vocab, random_inlining_batch, ran
 from test_ops import all_backends, c_backend
 
 from mlgo.policies import ops
+from mlgo.policies import vocab as V
 from mlgo.policies.c_source import graph_c_source
 from mlgo.policies.policy_dir import load_policy, save_policy
 from mlgo.policies.shipped import resolve, shipped_names
-from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
+from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig, build_network
 from mlgo.protocol.llvm22 import EMBEDDING_FEATURES
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
@@ -41,13 +42,12 @@ def embedding_batch(rng: np.random.Generator, b: int, dim: int = D) -> dict[str,
 
 
 def embedding_vocab(rng: np.random.Generator, dim: int = D) -> dict[str, np.ndarray]:
-    """The scalars' vocab plus, per vector, one boundary list over all its components (as
-    `mlgo vocab` builds it from a trace)."""
+    """The scalars' vocab plus, per vector, one boundary list per component (as `mlgo vocab`
+    builds it from a trace)."""
     vocab = make_vocab(rng)
     sample = embedding_batch(rng, 500, dim)
     for name in EMBEDDING_FEATURES:
-        values = sample[name][np.abs(sample[name]) < 1e30]
-        vocab[name] = np.unique(np.quantile(values.astype(np.float64), np.linspace(0, 1, 51)))
+        vocab.update(V.feature_boundaries(name, dim, sample[name][3:], 50))
     return vocab
 
 
@@ -217,3 +217,21 @@ def test_c_of_an_embedding_network_decides_one_call_site_at_a_time(tmp_path):
     decide = c_backend(net.graph, net.unflatten_numpy(flat), [net.advice.name], tmp_path)
     want = np.argmax(net.logits_numpy(flat, batch), axis=1)
     assert decide(batch)[net.advice.name].reshape(-1).tolist() == want.tolist()
+
+
+def test_each_component_has_its_own_boundaries(tmp_path):
+    """Components of different scales each spread over [0, 1]: one list for all of them would
+    map the narrow one into a few middle buckets."""
+    rng = np.random.default_rng(12)
+    values = rng.standard_normal((1000, 2)) * [0.01, 100.0]
+    vocab = V.feature_boundaries("v", 2, values, 100)
+    assert sorted(vocab) == ["v.0", "v.1"] and V.vocab_names("s", 1) == ["s"]
+    for c in range(2):
+        q = np.searchsorted(vocab[f"v.{c}"], values[:, c], side="right") / len(vocab[f"v.{c}"])
+        assert np.quantile(q, 0.1) < 0.15 and np.quantile(q, 0.9) > 0.85
+    # a vocab directory without the components' lists (one built before them): a clear error
+    full = embedding_vocab(np.random.default_rng(0))
+    V.save_vocab(tmp_path, {k: v for k, v in full.items() if not k.startswith("caller_embedding.")}
+                 | {"caller_embedding": np.arange(5.0)})
+    with pytest.raises(V.VocabError, match=r"caller_embedding\.0.*rebuild it with `mlgo vocab`"):
+        build_network(embedding_specs(), tmp_path, InliningNetworkConfig())

@@ -19,16 +19,16 @@ re-learns imperfectly: benchmarks/results-archive-2026.md, "Search + imitation a
 scale"). Every algorithm sees the action logits alone.
 
 Vector features (LLVM 22's callee_embedding and caller_embedding, float [D], sent when the
-inliner is given an IR2Vec vocabulary) are inputs like the scalars: each component c of a
-vector v becomes [q, sqrt(q), q^2 (, slog)] with q its quantile in v's one boundary list, the
-list `mlgo vocab` builds from all of v's components in the trace (a NaN component counts as
-0, an infinite one as the largest float). One list per vector rather
-than per-component tables or mean/std: IR2Vec trains every dimension alike (no component has
-a scale of its own), a function's embedding is a sum over its instructions so its magnitude
-grows with the function's size (a heavy tail that a mean and standard deviation describe
-badly and quantiles do not), and the vocab keeps one sorted list per feature, as policy
-directories store and check it. A network without vector features builds the very graph it
-built before they existed.
+inliner is given an IR2Vec vocabulary) are inputs like the scalars: component c of a vector v
+is normalized like a scalar feature, [q, sqrt(q), q^2 (, slog)], q its quantile in the vocab's
+own boundary list for that component (`v.c`, mlgo/policies/vocab.py; a NaN component counts
+as 0, an infinite one as the largest float). Quantiles rather than a mean and standard
+deviation per component: a function's embedding is a sum over its instructions, so its
+magnitude grows with the function's size (in a trace of lua5.4 on clang-22 the largest
+callee_embedding norm is 36 times the median, one component 28 standard deviations from its
+mean), a tail that squeezes everything else near the mean once divided by the standard
+deviation, and quantiles keep the vocab as policy directories store and check it. A network
+without vector features builds the very graph it built before they existed.
 """
 
 from __future__ import annotations
@@ -90,10 +90,11 @@ class InliningNetwork(PolicyNetwork):
         self.config = config or InliningNetworkConfig()
         self.inputs = [f for f in self.features if f.name not in self.config.ignored_features]
         vocab = dict(vocab or {})
-        missing = [f.name for f in self.inputs if f.name not in vocab]
+        names = [key for f in self.inputs for key in V.vocab_names(f.name, f.num_elements)]
+        missing = [key for key in names if key not in vocab]
         if missing:
             raise V.VocabError(f"inlining network: no vocab boundaries for {', '.join(missing)}")
-        self._vocab = {f.name: np.asarray(vocab[f.name], dtype=np.float64) for f in self.inputs}
+        self._vocab = {key: np.asarray(vocab[key], dtype=np.float64) for key in names}
         odd = [f"{f.name} {list(f.shape)}" for f in self.inputs
                if f.num_elements != 1 and len(f.shape) != 1]
         if odd:
@@ -114,9 +115,12 @@ class InliningNetwork(PolicyNetwork):
     def build_graph(self) -> Graph:
         g = Graph(self.inputs)  # the ignored features are no inputs of the policy
         scalars = [f.name for f in self.inputs if f.num_elements == 1]
-        rows = [self._normalized(g, scalars, 1)] if scalars else []
-        rows += [self._normalized(g, [f.name], f.num_elements)
-                 for f in self.inputs if f.num_elements != 1]
+        rows = [self._normalized(g, g.stack(scalars, rows=1), scalars)] if scalars else []
+        for f in self.inputs:
+            if f.num_elements != 1:  # one row of its components (float: NaN and inf cleaned)
+                x = g.concat(g.stack([f.name], rows=f.num_elements))
+                x = g.apply("clip", g.apply("nan_to_zero", x), lo=-FLOAT_MAX, hi=FLOAT_MAX)
+                rows.append(self._normalized(g, x, V.vocab_names(f.name, f.num_elements)))
         out = self.mlp.build(g, rows[0] if len(rows) == 1 else g.concat(*rows))
         if self.config.residual:
             rule = cost_threshold(g)
@@ -126,12 +130,9 @@ class InliningNetwork(PolicyNetwork):
         g.outputs[self.advice.name] = g.index(out, "max")
         return g
 
-    def _normalized(self, g: Graph, names: list[str], rows: int) -> int:
-        """[rows, len(names) * k]: the k normalized columns of each feature in `names` (scalars
-        side by side in one row, or one vector's components in `rows` rows)."""
-        x = g.stack(names, rows=rows)
-        if rows > 1:  # float components: a NaN or infinity must not make the logits NaN
-            x = g.apply("clip", g.apply("nan_to_zero", x), lo=-FLOAT_MAX, hi=FLOAT_MAX)
+    def _normalized(self, g: Graph, x: int, names: list[str]) -> int:
+        """[1, len(names) * k]: the k normalized columns of each column of the row `x`, whose
+        boundaries are the vocab's `names`."""
         q = g.quantile(x, [self._vocab[n] for n in names])
         parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
         if self.config.log_features:
@@ -158,7 +159,8 @@ def build_network(header_or_specs: Any, vocab_dir: Path | str | None,
     specs = as_specs(header_or_specs)
     advice = getattr(header_or_specs, "advice", None)
     config = config or InliningNetworkConfig()
-    used = [f.name for f in specs if f.name not in config.ignored_features]
+    used = [key for f in specs if f.name not in config.ignored_features
+            for key in V.vocab_names(f.name, f.num_elements)]
     if vocab_dir is None:
         raise MlgoError("the inlining network needs a vocab directory (`mlgo vocab`)")
     return InliningNetwork(specs, config, V.load_vocab(vocab_dir, used), advice)
