@@ -235,3 +235,30 @@ def test_each_component_has_its_own_boundaries(tmp_path):
                  | {"caller_embedding": np.arange(5.0)})
     with pytest.raises(V.VocabError, match=r"caller_embedding\.0.*rebuild it with `mlgo vocab`"):
         build_network(embedding_specs(), tmp_path, InliningNetworkConfig())
+
+
+def test_mlgo_vocab_builds_each_components_list_from_a_trace(tmp_path):
+    """A trace with a vector feature (as clang-22 records the embeddings) gives one boundary
+    list per component, and the network built on that vocab directory reads them."""
+    from mlgo.protocol.training_log import Header
+    from mlgo.traces import TraceWriter, build_vocab
+    from mlgo.workers.tasks import ModuleOutcome
+
+    specs = embedding_specs()
+    rng = np.random.default_rng(13)
+    writer = TraceWriter(tmp_path / "trace", Header(tuple(specs)), {"problem": "inlining"})
+    modules = []
+    for m in range(3):
+        batch = {k: v[3:] for k, v in embedding_batch(rng, 43).items()}
+        batch[EMBEDDING_FEATURES[0]][:, 1] *= 1000.0  # one component on another scale
+        modules.append(batch)
+        writer.add(ModuleOutcome(f"m{m}.c", True, features=batch, actions=np.zeros(40, np.int64)))
+    writer.close({})
+    counts = build_vocab(tmp_path / "trace", tmp_path / "vocab", 20)
+    assert "callee_embedding" not in counts and counts["callee_embedding.1"] == 21
+    for c in (0, 1):
+        values = np.concatenate([b[EMBEDDING_FEATURES[0]][:, c] for b in modules]).astype(np.float64)
+        got = V.load_vocab(tmp_path / "vocab", [f"callee_embedding.{c}"])[f"callee_embedding.{c}"]
+        np.testing.assert_array_equal(got, V.quantile_boundaries(values, 20))
+    net = build_network(embedding_specs(), tmp_path / "vocab", InliningNetworkConfig())
+    assert net.mlp.sizes[0] == (38 + 2 * D) * 3
