@@ -235,6 +235,9 @@ def test_each_component_has_its_own_boundaries(tmp_path):
                  | {"caller_embedding": np.arange(5.0)})
     with pytest.raises(V.VocabError, match=r"caller_embedding\.0.*rebuild it with `mlgo vocab`"):
         build_network(embedding_specs(), tmp_path, InliningNetworkConfig())
+    with pytest.raises(V.VocabError, match=r"v\.0, .*, v\.7 \.\.\. \(64 in all\)") as e:
+        V.load_vocab(tmp_path, V.vocab_names("v", 64))
+    assert "v.8," not in str(e.value)  # one readable line, not every component's name
 
 
 def test_mlgo_vocab_builds_each_components_list_from_a_trace(tmp_path):

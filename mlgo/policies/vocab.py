@@ -58,7 +58,8 @@ def load_vocab(vocab_dir: Path | str, features: Iterable[str]) -> dict[str, np.n
         out[name] = parse_buckets(path.read_bytes(), path)
     if missing:
         raise VocabError(
-            f"vocab directory {vocab_dir} has no boundaries for feature(s) {', '.join(missing)} "
+            f"vocab directory {vocab_dir} has no boundaries for feature(s) {', '.join(missing[:8])}"
+            f"{f' ... ({len(missing)} in all)' if len(missing) > 8 else ''} "
             f"(expected {', '.join(f'{m}{SUFFIX}' for m in missing[:3])}"
             f"{' ...' if len(missing) > 3 else ''}); rebuild it with `mlgo vocab` from a trace "
             "of the same compiler"
