@@ -11,9 +11,9 @@ the magnitude that q discards outside the trace's range). Quantiles make heavy-t
 (costs, sizes, 2**40-sized outliers) comparable without hand-tuned scaling.
 
 A vector feature (float [D], as LLVM 22's IR2Vec embeddings) has boundaries per component,
-under the names `<feature>.<c>` (`vocab_names`): its components differ in scale (in a trace of
-lua5.4 on clang-22, the standard deviations of callee_embedding's 64 components span 0.69 to
-10.5), so one list for all of them would squeeze the narrow ones into a few buckets.
+under the names `<feature>.<c>` (`vocab_names`): its components differ in scale (at lua5.4's call
+sites on clang-22 the standard deviations of callee_embedding's 64 components span 0.69 to
+10.5: mlgo/problems/inlining/network.py), so one list for all of them would squeeze the narrow ones into a few buckets.
 
 QuantileTable below is the numpy and TensorFlow implementation of the `quantile` operation
 (mlgo/policies/ops.py); TensorFlow is imported lazily so numpy-only workers never load it.
