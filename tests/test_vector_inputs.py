@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_networks import inlining_specs, make_vocab, random_inlining_batch, random_params
-from test_ops import all_backends, c_backend
+from test_ops import CC, all_backends, c_backend
 
 from mlgo.policies import ops
 from mlgo.policies import vocab as V
@@ -21,6 +21,7 @@ from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 
 D = 6
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler")
 
 
 def embedding_specs(dim: int = D) -> list[TensorSpec]:
@@ -70,6 +71,7 @@ def balanced_params(net: InliningNetwork, seed: int) -> np.ndarray:
     return flat
 
 
+@needs_cc
 def test_concat_agrees_in_numpy_tensorflow_and_c(tmp_path):
     g = ops.Graph([("s", "int64_t", 1), ("v", "float", 4), ("m", "int64_t", 3)])
     row = g.stack(["s"], rows=1)
@@ -92,6 +94,7 @@ def test_concat_agrees_in_numpy_tensorflow_and_c(tmp_path):
         g.concat(row, g.input("m"))
 
 
+@needs_cc
 @pytest.mark.parametrize("config", [{}, {"log_features": True, "activation": "tanh"},
                                     {"log_features": True, "residual": True}],
                          ids=["relu", "tanh-log", "residual"])
@@ -208,6 +211,7 @@ def test_ignored_embeddings_give_the_scalar_network():
     np.testing.assert_array_equal(scalars.logits_numpy(flat, batch), _scalar_reference(scalars, flat, batch))
 
 
+@needs_cc
 def test_c_of_an_embedding_network_decides_one_call_site_at_a_time(tmp_path):
     """The C's mlgo_policy_eval reads each input through its own pointer (a float* of D
     elements for an embedding), as a release-mode model runner passes them."""
