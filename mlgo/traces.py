@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module
-from mlgo.policies.vocab import DEFAULT_QUANTILES, quantile_boundaries, save_vocab
+from mlgo.policies.vocab import DEFAULT_QUANTILES, feature_boundaries, save_vocab
 from mlgo.problems import Problem
 from mlgo.protocol import Header, TensorSpec
 from mlgo.workers.pool import WorkerPool, run_with_progress
@@ -218,8 +218,8 @@ def trace_modules(problem: Problem, modules: Sequence[Module], output: Path, *,
 
 
 def build_vocab(trace_dir: Path, out_dir: Path, n: int = DEFAULT_QUANTILES) -> dict[str, int]:
-    """Per-feature quantile boundaries of a trace's decisions into `out_dir` (the vocab,
-    mlgo/policies/vocab.py); returns each feature's number of boundaries."""
+    """Per-feature (per-component for a vector) quantile boundaries of a trace's decisions
+    into `out_dir` (the vocab, mlgo/policies/vocab.py); returns each list's length by name."""
     header = trace_header(trace_dir)
     chunks: dict[str, list[np.ndarray]] = {f.name: [] for f in header.features}
     modules = 0
@@ -229,6 +229,9 @@ def build_vocab(trace_dir: Path, out_dir: Path, n: int = DEFAULT_QUANTILES) -> d
             chunks[name].append(np.asarray(arr).reshape(-1))
     if modules == 0:
         raise MlgoError(f"{trace_dir}: the trace has no decisions; nothing to build a vocab from")
-    vocab = {name: quantile_boundaries(np.concatenate(parts), n) for name, parts in chunks.items()}
+    elements = {f.name: f.num_elements for f in header.features}
+    vocab = {}
+    for name, parts in chunks.items():
+        vocab.update(feature_boundaries(name, elements[name], np.concatenate(parts), n))
     save_vocab(out_dir, vocab)
     return {name: len(b) for name, b in vocab.items()}

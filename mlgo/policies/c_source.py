@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgo.protocol.llvm19 import ADVICE, FeatureDecl
+from mlgo_base.errors import MlgoError
 
 
 def _feature_table(features: Sequence[FeatureDecl]) -> str:
@@ -69,7 +70,9 @@ def graph_c_source(graph: Any, params: Any, problem: str, doc: str) -> str:
     if problem == "inlining":
         odd = [f"{name} ({t} x{c})" for name, t, c in inputs if (t, c) != ("int64_t", 1)]
         if odd:
-            raise ValueError(f"the C inliner ABI passes one int64 per input; not so: {', '.join(odd)}")
+            # mlgo_inline_policy's caller (the inliner plugin) holds every feature as one int64
+            raise MlgoError(f"the C inliner ABI passes one int64 per input, so a policy reading "
+                            f"{', '.join(odd)} cannot be served by the inliner plugin")
         entry = ("int64_t mlgo_inline_policy(const int64_t *features, size_t num_features) {\n"
                  f"  const void *in[{max(len(inputs), 1)}] = {{0}};\n  (void)num_features;\n"
                  f"  for (size_t i = 0; i < {len(inputs)}; ++i)\n    in[i] = &features[i];\n"
@@ -100,4 +103,7 @@ def policy_c_source(policy_dir: Path | str, problem: str) -> str:
 
     network, params, meta = load_policy(policy_dir, problem=problem)
     doc = f"A trained {problem} policy ({meta.get('algorithm', 'unknown algorithm')})."
-    return graph_c_source(network.graph, network.unflatten_numpy(params), problem, doc)
+    try:
+        return graph_c_source(network.graph, network.unflatten_numpy(params), problem, doc)
+    except MlgoError as e:
+        raise MlgoError(f"{policy_dir}: {e}") from e

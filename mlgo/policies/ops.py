@@ -22,6 +22,8 @@ network, its `logits`. The operations, with the exact arithmetic every backend f
                              (i64 0/1), where(c, a, b)
     quantile(x, bounds)      f32 #{i : bounds[c][i] <= x} / max(len(bounds[c]), 1) in column c
     interleave(a, b, ...)    [rows, cols * k]: column c * k + i is operand i's column c
+    concat(a, b, ...)        [1, sum of sizes]: the operands' elements, each row-major, one
+                             operand after the other (one row from values of several shapes)
     dense(x, w, b, n)        f32 x [rows, m] @ w [m, n] + b: products summed in f64, then f32
     index(x, mode, mask, default, stop)
                              i64 [1, 1]: among x's first `stop` positions (row-major) whose mask
@@ -33,6 +35,7 @@ network, its `logits`. The operations, with the exact arithmetic every backend f
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +180,12 @@ class Graph:
             raise MlgoError("interleave: the operands differ in shape or dtype")
         return self._add("interleave", xs, (first.shape[0], first.shape[1] * len(xs)), first.dtype)
 
+    def concat(self, *xs: int) -> int:
+        dtypes = {self.nodes[x].dtype for x in xs}
+        if not xs or len(dtypes) != 1:
+            raise MlgoError(f"concat: operands of one dtype, not {sorted(dtypes)}")
+        return self._add("concat", xs, (1, sum(self.nodes[x].size for x in xs)), dtypes.pop())
+
     def dense(self, x: int, w: str, b: str, n_out: int) -> int:
         n = self.nodes[x]
         if n.dtype != "f32":
@@ -241,6 +250,10 @@ def _np_op(graph: Graph, node: Node, a: list[np.ndarray], batch: Mapping[str, np
         return at["table"].numpy(a[0].reshape(-1, cols)).reshape(-1, rows, cols)
     if op == "interleave":
         return np.stack(a, axis=-1).reshape(-1, rows, cols)
+    if op == "concat":
+        n = max(len(x) for x in a)
+        flat = [np.broadcast_to(x.reshape(len(x), -1), (n, x[0].size)) for x in a]
+        return np.concatenate(flat, axis=1).reshape(n, 1, cols)
     if op == "dense":
         w, b = (np.asarray(params[at[k]], np.float64) for k in ("w", "b"))
         return (a[0].astype(np.float64) @ w + b).astype(np.float32)
@@ -311,6 +324,11 @@ def _tf_op(tf: Any, graph: Graph, node: Node, a: list[Any], batch: Mapping[str, 
         return tf.reshape(at["table"].tf(tf.reshape(a[0], [-1, cols])), [-1, rows, cols])
     if op == "interleave":
         return tf.reshape(tf.stack(a, axis=-1), [-1, rows, cols])
+    if op == "concat":
+        n = functools.reduce(tf.maximum, [tf.shape(x)[0] for x in a])
+        flat = [tf.broadcast_to(tf.reshape(x, [tf.shape(x)[0], -1]), [n, graph.nodes[k].size])
+                for x, k in zip(a, node.args, strict=True)]
+        return tf.reshape(tf.concat(flat, axis=1), [-1, 1, cols])
     if op == "dense":
         x = tf.cast(tf.reshape(a[0], [-1, at["n_in"]]), tf.float64)
         y = tf.matmul(x, tf.cast(params[at["w"]], tf.float64)) + tf.cast(params[at["b"]], tf.float64)
@@ -382,6 +400,11 @@ def _c_op(graph: Graph, k: int, node: Node, params: Mapping[str, np.ndarray], st
     if node.op == "interleave":
         return decl + "".join(f"  for (int e = 0; e < {rows * cols // len(a)}; ++e)\n"
                               f"    {v}[e * {len(a)} + {i}] = {x}[e];\n" for i, x in enumerate(a))
+    if node.op == "concat":
+        starts = np.cumsum([0] + [graph.nodes[i].size for i in node.args]).tolist()
+        return decl + "".join(f"  for (int e = 0; e < {graph.nodes[i].size}; ++e)\n"
+                              f"    {v}[{start} + e] = {x}[e];\n"
+                              for x, i, start in zip(a, node.args, starts, strict=False))
     if node.op == "dense":
         n = at["n_in"]
         statics += [c_array("float", f"{v}_{key}", [c_literal(x) for x in np.ravel(params[at[key]])])

@@ -10,6 +10,11 @@ and the network sees [q, sqrt(q), q^2] (and, optionally, sign(x) * log1p(|x|), w
 the magnitude that q discards outside the trace's range). Quantiles make heavy-tailed counts
 (costs, sizes, 2**40-sized outliers) comparable without hand-tuned scaling.
 
+A vector feature (float [D], as LLVM 22's IR2Vec embeddings) has boundaries per component,
+under the names `<feature>.<c>` (`vocab_names`): its components differ in scale (at lua5.4's call
+sites on clang-22 the standard deviations of callee_embedding's 64 components span 0.69 to
+10.5: mlgo/problems/inlining/network.py), so one list for all of them would squeeze the narrow ones into a few buckets.
+
 QuantileTable below is the numpy and TensorFlow implementation of the `quantile` operation
 (mlgo/policies/ops.py); TensorFlow is imported lazily so numpy-only workers never load it.
 """
@@ -53,7 +58,8 @@ def load_vocab(vocab_dir: Path | str, features: Iterable[str]) -> dict[str, np.n
         out[name] = parse_buckets(path.read_bytes(), path)
     if missing:
         raise VocabError(
-            f"vocab directory {vocab_dir} has no boundaries for feature(s) {', '.join(missing)} "
+            f"vocab directory {vocab_dir} has no boundaries for feature(s) {', '.join(missing[:8])}"
+            f"{f' ... ({len(missing)} in all)' if len(missing) > 8 else ''} "
             f"(expected {', '.join(f'{m}{SUFFIX}' for m in missing[:3])}"
             f"{' ...' if len(missing) > 3 else ''}); rebuild it with `mlgo vocab` from a trace "
             "of the same compiler"
@@ -85,6 +91,21 @@ def quantile_boundaries(values: np.ndarray, n: int = DEFAULT_QUANTILES) -> np.nd
         return np.zeros(0)
     qs = np.quantile(values.astype(np.float64), np.linspace(0.0, 1.0, n + 1), method="inverted_cdf")
     return np.unique(qs)
+
+
+def vocab_names(name: str, elements: int) -> list[str]:
+    """The vocab's names for a feature of `elements` elements: its own for a scalar, one per
+    component (`<name>.<c>`) for a vector."""
+    return [name] if elements == 1 else [f"{name}.{c}" for c in range(elements)]
+
+
+def feature_boundaries(name: str, elements: int, values: np.ndarray,
+                       n: int = DEFAULT_QUANTILES) -> dict[str, np.ndarray]:
+    """The boundaries of a feature from its observed values (each observation `elements`
+    values, in order), under its `vocab_names`."""
+    columns = np.asarray(values, dtype=np.float64).reshape(-1, elements)
+    return {key: quantile_boundaries(columns[:, c], n)
+            for c, key in enumerate(vocab_names(name, elements))}
 
 
 def save_vocab(vocab_dir: Path | str, vocab: Mapping[str, np.ndarray]) -> None:

@@ -2,7 +2,8 @@
 
     x_f          raw int64 feature f (every header feature except the ignored ones)
     q_f          quantile of x_f in the vocab (mlgo/policies/vocab.py), in [0, 1]
-    input        concat_f [q_f, sqrt(q_f), q_f^2 (, sign(x_f) log1p|x_f|)]
+    input        concat_f [q_f, sqrt(q_f), q_f^2 (, sign(x_f) log1p|x_f|)], the scalar
+                 features first, then each vector feature's components in turn
     logits [2]   MLP(input): logit 0 = do not inline, logit 1 = inline (a Bernoulli head
                  written as two logits so it shares the softmax code path with regalloc)
 
@@ -16,6 +17,19 @@ so the greedy decision is the rule unless the flip logit wins. The output bias s
 leave it (the rule gives LLVM's own decision at 99.86% of call sites, which a plain network
 re-learns imperfectly: benchmarks/results-archive-2026.md, "Search + imitation at corpus
 scale"). Every algorithm sees the action logits alone.
+
+Vector features (LLVM 22's callee_embedding and caller_embedding, float [D], sent when the
+inliner is given an IR2Vec vocabulary) are inputs like the scalars: component c of a vector v
+is normalized like a scalar feature, [q, sqrt(q), q^2 (, slog)], q its quantile in the vocab's
+own boundary list for that component (`v.c`, mlgo/policies/vocab.py; a NaN component counts
+as 0, an infinite one as the largest float). Quantiles rather than a mean and standard
+deviation per component: a function's embedding is a sum over its instructions, so its
+magnitude grows with the function's size (at the 2,482 call sites of lua5.4's 34 modules on
+clang-22, with a 64-wide vocabulary `mlgo vocab --ir2vec` trained on them, the largest
+callee_embedding norm is 36 times the median, one component 28 standard deviations from its
+mean), a tail that squeezes everything else near the mean once divided by the standard
+deviation, and quantiles keep the vocab as policy directories store and check it. A network
+without vector features builds the very graph it built before they existed.
 """
 
 from __future__ import annotations
@@ -40,6 +54,7 @@ from mlgo_base.errors import MlgoError
 ADVICE = llvm19.ADVICE["inlining"]
 RULE_FEATURES = ("cost_estimate", "threshold")  # builtins.cost_threshold reads these
 KEEP, FLIP = 0, 1  # a residual network's MLP outputs
+FLOAT_MAX = float(np.finfo(np.float32).max)
 
 
 @gin.configurable(module="inlining")
@@ -76,16 +91,19 @@ class InliningNetwork(PolicyNetwork):
         self.config = config or InliningNetworkConfig()
         self.inputs = [f for f in self.features if f.name not in self.config.ignored_features]
         vocab = dict(vocab or {})
-        missing = [f.name for f in self.inputs if f.name not in vocab]
+        names = [key for f in self.inputs for key in V.vocab_names(f.name, f.num_elements)]
+        missing = [key for key in names if key not in vocab]
         if missing:
             raise V.VocabError(f"inlining network: no vocab boundaries for {', '.join(missing)}")
-        self._vocab = {f.name: np.asarray(vocab[f.name], dtype=np.float64) for f in self.inputs}
-        odd = [f"{f.name} {list(f.shape)}" for f in self.inputs if f.num_elements != 1]
-        if odd:  # LLVM's inliner features are all scalars
-            raise FeatureMismatchError(f"inlining network: inputs must be scalars, got {', '.join(odd)}")
+        self._vocab = {key: np.asarray(vocab[key], dtype=np.float64) for key in names}
+        odd = [f"{f.name} {list(f.shape)}" for f in self.inputs
+               if f.num_elements != 1 and len(f.shape) != 1]
+        if odd:
+            raise FeatureMismatchError(f"inlining network: inputs must be scalars or vectors, got "
+                                       f"{', '.join(odd)}")
         per_column = 4 if self.config.log_features else 3
-        self.mlp = MLP("mlp", (len(self.inputs) * per_column, *self.config.hidden_sizes, 2),
-                       self.config.activation)
+        self.mlp = MLP("mlp", (sum(f.num_elements for f in self.inputs) * per_column,
+                               *self.config.hidden_sizes, 2), self.config.activation)
 
     @property
     def num_actions(self) -> int:
@@ -97,13 +115,14 @@ class InliningNetwork(PolicyNetwork):
 
     def build_graph(self) -> Graph:
         g = Graph(self.inputs)  # the ignored features are no inputs of the policy
-        names = [f.name for f in self.inputs]
-        x = g.stack(names, rows=1)
-        q = g.quantile(x, [self._vocab[n] for n in names])
-        parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
-        if self.config.log_features:
-            parts.append(g.apply("cast_f32", g.apply("slog", x)))
-        out = self.mlp.build(g, g.interleave(*parts))
+        scalars = [f.name for f in self.inputs if f.num_elements == 1]
+        rows = [self._normalized(g, g.stack(scalars, rows=1), scalars)] if scalars else []
+        for f in self.inputs:
+            if f.num_elements != 1:  # one row of its components (float: NaN and inf cleaned)
+                x = g.concat(g.stack([f.name], rows=f.num_elements))
+                x = g.apply("clip", g.apply("nan_to_zero", x), lo=-FLOAT_MAX, hi=FLOAT_MAX)
+                rows.append(self._normalized(g, x, V.vocab_names(f.name, f.num_elements)))
+        out = self.mlp.build(g, rows[0] if len(rows) == 1 else g.concat(*rows))
         if self.config.residual:
             rule = cost_threshold(g)
             keep, flip = g.take(out, g.const(KEEP)), g.take(out, g.const(FLIP))
@@ -111,6 +130,15 @@ class InliningNetwork(PolicyNetwork):
         g.outputs["logits"] = out
         g.outputs[self.advice.name] = g.index(out, "max")
         return g
+
+    def _normalized(self, g: Graph, x: int, names: list[str]) -> int:
+        """[1, len(names) * k]: the k normalized columns of each column of the row `x`, whose
+        boundaries are the vocab's `names`."""
+        q = g.quantile(x, [self._vocab[n] for n in names])
+        parts = [q, g.apply("sqrt", q), g.apply("mul", q, q)]
+        if self.config.log_features:
+            parts.append(g.apply("cast_f32", g.apply("slog", x)))
+        return g.interleave(*parts)
 
     def init_arrays(self, seed: int = 0) -> dict[str, np.ndarray]:
         arrays = super().init_arrays(seed)
@@ -132,7 +160,8 @@ def build_network(header_or_specs: Any, vocab_dir: Path | str | None,
     specs = as_specs(header_or_specs)
     advice = getattr(header_or_specs, "advice", None)
     config = config or InliningNetworkConfig()
-    used = [f.name for f in specs if f.name not in config.ignored_features]
+    used = [key for f in specs if f.name not in config.ignored_features
+            for key in V.vocab_names(f.name, f.num_elements)]
     if vocab_dir is None:
         raise MlgoError("the inlining network needs a vocab directory (`mlgo vocab`)")
     return InliningNetwork(specs, config, V.load_vocab(vocab_dir, used), advice)
