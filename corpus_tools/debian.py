@@ -36,23 +36,17 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from corpus_tools.extract import (
-    DEFAULT_EXCLUDES,
-    DEFAULT_TIMEOUT,
-    OUTSIDE_ROOT_PATTERN,
-    ExtractSummary,
-    extract_compile_db,
-    kill_session,
-)
-from mlgo_base import toolchain
+from corpus_tools.extract import DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, extract_compile_db
+from corpus_tools.extract_pipeline import DEFAULT_TIMEOUT, ExtractSummary
+from mlgo_base import process, toolchain
 from mlgo_base.errors import CorpusError
 
 log = logging.getLogger(__name__)
@@ -172,19 +166,13 @@ def _is_root() -> bool:
 
 def _run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
          timeout: float = 1800.0, env: dict[str, str] | None = None) -> str:
+    """Run a tool to success and return its output; any failure is one CorpusError (what the
+    command line reports per package) naming the step, the command and the output's tail."""
     log.info("%s: %s", what, " ".join(argv))
     try:
-        res = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                             timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as e:
-        raise CorpusError(f"{what}: `{' '.join(argv)}` timed out after {timeout:g} s") from e
-    except FileNotFoundError as e:
-        raise CorpusError(f"{what}: {argv[0]} is not installed ({e})") from e
-    if res.returncode != 0:
-        tail = (res.stderr.strip() or res.stdout.strip())[-3000:]
-        raise CorpusError(f"{what}: `{' '.join(argv)}` failed with status "
-                          f"{res.returncode}:\n{tail}")
-    return res.stdout
+        return process.run(argv, what=what, cwd=cwd, timeout=timeout, env=env).stdout
+    except process.ProcessError as e:
+        raise CorpusError(str(e)) from e
 
 
 def has_deb_src(sources_dir: Path = APT_SOURCES_DIR,
@@ -255,7 +243,8 @@ def sort_versions(versions: Sequence[str]) -> list[str]:
 def _compare_versions(a: str, b: str) -> int:
     if a == b:
         return 0
-    lt = subprocess.run(["dpkg", "--compare-versions", a, "lt", b]).returncode == 0
+    lt = process.run(["dpkg", "--compare-versions", a, "lt", b], what="compare versions",
+                     timeout=60, check=False).returncode == 0
     return -1 if lt else 1
 
 
@@ -333,8 +322,8 @@ def install_build_deps(recipe: Recipe, src_dir: Path) -> None:
     if recipe.build_deps == "all":
         # Architecture-dependent dependencies only (-B / --arch-only): the corpus needs the
         # compiled code, not the documentation toolchains of Build-Depends-Indep.
-        check = subprocess.run(["dpkg-checkbuilddeps", "-B"], cwd=src_dir,
-                               capture_output=True, text=True)
+        check = process.run(["dpkg-checkbuilddeps", "-B"], what=f"{pkg}: check build "
+                            "dependencies", cwd=src_dir, timeout=300, check=False)
         if check.returncode == 0:
             return
         argv = ["apt-get", "build-dep", "-y", "--arch-only", pkg]
@@ -353,8 +342,8 @@ def install_build_deps(recipe: Recipe, src_dir: Path) -> None:
 
 
 def _installed(binary_package: str) -> bool:
-    res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", binary_package],
-                         capture_output=True, text=True)
+    res = process.run(["dpkg-query", "-W", "-f=${Status}", binary_package],
+                      what="dpkg-query", timeout=60, check=False)
     return res.returncode == 0 and res.stdout.strip().endswith("installed")
 
 
@@ -413,11 +402,13 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
         try:
             returncode = _run_build(argv, src_dir, build_env(recipe, jobs), log_file,
                                     recipe.build_timeout)
-        except subprocess.TimeoutExpired as e:
-            raise CorpusError(f"{recipe.package}: build timed out after "
-                              f"{recipe.build_timeout:g} s; log: {log_path}") from e
+        except process.ProcessError as e:
+            if e.timed_out:
+                raise CorpusError(f"{recipe.package}: build timed out after "
+                                  f"{recipe.build_timeout:g} s; log: {log_path}") from e
+            raise CorpusError(f"{recipe.package}: cannot build: {e.reason}") from e
     if returncode != 0:
-        tail = log_path.read_text(errors="replace")[-3000:]
+        tail = process.tail_of(log_path.read_text(errors="replace"))
         raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
                           f"log: {log_path}\n{tail}")
     if not bear_db.is_file():
@@ -427,15 +418,12 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
     return compile_db
 
 
-def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file,
+def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file: IO[bytes],
                timeout: float) -> int:
-    """Run a build in its own session and wait; whatever ends the wait (timeout, Ctrl-C, and
-    SIGTERM, turned into KeyboardInterrupt while we wait) kills the whole session: bear ignores
-    SIGTERM, and make's compilers would otherwise go on building into a tree that the next
-    run unpacks afresh."""
-    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=log_file,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    """Run a build into `log_file` and return its status. Whatever ends the wait (timeout,
+    Ctrl-C, and SIGTERM, turned into KeyboardInterrupt while we wait) kills the whole session
+    (process.run does): bear ignores SIGTERM, and make's compilers would otherwise go on
+    building into a tree that the next run unpacks afresh."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -444,11 +432,8 @@ def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file,
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return proc.wait(timeout=timeout)
-    except BaseException:
-        kill_session(proc)
-        proc.wait()
-        raise
+        return process.run(argv, what="build", cwd=cwd, env=env, timeout=timeout,
+                           stdout=log_file, stderr=log_file, check=False).returncode
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

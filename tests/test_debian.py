@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from corpus_tools import debian, extract
+from corpus_tools.check import check_corpus
 from corpus_tools.corpus import Corpus
 from mlgo_base.errors import CorpusError
 
@@ -137,7 +138,7 @@ def test_real_package_builds_into_a_corpus_that_recompiles(tmp_path: Path) -> No
     assert {m.project for m in corpus.modules} == {"tinyxml2"}
     # The package's own optimization flags are kept (dpkg-buildflags give -O2).
     assert "-O2" in corpus.modules[0].args() and corpus.modules[0].args()[0] == "-c"
-    assert not extract.check_corpus(out, jobs=2, progress=False).failed
+    assert not check_corpus(out, jobs=2, progress=False).failed
     # The cached build is reused: the second run extracts nothing new and builds nothing.
     again = debian.build_package("tinyxml2", out, cache=tmp_path / "cache", progress=False)
     assert again.extract.extracted == [] and len(again.extract.skipped_existing) == 2

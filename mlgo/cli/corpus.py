@@ -121,11 +121,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _verify(out: Path, summary, args: argparse.Namespace) -> int:
     """Recompile the modules this run added; 1 if any fails."""
-    from corpus_tools import extract
+    from corpus_tools.check import check_corpus
 
     if not summary.extracted:
         return 0
-    check = extract.check_corpus(out, modules=summary.extracted, jobs=args.jobs,
+    check = check_corpus(out, modules=summary.extracted, jobs=args.jobs,
                                  timeout=args.timeout, progress=not args.no_progress)
     print(check.format())
     return 1 if check.failed else 0
@@ -207,20 +207,19 @@ def _project_list(text: str) -> list[str]:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from corpus_tools import extract
+    from corpus_tools.merge import merge_corpora
 
-    summary = extract.merge_corpora(args.inputs, args.output, link=not args.copy,
-                                    keep_projects=args.projects,
-                                    drop_projects=args.exclude_projects)
+    summary = merge_corpora(args.inputs, args.output, link=not args.copy,
+                            keep_projects=args.projects, drop_projects=args.exclude_projects)
     print(summary.format())
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from corpus_tools import extract
+    from corpus_tools.check import check_corpus
 
-    summary = extract.check_corpus(args.corpus, jobs=args.jobs, timeout=args.timeout,
-                                   progress=not args.no_progress)
+    summary = check_corpus(args.corpus, jobs=args.jobs, timeout=args.timeout,
+                           progress=not args.no_progress)
     print(summary.format())
     return 1 if summary.failed else 0
 

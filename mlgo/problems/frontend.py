@@ -21,8 +21,8 @@ from corpus_tools.extract import (
     compile_db_tasks,
     object_compile_argv,
     read_compile_db,
-    run_with_timeout,
 )
+from corpus_tools.extract_pipeline import run_with_timeout
 from corpus_tools.ir_analysis import SizeAttributes, size_attributes
 from mlgo.compiler.cache import cache_dir
 from mlgo.compiler.measure import text_size
