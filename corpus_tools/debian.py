@@ -44,8 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from corpus_tools.extract import DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, extract_compile_db
-from corpus_tools.extract_pipeline import DEFAULT_TIMEOUT, ExtractSummary
+from corpus_tools.extract import (
+    DEFAULT_EXCLUDES,
+    OUTSIDE_ROOT_PATTERN,
+    extract_compile_db,
+    is_compile,
+    read_compile_db,
+)
+from corpus_tools.extract_pipeline import DEFAULT_TIMEOUT, SOURCE_EXTENSIONS, ExtractSummary
 from mlgo_base import process, toolchain
 from mlgo_base.errors import CorpusError
 
@@ -58,6 +64,7 @@ APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 DEBIAN_SOURCES = APT_SOURCES_DIR / "debian.sources"
 DEB_SRC_FILE = APT_SOURCES_DIR / "mlgo-deb-src.sources"
 BUILD_TIMEOUT = 3600.0
+COMPILE_DB = "mlgo_compile_commands.json"  # in the built tree: what the build compiled
 _BUILD_KINDS = ("debian-rules", "steps")
 _RECIPE_KEYS = {"package", "language", "build", "steps", "build_deps", "exclude", "env",
                 "tested", "notes", "build_timeout"}
@@ -252,38 +259,88 @@ def _strip_epoch(version: str) -> str:
     return version.split(":", 1)[1] if ":" in version else version
 
 
+def source_archives(package: str) -> dict[str, list[str]]:
+    """For each version of a source package, the archives apt lists it in (`bookworm`,
+    `bookworm-security`), from `apt-cache madison`. The same version is often in two (a
+    point release copies a security upload), and one of them may still serve it."""
+    argv = ["apt-cache", "madison", package]
+    try:
+        out = process.run(argv, what=f"{package}: apt-cache madison", timeout=300).stdout
+    except process.ProcessError as e:
+        raise CorpusError(str(e)) from e
+    archives: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 3 or parts[0] != package:
+            continue
+        where = parts[2].split()  # URI suite/component Sources
+        if len(where) >= 3 and where[-1] == "Sources":
+            suite = where[-2].split("/")[0]
+            if suite not in archives.setdefault(parts[1], []):
+                archives[parts[1]].append(suite)
+    return archives
+
+
 def download_source(package: str, cache: Path) -> Path:
     """`apt-get source --download-only` into `cache/src/<package>`; returns the .dsc.
 
     The newest version comes first; when the archive no longer serves it (a mirror snapshot
-    behind the package index answers 404), older versions apt lists are tried, with a
-    warning naming the version used."""
+    behind the package index answers 404), the same version is asked of the other archives
+    apt lists it in, then older versions are tried, with a warning naming the version used.
+    When none can be had, the one-line error names every request and why it failed."""
     ensure_deb_src()
     dest = cache / "src" / package
     dest.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for i, version in enumerate(source_versions(package)):
+    failures: list[str] = []
+    archives: dict[str, list[str]] | None = None  # asked of apt once a download fails
+    versions = source_versions(package)
+    for version in versions:
         dsc = dest / f"{package}_{_strip_epoch(version)}.dsc"
         if dsc.is_file() and not missing_source_files(dsc):
             return dsc
-        try:
-            _run(["apt-get", "source", "--download-only", f"{package}={version}"],
-                 f"{package}: download", cwd=dest, timeout=1800)
-        except CorpusError as e:
-            errors.append(str(e))
-            continue
+        if not _fetch_source(package, f"{package}={version}", dest, failures):
+            if archives is None:
+                archives = source_archives(package)
+            suites = archives.get(version, [])
+            # In a single archive, `package=version` has asked it already.
+            if len(suites) < 2 or not any(
+                    _fetch_source(package, f"{package}/{suite}", dest, failures)
+                    for suite in suites):
+                continue
         if not dsc.is_file():
             raise CorpusError(f"{package}: apt-get source succeeded but {dsc} is missing")
         missing = missing_source_files(dsc)
         if missing:
             raise CorpusError(f"{dsc}: apt-get source succeeded but left out "
                               f"{', '.join(missing)}")
-        if i > 0:
+        if version != versions[0]:
             log.warning("%s: newest source version could not be downloaded; using %s",
                         package, version)
         return dsc
-    raise CorpusError(f"{package}: no source version could be downloaded:\n" +
-                      "\n".join(errors))
+    raise CorpusError(f"{package}: no source version could be downloaded (apt lists "
+                      f"{', '.join(versions)}): " + "; ".join(failures))
+
+
+def _fetch_source(package: str, request: str, dest: Path, failures: list[str]) -> bool:
+    """`apt-get source --download-only REQUEST`; a failure is added to `failures` as
+    `REQUEST: <apt's reason>`."""
+    try:
+        _run(["apt-get", "source", "--download-only", request], f"{package}: download",
+             cwd=dest, timeout=1800)
+    except CorpusError as e:
+        failures.append(f"{request}: {_apt_reason(str(e))}")
+        return False
+    return True
+
+
+def _apt_reason(message: str) -> str:
+    """The line of apt's output that says why a download failed (`E: Failed to fetch ...
+    404  Not Found`), else the message's last line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("E:"):
+            return line[:300]
+    return lines[-1][:300] if lines else "failed"
 
 
 def missing_source_files(dsc: Path) -> list[str]:
@@ -358,6 +415,27 @@ class PackageResult:
     extract: ExtractSummary
     src_dir: Path | None = None  # the built tree (its mlgo_compile_commands.json: the build)
     exclude: tuple[str, ...] = ()  # what extraction left out of the build
+    build_failure: str = ""  # the build failed after compiling: what it said (one line)
+
+
+# Packages are written for GCC, and some pass GCC-only warnings (-Werror=clobbered); with
+# -Werror clang-19 rejects a warning option it does not know. Warnings change no code, so
+# the build tells clang to let unknown ones pass (dpkg-buildflags appends the user's
+# DEB_<FLAGS>_APPEND to what the package sets).
+TOLERATE_GCC_WARNINGS = "-Wno-unknown-warning-option"
+_APPENDED_FLAGS = ("DEB_CFLAGS_APPEND", "DEB_CXXFLAGS_APPEND")
+
+
+# Where Debian's build tools and the system's Python live. A package's build runs the
+# `python3` its build dependencies installed modules into; a pyenv or virtualenv earlier on
+# the user's PATH lacks them (a documentation step then fails: "No module named ...").
+SYSTEM_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def build_path(user_path: str) -> str:
+    """PATH for a package build: the system's directories first, then the user's others."""
+    rest = [d for d in user_path.split(os.pathsep) if d and d not in SYSTEM_PATH]
+    return os.pathsep.join([*SYSTEM_PATH, *dict.fromkeys(rest)])
 
 
 def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
@@ -369,17 +447,40 @@ def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
         DEBIAN_FRONTEND="noninteractive",
         MAKEFLAGS=f"-j{max(1, jobs)}",
     )
+    env["PATH"] = build_path(env.get("PATH", ""))
     env.update(recipe.env)
+    for name in _APPENDED_FLAGS:
+        env[name] = " ".join(f for f in (TOLERATE_GCC_WARNINGS, env.get(name, "")) if f)
     return env
 
 
+@dataclass(frozen=True)
+class Build:
+    """A finished package build: its compile database and, when the build failed after
+    compiling (a documentation step, a test), one line saying what failed."""
+
+    compile_db: Path
+    failure: str = ""
+
+
 def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
-    """Run the recipe's build under bear; returns the compile_commands.json."""
+    """Run the recipe's build under bear; returns the compile_commands.json. A build that
+    fails is an error, even after compiles (see run_build for keeping those)."""
+    build = run_build(recipe, src_dir, jobs)
+    if build.failure:
+        raise CorpusError(build.failure)
+    return build.compile_db
+
+
+def run_build(recipe: Recipe, src_dir: Path, jobs: int) -> Build:
+    """Run the recipe's build under bear. A build that fails after recording compiles keeps
+    its compile database, with the failure in `Build.failure`; one that fails before any
+    compile is a CorpusError."""
     bear = shutil.which("bear")
     if bear is None:
         raise CorpusError("bear is not installed (apt-get install bear); it records the "
                           "compile commands of a build")
-    compile_db = src_dir / "mlgo_compile_commands.json"
+    compile_db = src_dir / COMPILE_DB
     # bear appends every compile to an events file next to its output while the build runs;
     # inside the tree a build step that rewrites the tree's files (graphite2's `sed -i` over
     # everything) would replace it and lose the compiles before it. So bear writes beside
@@ -407,15 +508,47 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
                 raise CorpusError(f"{recipe.package}: build timed out after "
                                   f"{recipe.build_timeout:g} s; log: {log_path}") from e
             raise CorpusError(f"{recipe.package}: cannot build: {e.reason}") from e
+    failure = ""
     if returncode != 0:
-        tail = process.tail_of(log_path.read_text(errors="replace"))
-        raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
-                          f"log: {log_path}\n{tail}")
+        text = log_path.read_text(errors="replace")
+        compiles = _recorded_compiles(bear_db)
+        if not compiles:
+            raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
+                              f"log: {log_path}\n{process.tail_of(text)}")
+        failure = (f"{recipe.package}: build failed with status {returncode} after "
+                   f"{compiles} compiles ({first_error_line(text)}); log: {log_path}")
+        log.warning("%s", failure)
     if not bear_db.is_file():
         raise CorpusError(f"{recipe.package}: bear wrote no {bear_db}")
     shutil.move(bear_db, compile_db)
     shutil.rmtree(bear_dir)
-    return compile_db
+    return Build(compile_db, failure)
+
+
+def _recorded_compiles(compile_db: Path) -> int:
+    """How many C/C++ compiles a (possibly failed) build's database records."""
+    if not compile_db.is_file():
+        return 0
+    try:
+        entries = read_compile_db(compile_db, malformed=[])
+    except CorpusError:
+        return 0
+    return sum(is_compile(e.arguments) and e.file.suffix in SOURCE_EXTENSIONS
+               for e in entries)
+
+
+# Lines of a build log that say what went wrong (compilers, make, Python, shells).
+_ERROR_LINE = re.compile(r"error|not found|No module named|cannot|No such file", re.IGNORECASE)
+
+
+def first_error_line(log_text: str) -> str:
+    """The first line of a build log that reports an error, other than make's own
+    `*** [...] Error N` echo of it; else the log's last line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for line in lines:
+        if _ERROR_LINE.search(line) and "***" not in line:
+            return line[:300]
+    return lines[-1][:300] if lines else "no output"
 
 
 def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file: IO[bytes],
@@ -443,30 +576,41 @@ def build_package(
     package: str, out_dir: Path | str, *, cache: Path | str = DEFAULT_CACHE, jobs: int = 1,
     recipes_dir: Path = RECIPES_DIR, progress: bool = True, rebuild: bool = False,
     timeout: float = DEFAULT_TIMEOUT, opt_level: str | None = None,
+    recipe: Recipe | None = None,
 ) -> PackageResult:
     """Download, build and extract one package into the corpus `out_dir` (project =
-    package name) with its IR at `opt_level` (None: the build's own). A previous
-    successful build in the cache is reused unless `rebuild`."""
-    recipe = load_recipe(package, recipes_dir)
+    package name) with its IR at `opt_level` (None: the build's own). The recipe is the
+    package's in `recipes_dir` unless one is given (`recipe`, e.g. read from a file of the
+    user's). A previous successful build in the cache is reused unless `rebuild`."""
+    if recipe is None:
+        recipe = load_recipe(package, recipes_dir)
+    elif recipe.package != package:
+        raise CorpusError(f"{recipe.source or 'recipe'}: 'package' is {recipe.package!r}, "
+                          f"not {package!r}")
     cache = Path(cache)
     dsc = download_source(package, cache)
     build_root = cache / "build"
     src_dir = build_root / dsc.stem.replace("_", "-", 1)
     stamp = src_dir / "mlgo_build.ok"
+    failed_stamp = src_dir / "mlgo_build.failed"  # a build that failed after its compiles
     build_seconds = 0.0  # the build proper: not download, unpacking or dependencies
     if rebuild or not stamp.is_file():
         src_dir = unpack_source(dsc, build_root)
         install_build_deps(recipe, src_dir)
         start = time.monotonic()
-        build_with_bear(recipe, src_dir, jobs)
+        build = run_build(recipe, src_dir, jobs)
         build_seconds = time.monotonic() - start
+        if build.failure:
+            failed_stamp.write_text(build.failure + "\n")
         stamp.write_text(f"{build_seconds:.1f}\n")
+        failure = build.failure
     else:
         log.info("%s: reusing the build in %s", package, src_dir)
+        failure = failed_stamp.read_text().strip() if failed_stamp.is_file() else ""
     exclude = (*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude)
     summary = extract_compile_db(
-        src_dir / "mlgo_compile_commands.json", out_dir, project=package, root=src_dir,
+        src_dir / COMPILE_DB, out_dir, project=package, root=src_dir,
         exclude=exclude, jobs=jobs,
         timeout=timeout, progress=progress, opt_level=opt_level,
         origin={"source": "debian", "package": package})
-    return PackageResult(package, build_seconds, summary, src_dir, exclude)
+    return PackageResult(package, build_seconds, summary, src_dir, exclude, failure)

@@ -41,7 +41,7 @@ from corpus_tools.extract_pipeline import (
     module_name,
     run_tasks,
 )
-from mlgo_base import toolchain
+from mlgo_base import process, toolchain
 from mlgo_base.errors import CorpusError
 
 # Driver options whose value is the next argument (so the value is not taken for an input).
@@ -73,6 +73,9 @@ _FRONTEND_PREFIXES = ("-D", "-U", "-I", "-std=", "-stdlib=", "-pedantic", "-fdia
                       "-fcolor-diagnostics", "-fno-color-diagnostics", "-ferror-limit",
                       "-fmessage-length", "-isystem", "-iquote", "-idirafter", "-include",
                       "-imacros", "-nostdinc", "-Wp,", "-Xpreprocessor", "--include")
+
+# Actions under which a recorded command produces no object.
+_NOT_COMPILING = frozenset({"-E", "-M", "-MM", "-fsyntax-only"})
 
 # Compiles a build system runs to probe the compiler, not part of the project.
 DEFAULT_EXCLUDES = ("*CMakeFiles/*", "*conftest.c", "*conftest.cpp", "*conftest.cc",
@@ -222,7 +225,19 @@ def compile_db_tasks(
         root = _common_root([e.file for e in entries])
     tasks: list[ExtractTask] = []
     seen: set[str] = set()
+    compiles = []
     for e in entries:
+        if not is_compile(e.arguments):
+            # Before the one-module-per-source rule: a `-cc1 -Eonly` of a source recorded
+            # before its compile must not take that source's place.
+            if summary is not None:
+                summary.not_compiles.append(str(e.file))
+            continue
+        compiles.append(e)
+    unknown = unknown_warning_options(compiles)
+    if summary is not None:
+        summary.dropped_warnings = sorted(unknown)
+    for e in compiles:
         if e.file.suffix not in SOURCE_EXTENSIONS:
             if summary is not None:
                 summary.not_c_family.append(str(e.file))
@@ -239,6 +254,7 @@ def compile_db_tasks(
             continue
         seen.add(name)
         frontend, recompile = split_compile_args(e)
+        frontend = [a for a in frontend if a not in unknown]
         if opt_level is not None:
             frontend = replace_opt_level(frontend, opt_level)
             recompile = replace_opt_level(recompile, opt_level)
@@ -248,6 +264,34 @@ def compile_db_tasks(
         tasks.append(ExtractTask(name, project, str(e.file), argv, str(e.directory),
                                  tuple(recompile)))
     return tasks
+
+
+def is_compile(argv: Sequence[str]) -> bool:
+    """Whether a recorded command compiles its input: not one that only preprocesses
+    (-E, -M, -MM) or checks it (-fsyntax-only), and not a compiler's internal step (`clang
+    -cc1 ...`, which the driver runs as a process of its own for some jobs, and `-cc1as`)."""
+    args = argv[1:]
+    if args and args[0].startswith("-cc1"):
+        return False
+    return not any(a in _NOT_COMPILING for a in args)
+
+
+def unknown_warning_options(entries: Sequence[CompileEntry]) -> set[str]:
+    """The -W options of these compiles that clang-19 does not know (GCC's -Wclobbered,
+    -Werror=clobbered ...), found by one clang run over all of them."""
+    options = sorted({a for e in entries for a in e.arguments[1:]
+                      if a.startswith("-W") and not a.startswith(("-Wa,", "-Wl,", "-Wp,"))})
+    if not options:
+        return set()
+    argv = [toolchain.clang().path, "-ferror-limit=0", *options, "-fsyntax-only", "-x", "c",
+            "-"]
+    try:
+        res = process.run(argv, what="check warning options", timeout=DEFAULT_TIMEOUT,
+                          input="", check=False)
+    except process.ProcessError as e:
+        raise CorpusError(str(e)) from e
+    named = set(re.findall(r"unknown warning option '([^']+)'", res.stderr))
+    return named & set(options)
 
 
 def object_compile_argv(task: ExtractTask) -> list[str]:

@@ -86,6 +86,13 @@ class ExtractSummary:
     repeated_sources: list[str] = field(default_factory=list)
     not_c_family: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    # Commands a build records that compile nothing: preprocessing only (-E, -M, -MM) and
+    # the driver's own `clang -cc1 ...` children (dependency generation runs -cc1 -Eonly).
+    not_compiles: list[str] = field(default_factory=list)
+    # Warning options of the build that clang-19 does not know (GCC's -Werror=clobbered),
+    # left out of the IR-emitting compiles: warnings change no IR, but with -Werror an
+    # unknown one is an error.
+    dropped_warnings: list[str] = field(default_factory=list)
     opt_level: str = KEEP_LEVEL  # the frontend level of the IR ("-Oz"), or "keep"
 
     def format(self) -> str:
@@ -104,6 +111,12 @@ class ExtractSummary:
                          "excluded paths)")
         if self.not_c_family:
             lines.append(f"  {len(self.not_c_family)} compiles of non-C/C++ files ignored")
+        if self.not_compiles:
+            lines.append(f"  {len(self.not_compiles)} commands that compile nothing ignored "
+                         "(preprocessing only, or the compiler's own -cc1 steps)")
+        if self.dropped_warnings:
+            lines.append("  warning options clang-19 does not know, left out: "
+                         + " ".join(self.dropped_warnings))
         for f in self.failed:
             first = f.stderr.strip().splitlines()[:1]
             detail = f": {first[0]}" if first else ""
