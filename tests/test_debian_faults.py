@@ -13,6 +13,7 @@ import pytest
 
 from corpus_tools import debian, extract
 from corpus_tools.corpus import Corpus
+from corpus_tools.debian_recipe import Recipe, parse_recipe
 from mlgo.cli.main import main as mlgo_main
 from mlgo_base import toolchain
 from mlgo_base.errors import CorpusError
@@ -45,7 +46,7 @@ def test_gcc_only_warnings_with_werror_are_left_out_of_the_ir_compile(tmp_path: 
 def test_a_build_whose_flags_carry_gcc_only_warnings_compiles_with_clang(tmp_path: Path) -> None:
     # What `debian/rules` of a package with DEB_BUILD_MAINT_OPTIONS=qa=+all hands a CMake
     # project that adds -Werror: dpkg-buildflags' CFLAGS, compiled by clang-19.
-    env = debian.build_env(debian.Recipe("p", "c"), jobs=1)
+    env = debian.build_env(Recipe("p", "c"), jobs=1)
     env["DEB_BUILD_MAINT_OPTIONS"] = "qa=+all"
     flags = subprocess.run(["dpkg-buildflags", "--get", "CFLAGS"], env=env,
                            capture_output=True, text=True, check=True).stdout.split()
@@ -55,7 +56,7 @@ def test_a_build_whose_flags_carry_gcc_only_warnings_compiles_with_clang(tmp_pat
                          cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     # A recipe's own appended flags are kept.
-    mine = debian.build_env(debian.Recipe("p", "c", env={"DEB_CFLAGS_APPEND": "-fno-plt"}), 1)
+    mine = debian.build_env(Recipe("p", "c", env={"DEB_CFLAGS_APPEND": "-fno-plt"}), 1)
     assert mine["DEB_CFLAGS_APPEND"].split() == [debian.TOLERATE_GCC_WARNINGS, "-fno-plt"]
 
 
@@ -101,7 +102,7 @@ def test_a_build_failing_after_its_compiles_keeps_them_and_says_what_failed(
     tree = tmp_path / "pk-1.0"
     tree.mkdir()
     (tree / "a.c").write_text("int a(int x) { return x + 1; }\n")
-    recipe = debian.parse_recipe(_partial_recipe(tmp_path))
+    recipe = parse_recipe(_partial_recipe(tmp_path))
     build = debian.run_build(recipe, tree, jobs=1)
     assert "No module named 'mlgo_no_such_doc_tool'" in build.failure
     assert "after 1 compiles" in build.failure and "\n" not in build.failure

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("corpus_tools.extract_pipeline",),
     ("corpus_tools.extract", "corpus_tools.check", "corpus_tools.merge",
      "corpus_tools.ir_analysis"),
-    ("corpus_tools.debian", "corpus_tools.report"),
+    ("corpus_tools.debian_recipe", "corpus_tools.debian", "corpus_tools.report"),
     # mlgo proper starts here: the wire format and LLVM 19's facts (features, advice names),
     # argument checks, running the compiler.
     ("mlgo.protocol", "mlgo.checks"),

@@ -163,9 +163,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _cmd_debian(args: argparse.Namespace) -> int:
     from corpus_tools import debian
+    from corpus_tools.debian_recipe import all_recipes, parse_recipe
 
     if args.list:
-        for r in debian.all_recipes():
+        for r in all_recipes():
             tested = r.tested
             print(f"{r.package:20} {r.language:4} {r.build:13} "
                   f"modules={tested.get('modules', '?')} "
@@ -173,12 +174,12 @@ def _cmd_debian(args: argparse.Namespace) -> int:
         return 0
     own = {}
     for path in args.recipe:
-        recipe = debian.parse_recipe(path)
+        recipe = parse_recipe(path)
         if recipe.package in own:
             raise CorpusError(f"{path}: package {recipe.package!r} is also described by "
                               f"{own[recipe.package].source}")
         own[recipe.package] = recipe
-    packages = [r.package for r in debian.all_recipes()] if args.all else args.packages
+    packages = [r.package for r in all_recipes()] if args.all else args.packages
     packages = [*packages, *(p for p in own if p not in packages)]
     if not packages:
         raise CorpusError("name at least one package (or --all, --recipe FILE or --list)")
