@@ -14,6 +14,7 @@ level (None).
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import os
@@ -396,13 +397,12 @@ def run_build(recipe: Recipe, src_dir: Path, jobs: int) -> Build:
     failure = ""
     if returncode != 0:
         text = log_path.read_text(errors="replace")
-        compiles = _recorded_compiles(bear_db)
+        compiles = _recorded_compiles(bear_db, src_dir)
         if not compiles:
             raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
                               f"log: {log_path}\n{process.tail_of(text)}")
         failure = (f"{recipe.package}: build failed with status {returncode} after "
                    f"{compiles} compiles ({first_error_line(text)}); log: {log_path}")
-        log.warning("%s", failure)
     if not bear_db.is_file():
         raise CorpusError(f"{recipe.package}: bear wrote no {bear_db}")
     shutil.move(bear_db, compile_db)
@@ -410,8 +410,9 @@ def run_build(recipe: Recipe, src_dir: Path, jobs: int) -> Build:
     return Build(compile_db, failure)
 
 
-def _recorded_compiles(compile_db: Path) -> int:
-    """How many C/C++ compiles a (possibly failed) build's database records."""
+def _recorded_compiles(compile_db: Path, root: Path) -> int:
+    """How many compiles of the project's C/C++ sources (not configure's probes) a possibly
+    failed build's database records."""
     if not compile_db.is_file():
         return 0
     try:
@@ -419,6 +420,9 @@ def _recorded_compiles(compile_db: Path) -> int:
     except CorpusError:
         return 0
     return sum(is_compile(e.arguments) and e.file.suffix in SOURCE_EXTENSIONS
+               and not any(fnmatch.fnmatchcase(str(e.file), f"{root}/{pattern}")
+                           or fnmatch.fnmatchcase(str(e.file), pattern)
+                           for pattern in DEFAULT_EXCLUDES)
                for e in entries)
 
 

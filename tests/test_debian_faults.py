@@ -112,6 +112,17 @@ def test_a_build_failing_after_its_compiles_keeps_them_and_says_what_failed(
 
 
 @needs_bear
+def test_a_build_failing_after_only_configure_probes_is_a_plain_failure(tmp_path: Path) -> None:
+    tree = tmp_path / "pk-1.0"
+    tree.mkdir()
+    (tree / "conftest.c").write_text("int main(void) { return 0; }\n")
+    recipe = Recipe("pk", "c", build="steps", steps=(
+        "$CC -c conftest.c -o conftest.o", "echo 'configure: error: libfoo not found'; false"))
+    with pytest.raises(CorpusError, match="build failed with status 1; log: .*\n.*libfoo"):
+        debian.run_build(recipe, tree, jobs=1)
+
+
+@needs_bear
 def test_cli_extracts_a_partly_built_package_from_a_recipe_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     source = tmp_path / "pristine"
