@@ -77,6 +77,8 @@ _FRONTEND_PREFIXES = ("-D", "-U", "-I", "-std=", "-stdlib=", "-pedantic", "-fdia
 # Actions under which a recorded command produces no object.
 _NOT_COMPILING = frozenset({"-E", "-M", "-MM", "-fsyntax-only"})
 
+_SILENCE_UNKNOWN_WARNINGS = frozenset({"-Wno-unknown-warning-option"})
+
 # Compiles a build system runs to probe the compiler, not part of the project.
 DEFAULT_EXCLUDES = ("*CMakeFiles/*", "*conftest.c", "*conftest.cpp", "*conftest.cc",
                     "*/meson-private/*", "meson-private/*")
@@ -279,8 +281,10 @@ def is_compile(argv: Sequence[str]) -> bool:
 def unknown_warning_options(entries: Sequence[CompileEntry]) -> set[str]:
     """The -W options of these compiles that clang-19 does not know (GCC's -Wclobbered,
     -Werror=clobbered ...), found by one clang run over all of them."""
+    # Without the options that silence the report (a Debian build adds one: debian.py).
     options = sorted({a for e in entries for a in e.arguments[1:]
-                      if a.startswith("-W") and not a.startswith(("-Wa,", "-Wl,", "-Wp,"))})
+                      if a.startswith("-W") and not a.startswith(("-Wa,", "-Wl,", "-Wp,"))
+                      and a not in _SILENCE_UNKNOWN_WARNINGS})
     if not options:
         return set()
     argv = [toolchain.clang().path, "-ferror-limit=0", *options, "-fsyntax-only", "-x", "c",

@@ -33,11 +33,13 @@ def _db(path: Path, entries: list[tuple[Path, list[str]]]) -> Path:
 def test_gcc_only_warnings_with_werror_are_left_out_of_the_ir_compile(tmp_path: Path) -> None:
     (tmp_path / "a.c").write_text("int a(int x) { return x + 1; }\n")
     db = _db(tmp_path / "cc.json", [(tmp_path, [
-        toolchain.clang().path, "-O2", "-Werror=clobbered", "-Wall", "-Werror",
-        "-Werror=volatile-register-var", "-c", "-o", "a.o", str(tmp_path / "a.c")])])
+        toolchain.clang().path, "-O2", "-Wno-unknown-warning-option", "-Werror=clobbered",
+        "-Wall", "-Werror", "-Werror=volatile-register-var", "-c", "-o", "a.o",
+        str(tmp_path / "a.c")])])
     summary = extract.extract_compile_db(db, tmp_path / "corpus", project="p", progress=False)
     assert summary.failed == [] and summary.extracted == ["p/a.c"]
     assert summary.dropped_warnings == ["-Werror=clobbered"]  # clang knows the other one
+    # Said even when the build's own flags silenced clang's report (as a Debian build's do).
     assert "-Werror=clobbered" in summary.format()
     assert Corpus.load(tmp_path / "corpus").modules[0].args() == ["-c", "-O2"]
 
