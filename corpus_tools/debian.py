@@ -324,6 +324,18 @@ def build_path(user_path: str) -> str:
     return os.pathsep.join([*SYSTEM_PATH, *dict.fromkeys(rest)])
 
 
+@functools.cache
+def architecture_env() -> dict[str, str]:
+    """The DEB_BUILD_*, DEB_HOST_* and DEB_TARGET_* variables of this machine
+    (`dpkg-architecture`)."""
+    try:
+        out = process.run(["dpkg-architecture"], what="dpkg-architecture", timeout=60).stdout
+    except process.ProcessError as e:
+        raise CorpusError(f"{e} (debian/rules builds need dpkg-dev)") from e
+    pairs = (line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {name: value for name, value in pairs if name.startswith("DEB_")}
+
+
 def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -334,6 +346,11 @@ def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
         MAKEFLAGS=f"-j{max(1, jobs)}",
     )
     env["PATH"] = build_path(env.get("PATH", ""))
+    if recipe.build == "debian-rules":
+        # What dpkg-buildpackage sets before it runs debian/rules; rules that compare
+        # DEB_BUILD_GNU_TYPE with DEB_HOST_GNU_TYPE take an unset one for a cross build.
+        for name, value in architecture_env().items():
+            env.setdefault(name, value)
     env.update(recipe.env)
     for name in _APPENDED_FLAGS:
         env[name] = " ".join(f for f in (TOLERATE_GCC_WARNINGS, env.get(name, "")) if f)
@@ -399,8 +416,8 @@ def run_build(recipe: Recipe, src_dir: Path, jobs: int) -> Build:
         text = log_path.read_text(errors="replace")
         compiles = _recorded_compiles(bear_db, src_dir)
         if not compiles:
-            raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
-                              f"log: {log_path}\n{process.tail_of(text)}")
+            raise CorpusError(f"{recipe.package}: build failed with status {returncode} "
+                              f"({first_error_line(text)}); log: {log_path}")
         failure = (f"{recipe.package}: build failed with status {returncode} after "
                    f"{compiles} compiles ({first_error_line(text)}); log: {log_path}")
     if not bear_db.is_file():
@@ -426,17 +443,23 @@ def _recorded_compiles(compile_db: Path, root: Path) -> int:
                for e in entries)
 
 
-# Lines of a build log that say what went wrong (compilers, make, Python, shells).
-_ERROR_LINE = re.compile(r"error|not found|No module named|cannot|No such file", re.IGNORECASE)
+# What says why a build failed, most telling first: a tool's `error:` line (compilers,
+# debhelper) or CMake's, then Python's and the shell's. Make's `*** [...] Error N` and
+# CMake's `-- Looking for x - not found` only echo or precede the cause.
+_ERROR_LINES = (re.compile(r"\berror:|^CMake Error", re.IGNORECASE),
+                re.compile(r"No module named|command not found|: not found|No such file"))
 
 
 def first_error_line(log_text: str) -> str:
-    """The first line of a build log that reports an error, other than make's own
-    `*** [...] Error N` echo of it; else the log's last line."""
+    """The line of a build log that says why it failed; else the log's last line."""
     lines = [line.strip() for line in log_text.splitlines() if line.strip()]
-    for line in lines:
-        if _ERROR_LINE.search(line) and "***" not in line:
-            return line[:300]
+    candidates = [line for line in lines if "***" not in line and not line.startswith("--")]
+    for pattern in _ERROR_LINES:
+        for i, line in enumerate(candidates):
+            if pattern.search(line):
+                if line.endswith("(message):") and i + 1 < len(candidates):
+                    line = f"{line} {candidates[i + 1]}"  # CMake says what on the next line
+                return line[:300]
     return lines[-1][:300] if lines else "no output"
 
 

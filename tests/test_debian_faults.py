@@ -120,8 +120,35 @@ def test_a_build_failing_after_only_configure_probes_is_a_plain_failure(tmp_path
     (tree / "conftest.c").write_text("int main(void) { return 0; }\n")
     recipe = Recipe("pk", "c", build="steps", steps=(
         "$CC -c conftest.c -o conftest.o", "echo 'configure: error: libfoo not found'; false"))
-    with pytest.raises(CorpusError, match="build failed with status 1; log: .*\n.*libfoo"):
+    with pytest.raises(CorpusError, match=r"build failed with status 1 \(configure: error: "
+                                          r"libfoo not found\); log: \S+mlgo_build.log$"):
         debian.run_build(recipe, tree, jobs=1)
+
+
+def test_the_line_that_says_why_a_build_failed_is_the_one_reported() -> None:
+    # json-c: CMake's probes say "not found", make echoes the failure; the cause is clang's.
+    log = ("-- Looking for xlocale.h - not found\n"
+           "cc -Wno-error=deprecated-declarations -c json_util.c\n"
+           "json_util.c:63:35: error: a function declaration without a prototype is deprecated"
+           " [-Werror,-Wstrict-prototypes]\n"
+           "make[4]: *** [build.make:163: json_util.c.o] Error 1\n")
+    assert debian.first_error_line(log).startswith("json_util.c:63:35: error: a function")
+    # yajl: CMake names the problem on the line after its own.
+    log = ("CMake Error at /usr/share/cmake-3.25/Modules/CMakeDetermineSystem.cmake:130 "
+           "(message):\n  Could not find toolchain file: /etc/x.txt\nCall Stack\n")
+    assert debian.first_error_line(log).endswith("(message): Could not find toolchain file: "
+                                                 "/etc/x.txt")
+    assert debian.first_error_line("all good\nlast words\n") == "last words"
+
+
+@pytest.mark.skipif(shutil.which("dpkg-architecture") is None, reason="needs dpkg-dev")
+def test_debian_rules_run_with_the_architecture_dpkg_buildpackage_would_set() -> None:
+    # yajl's rules take an unset DEB_BUILD_GNU_TYPE for a cross build and ask CMake for a
+    # cross toolchain file; dpkg-buildpackage sets it, and so must a build run without it.
+    env = debian.build_env(Recipe("p", "c"), jobs=1)
+    assert env["DEB_BUILD_GNU_TYPE"] and env["DEB_BUILD_GNU_TYPE"] == env["DEB_HOST_GNU_TYPE"]
+    own = debian.build_env(Recipe("p", "c", env={"DEB_HOST_ARCH": "arm64"}), jobs=1)
+    assert own["DEB_HOST_ARCH"] == "arm64"
 
 
 @needs_bear
