@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import threading
@@ -59,13 +60,15 @@ def _is_root() -> bool:
 
 def _run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
          timeout: float = 1800.0, env: dict[str, str] | None = None) -> str:
-    """Run a tool to success and return its output; any failure is one CorpusError (what the
-    command line reports per package) naming the step, the command and the output's tail."""
+    """Run a tool to success and return its output; any failure is a one-line CorpusError
+    (what the command line reports per package) naming the step, the command, how it ended
+    and the line of its output that says why."""
     log.info("%s: %s", what, " ".join(argv))
     try:
         return process.run(argv, what=what, cwd=cwd, timeout=timeout, env=env).stdout
     except process.ProcessError as e:
-        raise CorpusError(str(e)) from e
+        why = f": {_apt_reason(e.output)}" if e.output.strip() else ""
+        raise CorpusError(f"{what}: `{shlex.join(e.argv)}` {e.reason}{why}") from e
 
 
 def has_deb_src(sources_dir: Path = APT_SOURCES_DIR,
@@ -220,12 +223,13 @@ def _fetch_source(package: str, request: str, dest: Path, failures: list[str]) -
 
 
 def _apt_reason(message: str) -> str:
-    """The line of apt's output that says why a download failed (`E: Failed to fetch ...
-    404  Not Found`), else the message's last line."""
+    """The first of apt's `E: ...` lines (`E: Failed to fetch ... 404  Not Found`, `E: Unable
+    to locate ...`) in a tool's output or an error naming it, else the last line."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for line in lines:
-        if line.startswith("E:"):
-            return line[:300]
+        found = re.search(r"(?:^|\s)(E: .*)", line)
+        if found:
+            return found.group(1)[:300]
     return lines[-1][:300] if lines else "failed"
 
 

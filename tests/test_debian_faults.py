@@ -255,3 +255,14 @@ def test_apt_madison_output_gives_each_versions_archives(monkeypatch: pytest.Mon
     monkeypatch.setattr(debian.process, "run", fake_process_run)
     assert debian.source_archives("cjson") == {
         "1.7.15-1+deb12u4": ["bookworm", "bookworm-security"], "1.7.15-1": ["bullseye"]}
+
+
+def test_a_failing_apt_step_is_one_line_with_apts_reason(tmp_path: Path) -> None:
+    script = ("echo 'Reading package lists...'; echo 'E: Unable to locate package zz' >&2; "
+              "echo 'E: Second error' >&2; exit 100")
+    with pytest.raises(CorpusError) as info:
+        debian._run(["sh", "-c", script], "zz: install build dependencies", cwd=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("zz: install build dependencies: `sh -c ")
+    assert message.endswith("exited with status 100: E: Unable to locate package zz")

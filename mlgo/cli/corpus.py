@@ -195,7 +195,9 @@ def _cmd_debian(args: argparse.Namespace) -> int:
                                        recipe=own.get(pkg))
         except CorpusError as e:
             # One package failing to build should not lose the others.
-            print(f"mlgo: {pkg}: {e}", file=sys.stderr)
+            message = str(e)
+            named = message.startswith(f"{pkg}:")
+            print(f"mlgo: {message}" if named else f"mlgo: {pkg}: {message}", file=sys.stderr)
             failed.append(pkg)
             continue
         if res.build_seconds:
