@@ -16,7 +16,8 @@ unpacked into WORK/), a CMake project with a shared library and a test suite (ct
               the library's .text against step 1's, and the project's own tests on it
 Every step's command is printed as it runs; the end prints a table of times and sizes. A step
 whose output exists is reused (delete WORK/ to start over), so the times of a re-run are not
-the flow's: the figures in benchmarks/RESULTS.md are from a fresh WORK/.
+the flow's: the figures in benchmarks/RESULTS.md, "A policy for one's own project", are from a
+fresh WORK/.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ Per module (one worker runs the whole search; modules run in parallel):
 
 Regalloc (RegallocSpace): the anchor is `default-rule` (mlgo/policies/builtins.py; interactive
 mode sends no default choice, and that rule compiles as the default does on nearly every hot
-function, benchmarks/RESULTS.md); the alternatives at a position are evicting nothing (when
+function: benchmarks/RESULTS.md, "The environment measures the real build"); the alternatives
+at a position are evicting nothing (when
 allowed) and the next candidate in the rule's order. Most eviction queries are in functions the
 profiled run never executes, where no flip changes the trace reward, so positions are grouped
 into functions by the `progress` feature (it restarts near 1 at each function's first query;
@@ -37,19 +38,23 @@ inlining at each position; "uncertain" tries positions where it is closest to 0.
 "disagree" tries only positions where its greedy action differs from A. After each kept flip
 the ranking is recomputed from a fresh plain replay of the new A (one compile).
 
-On disk (resumable: a module with a result file is not searched again):
-    S/search.json             configuration (a re-run with another one is refused)
-    S/modules/<module>.npz    one module's best trajectory, features and figures (atomic)
+On disk (resumable; mlgo/search_store.py has the layout, the fingerprints and the checks):
+    S/search.json             configuration and compile settings (a re-run with other ones is
+                              refused: every result would be stale)
+    S/modules/<module>.npz    one module's best trajectory, features and figures (atomic), with
+                              the module's name and fingerprint (bitcode, command, settings); a
+                              module whose fingerprint changed, or whose file is unreadable or
+                              another module's, is searched again after a warning
     S/trace.tfrecord, S/trace.json   every finished module's best trajectory: a trace
                               (mlgo/traces.py) whose `action` is the best decision and
                               `default_action` LLVM's decision at the same call site
     S/failures.json           modules whose search failed (retried on the next run)
+    S/.lock                   held by the search using the directory (a second one is refused)
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import sys
@@ -63,18 +68,27 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module
+from mlgo.problems.search_space import DecisionSpace
+from mlgo.search_store import (
+    FAILURES,
+    check_config,
+    compile_settings,
+    load_result,
+    module_fingerprint,
+    result_path,
+    reusable_results,
+    save_result,
+    search_lock,
+)
 from mlgo.workers.tasks import ModuleOutcome, PolicySpec
-from mlgo_base.errors import MlgoError, ProtocolError
-from mlgo_base.files import atomic_write_bytes, atomic_write_text
+from mlgo_base.errors import MlgoError, ProtocolError, writing
+from mlgo_base.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 GUIDES = ("none", "uncertain", "disagree")
 FLIPS = ("all", "inlined", "marginal")
 SPACES = ("inlining", "regalloc")
-CONFIG = "search.json"
-MODULES_DIR = "modules"
-FAILURES = "failures.json"
 
 
 @dataclass(frozen=True)
@@ -84,8 +98,9 @@ class SearchConfig:
     guide: str = "none"  # with a guiding policy: "uncertain" or "disagree"
     # "inlined": try only call sites the current best inlines (1 -> 0 flips; at -Oz LLVM
     # inlines few sites, so far fewer compiles); "marginal": the same, those whose cost was
-    # closest to the threshold first (41 of the 64 flips kept on the training corpus,
-    # benchmarks/RESULTS.md), then by most callee users; "all": every call site.
+    # closest to the threshold first (41 of the 64 flips kept on the training corpus:
+    # benchmarks/results-archive-2026.md, "Search + imitation at corpus scale"), then by most
+    # callee users; "all": every call site.
     flips: str = "all"
     # regalloc: flips in a function group that leave the profiled functions unchanged before
     # the group is skipped (0: never skip)
@@ -133,82 +148,14 @@ class Candidate:
     alts: list[list[int]] = field(default_factory=list)  # per position: the answers to try
 
 
-class DecisionSpace:
-    """What the search needs to know about a problem's decisions."""
-
-    name: str
-    problem: Any  # compiles the search's candidates
-    plain: Any  # the compile a policy sees in release (features to record)
-
-    def anchor(self, obs: Any) -> int:
-        raise NotImplementedError
-
-    def alternatives(self, obs: Any, action: int) -> list[int]:
-        raise NotImplementedError
-
-    def key(self, obs: Any) -> tuple[float, ...]:
-        """Per position, what the flip order reads (Candidate.margins)."""
-        raise NotImplementedError
-
-
-class InliningSpace(DecisionSpace):
-    name = "inlining"
-
-    def __init__(self) -> None:
-        from mlgo.problems import get_problem
-        from mlgo.problems.inlining.problem import LLVM_DEFAULT
-
-        self.problem = get_problem("inlining").for_policy(LLVM_DEFAULT)
-        self.plain = self.problem.plain
-
-    def anchor(self, obs: Any) -> int:
-        from mlgo.problems.inlining.problem import llvm_default
-
-        return llvm_default(obs)
-
-    def alternatives(self, obs: Any, action: int) -> list[int]:
-        return [1 - action]
-
-    def key(self, obs: Any) -> tuple[float, ...]:
-        # (threshold - cost_estimate, -callee_users): the "marginal" flip order
-        return (_scalar(obs, "threshold") - _scalar(obs, "cost_estimate"),
-                -_scalar(obs, "callee_users"))
-
-
-class RegallocSpace(DecisionSpace):
-    name = "regalloc"
-
-    def __init__(self) -> None:
-        from mlgo.problems import get_problem
-        from mlgo.problems.regalloc.problem import default_rule
-
-        self.problem = self.plain = get_problem("regalloc")
-        self._anchor = default_rule
-
-    def anchor(self, obs: Any) -> int:
-        return self._anchor(obs)
-
-    def alternatives(self, obs: Any, action: int) -> list[int]:
-        """Evict nothing (when allowed), then the next candidate in the default's order
-        (fewest broken hints, then lightest, then first)."""
-        from mlgo.problems.regalloc.problem import NO_EVICTION
-
-        mask = np.asarray(obs["mask"]).reshape(-1)
-        weight = np.asarray(obs["use_def_density"], dtype=np.float64).reshape(-1)
-        broken = np.asarray(obs["nr_broken_hints"], dtype=np.float64).reshape(-1)
-        out = [NO_EVICTION] if action != NO_EVICTION and mask[NO_EVICTION] else []
-        others = sorted((broken[i], weight[i], i) for i in range(NO_EVICTION)
-                        if mask[i] and i != action)
-        return out + [int(others[0][2])] if others else out
-
-    def key(self, obs: Any) -> tuple[float, ...]:
-        return (_scalar(obs, "progress"),)
-
-
 def decision_space(problem: str) -> DecisionSpace:
     if problem == "inlining":
+        from mlgo.problems.inlining.search_space import InliningSpace
+
         return InliningSpace()
     if problem == "regalloc":
+        from mlgo.problems.regalloc.search_space import RegallocSpace
+
         return RegallocSpace()
     raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
 
@@ -240,7 +187,7 @@ class FlipSearch:
                  cache: Any = None, space: DecisionSpace | None = None) -> None:
         from mlgo.compiler.cache import BaselineCache
 
-        self.space = space or InliningSpace()
+        self.space = space or decision_space("inlining")
         if self.space.name != "inlining" and (config.flips != "all" or config.guide != "none"):
             raise MlgoError(f"{self.space.name} search: only --flips all and no guide")
         self.module = module
@@ -395,10 +342,6 @@ class FlipSearch:
         return anchor, best, final
 
 
-def _scalar(obs: Any, name: str) -> float:
-    return float(np.asarray(obs[name]).reshape(-1)[0])
-
-
 def _guide_policy(spec: PolicySpec | None, problem: str = "inlining"):
     if spec is None:
         return None
@@ -416,12 +359,12 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
     error."""
     from mlgo.compiler.measure import COMDAT_PREFIX, comdat_objective
     from mlgo.protocol import stack_features
-    from mlgo.workers.tasks import _apply_gin
+    from mlgo.workers.tasks import apply_gin
 
     t0 = time.monotonic()
     name = task.module.name
     try:
-        _apply_gin(task.gin_config)
+        apply_gin(task.gin_config)
         objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
         s = FlipSearch(task.module, task.config, guide=_guide_policy(task.policy, task.problem),
                        timeout=task.timeout, objective=objective,
@@ -465,47 +408,6 @@ def _change(default: float, best: float) -> float:
     return (best - default) / default if default > 0 else 0.0
 
 
-# -- per-module result files ---------------------------------------------------------------------
-def result_path(out_dir: Path, module: str) -> Path:
-    return Path(out_dir) / MODULES_DIR / (module + ".npz")
-
-
-def save_result(out_dir: Path, out: ModuleOutcome) -> None:
-    meta = {"module": out.module, "reward": out.reward, "policy_total": out.policy_total,
-            "default_total": out.default_total, "num_decisions": out.num_decisions,
-            "seconds": out.seconds, **out.extra}
-    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
-    if out.actions is not None:
-        arrays["actions"] = out.actions
-        arrays["default_actions"] = out.default_actions
-        arrays.update({"feature:" + k: v for k, v in out.features.items()})
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(result_path(out_dir, out.module), buf.getvalue())
-
-
-def load_result(path: Path) -> ModuleOutcome:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            out = ModuleOutcome(meta["module"], True, reward=meta["reward"],
-                                policy_total=meta["policy_total"],
-                                default_total=meta["default_total"],
-                                num_decisions=meta["num_decisions"], seconds=meta["seconds"],
-                                extra={k: v for k, v in meta.items() if k not in (
-                                    "module", "reward", "policy_total", "default_total",
-                                    "num_decisions", "seconds")})
-            if "actions" in z:
-                out.actions = z["actions"]
-                out.default_actions = z["default_actions"]
-                out.features = {k.removeprefix("feature:"): z[k] for k in z.files
-                                if k.startswith("feature:")}
-            return out
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise MlgoError(f"{path}: unreadable search result ({e}); delete it to search the module "
-                        "again") from e
-
-
 # -- over a corpus ---------------------------------------------------------------------------------
 @dataclass
 class SearchSummary:
@@ -534,59 +436,58 @@ class SearchSummary:
         return _gain(self.default_objective, self.best_objective)
 
 
-def _check_config(out_dir: Path, want: dict[str, Any]) -> None:
-    path = out_dir / CONFIG
-    if path.is_file():
-        have = json.loads(path.read_text())
-        if have != want:
-            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            raise MlgoError(f"{path}: this directory holds a search with other settings "
-                            f"({', '.join(diff)}); use another -o")
-    else:
-        atomic_write_text(path, json.dumps(want, indent=1) + "\n")
-
-
 def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig, pool: Any, *,
                   guide: PolicySpec | None = None, gin_config: str = "", timeout: float = 300.0,
                   comdat_weights: dict[str, float] | None = None,
                   progress: bool = True, identity: dict[str, Any] | None = None,
                   problem: str = "inlining") -> SearchSummary:
-    """Search every module without a result in `out_dir`, then write the trace of all of them.
-    `pool` runs SearchTasks (make_pool(task_fn=run_search_task)); `identity` names what else
-    makes this search distinct (e.g. the guide's origin) for the resume check."""
+    """Search every module without a valid result in `out_dir` (mlgo/search_store.py says
+    what is kept on resume), then write the trace of all of them. `pool` runs SearchTasks
+    (make_pool(task_fn=run_search_task)); `identity` names what else makes this search distinct
+    (e.g. the guide's origin) for the resume check."""
     from tqdm import tqdm
 
+    from mlgo.problems import get_problem
+    from mlgo.workers.tasks import apply_gin
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if problem not in SPACES:
         raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
-    # (inlining searches written before regalloc had one keep resuming: no "problem" key)
-    _check_config(out_dir, {**asdict(config), "comdat": bool(comdat_weights),
-                            "guided": guide is not None, **(identity or {}),
-                            **({"problem": problem} if problem != "inlining" else {})})
-    todo = [m for m in modules if not result_path(out_dir, m.name).is_file()]
-    tasks = [SearchTask(m, config, guide, gin_config, timeout, dict(comdat_weights or {}),
-                        problem=problem) for m in todo]
-    failed: list[tuple[str, str]] = []
-    compiles = 0
-    t0 = time.monotonic()
-    with tqdm(total=len(modules), initial=len(modules) - len(todo), desc="search", unit="mod",
-              file=sys.stderr, disable=None if progress else True, dynamic_ncols=True) as bar:
-        for out in pool.run(tasks) if tasks else []:
-            bar.update(1)
-            if not out.ok:
-                failed.append((out.module, out.error))
-                continue
-            compiles += int(out.extra["compiles"])
-            save_result(out_dir, out)
-            bar.set_postfix(compiles_per_s=f"{compiles / max(time.monotonic() - t0, 1e-9):.2f}")
-    seconds = time.monotonic() - t0
-    atomic_write_text(out_dir / FAILURES, json.dumps(
-        [{"module": m, "error": e} for m, e in failed], indent=1) + "\n")
-    results = [load_result(result_path(out_dir, m.name)) for m in modules
-               if result_path(out_dir, m.name).is_file()]
-    write_trace(out_dir, results, {"config": asdict(config), "guided": guide is not None},
-                problem)
+    apply_gin(gin_config)  # the compile settings below are the workers'
+    weights = json.dumps(sorted((comdat_weights or {}).items())).encode()
+    want = {**asdict(config), "guided": guide is not None, **(identity or {}), "problem": problem,
+            "comdat": bool(comdat_weights),
+            "comdat_weights": hashlib.sha256(weights).hexdigest()[:16] if comdat_weights else "",
+            "settings": compile_settings(get_problem(problem))}
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    with search_lock(out_dir):
+        check_config(out_dir, want)
+        prints = {m.name: module_fingerprint(m, want) for m in modules}
+        done = reusable_results(out_dir, prints)
+        todo = [m for m in modules if m.name not in done]
+        tasks = [SearchTask(m, config, guide, gin_config, timeout, dict(comdat_weights or {}),
+                            problem=problem) for m in todo]
+        failed: list[tuple[str, str]] = []
+        compiles = 0
+        t0 = time.monotonic()
+        with tqdm(total=len(modules), initial=len(done), desc="search", unit="mod",
+                  file=sys.stderr, disable=None if progress else True, dynamic_ncols=True) as bar:
+            for out in pool.run(tasks) if tasks else []:
+                bar.update(1)
+                if not out.ok:
+                    failed.append((out.module, out.error))
+                    continue
+                compiles += int(out.extra["compiles"])
+                save_result(out_dir, out, prints[out.module])
+                done[out.module] = load_result(result_path(out_dir, out.module))
+                bar.set_postfix(compiles_per_s=f"{compiles / max(time.monotonic() - t0, 1e-9):.2f}")
+        seconds = time.monotonic() - t0
+        atomic_write_text(out_dir / FAILURES, json.dumps(
+            [{"module": m, "error": e} for m, e in failed], indent=1) + "\n")
+        results = [done[m.name] for m in modules if m.name in done]
+        write_trace(out_dir, results, {"config": asdict(config), "guided": guide is not None},
+                    problem)
     from mlgo.evaluate import linked_totals
 
     project = {m.name: m.project for m in modules}
@@ -639,7 +540,7 @@ def format_modules(out_dir: Path, modules: Sequence[Module]) -> str:
         path = result_path(out_dir, m.name)
         if not path.is_file():
             continue
-        r = load_result(path)
+        r = load_result(path, m.name)
         lines.append(f"{m.name:40s} {r.num_decisions:5d} {r.extra['compiles']:8d} "
                      f"{r.extra.get('reused', 0):6d} {r.extra['kept']:4d} {r.default_total:8.0f} "
                      f"{r.policy_total:8.0f} {100 * _change(r.default_total, r.policy_total):+7.2f}%")

@@ -7,6 +7,8 @@ import pytest
 from corpus_fixtures import SOURCES, make_small_corpus
 
 from mlgo.cli.main import main
+from mlgo.policies.shipped import shipped_names
+from mlgo.problems import PROBLEMS, get_problem
 from mlgo.traces import read_trace, trace_dataset
 
 
@@ -59,7 +61,40 @@ def test_eval_reports_table_json_and_plot(corpus, tmp_path, capsys):
 
 def test_unknown_policy_and_bad_gin_are_clear_errors(corpus, capsys):
     assert main(["eval", "--problem", "inlining", "--corpus", str(corpus), "--policy", "bogus"]) == 2
-    assert "unknown built-in policy 'bogus'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # The error names what a policy may be: the problem's built-ins and the shipped policies.
+    assert "unknown policy 'bogus'" in err and "cost-threshold" in err and "llvm-default" in err
+    assert all(name in err for name in shipped_names())
     assert main(["eval", "--problem", "inlining", "--corpus", str(corpus), "--policy", "never",
                  "--gin_bindings", "inlining.InliningForSize.no_such_param = 3"]) == 2
     assert "bad gin configuration" in capsys.readouterr().err
+
+
+def test_eval_help_lists_every_built_in_and_shipped_policy(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # no line breaks inside a name like llvm-default
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    help_text = capsys.readouterr().out
+    for problem in PROBLEMS:
+        for name in get_problem(problem).heuristics():
+            assert name in help_text, (problem, name)
+    assert shipped_names() and all(name in help_text for name in shipped_names())
+
+
+def test_every_flag_of_every_command_has_help():
+    import argparse
+
+    from mlgo.cli.main import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "mlgo")
+    assert not missing, missing

@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mlgo.env", "mlgo.configurables", "mlgo.export"),
     ("mlgo.workers",),
     ("mlgo.evaluate", "mlgo.traces"),
-    ("mlgo.search",),
+    ("mlgo.search", "mlgo.search_store"),
     ("mlgo.training", "mlgo.lua_demo"),
     ("mlgo.cli",),
 ]

@@ -218,7 +218,7 @@ def test_cache_key_covers_the_llvm_version(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_unknown_policy_names_the_choices() -> None:
-    with pytest.raises(MlgoError, match="cost-threshold"):
+    with pytest.raises(MlgoError, match="cost-threshold.*shipped policy .*inlining-oz"):
         plugin.policy_source("no-such-policy", "inlining")
     # The default heuristics are plain clang: say so rather than "unknown".
     with pytest.raises(MlgoError, match="needs no plugin"):

@@ -287,7 +287,7 @@ def o2_corpus(tmp_path_factory):
 def test_regalloc_search_beats_the_default_rule(o2_corpus, cache):
     from mlgo.env import CompilerEnv, run_episode
     from mlgo.problems.regalloc.problem import default_rule
-    from mlgo.search import RegallocSpace
+    from mlgo.problems.regalloc.search_space import RegallocSpace
 
     m = next(x for x in o2_corpus.modules if x.name == "t/spin.c")
     s = FlipSearch(m, SearchConfig(passes=1), cache=cache, space=RegallocSpace())
@@ -329,7 +329,8 @@ def test_fresh_residual_regalloc_network_compiles_as_the_default_rule(o2_corpus,
 
 
 def test_regalloc_alternatives_are_evict_nothing_then_the_next_candidate():
-    from mlgo.search import RegallocSpace, function_groups
+    from mlgo.problems.regalloc.search_space import RegallocSpace
+    from mlgo.search import function_groups
 
     def obs(mask, weight, broken):
         o = {"mask": np.zeros((1, 33), np.int64), "use_def_density": np.zeros((1, 33), np.float32),

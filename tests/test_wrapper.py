@@ -533,7 +533,7 @@ def test_print_launcher_names_the_launcher_for_the_environment(channel_tmp: Path
 def test_unset_policy_is_default_rule_and_explicit_names_still_win(channel_tmp: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Without MLGO_REGALLOC_POLICY the launcher serves `default-rule` (closer to LLVM's own
-    eviction than the proxy on every training program: benchmarks/RESULTS.md); naming a
+    eviction than the proxy on every training program: benchmarks/RESULTS.md, "Regalloc"); naming a
     policy still serves that one."""
     unset = launcher.resolve_config("clang")
     assert unset.regalloc_policy == unset.regalloc_label == "default-rule"

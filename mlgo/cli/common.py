@@ -15,7 +15,9 @@ from mlgo_base.errors import MlgoError, summary_line
 
 
 def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
-    p.add_argument("--problem", required=True, choices=PROBLEMS)
+    p.add_argument("--problem", required=True, choices=PROBLEMS,
+                   help="inlining: inline or not at each call site, for .text size at -Oz; "
+                   "regalloc: which live range the register allocator evicts")
     if corpus:
         p.add_argument("--corpus", required=True, type=Path, help="corpus directory")
         p.add_argument("--max-modules", type=int_arg(lo=0), default=0,
@@ -24,7 +26,9 @@ def add_problem_args(p: argparse.ArgumentParser, corpus: bool = True) -> None:
                    help=f"local worker processes, 1 to {MAX_WORKERS} (default: cores)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="run workers on a Ray cluster ('auto', 'local' or host:port)")
-    p.add_argument("--gin_file", action="append", default=[], type=Path)
+    p.add_argument("--gin_file", action="append", default=[], type=Path,
+                   help="gin file of settings (repeatable); `mlgo train` first loads the problem's "
+                   "own defaults, mlgo/problems/PROBLEM/ALGORITHM.gin, where there is one")
     p.add_argument("--gin_bindings", action="append", default=[],
                    help="e.g. \"inlining.InliningForSize.opt_level='-Os'\"")
     p.add_argument("--timeout", type=timeout_arg, default=300.0,

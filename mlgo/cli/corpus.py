@@ -61,8 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deb.add_argument("--rebuild", action="store_true",
                      help="rebuild even if the cache holds a finished build")
     deb.add_argument("-o", "--output", type=Path, help="corpus directory")
-    deb.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
-    deb.add_argument("--no-progress", action="store_true")
+    deb.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs(),
+                     help="parallel compiles (default: cores)")
+    deb.add_argument("--no-progress", action="store_true",
+                     help="no progress bar")
     deb.add_argument("--timeout", type=timeout_arg, default=600.0, help="seconds per compile")
     deb.add_argument("--verify", action="store_true",
                      help="recompile each newly extracted module with its .cmd afterwards")
@@ -70,8 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deb.set_defaults(func=_cmd_debian)
 
     merge = sub.add_parser("merge", help="merge corpora into one (dedupes identical bitcode)")
-    merge.add_argument("inputs", nargs="+", type=Path, metavar="CORPUS")
-    merge.add_argument("-o", "--output", type=Path, required=True)
+    merge.add_argument("inputs", nargs="+", type=Path, metavar="CORPUS",
+                       help="corpus directories to merge")
+    merge.add_argument("-o", "--output", type=Path, required=True,
+                       help="the merged corpus's directory")
     merge.add_argument("--copy", action="store_true", help="copy files instead of hard links")
     merge.add_argument("--projects", type=_project_list, metavar="P,Q",
                        help="keep only these projects of the inputs")
@@ -80,17 +84,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     merge.set_defaults(func=_cmd_merge)
 
     check = sub.add_parser("check", help="recompile every module with its .cmd")
-    check.add_argument("corpus", type=Path)
-    check.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
+    check.add_argument("corpus", type=Path, help="corpus directory")
+    check.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs(),
+                     help="parallel compiles (default: cores)")
     check.add_argument("--timeout", type=timeout_arg, default=600.0, help="seconds per module")
-    check.add_argument("--no-progress", action="store_true")
+    check.add_argument("--no-progress", action="store_true",
+                     help="no progress bar")
     check.set_defaults(func=_cmd_check)
 
     report = sub.add_parser("report", help="statistics of a corpus's IR")
-    report.add_argument("corpus", type=Path)
+    report.add_argument("corpus", type=Path, help="corpus directory")
     report.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the report as JSON")
-    report.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
+    report.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs(),
+                     help="parallel compiles (default: cores)")
     report.set_defaults(func=_cmd_report)
 
 
@@ -115,9 +122,11 @@ def _opt_level(args: argparse.Namespace) -> str | None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="corpus directory")
-    p.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs())
+    p.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs(),
+                     help="parallel compiles (default: cores)")
     p.add_argument("--timeout", type=timeout_arg, default=600.0, help="seconds per compile")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                     help="no progress bar")
     p.add_argument("--verify", action="store_true",
                    help="recompile each newly extracted module with its .cmd afterwards")
 

@@ -37,8 +37,11 @@ from mlgo_base.errors import MlgoError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end-to-end demo on lua5.4: corpus, training, evaluation")
-    p.add_argument("--output", "-o", type=Path, default=Path("demo-output"))
-    p.add_argument("--workers", type=workers_arg, default=None)
+    p.add_argument("--output", "-o", type=Path, default=Path("demo-output"),
+                   help="directory for every step's output; a re-run reuses its corpus "
+                   "(default demo-output)")
+    p.add_argument("--workers", type=workers_arg, default=None,
+                   help="local worker processes (default: cores)")
     p.add_argument("--search-budget", type=int_arg(lo=3), default=40,
                    help="compiles per training module per search round (default 40)")
     p.add_argument("--rounds", type=int_arg(lo=1), default=2,

@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="compare a policy with the default heuristic over a corpus")
     add_problem_args(p)
     p.add_argument("--policy", required=True,
-                   help="policy directory, or a built-in: default, llvm-default, cost-threshold, never, always "
-                   "(inlining); default, proxy, never, first-valid (regalloc); or a shipped "
+                   help="policy directory, or a built-in: default, llvm-default, cost-threshold, "
+                   "never, always (inlining); default, proxy, default-rule, never, first-valid "
+                   "(regalloc) (docs/eval.md, 'Built-in baseline policies'); or a shipped "
                    f"policy: {', '.join(shipped_names()) or 'none installed'}")
     p.add_argument("--json", type=Path, default=None, help="write the full report here")
     p.add_argument("--plot", type=Path, default=None,

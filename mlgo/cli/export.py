@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a policy for LLVM (SavedModel, XLA AOT, manifest)")
     p.add_argument("--policy", required=True,
                    help="policy directory (e.g. RUN/best) or shipped policy name (policies/NAME)")
-    p.add_argument("--output", "-o", required=True, type=Path)
+    p.add_argument("--output", "-o", required=True, type=Path,
+                   help="directory for the SavedModel, the AOT artifacts and the manifest")
     p.add_argument("--no-aot", action="store_true", help="skip XLA AOT compilation")
     p.add_argument("--force", action="store_true",
                    help="export even if the policy is worse than the default on validation")

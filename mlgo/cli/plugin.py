@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and mlgo-clang append one line per compile), then print which policy served how many "
         "decisions where, and what was not served.",
     )
-    s.add_argument("file", metavar="FILE", type=Path)
+    s.add_argument("file", metavar="FILE", type=Path,
+                   help="the file MLGO_DECISION_SUMMARY named during the build")
     s.set_defaults(func=run_summary)
 
 

@@ -14,7 +14,11 @@ from mlgo.training.pipeline import ALGORITHMS
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a policy (bc warm start, ppo, es, imitation)")
     add_problem_args(p)
-    p.add_argument("--algorithm", required=True, choices=ALGORITHMS)
+    p.add_argument("--algorithm", required=True, choices=ALGORITHMS,
+                   help="bc: behavioral cloning of the default proxy's decisions (the warm "
+                   "start); ppo, es: reinforcement learning, evolution strategies (usually "
+                   "from --warmstart); imitation: clone the best decisions of a per-module "
+                   "search (docs/train.md)")
     p.add_argument("--output", "-o", required=True, type=Path,
                    help="run directory; run the same command again to resume a killed run")
     p.add_argument("--warmstart", type=Path, default=None,
@@ -28,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: search afresh); also the vocab's trace when none is given")
     p.add_argument("--validation-fraction", type=float_arg(lo=0.0, hi=1.0, hi_open=True),
                    default=0.2, help="share of the modules held out for validation, in [0, 1)")
-    p.add_argument("--seed", type=int_arg(lo=0), default=0)
+    p.add_argument("--seed", type=int_arg(lo=0), default=0,
+                   help="seeds the train/validation split, the fresh network's weights and "
+                   "the sampling (default 0)")
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("vocab", help="compute per-feature quantile boundaries (<feature>.buckets)")
     p.add_argument("trace", type=Path, help="trace directory from `mlgo trace`")
     p.add_argument("-o", "--output", required=True, type=Path, help="vocab directory")
-    p.add_argument("--quantiles", type=int, default=DEFAULT_QUANTILES)
+    p.add_argument("--quantiles", type=int, default=DEFAULT_QUANTILES,
+                   help=f"quantiles kept per feature (default {DEFAULT_QUANTILES})")
     p.set_defaults(func=run)
 
 

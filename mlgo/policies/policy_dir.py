@@ -8,6 +8,7 @@
                         "param_shapes": [[name, shape], ...], "num_params": N,
                         "params_sha256": hex digest of params.npy,
                         "vocab": "vocab" or null,
+                        "vocab_sha256": {"<feature>.buckets": hex digest} (with a vocab),
                         "meta": {training metadata: algorithm, iteration, corpus, ...}}
     DIR/params.npy     the flat float32 parameter vector
     DIR/vocab/         <feature>.buckets copied from the vocab the network was built with
@@ -16,6 +17,12 @@ Saving builds the whole directory next to DIR and swaps it into place
 (mlgo_base.files.write_dir), so a reader never sees a half-written policy; the digest lets a
 reader that raced a replacement notice it, and a reader that finds DIR missing for an instant
 (where the swap is two renames) retries.
+
+Every file a reader reads has its digest in policy.json, so a damaged copy is an error naming
+the file instead of other decisions: a bucket file cut in half still parses, and moves every
+quantile. Directories saved before "vocab_sha256" existed have their bucket files checked for
+what a cut leaves visible (a last line without its newline); `save_policy` on what
+`load_policy` returns re-saves such a directory with every digest.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from mlgo.policies.network import FeatureMismatchError, PolicyNetwork, as_specs, network_class
-from mlgo.policies.vocab import load_vocab, save_vocab
+from mlgo.policies.vocab import SUFFIX, buckets_text, parse_buckets
 from mlgo.protocol.tensor_spec import TensorSpec
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import write_dir
@@ -55,13 +62,16 @@ def _npy_bytes(params: np.ndarray) -> bytes:
 
 
 def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarray,
-                meta: dict[str, Any] | None = None) -> Path:
-    """Write (or atomically replace) a policy directory; returns its path."""
+                meta: dict[str, Any] | None = None, *, saved_at: str | None = None) -> Path:
+    """Write (or atomically replace) a policy directory; returns its path. `saved_at` keeps
+    the time of an earlier save (when re-saving a directory), else it is now."""
     policy_dir = Path(policy_dir)
     network.unflatten_numpy(params)  # refuses a vector of the wrong size
     check_finite(params, policy_dir)
     raw = _npy_bytes(params)
     vocab = network.vocab
+    vocab_files = {f"{name}{SUFFIX}": buckets_text(bounds).encode()
+                   for name, bounds in sorted(vocab.items())} if vocab else {}
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -73,16 +83,20 @@ def save_policy(policy_dir: Path | str, network: PolicyNetwork, params: np.ndarr
         "num_params": network.num_params,
         "params_sha256": hashlib.sha256(raw).hexdigest(),
         "vocab": VOCAB_DIR if vocab else None,
-        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"vocab_sha256": {name: hashlib.sha256(data).hexdigest()
+                             for name, data in vocab_files.items()}} if vocab else {}),
+        "saved_at": saved_at or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "meta": meta or {},
     }
 
     def fill(tmp: Path) -> None:
         (tmp / PARAMS).write_bytes(raw)
         if vocab:
-            save_vocab(tmp / VOCAB_DIR, vocab)
+            (tmp / VOCAB_DIR).mkdir()
+            for name, data in vocab_files.items():  # the very bytes the digests are of
+                (tmp / VOCAB_DIR / name).write_bytes(data)
         (tmp / POLICY_JSON).write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
-        for name in (PARAMS, POLICY_JSON):
+        for name in (PARAMS, *(f"{VOCAB_DIR}/{name}" for name in vocab_files), POLICY_JSON):
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
 
@@ -138,7 +152,8 @@ def _json_identity(policy_dir: Path) -> tuple[int, int, int] | None:
 
 
 def _read_snapshot(policy_dir: Path) -> tuple[dict[str, Any], bytes, dict[str, np.ndarray]]:
-    """policy.json, params.npy and the vocab of one and the same save."""
+    """policy.json, params.npy and the vocab of one and the same save, each file checked
+    against the digest policy.json records for it."""
     first = (policy_dir / POLICY_JSON).read_bytes() if (policy_dir / POLICY_JSON).is_file() else b""
     doc = read_policy_json(policy_dir)
     try:
@@ -148,13 +163,57 @@ def _read_snapshot(policy_dir: Path) -> tuple[dict[str, Any], bytes, dict[str, n
     if hashlib.sha256(raw).hexdigest() != doc.get("params_sha256"):
         raise PolicyFormatError(f"{policy_dir}: {PARAMS} is missing or does not match "
                                 f"{POLICY_JSON} (corrupt or half-copied policy)")
-    vocab: dict[str, np.ndarray] = {}
-    if doc.get("vocab"):
-        names = [p.name[: -len(".buckets")] for p in (policy_dir / doc["vocab"]).glob("*.buckets")]
-        vocab = load_vocab(policy_dir / doc["vocab"], names)
+    vocab = _read_vocab(policy_dir, doc) if doc.get("vocab") else {}
     if (policy_dir / POLICY_JSON).read_bytes() != first:
         raise PolicyFormatError(f"{policy_dir}: replaced while it was read")
     return doc, raw, vocab
+
+
+def _read_vocab(policy_dir: Path, doc: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The bucket files policy.json lists, each parsed from the bytes its digest was checked
+    on (so a file replaced in between cannot slip through)."""
+    vocab_dir = policy_dir / doc["vocab"]
+    if not vocab_dir.is_dir():
+        raise PolicyFormatError(f"{vocab_dir}: missing ({POLICY_JSON} names it: corrupt or "
+                                "half-copied policy)")
+    digests = doc.get("vocab_sha256")
+    if digests is None:
+        return _read_vocab_saved_without_digests(vocab_dir)
+    if not isinstance(digests, dict) or not all(
+            isinstance(d, str) and _is_bucket_file(name) for name, d in digests.items()):
+        raise PolicyFormatError(f"{policy_dir / POLICY_JSON}: vocab_sha256 must map "
+                                f"<feature>{SUFFIX} file names to digests")
+    vocab = {}
+    for name, digest in sorted(digests.items()):
+        path = vocab_dir / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise PolicyFormatError(f"{path}: missing ({POLICY_JSON} lists it: corrupt or "
+                                    "half-copied policy)") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise PolicyFormatError(f"{path}: does not match its digest in {POLICY_JSON} "
+                                    "(corrupt, truncated or half-copied policy)")
+        vocab[name[: -len(SUFFIX)]] = parse_buckets(data, path)
+    return vocab
+
+
+def _is_bucket_file(name: str) -> bool:
+    feature = name[: -len(SUFFIX)]
+    return name.endswith(SUFFIX) and feature not in ("", ".", "..") and "/" not in feature
+
+
+def _read_vocab_saved_without_digests(vocab_dir: Path) -> dict[str, np.ndarray]:
+    """A vocab saved before vocab_sha256: each bucket file checked for the mark of a cut
+    (save_policy ends every line, so a cut mostly ends inside one)."""
+    vocab = {}
+    for path in sorted(vocab_dir.glob(f"*{SUFFIX}")):
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            raise PolicyFormatError(f"{path}: ends inside a line (truncated or half-copied "
+                                    f"policy; its {POLICY_JSON} predates per-file digests)")
+        vocab[path.name[: -len(SUFFIX)]] = parse_buckets(data, path)
+    return vocab
 
 
 def load_policy(policy_dir: Path | str, problem: str | None = None, features: Any = None,

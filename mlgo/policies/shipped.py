@@ -9,6 +9,7 @@ projects) and its manifest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib.resources import files
 from pathlib import Path
 
@@ -39,3 +40,10 @@ def resolve(policy: str) -> str:
     if "/" not in policy and (SHIPPED_DIR / policy / "policy" / "policy.json").is_file():
         return str(SHIPPED_DIR / policy / "policy")
     return policy
+
+
+def policy_choices(builtins: Iterable[str]) -> str:
+    """What a policy name may be, for errors about one that is none of them."""
+    shipped = ", ".join(shipped_names()) or "none installed"
+    return (f"a built-in policy ({', '.join(builtins)}), a shipped policy ({shipped}) or a "
+            "policy directory")

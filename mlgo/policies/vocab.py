@@ -50,13 +50,7 @@ def load_vocab(vocab_dir: Path | str, features: Iterable[str]) -> dict[str, np.n
         if not path.is_file():
             missing.append(name)
             continue
-        try:
-            values = np.array([float(t) for t in path.read_text().split()], dtype=np.float64)
-        except ValueError as e:
-            raise VocabError(f"{path}: not one number per line ({e})") from e
-        if np.isnan(values).any():
-            raise VocabError(f"{path}: contains NaN")
-        out[name] = np.sort(values)
+        out[name] = parse_buckets(path.read_bytes(), path)
     if missing:
         raise VocabError(
             f"vocab directory {vocab_dir} has no boundaries for feature(s) {', '.join(missing)} "
@@ -65,6 +59,23 @@ def load_vocab(vocab_dir: Path | str, features: Iterable[str]) -> dict[str, np.n
             "of the same compiler"
         )
     return out
+
+
+def parse_buckets(data: bytes, path: Path | str) -> np.ndarray:
+    """The sorted boundaries in the bytes of `path` (one number per line)."""
+    try:
+        values = np.array([float(t) for t in data.decode("ascii").split()], dtype=np.float64)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise VocabError(f"{path}: not one number per line ({e})") from e
+    if np.isnan(values).any():
+        raise VocabError(f"{path}: contains NaN")
+    return np.sort(values)
+
+
+def buckets_text(bounds: np.ndarray) -> str:
+    """What `save_vocab` writes for one feature: every boundary, each on a line of its own
+    ending in a newline (so a file cut short mostly ends inside a line)."""
+    return "".join(f"{b!r}\n" for b in np.asarray(bounds, dtype=np.float64).tolist())
 
 
 def quantile_boundaries(values: np.ndarray, n: int = DEFAULT_QUANTILES) -> np.ndarray:
@@ -81,8 +92,7 @@ def save_vocab(vocab_dir: Path | str, vocab: Mapping[str, np.ndarray]) -> None:
     with writing(vocab_dir):
         Path(vocab_dir).mkdir(parents=True, exist_ok=True)
     for name, bounds in vocab.items():
-        text = "".join(f"{b!r}\n" for b in np.asarray(bounds, dtype=np.float64).tolist())
-        atomic_write_text(buckets_path(vocab_dir, name), text)
+        atomic_write_text(buckets_path(vocab_dir, name), buckets_text(bounds))
 
 
 class QuantileTable:

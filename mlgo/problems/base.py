@@ -180,10 +180,10 @@ class Problem(ABC):
     def heuristic(self, name: str) -> Heuristic | None:
         table = self.heuristics()
         if name not in table:
-            raise MlgoError(
-                f"unknown built-in policy {name!r} for problem {self.name}; "
-                f"choose one of {sorted(table)} or give a policy directory"
-            )
+            from mlgo.policies.shipped import policy_choices
+
+            raise MlgoError(f"unknown policy {name!r} for problem {self.name}: give "
+                            f"{policy_choices(table)}")
         return table[name]
 
 

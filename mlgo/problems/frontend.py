@@ -3,7 +3,8 @@
 At -Os/-Oz clang's frontend marks every function it defines optsize (and minsize at -Oz); the
 inliner drops its inlinehint bonus and codegen shrinks on those attributes. IR emitted at -O2
 and compiled with -Oz keeps none of that, so its "default" is a build nobody makes (10-17%
-more .text: benchmarks/RESULTS.md, "-Oz IR"). Problems that replace the level check the attributes of every module
+more .text: benchmarks/results-archive-2026.md, "-Oz IR: the environment against the real
+build"). Problems that replace the level check the attributes of every module
 before any work starts (llvmlite; results cached by the bitcode's hash)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""mlgo-clang's native program: `mlgo_clang.cpp`, the regalloc policy's C source and the
-configuration (compiler, inliner plugin, the compiler's feature header) built into one
-executable per configuration, cached under `<cache>/launchers/<hash>/`.
+"""mlgo-clang's native program: `mlgo_clang.cpp` with its parts (SOURCES), the regalloc
+policy's C source and the configuration (compiler, inliner plugin, the compiler's feature
+header) built into one executable per configuration, cached under `<cache>/launchers/<hash>/`.
 
     CC="$(mlgo-clang --print-launcher)" CXX="$(mlgo-clang++ --print-launcher)" make -j2
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,16 @@ if TYPE_CHECKING:
 
     from mlgo.protocol.training_log import Header
 
-SOURCE = "mlgo_clang.cpp"
+SOURCE = "mlgo_clang.cpp"  # main(): what to do with an invocation
+# Compiled together: SOURCE and its parts by job, the headers they share, and BINDING_HEADER.
+SOURCES = (SOURCE, "mlgo_clang_args.cpp", "mlgo_clang_process.cpp", "mlgo_clang_channel.cpp",
+           "mlgo_clang_common.cpp")
+CONFIGURED_SOURCES = (SOURCE, "mlgo_clang_channel.cpp")  # those including CONFIG_HEADER
+HEADERS = ("mlgo_clang_args.h", "mlgo_clang_process.h", "mlgo_clang_channel.h",
+           "mlgo_clang_common.h")
 CONFIG_HEADER = "mlgo_clang_config.h"
+PARTS_OBJECT = "mlgo_clang_parts.o"
+CXXFLAGS = ("-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror")
 BINDING_HEADER = "policy_binding.h"  # binds the policy's inputs by name, as the inliner plugin does
 # LLVM's binutils, linked beside the program under the names build systems derive from the
 # compiler's: CMake's LTO support looks for `<prefix>llvm-ar` next to a `<prefix>clang` (here
@@ -45,10 +54,11 @@ BINDING_HEADER = "policy_binding.h"  # binds the policy's inputs by name, as the
 # plain Makefiles look for `llvm-ar` on PATH or beside CC.
 COMPANION_TOOLS = ("llvm-ar", "llvm-ranlib", "llvm-nm")
 DRIVERS = ("clang", "clang++")
-# Served when MLGO_REGALLOC_POLICY is unset: LLVM's default eviction restated over the features.
+# Served when MLGO_REGALLOC_POLICY is unset or empty: LLVM's default eviction restated over the
+# features.
 # On the five training programs of benchmarks/regalloc_reward.py it is never above plain
 # clang-19 and 1.40% below it in total, where the proxy (the earlier default) is +0.73% on bzip2
-# and 0.44% below in total (benchmarks/RESULTS.md).
+# and 0.44% below in total (benchmarks/RESULTS.md, "Regalloc").
 DEFAULT_REGALLOC_POLICY = "default-rule"
 # A function the greedy allocator runs on, so the compiler opens the channel and sends its header.
 _PROBE_C = "int mlgo_probe(int x) { return x * 3; }\n"
@@ -81,7 +91,8 @@ def resolve_config(driver: str, *, strict: bool = True) -> LauncherConfig:
     the configuration instead of raised (the program reports it per compile job)."""
     if driver not in DRIVERS:
         raise ValueError(f"driver must be one of {DRIVERS}, not {driver!r}")
-    regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY", DEFAULT_REGALLOC_POLICY)
+    # Empty is unset (the default), as for MLGO_INLINE_POLICY: never the path "" (".").
+    regalloc_policy = os.environ.get("MLGO_REGALLOC_POLICY") or DEFAULT_REGALLOC_POLICY
     inline_policy = os.environ.get("MLGO_INLINE_POLICY") or None
     from mlgo.serving.plugin import plugin_for, policy_source
 
@@ -191,15 +202,46 @@ def _key(config: LauncherConfig, source: str, cc: str, cxx: str, companions: lis
                        file_identity(cxx), *companions)
 
 
+def _compile(cxx: str, tmp: Path, name: str) -> str:
+    """One part of the program compiled to an object in `tmp`, where its headers are."""
+    obj = str(tmp / f"{name}.o")
+    run_build([cxx, *CXXFLAGS, "-I", str(tmp), "-c", str(tmp / name), "-o", obj],
+              os.path.join(SOURCE_DIR, name), "the mlgo-clang program")
+    return obj
+
+
+def parts_object(cxx: str) -> str:
+    """The parts of the program that no configuration changes (arguments, processes, helpers)
+    as one relocatable object, compiled once per source and compiler and shared by every
+    configuration's program: compiling them is most of a program's build."""
+    names = [name for name in SOURCES if name not in CONFIGURED_SOURCES]
+    sources = {name: packaged_source(name) for name in (*names, *HEADERS, BINDING_HEADER)}
+    key = content_key("mlgo-clang-parts", *(f"{name}\0{text}" for name, text in sources.items()),
+                      " ".join(CXXFLAGS), file_identity(cxx))
+
+    def build(tmp: Path) -> dict:
+        for name, text in sources.items():
+            (tmp / name).write_text(text)
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            objects = list(pool.map(lambda name: _compile(cxx, tmp, name), names))
+        run_build([cxx, "-r", *objects, "-o", str(tmp / PARTS_OBJECT)],
+                  os.path.join(SOURCE_DIR, SOURCE), "the mlgo-clang program's parts")
+        for name in (*sources, *(f"{name}.o" for name in names)):
+            (tmp / name).unlink()
+        return {}
+
+    return str(cached_artifact("launcher-objects", key, PARTS_OBJECT, build))
+
+
 def build_launcher(config: LauncherConfig) -> str:
     """Path of the program for `config`, built and cached on first use."""
     # The real clang-19 builds it even when the program is pointed at another compiler.
     cc = toolchain.locate("clang", override=False)
     cxx = toolchain.locate("clang++", override=False)
-    source = packaged_source(SOURCE)
-    binding = packaged_source(BINDING_HEADER)
+    sources = {name: packaged_source(name) for name in (*SOURCES, *HEADERS, BINDING_HEADER)}
     companions = {tool: toolchain.companion_tool(tool) for tool in COMPANION_TOOLS}
-    key = _key(config, source + binding, cc, cxx, list(companions.values()))
+    key = _key(config, "".join(f"{name}\0{text}\0" for name, text in sources.items()), cc, cxx,
+               list(companions.values()))
     found = find_artifact("launchers", key, config.filename)
     if found:
         return found
@@ -210,21 +252,29 @@ def build_launcher(config: LauncherConfig) -> str:
             if not version.startswith(f"{toolchain.LLVM_MAJOR}."):
                 raise MlgoError(f"{path} is version {version or 'unknown'}; mlgo-clang is "
                                 f"built with clang {toolchain.LLVM_MAJOR} ({name})")
-        objects = []
-        if config.regalloc_source is not None:
+        configured = [name for name in SOURCES if name in CONFIGURED_SOURCES]
+        for name in (*configured, *HEADERS, BINDING_HEADER):
+            (tmp / name).write_text(sources[name])
+
+        def compile_policy() -> str:
             policy_c = tmp / "policy.c"
             policy_c.write_text(config.regalloc_source + label_source(config.regalloc_label))
             run_build([cc, "-O2", "-c", str(policy_c), "-o", str(tmp / "policy.o")],
                       policy_c, f"the {config.regalloc_label} eviction policy")
-            objects.append(str(tmp / "policy.o"))
-        header = probe_header(cc) if config.regalloc_source is not None else None
-        (tmp / SOURCE).write_text(source)
-        (tmp / BINDING_HEADER).write_text(binding)
-        (tmp / CONFIG_HEADER).write_text(config_header(config, header))
-        run_build([cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(tmp),
-                   str(tmp / SOURCE), *objects, "-o", str(tmp / config.filename)],
+            return str(tmp / "policy.o")
+
+        # The policy compiles during the header probe, the configured parts after it.
+        with ThreadPoolExecutor(max_workers=len(configured) + 1) as pool:
+            policy = pool.submit(compile_policy) if config.regalloc_source is not None else None
+            header = probe_header(cc) if config.regalloc_source is not None else None
+            (tmp / CONFIG_HEADER).write_text(config_header(config, header))
+            objects = list(pool.map(lambda name: _compile(cxx, tmp, name), configured))
+            if policy is not None:
+                objects.append(policy.result())
+        run_build([cxx, *objects, parts_object(cxx), "-o", str(tmp / config.filename)],
                   os.path.join(SOURCE_DIR, SOURCE), f"the {config.filename} program")
-        for name in (SOURCE, BINDING_HEADER, CONFIG_HEADER, "policy.c", "policy.o"):
+        for name in (*configured, *(f"{name}.o" for name in configured), *HEADERS,
+                     BINDING_HEADER, CONFIG_HEADER, "policy.c", "policy.o"):
             (tmp / name).unlink(missing_ok=True)
         for tool, path in companions.items():
             for name in (tool, "mlgo-" + tool):

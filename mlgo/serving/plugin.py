@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mlgo.policies import c_source
 from mlgo.policies.builtins import RULES
-from mlgo.policies.shipped import resolve
+from mlgo.policies.shipped import policy_choices, resolve
 from mlgo.serving.build import (
     SOURCE_DIR,
     BuildError,
@@ -151,6 +151,9 @@ def _smoke_test(plugin: Path, clang: str, policy_label: str) -> None:
 def policy_source(policy: str, problem: str) -> tuple[str, str]:
     """(C source, label) of a built-in heuristic's name, a shipped policy's name or a trained
     policy directory, for `problem`'s consumer (the plugin: inlining; mlgo-clang: regalloc)."""
+    if not policy:  # as a path, "" is the current directory
+        raise MlgoError(f"the {problem} policy is an empty name: give a built-in heuristic "
+                        f"({', '.join(RULES[problem])}), a shipped policy or a policy directory")
     if policy in RULES[problem]:
         return _generated(_source_key(problem, policy, generator_files()),
                           lambda: c_source.heuristic_c_source(problem, policy)), policy
@@ -159,8 +162,8 @@ def policy_source(policy: str, problem: str) -> tuple[str, str]:
         return trained_policy_source(path, problem)
     if problem == "inlining" and policy in ("default", "llvm-default"):
         raise MlgoError(f"{policy}: LLVM's own inliner needs no plugin: plain clang-19 -Oz is it")
-    raise MlgoError(f"{policy}: neither a built-in {problem} heuristic "
-                    f"({', '.join(RULES[problem])}) nor a policy directory")
+    raise MlgoError(f"unknown {problem} policy {policy!r}: give "
+                    f"{policy_choices(RULES[problem])}")
 
 
 def trained_policy_source(path: Path, problem: str) -> tuple[str, str]:

@@ -13,10 +13,17 @@ of: `not-size` (functions compiled without -Os/-Oz), `lto-prelink` (the compile 
 build), `lto-postlink` (the inliner at an LTO link), `lto-not-served` / `lto-link-not-served`
 (an -flto compile or link whose register allocation mlgo did not serve). `mlgo summary FILE`
 adds them up.
+
+FILE must be a regular file (a FIFO would block the reader, /dev/zero never ends), is read a
+line at a time with lines up to MAX_LINE bytes, and its counts are ASCII digits (Python's
+str.isdigit also takes '²', which int() then refuses).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +31,9 @@ from pathlib import Path
 from mlgo_base.errors import MlgoError
 
 PROBLEMS = ("inlining", "regalloc")
+# A line holds two labels (policy, module: paths up to PATH_MAX each) and short fields.
+MAX_LINE = 64 * 1024
+_COUNT = re.compile(r"[0-9]{1,18}")  # a whole number of decisions, in ASCII digits
 NOTES = ("not-size", "lto-prelink", "lto-postlink", "lto-not-served", "lto-link-not-served")
 # Where the decisions were (not) made, from the notes.
 _WHERE = (("lto-link-not-served", "LTO link, not served"),
@@ -51,31 +61,60 @@ def read_summary(path: Path) -> dict[tuple[str, str, str], Group]:
     """Lines of `path` added up per (problem, policy, where); MlgoError naming the file and line
     for anything malformed."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise MlgoError(f"{path}: cannot read the decision summary: {e}") from e
+        # Non-blocking, so that opening a FIFO returns (and is then refused) instead of waiting
+        # for a writer; reads from a regular file are not affected.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise MlgoError(f"{path}: cannot read the decision summary: {e.strerror}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MlgoError(f"{path}: not a regular file (a decision summary is the file "
+                        "MLGO_DECISION_SUMMARY named for a build)")
     groups: dict[tuple[str, str, str], Group] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split("\t")
-        bad = None
-        if len(fields) != 6:
-            bad = f"{len(fields)} tab-separated fields, expected 6"
-        elif fields[0] not in PROBLEMS:
-            bad = f"unknown problem {fields[0]!r}"
-        elif not fields[3].isdigit() or not (fields[4] == "-" or fields[4].isdigit()):
-            bad = "decision counts are not whole numbers"
-        notes = set() if bad or fields[5] == "-" else set(fields[5].split(","))
-        if not bad and notes - set(NOTES):
-            bad = f"unknown notes {sorted(notes - set(NOTES))}"
-        if bad:
-            raise MlgoError(f"{path}:{number}: not a decision summary line ({bad}): {line[:200]!r}")
-        group = groups.setdefault((fields[0], fields[1], where(notes)), Group())
-        group.runs += 1
-        group.decisions += int(fields[3])
-        if fields[4] != "-":
-            group.yes = (group.yes or 0) + int(fields[4])
-        group.notes.update(notes)
+    with os.fdopen(fd, "rb") as f:
+        number = 0
+        try:
+            for raw in iter(lambda: f.readline(MAX_LINE + 1), b""):
+                number += 1
+                _add_line(groups, _decode(path, number, raw), path, number)
+        except OSError as e:
+            raise MlgoError(f"{path}: cannot read the decision summary: {e.strerror}") from e
     return groups
+
+
+def _decode(path: Path, number: int, raw: bytes) -> str:
+    line = raw[:-1] if raw.endswith(b"\n") else raw
+    if len(line) > MAX_LINE:
+        raise MlgoError(f"{path}:{number}: not a decision summary line (longer than {MAX_LINE} "
+                        "bytes)")
+    try:
+        return line.decode()
+    except UnicodeDecodeError as e:
+        raise MlgoError(f"{path}:{number}: not a decision summary line (not UTF-8 text: {e})") \
+            from e
+
+
+def _add_line(groups: dict[tuple[str, str, str], Group], line: str, path: Path,
+              number: int) -> None:
+    fields = line.split("\t")
+    bad = None
+    if len(fields) != 6:
+        bad = f"{len(fields)} tab-separated fields, expected 6"
+    elif fields[0] not in PROBLEMS:
+        bad = f"unknown problem {fields[0]!r}"
+    elif not _COUNT.fullmatch(fields[3]) or not (fields[4] == "-" or _COUNT.fullmatch(fields[4])):
+        bad = "decision counts are not whole numbers of at most 18 digits 0-9"
+    notes = set() if bad or fields[5] == "-" else set(fields[5].split(","))
+    if not bad and notes - set(NOTES):
+        bad = f"unknown notes {sorted(notes - set(NOTES))}"
+    if bad:
+        raise MlgoError(f"{path}:{number}: not a decision summary line ({bad}): {line[:200]!r}")
+    group = groups.setdefault((fields[0], fields[1], where(notes)), Group())
+    group.runs += 1
+    group.decisions += int(fields[3])
+    if fields[4] != "-":
+        group.yes = (group.yes or 0) + int(fields[4])
+    group.notes.update(notes)
 
 
 def format_summary(groups: dict[tuple[str, str, str], Group]) -> str:

@@ -9,7 +9,10 @@ Each round (one iteration of the run):
   2. roll out the current greedy policy on every training module, recording its decisions;
   3. pick    per module the best trajectory of {every round's search result (whose start is
              LLVM's own decisions, so it is never worse than them), the policy's rollout};
-             a module no search has a result for yet is left out;
+             a module no search has a result for yet is left out, and so is a result
+             made from other inputs than the module's bitcode and command now (read from
+             the result files, mlgo/search_store.py; a given `--search` is checked against
+             the corpus before the run directory is written, see pipeline.py);
   4. clone   minibatch cross-entropy on the picked decisions, each weighted by its module's
              gain over -Oz:  w = 1 + gain_weight * max(gain, 0), times flip_weight where a
              search kept a flip (its decision differs from LLVM's: the few sites where the
@@ -28,6 +31,8 @@ default compiles) so nothing is paid for removing COMDAT copies the linker merge
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +40,14 @@ from typing import Any
 import gin
 import numpy as np
 
+from corpus_tools.corpus import Module
 from mlgo.checks import check_choice, check_float, check_int
 from mlgo.search import FLIPS, GUIDES
 from mlgo.training.optim import Adam
 from mlgo.training.run import TrainingRun
 from mlgo_base.errors import MlgoError
+
+log = logging.getLogger(__name__)
 
 
 @gin.configurable(module="imitation")
@@ -128,15 +136,38 @@ def _search_round(run: TrainingRun, cfg: ImitationConfig, search_pool: Any, out:
                          problem=problem)
 
 
-def _search_trajectories(search_dir: Path, modules: set[str]) -> dict[str, Trajectory]:
-    from mlgo.traces import read_trace
+def _search_trajectories(search_dir: Path, modules: Sequence[Module],
+                         header: Any) -> dict[str, Trajectory]:
+    """The best trajectory of each of `modules` that `search_dir` holds a result for, read from
+    its result files (each checked to be that module's, made from its bitcode and command as
+    they are now: a stale one is left out with a warning), features as the trace has them."""
+    from mlgo.search_store import (
+        StaleResult,
+        load_result,
+        module_fingerprint,
+        read_config,
+        result_path,
+    )
 
+    identity = read_config(search_dir) or {}
     out = {}
-    for t in read_trace(search_dir):
-        if t.module in modules:
-            source = "search" if np.any(t.actions != t.default_actions) else "llvm"
-            out[t.module] = Trajectory(source, t.reward, t.features, t.actions,
-                                       t.default_actions)
+    for m in modules:
+        path = result_path(search_dir, m.name)
+        if not path.is_file():
+            continue
+        try:
+            r = load_result(path, m.name, module_fingerprint(m, identity))
+        except StaleResult as e:
+            log.warning("%s; left out", e)
+            continue
+        if r.actions is None or len(r.actions) == 0:
+            continue
+        steps = len(r.actions)
+        feats = {f.name: np.asarray(r.features[f.name]).reshape((steps, *f.shape)).astype(f.dtype)
+                 for f in header.features}
+        source = "search" if np.any(r.actions != r.default_actions) else "llvm"
+        out[m.name] = Trajectory(source, r.reward, feats, np.asarray(r.actions, np.int64),
+                                 np.asarray(r.default_actions, np.int64))
     return out
 
 
@@ -164,7 +195,7 @@ def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
     from mlgo.compiler.measure import comdat_objective
 
     net = run.network
-    names = {m.name for m in run.train_modules}
+    header = run.problem.header()
     theta = tf.Variable(run.params.astype(np.float32))
     adam = Adam(int(theta.shape[0]), cfg.learning_rate)
     if run.resumed is not None and "adam_m" in run.resumed.arrays:
@@ -197,7 +228,7 @@ def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
             summary = _search_round(run, cfg, search_pool, search_dir(rnd), guide, weights)
         best: dict[str, Trajectory] = {}
         for r in range(rnd + 1):
-            for m, t in _search_trajectories(search_dir(r), names).items():
+            for m, t in _search_trajectories(search_dir(r), run.train_modules, header).items():
                 if m not in best or t.gain > best[m].gain:
                     best[m] = t
         if not best:

@@ -5,8 +5,11 @@
     the network: the run's own on resume, else the warm start's, else a new one on the vocab
     the algorithm (bc.py, ppo.py, es.py or imitation.py) through TrainingRun (run.py)
 
-Each step is skipped when its output exists, so the same call resumes a killed run. Gin must
-already be configured (mlgo.training.gin_config.parse_gin): `gin_config` is what workers replay.
+Each step is skipped when its output exists and was made from the same inputs (OUT/trace and
+OUT/vocab record theirs in inputs.json: the corpus's bitcode and commands and the compile
+settings; the trace's records), so the same call resumes a killed run and a corrected one
+(another --search or corpus) rebuilds what the wrong one left. Gin must already be configured
+(mlgo.training.gin_config.parse_gin): `gin_config` is what workers replay.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from mlgo.policies.network import PolicyNetwork
 from mlgo.problems import Problem
 from mlgo.workers.pool import WorkerPool
 from mlgo_base.errors import MlgoError
-from mlgo_base.files import atomic_write_text
+from mlgo_base.files import atomic_write_text, file_sha256, write_dir
 
 log = logging.getLogger(__name__)
 ALGORITHMS = ("bc", "ppo", "es", "imitation")
+INPUTS = "inputs.json"  # in OUT/trace and OUT/vocab: what each was made from
 
 
 @dataclass
@@ -59,8 +63,12 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
             if problem.name not in ("inlining", "regalloc") or search_pool is None:
                 raise MlgoError("imitation learns from flip searches: it needs --problem "
                                 "inlining or regalloc (and a pool for the searches)")
-            if search is not None and not (search / "search.json").is_file():
-                raise MlgoError(f"{search}: not an `mlgo search` directory (no search.json)")
+            if search is not None:
+                from mlgo.search_store import check_search_for_corpus
+
+                # Before anything is written: a search of another corpus, a changed module or
+                # other compile settings must leave nothing that a corrected command reuses.
+                check_search_for_corpus(search, corpus.modules, problem)
             if trace is None and search is not None:
                 trace = search  # the vocab's quantiles from the searched call sites
         problem.check_corpus(corpus)  # IR of the build the problem serves (frontend.py)
@@ -115,13 +123,17 @@ class _Trace:
         self.pool, self.gin_config, self.timeout = pool, gin_config, timeout
 
     def path(self) -> Path:
-        from mlgo.traces import META, trace_modules
+        from mlgo.search_store import compile_settings
+        from mlgo.traces import META, PROXY_POLICY, trace_modules
 
         if self.given:
             return self.given
         out = self.output / "trace"
-        if (out / META).is_file():
+        inputs = {"corpus": corpus_fingerprint(self.corpus), "settings": compile_settings(
+            self.problem), "policy": PROXY_POLICY[self.problem.name]}
+        if (out / META).is_file() and read_inputs(out) == inputs:
             return out
+        shutil.rmtree(out, ignore_errors=True)  # traced from another corpus or settings
         log.info("tracing the default heuristic's decisions into %s", out)
         summary = trace_modules(self.problem, self.corpus.modules, out, pool=self.pool,
                                 gin_config=self.gin_config, timeout=self.timeout)
@@ -129,6 +141,7 @@ class _Trace:
         if summary.failures:
             log.warning("%d module(s) failed while tracing and were left out (errors: %s)",
                         len(summary.failures), out / "failures.json")
+        atomic_write_text(out / INPUTS, json.dumps(inputs) + "\n")
         return out
 
 
@@ -139,7 +152,7 @@ def _network_and_params(problem: Problem, output: Path, warmstart: Path | None,
     compiler's features); else a new network on `vocab` (default: OUT/vocab, built from the
     trace once)."""
     from mlgo.policies.policy_dir import load_policy
-    from mlgo.traces import build_vocab
+    from mlgo.traces import RECORDS, build_vocab
 
     structure = output / "structure"
     if (structure / "policy.json").is_file():
@@ -151,14 +164,38 @@ def _network_and_params(problem: Problem, output: Path, warmstart: Path | None,
         return net, params
     if vocab is None:
         vocab = output / "vocab"
-        if not vocab.is_dir():
-            # Built aside and renamed, so a run killed mid-way never leaves half a vocab.
-            tmp = output / "vocab.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            build_vocab(trace.path(), tmp)
-            tmp.rename(vocab)
+        source = trace.path()
+        records = source / RECORDS  # missing: build_vocab says what is wrong with the trace
+        inputs = {"trace": str(source.resolve()),
+                  "records": file_sha256(records) if records.is_file() else ""}
+        if not vocab.is_dir() or read_inputs(vocab) != inputs:
+            # Built aside and swapped in, so a run killed mid-way never leaves half a vocab;
+            # one built from another trace (an earlier command's other --search) is replaced.
+            def fill(tmp: Path) -> None:
+                build_vocab(source, tmp)
+                atomic_write_text(tmp / INPUTS, json.dumps(inputs) + "\n")
+
+            write_dir(vocab, fill)
     net = problem.build_network(problem.header(), vocab)
     return net, net.init_params(seed)
+
+
+def read_inputs(directory: Path) -> object:
+    """What a derived directory (OUT/trace, OUT/vocab) was made from; None if unrecorded."""
+    try:
+        return json.loads((directory / INPUTS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """A hash of every module's name, bitcode and recorded command."""
+    import hashlib
+
+    from mlgo.search_store import module_fingerprint
+
+    return hashlib.sha256("".join(module_fingerprint(m, {}) for m in corpus.modules)
+                          .encode()).hexdigest()
 
 
 def check_same_run(output: Path, problem: str, algorithm: str) -> None:

@@ -77,7 +77,8 @@ class ModuleOutcome:
     tag: int = 0
 
 
-def _apply_gin(config: str) -> None:
+def apply_gin(config: str) -> None:
+    """Apply gin bindings once per process (workers get them as text with each task)."""
     if not config:
         return
     key = hashlib.sha256(config.encode()).hexdigest()
@@ -151,7 +152,7 @@ def _run_module(task: ModuleTask) -> ModuleOutcome:
 
     t0 = time.monotonic()
     try:
-        _apply_gin(task.gin_config)
+        apply_gin(task.gin_config)
         problem = get_problem(task.problem).for_policy(task.policy.builtin)
         decide, logprobs = _decision_source(task, problem)
         env = CompilerEnv(problem, task.module, timeout=task.timeout, record=task.record)

@@ -14,7 +14,8 @@ each one scores: r = cost_estimate < threshold (builtins.cost_threshold), and
 so the greedy decision is the rule unless the flip logit wins. The output bias starts at
 [keep_prior, 0]: a fresh residual policy is the rule, and imitation only has to learn where to
 leave it (the rule gives LLVM's own decision at 99.86% of call sites, which a plain network
-re-learns imperfectly: benchmarks/RESULTS.md). Every algorithm sees the action logits alone.
+re-learns imperfectly: benchmarks/results-archive-2026.md, "Search + imitation at corpus
+scale"). Every algorithm sees the action logits alone.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ LLVM_DEFAULT = "llvm-default"
 # The default inliner's rule as the interactive features expose it: inline when the estimated
 # cost is below the threshold (defined once, in mlgo/policies/builtins.py, for Python and C). On
 # -Oz IR it gives LLVM's own decision (see llvm_default) at 99.86% of the call sites along
-# LLVM's path on the test projects of benchmarks/RESULTS.md ("-Oz IR"), so cloning it nearly
-# clones -Oz.
+# LLVM's path on the held-out projects (benchmarks/RESULTS.md, "The environment measures the
+# real build"), so cloning it nearly clones -Oz.
 cost_threshold = builtins.heuristic("inlining", "cost-threshold")
 
 

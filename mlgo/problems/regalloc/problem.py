@@ -3,7 +3,7 @@ which of up to 32 candidate registers to evict (or position 32: evict nothing). 
 is the block-frequency-weighted spill, reload and copy cost from the allocator's remarks, or,
 given a profile (`regalloc.RegallocEviction.profile`), the instructions the module's code would
 execute on the profiled run (mlgo/problems/regalloc/profile.py), which tracks run time where the
-remark cost does not (benchmarks/RESULTS.md)."""
+remark cost does not (benchmarks/RESULTS.md, "Regalloc")."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ NO_EVICTION = 32  # the live range being allocated: evict nothing
 
 
 # Defined once, in mlgo/policies/builtins.py, for Python and C. The proxy imitates greedy's
-# default eviction (within 0.2% of the real default's spill cost on lua, benchmarks/RESULTS.md).
+# default eviction (within 0.2% of the real default's spill cost on lua: benchmarks/RESULTS.md,
+# "The environment measures the real build").
 eviction_cost_proxy = builtins.heuristic("regalloc", "proxy")
 # LLVM's own default advisor, restated over the features (closer to the default than the proxy).
 default_rule = builtins.heuristic("regalloc", "default-rule")

@@ -3,13 +3,13 @@
 The allocator's remarks give, per function, the spill+reload+copy cost weighted by each block's
 frequency *relative to the function's entry* (LLVM's static estimate): summed over a module,
 a cold error path weighs as much as an interpreter loop, and it does not predict executed
-instructions (benchmarks/RESULTS.md). Two rewards from a profiled run instead:
+instructions (benchmarks/RESULTS.md, "Regalloc"). Two rewards from a profiled run instead:
 
 - `weighted_cost`: each function's remark cost times its call count in the run;
 - `trace_cost`, the basic-block trace cost model: with -fbasic-block-address-map every machine
   block keeps an ID from instruction selection on; the plain build's run under callgrind gives
   each block's entry count, and a candidate compile costs what its blocks would execute on that
-  run. This is the one that tracks callgrind's count (RESULTS.md).
+  run. This is the one that tracks callgrind's count (benchmarks/RESULTS.md, "Regalloc").
 
 A profile file holds, per corpus module, the plain build's executed blocks:
 `{"modules": {module: {function: {block ID: [entries, executed, instructions]}}}}`, written by
@@ -295,7 +295,8 @@ def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, B
     registers chosen: tail duplication copies a block into its predecessors (which grow, and
     are charged for it at their own counts) and drops it, so a dropped block must not be
     charged again; tail merging works the other way (its merged copy is missed), but on the
-    training programs duplication is what happens in the hot loops (benchmarks/RESULTS.md)."""
+    training programs duplication is what happens in the hot loops
+    (benchmarks/results-archive-2026.md, "A regalloc reward that tracks executed instructions")."""
     out = {}
     for fn, prof in profile.items():
         bbs = ninstr.get(fn)

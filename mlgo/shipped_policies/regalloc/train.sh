@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # How policies/regalloc was trained: a residual network (LLVM's default eviction restated as
 # `default-rule`, plus learned per-candidate scores that overturn it only where they lead by the
-# anchor) cloned from a flip search scored by the basic-block trace cost. benchmarks/RESULTS.md,
-# "A residual eviction policy" and "A residual policy from seven programs". Run from the
-# repository root; the times of each step are in benchmarks/RESULTS.md (on 2 cores: the search
-# about 25 min, most of it jsonnet's vm.cpp, the training under two minutes).
+# anchor) cloned from a flip search scored by the basic-block trace cost.
+# benchmarks/results-archive-2026.md, "A residual eviction policy" and "A residual policy from
+# seven programs". Run from the repository root; the times of each step are in the latter
+# (on 2 cores: the search about 25 min, most of it jsonnet's vm.cpp, the training under two
+# minutes).
 set -euo pipefail
 # 1. The training programs built at their own flags and run under callgrind: the block profile
 #    of their plain builds and a corpus of exactly the compiles profiled (each at its build's
