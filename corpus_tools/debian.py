@@ -1,21 +1,6 @@
 """Corpora from Debian source packages, built with clang-19 under `bear`.
 
-Each package has a recipe in corpus_tools/debian_recipes/<package>.toml (data, not code, shipped
-as package data; third_party/debian in the checkout links to the same folder):
-
-    package = "lua5.4"            # source package name
-    language = "c"                # "c" or "c++" (what most of its modules are)
-    build = "debian-rules"        # run the package's own `debian/rules build-arch`, or
-                                  # "steps": run `steps` (shell lines) in the unpacked tree
-    steps = []                    # only with build = "steps"
-    build_deps = "all"            # `apt-get build-dep --arch-only`, or a list of packages
-    exclude = ["debian/32/*"]     # globs on source paths (relative to the unpacked tree)
-    env = {}                      # extra environment for the build
-    build_timeout = 3600          # seconds
-    notes = "..."                 # free text for people
-    [tested]                      # what the recipe gave when it was last run (informational)
-    modules = 34
-    build_seconds = 60
+Each package has a recipe (format in corpus_tools/debian_recipe.py).
 
 The flow per package: make sure apt knows deb-src entries, `apt-get source --download-only`
 into the cache, install build dependencies, `dpkg-source -x`, build with CC=clang-19
@@ -29,137 +14,40 @@ level (None).
 
 from __future__ import annotations
 
+import fnmatch
 import functools
-import importlib.resources
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
-import subprocess
 import threading
 import time
-import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from corpus_tools.debian_recipe import RECIPES_DIR, Recipe, load_recipe
 from corpus_tools.extract import (
     DEFAULT_EXCLUDES,
-    DEFAULT_TIMEOUT,
     OUTSIDE_ROOT_PATTERN,
-    ExtractSummary,
     extract_compile_db,
-    kill_session,
+    is_compile,
+    read_compile_db,
 )
-from mlgo_base import toolchain
+from corpus_tools.extract_pipeline import DEFAULT_TIMEOUT, SOURCE_EXTENSIONS, ExtractSummary
+from mlgo_base import process, toolchain
 from mlgo_base.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
-# Package data, so a wheel install can build corpora too. pip installs packages as directories.
-RECIPES_DIR = Path(str(importlib.resources.files("corpus_tools") / "debian_recipes"))
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlgo" / "debian"
 APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
 DEBIAN_SOURCES = APT_SOURCES_DIR / "debian.sources"
 DEB_SRC_FILE = APT_SOURCES_DIR / "mlgo-deb-src.sources"
-BUILD_TIMEOUT = 3600.0
-_BUILD_KINDS = ("debian-rules", "steps")
-_RECIPE_KEYS = {"package", "language", "build", "steps", "build_deps", "exclude", "env",
-                "tested", "notes", "build_timeout"}
-
-
-@dataclass(frozen=True)
-class Recipe:
-    package: str
-    language: str
-    build: str = "debian-rules"
-    steps: tuple[str, ...] = ()
-    build_deps: str | tuple[str, ...] = "all"
-    exclude: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    tested: dict = field(default_factory=dict)
-    build_timeout: float = BUILD_TIMEOUT
-    source: Path | None = None  # the recipe file
-
-
-def parse_recipe(path: Path | str) -> Recipe:
-    """Read and validate one recipe file; errors name the file and the key."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise CorpusError(f"{path}: recipe not found") from e
-    except tomllib.TOMLDecodeError as e:
-        raise CorpusError(f"{path}: not valid TOML ({e})") from e
-    unknown = set(data) - _RECIPE_KEYS
-    if unknown:
-        raise CorpusError(f"{path}: unknown key(s) {sorted(unknown)}")
-
-    def need(key: str, kind: type) -> object:
-        if key not in data:
-            raise CorpusError(f"{path}: missing '{key}'")
-        if not isinstance(data[key], kind):
-            raise CorpusError(f"{path}: '{key}' must be a {kind.__name__}")
-        return data[key]
-
-    package = need("package", str)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", package):
-        raise CorpusError(f"{path}: {package!r} is not a Debian source package name")
-    language = need("language", str)
-    if language not in ("c", "c++"):
-        raise CorpusError(f"{path}: 'language' must be \"c\" or \"c++\", not {language!r}")
-    build = data.get("build", "debian-rules")
-    if build not in _BUILD_KINDS:
-        raise CorpusError(f"{path}: 'build' must be one of {_BUILD_KINDS}, not {build!r}")
-    steps = data.get("steps", [])
-    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
-        raise CorpusError(f"{path}: 'steps' must be a list of shell command strings")
-    if build == "steps" and not steps:
-        raise CorpusError(f"{path}: build = \"steps\" needs a non-empty 'steps' list")
-    if build != "steps" and steps:
-        raise CorpusError(f"{path}: 'steps' is only used with build = \"steps\"")
-    deps = data.get("build_deps", "all")
-    if deps != "all" and not (isinstance(deps, list) and all(isinstance(d, str) for d in deps)):
-        raise CorpusError(f"{path}: 'build_deps' must be \"all\" or a list of package names")
-    exclude = data.get("exclude", [])
-    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-        raise CorpusError(f"{path}: 'exclude' must be a list of glob strings")
-    env = data.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-        raise CorpusError(f"{path}: 'env' must be a table of strings")
-    tested = data.get("tested", {})
-    if not isinstance(tested, dict):
-        raise CorpusError(f"{path}: 'tested' must be a table")
-    timeout = data.get("build_timeout", BUILD_TIMEOUT)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise CorpusError(f"{path}: 'build_timeout' must be a positive number of seconds")
-    return Recipe(package, language, build, tuple(steps),
-                  "all" if deps == "all" else tuple(deps), tuple(exclude), dict(env),
-                  dict(tested), float(timeout), path)
-
-
-def recipe_path(package: str, recipes_dir: Path = RECIPES_DIR) -> Path:
-    return recipes_dir / f"{package}.toml"
-
-
-def load_recipe(package: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
-    path = recipe_path(package, recipes_dir)
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in recipes_dir.glob("*.toml"))) or "none"
-        raise CorpusError(f"no recipe for Debian package {package!r} ({path} missing); "
-                          f"known: {known}")
-    recipe = parse_recipe(path)
-    if recipe.package != package:
-        raise CorpusError(f"{path}: 'package' is {recipe.package!r}, expected {package!r}")
-    return recipe
-
-
-def all_recipes(recipes_dir: Path = RECIPES_DIR) -> list[Recipe]:
-    recipes = [parse_recipe(p) for p in sorted(recipes_dir.glob("*.toml"))]
-    if not recipes:  # an install without its package data must not look like "no packages"
-        raise CorpusError(f"{recipes_dir}: no Debian recipes (*.toml) found")
-    return recipes
+COMPILE_DB = "mlgo_compile_commands.json"  # in the built tree: what the build compiled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,19 +60,15 @@ def _is_root() -> bool:
 
 def _run(argv: Sequence[str], what: str, *, cwd: Path | None = None,
          timeout: float = 1800.0, env: dict[str, str] | None = None) -> str:
+    """Run a tool to success and return its output; any failure is a one-line CorpusError
+    (what the command line reports per package) naming the step, the command, how it ended
+    and the line of its output that says why."""
     log.info("%s: %s", what, " ".join(argv))
     try:
-        res = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                             timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as e:
-        raise CorpusError(f"{what}: `{' '.join(argv)}` timed out after {timeout:g} s") from e
-    except FileNotFoundError as e:
-        raise CorpusError(f"{what}: {argv[0]} is not installed ({e})") from e
-    if res.returncode != 0:
-        tail = (res.stderr.strip() or res.stdout.strip())[-3000:]
-        raise CorpusError(f"{what}: `{' '.join(argv)}` failed with status "
-                          f"{res.returncode}:\n{tail}")
-    return res.stdout
+        return process.run(argv, what=what, cwd=cwd, timeout=timeout, env=env).stdout
+    except process.ProcessError as e:
+        why = f": {_apt_reason(e.output)}" if e.output.strip() else ""
+        raise CorpusError(f"{what}: `{shlex.join(e.argv)}` {e.reason}{why}") from e
 
 
 def has_deb_src(sources_dir: Path = APT_SOURCES_DIR,
@@ -255,7 +139,8 @@ def sort_versions(versions: Sequence[str]) -> list[str]:
 def _compare_versions(a: str, b: str) -> int:
     if a == b:
         return 0
-    lt = subprocess.run(["dpkg", "--compare-versions", a, "lt", b]).returncode == 0
+    lt = process.run(["dpkg", "--compare-versions", a, "lt", b], what="compare versions",
+                     timeout=60, check=False).returncode == 0
     return -1 if lt else 1
 
 
@@ -263,38 +148,89 @@ def _strip_epoch(version: str) -> str:
     return version.split(":", 1)[1] if ":" in version else version
 
 
+def source_archives(package: str) -> dict[str, list[str]]:
+    """For each version of a source package, the archives apt lists it in (`bookworm`,
+    `bookworm-security`), from `apt-cache madison`. The same version is often in two (a
+    point release copies a security upload), and one of them may still serve it."""
+    argv = ["apt-cache", "madison", package]
+    try:
+        out = process.run(argv, what=f"{package}: apt-cache madison", timeout=300).stdout
+    except process.ProcessError as e:
+        raise CorpusError(str(e)) from e
+    archives: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 3 or parts[0] != package:
+            continue
+        where = parts[2].split()  # URI suite/component Sources
+        if len(where) >= 3 and where[-1] == "Sources":
+            suite = where[-2].split("/")[0]
+            if suite not in archives.setdefault(parts[1], []):
+                archives[parts[1]].append(suite)
+    return archives
+
+
 def download_source(package: str, cache: Path) -> Path:
     """`apt-get source --download-only` into `cache/src/<package>`; returns the .dsc.
 
     The newest version comes first; when the archive no longer serves it (a mirror snapshot
-    behind the package index answers 404), older versions apt lists are tried, with a
-    warning naming the version used."""
+    behind the package index answers 404), the same version is asked of the other archives
+    apt lists it in, then older versions are tried, with a warning naming the version used.
+    When none can be had, the one-line error names every request and why it failed."""
     ensure_deb_src()
     dest = cache / "src" / package
     dest.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for i, version in enumerate(source_versions(package)):
+    failures: list[str] = []
+    archives: dict[str, list[str]] | None = None  # asked of apt once a download fails
+    versions = source_versions(package)
+    for version in versions:
         dsc = dest / f"{package}_{_strip_epoch(version)}.dsc"
         if dsc.is_file() and not missing_source_files(dsc):
             return dsc
-        try:
-            _run(["apt-get", "source", "--download-only", f"{package}={version}"],
-                 f"{package}: download", cwd=dest, timeout=1800)
-        except CorpusError as e:
-            errors.append(str(e))
-            continue
+        if not _fetch_source(package, f"{package}={version}", dest, failures):
+            if archives is None:
+                archives = source_archives(package)
+            suites = archives.get(version, [])
+            # In a single archive, `package=version` has asked it already.
+            if len(suites) < 2 or not any(
+                    _fetch_source(package, f"{package}/{suite}", dest, failures)
+                    for suite in suites):
+                continue
         if not dsc.is_file():
             raise CorpusError(f"{package}: apt-get source succeeded but {dsc} is missing")
         missing = missing_source_files(dsc)
         if missing:
             raise CorpusError(f"{dsc}: apt-get source succeeded but left out "
                               f"{', '.join(missing)}")
-        if i > 0:
+        if version != versions[0]:
             log.warning("%s: newest source version could not be downloaded; using %s",
                         package, version)
         return dsc
-    raise CorpusError(f"{package}: no source version could be downloaded:\n" +
-                      "\n".join(errors))
+    raise CorpusError(f"{package}: no source version could be downloaded (apt lists "
+                      f"{', '.join(versions)}): " + "; ".join(failures))
+
+
+def _fetch_source(package: str, request: str, dest: Path, failures: list[str]) -> bool:
+    """`apt-get source --download-only REQUEST`; a failure is added to `failures` as
+    `REQUEST: <apt's reason>`."""
+    try:
+        _run(["apt-get", "source", "--download-only", request], f"{package}: download",
+             cwd=dest, timeout=1800)
+    except CorpusError as e:
+        failures.append(f"{request}: {_apt_reason(str(e))}")
+        return False
+    return True
+
+
+def _apt_reason(message: str) -> str:
+    """The first of apt's `E: ...` lines (`E: Failed to fetch ... 404  Not Found`, `E: Unable
+    to locate ...`) in a tool's output or an error naming it, else the last line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:
+        found = re.search(r"(?:^|\s)(E: .*)", line)
+        if found:
+            return found.group(1)[:300]
+    return lines[-1][:300] if lines else "failed"
 
 
 def missing_source_files(dsc: Path) -> list[str]:
@@ -333,8 +269,8 @@ def install_build_deps(recipe: Recipe, src_dir: Path) -> None:
     if recipe.build_deps == "all":
         # Architecture-dependent dependencies only (-B / --arch-only): the corpus needs the
         # compiled code, not the documentation toolchains of Build-Depends-Indep.
-        check = subprocess.run(["dpkg-checkbuilddeps", "-B"], cwd=src_dir,
-                               capture_output=True, text=True)
+        check = process.run(["dpkg-checkbuilddeps", "-B"], what=f"{pkg}: check build "
+                            "dependencies", cwd=src_dir, timeout=300, check=False)
         if check.returncode == 0:
             return
         argv = ["apt-get", "build-dep", "-y", "--arch-only", pkg]
@@ -353,8 +289,8 @@ def install_build_deps(recipe: Recipe, src_dir: Path) -> None:
 
 
 def _installed(binary_package: str) -> bool:
-    res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", binary_package],
-                         capture_output=True, text=True)
+    res = process.run(["dpkg-query", "-W", "-f=${Status}", binary_package],
+                      what="dpkg-query", timeout=60, check=False)
     return res.returncode == 0 and res.stdout.strip().endswith("installed")
 
 
@@ -369,6 +305,39 @@ class PackageResult:
     extract: ExtractSummary
     src_dir: Path | None = None  # the built tree (its mlgo_compile_commands.json: the build)
     exclude: tuple[str, ...] = ()  # what extraction left out of the build
+    build_failure: str = ""  # the build failed after compiling: what it said (one line)
+
+
+# Packages are written for GCC, and some pass GCC-only warnings (-Werror=clobbered); with
+# -Werror clang-19 rejects a warning option it does not know. Warnings change no code, so
+# the build tells clang to let unknown ones pass (dpkg-buildflags appends the user's
+# DEB_<FLAGS>_APPEND to what the package sets).
+TOLERATE_GCC_WARNINGS = "-Wno-unknown-warning-option"
+_APPENDED_FLAGS = ("DEB_CFLAGS_APPEND", "DEB_CXXFLAGS_APPEND")
+
+
+# Where Debian's build tools and the system's Python live. A package's build runs the
+# `python3` its build dependencies installed modules into; a pyenv or virtualenv earlier on
+# the user's PATH lacks them (a documentation step then fails: "No module named ...").
+SYSTEM_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+
+def build_path(user_path: str) -> str:
+    """PATH for a package build: the system's directories first, then the user's others."""
+    rest = [d for d in user_path.split(os.pathsep) if d and d not in SYSTEM_PATH]
+    return os.pathsep.join([*SYSTEM_PATH, *dict.fromkeys(rest)])
+
+
+@functools.cache
+def architecture_env() -> dict[str, str]:
+    """The DEB_BUILD_*, DEB_HOST_* and DEB_TARGET_* variables of this machine
+    (`dpkg-architecture`)."""
+    try:
+        out = process.run(["dpkg-architecture"], what="dpkg-architecture", timeout=60).stdout
+    except process.ProcessError as e:
+        raise CorpusError(f"{e} (debian/rules builds need dpkg-dev)") from e
+    pairs = (line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {name: value for name, value in pairs if name.startswith("DEB_")}
 
 
 def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
@@ -380,17 +349,45 @@ def build_env(recipe: Recipe, jobs: int) -> dict[str, str]:
         DEBIAN_FRONTEND="noninteractive",
         MAKEFLAGS=f"-j{max(1, jobs)}",
     )
+    env["PATH"] = build_path(env.get("PATH", ""))
+    if recipe.build == "debian-rules":
+        # What dpkg-buildpackage sets before it runs debian/rules; rules that compare
+        # DEB_BUILD_GNU_TYPE with DEB_HOST_GNU_TYPE take an unset one for a cross build.
+        for name, value in architecture_env().items():
+            env.setdefault(name, value)
     env.update(recipe.env)
+    for name in _APPENDED_FLAGS:
+        env[name] = " ".join(f for f in (TOLERATE_GCC_WARNINGS, env.get(name, "")) if f)
     return env
 
 
+@dataclass(frozen=True)
+class Build:
+    """A finished package build: its compile database and, when the build failed after
+    compiling (a documentation step, a test), one line saying what failed."""
+
+    compile_db: Path
+    failure: str = ""
+
+
 def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
-    """Run the recipe's build under bear; returns the compile_commands.json."""
+    """Run the recipe's build under bear; returns the compile_commands.json. A build that
+    fails is an error, even after compiles (see run_build for keeping those)."""
+    build = run_build(recipe, src_dir, jobs)
+    if build.failure:
+        raise CorpusError(build.failure)
+    return build.compile_db
+
+
+def run_build(recipe: Recipe, src_dir: Path, jobs: int) -> Build:
+    """Run the recipe's build under bear. A build that fails after recording compiles keeps
+    its compile database, with the failure in `Build.failure`; one that fails before any
+    compile is a CorpusError."""
     bear = shutil.which("bear")
     if bear is None:
         raise CorpusError("bear is not installed (apt-get install bear); it records the "
                           "compile commands of a build")
-    compile_db = src_dir / "mlgo_compile_commands.json"
+    compile_db = src_dir / COMPILE_DB
     # bear appends every compile to an events file next to its output while the build runs;
     # inside the tree a build step that rewrites the tree's files (graphite2's `sed -i` over
     # everything) would replace it and lose the compiles before it. So bear writes beside
@@ -413,29 +410,69 @@ def build_with_bear(recipe: Recipe, src_dir: Path, jobs: int) -> Path:
         try:
             returncode = _run_build(argv, src_dir, build_env(recipe, jobs), log_file,
                                     recipe.build_timeout)
-        except subprocess.TimeoutExpired as e:
-            raise CorpusError(f"{recipe.package}: build timed out after "
-                              f"{recipe.build_timeout:g} s; log: {log_path}") from e
+        except process.ProcessError as e:
+            if e.timed_out:
+                raise CorpusError(f"{recipe.package}: build timed out after "
+                                  f"{recipe.build_timeout:g} s; log: {log_path}") from e
+            raise CorpusError(f"{recipe.package}: cannot build: {e.reason}") from e
+    failure = ""
     if returncode != 0:
-        tail = log_path.read_text(errors="replace")[-3000:]
-        raise CorpusError(f"{recipe.package}: build failed with status {returncode}; "
-                          f"log: {log_path}\n{tail}")
+        text = log_path.read_text(errors="replace")
+        compiles = _recorded_compiles(bear_db, src_dir)
+        if not compiles:
+            raise CorpusError(f"{recipe.package}: build failed with status {returncode} "
+                              f"({first_error_line(text)}); log: {log_path}")
+        failure = (f"{recipe.package}: build failed with status {returncode} after "
+                   f"{compiles} compiles ({first_error_line(text)}); log: {log_path}")
     if not bear_db.is_file():
         raise CorpusError(f"{recipe.package}: bear wrote no {bear_db}")
     shutil.move(bear_db, compile_db)
     shutil.rmtree(bear_dir)
-    return compile_db
+    return Build(compile_db, failure)
 
 
-def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file,
+def _recorded_compiles(compile_db: Path, root: Path) -> int:
+    """How many compiles of the project's C/C++ sources (not configure's probes) a possibly
+    failed build's database records."""
+    if not compile_db.is_file():
+        return 0
+    try:
+        entries = read_compile_db(compile_db, malformed=[])
+    except CorpusError:
+        return 0
+    return sum(is_compile(e.arguments) and e.file.suffix in SOURCE_EXTENSIONS
+               and not any(fnmatch.fnmatchcase(str(e.file), f"{root}/{pattern}")
+                           or fnmatch.fnmatchcase(str(e.file), pattern)
+                           for pattern in DEFAULT_EXCLUDES)
+               for e in entries)
+
+
+# What says why a build failed, most telling first: a tool's `error:` line (compilers,
+# debhelper) or CMake's, then Python's and the shell's. Make's `*** [...] Error N` and
+# CMake's `-- Looking for x - not found` only echo or precede the cause.
+_ERROR_LINES = (re.compile(r"\berror:|^CMake Error", re.IGNORECASE),
+                re.compile(r"No module named|command not found|: not found|No such file"))
+
+
+def first_error_line(log_text: str) -> str:
+    """The line of a build log that says why it failed; else the log's last line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    candidates = [line for line in lines if "***" not in line and not line.startswith("--")]
+    for pattern in _ERROR_LINES:
+        for i, line in enumerate(candidates):
+            if pattern.search(line):
+                if line.endswith("(message):") and i + 1 < len(candidates):
+                    line = f"{line} {candidates[i + 1]}"  # CMake says what on the next line
+                return line[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file: IO[bytes],
                timeout: float) -> int:
-    """Run a build in its own session and wait; whatever ends the wait (timeout, Ctrl-C, and
-    SIGTERM, turned into KeyboardInterrupt while we wait) kills the whole session: bear ignores
-    SIGTERM, and make's compilers would otherwise go on building into a tree that the next
-    run unpacks afresh."""
-    proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=log_file,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    """Run a build into `log_file` and return its status. Whatever ends the wait (timeout,
+    Ctrl-C, and SIGTERM, turned into KeyboardInterrupt while we wait) kills the whole session
+    (process.run does): bear ignores SIGTERM, and make's compilers would otherwise go on
+    building into a tree that the next run unpacks afresh."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -444,11 +481,8 @@ def _run_build(argv: Sequence[str], cwd: Path, env: dict[str, str], log_file,
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return proc.wait(timeout=timeout)
-    except BaseException:
-        kill_session(proc)
-        proc.wait()
-        raise
+        return process.run(argv, what="build", cwd=cwd, env=env, timeout=timeout,
+                           stdout=log_file, stderr=log_file, check=False).returncode
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -458,30 +492,41 @@ def build_package(
     package: str, out_dir: Path | str, *, cache: Path | str = DEFAULT_CACHE, jobs: int = 1,
     recipes_dir: Path = RECIPES_DIR, progress: bool = True, rebuild: bool = False,
     timeout: float = DEFAULT_TIMEOUT, opt_level: str | None = None,
+    recipe: Recipe | None = None,
 ) -> PackageResult:
     """Download, build and extract one package into the corpus `out_dir` (project =
-    package name) with its IR at `opt_level` (None: the build's own). A previous
-    successful build in the cache is reused unless `rebuild`."""
-    recipe = load_recipe(package, recipes_dir)
+    package name) with its IR at `opt_level` (None: the build's own). The recipe is the
+    package's in `recipes_dir` unless one is given (`recipe`, e.g. read from a file of the
+    user's). A previous successful build in the cache is reused unless `rebuild`."""
+    if recipe is None:
+        recipe = load_recipe(package, recipes_dir)
+    elif recipe.package != package:
+        raise CorpusError(f"{recipe.source or 'recipe'}: 'package' is {recipe.package!r}, "
+                          f"not {package!r}")
     cache = Path(cache)
     dsc = download_source(package, cache)
     build_root = cache / "build"
     src_dir = build_root / dsc.stem.replace("_", "-", 1)
     stamp = src_dir / "mlgo_build.ok"
+    failed_stamp = src_dir / "mlgo_build.failed"  # a build that failed after its compiles
     build_seconds = 0.0  # the build proper: not download, unpacking or dependencies
     if rebuild or not stamp.is_file():
         src_dir = unpack_source(dsc, build_root)
         install_build_deps(recipe, src_dir)
         start = time.monotonic()
-        build_with_bear(recipe, src_dir, jobs)
+        build = run_build(recipe, src_dir, jobs)
         build_seconds = time.monotonic() - start
+        if build.failure:
+            failed_stamp.write_text(build.failure + "\n")
         stamp.write_text(f"{build_seconds:.1f}\n")
+        failure = build.failure
     else:
         log.info("%s: reusing the build in %s", package, src_dir)
+        failure = failed_stamp.read_text().strip() if failed_stamp.is_file() else ""
     exclude = (*DEFAULT_EXCLUDES, OUTSIDE_ROOT_PATTERN, *recipe.exclude)
     summary = extract_compile_db(
-        src_dir / "mlgo_compile_commands.json", out_dir, project=package, root=src_dir,
+        src_dir / COMPILE_DB, out_dir, project=package, root=src_dir,
         exclude=exclude, jobs=jobs,
         timeout=timeout, progress=progress, opt_level=opt_level,
         origin={"source": "debian", "package": package})
-    return PackageResult(package, build_seconds, summary, src_dir, exclude)
+    return PackageResult(package, build_seconds, summary, src_dir, exclude, failure)

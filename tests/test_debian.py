@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 
 from corpus_tools import debian, extract
+from corpus_tools.check import check_corpus
 from corpus_tools.corpus import Corpus
+from corpus_tools.debian_recipe import Recipe, all_recipes, load_recipe, parse_recipe
 from mlgo_base.errors import CorpusError
 
 
 def test_every_shipped_recipe_parses_and_records_its_result() -> None:
-    recipes = debian.all_recipes()
+    recipes = all_recipes()
     assert len(recipes) >= 30  # the corpus needs at least 30 packages, 12 of them C++
     for r in recipes:
         assert r.source is not None and r.source.stem == r.package
-        assert debian.load_recipe(r.package).package == r.package
+        assert load_recipe(r.package).package == r.package
         assert r.tested.get("modules", 0) > 0, f"{r.source}: no tested module count"
         assert r.tested.get("build_seconds", 0) > 0, f"{r.source}: no tested build time"
     assert sum(r.language == "c++" for r in recipes) >= 12
@@ -28,7 +30,7 @@ def test_every_shipped_recipe_parses_and_records_its_result() -> None:
 
 def test_a_recipes_folder_without_recipes_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match=f"{tmp_path}: no Debian recipes"):
-        debian.all_recipes(tmp_path)
+        all_recipes(tmp_path)
 
 
 def _write(tmp_path: Path, text: str, name: str = "pkg.toml") -> Path:
@@ -38,7 +40,7 @@ def _write(tmp_path: Path, text: str, name: str = "pkg.toml") -> Path:
 
 
 def test_recipe_parsing_accepts_steps_and_subset_of_dependencies(tmp_path: Path) -> None:
-    r = debian.parse_recipe(_write(tmp_path, """
+    r = parse_recipe(_write(tmp_path, """
 package = "pkg"
 language = "c++"
 build = "steps"
@@ -69,17 +71,17 @@ def test_bad_recipes_are_rejected_naming_the_file(tmp_path: Path, text: str,
                                                    message: str) -> None:
     path = _write(tmp_path, text)
     with pytest.raises(CorpusError, match=message) as info:
-        debian.parse_recipe(path)
+        parse_recipe(path)
     assert str(path) in str(info.value)
 
 
 def test_unknown_package_lists_known_recipes(tmp_path: Path) -> None:
     _write(tmp_path, 'package = "zz"\nlanguage = "c"\n', "zz.toml")
     with pytest.raises(CorpusError, match="known: zz"):
-        debian.load_recipe("nope", tmp_path)
+        load_recipe("nope", tmp_path)
     _write(tmp_path, 'package = "other"\nlanguage = "c"\n', "yy.toml")
     with pytest.raises(CorpusError, match="expected 'yy'"):
-        debian.load_recipe("yy", tmp_path)
+        load_recipe("yy", tmp_path)
 
 
 def test_deb_src_detection_and_generation(tmp_path: Path) -> None:
@@ -105,7 +107,7 @@ def test_deb_src_detection_and_generation(tmp_path: Path) -> None:
 
 
 def test_build_env_uses_clang_19_and_the_recipe_env() -> None:
-    r = debian.Recipe("p", "c", env={"DEB_CFLAGS_MAINT_APPEND": "-fno-plt"})
+    r = Recipe("p", "c", env={"DEB_CFLAGS_MAINT_APPEND": "-fno-plt"})
     env = debian.build_env(r, 3)
     assert env["CC"].endswith("clang-19") and env["CXX"].endswith("clang++-19")
     assert "parallel=3" in env["DEB_BUILD_OPTIONS"] and "nocheck" in env["DEB_BUILD_OPTIONS"]
@@ -137,7 +139,7 @@ def test_real_package_builds_into_a_corpus_that_recompiles(tmp_path: Path) -> No
     assert {m.project for m in corpus.modules} == {"tinyxml2"}
     # The package's own optimization flags are kept (dpkg-buildflags give -O2).
     assert "-O2" in corpus.modules[0].args() and corpus.modules[0].args()[0] == "-c"
-    assert not extract.check_corpus(out, jobs=2, progress=False).failed
+    assert not check_corpus(out, jobs=2, progress=False).failed
     # The cached build is reused: the second run extracts nothing new and builds nothing.
     again = debian.build_package("tinyxml2", out, cache=tmp_path / "cache", progress=False)
     assert again.extract.extracted == [] and len(again.extract.skipped_existing) == 2
@@ -170,7 +172,7 @@ def test_steps_recipe_builds_under_bear_with_clang(tmp_path: Path) -> None:
         "all: a.o b.o\n"
         "a.o: a.c\n\t$(CC) -O2 -c a.c -o a.o\n"
         "b.o: b.cc\n\t$(CXX) -Os -c b.cc -o b.o\n")
-    recipe = debian.Recipe("pk", "c", build="steps", steps=("echo configure", "make"))
+    recipe = Recipe("pk", "c", build="steps", steps=("echo configure", "make"))
     compile_db = debian.build_with_bear(recipe, tree, jobs=2)
     out = tmp_path / "corpus"
     summary = extract.extract_compile_db(compile_db, out, project="pk", root=tree,
@@ -179,7 +181,7 @@ def test_steps_recipe_builds_under_bear_with_clang(tmp_path: Path) -> None:
     args = {m.name: m.args() for m in Corpus.load(out).modules}
     assert args == {"pk/a.c": ["-c", "-O2"], "pk/b.cc": ["-c", "-Os"]}
 
-    failing = debian.Recipe("pk", "c", build="steps", steps=("false",))
+    failing = Recipe("pk", "c", build="steps", steps=("false",))
     with pytest.raises(CorpusError, match="build failed with status"):
         debian.build_with_bear(failing, tree, jobs=1)
 
@@ -193,7 +195,7 @@ def test_a_build_that_rewrites_every_file_in_its_tree_keeps_its_compile_commands
     tree.mkdir()
     (tree / "a.c").write_text("int a(int x) { return x + 1; }\n")
     (tree / "b.c").write_text("int b(int x) { return x * 2; }\n")
-    recipe = debian.Recipe("pk", "c", build="steps", steps=(
+    recipe = Recipe("pk", "c", build="steps", steps=(
         "$CC -O2 -c a.c -o a.o",
         r"find . -type f -exec sed -i -e 's/-O3//g' {} \;",
         "$CC -O2 -c b.c -o b.o"))
@@ -300,7 +302,8 @@ def test_a_terminated_package_build_takes_its_whole_build_along(tmp_path: Path) 
     script = (
         "from pathlib import Path\n"
         "from corpus_tools import debian\n"
-        "recipe = debian.Recipe('pk', 'c', build='steps', steps=('sleep $S',),\n"
+        "from corpus_tools.debian_recipe import Recipe\n"
+        "recipe = Recipe('pk', 'c', build='steps', steps=('sleep $S',),\n"
         "                       env={'S': '299' + '.4713'})\n"
         f"debian.build_with_bear(recipe, Path({str(tree)!r}), jobs=1)\n")
     child = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from corpus_tools import extract
-from corpus_tools.corpus import Corpus
+from corpus_tools.check import check_corpus
+from corpus_tools.corpus import Corpus, write_description
+from corpus_tools.extract_pipeline import FAILURES_FILE, ExtractSummary, ExtractTask, run_tasks
+from corpus_tools.merge import merge_corpora
 from mlgo.cli.main import main as mlgo_main
 from mlgo_base import toolchain
 from mlgo_base.errors import CorpusError
@@ -102,7 +105,7 @@ def test_compile_db_extracts_c_and_cxx_and_reports_the_broken_file(tmp_path: Pat
     assert len(summary.repeated_sources) == 1 and len(summary.not_c_family) == 1
     assert "1 failed" in summary.format() and "broken.c" in summary.format()
 
-    failures = json.loads((out / extract.FAILURES_FILE).read_text())
+    failures = json.loads((out / FAILURES_FILE).read_text())
     assert failures[0]["module"] == "demo/broken.c" and "error" in failures[0]["stderr"]
 
     corpus = Corpus.load(out)
@@ -122,7 +125,7 @@ def test_compile_db_extracts_c_and_cxx_and_reports_the_broken_file(tmp_path: Pat
     assert "define internal i32 @square" in dis
     for m in corpus.modules:
         _rebuild_ok(out, m.name, tmp_path)
-    check = extract.check_corpus(out, jobs=2, progress=False)
+    check = check_corpus(out, jobs=2, progress=False)
     assert sorted(check.ok) == sorted(m.name for m in corpus.modules) and not check.failed
 
 
@@ -222,7 +225,7 @@ def test_source_tree_with_include_and_define_flags(tmp_path: Path) -> None:
     assert not summary.failed
     corpus = Corpus.load(out)
     assert all(m.args() == ["-c", "-Oz"] for m in corpus.modules)
-    assert not extract.check_corpus(out, progress=False).failed
+    assert not check_corpus(out, progress=False).failed
 
     without_define = extract.extract_sources(tree, tmp_path / "c2", flags=[f"-I{tree / 'inc'}"],
                                              progress=False)
@@ -239,10 +242,10 @@ def test_check_reports_a_truncated_module(tmp_path: Path) -> None:
     extract.extract_sources(tree, out, progress=False)
     bc = out / "tree" / "two.c.bc"
     bc.write_bytes(bc.read_bytes()[:40])
-    assert not extract.check_corpus(out, modules=["tree/one.c"], progress=False).failed
+    assert not check_corpus(out, modules=["tree/one.c"], progress=False).failed
     with pytest.raises(CorpusError, match="not in the corpus"):
-        extract.check_corpus(out, modules=["tree/none.c"], progress=False)
-    check = extract.check_corpus(out, progress=False)
+        check_corpus(out, modules=["tree/none.c"], progress=False)
+    check = check_corpus(out, progress=False)
     assert check.ok == ["tree/one.c"]
     assert [f.module for f in check.failed] == ["tree/two.c"] and check.failed[0].stderr
     assert mlgo_main(["corpus", "check", str(out), "--no-progress"]) == 1
@@ -251,10 +254,10 @@ def test_check_reports_a_truncated_module(tmp_path: Path) -> None:
 def test_hanging_compiler_is_a_reported_failure(tmp_path: Path) -> None:
     out = tmp_path / "corpus"
     sleeper = ("/bin/sh", "-c", "sleep 30")
-    task = extract.ExtractTask("p/hang.c", "p", "hang.c", compile_argv=sleeper,
+    task = ExtractTask("p/hang.c", "p", "hang.c", compile_argv=sleeper,
                                cwd=str(tmp_path), recompile_args=("-c",))
-    summary = extract.ExtractSummary(out)
-    extract._run_tasks([task], out, summary, jobs=1, timeout=0.5, progress=False)
+    summary = ExtractSummary(out)
+    run_tasks([task], out, summary, jobs=1, timeout=0.5, progress=False)
     assert [f.reason for f in summary.failed] == ["compiler timed out after 0.5 s"]
     assert not list(out.rglob("*.bc*"))
 
@@ -272,7 +275,7 @@ def test_merge_dedupes_and_refuses_name_clashes(tmp_path: Path) -> None:
     os.rename(c2 / "tree", c2 / "copy")
     desc = json.loads((c2 / "corpus_description.json").read_text())
     mods = [m.replace("tree/", "copy/") for m in desc["modules"]]
-    extract.write_description(c2, mods, {m: "copy" for m in mods})
+    write_description(c2, mods, {m: "copy" for m in mods})
     # A third corpus with a new module.
     (tmp_path / "t3" / "tree").mkdir(parents=True)
     (tmp_path / "t3" / "tree" / "three.c").write_text("int three(void) { return 3; }\n")
@@ -280,22 +283,22 @@ def test_merge_dedupes_and_refuses_name_clashes(tmp_path: Path) -> None:
     extract.extract_sources(tmp_path / "t3" / "tree", c3, progress=False)
 
     merged = tmp_path / "merged"
-    summary = extract.merge_corpora([c1, c2, c3], merged)
+    summary = merge_corpora([c1, c2, c3], merged)
     assert sorted(summary.added) == ["tree/one.c", "tree/three.c", "tree/two.c"]
     assert summary.duplicates == {"copy/one.c": "tree/one.c", "copy/two.c": "tree/two.c"}
     corpus = Corpus.load(merged)
     assert len(corpus) == 3 and {m.project for m in corpus.modules} == {"tree"}
     assert (merged / "tree/one.c.bc").stat().st_ino == (c1 / "tree/one.c.bc").stat().st_ino
-    assert not extract.check_corpus(merged, progress=False).failed
+    assert not check_corpus(merged, progress=False).failed
 
     # Merging again adds nothing; a clash (same name, other bitcode) is an error.
-    assert extract.merge_corpora([c1], merged).added == []
+    assert merge_corpora([c1], merged).added == []
     (tmp_path / "t4" / "tree").mkdir(parents=True)
     (tmp_path / "t4" / "tree" / "one.c").write_text("int one(void) { return 11; }\n")
     c4 = tmp_path / "c4"
     extract.extract_sources(tmp_path / "t4" / "tree", c4, progress=False)
     with pytest.raises(CorpusError, match="tree/one.c"):
-        extract.merge_corpora([c4], merged)
+        merge_corpora([c4], merged)
 
 
 def test_cli_extract_sources_and_compile_db(tmp_path: Path, capsys) -> None:
@@ -353,14 +356,14 @@ def test_failures_of_other_projects_stay_listed(tmp_path: Path) -> None:
     (tree / "one.c").write_text("int one(void) { return 1; }\n")
     second = extract.extract_sources(tree, out, progress=False)
     assert second.extracted == ["tree/one.c"] and not second.failed
-    failures = json.loads((out / extract.FAILURES_FILE).read_text())
+    failures = json.loads((out / FAILURES_FILE).read_text())
     assert [f["module"] for f in failures] == ["demo/broken.c"]
     assert {m.project for m in Corpus.load(out).modules} == {"demo", "tree"}
     # Fixing the file and re-running clears its failure.
     (src / "broken.c").write_text("int fixed(void) { return 0; }\n")
     extract.extract_compile_db(src / "build" / "compile_commands.json", out, project="demo",
                                root=src, progress=False)
-    assert json.loads((out / extract.FAILURES_FILE).read_text()) == []
+    assert json.loads((out / FAILURES_FILE).read_text()) == []
 
 
 def test_merge_keeps_or_drops_whole_projects_and_refuses_unknown_names(tmp_path: Path, capsys) -> None:
@@ -377,7 +380,7 @@ def test_merge_keeps_or_drops_whole_projects_and_refuses_unknown_names(tmp_path:
         assert set(desc["projects"].values()) == {project}
 
     held_out = tmp_path / "held-out"
-    summary = extract.merge_corpora(corpora, held_out, keep_projects=["beta"])
+    summary = merge_corpora(corpora, held_out, keep_projects=["beta"])
     assert summary.added == ["beta/beta.c"]
     training = tmp_path / "training"
     assert main(["corpus", "merge", *map(str, corpora), "-o", str(training),
@@ -386,7 +389,7 @@ def test_merge_keeps_or_drops_whole_projects_and_refuses_unknown_names(tmp_path:
 
     # A misspelt held-out project must not leave the real one in training.
     with pytest.raises(CorpusError, match="betta"):
-        extract.merge_corpora(corpora, tmp_path / "typo", drop_projects=["betta"])
+        merge_corpora(corpora, tmp_path / "typo", drop_projects=["betta"])
     assert not (tmp_path / "typo").exists()
     with pytest.raises(SystemExit):
         main(["corpus", "merge", str(corpora[0]), "-o", str(tmp_path / "typo2"), "--projects", "alpha,"])

@@ -20,9 +20,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("mlgo_base",),
     # The corpus on disk: format, module names, splits (pure Python, no llvmlite).
     ("corpus_tools.corpus",),
-    # Making and analysing corpora: extraction, llvmlite IR analysis.
-    ("corpus_tools.extract", "corpus_tools.ir_analysis"),
-    ("corpus_tools.debian", "corpus_tools.report"),
+    # Making and analysing corpora: the extraction pipeline, then the extractors, checking and
+    # merging; llvmlite IR analysis.
+    ("corpus_tools.extract_pipeline",),
+    ("corpus_tools.extract", "corpus_tools.check", "corpus_tools.merge",
+     "corpus_tools.ir_analysis"),
+    ("corpus_tools.debian_recipe", "corpus_tools.debian", "corpus_tools.report"),
     # mlgo proper starts here: the wire format and LLVM 19's facts (features, advice names),
     # argument checks, running the compiler.
     ("mlgo.protocol", "mlgo.checks"),

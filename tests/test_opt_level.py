@@ -13,6 +13,7 @@ from corpus_fixtures import make_small_corpus
 from corpus_tools import extract
 from corpus_tools.corpus import Corpus
 from corpus_tools.ir_analysis import size_attributes
+from corpus_tools.merge import merge_corpora
 from mlgo.cli.main import main as mlgo_main
 from mlgo_base.errors import CorpusError
 
@@ -62,7 +63,7 @@ def test_one_corpus_holds_one_level(tmp_path: Path) -> None:
         extract.extract_compile_db(db, tmp_path / "oz", project="q", progress=False)
     extract.extract_compile_db(db, tmp_path / "o2", project="q", progress=False)
     with pytest.raises(CorpusError, match="cannot be merged"):
-        extract.merge_corpora([tmp_path / "oz", tmp_path / "o2"], tmp_path / "m")
+        merge_corpora([tmp_path / "oz", tmp_path / "o2"], tmp_path / "m")
 
 
 def test_objects_of_another_level_are_refused_by_name(tmp_path: Path) -> None:

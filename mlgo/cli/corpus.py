@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     deb.add_argument("packages", nargs="*", metavar="PKG",
                      help="source package names with a recipe in corpus_tools/debian_recipes")
     deb.add_argument("--all", action="store_true", help="every package with a recipe")
+    deb.add_argument("--recipe", type=Path, action="append", default=[], metavar="FILE",
+                     help="build the package a recipe file of your own describes (same format "
+                     "as corpus_tools/debian_recipes/*.toml); may be repeated")
     deb.add_argument("--list", action="store_true", help="list the recipes and exit")
     deb.add_argument("--cache", type=Path, default=None,
                      help="download/build cache (default: ~/.cache/mlgo/debian)")
@@ -132,11 +135,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _verify(out: Path, summary, args: argparse.Namespace) -> int:
     """Recompile the modules this run added; 1 if any fails."""
-    from corpus_tools import extract
+    from corpus_tools.check import check_corpus
 
     if not summary.extracted:
         return 0
-    check = extract.check_corpus(out, modules=summary.extracted, jobs=args.jobs,
+    check = check_corpus(out, modules=summary.extracted, jobs=args.jobs,
                                  timeout=args.timeout, progress=not args.no_progress)
     print(check.format())
     return 1 if check.failed else 0
@@ -171,17 +174,26 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _cmd_debian(args: argparse.Namespace) -> int:
     from corpus_tools import debian
+    from corpus_tools.debian_recipe import all_recipes, parse_recipe
 
     if args.list:
-        for r in debian.all_recipes():
+        for r in all_recipes():
             tested = r.tested
             print(f"{r.package:20} {r.language:4} {r.build:13} "
                   f"modules={tested.get('modules', '?')} "
                   f"build_seconds={tested.get('build_seconds', '?')}")
         return 0
-    packages = [r.package for r in debian.all_recipes()] if args.all else args.packages
+    own = {}
+    for path in args.recipe:
+        recipe = parse_recipe(path)
+        if recipe.package in own:
+            raise CorpusError(f"{path}: package {recipe.package!r} is also described by "
+                              f"{own[recipe.package].source}")
+        own[recipe.package] = recipe
+    packages = [r.package for r in all_recipes()] if args.all else args.packages
+    packages = [*packages, *(p for p in own if p not in packages)]
     if not packages:
-        raise CorpusError("name at least one package (or --all, or --list)")
+        raise CorpusError("name at least one package (or --all, --recipe FILE or --list)")
     if args.output is None:
         raise CorpusError("-o CORPUS is required")
     cache = args.cache or debian.DEFAULT_CACHE
@@ -190,10 +202,13 @@ def _cmd_debian(args: argparse.Namespace) -> int:
         try:
             res = debian.build_package(pkg, args.output, cache=cache, jobs=args.jobs,
                                        progress=not args.no_progress, rebuild=args.rebuild,
-                                       timeout=args.timeout, opt_level=_opt_level(args))
+                                       timeout=args.timeout, opt_level=_opt_level(args),
+                                       recipe=own.get(pkg))
         except CorpusError as e:
             # One package failing to build should not lose the others.
-            print(f"mlgo: {pkg}: {e}", file=sys.stderr)
+            message = str(e)
+            named = message.startswith(f"{pkg}:")
+            print(f"mlgo: {message}" if named else f"mlgo: {pkg}: {message}", file=sys.stderr)
             failed.append(pkg)
             continue
         if res.build_seconds:
@@ -201,8 +216,13 @@ def _cmd_debian(args: argparse.Namespace) -> int:
         else:
             print(f"{pkg}: reused the cached build")
         print(res.extract.format())
+        if res.build_failure:
+            # The compiles it ran are extracted; what failed afterwards is said, and the
+            # package counts as failed, since a build stopped early may have compiled less.
+            print(f"mlgo: {res.build_failure}; the modules of the compiles it ran are kept",
+                  file=sys.stderr)
         verify_failed = _verify(args.output, res.extract, args) if args.verify else 0
-        if res.extract.failed or verify_failed:
+        if res.extract.failed or verify_failed or res.build_failure:
             failed.append(pkg)
     if failed:
         print(f"packages with failures: {' '.join(failed)}", file=sys.stderr)
@@ -218,20 +238,19 @@ def _project_list(text: str) -> list[str]:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from corpus_tools import extract
+    from corpus_tools.merge import merge_corpora
 
-    summary = extract.merge_corpora(args.inputs, args.output, link=not args.copy,
-                                    keep_projects=args.projects,
-                                    drop_projects=args.exclude_projects)
+    summary = merge_corpora(args.inputs, args.output, link=not args.copy,
+                            keep_projects=args.projects, drop_projects=args.exclude_projects)
     print(summary.format())
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from corpus_tools import extract
+    from corpus_tools.check import check_corpus
 
-    summary = extract.check_corpus(args.corpus, jobs=args.jobs, timeout=args.timeout,
-                                   progress=not args.no_progress)
+    summary = check_corpus(args.corpus, jobs=args.jobs, timeout=args.timeout,
+                           progress=not args.no_progress)
     print(summary.format())
     return 1 if summary.failed else 0
 
