@@ -15,7 +15,7 @@ import pytest
 from corpus_fixtures import SOURCES, generated_source, make_small_corpus
 
 import mlgo.env
-from corpus_tools import extract
+from corpus_tools import check, extract, merge
 from corpus_tools.corpus import Corpus, LlvmVersionError, check_llvm_version
 from mlgo.cli.main import main as mlgo_main
 from mlgo.compiler.cache import BaselineCache
@@ -183,9 +183,9 @@ def test_a_corpus_of_the_other_version_is_refused(tmp_path: Path, monkeypatch,
         extract.extract_sources(tmp_path / "old" / "src", newer, project="small",
                                 opt_level="-Oz", progress=False)
     with pytest.raises(LlvmVersionError, match="IR emitted by LLVM 22"):
-        extract.check_corpus(newer, progress=False)  # `mlgo corpus check`
+        check.check_corpus(newer, progress=False)  # `mlgo corpus check`
     with pytest.raises(CorpusError, match="different LLVM versions cannot be merged"):
-        extract.merge_corpora([old, newer], tmp_path / "merged")
+        merge.merge_corpora([old, newer], tmp_path / "merged")
     (newer / "corpus_description.json").write_text(json.dumps({**desc, "llvm_version": "22"}))
     with pytest.raises(CorpusError, match=r"corpus_description.json: llvm_version '22' is not"):
         get_problem("inlining").check_corpus(Corpus.load(newer))
