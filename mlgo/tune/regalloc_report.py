@@ -1,0 +1,95 @@
+"""The report of `mlgo tune --problem regalloc` (OUT/report.json and OUT/report.md): what each
+workload was, the instructions each build executed on each (callgrind, the whole process) against
+the plain build, clang's own PGO alone and with the tuned policy on top, the hot spots (the
+functions that executed the most, before and after), the search and the time each step took."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlgo_base.files import atomic_write_text
+
+HOT_SPOTS = 15  # functions listed per workload
+LABELS = {"plain": "plain clang-19 (same flags)", "tuned": "tuned eviction policy",
+          "pgo": "clang PGO (instrumented, training workload)", "pgo-tuned": "PGO + tuned policy"}
+
+
+def change(base: float, new: float) -> float:
+    """(new - base) / base: negative is fewer instructions."""
+    return (new - base) / base if base else 0.0
+
+
+def write_report(out: Path, o: Any, project: str, hot: dict, search: dict,
+                 measured: dict[str, dict], steps: dict[str, float], run_seconds: float
+                 ) -> dict[str, Any]:
+    plain = measured["plain"]
+    table = {v: {w: {"instructions": r[w]["instructions"],
+                     "change": change(plain[w]["instructions"], r[w]["instructions"])}
+                 for w in ("train", "check")} for v, r in measured.items()}
+    spots = {}
+    for w in ("train", "check"):
+        top = sorted(plain[w]["functions"], key=plain[w]["functions"].get,
+                     reverse=True)[:HOT_SPOTS]
+        spots[w] = [{"function": fn, **{v: r[w]["functions"].get(fn, 0)
+                                        for v, r in measured.items()}} for fn in top]
+    doc = {
+        "project": project, "source": str(o.source), "program": o.program,
+        "workloads": {"train": o.workload, "check": o.check_workload},
+        "cmake_args": list(o.cmake_args), "hot_modules": hot["modules"],
+        "search": search, "instructions": table, "hot_spots": spots,
+        "steps_seconds": steps, "run_seconds": run_seconds, "time_budget": o.time_budget,
+        "outputs": {"policy": str(out / "train" / "policy"), "report": str(out / "report.md"),
+                    "tuned build": str(out / "build-tuned")},
+    }
+    atomic_write_text(out / "report.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out / "report.md", markdown(doc))
+    return doc
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# mlgo tune --problem regalloc: {doc['project']} ({doc['program']})", "",
+             f"Source: {doc['source']}" + (f", CMake arguments {' '.join(doc['cmake_args'])}"
+                                          if doc["cmake_args"] else ""), "",
+             "Workloads ($PROGRAM is the program built):", "",
+             f"- training (profiled, searched and trained on): `{doc['workloads']['train']}`",
+             f"- check (given before tuning, never trained on): `{doc['workloads']['check']}`",
+             "", "Every build's output on both workloads was identical to the plain build's.", "",
+             "## Instructions executed (callgrind, whole process)", "",
+             "| build | training workload | change | check workload | change |",
+             "|---|---:|---:|---:|---:|"]
+    for v, r in doc["instructions"].items():
+        lines.append(f"| {LABELS.get(v, v)} | {r['train']['instructions']:,} | "
+                     f"{100 * r['train']['change']:+.3f}% | {r['check']['instructions']:,} | "
+                     f"{100 * r['check']['change']:+.3f}% |")
+    if "pgo" in doc["instructions"] and "pgo-tuned" in doc["instructions"]:
+        p, pt = doc["instructions"]["pgo"], doc["instructions"]["pgo-tuned"]
+        lines += ["", "The tuned policy on top of PGO, against PGO alone: " + ", ".join(
+            f"{w} {100 * change(p[w]['instructions'], pt[w]['instructions']):+.3f}%"
+            for w in ("train", "check")) + "."]
+    lines += ["", "## Hot modules searched", "",
+              "| module | share of the program's instructions (training run) |", "|---|---:|"]
+    lines += [f"| {m} | {100 * s:.1f}% |" for m, s in doc["hot_modules"].items()]
+    s = doc["search"]
+    lines += ["", f"Search: {s['modules']} module(s) with a result, {s['compiles']} compiles, "
+              f"trace cost of the best decisions {100 * s['change']:+.3f}% on those modules"
+              + (f"; stopped by the budget ({len(s['unfinished'])} unfinished)"
+                 if s["stopped_by_budget"] else "") + "."]
+    for w, title in (("train", "training"), ("check", "check")):
+        rows = doc["hot_spots"][w]
+        if not rows:
+            continue
+        variants = [v for v in rows[0] if v != "function"]
+        lines += ["", f"## Hot spots on the {title} workload (instructions per function)", "",
+                  "| function | " + " | ".join(variants) + " |",
+                  "|---|" + "---:|" * len(variants)]
+        for r in rows:
+            lines.append(f"| `{r['function']}` | " + " | ".join(
+                f"{r[v]:,}" + (f" ({100 * change(r['plain'], r[v]):+.2f}%)"
+                               if v != "plain" and r["plain"] else "") for v in variants) + " |")
+    lines += ["", "## Time", "", "| step | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in doc["steps_seconds"].items()]
+    lines += ["", f"This run: {doc['run_seconds'] / 60:.1f} min of a "
+              f"{doc['time_budget'] / 60:.0f} min budget.", ""]
+    return "\n".join(lines)
