@@ -132,5 +132,6 @@ def run_regalloc(args: argparse.Namespace) -> int:
         if v != "plain":
             print(f"{v}: training workload {100 * r['train']['change']:+.3f}%, check workload "
                   f"{100 * r['check']['change']:+.3f}% instructions against plain clang-19")
+    print(f"verdict: {doc['verdict']}; policy: {doc['outputs']['policy']}")
     print(f"this run: {doc['run_seconds'] / 60:.1f} min; report: {doc['outputs']['report']}")
     return 0

@@ -158,8 +158,9 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
                                 what, timeout=max(prog.left(), 600.0), callgrind=True)
             if variant != "plain":
                 rp.check_output(r, _reference(out, w), what, commands[w])
-            res[w] = {"instructions": r.instructions, "seconds": round(r.seconds, 3),
-                      "functions": rp.function_instructions(exe, r.callgrind)}
+            functions = rp.function_instructions(exe, r.callgrind)
+            res[w] = {"instructions": r.instructions, "own": sum(functions.values()),
+                      "seconds": round(r.seconds, 3), "functions": functions}
         return res
 
     # 1. the plain build
@@ -227,6 +228,8 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
         t = time.monotonic()
         _train(out, hot, gin, workers, o.timeout)
         steps.record("train", time.monotonic() - t)
+    prog.remaining = sum(_estimate_rest(steps.seconds(), runs, len(hot["modules"]),
+                                        o.pgo).values())
 
     # 6.-9. the builds measured
     variants = [("tuned", rp.Build("tuned", str(policy)))]
@@ -248,6 +251,8 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
             res = measure(variant, build(spec))
             steps.record(variant, time.monotonic() - t, res)
         rec = steps.done(variant)
+        prog.remaining = sum(_estimate_rest(steps.seconds(), runs, len(hot["modules"]),
+                                            o.pgo).values())
         prog.say(f"{variant}: " + ", ".join(
             f"{w} {100 * (rec[w]['instructions'] / runs[w]['instructions'] - 1):+.2f}%"
             for w in WORKLOADS) + " instructions against plain")

@@ -11,6 +11,7 @@ from typing import Any
 
 from mlgo_base.files import atomic_write_text
 
+MAX_CHECK_LOSS = 0.001  # the check workload may be at most 0.1% worse for the policy to be used
 HOT_SPOTS = 15  # functions listed per workload
 LABELS = {"plain": "plain clang-19 (same flags)", "tuned": "tuned eviction policy",
           "pgo": "clang PGO (instrumented, training workload)", "pgo-tuned": "PGO + tuned policy"}
@@ -26,8 +27,13 @@ def write_report(out: Path, o: Any, project: str, hot: dict, search: dict,
                  ) -> dict[str, Any]:
     plain = measured["plain"]
     table = {v: {w: {"instructions": r[w]["instructions"],
-                     "change": change(plain[w]["instructions"], r[w]["instructions"])}
+                     "change": change(plain[w]["instructions"], r[w]["instructions"]),
+                     "own": r[w]["own"], "own_change": change(plain[w]["own"], r[w]["own"])}
                  for w in ("train", "check")} for v, r in measured.items()}
+    tuned = table["tuned"]
+    # Worth using: fewer instructions where it was tuned, and not more on the other input.
+    verdict = ("use the tuned policy" if tuned["train"]["change"] < 0
+               and tuned["check"]["change"] <= MAX_CHECK_LOSS else "keep the plain build")
     spots = {}
     for w in ("train", "check"):
         top = sorted(plain[w]["functions"], key=plain[w]["functions"].get,
@@ -38,7 +44,7 @@ def write_report(out: Path, o: Any, project: str, hot: dict, search: dict,
         "project": project, "source": str(o.source), "program": o.program,
         "workloads": {"train": o.workload, "check": o.check_workload},
         "cmake_args": list(o.cmake_args), "hot_modules": hot["modules"],
-        "search": search, "instructions": table, "hot_spots": spots,
+        "search": search, "instructions": table, "verdict": verdict, "hot_spots": spots,
         "steps_seconds": steps, "run_seconds": run_seconds, "time_budget": o.time_budget,
         "outputs": {"policy": str(out / "train" / "policy"), "report": str(out / "report.md"),
                     "tuned build": str(out / "build-tuned")},
@@ -57,12 +63,16 @@ def markdown(doc: dict[str, Any]) -> str:
              f"- check (given before tuning, never trained on): `{doc['workloads']['check']}`",
              "", "Every build's output on both workloads was identical to the plain build's.", "",
              "## Instructions executed (callgrind, whole process)", "",
-             "| build | training workload | change | check workload | change |",
-             "|---|---:|---:|---:|---:|"]
+             "| build | training workload | change | (own code) | check workload | change "
+             "| (own code) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for v, r in doc["instructions"].items():
-        lines.append(f"| {LABELS.get(v, v)} | {r['train']['instructions']:,} | "
-                     f"{100 * r['train']['change']:+.3f}% | {r['check']['instructions']:,} | "
-                     f"{100 * r['check']['change']:+.3f}% |")
+        lines.append(f"| {LABELS.get(v, v)} | " + " | ".join(
+            f"{r[w]['instructions']:,} | {100 * r[w]['change']:+.3f}% | "
+            f"{100 * r[w]['own_change']:+.3f}%" for w in ("train", "check")) + " |")
+    lines += ["", "(own code: the instructions of the program's own functions, without the C "
+              "library and the dynamic loader.)", "",
+              f"Verdict: **{doc['verdict']}** (used when the training workload executes fewer "
+              f"instructions and the check workload at most {100 * MAX_CHECK_LOSS:g}% more)."]
     if "pgo" in doc["instructions"] and "pgo-tuned" in doc["instructions"]:
         p, pt = doc["instructions"]["pgo"], doc["instructions"]["pgo-tuned"]
         lines += ["", "The tuned policy on top of PGO, against PGO alone: " + ", ".join(
