@@ -68,7 +68,7 @@ def make_program(root: Path) -> Path:
 def _argv(src: Path, out: Path, train: str = TRAIN, check: str = CHECK) -> list[str]:
     return ["tune", "--problem", "regalloc", str(src), "-o", str(out), "--program", "pressure",
             "--workload", train, "--check-workload", check, "--module-budget", "4",
-            "--time-budget", "6m", "--workers", "2",
+            "--time-budget", "10m", "--workers", "2",
             "--gin_bindings", "imitation.ImitationConfig.epochs = 5"]
 
 
@@ -88,8 +88,9 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
     printed = capsys.readouterr().out
     doc = json.loads((out / "report.json").read_text())
     assert doc["workloads"] == {"train": TRAIN, "check": CHECK}
-    assert list(doc["hot_modules"]) == ["pressure/kernel.c"]
-    assert doc["search"]["modules"] == 1 and doc["search"]["compiles"] >= 3
+    hot = list(doc["hot_modules"])  # most executed first
+    assert hot[0] == "pressure/kernel.c" and set(hot) <= {"pressure/kernel.c", "pressure/main.c"}
+    assert doc["search"]["modules"] == len(hot) and doc["search"]["compiles"] >= 3
     assert set(doc["instructions"]) == {"plain", "tuned", "pgo", "pgo-tuned"}
     plain = doc["instructions"]["plain"]
     # The check workload runs fewer loop iterations: fewer instructions, measured apart.

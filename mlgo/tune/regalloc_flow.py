@@ -270,7 +270,7 @@ def _estimate_rest(done: dict[str, float], runs: dict, modules: int, pgo: bool
     """Seconds each step after the search will take, from the plain build's and runs' times."""
     b = done.get("plain", 60.0)
     cg = sum(runs[w]["seconds"] for w in WORKLOADS)
-    est = {"train": 90.0 + 20.0 * modules, "tuned": 1.3 * b + cg + 20}
+    est = {"train": 45.0 + 15.0 * modules, "tuned": 1.3 * b + cg + 20}
     if pgo:
         est.update({"pgo-gen": 1.3 * b + 3 * runs["train"].get("native_seconds", 1.0) + 10,
                     "pgo": 1.3 * b + cg + 20, "pgo-tuned": 1.3 * b + cg + 20})
