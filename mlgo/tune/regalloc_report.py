@@ -22,7 +22,7 @@ def change(base: float, new: float) -> float:
     return (new - base) / base if base else 0.0
 
 
-def write_report(out: Path, o: Any, project: str, hot: dict, search: dict,
+def write_report(out: Path, o: Any, project: str, hot: dict, search: dict, evaluation: dict,
                  measured: dict[str, dict], steps: dict[str, float], run_seconds: float
                  ) -> dict[str, Any]:
     plain = measured["plain"]
@@ -44,7 +44,7 @@ def write_report(out: Path, o: Any, project: str, hot: dict, search: dict,
         "project": project, "source": str(o.source), "program": o.program,
         "workloads": {"train": o.workload, "check": o.check_workload},
         "cmake_args": list(o.cmake_args), "hot_modules": hot["modules"],
-        "search": search, "instructions": table, "verdict": verdict, "hot_spots": spots,
+        "search": search, "evaluation": evaluation, "instructions": table, "verdict": verdict, "hot_spots": spots,
         "steps_seconds": steps, "run_seconds": run_seconds, "time_budget": o.time_budget,
         "outputs": {"policy": str(out / "train" / "policy"), "report": str(out / "report.md"),
                     "tuned build": str(out / "build-tuned")},
@@ -85,7 +85,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines += ["", f"Search: {s['modules']} module(s) with a result, {s['compiles']} compiles, "
               f"trace cost of the best decisions {100 * s['change']:+.3f}% on those modules"
               + (f"; stopped by the budget ({len(s['unfinished'])} unfinished)"
-                 if s["stopped_by_budget"] else "") + "."]
+                 if s["stopped_by_budget"] else "") + ". The tuned policy: trace cost "
+              f"{100 * doc['evaluation']['change']:+.3f}% on the same modules."]
     for w, title in (("train", "training"), ("check", "check")):
         rows = doc["hot_spots"][w]
         if not rows:
