@@ -106,6 +106,7 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
             assert got.strip().isdigit()
     spots = {r["function"]: r for r in doc["hot_spots"]["train"]}
     assert spots["mix"]["plain"] > spots["main"]["plain"] > 0
+    assert doc["evaluation"]["default"] > 0 and (out / "eval.json").is_file()
     assert (out / "train" / "policy").is_dir() and (out / "pgo" / "default.profdata").is_file()
     # The tuned builds were compiled by an mlgo-clang serving the tuned policy, not the plain one.
     caches = {v: (out / f"build-{v}" / "CMakeCache.txt").read_text() for v in
