@@ -232,7 +232,8 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
     if ev is None:
         prog.set_status("the policy on the hot modules against clang's eviction (trace cost)")
         t = time.monotonic()
-        ev = steps.record("eval", time.monotonic() - t, _evaluate(out, gin, workers, o.timeout))
+        res = _evaluate(out, gin, workers, o.timeout)
+        ev = steps.record("eval", time.monotonic() - t, res)
     prog.say(f"policy: trace cost {100 * ev['change']:+.2f}% on the hot modules (the search's "
              f"best: {100 * search['change']:+.2f}%)")
     prog.remaining = sum(_estimate_rest(steps.seconds(), runs, len(hot["modules"]),

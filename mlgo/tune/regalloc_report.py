@@ -101,6 +101,7 @@ def markdown(doc: dict[str, Any]) -> str:
                                if v != "plain" and r["plain"] else "") for v in variants) + " |")
     lines += ["", "## Time", "", "| step | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in doc["steps_seconds"].items()]
-    lines += ["", f"This run: {doc['run_seconds'] / 60:.1f} min of a "
+    lines += ["", f"The steps took {sum(doc['steps_seconds'].values()) / 60:.1f} min in all; "
+              f"this run (resumed or not) {doc['run_seconds'] / 60:.1f} min of a "
               f"{doc['time_budget'] / 60:.0f} min budget.", ""]
     return "\n".join(lines)
