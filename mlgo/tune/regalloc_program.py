@@ -77,7 +77,10 @@ def cmake_build(src: Path, build: Path, spec: Build, cmake_args: Sequence[str], 
                 process.run(argv, what=what, timeout=max(timeout, 1.0), env=env, stdout=f,
                             stderr=f)
             except process.ProcessError as e:
-                raise MlgoError(f"{what} failed ({e.reason}); the output is in {log}") from None
+                from mlgo.tune.project import _first_error
+
+                raise MlgoError(f"{what} failed ({e.reason}){_first_error(log)}; the output "
+                                f"is in {log}") from None
     db = build / "compile_commands.json"
     if not db.is_file():
         raise MlgoError(f"{build}: CMake wrote no compile_commands.json")
