@@ -158,8 +158,8 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
                                 what, timeout=max(prog.left(), 600.0), callgrind=True)
             if variant != "plain":
                 rp.check_output(r, _reference(out, w), what, commands[w])
-            functions = rp.function_instructions(exe, r.callgrind)
-            res[w] = {"instructions": r.instructions, "own": sum(functions.values()),
+            functions, own = rp.function_instructions(exe, r.callgrind)
+            res[w] = {"instructions": r.instructions, "own": own,
                       "seconds": round(r.seconds, 3), "functions": functions}
         return res
 

@@ -169,8 +169,10 @@ def check_output(run: Run, reference: Run, what: str, workload: str) -> None:
                         f"({got!r} instead of {want!r}): {workload}")
 
 
-def function_instructions(exe: Path, files: Sequence[Path]) -> dict[str, int]:
-    """Instructions executed per function of the program's own code in a callgrind run."""
+def function_instructions(exe: Path, files: Sequence[Path]) -> tuple[dict[str, int], int]:
+    """Instructions executed per function of the program's own code in a callgrind run, and
+    in all of its code (the total does not rely on a function's blocks being contiguous: a
+    PGO build moves cold parts away, and a function's address range then spans others)."""
     from mlgo.problems.regalloc import profile as bb
 
     counts = bb.CallgrindProfile()
@@ -178,7 +180,7 @@ def function_instructions(exe: Path, files: Sequence[Path]) -> dict[str, int]:
         counts.add(bb.read_callgrind(f, exe))
     executed = bb.function_instructions(bb.read_block_map(exe), bb.instruction_addresses(exe),
                                         counts.instructions)
-    return {fn: n for fn, n in executed.items() if n}
+    return {fn: n for fn, n in executed.items() if n}, sum(counts.instructions.values())
 
 
 def module_profile(exe: Path, files: Sequence[Path], module_objects: Mapping[str, Path]
