@@ -17,6 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "it again with the tuned policy's plugin. Give a CMake source directory (configured and "
         "built here at clang-19 -Oz) or --compile-db compile_commands.json from any build "
         "system. Re-run the same command to resume; see docs/tune.md.")
+    p.add_argument("--problem", choices=("inlining", "regalloc"), default="inlining",
+                   help="inlining (default: a smaller build) or regalloc (the register "
+                   "allocator's eviction tuned for --workload, checked on --check-workload)")
+    p.add_argument("--program", default=None, metavar="PATH",
+                   help="regalloc: the executable the workloads run, relative to the build "
+                   "directory")
+    p.add_argument("--workload", default=None, metavar="CMD",
+                   help="regalloc: the training workload, run by sh with $PROGRAM set")
+    p.add_argument("--check-workload", default=None, metavar="CMD",
+                   help="regalloc: another input the result is checked on (never trained on)")
+    p.add_argument("--no-pgo", action="store_true",
+                   help="regalloc: leave out clang's own PGO builds from the comparison")
     p.add_argument("source", nargs="?", type=Path, default=None, metavar="CMAKE_SOURCE_DIR")
     p.add_argument("--compile-db", type=Path, default=None, metavar="FILE",
                    help="a compile_commands.json instead of a CMake source directory")
@@ -63,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.problem == "regalloc":
+        return run_regalloc(args)
     from mlgo.tune.flow import TuneOptions, tune
     from mlgo.tune.progress import parse_duration
 
@@ -97,3 +111,27 @@ def summary(doc: dict) -> str:
     lines.append(f"flags: {doc['outputs']['cmake initial cache']} (cmake -C), "
                  f"{doc['outputs']['build-system environment']} (CC/CFLAGS/LDFLAGS)")
     return "\n".join(lines)
+
+
+def run_regalloc(args: argparse.Namespace) -> int:
+    from mlgo.tune.progress import parse_duration
+    from mlgo.tune.regalloc_flow import RegallocTuneOptions, tune_regalloc
+    from mlgo_base.errors import MlgoError
+
+    if args.compile_db is not None or args.source is None:
+        raise MlgoError("--problem regalloc builds and runs the program: give its CMake source "
+                        "directory (a compile database alone cannot be linked and run)")
+    doc = tune_regalloc(RegallocTuneOptions(
+        output=args.output, source=args.source, program=args.program or "",
+        workload=args.workload or "", check_workload=args.check_workload or "",
+        cmake_args=tuple(args.cmake_arg), project=args.project,
+        module_budget=args.module_budget or 100, pgo=not args.no_pgo,
+        time_budget=parse_duration(args.time_budget), workers=args.workers,
+        timeout=args.timeout, gin_bindings=tuple(args.gin_bindings)))
+    for v, r in doc["instructions"].items():
+        if v != "plain":
+            print(f"{v}: training workload {100 * r['train']['change']:+.3f}%, check workload "
+                  f"{100 * r['check']['change']:+.3f}% instructions against plain clang-19")
+    print(f"verdict: {doc['verdict']}; policy: {doc['outputs']['policy']}")
+    print(f"this run: {doc['run_seconds'] / 60:.1f} min; report: {doc['outputs']['report']}")
+    return 0

@@ -1,0 +1,107 @@
+"""The report of `mlgo tune --problem regalloc` (OUT/report.json and OUT/report.md): what each
+workload was, the instructions each build executed on each (callgrind, the whole process) against
+the plain build, clang's own PGO alone and with the tuned policy on top, the hot spots (the
+functions that executed the most, before and after), the search and the time each step took."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlgo_base.files import atomic_write_text
+
+MAX_CHECK_LOSS = 0.001  # the check workload may be at most 0.1% worse for the policy to be used
+HOT_SPOTS = 15  # functions listed per workload
+LABELS = {"plain": "plain clang-19 (same flags)", "tuned": "tuned eviction policy",
+          "pgo": "clang PGO (instrumented, training workload)", "pgo-tuned": "PGO + tuned policy"}
+
+
+def change(base: float, new: float) -> float:
+    """(new - base) / base: negative is fewer instructions."""
+    return (new - base) / base if base else 0.0
+
+
+def write_report(out: Path, o: Any, project: str, hot: dict, search: dict, evaluation: dict,
+                 measured: dict[str, dict], steps: dict[str, float], run_seconds: float
+                 ) -> dict[str, Any]:
+    plain = measured["plain"]
+    table = {v: {w: {"instructions": r[w]["instructions"],
+                     "change": change(plain[w]["instructions"], r[w]["instructions"]),
+                     "own": r[w]["own"], "own_change": change(plain[w]["own"], r[w]["own"])}
+                 for w in ("train", "check")} for v, r in measured.items()}
+    tuned = table["tuned"]
+    # Worth using: fewer instructions where it was tuned, and not more on the other input.
+    verdict = ("use the tuned policy" if tuned["train"]["change"] < 0
+               and tuned["check"]["change"] <= MAX_CHECK_LOSS else "keep the plain build")
+    spots = {}
+    for w in ("train", "check"):
+        top = sorted(plain[w]["functions"], key=plain[w]["functions"].get,
+                     reverse=True)[:HOT_SPOTS]
+        spots[w] = [{"function": fn, **{v: r[w]["functions"].get(fn, 0)
+                                        for v, r in measured.items()}} for fn in top]
+    doc = {
+        "project": project, "source": str(o.source), "program": o.program,
+        "workloads": {"train": o.workload, "check": o.check_workload},
+        "cmake_args": list(o.cmake_args), "hot_modules": hot["modules"],
+        "search": search, "evaluation": evaluation, "instructions": table, "verdict": verdict, "hot_spots": spots,
+        "steps_seconds": steps, "run_seconds": run_seconds, "time_budget": o.time_budget,
+        "outputs": {"policy": str(out / "train" / "policy"), "report": str(out / "report.md"),
+                    "tuned build": str(out / "build-tuned")},
+    }
+    atomic_write_text(out / "report.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(out / "report.md", markdown(doc))
+    return doc
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# mlgo tune --problem regalloc: {doc['project']} ({doc['program']})", "",
+             f"Source: {doc['source']}" + (f", CMake arguments {' '.join(doc['cmake_args'])}"
+                                          if doc["cmake_args"] else ""), "",
+             "Workloads ($PROGRAM is the program built):", "",
+             f"- training (profiled, searched and trained on): `{doc['workloads']['train']}`",
+             f"- check (given before tuning, never trained on): `{doc['workloads']['check']}`",
+             "", "Every build's output on both workloads was identical to the plain build's.", "",
+             "## Instructions executed (callgrind, whole process)", "",
+             "| build | training workload | change | (own code) | check workload | change "
+             "| (own code) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for v, r in doc["instructions"].items():
+        lines.append(f"| {LABELS.get(v, v)} | " + " | ".join(
+            f"{r[w]['instructions']:,} | {100 * r[w]['change']:+.3f}% | "
+            f"{100 * r[w]['own_change']:+.3f}%" for w in ("train", "check")) + " |")
+    lines += ["", "(own code: the instructions of the program's own functions, without the C "
+              "library and the dynamic loader.)", "",
+              f"Verdict: **{doc['verdict']}** (used when the training workload executes fewer "
+              f"instructions and the check workload at most {100 * MAX_CHECK_LOSS:g}% more)."]
+    if "pgo" in doc["instructions"] and "pgo-tuned" in doc["instructions"]:
+        p, pt = doc["instructions"]["pgo"], doc["instructions"]["pgo-tuned"]
+        lines += ["", "The tuned policy on top of PGO, against PGO alone: " + ", ".join(
+            f"{w} {100 * change(p[w]['instructions'], pt[w]['instructions']):+.3f}%"
+            for w in ("train", "check")) + "."]
+    lines += ["", "## Hot modules searched", "",
+              "| module | share of the program's instructions (training run) |", "|---|---:|"]
+    lines += [f"| {m} | {100 * s:.1f}% |" for m, s in doc["hot_modules"].items()]
+    s = doc["search"]
+    lines += ["", f"Search: {s['modules']} module(s) with a result, {s['compiles']} compiles, "
+              f"trace cost of the best decisions {100 * s['change']:+.3f}% on those modules"
+              + (f"; stopped by the budget ({len(s['unfinished'])} unfinished)"
+                 if s["stopped_by_budget"] else "") + ". The tuned policy: trace cost "
+              f"{100 * doc['evaluation']['change']:+.3f}% on the same modules."]
+    for w, title in (("train", "training"), ("check", "check")):
+        rows = doc["hot_spots"][w]
+        if not rows:
+            continue
+        variants = [v for v in rows[0] if v != "function"]
+        lines += ["", f"## Hot spots on the {title} workload (instructions per function)", "",
+                  "| function | " + " | ".join(variants) + " |",
+                  "|---|" + "---:|" * len(variants)]
+        for r in rows:
+            lines.append(f"| `{r['function']}` | " + " | ".join(
+                f"{r[v]:,}" + (f" ({100 * change(r['plain'], r[v]):+.2f}%)"
+                               if v != "plain" and r["plain"] else "") for v in variants) + " |")
+    lines += ["", "## Time", "", "| step | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in doc["steps_seconds"].items()]
+    lines += ["", f"The steps took {sum(doc['steps_seconds'].values()) / 60:.1f} min in all; "
+              f"this run (resumed or not) {doc['run_seconds'] / 60:.1f} min of a "
+              f"{doc['time_budget'] / 60:.0f} min budget.", ""]
+    return "\n".join(lines)

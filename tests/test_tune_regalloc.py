@@ -1,0 +1,176 @@
+"""`mlgo tune --problem regalloc` on a tiny generated CMake program with a hot loop under
+register pressure: end to end (plain build, callgrind runs of both workloads, profile, search,
+imitation, the tuned, PGO and PGO + tuned builds measured and their outputs checked, the
+report, a resume that redoes nothing), and the one-line stops: a workload that fails, one whose
+output differs between two runs of one build, a build whose output differs from the plain
+build's, and settings that cannot work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlgo.cli.main import main
+from mlgo.tune import regalloc_program as rp
+
+pytestmark = pytest.mark.slow
+
+KERNEL = r"""
+#include <stdint.h>
+/* More live values in the loop than x86-64 has registers: the allocator must evict. */
+uint64_t mix(const uint32_t *data, int n, uint64_t seed) {
+  uint64_t a = seed, b = seed ^ 0x9e3779b97f4a7c15ull, c = seed * 3, d = seed + 7;
+  uint64_t e = a ^ 11, f = b + 13, g = c ^ 17, h = d + 19, i2 = a + b, j = c + d;
+  uint64_t k = e ^ f, l = g ^ h, m = i2 * 5, o = j * 9, p = k + l, q = m ^ o;
+  for (int r = 0; r < n; r++) {
+    uint32_t x = data[r & 1023];
+    a += x ^ q; b ^= a << 7; c += b >> 3; d ^= c * 31; e += d ^ x; f ^= e << 5;
+    g += f >> 11; h ^= g * 17; i2 += h ^ a; j ^= i2 << 3; k += j >> 5; l ^= k * 13;
+    m += l ^ b; o ^= m << 9; p += o >> 7; q ^= p * 7;
+    if ((x & 15) == 3) { a ^= q; d += p; g ^= m; }
+  }
+  return a ^ b ^ c ^ d ^ e ^ f ^ g ^ h ^ i2 ^ j ^ k ^ l ^ m ^ o ^ p ^ q;
+}
+"""
+MAIN = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+uint64_t mix(const uint32_t *data, int n, uint64_t seed);
+int main(int argc, char **argv) {
+  if (argc < 3) { fprintf(stderr, "usage: pressure SEED N\n"); return 2; }
+  uint64_t seed = strtoull(argv[1], 0, 10);
+  int n = atoi(argv[2]);
+  static uint32_t data[1024];
+  uint32_t s = (uint32_t)seed * 2654435761u + 1;
+  for (int i = 0; i < 1024; i++) { s ^= s << 13; s ^= s >> 17; s ^= s << 5; data[i] = s; }
+  printf("%llu\n", (unsigned long long)mix(data, n, seed));
+  return 0;
+}
+"""
+TRAIN = '"$PROGRAM" 1 3000'
+CHECK = '"$PROGRAM" 7 2000'
+
+
+def make_program(root: Path) -> Path:
+    src = root / "pressure"
+    src.mkdir()
+    (src / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.10)\n"
+                                        "project(pressure C)\n"
+                                        "add_executable(pressure main.c kernel.c)\n")
+    (src / "kernel.c").write_text(KERNEL)
+    (src / "main.c").write_text(MAIN)
+    return src
+
+
+def _argv(src: Path, out: Path, train: str = TRAIN, check: str = CHECK) -> list[str]:
+    return ["tune", "--problem", "regalloc", str(src), "-o", str(out), "--program", "pressure",
+            "--workload", train, "--check-workload", check, "--module-budget", "4",
+            "--time-budget", "10m", "--workers", "2",
+            "--gin_bindings", "imitation.ImitationConfig.epochs = 5"]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlgo: error: ") and "\n" not in err, err
+    return err
+
+
+def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    src = make_program(tmp_path)
+    out = tmp_path / "out"
+    assert main(_argv(src, out)) == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["workloads"] == {"train": TRAIN, "check": CHECK}
+    hot = list(doc["hot_modules"])  # most executed first
+    assert hot[0] == "pressure/kernel.c" and set(hot) <= {"pressure/kernel.c", "pressure/main.c"}
+    assert doc["search"]["modules"] == len(hot) and doc["search"]["compiles"] >= 3
+    assert set(doc["instructions"]) == {"plain", "tuned", "pgo", "pgo-tuned"}
+    plain = doc["instructions"]["plain"]
+    # The check workload runs fewer loop iterations: fewer instructions, measured apart.
+    assert plain["train"]["instructions"] > plain["check"]["instructions"] > 0
+    for variant, row in doc["instructions"].items():
+        for w in ("train", "check"):
+            assert row[w]["change"] == pytest.approx(
+                row[w]["instructions"] / plain[w]["instructions"] - 1)
+            assert 0 < row[w]["own"] < row[w]["instructions"]
+            # Every build ran its workloads and printed what the plain build printed.
+            got = (out / "runs" / f"{variant}-{w}-callgrind" / "stdout").read_text()
+            assert got == (out / "runs" / f"plain-{w}-callgrind" / "stdout").read_text()
+            assert got.strip().isdigit()
+    spots = {r["function"]: r for r in doc["hot_spots"]["train"]}
+    assert spots["mix"]["plain"] > spots["main"]["plain"] > 0
+    assert doc["evaluation"]["default"] > 0 and (out / "eval.json").is_file()
+    assert (out / "train" / "policy").is_dir() and (out / "pgo" / "default.profdata").is_file()
+    # The tuned builds were compiled by an mlgo-clang serving the tuned policy, not the plain one.
+    caches = {v: (out / f"build-{v}" / "CMakeCache.txt").read_text() for v in
+              ("plain", "tuned", "pgo", "pgo-tuned")}
+    compiler = {v: next(x for x in c.splitlines() if x.startswith("CMAKE_C_COMPILER:"))
+                for v, c in caches.items()}
+    assert compiler["plain"] == compiler["pgo"] != compiler["tuned"] == compiler["pgo-tuned"]
+    assert "-fprofile-instr-use=" in caches["pgo-tuned"]
+    use = doc["instructions"]["tuned"]["train"]["change"] < 0 and \
+        doc["instructions"]["tuned"]["check"]["change"] <= 0.001
+    assert doc["verdict"] == ("use the tuned policy" if use else "keep the plain build")
+    md = (out / "report.md").read_text()
+    assert TRAIN in md and CHECK in md and "`mix`" in md
+    assert "tuned: training workload" in printed
+
+    # A re-run resumes: every step is done already, the report is the same figures.
+    assert main(_argv(src, out)) == 0
+    again = capsys.readouterr().out
+    assert again.count("(done earlier)") == 9
+    assert json.loads((out / "report.json").read_text())["instructions"] == doc["instructions"]
+
+
+def test_a_failing_workload_stops_the_tune_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    src = make_program(tmp_path)
+    err = _one_line_error(capsys, _argv(src, tmp_path / "out", train='"$PROGRAM" 1'))
+    assert "the training workload on the plain build failed (exited with status 2)" in err
+    assert "usage: pressure SEED N" in err
+    assert not (tmp_path / "out" / "corpus").exists()
+
+
+def test_a_workload_whose_output_changes_between_runs_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    src = make_program(tmp_path)
+    err = _one_line_error(capsys, _argv(src, tmp_path / "out",
+                                        train=TRAIN + "; date +%s%N"))
+    assert "differs between two runs of the same build" in err
+    assert not (tmp_path / "out" / "corpus").exists()
+
+
+def test_an_output_that_differs_from_the_plain_builds_is_one_line(tmp_path: Path) -> None:
+    plain = rp.Run(0, "12\n34\n", 1.0)
+    assert rp.check_output(rp.Run(0, "12\n34\n", 2.0), plain, "w", "cmd") is None
+    with pytest.raises(rp.MlgoError) as e:
+        rp.check_output(rp.Run(0, "12\n35\n", 1.0), plain, "the check workload on the tuned "
+                        "build", '"$PROGRAM" x')
+    msg = str(e.value)
+    assert "\n" not in msg and "at line 2 ('35' instead of '34')" in msg
+    assert msg.startswith("the check workload on the tuned build")
+    with pytest.raises(rp.MlgoError, match="at line 3 .'<end of output>' instead of '5'"):
+        rp.check_output(rp.Run(0, "12\n34\n", 1.0), rp.Run(0, "12\n34\n5\n", 1.0), "w", "c")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--program", ""], "needs --program"),
+    (["--check-workload", TRAIN], "is the training workload itself"),
+    (["--compile-db", "x.json"], "give its CMake source directory"),
+])
+def test_settings_that_cannot_work_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               extra: list[str], message: str) -> None:
+    src = make_program(tmp_path)
+    argv = _argv(src, tmp_path / "out") + extra
+    if "--compile-db" in extra:
+        argv.remove(str(src))
+    assert message in _one_line_error(capsys, argv)
