@@ -96,27 +96,67 @@ def search_order(modules: Sequence[Module], base: dict[str, dict],
     return sorted((m for m in modules if m.name in base), key=key)
 
 
-def run_search(modules: Sequence[Module], out: Path, *, flips: str, module_budget: int,
-               deadline: float, workers: int | None, ray: str | None, gin: str, timeout: float,
-               comdat_weights: dict[str, float] | None,
-               tick: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """The search, stopped gracefully at `deadline` (time.monotonic()): the seam between tune
-    and mlgo/search.py. Modules are searched in the order given; finished ones are kept on
-    disk, so a later run (or a resumed one) searches only the rest."""
-    from mlgo.search import SearchConfig, run_search_task, search_corpus
-    from mlgo.tune.deadline_pool import DeadlinePool
+class _CountingPool:
+    """A pool whose run() reports each module that finished (a strong search's slices that do
+    not end a module carry its state, not a result)."""
 
-    config = SearchConfig(passes=1, budget=module_budget, flips=flips)
-    pool = DeadlinePool(run_search_task, deadline, workers=workers, ray_address=ray, tick=tick)
-    s = search_corpus(modules, out, config, pool, gin_config=gin, timeout=timeout,
-                      comdat_weights=comdat_weights or None, progress=False)
-    # searched: finished in this run (search_corpus counts the ones a deadline cut short too)
-    return {"config": asdict(config), "modules": s.modules, "searched": s.modules - s.skipped,
+    def __init__(self, pool: Any, tick: Callable[[int], None]) -> None:
+        self.pool, self.tick, self.finished = pool, tick, 0
+        self.workers = getattr(pool, "workers", 1)
+
+    def run(self, tasks: Sequence[Any]) -> Any:
+        for out in self.pool.run(tasks):
+            if not out.ok or "state" not in out.extra:
+                self.finished += 1
+                self.tick(self.finished)
+            yield out
+
+
+def run_search(modules: Sequence[Module], out: Path, *, strategy: str, module_budget: int,
+               flips: str, deadline: float, workers: int | None, ray: str | None, gin: str,
+               timeout: float, comdat_weights: dict[str, float] | None,
+               tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The search, ended at `deadline` (time.monotonic()): the seam between tune and
+    mlgo/search.py. "strong": the strong search with the time to the deadline as its budget
+    (mlgo/search_schedule.py: it starts no compile it would overrun, keeps the best found for
+    every module, and saves each module as its search ends); "greedy": the single-flip search of
+    each module in the order given, its workers killed at the deadline (a module cut short
+    keeps nothing). Either way a later (or resumed) run searches only the modules without a
+    result. `tick(n)`: n modules finished in this run."""
+    import time
+
+    from mlgo.search import SearchConfig, run_search_task, search_corpus
+    from mlgo.search_schedule import run_strong_task
+    from mlgo.tune.deadline_pool import DeadlinePool
+    from mlgo.workers.pool import make_pool
+
+    report = tick or (lambda n: None)
+    pool: Any
+    if strategy == "strong":
+        config = SearchConfig(passes=1, budget=module_budget, strategy="strong",
+                              time_budget=max(deadline - time.monotonic(), 1.0))
+        inner = make_pool(workers, ray, task_fn=run_strong_task)
+        pool = _CountingPool(inner, report)
+    else:
+        config = SearchConfig(passes=1, budget=module_budget, flips=flips)
+        inner = pool = DeadlinePool(run_search_task, deadline, workers=workers, ray_address=ray,
+                                    tick=lambda p: report(p.finished))
+    try:
+        s = search_corpus(modules, out, config, pool, gin_config=gin, timeout=timeout,
+                          comdat_weights=comdat_weights or None, progress=False)
+    finally:
+        close = getattr(inner, "close", None)
+        if close is not None:
+            close()
+    stopped = bool(getattr(pool, "stopped", False))
+    return {"config": asdict(config), "modules": s.modules,
+            # finished in this run (search_corpus counts the ones a deadline cut short too)
+            "searched": s.modules - s.skipped,
             "skipped": s.skipped, "failed": [m for m, _ in s.failed], "compiles": s.compiles,
-            "search_seconds": round(s.seconds, 3), "stopped_by_budget": pool.stopped,
-            "unfinished": pool.unfinished, "default_total": s.default_total,
-            "best_total": s.best_total, "linked_default": s.linked_default,
-            "linked_best": s.linked_best,
+            "search_seconds": round(s.seconds, 3), "stopped_by_budget": stopped,
+            "unfinished": list(getattr(pool, "unfinished", [])),
+            "default_total": s.default_total, "best_total": s.best_total,
+            "linked_default": s.linked_default, "linked_best": s.linked_best,
             "gain": (s.linked_default - s.linked_best) / s.linked_default
             if s.linked_default else 0.0}
 
