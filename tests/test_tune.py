@@ -195,7 +195,8 @@ def test_the_search_stops_at_its_deadline_and_keeps_what_finished(
     corpus = _corpus(tmp_path, {f"m{i}.c": generated_source("inlining", i) for i in range(6)})
     quiet_tensorflow()  # the trace the search writes at its end needs it: not the search's time
     t0 = time.monotonic()
-    res = run_search(corpus.modules, tmp_path / "search", flips="all", module_budget=0,
+    res = run_search(corpus.modules, tmp_path / "search", strategy="greedy", flips="all",
+                     module_budget=0,
                      deadline=t0 + 3.0, workers=1, ray=None, gin="", timeout=60,
                      comdat_weights=None)
     assert time.monotonic() - t0 < 30  # the modules in flight were killed, not waited for
@@ -203,3 +204,27 @@ def test_the_search_stops_at_its_deadline_and_keeps_what_finished(
     done = [m.name for m in corpus.modules if result_path(tmp_path / "search", m.name).is_file()]
     assert res["modules"] == len(done) < len(corpus.modules)
     assert set(res["unfinished"]).isdisjoint(done)
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_the_strong_search_ends_near_its_deadline_with_a_result_for_every_module(
+        tmp_path: Path) -> None:
+    from corpus_fixtures import generated_source
+
+    from mlgo.search import result_path
+    from mlgo.tune.learn import run_search
+    from mlgo.tune.progress import quiet_tensorflow
+
+    corpus = _corpus(tmp_path, {f"m{i}.c": generated_source("inlining", i) for i in range(6)})
+    quiet_tensorflow()
+    finished = []
+    t0 = time.monotonic()
+    res = run_search(corpus.modules, tmp_path / "search", strategy="strong", flips="all",
+                     module_budget=0, deadline=t0 + 8.0, workers=1, ray=None, gin="",
+                     timeout=60, comdat_weights=None, tick=finished.append)
+    # No compile starts that would overrun the budget; the best found is kept for every module
+    # (the margin is for a loaded machine, not part of the schedule).
+    assert time.monotonic() - t0 < 30
+    assert res["modules"] == len(corpus.modules) and not res["failed"]
+    assert all(result_path(tmp_path / "search", m.name).is_file() for m in corpus.modules)
+    assert finished[-1] == len(corpus.modules) and res["config"]["strategy"] == "strong"
