@@ -150,7 +150,7 @@ def test_a_later_version_reuses_the_search_results_of_unchanged_modules_only(
         tmp_path: Path) -> None:
     import numpy as np
 
-    from mlgo.search import result_path, save_result
+    from mlgo.search import load_result, result_path, save_result
     from mlgo.tune.learn import fingerprints, reuse_results
     from mlgo.workers.tasks import ModuleOutcome
 
@@ -173,14 +173,20 @@ def test_a_later_version_reuses_the_search_results_of_unchanged_modules_only(
             m, True, reward=0.1, policy_total=90, default_total=100, num_decisions=1,
             actions=np.array([0]), default_actions=np.array([1]),
             features={"callee_users": np.array([[1]])},
-            extra={"compiles": 3, "kept": 1, "default_objective": 100, "best_objective": 90}))
+            extra={"compiles": 3, "kept": 1, "default_objective": 100, "best_objective": 90}),
+            "fingerprint of the earlier search")
 
     search = tmp_path / "tune-v2" / "search"
-    assert reuse_results(prev, new_prints, search, config)["reused"] == {"p/f.c": "p/f.c"}
+    search_prints = {"p/f.c": "f in the new search", "p/g.c": "g in the new search"}
+    assert reuse_results(prev, new_prints, search, config,
+                         search_prints)["reused"] == {"p/f.c": "p/f.c"}
     assert result_path(search, "p/f.c").is_file() and not result_path(search, "p/g.c").exists()
+    # The copy carries the new search's fingerprint, so that search keeps it.
+    assert load_result(result_path(search, "p/f.c"), "p/f.c", "f in the new search").reward == 0.1
     # A search with other settings is not reused at all.
     other = tmp_path / "tune-v2b" / "search"
-    assert reuse_results(prev, new_prints, other, {**config, "flips": "all"})["reused"] == {}
+    assert reuse_results(prev, new_prints, other, {**config, "flips": "all"},
+                         search_prints)["reused"] == {}
     assert not result_path(other, "p/f.c").exists()
 
 

@@ -243,11 +243,14 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         if previous is None:
             t = time.monotonic()
             prints = json.loads((out / "fingerprints.json").read_text())
+            config = learn.search_config(o.search_strategy, o.compile_budget, flips, 1.0)
+            search_prints = learn.search_fingerprints(corpus.modules, config, gin,
+                                                      base["comdat_weights"])
             reuse = learn.reuse_results(o.previous.resolve(), prints, search_dir,
                                         {"passes": 1, "budget": o.compile_budget,
                                          "flips": flips, "comdat": bool(base["comdat_weights"]),
                                          "strategy": "strong" if o.search_strategy == "strong"
-                                         else None})
+                                         else None}, search_prints)
             pool = make_pool(workers, o.ray)
             try:
                 old = learn.evaluate(corpus, o.previous.resolve() / "train" / "policy", pool, gin,

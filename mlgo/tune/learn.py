@@ -96,6 +96,25 @@ def search_order(modules: Sequence[Module], base: dict[str, dict],
     return sorted((m for m in modules if m.name in base), key=key)
 
 
+def search_config(strategy: str, module_budget: int, flips: str, time_budget: float) -> Any:
+    """The SearchConfig of tune's search (`time_budget`: for the strong one)."""
+    from mlgo.search import SearchConfig
+
+    if strategy == "strong":
+        return SearchConfig(passes=1, budget=module_budget, strategy="strong",
+                            time_budget=time_budget)
+    return SearchConfig(passes=1, budget=module_budget, flips=flips)
+
+
+def search_fingerprints(modules: Sequence[Module], config: Any, gin: str,
+                        comdat_weights: dict[str, float] | None) -> dict[str, str]:
+    """Each module's fingerprint as run_search's search_corpus will check its result."""
+    from mlgo.search import module_fingerprint, search_identity
+
+    want = search_identity(config, gin_config=gin, comdat_weights=comdat_weights or None)
+    return {m.name: module_fingerprint(m, want) for m in modules}
+
+
 class _CountingPool:
     """A pool whose run() reports each module that finished (a strong search's slices that do
     not end a module carry its state, not a result)."""
@@ -125,20 +144,18 @@ def run_search(modules: Sequence[Module], out: Path, *, strategy: str, module_bu
     result. `tick(n)`: n modules finished in this run."""
     import time
 
-    from mlgo.search import SearchConfig, run_search_task, search_corpus
+    from mlgo.search import run_search_task, search_corpus
     from mlgo.search_schedule import run_strong_task
     from mlgo.tune.deadline_pool import DeadlinePool
     from mlgo.workers.pool import make_pool
 
     report = tick or (lambda n: None)
+    config = search_config(strategy, module_budget, flips, max(deadline - time.monotonic(), 1.0))
     pool: Any
     if strategy == "strong":
-        config = SearchConfig(passes=1, budget=module_budget, strategy="strong",
-                              time_budget=max(deadline - time.monotonic(), 1.0))
         inner = make_pool(workers, ray, task_fn=run_strong_task)
         pool = _CountingPool(inner, report)
     else:
-        config = SearchConfig(passes=1, budget=module_budget, flips=flips)
         inner = pool = DeadlinePool(run_search_task, deadline, workers=workers, ray_address=ray,
                                     tick=lambda p: report(p.finished))
     try:
@@ -258,10 +275,11 @@ def fingerprints(corpus: Corpus, root: Path, jobs: int) -> dict[str, str]:
 
 
 def reuse_results(previous: Path, new_prints: dict[str, str], search: Path,
-                  config: dict[str, Any]) -> dict[str, Any]:
+                  config: dict[str, Any], search_prints: dict[str, str]) -> dict[str, Any]:
     """Copy the earlier tune's search result of every module whose fingerprint is unchanged
-    into `search` (under its new name), when the earlier search had the same settings."""
-    from mlgo.search import CONFIG, load_result, result_path, save_result
+    into `search` (under its new name, with its fingerprint for this search:
+    `search_prints`), when the earlier search had the same settings."""
+    from mlgo.search_store import CONFIG, load_result, result_path, save_result
 
     old_prints_path = previous / "fingerprints.json"
     old_config_path = previous / "search" / CONFIG
@@ -283,7 +301,7 @@ def reuse_results(previous: Path, new_prints: dict[str, str], search: Path,
         if not result_path(search, name).is_file():
             r = load_result(result_path(previous / "search", old))
             r.module = name
-            save_result(search, r)
+            save_result(search, r, search_prints[name])
         reused[name] = old
     return {"reused": reused}
 
