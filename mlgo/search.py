@@ -444,6 +444,26 @@ class SearchSummary:
         return _gain(self.default_objective, self.best_objective)
 
 
+def search_identity(config: SearchConfig, *, guide: PolicySpec | None = None,
+                    gin_config: str = "", comdat_weights: dict[str, float] | None = None,
+                    identity: dict[str, Any] | None = None,
+                    problem: str = "inlining") -> dict[str, Any]:
+    """What search_corpus records in S/search.json and fingerprints each result with (the
+    compile settings under `gin_config`, applied to this process)."""
+    from mlgo.problems import get_problem
+    from mlgo.search_schedule import config_settings
+    from mlgo.workers.tasks import apply_gin
+
+    if problem not in SPACES:
+        raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
+    apply_gin(gin_config)  # the compile settings below are the workers'
+    weights = json.dumps(sorted((comdat_weights or {}).items())).encode()
+    return {**config_settings(config), "guided": guide is not None, **(identity or {}),
+            "problem": problem, "comdat": bool(comdat_weights),
+            "comdat_weights": hashlib.sha256(weights).hexdigest()[:16] if comdat_weights else "",
+            "settings": compile_settings(get_problem(problem))}
+
+
 def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig, pool: Any, *,
                   guide: PolicySpec | None = None, gin_config: str = "", timeout: float = 300.0,
                   comdat_weights: dict[str, float] | None = None,
@@ -455,19 +475,11 @@ def search_corpus(modules: Sequence[Module], out_dir: Path, config: SearchConfig
     (e.g. the guide's origin) for the resume check."""
     from tqdm import tqdm
 
-    from mlgo.problems import get_problem
-    from mlgo.search_schedule import config_settings, search_outcomes
-    from mlgo.workers.tasks import apply_gin
+    from mlgo.search_schedule import search_outcomes
 
     out_dir = Path(out_dir)
-    if problem not in SPACES:
-        raise MlgoError(f"no search for problem {problem!r}; choose one of {', '.join(SPACES)}")
-    apply_gin(gin_config)  # the compile settings below are the workers'
-    weights = json.dumps(sorted((comdat_weights or {}).items())).encode()
-    want = {**config_settings(config), "guided": guide is not None, **(identity or {}),
-            "problem": problem, "comdat": bool(comdat_weights),
-            "comdat_weights": hashlib.sha256(weights).hexdigest()[:16] if comdat_weights else "",
-            "settings": compile_settings(get_problem(problem))}
+    want = search_identity(config, guide=guide, gin_config=gin_config,
+                           comdat_weights=comdat_weights, identity=identity, problem=problem)
     with writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     with search_lock(out_dir):

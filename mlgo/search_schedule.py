@@ -5,9 +5,11 @@ search's state travelling with each slice.
 Round one gives every module an equal share of half the budget; later rounds split what is left
 by each module's gain per second so far (bytes saved plus a 1% prior of its size, over the
 seconds spent), each slice at most half the remainder, so no module eats the budget. A module
-leaves when its search is complete (enumerated, or nothing new left to try); a slice starts no
-compile that would overrun it (by the module's mean compile time); one compile per module is
-kept for the final replay on the plain compile, which records the features a policy sees.
+leaves when its search is complete (enumerated, nothing new left to try, or its compile budget
+spent); a slice starts no compile that would overrun it (by the module's mean compile time); one
+compile per module is kept for the final replay on the plain compile, which records the features
+a policy sees. A module that leaves is replayed in the slice that ended its search and its result
+is yielded (and saved by search_corpus) at once, so a run killed later keeps it.
 """
 
 from __future__ import annotations
@@ -36,9 +38,14 @@ STRATEGY_FIELDS = ("strategy", "time_budget", "enumerate_max")
 
 def config_settings(config: Any) -> dict[str, Any]:
     """A SearchConfig as its search directory records it: the strategy's fields only when they
-    differ from the default, so searches written before they existed keep resuming."""
-    return {k: v for k, v in asdict(config).items()
-            if k not in STRATEGY_FIELDS or v != getattr(type(config), k)}
+    differ from the default, so searches written before they existed keep resuming. A time
+    budget is recorded as there being one, not its length: the length is how long one run may
+    take, so a resumed run (e.g. mlgo tune's, with what is left of its budget) may give another."""
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in STRATEGY_FIELDS or v != getattr(type(config), k)}
+    if "time_budget" in settings:
+        settings["time_budget"] = True
+    return settings
 
 
 def search_outcomes(config: Any, modules: Sequence[Module], tasks: Sequence[Any], pool: Any,
@@ -54,7 +61,8 @@ def search_outcomes(config: Any, modules: Sequence[Module], tasks: Sequence[Any]
 class StrongTask:
     """One slice of one module's strong search, picklable for the pools (`module` and `tag`
     are what they read). `seconds` 0: no time limit; `finish`: replay the best on the plain
-    compile and return the module's result."""
+    compile and return the module's result; `finish_when_done`: the same when this slice ends
+    the module's search."""
 
     module: Module
     config: Any  # mlgo.search.SearchConfig
@@ -66,6 +74,7 @@ class StrongTask:
     comdat_weights: dict[str, float] = field(default_factory=dict, compare=False)
     tag: int = 0
     search: bool = True  # False: no search beyond `state` (just the anchor when it is None)
+    finish_when_done: bool = True
 
 
 def strong_config(config: Any, seconds: float, compiles_done: int) -> StrongConfig:
@@ -95,9 +104,11 @@ def run_strong_task(task: StrongTask) -> ModuleOutcome:
         if limits.budget >= 0:
             search.run()
         out = ModuleOutcome(name, True, seconds=time.monotonic() - t0, tag=task.tag)
-        out.extra = {"state": state, "done": search.done or not (limits.budget or limits.seconds)}
-        if task.finish:
-            _finish(oracle, state, out)
+        budget_spent = bool(task.config.budget) and state.compiles >= task.config.budget - 1
+        done = search.done or budget_spent or not (limits.budget or limits.seconds)
+        out.extra = {"state": state, "done": done}
+        if task.finish or (task.finish_when_done and done and state.best is not None):
+            _finish(oracle, state, out)  # (replaces `extra` with the result's)
         return out
     except MlgoError as e:
         return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0, tag=task.tag)
@@ -182,6 +193,7 @@ def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_co
     by_name = {m.name: m for m in modules}
     states: dict[str, StrongState | None] = {m.name: None for m in modules}
     rates = {m.name: 1.0 for m in modules}
+    spent: dict[str, tuple[int, float]] = {}  # compiles and seconds per module, finished too
     first = True
     workers = int(getattr(pool, "workers", 1) or 1)
     # A finish compile per module at the end: keep roughly one compile's time per module free.
@@ -193,25 +205,30 @@ def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_co
         if not seconds:
             break
         first = False
-        before = sum(st.compiles for st in states.values() if st is not None)
+        before = sum(c for c, _ in spent.values())
         for out in pool.run([task(by_name[n], states[n], s, False) for n, s in seconds.items()]):
-            if not out.ok:
+            if not out.ok or "state" not in out.extra:  # failed, or finished with its result
                 rates.pop(out.module, None)
                 states.pop(out.module, None)
+                if out.ok:
+                    spent[out.module] = (int(out.extra["compiles"]),
+                                         float(out.extra["search_seconds"]))
                 yield out
                 continue
             st: StrongState = out.extra["state"]
             states[out.module] = st
-            if out.extra["done"] or st.best is None or st.anchor is None:
+            spent[out.module] = (st.compiles, st.seconds)
+            if st.best is None or st.anchor is None:
                 rates.pop(out.module, None)
                 continue
             rates[out.module] = ((st.anchor.objective - st.best.objective
                                   + 0.01 * st.anchor.objective)
                                  / max(st.seconds, 1e-3))
-        compiles = sum(s.compiles for s in states.values() if s is not None)
+        compiles = sum(c for c, _ in spent.values())
         if compiles == before:  # every slice was too short for one more compile
             break
-        seconds_spent = sum(s.seconds for s in states.values() if s is not None)
+        seconds_spent = sum(s for _, s in spent.values())
         reserve = len(states) * (seconds_spent / max(compiles, 1)) / workers
-    yield from pool.run([task(by_name[n], st, 0.0, True, search=False)
-                         for n, st in states.items()])
+    if states:
+        yield from pool.run([task(by_name[n], st, 0.0, True, search=False)
+                             for n, st in states.items()])

@@ -3,6 +3,7 @@ fake decision trees, and on a crafted -Oz module compiled by the real clang-19 w
 none of a callee's call sites is best while undoing any one of them alone loses."""
 
 import pytest
+from corpus_fixtures import generated_source
 from test_search import make_oz_corpus
 
 from mlgo.compiler.cache import BaselineCache
@@ -178,6 +179,38 @@ def test_search_corpus_strong_with_a_time_budget(none_corpus, tmp_path):
     r = load_result(result_path(tmp_path / "s", none_corpus.modules[0].name))
     assert list(r.actions) == [0, 0, 0] and r.extra["enumerated"]
     assert r.policy_total < r.default_total and r.features  # replayed on the plain compile
+
+
+class StopAfterFirstRound:
+    """A pool that runs the first round of slices, then stops the search as a kill would."""
+
+    def __init__(self, pool):
+        self.pool, self.workers = pool, pool.workers
+
+    def run(self, tasks):
+        yield from self.pool.run(tasks)
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_strong_time_budget_search_keeps_the_modules_it_finished(tmp_path):
+    corpus = make_oz_corpus(tmp_path / "c", {"none.c": NONE_OF_THREE,
+                                             "big.c": generated_source("inlining", 0)})
+    out = tmp_path / "s"
+    with LocalPool(1, task_fn=run_strong_task) as pool, pytest.raises(KeyboardInterrupt):
+        search_corpus(corpus.modules, out, SearchConfig(strategy="strong", time_budget=20.0),
+                      StopAfterFirstRound(pool), progress=False)
+    # none.c is enumerated within its first slice: its result was saved then, replayed.
+    small = result_path(out, "t/none.c")
+    r = load_result(small)
+    assert list(r.actions) == [0, 0, 0] and r.extra["enumerated"] and r.features
+    saved = small.stat().st_mtime_ns
+    # Resumed with what is left of a run's time (another budget): none.c is not searched again.
+    with LocalPool(1, task_fn=run_strong_task) as pool:
+        summary = search_corpus(corpus.modules, out,
+                                SearchConfig(strategy="strong", time_budget=10.0), pool,
+                                progress=False)
+    assert summary.modules == 2 and summary.skipped >= 1 and not summary.failed
+    assert small.stat().st_mtime_ns == saved
 
 
 def test_cli_strong_search_and_its_refusals(none_corpus, tmp_path, capsys):

@@ -55,11 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an earlier tune of this project (another version): reuse the search "
                    "results of unchanged modules, start training from its policy, and report "
                    "what its policy keeps on this code")
-    p.add_argument("--module-budget", type=int_arg(lo=0), default=100,
-                   help="search compiles per module at most (default 100; 0: no limit)")
+    p.add_argument("--search-strategy", default="strong", choices=("strong", "greedy"),
+                   help="strong (default): group moves, pairs, perturbation and enumeration of "
+                   "small modules, its time spent where it gains most and each module's best "
+                   "kept when the time is up; greedy: single flips from LLVM's decisions, a "
+                   "module still searching when the time is up keeps nothing")
+    p.add_argument("--module-budget", type=int_arg(lo=0), default=None,
+                   help="search compiles per module at most (default: no limit for strong, "
+                   "100 for greedy; 0: no limit)")
     p.add_argument("--flips", default="auto", choices=("auto", "all", "inlined", "marginal"),
-                   help="which call sites the search flips (default auto: only inlined ones "
-                   "on C, all on C++)")
+                   help="greedy: which call sites the search flips (default auto: only inlined "
+                   "ones on C, all on C++)")
     p.add_argument("--rounds", type=int_arg(lo=1), default=1,
                    help="imitation rounds (each later one searches again, guided; default 1)")
     p.add_argument("--gin_bindings", action="append", default=[],
@@ -85,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         include=tuple(args.include), exclude=tuple(args.exclude),
         include_tests=args.include_tests, test_command=args.test_command,
         cmake_args=tuple(args.cmake_arg), project=args.project, previous=args.previous,
-        module_budget=args.module_budget, flips=args.flips, rounds=args.rounds,
+        search_strategy=args.search_strategy, module_budget=args.module_budget,
+        flips=args.flips, rounds=args.rounds,
         time_budget=parse_duration(args.time_budget), workers=args.workers, ray=args.ray,
         timeout=args.timeout, gin_bindings=tuple(args.gin_bindings)))
     print(summary(doc))

@@ -16,6 +16,6 @@ The steps, each resumable (its output written atomically, a finished step skippe
             per module, time per step
 
 Modules: progress.py (time budget, ETA lines, step records), project.py (builds, compile
-databases, measurements of the two builds), deadline_pool.py (workers that stop at a
-deadline), learn.py (corpus, search, training, evaluation, incremental reuse), report.py,
-flow.py (the order of the steps)."""
+databases, measurements of the two builds), deadline_pool.py (the greedy search's workers,
+stopped at a deadline), learn.py (corpus, search, training, evaluation, incremental reuse),
+report.py, flow.py (the order of the steps)."""

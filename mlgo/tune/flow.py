@@ -23,6 +23,7 @@ from mlgo_base.files import atomic_write_text
 
 IDENTITY = "tune.json"
 FLIPS = ("auto", "all", "inlined", "marginal")
+SEARCH_STRATEGIES = ("strong", "greedy")
 
 
 @dataclass
@@ -37,8 +38,9 @@ class TuneOptions:
     cmake_args: tuple[str, ...] = ()
     project: str | None = None
     previous: Path | None = None
-    module_budget: int = 100  # compiles per module in the search
-    flips: str = "auto"  # auto: 1 -> 0 flips only on C code, every call site with C++
+    search_strategy: str = "strong"  # mlgo/search_schedule.py; "greedy": mlgo/search.py's
+    module_budget: int | None = None  # compiles per module (None: 0, no limit, for strong; 100)
+    flips: str = "auto"  # greedy: auto flips 1 -> 0 only on C code, every call site with C++
     rounds: int = 1  # imitation rounds (later rounds search again, guided by the policy)
     time_budget: float = 3600.0
     workers: int | None = None
@@ -54,8 +56,17 @@ class TuneOptions:
                 "include_tests": self.include_tests, "test_command": self.test_command,
                 "cmake_args": list(self.cmake_args), "project": self.project,
                 "previous": str(self.previous.resolve()) if self.previous else None,
-                "module_budget": self.module_budget, "flips": self.flips, "rounds": self.rounds,
+                "search_strategy": self.search_strategy, "module_budget": self.compile_budget,
+                "flips": self.flips, "rounds": self.rounds,
                 "gin_bindings": list(self.gin_bindings)}
+
+    @property
+    def compile_budget(self) -> int:
+        """Search compiles per module: by default none for the strong search (its time budget
+        decides), 100 for the greedy one."""
+        if self.module_budget is not None:
+            return self.module_budget
+        return 0 if self.search_strategy == "strong" else 100
 
 
 def check_options(o: TuneOptions) -> None:
@@ -71,6 +82,12 @@ def check_options(o: TuneOptions) -> None:
         raise MlgoError(f"{o.compile_db}: compilation database not found")
     if o.flips not in FLIPS:
         raise MlgoError(f"--flips {o.flips}: choose one of {', '.join(FLIPS)}")
+    if o.search_strategy not in SEARCH_STRATEGIES:
+        raise MlgoError(f"--search-strategy {o.search_strategy}: choose one of "
+                        f"{', '.join(SEARCH_STRATEGIES)}")
+    if o.search_strategy == "strong" and o.flips != "auto":
+        raise MlgoError("--flips is for --search-strategy greedy (the strong search tries "
+                        "every call site both ways)")
     if o.module_budget and o.module_budget < 3:
         raise MlgoError(f"--module-budget {o.module_budget}: at least 3 compiles (0: no limit)")
     if o.previous is not None and not (o.previous / IDENTITY).is_file():
@@ -213,6 +230,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         atomic_write_text(weights_path, json.dumps(base["comdat_weights"]) + "\n")
         gin = learn.gin_config(o.rounds, weights_path, o.gin_bindings)
     flips = o.flips if o.flips != "auto" else ("all" if rec["cxx"] else "inlined")
+    if o.search_strategy == "strong":
+        flips = "all"
     search_dir = out / "search"
 
     # 4b. an earlier tune: what its policy keeps on this code, and its reusable results
@@ -224,9 +243,14 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         if previous is None:
             t = time.monotonic()
             prints = json.loads((out / "fingerprints.json").read_text())
+            config = learn.search_config(o.search_strategy, o.compile_budget, flips, 1.0)
+            search_prints = learn.search_fingerprints(corpus.modules, config, gin,
+                                                      base["comdat_weights"])
             reuse = learn.reuse_results(o.previous.resolve(), prints, search_dir,
-                                        {"passes": 1, "budget": o.module_budget,
-                                         "flips": flips, "comdat": bool(base["comdat_weights"])})
+                                        {"passes": 1, "budget": o.compile_budget,
+                                         "flips": flips, "comdat": bool(base["comdat_weights"]),
+                                         "strategy": "strong" if o.search_strategy == "strong"
+                                         else None}, search_prints)
             pool = make_pool(workers, o.ray)
             try:
                 old = learn.evaluate(corpus, o.previous.resolve() / "train" / "policy", pool, gin,
@@ -261,13 +285,15 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         t = time.monotonic()
         order = learn.search_order(corpus.modules, base["modules"], share)
 
-        def tick(pool: Any) -> None:
+        def tick(finished: int) -> None:
             prog.remaining = max(deadline - time.monotonic(), 0.0) + reserve
-            prog.status = (f"[5/{total}] search: {pool.finished} of {len(order)} module(s) "
-                           f"done in this run; its share ends in "
-                           f"{clock(deadline - time.monotonic())}")
+            prog.status = (f"[5/{total}] search ({o.search_strategy}): {finished} of "
+                           f"{len(order)} module(s) done in this run; its share ends at "
+                           f"{clock(deadline - prog.start)}")
 
-        res = learn.run_search(order, search_dir, flips=flips, module_budget=o.module_budget,
+        tick(0)
+        res = learn.run_search(order, search_dir, strategy=o.search_strategy,
+                               module_budget=o.compile_budget, flips=flips,
                                deadline=deadline, workers=workers, ray=o.ray, gin=gin,
                                timeout=o.timeout, comdat_weights=base["comdat_weights"],
                                tick=tick)

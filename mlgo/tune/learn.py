@@ -96,27 +96,84 @@ def search_order(modules: Sequence[Module], base: dict[str, dict],
     return sorted((m for m in modules if m.name in base), key=key)
 
 
-def run_search(modules: Sequence[Module], out: Path, *, flips: str, module_budget: int,
-               deadline: float, workers: int | None, ray: str | None, gin: str, timeout: float,
-               comdat_weights: dict[str, float] | None,
-               tick: Callable[[Any], None] | None = None) -> dict[str, Any]:
-    """The search, stopped gracefully at `deadline` (time.monotonic()): the seam between tune
-    and mlgo/search.py. Modules are searched in the order given; finished ones are kept on
-    disk, so a later run (or a resumed one) searches only the rest."""
-    from mlgo.search import SearchConfig, run_search_task, search_corpus
-    from mlgo.tune.deadline_pool import DeadlinePool
+def search_config(strategy: str, module_budget: int, flips: str, time_budget: float) -> Any:
+    """The SearchConfig of tune's search (`time_budget`: for the strong one)."""
+    from mlgo.search import SearchConfig
 
-    config = SearchConfig(passes=1, budget=module_budget, flips=flips)
-    pool = DeadlinePool(run_search_task, deadline, workers=workers, ray_address=ray, tick=tick)
-    s = search_corpus(modules, out, config, pool, gin_config=gin, timeout=timeout,
-                      comdat_weights=comdat_weights or None, progress=False)
-    # searched: finished in this run (search_corpus counts the ones a deadline cut short too)
-    return {"config": asdict(config), "modules": s.modules, "searched": s.modules - s.skipped,
+    if strategy == "strong":
+        return SearchConfig(passes=1, budget=module_budget, strategy="strong",
+                            time_budget=time_budget)
+    return SearchConfig(passes=1, budget=module_budget, flips=flips)
+
+
+def search_fingerprints(modules: Sequence[Module], config: Any, gin: str,
+                        comdat_weights: dict[str, float] | None) -> dict[str, str]:
+    """Each module's fingerprint as run_search's search_corpus will check its result."""
+    from mlgo.search import module_fingerprint, search_identity
+
+    want = search_identity(config, gin_config=gin, comdat_weights=comdat_weights or None)
+    return {m.name: module_fingerprint(m, want) for m in modules}
+
+
+class _CountingPool:
+    """A pool whose run() reports each module that finished (a strong search's slices that do
+    not end a module carry its state, not a result)."""
+
+    def __init__(self, pool: Any, tick: Callable[[int], None]) -> None:
+        self.pool, self.tick, self.finished = pool, tick, 0
+        self.workers = getattr(pool, "workers", 1)
+
+    def run(self, tasks: Sequence[Any]) -> Any:
+        for out in self.pool.run(tasks):
+            if not out.ok or "state" not in out.extra:
+                self.finished += 1
+                self.tick(self.finished)
+            yield out
+
+
+def run_search(modules: Sequence[Module], out: Path, *, strategy: str, module_budget: int,
+               flips: str, deadline: float, workers: int | None, ray: str | None, gin: str,
+               timeout: float, comdat_weights: dict[str, float] | None,
+               tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The search, ended at `deadline` (time.monotonic()): the seam between tune and
+    mlgo/search.py. "strong": the strong search with the time to the deadline as its budget
+    (mlgo/search_schedule.py: it starts no compile it would overrun, keeps the best found for
+    every module, and saves each module as its search ends); "greedy": the single-flip search of
+    each module in the order given, its workers killed at the deadline (a module cut short
+    keeps nothing). Either way a later (or resumed) run searches only the modules without a
+    result. `tick(n)`: n modules finished in this run."""
+    import time
+
+    from mlgo.search import run_search_task, search_corpus
+    from mlgo.search_schedule import run_strong_task
+    from mlgo.tune.deadline_pool import DeadlinePool
+    from mlgo.workers.pool import make_pool
+
+    report = tick or (lambda n: None)
+    config = search_config(strategy, module_budget, flips, max(deadline - time.monotonic(), 1.0))
+    pool: Any
+    if strategy == "strong":
+        inner = make_pool(workers, ray, task_fn=run_strong_task)
+        pool = _CountingPool(inner, report)
+    else:
+        inner = pool = DeadlinePool(run_search_task, deadline, workers=workers, ray_address=ray,
+                                    tick=lambda p: report(p.finished))
+    try:
+        s = search_corpus(modules, out, config, pool, gin_config=gin, timeout=timeout,
+                          comdat_weights=comdat_weights or None, progress=False)
+    finally:
+        close = getattr(inner, "close", None)
+        if close is not None:
+            close()
+    stopped = bool(getattr(pool, "stopped", False))
+    return {"config": asdict(config), "modules": s.modules,
+            # finished in this run (search_corpus counts the ones a deadline cut short too)
+            "searched": s.modules - s.skipped,
             "skipped": s.skipped, "failed": [m for m, _ in s.failed], "compiles": s.compiles,
-            "search_seconds": round(s.seconds, 3), "stopped_by_budget": pool.stopped,
-            "unfinished": pool.unfinished, "default_total": s.default_total,
-            "best_total": s.best_total, "linked_default": s.linked_default,
-            "linked_best": s.linked_best,
+            "search_seconds": round(s.seconds, 3), "stopped_by_budget": stopped,
+            "unfinished": list(getattr(pool, "unfinished", [])),
+            "default_total": s.default_total, "best_total": s.best_total,
+            "linked_default": s.linked_default, "linked_best": s.linked_best,
             "gain": (s.linked_default - s.linked_best) / s.linked_default
             if s.linked_default else 0.0}
 
@@ -218,10 +275,11 @@ def fingerprints(corpus: Corpus, root: Path, jobs: int) -> dict[str, str]:
 
 
 def reuse_results(previous: Path, new_prints: dict[str, str], search: Path,
-                  config: dict[str, Any]) -> dict[str, Any]:
+                  config: dict[str, Any], search_prints: dict[str, str]) -> dict[str, Any]:
     """Copy the earlier tune's search result of every module whose fingerprint is unchanged
-    into `search` (under its new name), when the earlier search had the same settings."""
-    from mlgo.search import CONFIG, load_result, result_path, save_result
+    into `search` (under its new name, with its fingerprint for this search:
+    `search_prints`), when the earlier search had the same settings."""
+    from mlgo.search_store import CONFIG, load_result, result_path, save_result
 
     old_prints_path = previous / "fingerprints.json"
     old_config_path = previous / "search" / CONFIG
@@ -243,7 +301,7 @@ def reuse_results(previous: Path, new_prints: dict[str, str], search: Path,
         if not result_path(search, name).is_file():
             r = load_result(result_path(previous / "search", old))
             r.module = name
-            save_result(search, r)
+            save_result(search, r, search_prints[name])
         reused[name] = old
     return {"reused": reused}
 
