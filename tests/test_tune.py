@@ -53,7 +53,7 @@ def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and
     before = {p: p.stat().st_mtime_ns for p in modules.rglob("*.npz")}
     assert before
 
-    # The strong search spends its whole share of the budget: the run takes about the budget.
+    # The resumed run searches the rest within its share of the budget.
     again = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True,
                            timeout=420)
     assert again.returncode == 0, again.stdout + again.stderr

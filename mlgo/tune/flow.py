@@ -38,7 +38,7 @@ class TuneOptions:
     cmake_args: tuple[str, ...] = ()
     project: str | None = None
     previous: Path | None = None
-    search_strategy: str = "strong"  # mlgo/search_schedule.py; "greedy": mlgo/search.py's
+    search_strategy: str = "greedy"  # mlgo/search.py's; "strong": mlgo/search_schedule.py's
     module_budget: int | None = None  # compiles per module (None: 0, no limit, for strong; 100)
     flips: str = "auto"  # greedy: auto flips 1 -> 0 only on C code, every call site with C++
     rounds: int = 1  # imitation rounds (later rounds search again, guided by the policy)
