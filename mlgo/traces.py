@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Module
+from corpus_tools.corpus import Corpus, Module
+from corpus_tools.report import DECISION_FACTS, ModuleDecisions, join_decisions
 from mlgo.policies.vocab import DEFAULT_QUANTILES, quantile_boundaries, save_vocab
 from mlgo.problems import Problem
 from mlgo.protocol import Header, TensorSpec
@@ -272,3 +273,39 @@ def build_vocab(trace_dir: Path, out_dir: Path, n: int = DEFAULT_QUANTILES) -> d
     vocab = {name: quantile_boundaries(np.concatenate(parts), n) for name, parts in chunks.items()}
     save_vocab(out_dir, vocab)
     return {name: len(b) for name, b in vocab.items()}
+
+
+def trace_decisions(trace_dir: Path | str) -> dict[str, ModuleDecisions]:
+    """Per module of a trace (or of a search directory, whose best trajectories are one), its
+    decisions with their call sites. MlgoError unless every module recorded its call sites,
+    which compiles under the inliner plugin (`--env plugin`) do."""
+    out: dict[str, ModuleDecisions] = {}
+    for t in read_trace(trace_dir, call_sites=True):
+        if t.call_sites is None:
+            raise MlgoError(f"{trace_dir}: module {t.module} has no call-site identities; only "
+                            "decisions made with --env plugin name their call sites")
+        out[t.module] = ModuleDecisions(t.call_sites.caller, t.call_sites.callee,
+                                        t.call_sites.ordinal, [int(a) for a in t.actions],
+                                        [int(a) for a in t.default_actions])
+    if not out:
+        raise MlgoError(f"{trace_dir}: the trace has no decisions")
+    return out
+
+
+CALL_GRAPH_MATCHED = "call_graph_matched"
+
+
+def decision_graph_features(trace_dir: Path | str, corpus: Corpus | Path | str
+                            ) -> dict[str, dict[str, np.ndarray]]:
+    """Extra per-decision features for training: per module of the trace, each of
+    corpus_tools.report.DECISION_FACTS by name as an int64 array [T] in decision order (the
+    call-graph facts of the corpus module before optimization), and CALL_GRAPH_MATCHED, 1 where
+    the decision's caller and callee are in that graph and 0 where not (an inliner clone, a
+    module llvmlite cannot read), whose facts are then -1."""
+    corp = corpus if isinstance(corpus, Corpus) else Corpus.load(corpus)
+    joined = join_decisions(corp, trace_decisions(trace_dir), str(trace_dir))
+    return {
+        module: {**{f: np.asarray(columns[f], dtype=np.int64) for f in DECISION_FACTS},
+                 CALL_GRAPH_MATCHED: np.asarray(joined.matched[module], dtype=np.int64)}
+        for module, columns in joined.facts.items()
+    }
