@@ -197,6 +197,16 @@ def test_search_results_keep_call_sites(tmp_path: Path) -> None:
 
 
 @needs_clang
+def test_interactive_mode_records_no_call_sites(corpus: Corpus) -> None:
+    """Interactive mode sends a context line too, which names no call site: its recorded
+    compiles carry none (and do not fail for it)."""
+    out = run_module(ModuleTask("inlining", corpus.modules[0], PolicySpec.named("cost-threshold"),
+                                record=True, timeout=120))
+    assert out.ok, out.error
+    assert len(out.actions) > 0 and out.call_sites is None
+
+
+@needs_clang
 def test_plugin_compile_to_trace_to_joined_features(corpus: Corpus, tmp_path: Path) -> None:
     """A real compile under the plugin: its decisions name call sites of the module, which the
     trace keeps and the join finds in the graph; `mlgo corpus report --decisions` tabulates them."""

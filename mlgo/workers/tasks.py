@@ -80,10 +80,12 @@ class CallSites:
                    [s.ordinal for s in sites], [s.loc for s in sites])
 
 
-def decision_call_sites(module: str, contexts: list[str], decisions: int) -> CallSites | None:
-    """The call sites of a compile's `decisions` from its context lines; None when the compiler
-    sent none (interactive mode). A count that differs from the decisions is a protocol fault."""
-    if not contexts:
+def decision_call_sites(problem: Any, module: str, contexts: list[str],
+                        decisions: int) -> CallSites | None:
+    """The call sites of a compile's `decisions` from its context lines when `problem` compiles
+    with the inliner plugin, else None (interactive mode's context line names no call site). A
+    count that differs from the decisions is a protocol fault."""
+    if not getattr(problem, "plugin", ""):
         return None
     if len(contexts) != decisions:
         raise MlgoError(f"{module}: the compiler named {len(contexts)} call site(s) for "
@@ -212,7 +214,8 @@ def _run_module(task: ModuleTask) -> ModuleOutcome:
             out.features = stack_features(res.observations)
             out.actions = np.asarray(res.actions, dtype=np.int64)
             out.default_actions = np.asarray(labels, dtype=np.int64)
-            out.call_sites = decision_call_sites(task.module.name, res.contexts, len(res.actions))
+            out.call_sites = decision_call_sites(problem, task.module.name, res.contexts,
+                                                  len(res.actions))
             if logprobs:
                 out.logprobs = np.asarray(logprobs, dtype=np.float32)
         return out
