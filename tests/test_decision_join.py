@@ -250,3 +250,19 @@ def test_plugin_compile_to_trace_to_joined_features(corpus: Corpus, tmp_path: Pa
     assert decisions["decisions"] == len(pairs)
     assert sum(r["decisions"] for r in decisions["facts"]["same_scc"].values()) \
         == len(pairs) - decisions["unmatched"]
+
+
+@needs_clang
+def test_search_with_plugin_names_call_sites(corpus: Corpus, tmp_path: Path) -> None:
+    """`mlgo search --env plugin`: the result file and the search's trace keep the call sites,
+    so `--decisions` takes the search directory."""
+    search = tmp_path / "search"
+    proc = run_mlgo("search", "--problem", "inlining", "--corpus", str(corpus.root), "--workers",
+                    "1", "--env", "plugin", "--budget", "12", "-o", str(search), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = load_result(result_path(search, MODULE))
+    assert result.call_sites is not None and len(result.call_sites) == len(result.actions) > 0
+    decisions = trace_decisions(search)[MODULE]
+    assert decisions.callers == result.call_sites.caller
+    assert decisions.actions == [int(a) for a in result.actions]
+    assert ("f1", "h") in zip(decisions.callers, decisions.callees, strict=True)
