@@ -216,7 +216,8 @@ DECISION_FACTS: dict[str, str] = {
     "callee_callers": "defined functions with a direct call to the callee (itself included)",
     "callee_call_sites": "direct calls to the callee in the module",
     "callee_address_taken": "the callee is used other than as a called operand: passed, stored, "
-                            "or in a global's initializer (globals named llvm.* not counted)",
+                            "or in a global variable's initializer (not counted: globals named llvm.*, "
+                            "such as llvm.used, and global aliases, which llvmlite does not list)",
     "callee_internal": "the callee has internal or private linkage",
     "callee_instructions": "the callee's IR instructions",
     "callee_blocks": "the callee's basic blocks",
@@ -238,6 +239,7 @@ class CallGraph:
     internal: dict[str, bool]
     callers: dict[str, set[str]]
     pair_calls: dict[tuple[str, str], int]
+    calls_to: dict[str, int]  # direct calls of each function, from all callers
     address_taken: set[str]
     scc: dict[str, int]  # function -> index of its SCC
     scc_size: dict[str, int]
@@ -250,7 +252,7 @@ class CallGraph:
         """DECISION_FACTS of a call from `caller` to `callee` (both must be in the graph)."""
         return {
             "callee_callers": len(self.callers[callee]),
-            "callee_call_sites": sum(n for (_, g), n in self.pair_calls.items() if g == callee),
+            "callee_call_sites": self.calls_to[callee],
             "callee_address_taken": int(callee in self.address_taken),
             "callee_internal": int(self.internal[callee]),
             "callee_instructions": self.instructions[callee],
@@ -269,12 +271,14 @@ def call_graph(functions: Sequence[FunctionIR], linkage: Mapping[str, str] | Non
     """The CallGraph of `functions` (the defined ones); `linkage` by name as llvmlite spells it."""
     linkage = linkage or {}
     pair_calls: dict[tuple[str, str], int] = {}
+    calls_to = {f.name: 0 for f in functions}
     callers: dict[str, set[str]] = {f.name: set() for f in functions}
     for f in functions:
         for block in f.blocks:
             for inst in block.instructions:
                 if inst.call_kind == DECISION and inst.callee in callers:
                     pair_calls[(f.name, inst.callee)] = pair_calls.get((f.name, inst.callee), 0) + 1
+                    calls_to[inst.callee] += 1
                     callers[inst.callee].add(f.name)
     graph = {f.name: sorted({g for (c, g) in pair_calls if c == f.name}) for f in functions}
     sccs = strongly_connected_components(graph)
@@ -282,7 +286,7 @@ def call_graph(functions: Sequence[FunctionIR], linkage: Mapping[str, str] | Non
         instructions={f.name: sum(len(b.instructions) for b in f.blocks) for f in functions},
         blocks={f.name: len(f.blocks) for f in functions},
         internal={f.name: linkage.get(f.name, "") in ("internal", "private") for f in functions},
-        callers=callers, pair_calls=pair_calls,
+        callers=callers, pair_calls=pair_calls, calls_to=calls_to,
         address_taken=set(address_taken) & set(callers),
         scc={m: i for i, c in enumerate(sccs) for m in c},
         scc_size={m: len(c) for c in sccs for m in c},
