@@ -217,7 +217,7 @@ DECISION_FACTS: dict[str, str] = {
     "callee_call_sites": "direct calls to the callee in the module",
     "callee_address_taken": "the callee is used other than as a called operand: passed, stored, "
                             "or in a global variable's initializer (not counted: globals named llvm.*, "
-                            "such as llvm.used, and global aliases, which llvmlite does not list)",
+                            "such as llvm.used)",
     "callee_internal": "the callee has internal or private linkage",
     "callee_instructions": "the callee's IR instructions",
     "callee_blocks": "the callee's basic blocks",
@@ -329,9 +329,11 @@ def module_call_graph(path: Path | str) -> CallGraph:
                         taken.add(op.name)
                     elif kind not in _NO_FUNCTIONS:
                         taken |= _names_in(str(op)) & defined
-    for gv in module.global_variables:
-        if not gv.name.startswith("llvm."):
-            taken |= _names_in(str(gv)) & defined
+    # Global variables (and aliases) from the module's text, printed once: printing each global
+    # on its own costs a walk of the whole module per global.
+    for line in str(module).splitlines():
+        if line.startswith("@") and not line.startswith(("@llvm.", '@"llvm.')):
+            taken |= _names_in(line.partition(" = ")[2]) & defined
     return call_graph(functions, linkage, taken)
 
 
