@@ -367,7 +367,7 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
     error."""
     from mlgo.compiler.measure import COMDAT_PREFIX, comdat_objective
     from mlgo.protocol import stack_features
-    from mlgo.workers.tasks import apply_gin
+    from mlgo.workers.tasks import apply_gin, decision_call_sites
 
     t0 = time.monotonic()
     name = task.module.name
@@ -400,6 +400,7 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
             out.features = stack_features(final.observations)
             out.actions = np.asarray(best.actions, dtype=np.int64)
             out.default_actions = np.asarray(best.llvm, dtype=np.int64)
+            out.call_sites = decision_call_sites(s.plain, name, final.contexts, len(best.actions))
         return out
     except MlgoError as e:
         return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0, tag=task.tag)

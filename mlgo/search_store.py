@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module
-from mlgo.workers.tasks import ModuleOutcome
+from mlgo.workers.tasks import CallSites, ModuleOutcome
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, writing
 from mlgo_base.files import atomic_write_bytes, atomic_write_text, file_sha256
@@ -92,6 +92,8 @@ def save_result(out_dir: Path, out: ModuleOutcome, fingerprint: str) -> None:
         arrays["actions"] = out.actions
         arrays["default_actions"] = out.default_actions
         arrays.update({"feature:" + k: v for k, v in out.features.items()})
+        if out.call_sites is not None:
+            arrays.update({"call_site:" + k: np.asarray(v) for k, v in vars(out.call_sites).items()})
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(result_path(out_dir, out.module), buf.getvalue())
@@ -116,6 +118,9 @@ def load_result(path: Path, module: str | None = None,
                 out.default_actions = z["default_actions"]
                 out.features = {k.removeprefix("feature:"): z[k] for k in z.files
                                 if k.startswith("feature:")}
+                if "call_site:caller" in z:
+                    out.call_sites = CallSites(*(z["call_site:" + k].tolist() for k in
+                                                 ("caller", "callee", "ordinal", "loc")))
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
         raise StaleResult(f"{path}: unreadable search result ({type(e).__name__}: {e})") from None
     if module is not None and out.module != module:

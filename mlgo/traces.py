@@ -3,7 +3,11 @@
 A trace is a directory:
     TRACE/trace.tfrecord   one tf.train.SequenceExample per module: context {module, reward,
                            policy_total, default_total}, feature_lists {<feature>..., action,
-                           default_action, reward} with one entry per decision
+                           default_action, reward} with one entry per decision; traces made
+                           with the inliner plugin (`--env plugin`) also have the call site of
+                           each decision: call_site_caller, call_site_callee, call_site_loc
+                           (bytes) and call_site_ordinal (int64), which training reads only
+                           when asked (`read_trace(..., call_sites=True)`)
     TRACE/trace.json       the compiler header (feature specs), problem, policy, counts, failures
     TRACE/failures.json    each failed module's full error (only when some failed)
 Make one with `trace_modules`; read it with `read_trace` (numpy arrays per module) or
@@ -21,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Module
+from corpus_tools.corpus import Corpus, Module
+from corpus_tools.report import DECISION_FACTS, ModuleDecisions, join_decisions
 from mlgo.policies.vocab import DEFAULT_QUANTILES, feature_boundaries, save_vocab
 from mlgo.problems import Problem
 from mlgo.protocol import Header, TensorSpec
 from mlgo.workers.pool import WorkerPool, run_with_progress
-from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
+from mlgo.workers.tasks import CallSites, ModuleOutcome, ModuleTask, PolicySpec
 from mlgo_base.errors import MlgoError, writing
 from mlgo_base.files import atomic_write_text
 
@@ -36,6 +41,9 @@ FAILURES = "failures.json"
 # Who decides while tracing unless told otherwise: the problem's imitation of its default
 # heuristic, which behavioral cloning learns from.
 PROXY_POLICY = {"inlining": "cost-threshold", "regalloc": "proxy"}
+# The call-site columns (bytes, but for the ordinal) and the CallSites field each one holds.
+CALL_SITE_COLUMNS = {"call_site_caller": "caller", "call_site_callee": "callee",
+                     "call_site_ordinal": "ordinal", "call_site_loc": "loc"}
 
 
 @dataclass
@@ -47,6 +55,7 @@ class ModuleTrace:
     features: dict[str, np.ndarray]  # name -> [T, *shape]
     actions: np.ndarray  # [T]
     default_actions: np.ndarray  # [T]
+    call_sites: CallSites | None = None  # with read_trace(call_sites=True), when recorded
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -73,6 +82,7 @@ class TraceWriter:
             self._writer = tf.io.TFRecordWriter(str(self._tmp))
         self.modules = 0
         self.decisions = 0
+        self.call_site_modules = 0  # modules whose decisions name their call sites
 
     def add(self, outcome: ModuleOutcome) -> None:
         tf = self._tf
@@ -91,6 +101,17 @@ class TraceWriter:
         default = outcome.default_actions if outcome.default_actions is not None else outcome.actions
         lists["default_action"] = tf.train.FeatureList(feature=[_feature(tf, i64, a) for a in default])
         lists["reward"] = tf.train.FeatureList(feature=[_feature(tf, f32, outcome.reward)] * steps)
+        sites = outcome.call_sites
+        if sites is not None:
+            if len(sites) != steps:
+                raise MlgoError(f"{outcome.module}: {len(sites)} call site(s) for {steps} decision(s)")
+            for column, attr in CALL_SITE_COLUMNS.items():
+                values = getattr(sites, attr)
+                lists[column] = tf.train.FeatureList(feature=[
+                    tf.train.Feature(int64_list=tf.train.Int64List(value=[v])) if attr == "ordinal"
+                    else tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+                    for v in values])
+            self.call_site_modules += 1
         context = tf.train.Features(feature={
             "module": tf.train.Feature(bytes_list=tf.train.BytesList(value=[outcome.module.encode()])),
             "reward": _feature(tf, f32, outcome.reward),
@@ -109,7 +130,8 @@ class TraceWriter:
             self._writer.close()
             self._tmp.replace(self.dir / RECORDS)
         meta = {**self.meta, **(extra_meta or {}), "header": self.header.to_json(),
-                "modules": self.modules, "decisions": self.decisions}
+                "modules": self.modules, "decisions": self.decisions,
+                "call_site_modules": self.call_site_modules}
         atomic_write_text(self.dir / META, json.dumps(meta, indent=1) + "\n")
 
 
@@ -129,7 +151,7 @@ def trace_header(trace_dir: Path | str) -> Header:
     return parse_header(json.dumps(load_meta(trace_dir)["header"]).encode(), str(trace_dir))
 
 
-def _parse_spec(tf: Any, header: Header) -> tuple[dict, dict]:
+def _parse_spec(tf: Any, header: Header, call_sites: bool = False) -> tuple[dict, dict]:
     context = {
         "module": tf.io.FixedLenFeature([], tf.string),
         "reward": tf.io.FixedLenFeature([1], tf.float32),
@@ -143,33 +165,52 @@ def _parse_spec(tf: Any, header: Header) -> tuple[dict, dict]:
     seq["action"] = tf.io.FixedLenSequenceFeature([1], tf.int64)
     seq["default_action"] = tf.io.FixedLenSequenceFeature([1], tf.int64)
     seq["reward"] = tf.io.FixedLenSequenceFeature([1], tf.float32)
+    if call_sites:  # absent from a module (an older trace, interactive mode): zero entries
+        for column in CALL_SITE_COLUMNS:
+            dt = tf.int64 if column == "call_site_ordinal" else tf.string
+            seq[column] = tf.io.FixedLenSequenceFeature([1], dt, allow_missing=True)
     return context, seq
 
 
-def trace_dataset(trace_dir: Path | str) -> Any:
-    """A tf.data.Dataset of (context, sequence) dicts, one element per module."""
+def trace_dataset(trace_dir: Path | str, call_sites: bool = False) -> Any:
+    """A tf.data.Dataset of (context, sequence) dicts, one element per module; with
+    `call_sites`, the sequences also hold the CALL_SITE_COLUMNS (empty where not recorded)."""
     import tensorflow as tf
 
     header = trace_header(trace_dir)
-    ctx, seq = _parse_spec(tf, header)
+    ctx, seq = _parse_spec(tf, header, call_sites)
     ds = tf.data.TFRecordDataset(str(Path(trace_dir) / RECORDS))
     return ds.map(lambda r: tf.io.parse_single_sequence_example(r, ctx, seq))
 
 
-def read_trace(trace_dir: Path | str) -> Iterator[ModuleTrace]:
-    """Each module's trace as numpy arrays, features reshaped to the header's shapes."""
+def _call_sites(seq: dict[str, np.ndarray], steps: int, where: str) -> CallSites | None:
+    columns = {attr: seq[column][:, 0] for column, attr in CALL_SITE_COLUMNS.items()}
+    if all(len(v) == 0 for v in columns.values()):
+        return None
+    if any(len(v) != steps for v in columns.values()):
+        raise MlgoError(f"{where}: call-site columns of {sorted(len(v) for v in columns.values())} "
+                        f"entries for {steps} decisions")
+    return CallSites([b.decode() for b in columns["caller"]], [b.decode() for b in columns["callee"]],
+                     [int(o) for o in columns["ordinal"]], [b.decode() for b in columns["loc"]])
+
+
+def read_trace(trace_dir: Path | str, call_sites: bool = False) -> Iterator[ModuleTrace]:
+    """Each module's trace as numpy arrays, features reshaped to the header's shapes; with
+    `call_sites`, each module's CallSites when the trace recorded them (else None)."""
     header = trace_header(trace_dir)
     try:
-        for ctx, seq in trace_dataset(trace_dir).as_numpy_iterator():
+        for ctx, seq in trace_dataset(trace_dir, call_sites).as_numpy_iterator():
             steps = len(seq["action"])
             feats = {
                 f.name: seq[f.name].reshape((steps, *f.shape)).astype(f.dtype)
                 for f in header.features
             }
+            module = ctx["module"].decode()
             yield ModuleTrace(
-                ctx["module"].decode(), float(ctx["reward"][0]), float(ctx["policy_total"][0]),
+                module, float(ctx["reward"][0]), float(ctx["policy_total"][0]),
                 float(ctx["default_total"][0]), feats, seq["action"][:, 0],
                 seq["default_action"][:, 0],
+                _call_sites(seq, steps, f"{Path(trace_dir) / RECORDS}: {module}") if call_sites else None,
             )
     except Exception as e:  # tf.errors.DataLossError and friends
         if type(e).__module__.startswith("tensorflow"):
@@ -235,3 +276,39 @@ def build_vocab(trace_dir: Path, out_dir: Path, n: int = DEFAULT_QUANTILES) -> d
         vocab.update(feature_boundaries(name, elements[name], np.concatenate(parts), n))
     save_vocab(out_dir, vocab)
     return {name: len(b) for name, b in vocab.items()}
+
+
+def trace_decisions(trace_dir: Path | str) -> dict[str, ModuleDecisions]:
+    """Per module of a trace (or of a search directory, whose best trajectories are one), its
+    decisions with their call sites. MlgoError unless every module recorded its call sites,
+    which compiles under the inliner plugin (`--env plugin`) do."""
+    out: dict[str, ModuleDecisions] = {}
+    for t in read_trace(trace_dir, call_sites=True):
+        if t.call_sites is None:
+            raise MlgoError(f"{trace_dir}: module {t.module} has no call-site identities; only "
+                            "decisions made with --env plugin name their call sites")
+        out[t.module] = ModuleDecisions(t.call_sites.caller, t.call_sites.callee,
+                                        t.call_sites.ordinal, [int(a) for a in t.actions],
+                                        [int(a) for a in t.default_actions])
+    if not out:
+        raise MlgoError(f"{trace_dir}: the trace has no decisions")
+    return out
+
+
+CALL_GRAPH_MATCHED = "call_graph_matched"
+
+
+def decision_graph_features(trace_dir: Path | str, corpus: Corpus | Path | str
+                            ) -> dict[str, dict[str, np.ndarray]]:
+    """Extra per-decision features for training: per module of the trace, each of
+    corpus_tools.report.DECISION_FACTS by name as an int64 array [T] in decision order (the
+    call-graph facts of the corpus module before optimization), and CALL_GRAPH_MATCHED, 1 where
+    the decision's caller and callee are in that graph and 0 where not (an inliner clone, a
+    module llvmlite cannot read), whose facts are then -1."""
+    corp = corpus if isinstance(corpus, Corpus) else Corpus.load(corpus)
+    joined = join_decisions(corp, trace_decisions(trace_dir), str(trace_dir))
+    return {
+        module: {**{f: np.asarray(columns[f], dtype=np.int64) for f in DECISION_FACTS},
+                 CALL_GRAPH_MATCHED: np.asarray(joined.matched[module], dtype=np.int64)}
+        for module, columns in joined.facts.items()
+    }

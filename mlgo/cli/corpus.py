@@ -99,6 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also write the report as JSON")
     report.add_argument("-j", "--jobs", type=workers_arg, default=_default_jobs(),
                      help="parallel compiles (default: cores)")
+    report.add_argument("--decisions", type=Path, default=None, metavar="TRACE_OR_SEARCH",
+                        help="also join the decisions of a trace or search directory made with "
+                             "--env plugin to the call graph of each module before optimization, "
+                             "and tabulate where they and their flips fall")
     report.set_defaults(func=_cmd_report)
 
 
@@ -258,4 +262,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from corpus_tools.report import run_report
 
-    return run_report(args.corpus, args.json, args.jobs)
+    decisions = None
+    if args.decisions is not None:
+        from mlgo.traces import trace_decisions
+
+        decisions = (str(args.decisions), trace_decisions(args.decisions))
+    return run_report(args.corpus, args.json, args.jobs, decisions)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module
+from mlgo.compiler.plugin_env import call_site
 from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.protocol import stack_features
 from mlgo_base.errors import MlgoError
@@ -58,6 +59,41 @@ class ModuleTask:
 
 
 @dataclass
+class CallSites:
+    """Per decision, the call site it was about (mlgo.compiler.plugin_env.CallSite), as parallel
+    lists so that traces and search results store them as columns."""
+
+    caller: list[str]
+    callee: list[str]
+    ordinal: list[int]
+    loc: list[str]
+
+    def __len__(self) -> int:
+        return len(self.caller)
+
+    @classmethod
+    def from_contexts(cls, contexts: list[str]) -> CallSites:
+        """From the plugin's context lines, one per decision (ProtocolError if one is not a
+        call site's identity)."""
+        sites = [call_site(c) for c in contexts]
+        return cls([s.caller for s in sites], [s.callee for s in sites],
+                   [s.ordinal for s in sites], [s.loc for s in sites])
+
+
+def decision_call_sites(problem: Any, module: str, contexts: list[str],
+                        decisions: int) -> CallSites | None:
+    """The call sites of a compile's `decisions` from its context lines when `problem` compiles
+    with the inliner plugin, else None (interactive mode's context line names no call site). A
+    count that differs from the decisions is a protocol fault."""
+    if not getattr(problem, "plugin", ""):
+        return None
+    if len(contexts) != decisions:
+        raise MlgoError(f"{module}: the compiler named {len(contexts)} call site(s) for "
+                        f"{decisions} decision(s)")
+    return CallSites.from_contexts(contexts)
+
+
+@dataclass
 class ModuleOutcome:
     module: str
     ok: bool
@@ -75,6 +111,8 @@ class ModuleOutcome:
     default_actions: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     tag: int = 0
+    # With record=True under the plugin environment: which call site each decision was about.
+    call_sites: CallSites | None = None
 
 
 def apply_gin(config: str) -> None:
@@ -176,6 +214,8 @@ def _run_module(task: ModuleTask) -> ModuleOutcome:
             out.features = stack_features(res.observations)
             out.actions = np.asarray(res.actions, dtype=np.int64)
             out.default_actions = np.asarray(labels, dtype=np.int64)
+            out.call_sites = decision_call_sites(problem, task.module.name, res.contexts,
+                                                  len(res.actions))
             if logprobs:
                 out.logprobs = np.asarray(logprobs, dtype=np.float32)
         return out
