@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="regalloc: another input the result is checked on (never trained on)")
     p.add_argument("--no-pgo", action="store_true",
                    help="regalloc: leave out clang's own PGO builds from the comparison")
-    p.add_argument("source", nargs="?", type=Path, default=None, metavar="CMAKE_SOURCE_DIR")
+    p.add_argument("source", nargs="?", type=Path, default=None, metavar="CMAKE_SOURCE_DIR",
+                   help="a CMake project to configure and build at -Oz (or give --compile-db)")
     p.add_argument("--compile-db", type=Path, default=None, metavar="FILE",
                    help="a compile_commands.json instead of a CMake source directory")
     p.add_argument("-o", "--output", type=Path, required=True,
