@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,6 +279,25 @@ def write_description(
 def _stable_unit_hash(seed: int, text: str) -> int:
     # sha256 rather than hash(): Python salts str hashes per process.
     return int.from_bytes(hashlib.sha256(f"{seed}\0{text}".encode()).digest()[:8], "big")
+
+
+def split_named_projects(corpus: Corpus,
+                         projects: Collection[str]) -> tuple[list[str], list[str]]:
+    """(train, validation) module names, each in corpus order: validation is exactly the named
+    projects' modules, training the rest. A name the corpus does not hold is an error (a typo
+    would otherwise validate on nothing), and so is leaving nothing to train on."""
+    by_project = corpus.by_project()
+    unknown = sorted(set(projects) - set(by_project))
+    if unknown:
+        raise CorpusError(f"{corpus.root}: holds no project {', '.join(unknown)} (its projects: "
+                          f"{', '.join(sorted(by_project))})")
+    held_out = set(projects)
+    validation = [m.name for m in corpus.modules if m.project in held_out]
+    train = [m.name for m in corpus.modules if m.project not in held_out]
+    if not train:
+        raise CorpusError(f"{corpus.root}: validating on {', '.join(sorted(held_out))} leaves no "
+                          "module to train on")
+    return train, validation
 
 
 def split_by_project(corpus: Corpus, validation_fraction: float,

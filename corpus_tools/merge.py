@@ -1,5 +1,6 @@
 """Merging corpora: the union of several, deduplicated by bitcode, optionally cut to some
-projects (how training, validation and held-out corpora are made from whole ones)."""
+projects or named modules (how training, validation, held-out and searched corpora are made from
+whole ones)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
 
 def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bool = True,
                   progress: bool = False, keep_projects: Collection[str] | None = None,
-                  drop_projects: Collection[str] = ()) -> MergeSummary:
+                  drop_projects: Collection[str] = (),
+                  keep_modules: Collection[str] | None = None) -> MergeSummary:
     """Union of several corpora into `out_dir` (which may already hold a corpus).
 
     Files are hard-linked when possible (`link`), else copied. Bitcode already present
@@ -57,7 +59,9 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
     (bitcode or command) in two inputs is an error. `keep_projects` (if given) keeps only those
     projects of the inputs and `drop_projects` drops some: how a training, validation or
     held-out corpus is cut from whole ones. A named project no input holds is an error (a typo
-    would otherwise leave a held-out project in training)."""
+    would otherwise leave a held-out project in training). `keep_modules` (if given) keeps only
+    the modules of those names, e.g. the hot modules a search covers; likewise a name no input
+    holds is an error."""
     inputs = [Path(i) for i in inputs]
     out_dir = Path(out_dir)
     corpora = [Corpus.load(i) for i in inputs]
@@ -66,6 +70,11 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
     if unknown:
         raise CorpusError(f"no input corpus ({', '.join(map(str, inputs))}) holds project(s) "
                           f"{', '.join(unknown)}")
+    if keep_modules is not None:
+        missing = sorted(set(keep_modules) - {m.name for c in corpora for m in c.modules})
+        if missing:
+            raise CorpusError(f"no input corpus ({', '.join(map(str, inputs))}) holds module(s) "
+                              f"{', '.join(missing)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = MergeSummary(out_dir)
     desc = read_existing_description(out_dir)
@@ -95,7 +104,8 @@ def merge_corpora(inputs: Iterable[Path | str], out_dir: Path | str, *, link: bo
         if inp.resolve() == out_dir.resolve():
             continue
         corpus.modules = [m for m in corpus.modules if m.project not in drop_projects
-                          and (keep_projects is None or m.project in keep_projects)]
+                          and (keep_projects is None or m.project in keep_projects)
+                          and (keep_modules is None or m.name in keep_modules)]
         if corpus.modules:
             if version is None:
                 version, version_from = corpus.llvm_version, str(inp)

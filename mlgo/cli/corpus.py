@@ -82,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="keep only these projects of the inputs")
     merge.add_argument("--exclude-projects", type=_project_list, default=[], metavar="P,Q",
                        help="drop these projects of the inputs (e.g. the held-out ones)")
+    kept = merge.add_mutually_exclusive_group()
+    kept.add_argument("--modules", type=_module_list, metavar="M,N",
+                      help="keep only these modules of the inputs (names as in "
+                      "corpus_description.json, e.g. lua5.4/src/lvm.c)")
+    kept.add_argument("--modules-from", type=Path, metavar="FILE",
+                      help="keep only the modules named in FILE, one a line (# starts a comment)")
     merge.set_defaults(func=_cmd_merge)
 
     check = sub.add_parser("check", help="recompile every module with its .cmd")
@@ -241,11 +247,32 @@ def _project_list(text: str) -> list[str]:
     return names
 
 
+def _module_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated module names")
+    return names
+
+
+def _read_module_list(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CorpusError(f"{path}: cannot read the module list: {e}") from None
+    names = [n for n in (line.split("#", 1)[0].strip() for line in lines) if n]
+    if not names:
+        raise CorpusError(f"{path}: names no module (expected one module name a line)")
+    return names
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from corpus_tools.merge import merge_corpora
 
+    keep_modules = (_read_module_list(args.modules_from) if args.modules_from is not None
+                    else args.modules)
     summary = merge_corpora(args.inputs, args.output, link=not args.copy,
-                            keep_projects=args.projects, drop_projects=args.exclude_projects)
+                            keep_projects=args.projects, drop_projects=args.exclude_projects,
+                            keep_modules=keep_modules)
     print(summary.format())
     return 0
 

@@ -30,12 +30,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--search", type=Path, default=None,
                    help="imitation: an `mlgo search` directory to learn from in round 0 "
                    "(default: search afresh); also the vocab's trace when none is given")
-    p.add_argument("--validation-fraction", type=float_arg(lo=0.0, hi=1.0, hi_open=True),
-                   default=0.2, help="share of the modules held out for validation, in [0, 1)")
+    held_out = p.add_mutually_exclusive_group()
+    held_out.add_argument("--validation-fraction", type=float_arg(lo=0.0, hi=1.0, hi_open=True),
+                          default=0.2, help="share of the modules held out for validation (whole "
+                          "projects, chosen by --seed), in [0, 1)")
+    held_out.add_argument("--validation-projects", type=_project_list, metavar="P,Q",
+                          help="validate on exactly these projects' modules and train on the "
+                          "rest (instead of --validation-fraction); a resumed run must have "
+                          "been started with the same projects")
     p.add_argument("--seed", type=int_arg(lo=0), default=0,
                    help="seeds the train/validation split, the fresh network's weights and "
                    "the sampling (default 0)")
     p.set_defaults(func=run)
+
+
+def _project_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated project names")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                    pool=make_pool(args.workers or None, args.ray), gin_config=gin_config,
                    warmstart=args.warmstart, trace=args.trace, vocab=args.vocab,
                    validation_fraction=args.validation_fraction, seed=args.seed,
-                   timeout=args.timeout, search=args.search, search_pool=search_pool)
+                   timeout=args.timeout, search=args.search, search_pool=search_pool,
+                   validation_projects=args.validation_projects)
     best = result.best
     print(f"done: {args.algorithm} on {problem.name}; newest policy {args.output / 'policy'}"
           + (f", best on validation {args.output / 'best'} ({100 * best:+.2f}% {problem.objective} "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,17 +49,30 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
           trace: Path | None = None, vocab: Path | None = None,
           validation_fraction: float = 0.2, seed: int = 0,
           timeout: float = 300.0, search: Path | None = None,
-          search_pool: WorkerPool | None = None) -> TrainResult:
+          search_pool: WorkerPool | None = None,
+          validation_projects: Collection[str] | None = None) -> TrainResult:
     """Train `algorithm` on `corpus` into the run directory `output` (see run.py for its
     layout). Imitation also takes `search_pool` (make_pool(task_fn=run_search_task)) and
-    optionally a finished `mlgo search` directory `search`. The pools are closed at the end."""
+    optionally a finished `mlgo search` directory `search`. The pools are closed at the end.
+    `validation_projects` (if given) validates on exactly those projects' modules instead of a
+    `validation_fraction` drawn by project."""
     from mlgo.training import bc, es, imitation, ppo
-    from mlgo.training.run import TrainingRun, run_lock
+    from mlgo.training.run import TrainingRun, check_split_matches, named_split, run_lock
 
     try:
         if algorithm not in ALGORITHMS:
             raise MlgoError(f"unknown algorithm {algorithm!r}; choose one of "
                             f"{', '.join(ALGORITHMS)}")
+        # Before anything is written or traced: an unknown project, or a resumed run whose split
+        # is another one, must cost nothing.
+        wanted_split = named_split(corpus, validation_projects)
+        if wanted_split is not None and (output / "split.json").is_file():
+            split_path = output / "split.json"
+            try:
+                existing = json.loads(split_path.read_text())
+            except (OSError, ValueError) as e:
+                raise MlgoError(f"{split_path}: cannot read this run's split: {e}") from None
+            check_split_matches(split_path, existing, wanted_split, validation_projects)
         if algorithm == "imitation":
             if problem.name not in ("inlining", "regalloc") or search_pool is None:
                 raise MlgoError("imitation learns from flip searches: it needs --problem "
@@ -84,7 +98,8 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
                               network=net, params=params, algorithm=algorithm,
                               gin_config=gin_config, timeout=timeout,
                               validation_fraction=validation_fraction, seed=seed,
-                              meta={"warmstart": str(warmstart or "")})
+                              meta={"warmstart": str(warmstart or "")},
+                              validation_projects=validation_projects)
             try:
                 if algorithm == "bc":
                     bc.train(run, bc.BCConfig(), traced.path())

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Corpus, Module, split_by_project
+from corpus_tools.corpus import Corpus, Module, split_by_project, split_named_projects
 from mlgo.training.checkpoint import Checkpoint, Checkpointer
 from mlgo.workers.pool import WorkerPool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
@@ -50,6 +50,28 @@ class Validation:
         return relative_change(self.default_total, self.policy_total)
 
 
+def named_split(corpus: Corpus, validation_projects: Collection[str] | None
+                ) -> dict[str, list[str]] | None:
+    """The split.json that --validation-projects asks for (None without the flag)."""
+    if validation_projects is None:
+        return None
+    train, validation = split_named_projects(corpus, validation_projects)
+    return {"train": train, "validation": validation}
+
+
+def check_split_matches(path: Path, split: Any, wanted: dict[str, list[str]] | None,
+                        validation_projects: Collection[str] | None) -> None:
+    """Refuse a run's existing split that is not the one --validation-projects asks for: the
+    run's policies and best-so-far were chosen on the old validation modules."""
+    if wanted is None or split == wanted:
+        return
+    held = split.get("validation", []) if isinstance(split, dict) else []
+    raise MlgoError(f"{path}: this run validates on {len(held)} module(s), not the "
+                    f"{len(wanted['validation'])} of --validation-projects "
+                    f"{','.join(validation_projects or ())}; use a new -o directory (or drop the "
+                    "flag to keep this run's split)")
+
+
 class TrainingRun:
     def __init__(
         self,
@@ -66,6 +88,7 @@ class TrainingRun:
         validation_fraction: float = 0.2,
         seed: int = 0,
         meta: dict[str, Any] | None = None,
+        validation_projects: Collection[str] | None = None,
     ) -> None:
         from mlgo.policies.policy_dir import save_policy
 
@@ -80,7 +103,8 @@ class TrainingRun:
         self.seed = seed
         self.meta = dict(meta or {})
         self.output.mkdir(parents=True, exist_ok=True)
-        self.train_modules, self.val_modules = self._split(validation_fraction)
+        self.train_modules, self.val_modules = self._split(validation_fraction,
+                                                           validation_projects)
         self.structure_dir = self.output / "structure"
         if not (self.structure_dir / "policy.json").is_file():
             save_policy(self.structure_dir, network, params, self._policy_meta({}))
@@ -101,15 +125,21 @@ class TrainingRun:
                      self.checkpointer.dir)
 
     # -- data ---------------------------------------------------------------------------------
-    def _split(self, fraction: float) -> tuple[list[Module], list[Module]]:
+    def _split(self, fraction: float, validation_projects: Collection[str] | None = None
+               ) -> tuple[list[Module], list[Module]]:
         path = self.output / "split.json"
         by_name = {m.name: m for m in self.corpus.modules}
+        wanted = named_split(self.corpus, validation_projects)
         if path.is_file():
             split = json.loads(path.read_text())
+            check_split_matches(path, split, wanted, validation_projects)
             missing = [n for n in split["train"] + split["validation"] if n not in by_name]
             if missing:
                 raise MlgoError(f"{path}: {len(missing)} module(s) of this run's split are not in "
                                 f"the corpus {self.corpus.root}, e.g. {missing[:3]}")
+        elif wanted is not None:
+            split = wanted
+            atomic_write_text(path, json.dumps(split, indent=1) + "\n")
         else:
             train, val = split_by_project(self.corpus, fraction, self.seed)
             split = {"train": list(train), "validation": list(val)}

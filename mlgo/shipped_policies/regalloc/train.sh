@@ -18,32 +18,19 @@ mlgo profile programs --program lua5.4 --program bzip2 --program "zlib (minigzip
   --program lz4 --program "libyaml (parser)" --program jsonnet --program "libpng (pngtest)" \
   -o profile7.json --corpus c7
 # 2. Subsets of c7: libyaml's 9 modules, the 11 hot modules searched (at least 5% of their
-#    program's instructions; libyaml is not searched); the run's split (validation: libyaml's
-#    modules).
+#    program's instructions; libyaml is not searched). The run's split (validation: libyaml's
+#    modules) is step 4's --validation-projects.
 mlgo corpus merge c7 --projects libyaml -o yaml
-python - <<'PY'
-import json, os
-from pathlib import Path
-c7 = json.loads(Path("c7/corpus_description.json").read_text())
-yaml = [m for m in c7["modules"] if m.startswith("libyaml/")]
-hot = ["lua5.4/src/lvm.c", "lua5.4/src/ldo.c", "lua5.4/src/ltablib.c", "bzip2/blocksort.c",
-       "bzip2/compress.c", "bzip2/decompress.c", "bzip2/bzlib.c", "zlib/deflate.c", "lz4/lib/lz4hc.c",
-       "jsonnet/core/vm.cpp", "libpng1.6/pngwutil.c"]
-for m in hot:
-    for ext in (".bc", ".cmd"):
-        (Path("hot11") / (m + ext)).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(Path("c7").resolve() / (m + ext), Path("hot11") / (m + ext))
-Path("hot11", "corpus_description.json").write_text(json.dumps({**c7, "modules": hot}))
-Path("r4").mkdir()
-Path("r4/split.json").write_text(json.dumps(
-    {"train": [m for m in c7["modules"] if m not in yaml], "validation": yaml}))
-PY
+mlgo corpus merge c7 -o hot11 --modules lua5.4/src/lvm.c,lua5.4/src/ldo.c,lua5.4/src/ltablib.c,\
+bzip2/blocksort.c,bzip2/compress.c,bzip2/decompress.c,bzip2/bzlib.c,zlib/deflate.c,\
+lz4/lib/lz4hc.c,jsonnet/core/vm.cpp,libpng1.6/pngwutil.c
 PROFILE="regalloc.RegallocEviction.profile='profile7.json'"
 # 3. The flip search from default-rule (1 pass, at most 60 compiles per module).
 mlgo search --problem regalloc --corpus hot11 -o s3 --budget 60 --passes 1 --workers 2 \
   --per-module --gin_bindings "$PROFILE"
 # 4. One imitation round of the search's best: a fresh residual network is default-rule itself.
 mlgo train --problem regalloc --algorithm imitation --corpus c7 -o r4 --search s3 --workers 2 \
+  --validation-projects libyaml \
   --gin_bindings "$PROFILE" \
   --gin_bindings "regalloc.RegallocNetworkConfig.residual = True" \
   --gin_bindings "imitation.ImitationConfig.rounds = 1" \
