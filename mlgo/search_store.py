@@ -27,12 +27,10 @@ otherwise one line says which module is stale and how to bring S up to date.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import logging
-import os
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,7 +43,12 @@ from corpus_tools.corpus import Module
 from mlgo.workers.tasks import CallSites, ModuleOutcome
 from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, writing
-from mlgo_base.files import atomic_write_bytes, atomic_write_text, file_sha256
+from mlgo_base.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    directory_lock,
+    file_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,23 +193,10 @@ def check_config(out_dir: Path, want: dict[str, Any]) -> None:
 @contextmanager
 def search_lock(out_dir: Path) -> Iterator[None]:
     """Hold S/.lock while searching: two searches on one directory would write the same trace
-    and result files. The kernel drops a flock when its holder dies, even by kill -9."""
-    path = Path(out_dir) / LOCK
-    with writing(path):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise MlgoError(f"{out_dir}: another search is using this directory (pid {holder}); "
-                            "wait for it to finish or use another -o") from None
-        with writing(path):  # the pid is only for that message
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    and result files."""
+    with directory_lock(Path(out_dir) / LOCK, f"{out_dir}: another search is using this "
+                        "directory", "wait for it to finish or use another -o"):
         yield
-    finally:
-        os.close(fd)
 
 
 def check_search_for_corpus(search: Path, modules: Sequence[Module], problem: Any

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import functools
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlgo_base.errors import writing
+from mlgo_base.errors import MlgoError, writing
 
 
 def file_sha256(path: Path | str) -> str:
@@ -108,3 +110,26 @@ def _swap_into_place(new: Path, target: Path) -> None:
     os.rename(target, old / "old")
     os.rename(new, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def directory_lock(path: Path | str, busy: str, advice: str) -> Iterator[None]:
+    """Hold an exclusive flock on the file `path` (e.g. OUT/.lock) for the block: two processes
+    writing one output directory would interleave their files. The kernel drops a flock when
+    its holder dies, even by kill -9, so a crashed run never leaves the directory locked.
+    A second holder gets MlgoError(f"{busy} (pid N); {advice}"), N being the holder's pid."""
+    path = Path(path)
+    with writing(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise MlgoError(f"{busy} (pid {holder}); {advice}") from None
+        with writing(path):  # the pid is only for that message
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

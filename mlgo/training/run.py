@@ -11,10 +11,8 @@ best policy on the validation split.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -31,7 +29,7 @@ from mlgo.workers.pool import WorkerPool
 from mlgo.workers.tasks import ModuleOutcome, ModuleTask, PolicySpec
 from mlgo_base.change import relative_change
 from mlgo_base.errors import MlgoError, summary_line, writing
-from mlgo_base.files import atomic_write_text
+from mlgo_base.files import atomic_write_text, directory_lock
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
@@ -298,24 +296,10 @@ class TrainingRun:
 @contextmanager
 def run_lock(output: Path) -> Iterator[None]:
     """Hold OUT/.lock for the whole run: two trainers on one directory would interleave
-    checkpoints and policies. flock is released by the kernel when the holder dies, even by
-    kill -9, so a crashed run never leaves the directory locked."""
-    path = output / LOCK
-    with writing(path):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise MlgoError(f"{output}: another mlgo train is running on this directory (pid "
-                            f"{holder}); wait for it to finish or use another --output") from None
-        with writing(path):  # the pid is only for that message
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    checkpoints and policies."""
+    with directory_lock(output / LOCK, f"{output}: another mlgo train is running on this "
+                        "directory", "wait for it to finish or use another --output"):
         yield
-    finally:
-        os.close(fd)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -8,7 +8,6 @@ the search gets what is left of the budget after that reserve, and stops when it
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -17,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from mlgo.tune import learn, project, report
-from mlgo.tune.progress import Progress, Steps, clock, quiet_tensorflow
+from mlgo.tune.progress import (
+    IDENTITY,
+    Progress,
+    Steps,
+    check_identity,
+    clock,
+    quiet_tensorflow,
+    tune_lock,
+)
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
 
-IDENTITY = "tune.json"
 FLIPS = ("auto", "all", "inlined", "marginal")
 SEARCH_STRATEGIES = ("strong", "greedy")
 
@@ -94,19 +100,6 @@ def check_options(o: TuneOptions) -> None:
         raise MlgoError(f"{o.previous}: not the output directory of an earlier `mlgo tune`")
 
 
-def _check_identity(out: Path, o: TuneOptions) -> None:
-    path = out / IDENTITY
-    want = o.identity()
-    if path.is_file():
-        have = json.loads(path.read_text())
-        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-        if diff:
-            raise MlgoError(f"{path}: this directory holds a tune with other settings "
-                            f"({', '.join(diff)}); use another output directory")
-    else:
-        atomic_write_text(path, json.dumps(want, indent=1) + "\n")
-
-
 def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
                   tests: bool) -> dict[str, float]:
     """Seconds each step after the search will take: the compile-bound ones from the
@@ -124,21 +117,14 @@ def tune(o: TuneOptions) -> dict[str, Any]:
     check_options(o)
     out = o.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:  # released by the kernel when the holder dies, even by kill -9
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MlgoError(f"{out}: another mlgo tune is running on this directory") from None
-        _check_identity(out, o)
+    with tune_lock(out):
+        check_identity(out, o.identity())
         steps = Steps(out)
         prog = Progress(o.time_budget)
         try:
             return _tune(o, out, steps, prog)
         finally:
             prog.close()
-    finally:
-        os.close(lock)
 
 
 def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, Any]:

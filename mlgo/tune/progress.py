@@ -11,11 +11,15 @@ import re
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from mlgo_base.errors import MlgoError
-from mlgo_base.files import atomic_write_text
+from mlgo_base.files import atomic_write_text, directory_lock
+
+# Each tune's settings, recorded by its first run (check_identity).
+IDENTITY = "tune.json"
 
 HEARTBEAT_SECONDS = 10.0  # the longest silence a run allows itself
 STEPS_DIR = "steps"
@@ -161,3 +165,23 @@ class Steps:
             except (OSError, ValueError, KeyError, json.JSONDecodeError):
                 continue
         return out
+
+
+def tune_lock(out: Path) -> AbstractContextManager[None]:
+    """One tune per output directory at a time."""
+    return directory_lock(out / ".lock", f"{out}: another mlgo tune is running on this "
+                          "directory", "wait for it to finish or use another output directory")
+
+
+def check_identity(out: Path, want: dict[str, Any]) -> None:
+    """A tune resumes only with the settings it started with (`want`, recorded on the first
+    run): finished steps made with others would be mixed into its result."""
+    path = out / IDENTITY
+    if path.is_file():
+        have = json.loads(path.read_text())
+        diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        if diff:
+            raise MlgoError(f"{path}: this directory holds a tune with other settings "
+                            f"({', '.join(diff)}); use another output directory")
+    else:
+        atomic_write_text(path, json.dumps(want, indent=1) + "\n")

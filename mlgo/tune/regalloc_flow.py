@@ -24,7 +24,6 @@ training: its figures are the held-out ones."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -33,11 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from mlgo.tune import regalloc_program as rp
-from mlgo.tune.progress import Progress, Steps, clock, quiet_tensorflow
+from mlgo.tune.progress import (
+    Progress,
+    Steps,
+    check_identity,
+    clock,
+    quiet_tensorflow,
+    tune_lock,
+)
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
 
-IDENTITY = "tune.json"
 WORKLOADS = ("train", "check")
 
 
@@ -97,28 +102,13 @@ def tune_regalloc(o: RegallocTuneOptions) -> dict[str, Any]:
     check_options(o)
     out = o.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MlgoError(f"{out}: another mlgo tune is running on this directory") from None
-        path, want = out / IDENTITY, o.identity()
-        if path.is_file():
-            have = json.loads(path.read_text())
-            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-            if diff:
-                raise MlgoError(f"{path}: this directory holds a tune with other settings "
-                                f"({', '.join(diff)}); use another output directory")
-        else:
-            atomic_write_text(path, json.dumps(want, indent=1) + "\n")
+    with tune_lock(out):
+        check_identity(out, o.identity())
         prog = Progress(o.time_budget)
         try:
             return _tune(o, out, Steps(out), prog)
         finally:
             prog.close()
-    finally:
-        os.close(lock)
 
 
 def _reference(out: Path, workload: str) -> rp.Run:
