@@ -38,7 +38,7 @@ INTRINSIC = "intrinsic"
 INDIRECT = "indirect"
 INLINE_ASM = "inline_asm"
 # Calls that clobber registers like a real call does.
-REAL_CALL_KINDS = frozenset({DECISION, EXTERNAL, INDIRECT})
+_REAL_CALL_KINDS = frozenset({DECISION, EXTERNAL, INDIRECT})
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def liveness(function: FunctionIR) -> Liveness:
                 live.discard(inst.defines)
                 if inst.defines not in first_gap or gap + 1 < first_gap[inst.defines]:
                     first_gap[inst.defines] = gap + 1
-            if inst.call_kind in REAL_CALL_KINDS:
+            if inst.call_kind in _REAL_CALL_KINDS:
                 across_calls |= live
             for u in inst.uses:
                 live.add(u)
