@@ -28,14 +28,13 @@ from pathlib import Path
 from corpus_tools.corpus import Corpus, Module
 from corpus_tools.ir_analysis import (
     CALL_OPCODES,
-    DECISION,
-    FunctionIR,
     analyze_module,
     function_ir,
     parse_module,
     scc_heights,
     strongly_connected_components,
 )
+from corpus_tools.ir_liveness import DECISION, FunctionIR
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
 

@@ -1,5 +1,6 @@
-"""Small hand-written C modules compiled into a corpus, for tests that need a real compiler, and
-the mark that skips a test when an LLVM tool it runs directly is not installed.
+"""Small hand-written C modules compiled into a corpus, for tests that need a real compiler, the
+mark that skips a test when an LLVM tool it runs directly is not installed, and the helpers the
+mlgo-clang tests share.
 
 The fixtures built on these (a private cache, the small corpus) are in tests/conftest.py."""
 
@@ -183,3 +184,24 @@ def new_regalloc_policy(path: Path, params=None) -> Path:
     net = problem.build_network(problem.header(), None)
     return save_policy(path, net, net.init_params(0) if params is None else params,
                        {"algorithm": "bc"})
+
+
+# -- mlgo-clang (tests/test_wrapper.py, tests/test_wrapper_faults.py) -----------------------------
+
+# The Python entry point only finds (or builds) the native program and executes it; behaviour
+# tests run through both doors: `mlgo-clang` and the program `--print-launcher` names.
+WRAPPERS = ("python", "native")
+
+
+def wrapper_command(kind: str, driver: str = "clang") -> str:
+    """The command to use as CC: the Python entry point, or the native program made for the
+    current environment (MLGO_REGALLOC_POLICY etc.)."""
+    if kind == "python":
+        return str(Path(sys.executable).parent / f"mlgo-{driver}")
+    from mlgo.serving import launcher
+
+    return launcher.launcher_for(driver)
+
+
+def assert_channels_clean(channel_dir: Path) -> None:
+    assert list(channel_dir.iterdir()) == [], "FIFOs or channel directories left behind"

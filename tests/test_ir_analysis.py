@@ -1,5 +1,5 @@
-"""corpus_tools.ir_analysis: hand-written IR with known answers, and call-graph and loop counts
-checked against LLVM 19's own printers on bitcode from clang-19."""
+"""corpus_tools.ir_analysis and corpus_tools.ir_liveness: hand-written IR with known answers,
+and call-graph and loop counts checked against LLVM 19's own printers on bitcode from clang-19."""
 
 from __future__ import annotations
 
@@ -13,13 +13,12 @@ from corpus_fixtures import needs_tools
 
 from corpus_tools.ir_analysis import (
     analyze_module,
-    depth_first_order,
     function_ir,
-    liveness,
     parse_module,
     scc_heights,
     strongly_connected_components,
 )
+from corpus_tools.ir_liveness import depth_first_order, liveness
 from mlgo_base.errors import CorpusError
 
 DATA = Path(__file__).parent / "data" / "ir"
@@ -320,7 +319,7 @@ def test_loops_match_llvm_loopinfo(compiled_sources):
 
 
 def _random_function(rng: random.Random):
-    from corpus_tools.ir_analysis import Block, FunctionIR, Instruction
+    from corpus_tools.ir_liveness import Block, FunctionIR, Instruction
 
     n_blocks = rng.randint(1, 7)
     succs = [rng.sample(range(n_blocks), rng.randint(0, min(2, n_blocks)))

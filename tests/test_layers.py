@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     # merging; llvmlite IR analysis.
     ("corpus_tools.extract_pipeline",),
     ("corpus_tools.extract", "corpus_tools.check", "corpus_tools.merge",
-     "corpus_tools.ir_analysis"),
+     "corpus_tools.ir_liveness", "corpus_tools.ir_analysis"),
     ("corpus_tools.debian_recipe", "corpus_tools.debian", "corpus_tools.report"),
     # mlgo proper starts here: the wire format and LLVM 19's facts (features, advice names),
     # argument checks, running the compiler.

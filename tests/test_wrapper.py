@@ -1,18 +1,23 @@
 """mlgo-clang: the one native per-compile program (and the Python entry point that executes
-it), against the real clang-19."""
+it), against the real clang-19. How it fails when its compiler misbehaves or it is interrupted:
+tests/test_wrapper_faults.py."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import SOURCES, make_small_corpus
+from corpus_fixtures import (
+    SOURCES,
+    WRAPPERS,
+    assert_channels_clean,
+    make_small_corpus,
+    wrapper_command,
+)
 
 from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
@@ -25,79 +30,6 @@ from mlgo.serving import launcher
 from mlgo_base.toolchain import locate
 
 BIN = Path(sys.executable).parent
-# The Python entry point only finds (or builds) the native program and executes it; behaviour
-# tests run through both doors: `mlgo-clang` and the program `--print-launcher` names.
-WRAPPERS = ("python", "native")
-
-
-def _wrapper(kind: str, driver: str = "clang") -> str:
-    """The command to use as CC: the Python entry point, or the native program made for the
-    current environment (MLGO_REGALLOC_POLICY etc.)."""
-    if kind == "python":
-        return str(BIN / f"mlgo-{driver}")
-    return launcher.launcher_for(driver)
-
-
-@pytest.fixture(scope="module")
-def default_program() -> str:
-    env = {k: os.environ.pop(k) for k in ("MLGO_REGALLOC_POLICY", "MLGO_INLINE_POLICY")
-           if k in os.environ}
-    try:
-        return launcher.launcher_for("clang")
-    finally:
-        os.environ.update(env)
-
-
-@pytest.fixture()
-def channel_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where the program makes its FIFO directories, so tests can see what it leaves behind."""
-    d = tmp_path / "channels"
-    d.mkdir()
-    monkeypatch.setenv("MLGO_TMPDIR", str(d))
-    monkeypatch.delenv("MLGO_INLINE_POLICY", raising=False)
-    monkeypatch.delenv("MLGO_REGALLOC_POLICY", raising=False)
-    monkeypatch.delenv("MLGO_FALLBACK", raising=False)
-    return d
-
-
-def _assert_clean(channel_dir: Path) -> None:
-    assert list(channel_dir.iterdir()) == [], "FIFOs or channel directories left behind"
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper that may never come counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _assert_gone(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    alive = _alive(pid)
-    if alive:
-        os.kill(pid, signal.SIGKILL)
-    assert not alive, "the compiler outlived the program that served it"
-
-
-def _slow_compiler(tmp_path: Path, then: str = "exec sleep 60") -> Path:
-    """A compiler that writes its pid to tmp_path/pid once started, then runs `then`."""
-    slow = tmp_path / "slow-clang"
-    slow.write_text(f"#!/bin/sh\necho $$ > {tmp_path}/pid.tmp\nmv {tmp_path}/pid.tmp "
-                    f"{tmp_path}/pid\n{then}\n")
-    slow.chmod(0o755)
-    return slow
-
-
-def _started(tmp_path: Path, proc: subprocess.Popen) -> int:
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "pid").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    return int((tmp_path / "pid").read_text())
 
 
 def _write_sources(d: Path) -> list[Path]:
@@ -186,7 +118,7 @@ def test_malformed_response_file_is_an_error_naming_it(tmp_path: Path, channel_t
                                                        kind: str) -> None:
     rsp = tmp_path / "bad.rsp"
     rsp.write_text("-c 'a.c")
-    proc = subprocess.run([_wrapper(kind), f"@{rsp}"], capture_output=True, text=True,
+    proc = subprocess.run([wrapper_command(kind), f"@{rsp}"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"mlgo-clang: error: {rsp}: cannot parse the response "
@@ -214,7 +146,7 @@ def test_policy_needing_a_feature_the_compiler_lacks_is_refused(tmp_path: Path,
     allowed = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                              env=dict(env, MLGO_FALLBACK="1"))
     assert allowed.returncode == 0 and "MLGO_FALLBACK=1" in allowed.stderr
-    _assert_clean(channel_tmp)
+    assert_channels_clean(channel_tmp)
 
 
 def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path) -> None:
@@ -235,52 +167,7 @@ def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path) -> N
                                              MLGO_HOST_DECISION_LOG=str(log)))
         results.append((log.read_text(), out.read_bytes()))
     assert results[0][0] and results[0] == results[1] == results[2]
-    _assert_clean(channel_tmp)
-
-
-def test_other_header_stops_the_compiler(tmp_path: Path, channel_tmp: Path,
-                                         default_program: str) -> None:
-    """A compiler whose header is not the one the program was built with is stopped (it would
-    wait for advice forever) and the error says where the headers part."""
-    fake = tmp_path / "other-llvm"
-    fake.write_text(f"""#!{sys.executable}
-import sys, time
-base = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("-regalloc-evict-interactive"))
-advice = open(base + ".in", "rb")
-log = open(base + ".out", "wb")
-log.write(b'{{"features":[{{"name":"mask","type":"int64_t","port":0,"shape":[1,34]}}]}}\\n')
-log.flush()
-advice.read(8)
-time.sleep(60)
-""")
-    fake.chmod(0o755)
-    src = tmp_path / "leaf.c"
-    src.write_text(SOURCES["leaf.c"])
-    t0 = time.monotonic()
-    proc = subprocess.run([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
-                          capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MLGO_CLANG=str(fake)))
-    assert proc.returncode == 1 and time.monotonic() - t0 < 30
-    assert "feature header differs from the one mlgo-clang was built for, at byte 66" \
-        in proc.stderr, proc.stderr
-    assert 'compiler: ...ures":[{"name":"mask","type":"int64_t","port":0,"shape":[1,34]}]}\n' \
-        in proc.stderr
-    _assert_clean(channel_tmp)
-
-
-def test_compiler_that_never_opens_the_channel_times_out(tmp_path: Path, channel_tmp: Path,
-                                                         default_program: str) -> None:
-    slow = _slow_compiler(tmp_path)
-    src = tmp_path / "leaf.c"
-    src.write_text(SOURCES["leaf.c"])
-    t0 = time.monotonic()
-    proc = subprocess.run([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
-                          capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, MLGO_CLANG=str(slow), MLGO_HOST_OPEN_TIMEOUT="1"))
-    assert proc.returncode == 1 and time.monotonic() - t0 < 20
-    assert "the compiler did not open" in proc.stderr and "within 1s" in proc.stderr
-    _assert_gone(int((tmp_path / "pid").read_text()))
-    _assert_clean(channel_tmp)
+    assert_channels_clean(channel_tmp)
 
 
 # -- served compiles --------------------------------------------------------------------------------
@@ -309,7 +196,7 @@ def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
     corpus = Corpus.load(make_small_corpus(tmp_path / "c"))
     problem = get_problem("regalloc")
     heuristic = problem.heuristic("default-rule")
-    cc = _wrapper(kind)
+    cc = wrapper_command(kind)
     total_decisions = 0
     for module in corpus.modules:
         work = tmp_path / module.name.replace("/", "_")
@@ -333,7 +220,7 @@ def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
             assert mlgo_env.run_episode(e, heuristic).measurement.total == wrapped_cost
         total_decisions += len(decisions)
     assert total_decisions > 0  # pressure.c makes the allocator evict
-    _assert_clean(channel_tmp)
+    assert_channels_clean(channel_tmp)
 
 
 def test_residual_regalloc_policy_directory_is_served_and_exported(
@@ -383,7 +270,7 @@ def test_residual_regalloc_policy_directory_is_served_and_exported(
                  "--no-aot"]) == 0
     saved = SavedModelPolicy(tmp_path / "export" / "saved_model")
     assert [saved.act(o) for o in seen] == decisions
-    _assert_clean(channel_tmp)
+    assert_channels_clean(channel_tmp)
 
 
 @pytest.mark.parametrize("kind", WRAPPERS)
@@ -399,7 +286,7 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, default_
         "prog: $(OBJS)\n\t$(CC) $(OBJS) -o prog\n"
         "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\n"
         "clean:\n\trm -f prog $(OBJS)\n")
-    make = ["make", "-s", "-C", str(project), f"CC={_wrapper(kind)}"]
+    make = ["make", "-s", "-C", str(project), f"CC={wrapper_command(kind)}"]
     subprocess.run([*make, "-j2"], check=True, timeout=300)
     parallel = {p.name: p.read_bytes() for p in project.glob("*.o")}
     subprocess.run([*make, "clean"], check=True)
@@ -411,18 +298,7 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, default_
     plain = subprocess.run(["clang-19", "-O2", "-c", str(project / "pressure.c"), "-o", "-"],
                            capture_output=True, check=True).stdout
     assert plain != serial["pressure.o"]
-    _assert_clean(channel_tmp)
-
-
-def test_failed_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
-                                       default_program: str) -> None:
-    bad = tmp_path / "bad.c"
-    bad.write_text("int f(void) { return undeclared; }\n")
-    proc = subprocess.run([default_program, "-O2", "-c", str(bad), "-o", str(tmp_path / "bad.o")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
-    assert "undeclared" in proc.stderr and "mlgo-clang" not in proc.stderr
-    _assert_clean(channel_tmp)
+    assert_channels_clean(channel_tmp)
 
 
 def test_unoptimized_compile_is_served_without_decisions(tmp_path: Path, channel_tmp: Path,
@@ -437,30 +313,13 @@ def test_unoptimized_compile_is_served_without_decisions(tmp_path: Path, channel
     assert (tmp_path / "p.o").read_bytes() == subprocess.run(
         ["clang-19", "-c", str(src), "-o", "-"], capture_output=True, check=True).stdout
     assert not log.exists() or log.read_text() == ""
-    _assert_clean(channel_tmp)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_compile_leaves_nothing(tmp_path: Path, channel_tmp: Path,
-                                            default_program: str, sig: signal.Signals) -> None:
-    """A compiler that is still running when the program is interrupted gets the signal; the
-    program cleans up and dies of the same signal."""
-    slow = _slow_compiler(tmp_path)
-    src = tmp_path / "leaf.c"
-    src.write_text(SOURCES["leaf.c"])
-    proc = subprocess.Popen([default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
-                            env=dict(os.environ, MLGO_CLANG=str(slow)))
-    compiler = _started(tmp_path, proc)
-    proc.send_signal(sig)
-    assert proc.wait(timeout=30) == -sig
-    _assert_gone(compiler)
-    _assert_clean(channel_tmp)
+    assert_channels_clean(channel_tmp)
 
 
 @pytest.mark.parametrize("kind", WRAPPERS)
 def test_pass_through_invocations_run_plain_clang(tmp_path: Path, channel_tmp: Path,
                                                   kind: str) -> None:
-    cc = _wrapper(kind)
+    cc = wrapper_command(kind)
     # A policy name that does not exist: any attempt to serve it would fail loudly.
     env = dict(os.environ, MLGO_REGALLOC_POLICY="no-such-policy")
     srcs = _write_sources(tmp_path / "src")
@@ -490,7 +349,7 @@ def test_fallback_only_when_asked(tmp_path: Path, channel_tmp: Path, kind: str) 
     src = tmp_path / "leaf.c"
     src.write_text(SOURCES["leaf.c"])
     env = dict(os.environ, MLGO_REGALLOC_POLICY="no-such-policy")
-    cmd = [_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "leaf.o")]
+    cmd = [wrapper_command(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "leaf.o")]
     refused = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode == 1 and not (tmp_path / "leaf.o").exists()
     assert "error" in refused.stderr
@@ -507,7 +366,7 @@ def test_inline_policy_adds_the_plugin(tmp_path: Path, channel_tmp: Path, kind: 
 
     plugin_for("cost-threshold")  # built (or found) outside the timed compile
     monkeypatch.setenv("MLGO_INLINE_POLICY", "cost-threshold")
-    cc = _wrapper(kind)
+    cc = wrapper_command(kind)
     src = tmp_path / "calls.c"
     src.write_text(SOURCES["calls.c"])
     log = tmp_path / "inline-decisions.txt"
@@ -548,7 +407,7 @@ def test_cxx_program_matches_interactive_mode(tmp_path: Path, channel_tmp: Path)
     src.write_text(SOURCES["pressure.c"])
     args = ["-O2", "-c", str(src)]
     log = tmp_path / "decisions.txt"
-    subprocess.run([_wrapper("native", "clang++"), *args, "-o", str(tmp_path / "served.o")],
+    subprocess.run([wrapper_command("native", "clang++"), *args, "-o", str(tmp_path / "served.o")],
                    check=True, timeout=300, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
     ref = tmp_path / "ref"
     ref.mkdir()
@@ -556,7 +415,7 @@ def test_cxx_program_matches_interactive_mode(tmp_path: Path, channel_tmp: Path)
     assert actions and [int(line.split("\t")[2]) for line in log.read_text().splitlines()] \
         == actions
     assert (tmp_path / "served.o").read_bytes() == (ref / "out.o").read_bytes()
-    _assert_clean(channel_tmp)
+    assert_channels_clean(channel_tmp)
 
 
 def test_program_with_its_plugin_gone(tmp_path: Path, channel_tmp: Path) -> None:
@@ -578,50 +437,6 @@ def test_program_with_its_plugin_gone(tmp_path: Path, channel_tmp: Path) -> None
     assert allowed.returncode == 0 and (tmp_path / "leaf.o").exists()
     assert "warning" in allowed.stderr and "MLGO_FALLBACK=1" in allowed.stderr
     assert list(channel_tmp.iterdir()) == []
-
-
-@pytest.mark.parametrize("kind", WRAPPERS)
-def test_killed_wrapper_takes_its_compiler_along(tmp_path: Path, channel_tmp: Path,
-                                                 default_program: str, kind: str) -> None:
-    """kill -9 of mlgo-clang mid-compile: the compiler dies too, instead of blocking
-    for ever on its channel while holding the caller's stdout/stderr (a `| grep` after the
-    build would hang). Through the Python entry point the killed process is the program, which
-    Python became by exec."""
-    slow = _slow_compiler(tmp_path)
-    src = tmp_path / "leaf.c"
-    src.write_text(SOURCES["leaf.c"])
-    proc = subprocess.Popen([_wrapper(kind), "-O2", "-c", str(src), "-o", str(tmp_path / "x.o")],
-                            env=dict(os.environ, MLGO_CLANG=str(slow)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    compiler = _started(tmp_path, proc)
-    proc.kill()
-    proc.wait(timeout=30)
-    _assert_gone(compiler)
-    proc.stdout.read()  # end of file: nobody holds the pipe any more
-    for leftover in channel_tmp.iterdir():  # kill -9 leaves the FIFOs; nothing waits on them
-        for f in leftover.iterdir():
-            f.unlink()
-        leftover.rmdir()
-
-
-def test_host_open_timeout_is_parsed_strictly(tmp_path: Path, channel_tmp: Path,
-                                              default_program: str) -> None:
-    """MLGO_HOST_OPEN_TIMEOUT=1h means an hour, not 1 second; what cannot be read
-    as a duration is refused in one line naming the variable."""
-    slow = _slow_compiler(tmp_path, f'sleep 2\nexec {locate("clang", override=False)} "$@"')
-    src = tmp_path / "pressure.c"
-    src.write_text(SOURCES["pressure.c"])
-    cmd = [default_program, "-O2", "-c", str(src), "-o", str(tmp_path / "p.o")]
-    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                        env=dict(os.environ, MLGO_CLANG=str(slow), MLGO_HOST_OPEN_TIMEOUT="1h"))
-    assert ok.returncode == 0, ok.stderr
-    for bad in ("1x", "1.5h", "", "0", "-5", "99999999999h"):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, MLGO_HOST_OPEN_TIMEOUT=bad))
-        assert proc.returncode == 1, bad
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and f"MLGO_HOST_OPEN_TIMEOUT='{bad}'" in lines[0], proc.stderr
-    _assert_clean(channel_tmp)
 
 
 def test_launcher_policy_mismatch_says_to_set_the_variable_when_printing(
