@@ -50,7 +50,8 @@ for step in "$@"; do
           --workers "$WORKERS" --json "$DATA/shipped-$c.json"
       done ;;
     llvm38|use|size|loop|all)
-      "${MLGO[@]}" train --problem inlining --algorithm imitation --env plugin --corpus "$DATA/train" \
+      # validation fraction 0: the validation corpus is lua5.4, not a share of the training modules
+      [[ -f $DATA/run-$step/policy/policy.json ]] || "${MLGO[@]}" train --problem inlining --algorithm imitation --env plugin --corpus "$DATA/train" \
         -o "$DATA/run-$step" --search "$DATA/search" --workers "$WORKERS" --seed 0 \
         --validation-fraction 0 \
         --gin_bindings "inlining.InliningNetworkConfig.residual = True" \
@@ -61,7 +62,7 @@ for step in "$@"; do
         --gin_bindings "imitation.ImitationConfig.flip_weight = 3.0" \
         --gin_bindings "imitation.ImitationConfig.batch_size = 256" \
         --gin_bindings "imitation.ImitationConfig.final_lr_fraction = 0.1"
-      "${MLGO[@]}" margin --policy "$DATA/run-$step/best" -o "$DATA/margins-$step" --margins 0 1 2 4 \
+      "${MLGO[@]}" margin --policy "$DATA/run-$step/policy" -o "$DATA/margins-$step" --margins 0 1 2 4 \
         --choose-on "$DATA/valid" --workers "$WORKERS" --gin_bindings \
         "inlining.InliningForSize.plugin = '$("${PYTHON:-python}" -c 'from mlgo.serving.plugin import channel_plugin; print(channel_plugin())')'" \
         | tee "$DATA/margins-$step.log" ;;
