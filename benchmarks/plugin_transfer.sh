@@ -9,7 +9,7 @@
 # usage: benchmarks/plugin_transfer.sh DATA STEP...
 #   DATA holds the corpora train/, valid/, heldout/ (made with `mlgo corpus merge`, see
 #   benchmarks/RESULTS.md); STEP is one of: search, baseline, VARIANT (train + margins),
-#   heldout-VARIANT, reach; VARIANT is one of llvm38, use, size, loop, all.
+#   heldout-VARIANT, reach, table; VARIANT is one of llvm38, use, size, loop, all.
 # Niced and at two workers: the machine is shared.
 set -euo pipefail
 DATA=${1:?usage: plugin_transfer.sh DATA STEP...}
@@ -75,6 +75,8 @@ for step in "$@"; do
     reach)
       "${MLGO[@]}" search --problem inlining --env plugin --corpus "$DATA/heldout" -o "$DATA/search-heldout" \
         --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;
+    table)
+      "${PYTHON:-python}" "$(dirname "$0")/plugin_transfer_table.py" "$DATA" ;;
     *) echo "plugin_transfer.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done
