@@ -32,9 +32,9 @@ def row(name: str, margin: str, valid: Path, heldout: Path) -> str:
     cells = [name, margin]
     v = linked(json.loads(valid.read_text())) if valid.exists() else None
     h = linked(json.loads(heldout.read_text())) if heldout.exists() else None
-    cells.append(f"{v[0]:+.2f}%" if v else "not measured")
-    cells.append(f"{h[0]:+.2f}%" if h else "not measured")
-    cells.append(f"{h[1]} {h[2]:+.2f}%" if h else "")
+    cells.append(f"{v[0]:+.3f}%" if v else "not measured")
+    cells.append(f"{h[0]:+.3f}%" if h else "not measured")
+    cells.append(f"{h[1]} {h[2]:+.3f}%" if h else "")
     return "| " + " | ".join(cells) + " |"
 
 
