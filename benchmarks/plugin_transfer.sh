@@ -10,12 +10,15 @@
 #   DATA holds the corpora train/, valid/, heldout/ (made with `mlgo corpus merge`, see
 #   benchmarks/RESULTS.md); STEP is one of: search, baseline, VARIANT (train + margins),
 #   heldout-VARIANT, reach, table; VARIANT is one of llvm38, use, size, loop, all.
-# Niced and at two workers: the machine is shared.
+# Niced and at two workers: the machine is shared. SEED=N (default 0) trains and chooses another
+# seed's policy into DATA/run-VARIANT-seedN and DATA/margins-VARIANT-seedN.
 set -euo pipefail
 DATA=${1:?usage: plugin_transfer.sh DATA STEP...}
 shift
 MLGO=(nice -n 15 "${PYTHON:-python}" -m mlgo.cli.main)
 WORKERS=${WORKERS:-2}
+SEED=${SEED:-0}
+RUN_SUFFIX=$([[ $SEED == 0 ]] || echo "-seed$SEED")  # another seed: its own directories
 
 PLUGIN_FEATURES=(callee_linkage callee_in_comdat callee_discardable callee_inline_hint callee_uses
   callee_call_sites callsite_is_last_use caller_instruction_count callee_instruction_count
@@ -51,8 +54,8 @@ for step in "$@"; do
       done ;;
     llvm38|use|size|loop|all)
       # validation fraction 0: the validation corpus is lua5.4, not a share of the training modules
-      [[ -f $DATA/run-$step/policy/policy.json ]] || "${MLGO[@]}" train --problem inlining --algorithm imitation --env plugin --corpus "$DATA/train" \
-        -o "$DATA/run-$step" --search "$DATA/search" --workers "$WORKERS" --seed 0 \
+      [[ -f $DATA/run-$step$RUN_SUFFIX/policy/policy.json ]] || "${MLGO[@]}" train --problem inlining --algorithm imitation --env plugin --corpus "$DATA/train" \
+        -o "$DATA/run-$step$RUN_SUFFIX" --search "$DATA/search" --workers "$WORKERS" --seed "$SEED" \
         --validation-fraction 0 \
         --gin_bindings "inlining.InliningNetworkConfig.residual = True" \
         --gin_bindings "inlining.InliningNetworkConfig.ignored_features = $(ignored "$step")" \
@@ -62,16 +65,16 @@ for step in "$@"; do
         --gin_bindings "imitation.ImitationConfig.flip_weight = 3.0" \
         --gin_bindings "imitation.ImitationConfig.batch_size = 256" \
         --gin_bindings "imitation.ImitationConfig.final_lr_fraction = 0.1"
-      "${MLGO[@]}" margin --policy "$DATA/run-$step/policy" -o "$DATA/margins-$step" --margins 0 1 2 4 \
+      "${MLGO[@]}" margin --policy "$DATA/run-$step$RUN_SUFFIX/policy" -o "$DATA/margins-$step$RUN_SUFFIX" --margins 0 1 2 4 \
         --choose-on "$DATA/valid" --workers "$WORKERS" --gin_bindings \
         "inlining.InliningForSize.plugin = '$("${PYTHON:-python}" -c 'from mlgo.serving.plugin import channel_plugin; print(channel_plugin())')'" \
-        | tee "$DATA/margins-$step.log" ;;
+        | tee "$DATA/margins-$step$RUN_SUFFIX.log" ;;
     heldout-*)
       v=${step#heldout-}
       # the margin `mlgo margin --choose-on` chose on validation (its last line names the policy)
-      chosen=$(tail -1 "$DATA/margins-$v.log" | awk '{print $NF}')
+      chosen=$(tail -1 "$DATA/margins-$v$RUN_SUFFIX.log" | awk '{print $NF}')
       "${MLGO[@]}" eval --problem inlining --env plugin --corpus "$DATA/heldout" \
-        --policy "$chosen" --workers "$WORKERS" --json "$DATA/heldout-$v.json" ;;
+        --policy "$chosen" --workers "$WORKERS" --json "$DATA/heldout-$v$RUN_SUFFIX.json" ;;
     reach)
       "${MLGO[@]}" search --problem inlining --env plugin --corpus "$DATA/heldout" -o "$DATA/search-heldout" \
         --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;
