@@ -19,7 +19,6 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from corpus_tools.corpus import Corpus
 from mlgo.compiler.interactive import make_workdir, remove_workdir, run_compile
 from mlgo.env import CompilerEnv, run_episode
 from mlgo.problems import get_problem
+from mlgo_base import process
 
 
 def _cpu(who: int) -> float:
@@ -38,7 +38,8 @@ def _cpu(who: int) -> float:
 def build_echo_host(out_dir: Path) -> str:
     exe = out_dir / "echo_host"
     src = Path(__file__).with_name("echo_host.c")
-    subprocess.run(["cc", "-O2", "-o", str(exe), str(src)], check=True)
+    process.run(["cc", "-O2", "-o", str(exe), str(src)], what="building the C echo host",
+                timeout=300)
     return str(exe)
 
 

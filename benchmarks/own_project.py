@@ -27,16 +27,18 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from mlgo_base import process
 from mlgo_base.change import relative_change
 
 ROOT = Path(__file__).resolve().parent.parent
 GIN = ROOT / "mlgo" / "problems" / "inlining" / "own_project.gin"
 # What double-conversion's CMakeLists.txt builds: the library target and its file.
+# A step (search, training) runs minutes on this corpus; this bounds a hung one.
+STEP_TIMEOUT = 6 * 3600
 DEFAULTS = {"package": "double-conversion", "library_dir": "double-conversion",
             "library": "libdouble-conversion.so"}
 
@@ -51,7 +53,8 @@ def run(argv: list[str], log: Path, cwd: Path | None = None) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     with open(log, "a") as f:
-        r = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=f, text=True, env=env)
+        r = process.run([str(a) for a in argv], what="own-project step", timeout=STEP_TIMEOUT,
+                        cwd=cwd, env=env, stderr=f, check=False)
         f.write(r.stdout)
     if r.returncode != 0:
         tail = log.read_text()[-3000:]

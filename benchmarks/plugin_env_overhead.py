@@ -15,12 +15,12 @@ import argparse
 import os
 import platform
 import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
+from mlgo_base import process
 
 
 def _cpu() -> float:
@@ -57,7 +57,7 @@ def main() -> None:
                     argv = ["clang-19", *m.compile_args(opt_level="-Oz", extra=variants[name]),
                             "-o", out]
                     c0, t0 = _cpu(), time.perf_counter()
-                    subprocess.run(argv, check=True, env=env)
+                    process.run(argv, what=f"compiling {m.name} ({name})", timeout=600, env=env)
                     wall[name] += time.perf_counter() - t0
                     cpu[name] += _cpu() - c0
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")

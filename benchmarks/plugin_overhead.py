@@ -13,7 +13,6 @@ import argparse
 import os
 import platform
 import resource
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from mlgo.compiler.measure import text_size
 from mlgo.lua_demo import lua_sources
 from mlgo.serving.plugin import plugin_for
+from mlgo_base import process
 
 
 def _cpu() -> float:
@@ -48,7 +48,7 @@ def main() -> None:
                     cmd = ["clang-19", "-Oz", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", str(src),
                            *extra, str(c), "-o", str(obj)]
                     c0, t0 = _cpu(), time.perf_counter()
-                    subprocess.run(cmd, check=True)
+                    process.run(cmd, what=f"compiling {c.name} ({name})", timeout=600)
                     wall[name] += time.perf_counter() - t0
                     cpu[name] += _cpu() - c0
                     if r == 0:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from mlgo.compiler.measure import text_size
 from mlgo.problems import get_problem
 from mlgo.protocol import llvm19
 from mlgo.serving.plugin import plugin_for
-from mlgo_base import toolchain
+from mlgo_base import process, toolchain
 
 
 def _decider(problem, policy: str):
@@ -70,8 +69,9 @@ def with_plugin(module, so: Path, workdir: Path):
     log, out = workdir / "plugin-decisions.txt", workdir / "plugin.o"
     log.unlink(missing_ok=True)
     args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={so}"])
-    subprocess.run([toolchain.clang().path, *args, "-o", str(out)], check=True,
-                   env=dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log)))
+    process.run([toolchain.clang().path, *args, "-o", str(out)],
+                what=f"compiling {module.name} with the plugin", timeout=600,
+                env=dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log)))
     pairs = []
     if log.exists():
         for line in log.read_text().splitlines():
@@ -194,8 +194,8 @@ def main() -> None:
     results = []
     for policy in args.policies:
         results.append(run_policy(corpus, policy, modules, args.saved_model))
-    version = subprocess.run([toolchain.clang().path, "--version"], capture_output=True,
-                             text=True).stdout.splitlines()[0]
+    version = process.run([toolchain.clang().path, "--version"], what="asking clang its version",
+                          timeout=60).stdout.splitlines()[0]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
           f"Python {platform.python_version()}")
     print(f"compiler: {version}; corpus {args.corpus}: {len(modules)} modules")

@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import re
-import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +23,7 @@ from mlgo.compiler.measure import parse_regalloc_remarks, text_size
 from mlgo.lua_demo import lua_sources
 from mlgo.problems.regalloc.programs import LUA_PROGRAM as PROGRAM
 from mlgo.serving.launcher import launcher_for
-from mlgo_base import toolchain
+from mlgo_base import process, toolchain
 from mlgo_base.change import relative_change
 
 FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX"]
@@ -39,7 +38,7 @@ def build(cc: str, src: Path, out: Path, env: dict[str, str]) -> Path:
         obj = out / (c.stem + ".o")
         cmd = [cc, *FLAGS, *REMARKS, f"-foptimization-record-file={obj.with_suffix('.yaml')}",
                "-I", str(src), str(c), "-o", str(obj)]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        r = process.run(cmd, what=f"compiling {c.name}", timeout=600, env=env, check=False)
         if r.returncode != 0:
             raise SystemExit(f"{c}: compile failed with {cc}: {r.stderr.strip()[-1500:]}")
         return obj
@@ -47,8 +46,8 @@ def build(cc: str, src: Path, out: Path, env: dict[str, str]) -> Path:
     with ThreadPoolExecutor(2) as ex:
         objs = list(ex.map(one, sources))
     exe = out / "lua"
-    subprocess.run([toolchain.clang().path, *map(str, objs), "-o", str(exe), "-lm", "-ldl"],
-                   check=True, timeout=300)
+    process.run([toolchain.clang().path, *map(str, objs), "-o", str(exe), "-lm", "-ldl"],
+                what="linking lua", timeout=300)
     return exe
 
 
@@ -58,8 +57,9 @@ def spill_cost(out: Path) -> float:
 
 
 def callgrind(exe: Path) -> tuple[int, str]:
-    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                        str(exe), "-e", PROGRAM], capture_output=True, text=True, timeout=1800)
+    r = process.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                     str(exe), "-e", PROGRAM], what="running lua under callgrind", timeout=1800,
+                    check=False)
     m = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
     if r.returncode != 0 or not m:
         raise SystemExit(f"{exe}: callgrind run failed: {r.stderr[-1500:]}")

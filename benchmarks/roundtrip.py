@@ -21,7 +21,6 @@ import re
 import resource
 import shutil
 import struct
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +28,13 @@ from pathlib import Path
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.problems.inlining.problem import cost_threshold
 from mlgo.protocol import Header, LogReader, Observation, StreamSource, TensorSpec
+from mlgo_base import process
 
 HERE = Path(__file__).parent
 
 
 def _cc(src: str, out: Path) -> str:
-    subprocess.run(["cc", "-O2", "-o", str(out), str(HERE / src)], check=True)
+    process.run(["cc", "-O2", "-o", str(out), str(HERE / src)], what=f"building {src}", timeout=300)
     return str(out)
 
 
@@ -46,7 +46,8 @@ def _trip(stderr: str) -> float:
 
 
 def c_host(echo: str, fake: list[str], base: Path) -> tuple[float, float]:
-    r = subprocess.run([echo, str(base), "--", *fake], capture_output=True, text=True)
+    r = process.run([echo, str(base), "--", *fake], what="the C echo host run", timeout=3600,
+                    check=False)
     return _trip(r.stderr), float("nan")
 
 

@@ -34,7 +34,6 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 from mlgo.compiler.measure import parse_regalloc_remarks, text_size
 from mlgo.lua_demo import LUA_EXPECTED, LUA_PROGRAM
 from mlgo.serving.launcher import DEFAULT_REGALLOC_POLICY, launcher_for
+from mlgo_base import process
 from mlgo_base.toolchain import locate
 
 REMARK_FLAGS = "-fsave-optimization-record=yaml -foptimization-record-passes=regalloc"
@@ -112,14 +112,14 @@ def find_dsc() -> Path:
 def debian_build(dsc: Path, tree: Path, cc: str, cxx: str, jobs: int,
                  extra_env: dict[str, str]) -> tuple[float, float]:
     """Unpack `dsc` into `tree` and run its debian/rules build-arch; (wall, CPU) seconds."""
-    subprocess.run(["dpkg-source", "--no-check", "-x", str(dsc), str(tree)], check=True,
-                   capture_output=True)
+    process.run(["dpkg-source", "--no-check", "-x", str(dsc), str(tree)],
+                what=f"unpacking {dsc.name}", timeout=600)
     env = dict(os.environ, CC=cc, CXX=cxx, DEB_BUILD_OPTIONS=f"nocheck nodoc parallel={jobs}",
                MAKEFLAGS=f"-j{jobs}", DEB_CFLAGS_APPEND=REMARK_FLAGS, **extra_env)
     c0, t0 = _children_cpu(), time.perf_counter()
     with open(tree / "mlgo_build.log", "wb") as log:
-        r = subprocess.run(["debian/rules", "build-arch"], cwd=tree, env=env, stdout=log,
-                           stderr=subprocess.STDOUT)
+        r = process.run(["debian/rules", "build-arch"], what=f"building {tree}", timeout=4 * 3600,
+                        cwd=tree, env=env, stdout=log, stderr=log, check=False)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     if r.returncode != 0:
         sys.exit(f"{tree}: build failed ({r.returncode}); log {tree / 'mlgo_build.log'}")
@@ -127,7 +127,7 @@ def debian_build(dsc: Path, tree: Path, cc: str, cxx: str, jobs: int,
 
 
 def run_lua(exe: Path, program: str) -> str:
-    r = subprocess.run([str(exe), "-e", program], capture_output=True, text=True, timeout=120)
+    r = process.run([str(exe), "-e", program], what=f"running {exe}", timeout=120, check=False)
     if r.returncode != 0:
         sys.exit(f"{exe} failed ({r.returncode}): {r.stdout} {r.stderr}")
     return r.stdout.strip()
@@ -208,8 +208,8 @@ def main() -> None:
     if plain["objects"].keys() != ml["objects"].keys():
         sys.exit("the two builds made different sets of objects")
     differ = sum(plain["objects"][k] != ml["objects"][k] for k in plain["objects"])
-    version = subprocess.run([variants["plain"][0], "--version"], capture_output=True,
-                             text=True).stdout.splitlines()[0]
+    version = process.run([variants["plain"][0], "--version"],
+                          what="asking the compiler its version", timeout=60).stdout.splitlines()[0]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load}, "
           f"Python {platform.python_version()}")

@@ -28,7 +28,6 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from mlgo.serving.launcher import DEFAULT_REGALLOC_POLICY, launcher_for
+from mlgo_base import process
 from mlgo_base.toolchain import locate
 
 LUA_FLAGS = ["-O2", "-c", "-DLUA_COMPAT_5_3", "-DLUA_USE_LINUX", "-I", "src"]
@@ -56,8 +56,8 @@ def compile_one(cc: str, lua: Path, src: str, out: Path,
                 env: dict[str, str] | None = None) -> tuple[float, float]:
     """(wall, CPU) seconds to compile lua's src/`src` with `cc` into directory `out`."""
     c0, t0 = _children_cpu(), time.perf_counter()
-    subprocess.run([cc, *LUA_FLAGS, f"src/{src}", "-o", str(out / (src[:-2] + ".o"))],
-                   cwd=lua, check=True, env=env)
+    process.run([cc, *LUA_FLAGS, f"src/{src}", "-o", str(out / (src[:-2] + ".o"))],
+                what=f"compiling {src} with {cc}", timeout=600, cwd=lua, env=env)
     return time.perf_counter() - t0, _children_cpu() - c0
 
 
@@ -125,8 +125,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    version = subprocess.run([compilers["plain"], "--version"], capture_output=True,
-                             text=True).stdout.splitlines()[0]
+    version = process.run([compilers["plain"], "--version"], what="asking the compiler its version",
+                          timeout=60).stdout.splitlines()[0]
     print(f"machine: {machine()}, Python {platform.python_version()}")
     print(f"compiler: {version}; regalloc policy {policy!r} "
           f"({'objects differ from plain' if served else 'objects equal to plain'}), "
