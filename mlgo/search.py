@@ -365,7 +365,7 @@ def _guide_policy(spec: PolicySpec | None, problem: str = "inlining"):
 def run_search_task(task: SearchTask) -> ModuleOutcome:
     """One module's search in a worker. Never raises for a bad module: the outcome carries the
     error."""
-    from mlgo.compiler.measure import COMDAT_PREFIX, comdat_objective
+    from mlgo.compiler.measure import comdat_objective, comdat_pairs
     from mlgo.protocol import stack_features
     from mlgo.workers.tasks import apply_gin, decision_call_sites
 
@@ -386,11 +386,7 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
             "anchor_total": anchor.size, "anchor_objective": anchor.objective,
             "best_objective": best.objective, "default_objective": default_obj,
             "flips_vs_llvm": int(sum(a != d for a, d in zip(best.actions, best.llvm, strict=True))),
-            # [best, default] bytes per COMDAT text group, for sizes as linking keeps them
-            "comdat": {k.removeprefix(COMDAT_PREFIX): [best.per_function.get(k, 0.0),
-                                                       default.per_function.get(k, 0.0)]
-                       for k in set(best.per_function) | set(default.per_function)
-                       if k.startswith(COMDAT_PREFIX)},
+            "comdat": comdat_pairs(best.per_function, default.per_function),
         }
         out = ModuleOutcome(name, True, reward=_gain(default_obj, best.objective),
                             policy_total=best.size, default_total=default.total,

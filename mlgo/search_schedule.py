@@ -120,7 +120,7 @@ def run_strong_task(task: StrongTask) -> ModuleOutcome:
 def _finish(oracle: ModuleOracle, state: StrongState, out: ModuleOutcome) -> None:
     """The module's result as mlgo/search.py records it: the best replayed on the plain compile
     (its features are what a policy sees in release; its size must equal the search's)."""
-    from mlgo.compiler.measure import COMDAT_PREFIX
+    from mlgo.compiler.measure import comdat_pairs
     from mlgo.env import CompilerEnv, replay
     from mlgo.protocol import stack_features
 
@@ -150,10 +150,7 @@ def _finish(oracle: ModuleOracle, state: StrongState, out: ModuleOutcome) -> Non
         "anchor_total": anchor.size, "anchor_objective": anchor.objective,
         "best_objective": best.objective, "default_objective": default_obj,
         "flips_vs_llvm": int(sum(a != d for a, d in zip(best.actions, best.llvm, strict=True))),
-        "comdat": {k.removeprefix(COMDAT_PREFIX): [best.per_function.get(k, 0.0),
-                                                   default.per_function.get(k, 0.0)]
-                   for k in set(best.per_function) | set(default.per_function)
-                   if k.startswith(COMDAT_PREFIX)},
+        "comdat": comdat_pairs(best.per_function, default.per_function),
         "search_seconds": state.seconds,
     }
 

@@ -96,6 +96,13 @@ def comdat_breakdown(sections: list[TextSection]) -> dict[str, float]:
     return out
 
 
+def comdat_pairs(best: dict[str, float], default: dict[str, float]) -> dict[str, list[float]]:
+    """[best, default] bytes per COMDAT text group of two per-function size maps (keys with
+    COMDAT_PREFIX), keyed by group name: what sizes as linking keeps them are computed from."""
+    return {k.removeprefix(COMDAT_PREFIX): [best.get(k, 0.0), default.get(k, 0.0)]
+            for k in set(best) | set(default) if k.startswith(COMDAT_PREFIX)}
+
+
 def comdat_objective(weights: dict[str, float]):
     """A size objective over a Measurement whose per_function holds comdat_breakdown: plain
     .text counts fully, each COMDAT group's bytes times its weight (1/n when n of the corpus's
