@@ -168,14 +168,25 @@ def cmake_build(src: Path, build: Path, init_cache: Path, cmake_args: Sequence[s
     if not (src / "CMakeLists.txt").is_file():
         raise MlgoError(f"{src}: no CMakeLists.txt (give a CMake source directory or a "
                         "compile_commands.json)")
+    return configure_and_build(
+        ["cmake", "-C", str(init_cache), "-DCMAKE_BUILD_TYPE=MinSizeRel",
+         "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src), "-B", str(build)],
+        src, build, log, jobs=jobs, timeout=timeout)
+
+
+def configure_and_build(configure: Sequence[str], src: Path, build: Path, log: Path, *,
+                        jobs: int, timeout: float, env: dict[str, str] | None = None,
+                        label: str = "") -> Path:
+    """Run the CMake `configure` command, then build `build`, both logged to `log`; a failure
+    is one line with the log's first error. Returns the build's compile_commands.json."""
+    suffix = f" ({label})" if label else ""
     log.parent.mkdir(parents=True, exist_ok=True)
-    for what, argv in ((f"configuring {src}", [
-            "cmake", "-C", str(init_cache), "-DCMAKE_BUILD_TYPE=MinSizeRel",
-            "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src), "-B", str(build)]),
-            (f"building {build}", ["cmake", "--build", str(build), "-j", str(jobs)])):
+    for what, argv in ((f"configuring {src}{suffix}", list(configure)),
+                       (f"building {build}{suffix}",
+                        ["cmake", "--build", str(build), "-j", str(jobs)])):
         with open(log, "a") as f:
             try:
-                process.run(argv, what=what, timeout=timeout, stdout=f, stderr=f)
+                process.run(argv, what=what, timeout=timeout, env=env, stdout=f, stderr=f)
             except process.ProcessError as e:
                 raise MlgoError(f"{what} failed ({e.reason}){_first_error(log)}; the whole "
                                 f"output is in {log}") from None

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlgo.tune.project import configure_and_build
 from mlgo_base import process, toolchain
 from mlgo_base.errors import MlgoError
 
@@ -64,27 +65,12 @@ def cmake_build(src: Path, build: Path, spec: Build, cmake_args: Sequence[str], 
                                 else "") if f)
     if build.exists():  # a build cut short earlier: start it again from nothing
         shutil.rmtree(build)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    for what, argv in ((f"configuring {src} ({spec.variant})", [
-            "cmake", f"-DCMAKE_C_COMPILER={cc}", f"-DCMAKE_CXX_COMPILER={cxx}",
-            "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
-            f"-DCMAKE_EXE_LINKER_FLAGS={link}", f"-DCMAKE_SHARED_LINKER_FLAGS={link}",
-            "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src), "-B", str(build)]),
-            (f"building {build} ({spec.variant})",
-             ["cmake", "--build", str(build), "-j", str(jobs)])):
-        with open(log, "a") as f:
-            try:
-                process.run(argv, what=what, timeout=max(timeout, 1.0), env=env, stdout=f,
-                            stderr=f)
-            except process.ProcessError as e:
-                from mlgo.tune.project import _first_error
-
-                raise MlgoError(f"{what} failed ({e.reason}){_first_error(log)}; the output "
-                                f"is in {log}") from None
-    db = build / "compile_commands.json"
-    if not db.is_file():
-        raise MlgoError(f"{build}: CMake wrote no compile_commands.json")
-    return db
+    return configure_and_build(
+        ["cmake", f"-DCMAKE_C_COMPILER={cc}", f"-DCMAKE_CXX_COMPILER={cxx}",
+         "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
+         f"-DCMAKE_EXE_LINKER_FLAGS={link}", f"-DCMAKE_SHARED_LINKER_FLAGS={link}",
+         "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src), "-B", str(build)],
+        src, build, log, jobs=jobs, timeout=max(timeout, 1.0), env=env, label=spec.variant)
 
 
 def program_in(build: Path, program: str) -> Path:
