@@ -84,6 +84,7 @@ __attribute__((weak)) extern const size_t mlgo_policy_num_features;
 }
 
 #include "policy_binding.h" // after the weak declarations, which it then keeps
+#include "plugin_advice.h"
 
 using namespace llvm;
 
@@ -415,7 +416,8 @@ private:
 
 class MlgoAdvisor;
 
-// MLInlineAdvice that tells the advisor when its caller changed.
+// MLInlineAdvice (LLVM's flow and the tracked one, plugin_advice.h) that tells the advisor when
+// its caller changed.
 class MlgoAdvice final : public MLInlineAdvice {
 public:
   MlgoAdvice(MlgoAdvisor *Advisor, CallBase &CB, OptimizationRemarkEmitter &ORE, bool Inline);
@@ -453,23 +455,48 @@ runnerFactory(RunnerMaker Make) {
 std::unique_ptr<MLModelRunner> runnerFactory(RunnerMaker Make) { return Make(); }
 #endif
 
-class MlgoAdvisor final : public MLInlineAdvisor {
+// What a module's decisions need computed (plugin_advice.h): everything for the training
+// channel and the decision log, which send or write every feature; else what the policy binds.
+mlgo::FeatureNeeds featureNeeds(bool Channel) {
+  mlgo::FeatureNeeds Needs;
+  const char *Log = std::getenv("MLGO_PLUGIN_DECISION_LOG");
+  if (Channel || (Log && *Log)) {
+    Needs.AllByLLVM = true;
+    return Needs;
+  }
+  for (size_t Slot : binding().Index) {
+    if (Slot < NumberOfFeatures)
+      mlgo::addLLVMFeatureNeed(Slot, Needs);
+    else if (Slot > DefaultSlot &&
+             mlgo::usesFunctionProperties(static_cast<mlgo::SiteFeature>(Slot - siteSlot(0))))
+      Needs.Tracked = true;
+  }
+  return Needs;
+}
+
+class MlgoAdvisor final : public mlgo::LazyFeatureAdvisor {
 public:
   MlgoAdvisor(Module &M, ModuleAnalysisManager &MAM, RunnerMaker MakeRunner,
-              std::function<bool(CallBase &)> GetDefault)
-      : MLInlineAdvisor(M, MAM, runnerFactory(std::move(MakeRunner)), std::move(GetDefault)),
+              std::function<bool(CallBase &)> GetDefault, mlgo::FeatureNeeds Needs)
+      : LazyFeatureAdvisor(M, MAM, runnerFactory(std::move(MakeRunner)), std::move(GetDefault),
+                           Needs),
         CG(MAM.getCachedResult<LazyCallGraphAnalysis>(M)) {}
 
   void onPassEntry(LazyCallGraph::SCC *SCC) override {
-    MLInlineAdvisor::onPassEntry(SCC);
+    LazyFeatureAdvisor::onPassEntry(SCC);
     Frequencies.clear(); // the function passes between inliner runs change callers too
   }
 
-  void callerChanged(const Function &Caller) { Frequencies.forget(Caller); }
+  void callerChanged(const Function &Caller) override { Frequencies.forget(Caller); }
 
 protected:
   std::unique_ptr<MLInlineAdvice> getAdviceFromModel(CallBase &CB,
                                                      OptimizationRemarkEmitter &ORE) override {
+    return std::make_unique<MlgoAdvice>(this, CB, ORE, decide(CB));
+  }
+
+  // The plugin's features the policy binds (all of them for the channel), then the answer.
+  bool decide(CallBase &CB) override {
     auto &Runner = static_cast<SiteRunner &>(*ModelRunner);
     Function &Caller = *CB.getCaller(), &Callee = *CB.getCalledFunction();
     mlgo::SiteInputs In{CB, Caller, Callee, *this, FAM, CG, Frequencies};
@@ -479,8 +506,7 @@ protected:
       Runner.slot(DefaultSlot) = GetDefaultAdvice(CB);
     if (Runner.isChannel())
       Runner.Identity = identity(CB, Caller, Callee);
-    bool Inline = ModelRunner->evaluate<int64_t>() != 0;
-    return std::make_unique<MlgoAdvice>(this, CB, ORE, Inline);
+    return ModelRunner->evaluate<int64_t>() != 0;
   }
 
   std::unique_ptr<MLInlineAdvice> getMandatoryAdviceImpl(CallBase &CB) override {
@@ -632,7 +658,8 @@ InlineAdvisor *createAdvisor(Module &M, FunctionAnalysisManager &FAM, InlinePara
   RunnerMaker MakeRunner = [&Ctx, ModuleName, Notes, Channel] {
     return std::make_unique<SiteRunner>(Ctx, ModuleName, Notes, Channel);
   };
-  return new MlgoAdvisor(M, *RegisteredMAM, std::move(MakeRunner), DefaultAdvice);
+  return new MlgoAdvisor(M, *RegisteredMAM, std::move(MakeRunner), DefaultAdvice,
+                         featureNeeds(!Channel.empty()));
 }
 
 void registerCallbacks(PassBuilder &PB) {

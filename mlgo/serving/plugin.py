@@ -40,9 +40,9 @@ from mlgo_base.process import ProcessError, run
 
 PLUGIN_SOURCE = "inliner_plugin.cpp"
 # Included by the plugin: binding the policy's inputs by name, the plugin's own features, its
-# decision log and training channel.
+# decision log and training channel, its advisor computing only the features bound.
 BINDING_HEADER = "policy_binding.h"
-PLUGIN_HEADERS = (BINDING_HEADER, "plugin_features.h", "plugin_io.h")
+PLUGIN_HEADERS = (BINDING_HEADER, "plugin_features.h", "plugin_io.h", "plugin_advice.h")
 PLUGIN_FILE = "libmlgo_inliner.so"
 PLUGIN_OBJECT = "inliner_plugin.o"
 

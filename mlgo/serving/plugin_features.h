@@ -130,6 +130,14 @@ struct SiteInputs {
   CallerFrequencies &Frequencies;
 };
 
+// The features read from the advisor's FunctionPropertiesInfo, which LLVM's advice keeps current
+// after each inlining (a cost the plugin pays only when the policy binds one of them).
+inline bool usesFunctionProperties(SiteFeature Which) {
+  return Which == SiteFeature::caller_instruction_count ||
+         Which == SiteFeature::callee_instruction_count ||
+         Which == SiteFeature::callee_block_count || Which == SiteFeature::callee_max_loop_depth;
+}
+
 inline bool callsItself(const llvm::Function &F) {
   for (const llvm::User *U : F.users())
     if (const auto *Call = llvm::dyn_cast<llvm::CallBase>(U))

@@ -69,10 +69,10 @@ inline PolicyBinding bindPolicyInputs(const std::vector<CompilerFeature> &Compil
   return B;
 }
 
-// Appends Line to MLGO_DECISION_SUMMARY, if set (format: mlgo/serving/summary.py), in one
-// write() so that the lines of concurrent compilers stay whole. Returns "" or what failed.
-inline std::string appendSummaryLine(const std::string &Line) {
-  const char *Path = std::getenv("MLGO_DECISION_SUMMARY");
+// Appends Line to the file the environment variable EnvName names, if set, in one write() so
+// that the lines of concurrent compilers stay whole. Returns "" or what failed.
+inline std::string appendLine(const char *EnvName, const std::string &Line) {
+  const char *Path = std::getenv(EnvName);
   if (!Path || !*Path)
     return "";
   int Fd = ::open(Path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -84,7 +84,12 @@ inline std::string appendSummaryLine(const std::string &Line) {
     ::close(Fd);
   if (Written == static_cast<ssize_t>(Line.size()))
     return "";
-  return std::string("cannot write MLGO_DECISION_SUMMARY ") + Path + ": " + std::strerror(Error);
+  return std::string("cannot write ") + EnvName + " " + Path + ": " + std::strerror(Error);
+}
+
+// Appends Line to MLGO_DECISION_SUMMARY, if set (format: mlgo/serving/summary.py).
+inline std::string appendSummaryLine(const std::string &Line) {
+  return appendLine("MLGO_DECISION_SUMMARY", Line);
 }
 
 } // namespace mlgo

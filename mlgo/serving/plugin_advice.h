@@ -1,0 +1,375 @@
+// The inliner plugin's advisor base: LLVM's MLInlineAdvisor with its per-call-site work done
+// only for the features the served policy binds.
+//
+// LLVM's MLInlineAdvisor::getAdviceImpl computes every one of its 38 features before it asks the
+// model: a full inline-cost estimate and the cost-feature vector (each a walk of the callee with
+// the call site's constants propagated) and the FunctionPropertiesInfo of caller and callee, kept
+// current after each inlining. That work is most of the plugin's compile-time cost, and a policy
+// that binds few features needs little of it. LazyFeatureAdvisor answers in one of three modes,
+// fixed per module by what the policy binds (FeatureNeeds):
+//
+//   llvm     LLVM's own getAdviceImpl computes everything: the training channel and the decision
+//            log (they send every feature), a policy that binds node_count or edge_count (LLVM
+//            keeps those counts in private members), and LLVM options this file does not
+//            reimplement (-ml-inliner-skip-policy, -ml-advisor-size-increase-threshold,
+//            -ml-advisor-keep-fpi-cache).
+//   tracked  the decision flow of LLVM's advisor, LLVM's advice (which keeps caller and callee
+//            FunctionPropertiesInfo current), but the cost estimate and the cost features only
+//            when bound.
+//   lean     no FunctionPropertiesInfo at all: a plain InlineAdvice subclass that tracks the
+//            module's IR size itself for the growth limit.
+//
+// Whatever the mode, a call site gets the same answer as from LLVM's flow: unreachable call
+// sites, never-inline and recursive calls, always-inline calls and the module-growth limit are
+// handled the same way, and a call site LLVM's cost analysis cannot analyse (it returns no
+// estimate) is never given to the policy: the estimate is computed for every call site the policy
+// would see, bound or not, because it is that veto. The cost features' own failure is a veto in
+// LLVM's flow too; when the policy binds no cost feature the plugin does not compute them, and
+// counts (MLGO_PLUGIN_FEATURE_WORK, below) the call sites where the estimate succeeded and the
+// features failed whenever it computes both, so that the assumption that the two analyses fail
+// together stays checked.
+//
+// MLGO_PLUGIN_FEATURE_WORK=FILE appends one line per module: the mode and how many call sites
+// each group of work was done for (tests read it to check that unbound groups cost nothing).
+#ifndef MLGO_PLUGIN_ADVICE_H
+#define MLGO_PLUGIN_ADVICE_H
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Analysis/AssumptionCache.h"
+#include "llvm/Analysis/FunctionPropertiesAnalysis.h"
+#include "llvm/Analysis/InlineAdvisor.h"
+#include "llvm/Analysis/InlineCost.h"
+#include "llvm/Analysis/InlineModelFeatureMaps.h"
+#include "llvm/Analysis/LoopInfo.h"
+#include "llvm/Analysis/MLInlineAdvisor.h"
+#include "llvm/Analysis/MLModelRunner.h"
+#include "llvm/Analysis/OptimizationRemarkEmitter.h"
+#include "llvm/Analysis/TargetTransformInfo.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/IR/Constant.h"
+#include "llvm/IR/Dominators.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/PassManager.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/raw_ostream.h"
+
+// Included after policy_binding.h (appendLine), which its includer must see first.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace mlgo {
+
+// What a module's decisions need computed, from the features the policy binds.
+struct FeatureNeeds {
+  bool AllByLLVM = false;    // llvm mode
+  bool Tracked = false;      // caller and callee FunctionPropertiesInfo, kept current
+  bool CostEstimate = false; // as a feature (it is computed as the veto anyway)
+  bool CostFeatures = false;
+};
+
+enum class AdvisorMode { LLVM, Tracked, Lean };
+
+inline const char *modeName(AdvisorMode M) {
+  return M == AdvisorMode::LLVM ? "llvm" : M == AdvisorMode::Tracked ? "tracked" : "lean";
+}
+
+// The needs of binding LLVM's feature number I (its position in LLVM's feature list).
+inline void addLLVMFeatureNeed(size_t I, FeatureNeeds &N) {
+  using llvm::FeatureIndex;
+  if (I < static_cast<size_t>(llvm::InlineCostFeatureIndex::NumberOfFeatures)) {
+    N.CostFeatures = true;
+    return;
+  }
+  switch (static_cast<FeatureIndex>(I)) {
+  case FeatureIndex::cost_estimate:
+    N.CostEstimate = true;
+    return;
+  case FeatureIndex::node_count:
+  case FeatureIndex::edge_count:
+    N.AllByLLVM = true;
+    return;
+  case FeatureIndex::callee_basic_block_count:
+  case FeatureIndex::caller_users:
+  case FeatureIndex::caller_conditionally_executed_blocks:
+  case FeatureIndex::caller_basic_block_count:
+  case FeatureIndex::callee_conditionally_executed_blocks:
+  case FeatureIndex::callee_users:
+    N.Tracked = true;
+    return;
+  default: // callsite_height, nr_ctant_params, is_callee/caller_avail_external: call-site local
+    return;
+  }
+}
+
+// LLVM's options whose effect lives in MLInlineAdvisor's own flow: given one, LLVM decides
+// everything as it would.
+inline bool llvmAdvisorOptionGiven() {
+  const auto &Options = llvm::cl::getRegisteredOptions(); // a StringMap before LLVM 22
+  for (const char *Name : {"ml-inliner-skip-policy", "ml-advisor-size-increase-threshold",
+                           "ml-advisor-keep-fpi-cache"}) {
+    auto It = Options.find(Name);
+    if (It != Options.end() && It->second->getNumOccurrences() > 0)
+      return true;
+  }
+  return false;
+}
+
+// How many call sites each group of work was done for, in one module.
+struct WorkCounts {
+  uint64_t Advised = 0;           // call sites given to the policy
+  uint64_t Estimates = 0;         // getInliningCostEstimate
+  uint64_t CostFeatureSets = 0;   // getInliningCostFeatures, for call sites the policy sees
+  uint64_t MandatoryChecks = 0;   // getInliningCostFeatures, for always-inline call sites
+  uint64_t TrackedAdvice = 0;     // advice keeping caller and callee FunctionPropertiesInfo
+  uint64_t FeaturesOnlyVetoes = 0; // estimate succeeded, cost features failed (both computed)
+};
+
+// Sum of a function's instructions without debug intrinsics, as LLVM's FunctionPropertiesInfo
+// counts TotalInstructionCount, which is the IR size of MLInlineAdvisor's growth limit.
+inline int64_t irSize(const llvm::Function &F) {
+  int64_t N = 0;
+  for (const llvm::BasicBlock &BB : F)
+    N += BB.sizeWithoutDebug();
+  return N;
+}
+
+class LazyFeatureAdvisor;
+
+// Lean mode's advice: tells the advisor the sizes before and after a successful inlining.
+class LeanAdvice final : public llvm::InlineAdvice {
+public:
+  LeanAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase &CB, llvm::OptimizationRemarkEmitter &ORE,
+             bool Inline);
+
+private:
+  void recordInliningImpl() override;
+  void recordInliningWithCalleeDeletedImpl() override;
+  LazyFeatureAdvisor *Owner;
+  int64_t CallerSizeBefore, CalleeSizeBefore;
+};
+
+class LazyFeatureAdvisor : public llvm::MLInlineAdvisor {
+public:
+#if LLVM_VERSION_MAJOR >= 22
+  using RunnerFactory =
+      std::function<std::unique_ptr<llvm::MLModelRunner>(const std::vector<llvm::TensorSpec> &)>;
+#else
+  using RunnerFactory = std::unique_ptr<llvm::MLModelRunner>;
+#endif
+
+  LazyFeatureAdvisor(llvm::Module &M, llvm::ModuleAnalysisManager &MAM, RunnerFactory Runner,
+                     std::function<bool(llvm::CallBase &)> GetDefault, FeatureNeeds Needs)
+      : llvm::MLInlineAdvisor(M, MAM, std::move(Runner), std::move(GetDefault)),
+        Needs(Needs), Mode(Needs.AllByLLVM || llvmAdvisorOptionGiven() ? AdvisorMode::LLVM
+                           : Needs.Tracked                             ? AdvisorMode::Tracked
+                                                                       : AdvisorMode::Lean) {
+    if (Mode == AdvisorMode::Lean)
+      for (llvm::Function &F : M)
+        if (!F.isDeclaration())
+          InitialIRSize += irSize(F);
+    CurrentIRSize = InitialIRSize;
+  }
+
+  ~LazyFeatureAdvisor() override;
+
+  AdvisorMode mode() const { return Mode; }
+
+  void onPassEntry(llvm::LazyCallGraph::SCC *SCC) override {
+    if (Mode != AdvisorMode::Lean)
+      return llvm::MLInlineAdvisor::onPassEntry(SCC);
+    Sizes.clear(); // the function passes between inliner runs change functions
+  }
+
+  void onPassExit(llvm::LazyCallGraph::SCC *SCC) override {
+    if (Mode != AdvisorMode::Lean)
+      return llvm::MLInlineAdvisor::onPassExit(SCC);
+    Sizes.clear();
+  }
+
+  // Called after an inlining into Caller, whatever the mode.
+  virtual void callerChanged(const llvm::Function &Caller) {}
+
+  int64_t cachedIRSize(llvm::Function &F) {
+    auto [It, New] = Sizes.try_emplace(&F, 0);
+    if (New)
+      It->second = irSize(F);
+    return It->second;
+  }
+
+  bool leanForcedToStop() const { return LeanForceStop; }
+
+  void leanInlined(llvm::Function &Caller, int64_t CallerBefore, int64_t CalleeBefore,
+                   bool CalleeDeleted) {
+    // The caller's analyses are stale, as after any inlining in LLVM's advisor, which also
+    // brings the caller's dominator tree up to date (its FunctionPropertiesUpdater): the next
+    // call sites' reachability is read from it.
+    llvm::PreservedAnalyses PA = llvm::PreservedAnalyses::all();
+    PA.abandon<llvm::FunctionPropertiesAnalysis>();
+    PA.abandon<llvm::LoopAnalysis>();
+    PA.abandon<llvm::DominatorTreeAnalysis>();
+    FAM.invalidate(Caller, PA);
+    int64_t CallerAfter = irSize(Caller);
+    Sizes[&Caller] = CallerAfter;
+    CurrentIRSize += CallerAfter + (CalleeDeleted ? 0 : CalleeBefore) - (CallerBefore + CalleeBefore);
+    if (CurrentIRSize > GrowthLimit * InitialIRSize)
+      LeanForceStop = true;
+    callerChanged(Caller);
+  }
+
+protected:
+  // The policy's answer for CB, LLVM's features it binds already written to the runner.
+  virtual bool decide(llvm::CallBase &CB) = 0;
+
+  std::unique_ptr<llvm::InlineAdvice> getAdviceImpl(llvm::CallBase &CB) override;
+  std::unique_ptr<llvm::InlineAdvice> getMandatoryAdvice(llvm::CallBase &CB, bool Advice) override;
+
+  WorkCounts Work;
+
+private:
+  std::unique_ptr<llvm::InlineAdvice> unreachableAdvice(llvm::CallBase &CB) {
+    if (FAM.getResult<llvm::DominatorTreeAnalysis>(*CB.getCaller())
+            .isReachableFromEntry(CB.getParent()))
+      return nullptr;
+    return std::make_unique<llvm::InlineAdvice>(this, CB, getCallerORE(CB), false);
+  }
+
+  bool forcedToStop() const {
+    return Mode == AdvisorMode::Lean ? LeanForceStop : isForcedToStop();
+  }
+
+  template <typename T> void setFeature(llvm::FeatureIndex I, T Value) {
+    *ModelRunner->getTensor<int64_t>(I) = static_cast<int64_t>(Value);
+  }
+
+  const FeatureNeeds Needs;
+  const AdvisorMode Mode;
+  // LLVM's default for -ml-advisor-size-increase-threshold (given, LLVM's flow decides).
+  static constexpr int64_t GrowthLimit = 2;
+  int64_t InitialIRSize = 0, CurrentIRSize = 0;
+  bool LeanForceStop = false;
+  llvm::DenseMap<const llvm::Function *, int64_t> Sizes; // lean mode's IR sizes
+};
+
+inline LazyFeatureAdvisor::~LazyFeatureAdvisor() {
+  std::string Line = std::string("feature-work\t") + M.getModuleIdentifier() + "\t" +
+                     modeName(Mode) + "\tadvised=" + std::to_string(Work.Advised) +
+                     "\testimate=" + std::to_string(Work.Estimates) +
+                     "\tcost_features=" + std::to_string(Work.CostFeatureSets) +
+                     "\tmandatory_checks=" + std::to_string(Work.MandatoryChecks) +
+                     "\tcaller_callee_fpi=" + std::to_string(Work.TrackedAdvice) +
+                     "\tfeatures_only_vetoes=" + std::to_string(Work.FeaturesOnlyVetoes) + "\n";
+  std::string Failed = appendLine("MLGO_PLUGIN_FEATURE_WORK", Line);
+  if (!Failed.empty())
+    llvm::errs() << "mlgo-inliner: warning: " << Failed << "\n";
+}
+
+inline LeanAdvice::LeanAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase &CB,
+                              llvm::OptimizationRemarkEmitter &ORE, bool Inline)
+    : llvm::InlineAdvice(Advisor, CB, ORE, Inline), Owner(Advisor),
+      CallerSizeBefore(Advisor->cachedIRSize(*Caller)),
+      CalleeSizeBefore(Advisor->cachedIRSize(*Callee)) {}
+
+inline void LeanAdvice::recordInliningImpl() {
+  Owner->leanInlined(*Caller, CallerSizeBefore, CalleeSizeBefore, false);
+}
+
+inline void LeanAdvice::recordInliningWithCalleeDeletedImpl() {
+  Owner->leanInlined(*Caller, CallerSizeBefore, CalleeSizeBefore, true);
+}
+
+inline std::unique_ptr<llvm::InlineAdvice>
+LazyFeatureAdvisor::getMandatoryAdvice(llvm::CallBase &CB, bool Advice) {
+  if (Mode != AdvisorMode::Lean)
+    return llvm::MLInlineAdvisor::getMandatoryAdvice(CB, Advice);
+  if (auto Skip = unreachableAdvice(CB))
+    return Skip;
+  if (Advice && !LeanForceStop)
+    return std::make_unique<LeanAdvice>(this, CB, getCallerORE(CB), true);
+  return std::make_unique<llvm::InlineAdvice>(this, CB, getCallerORE(CB), Advice);
+}
+
+// The decision flow of LLVM's MLInlineAdvisor::getAdviceImpl, step for step, with each group
+// of features computed only when the policy binds it.
+inline std::unique_ptr<llvm::InlineAdvice> LazyFeatureAdvisor::getAdviceImpl(llvm::CallBase &CB) {
+  using namespace llvm;
+  if (Mode == AdvisorMode::LLVM) {
+    ++Work.Advised; // counted here, whether or not LLVM gives the site to the policy
+    return MLInlineAdvisor::getAdviceImpl(CB);
+  }
+  if (auto Skip = unreachableAdvice(CB))
+    return Skip;
+  Function &Caller = *CB.getCaller(), &Callee = *CB.getCalledFunction();
+  auto GetAssumptionCache = [&](Function &F) -> AssumptionCache & {
+    return FAM.getResult<AssumptionAnalysis>(F);
+  };
+  auto &TIR = FAM.getResult<TargetIRAnalysis>(Callee);
+  auto &ORE = FAM.getResult<OptimizationRemarkEmitterAnalysis>(Caller);
+  auto MandatoryKind = InlineAdvisor::getMandatoryKind(CB, FAM, ORE);
+  if (MandatoryKind == InlineAdvisor::MandatoryInliningKind::Never || &Caller == &Callee)
+    return getMandatoryAdvice(CB, false);
+  bool Mandatory = MandatoryKind == InlineAdvisor::MandatoryInliningKind::Always;
+  if (forcedToStop()) {
+    ORE.emit([&] {
+      return OptimizationRemarkMissed("inline-ml", "ForceStop", &CB)
+             << "Won't attempt inlining because module size grew too much.";
+    });
+    return std::make_unique<InlineAdvice>(this, CB, ORE, Mandatory);
+  }
+  int64_t CostEstimate = 0;
+  if (!Mandatory) {
+    ++Work.Estimates;
+    std::optional<int> Estimate = getInliningCostEstimate(CB, TIR, GetAssumptionCache);
+    if (!Estimate)
+      return std::make_unique<InlineAdvice>(this, CB, ORE, false); // cannot be inlined
+    CostEstimate = *Estimate;
+  }
+  // LLVM also vetoes always-inline call sites whose cost features fail: computed for those.
+  if (Needs.CostFeatures || Mandatory) {
+    ++(Mandatory ? Work.MandatoryChecks : Work.CostFeatureSets);
+    std::optional<InlineCostFeatures> CostFeatures =
+        getInliningCostFeatures(CB, TIR, GetAssumptionCache);
+    if (!CostFeatures) {
+      Work.FeaturesOnlyVetoes += !Mandatory;
+      return std::make_unique<InlineAdvice>(this, CB, ORE, false);
+    }
+    for (size_t I = 0; I < static_cast<size_t>(InlineCostFeatureIndex::NumberOfFeatures); ++I)
+      *ModelRunner->getTensor<int64_t>(
+          inlineCostFeatureToMlFeature(static_cast<InlineCostFeatureIndex>(I))) =
+          CostFeatures->at(I);
+  }
+  if (Mandatory)
+    return getMandatoryAdvice(CB, true);
+
+  int64_t ConstantArgs = 0;
+  for (const Use &Arg : CB.args())
+    ConstantArgs += isa<Constant>(Arg);
+  setFeature(FeatureIndex::callsite_height, getInitialFunctionLevel(Caller));
+  setFeature(FeatureIndex::nr_ctant_params, ConstantArgs);
+  setFeature(FeatureIndex::cost_estimate, CostEstimate);
+  setFeature(FeatureIndex::is_callee_avail_external, Callee.hasAvailableExternallyLinkage());
+  setFeature(FeatureIndex::is_caller_avail_external, Caller.hasAvailableExternallyLinkage());
+  ++Work.Advised;
+  if (Mode == AdvisorMode::Tracked) {
+    ++Work.TrackedAdvice;
+    FunctionPropertiesInfo &CallerBefore = getCachedFPI(Caller);
+    FunctionPropertiesInfo &CalleeBefore = getCachedFPI(Callee);
+    setFeature(FeatureIndex::callee_basic_block_count, CalleeBefore.BasicBlockCount);
+    setFeature(FeatureIndex::caller_users, CallerBefore.Uses);
+    setFeature(FeatureIndex::caller_conditionally_executed_blocks,
+               CallerBefore.BlocksReachedFromConditionalInstruction);
+    setFeature(FeatureIndex::caller_basic_block_count, CallerBefore.BasicBlockCount);
+    setFeature(FeatureIndex::callee_conditionally_executed_blocks,
+               CalleeBefore.BlocksReachedFromConditionalInstruction);
+    setFeature(FeatureIndex::callee_users, CalleeBefore.Uses);
+    return getAdviceFromModel(CB, ORE);
+  }
+  return std::make_unique<LeanAdvice>(this, CB, ORE, decide(CB));
+}
+
+} // namespace mlgo
+
+#endif // MLGO_PLUGIN_ADVICE_H
