@@ -1,0 +1,185 @@
+"""The plugin's advisor computes only what its policy binds (mlgo/serving/plugin_advice.h), and
+decides exactly as when it computes everything: byte-identical objects and the same decisions as
+the same policy with every feature computed through LLVM's own advisor (the decision log forces
+that) and as interactive mode; unbound groups of work are never done (MLGO_PLUGIN_FEATURE_WORK)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from corpus_fixtures import make_small_corpus
+
+from corpus_tools.corpus import Corpus
+from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
+from mlgo.policies import c_source
+from mlgo.problems import get_problem
+from mlgo.serving import plugin
+
+CHEAP = ["cost_estimate", "callsite_height", "nr_ctant_params", "is_callee_avail_external",
+         "callee_linkage", "callee_uses", "callsite_is_last_use", "callsite_loop_depth",
+         "callee_is_recursive", "callee_in_caller_scc"]
+FPI = ["caller_basic_block_count", "callee_users", "caller_instruction_count",
+       "callee_block_count"]
+
+# A caller whose second call site lands, once the first is inlined, in a block the inlining
+# made: the lean advisor must see it as reachable, as LLVM's advisor does.
+SPLIT_BLOCKS_C = """
+static int pick(int x) { if (x > 3) return x * 7; return x + 1; }
+static int pick2(int x) { while (x > 100) x /= 3; return x - 1; }
+int twice(int y) { int a = pick(y); int b = pick(a + 2); return a ^ b ^ pick2(b); }
+int again(int y) { return pick2(y) + pick2(y + 1) + pick(y * 2); }
+"""
+
+
+def _rule_source(names: list[str], expression: str) -> str:
+    """C of a policy declaring `names` as inputs and answering `expression` over f[i]."""
+    n = len(names)
+    quoted = ", ".join(f'"{x}"' for x in names)
+    return f"""#include <stddef.h>
+#include <stdint.h>
+const char *const mlgo_policy_feature_names[] = {{{quoted}}};
+const char *const mlgo_policy_feature_types[] = {{{", ".join(['"int64_t"'] * n)}}};
+const size_t mlgo_policy_feature_elements[] = {{{", ".join(["1"] * n)}}};
+const size_t mlgo_policy_num_features = {n};
+const char mlgo_policy_output_name[] = "inlining_decision";
+int64_t mlgo_inline_policy(const int64_t *f, size_t n) {{ (void)n; return {expression}; }}
+int64_t mlgo_policy_run(const void *const *inputs) {{
+  int64_t f[{n}];
+  for (size_t i = 0; i < {n}; i++) f[i] = *(const int64_t *)inputs[i];
+  return mlgo_inline_policy(f, {n});
+}}
+void mlgo_policy_eval(const void *const *inputs, void *output) {{
+  *(int64_t *)output = mlgo_policy_run(inputs);
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    root = tmp_path_factory.mktemp("advice-corpus")
+    path = make_small_corpus(root)
+    (root / "split.c").write_text(SPLIT_BLOCKS_C)
+    subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+                    str(root / "split.c"), "-o", str(path / "small" / "split.c.bc")], check=True)
+    (path / "small" / "split.c.cmd").write_bytes(b"-c\0-Oz")
+    desc = path / "corpus_description.json"
+    desc.write_text(desc.read_text().replace('"modules": [', '"modules": ["small/split.c", '))
+    return Corpus.load(path)
+
+
+# label -> (inputs, C expression, mode, groups that must be done, groups that must not)
+POLICIES = {
+    "estimate-cheap": (CHEAP, "f[0] < 5 + 10 * (f[4] == 1 && f[6])", "lean", ["estimate"],
+                       ["cost_features", "caller_callee_fpi"]),
+    "always-cheap": (["callee_linkage"], "1", "lean", ["estimate"],
+                     ["cost_features", "caller_callee_fpi"]),
+    "estimate-fpi": (CHEAP + FPI, "f[0] < 5 + (f[10] > 8) - (f[13] > 40)", "tracked",
+                     ["estimate", "caller_callee_fpi"], ["cost_features"]),
+}
+
+
+def _plugin(label: str) -> Path:
+    if label == "cost-threshold-2":
+        return plugin.build_plugin(
+            c_source.heuristic_c_source("inlining", "cost-threshold", ["threshold", "cost_estimate"]),
+            policy_label=label)
+    if label == "inlining-oz":
+        return plugin.plugin_for(label)
+    names, expression = POLICIES[label][:2]
+    return plugin.build_plugin(_rule_source(names, expression), policy_label=label)
+
+
+def _compile(so: Path, module, workdir: Path, *, everything: bool, extra: tuple[str, ...] = ()
+             ) -> tuple[bytes, list[str], list[str]]:
+    """Object bytes, MLGO_DECISION_SUMMARY fields (decisions, inlined) and the feature-work
+    line's fields of one compile; `everything` sets the decision log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    summary, work, out = workdir / "summary.txt", workdir / "work.txt", workdir / "out.o"
+    for f in (summary, work):
+        f.unlink(missing_ok=True)
+    env["MLGO_DECISION_SUMMARY"] = str(summary)
+    env["MLGO_PLUGIN_FEATURE_WORK"] = str(work)
+    if everything:
+        (workdir / "log.txt").write_text("")
+        env["MLGO_PLUGIN_DECISION_LOG"] = str(workdir / "log.txt")
+    args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={so}", *extra])
+    proc = subprocess.run(["clang-19", *args, "-o", str(out)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    decisions = summary.read_text().split("\t")[3:5] if summary.exists() else []
+    fields = work.read_text().strip().split("\t") if work.exists() else []
+    return out.read_bytes(), decisions, fields
+
+
+def _counts(fields: list[str]) -> dict[str, int]:
+    return {k: int(v) for k, v in (f.split("=") for f in fields[3:])}
+
+
+@pytest.mark.parametrize("label", [*POLICIES, "cost-threshold-2"])
+def test_computing_less_decides_the_same(corpus: Corpus, label: str, tmp_path: Path) -> None:
+    so = _plugin(label)
+    names, _, mode, done, skipped = POLICIES.get(
+        label, (None, None, "lean", ["estimate", "cost_features"], ["caller_callee_fpi"]))
+    totals: dict[str, int] = {}
+    inlined = 0
+    for module in corpus.modules:
+        full_obj, full_decisions, full_work = _compile(so, module, tmp_path, everything=True)
+        obj, decisions, work = _compile(so, module, tmp_path, everything=False)
+        assert obj == full_obj, f"{label}: {module.name}: objects differ"
+        assert decisions == full_decisions, f"{label}: {module.name}"
+        assert full_work[2] == "llvm" and work[2] == mode, (module.name, full_work, work)
+        for k, v in _counts(work).items():
+            totals[k] = totals.get(k, 0) + v
+        inlined += int(decisions[1]) if decisions else 0
+    assert inlined > 0 and totals["advised"] > 3
+    assert all(totals[g] > 0 for g in done), totals
+    assert all(totals[g] == 0 for g in skipped), totals
+    assert totals["features_only_vetoes"] == 0
+
+
+def test_llvms_module_counts_keep_llvms_advisor(corpus: Corpus, tmp_path: Path) -> None:
+    """The shipped policy binds node_count and edge_count, which only LLVM's advisor keeps."""
+    module = next(m for m in corpus.modules if m.name.endswith("split.c"))
+    *_, work = _compile(_plugin("inlining-oz"), module, tmp_path, everything=False)
+    assert work[2] == "llvm"
+
+
+def test_an_llvm_advisor_option_keeps_llvms_advisor(corpus: Corpus, tmp_path: Path) -> None:
+    module = next(m for m in corpus.modules if m.name.endswith("split.c"))
+    so = _plugin("estimate-cheap")
+    *_, lean = _compile(so, module, tmp_path, everything=False)
+    *_, given = _compile(so, module, tmp_path, everything=False,
+                         extra=("-mllvm", "-ml-advisor-size-increase-threshold=2.0"))
+    assert lean[2] == "lean" and given[2] == "llvm"
+
+
+def _interactive(module, decide, workdir: Path) -> bytes:
+    problem = get_problem("inlining")
+    base = workdir / "channel"
+    argv = problem.compile_argv(module, workdir, base)
+    with InteractiveCompile(argv, module.name, workdir, channel_base=base, timeout=120) as c:
+        while (obs := c.next_observation()) is not None:
+            c.answer(decide({n: int(np.asarray(v).reshape(-1)[0]) for n, v in obs.features.items()}))
+        c.finish()
+    return (workdir / "out.o").read_bytes()
+
+
+def test_lean_serving_matches_interactive_mode(corpus: Corpus, tmp_path: Path) -> None:
+    """Served by the lean advisor, a rule on the cost estimate and cost-threshold on its two
+    inputs make the objects interactive mode makes with the same rule decided in Python."""
+    rules = {"cost-threshold-2": lambda f: int(f["cost_estimate"] < f["threshold"]),
+             "always-cheap": lambda f: 1}
+    for label, decide in rules.items():
+        so = _plugin(label)
+        for module in corpus.modules:
+            obj, _, work = _compile(so, module, tmp_path, everything=False)
+            assert work[2] == "lean"
+            workdir = make_workdir("mlgo-test-advice-")
+            try:
+                assert _interactive(module, decide, workdir) == obj, f"{label}: {module.name}"
+            finally:
+                remove_workdir(workdir)
