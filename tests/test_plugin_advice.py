@@ -18,6 +18,7 @@ from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_w
 from mlgo.policies import c_source
 from mlgo.problems import get_problem
 from mlgo.serving import plugin
+from mlgo_base import toolchain
 
 CHEAP = ["cost_estimate", "callsite_height", "nr_ctant_params", "is_callee_avail_external",
          "callee_linkage", "callee_uses", "callsite_is_last_use", "callsite_loop_depth",
@@ -93,8 +94,8 @@ def _plugin(label: str) -> Path:
     return plugin.build_plugin(_rule_source(names, expression), policy_label=label)
 
 
-def _compile(so: Path, module, workdir: Path, *, everything: bool, extra: tuple[str, ...] = ()
-             ) -> tuple[bytes, list[str], list[str]]:
+def _compile(so: Path, module, workdir: Path, *, everything: bool, extra: tuple[str, ...] = (),
+             clang: str = "clang-19") -> tuple[bytes, list[str], list[str]]:
     """Object bytes, MLGO_DECISION_SUMMARY fields (decisions, inlined) and the feature-work
     line's fields of one compile; `everything` sets the decision log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
@@ -107,7 +108,7 @@ def _compile(so: Path, module, workdir: Path, *, everything: bool, extra: tuple[
         (workdir / "log.txt").write_text("")
         env["MLGO_PLUGIN_DECISION_LOG"] = str(workdir / "log.txt")
     args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={so}", *extra])
-    proc = subprocess.run(["clang-19", *args, "-o", str(out)], env=env, capture_output=True,
+    proc = subprocess.run([clang, *args, "-o", str(out)], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     decisions = summary.read_text().split("\t")[3:5] if summary.exists() else []
@@ -139,6 +140,21 @@ def test_computing_less_decides_the_same(corpus: Corpus, label: str, tmp_path: P
     assert all(totals[g] > 0 for g in done), totals
     assert all(totals[g] == 0 for g in skipped), totals
     assert totals["features_only_vetoes"] == 0
+
+
+@pytest.mark.skipif(not toolchain.is_installed(22), reason="clang-22 is not installed")
+@pytest.mark.parametrize("label", ["always-cheap", "estimate-fpi", "cost-threshold-2"])
+def test_computing_less_decides_the_same_on_llvm22(corpus: Corpus, label: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(toolchain.VERSION_VARIABLE, "22")
+    so = _plugin(label)
+    mode = POLICIES[label][2] if label in POLICIES else "lean"
+    for module in corpus.modules:
+        full_obj, full_decisions, _ = _compile(so, module, tmp_path, everything=True,
+                                               clang="clang-22")
+        obj, decisions, work = _compile(so, module, tmp_path, everything=False, clang="clang-22")
+        assert (obj, decisions) == (full_obj, full_decisions), f"{label}: {module.name}"
+        assert work[2] == mode
 
 
 def test_llvms_module_counts_keep_llvms_advisor(corpus: Corpus, tmp_path: Path) -> None:
