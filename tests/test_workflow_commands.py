@@ -195,3 +195,61 @@ def test_profile_programs_profiles_a_real_training_program_and_its_corpus(tmp_pa
     assert sum(b.executed for b in execute.values()) > 10_000_000  # the interpreter's loop
     assert main(["profile", "programs", "--program", "lua5.4", "-o", str(out),
                  "--workdir", str(tmp_path / "work")]) == 2  # old callgrind files would count
+
+
+def _plugin_feature_policy(path: Path) -> Path:
+    """A fresh residual inlining policy (LLVM's rule) whose network also reads the inliner
+    plugin's own features, which only `--env plugin` compiles send."""
+    import numpy as np
+
+    from mlgo.compiler.plugin_env import PLUGIN_FEATURES
+    from mlgo.policies import vocab as V
+    from mlgo.policies.network import as_specs
+    from mlgo.policies.policy_dir import save_policy
+    from mlgo.problems import get_problem
+    from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
+    from mlgo.serving.plugin import channel_plugin
+    from mlgo.training.gin_config import parse_gin
+
+    parse_gin([], [f"inlining.InliningForSize.plugin = {str(channel_plugin())!r}"])
+    try:
+        header = get_problem("inlining").header()
+    finally:
+        parse_gin([], [])
+    config = InliningNetworkConfig(residual=True, hidden_sizes=(8,))
+    specs = as_specs(header)
+    # any bucket bounds do: the fresh residual network is the rule whatever its inputs
+    vocab = {key: np.array([0.0, 1.0, 10.0, 100.0]) for f in specs
+             if f.name not in config.ignored_features
+             for key in V.vocab_names(f.name, f.num_elements)}
+    net = InliningNetwork(specs, config, vocab, header.advice)
+    assert set(PLUGIN_FEATURES) <= {f.name for f in net.features}
+    return save_policy(path, net, net.init_params(0), {"algorithm": "imitation"})
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_margin_chooses_through_the_plugin_with_env_plugin(tmp_path: Path, corpus: Path,
+                                                           capsys) -> None:
+    policy = _plugin_feature_policy(tmp_path / "policy")
+    out = tmp_path / "m"
+    assert main(["margin", "--policy", str(policy), "-o", str(out), "--margins", "0", "1",
+                 "--choose-on", str(corpus), "--workers", "1", "--env", "plugin"]) == 0
+    assert "flip margin 1 chosen on the 6 modules" in capsys.readouterr().out
+    report = json.loads((out / "eval-margin-1.json").read_text())
+    assert len(report["modules"]) == 6 and not report["failures"]
+    # LLVM's interactive mode does not send the plugin's features the network reads
+    assert main(["margin", "--policy", str(policy), "-o", str(tmp_path / "i"), "--margins", "0",
+                 "--choose-on", str(corpus), "--workers", "1", "--env", "interactive"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlgo: error: ") and "lacks feature(s) callee_linkage" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_margin_refuses_env_without_a_corpus_to_compile(tmp_path: Path, capsys) -> None:
+    policy = resolve_shipped("regalloc")
+    assert main(["margin", "--policy", policy, "-o", str(tmp_path / "m"), "--margins", "1",
+                 "--env", "plugin"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mlgo: error: --env goes with --choose-on: it says how the validation modules are "
+        "compiled, and nothing else here compiles through it")
+    assert not (tmp_path / "m").exists()
