@@ -46,6 +46,20 @@ ignored() {
   echo "($out,)"  # the trailing comma: a tuple even of one name
 }
 
+# The margin policy `mlgo margin --choose-on` chose on validation in margins directory $1: the
+# chosen margin's policy is the only one recording a validation figure.
+chosen_policy() {
+  "${PYTHON:-python}" -c '
+import sys
+from pathlib import Path
+from mlgo.policies.policy_dir import read_policy_json
+chosen = [d for d in sorted(Path(sys.argv[1]).glob("margin-*"))
+          if "validation" in read_policy_json(d).get("meta", {})]
+if len(chosen) != 1:
+    sys.exit(f"{sys.argv[1]}: {len(chosen)} margins record a validation figure, not one")
+print(chosen[0])' "$1"
+}
+
 for step in "$@"; do
   case $step in
     search)
@@ -74,8 +88,7 @@ for step in "$@"; do
         | tee "$DATA/margins-$step$RUN_SUFFIX.log" ;;
     heldout-*)
       v=${step#heldout-}
-      # the margin `mlgo margin --choose-on` chose on validation (its last line names the policy)
-      chosen=$(tail -1 "$DATA/margins-$v$RUN_SUFFIX.log" | awk '{print $NF}')
+      chosen=$(chosen_policy "$DATA/margins-$v$RUN_SUFFIX")
       "${MLGO[@]}" eval --problem inlining --env plugin --corpus "$DATA/heldout" \
         --policy "$chosen" --workers "$WORKERS" --json "$DATA/heldout-$v$RUN_SUFFIX.json" ;;
     added-baseline)
@@ -88,17 +101,7 @@ for step in "$@"; do
         --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;
     added-*)
       v=${step#added-}$RUN_SUFFIX
-      # The margin chosen on validation, unchanged: `mlgo margin --choose-on` records the
-      # validation figure in the chosen margin's policy only.
-      chosen=$("${PYTHON:-python}" -c '
-import sys
-from pathlib import Path
-from mlgo.policies.policy_dir import read_policy_json
-chosen = [d for d in sorted(Path(sys.argv[1]).glob("margin-*"))
-          if "validation" in read_policy_json(d).get("meta", {})]
-if len(chosen) != 1:
-    sys.exit(f"{sys.argv[1]}: {len(chosen)} margins record a validation figure, not one")
-print(chosen[0])' "$DATA/margins-$v")
+      chosen=$(chosen_policy "$DATA/margins-$v")
       "${MLGO[@]}" eval --problem inlining --env plugin --corpus "$DATA/heldout-added" \
         --policy "$chosen" --workers "$WORKERS" --json "$DATA/added-$v.json" ;;
     reach)
