@@ -13,7 +13,8 @@
 #   Held-out packages added after the first measurement (the addendum of
 #   benchmarks/plugin_transfer_rule.md), in the corpus DATA/heldout-added/: added-baseline (the
 #   shipped policy and the rule), added-VARIANT (the policy each variant already chose on
-#   validation, unchanged; e.g. added-all-seed1), added-reach (the search, as in reach).
+#   validation, unchanged; e.g. added-all-seed1), added-reach (the search, as in reach),
+#   added-table (every chosen policy over all held-out packages, and the search's reach).
 # Niced and at two workers: the machine is shared. SEED=N (default 0) trains and chooses another
 # seed's policy into DATA/run-VARIANT-seedN and DATA/margins-VARIANT-seedN.
 set -euo pipefail
@@ -109,6 +110,8 @@ for step in "$@"; do
         --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;
     table)
       "${PYTHON:-python}" "$(dirname "$0")/plugin_transfer_table.py" "$DATA" ;;
+    added-table)
+      "${PYTHON:-python}" "$(dirname "$0")/plugin_transfer_table.py" "$DATA" --all-heldout ;;
     *) echo "plugin_transfer.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done
