@@ -100,7 +100,9 @@ for step in "$@"; do
     added-reach)
       "${MLGO[@]}" search --problem inlining --env plugin --corpus "$DATA/heldout-added" -o "$DATA/search-added" \
         --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;
-    added-*)
+    added-table)
+      "${PYTHON:-python}" "$(dirname "$0")/plugin_transfer_table.py" "$DATA" --all-heldout ;;
+    added-*)  # after added-baseline, added-reach and added-table
       v=${step#added-}$RUN_SUFFIX
       chosen=$(chosen_policy "$DATA/margins-$v")
       "${MLGO[@]}" eval --problem inlining --env plugin --corpus "$DATA/heldout-added" \
@@ -110,8 +112,6 @@ for step in "$@"; do
         --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;
     table)
       "${PYTHON:-python}" "$(dirname "$0")/plugin_transfer_table.py" "$DATA" ;;
-    added-table)
-      "${PYTHON:-python}" "$(dirname "$0")/plugin_transfer_table.py" "$DATA" --all-heldout ;;
     *) echo "plugin_transfer.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done
