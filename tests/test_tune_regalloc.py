@@ -76,6 +76,13 @@ def _argv(src: Path, out: Path, train: str = TRAIN, check: str = CHECK) -> list[
             "--gin_bindings", "imitation.ImitationConfig.epochs = 5"]
 
 
+def _code(obj: Path) -> str:
+    """The disassembled code of an object (not its file name)."""
+    text = process.run([toolchain.companion_tool("llvm-objdump"), "-d", "--no-show-raw-insn",
+                        str(obj)], what="llvm-objdump", timeout=60).stdout
+    return text.split("Disassembly of section", 1)[1]
+
+
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -110,6 +117,19 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
           for basis, base in (("plain", out), ("pgo", out / "pgo-policy"))}
     assert "function_entry_count" in ir["pgo"] and "ProfileSummary" in ir["pgo"]
     assert "function_entry_count" not in ir["plain"]
+    # Compiled as the corpus records, each module is the code its build compiled: the search
+    # scored the decisions of the code the build with the policy serves.
+    code = {}
+    for basis, base in (("plain", out), ("pgo", out / "pgo-policy")):
+        module = base / "corpus" / "pressure" / "kernel.c"
+        cmd = Path(f"{module}.cmd").read_text().split("\0")
+        obj = tmp_path / f"{basis}-kernel.o"
+        process.run([toolchain.clang().path, *[a for a in cmd if a], f"{module}.bc", "-o",
+                     str(obj)], what="compile", timeout=120)
+        built = next((out / f"build-{basis}").rglob("kernel.c.o"))
+        code[basis] = _code(obj)
+        assert code[basis] == _code(built), basis
+    assert code["plain"] != code["pgo"]
     # ... and its block profile is the PGO build's training run, not the plain build's.
     assert json.loads((out / "pgo-policy" / "profile.json").read_text()) != json.loads(
         (out / "profile.json").read_text())
