@@ -253,8 +253,8 @@ def _policy(o: RegallocTuneOptions, basis: Basis, prefix: str, numbers: tuple[in
                 "module; extract the hot modules")
     if hot is None:
         t = time.monotonic()
-        hot = steps.record(prefix + "corpus", time.monotonic() - t,
-                           rpol.hot_corpus(o, basis, name, src, workers))
+        res = rpol.hot_corpus(o, basis, name, src, workers)
+        hot = steps.record(prefix + "corpus", time.monotonic() - t, res)
     prog.say(f"{len(hot['modules'])} hot module(s) of {on}: " + ", ".join(
         f"{m} ({100 * s:.1f}%)" for m, s in hot["modules"].items()))
     gin = rpol.gin(basis.base / "profile.json", o.gin_bindings)
@@ -301,8 +301,8 @@ def _policy(o: RegallocTuneOptions, basis: Basis, prefix: str, numbers: tuple[in
         prog.set_status(f"the policy on the hot modules of {on} against clang's eviction "
                         "(trace cost)")
         t = time.monotonic()
-        ev = steps.record(prefix + "eval", time.monotonic() - t,
-                          rpol.evaluate(basis, gin, workers, o.timeout))
+        res = rpol.evaluate(basis, gin, workers, o.timeout)
+        ev = steps.record(prefix + "eval", time.monotonic() - t, res)
     prog.say(f"policy for {on}: trace cost {100 * ev['change']:+.2f}% on its hot modules (the "
              f"search's best: {100 * search['change']:+.2f}%)")
     return {"hot": hot, "search": search, "evaluation": ev, "policy": str(basis.policy)}
