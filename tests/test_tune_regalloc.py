@@ -149,6 +149,8 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
     spots = {r["function"]: r for r in doc["hot_spots"]["train"]}
     assert spots["mix"]["plain"] > spots["main"]["plain"] > 0
     assert (out / "pgo" / "default.profdata").is_file()
+    # Each step's time is its own (extracting, compiling and evaluating take seconds).
+    assert min(doc["steps_seconds"][s] for s in ("corpus", "eval", "pgo-corpus", "pgo-eval")) > 0.1
     # The tuned builds were compiled by an mlgo-clang serving the tuned policy, not the plain one.
     caches = {v: (out / f"build-{v}" / "CMakeCache.txt").read_text() for v in
               ("plain", "tuned", "pgo", "pgo-tuned")}
