@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool
 
 from mlgo.serving import launcher, plugin
 from mlgo.serving.summary import format_summary, read_summary
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 BIN = Path(sys.executable).parent
@@ -63,12 +65,13 @@ target_link_libraries(prog util)
     return d
 
 
-def _configure_and_build(src: Path, build: Path, *args: str, cc: str | None = "clang-19",
+def _configure_and_build(src: Path, build: Path, *args: str, cc: str | None = "clang",
                          summary: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_") and k != "CC"}
     env.update(MLGO_TMPDIR=str(build.parent))
+    env[toolchain.VERSION_VARIABLE] = str(toolchain.llvm_major())
     if cc:
-        env["CC"] = cc
+        env["CC"] = llvm_tool("clang") if cc == "clang" else cc
     configure = subprocess.run(["cmake", "-S", str(src), "-B", str(build),
                                 "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *args],
                                capture_output=True, text=True, env=env, timeout=300)
@@ -98,7 +101,7 @@ def test_plugin_warns_once_when_not_compiling_for_size(tmp_path: Path,
     src = tmp_path / "a.c"
     src.write_text(_UTIL.format(i=1) + _UTIL.format(i=2).replace("sq", "cube"))
     for level, warned in (("-Oz", False), ("-Os", False), ("-O3", True), ("-Oz -O2", True)):
-        proc = subprocess.run(["clang-19", *level.split(), f"-fpass-plugin={cost_threshold}",
+        proc = subprocess.run([llvm_tool("clang"), *level.split(), f"-fpass-plugin={cost_threshold}",
                                "-c", str(src), "-o", str(tmp_path / "a.o")],
                               capture_output=True, text=True, check=True, timeout=120)
         lines = [x for x in proc.stderr.splitlines() if "not compiled for size" in x]

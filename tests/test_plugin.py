@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import make_small_corpus
+from corpus_fixtures import llvm_tool, make_small_corpus
 
 from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
@@ -59,7 +59,7 @@ def _with_plugin(module, so: Path, workdir: Path) -> tuple[bytes, list[tuple[lis
     log = workdir / "plugin-decisions.txt"
     out = workdir / "plugin.o"
     args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={so}"])
-    subprocess.run(["clang-19", *args, "-o", str(out)], check=True,
+    subprocess.run([llvm_tool("clang"), *args, "-o", str(out)], check=True,
                    env=dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log)))
     decisions = []
     if log.exists():
@@ -184,9 +184,9 @@ int main() {
 }
 """)
     shutil.copy(Path(plugin.SOURCE_DIR) / plugin.BINDING_HEADER, tmp_path)
-    subprocess.run(["clang-19", "-c", str(tmp_path / "policy.c"), "-o", str(tmp_path / "policy.o")],
+    subprocess.run([llvm_tool("clang"), "-c", str(tmp_path / "policy.c"), "-o", str(tmp_path / "policy.o")],
                    check=True)
-    subprocess.run(["clang++-19", "-std=c++17", "-Wall", "-Werror", str(tmp_path / "main.cpp"),
+    subprocess.run([llvm_tool("clang++"), "-std=c++17", "-Wall", "-Werror", str(tmp_path / "main.cpp"),
                     str(tmp_path / "policy.o"), "-lm", "-o", str(tmp_path / "bind")], check=True)
     out = subprocess.run([str(tmp_path / "bind")], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import make_small_corpus
+from corpus_fixtures import llvm_tool, make_small_corpus
 
 from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
@@ -95,7 +95,7 @@ def _first_observation(channel_plugin: Path, workdir: Path, *extra: str) -> Inte
     src = workdir / "m.c"
     src.write_text("static int sq(int x) { return x * x; }\nint f(int y) { return sq(y) + sq(y + 1); }\n")
     base = workdir / "channel"
-    argv = ["clang-19", "-Oz", "-c", str(src), "-o", str(workdir / "out.o"),
+    argv = [llvm_tool("clang"), "-Oz", "-c", str(src), "-o", str(workdir / "out.o"),
             *plugin_env.channel_flags(channel_plugin, base), *extra]
     c = InteractiveCompile(argv, "m.c", workdir, channel_base=base, timeout=60)
     assert c.next_observation() is not None
@@ -174,7 +174,7 @@ def _decision_log(so: Path, module, workdir: Path, log: str | None) -> subproces
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_PLUGIN")}
     if log is not None:
         env["MLGO_PLUGIN_DECISION_LOG"] = log
-    return subprocess.run(["clang-19", *args, "-o", str(workdir / "p.o")], env=env,
+    return subprocess.run([llvm_tool("clang"), *args, "-o", str(workdir / "p.o")], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -239,7 +239,7 @@ def test_decision_log_write_error_is_one_line(served: Path, corpus: Corpus, tmp_
 
     args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={served}"])
     env = dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log))
-    proc = subprocess.run(["clang-19", *args, "-o", str(tmp_path / "p.o")], env=env,
+    proc = subprocess.run([llvm_tool("clang"), *args, "-o", str(tmp_path / "p.o")], env=env,
                           capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
     assert proc.returncode == 1
     line = _one_plugin_error(proc.stderr)

@@ -5,6 +5,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from corpus_fixtures import llvm_tool
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.cache import BaselineCache
@@ -40,7 +41,7 @@ def make_oz_corpus(root, sources=SOURCES):
         src = root / "src" / fname
         src.write_text(text)
         name = "t/" + fname
-        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(src), "-o", str(root / "corpus" / (name + ".bc"))], check=True)
         (root / "corpus" / (name + ".cmd")).write_bytes(b"-c\0-Oz")
         names.append(name)
@@ -275,7 +276,7 @@ def o2_corpus(tmp_path_factory):
     for fname, text in (("spin.c", PRESSURE), ("leaf.c", "int leaf(int x) { return x + 1; }\n")):
         src = root / fname
         src.write_text(text)
-        subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(src), "-o", str(root / "corpus" / "t" / (fname + ".bc"))], check=True)
         (root / "corpus" / "t" / (fname + ".cmd")).write_bytes(b"-c\0-O2")
         names.append("t/" + fname)

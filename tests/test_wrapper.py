@@ -15,6 +15,7 @@ from corpus_fixtures import (
     SOURCES,
     WRAPPERS,
     assert_channels_clean,
+    llvm_tool,
     make_small_corpus,
     wrapper_command,
 )
@@ -212,7 +213,7 @@ def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
             if log.exists() else []
         ref_dir = work / "ref"
         ref_dir.mkdir()
-        ref_actions = _interactive(["clang-19", *args, "-o", str(ref_dir / "out.o")],
+        ref_actions = _interactive([llvm_tool("clang"), *args, "-o", str(ref_dir / "out.o")],
                                          ref_dir)
         assert decisions == ref_actions, module.name
         assert (work / "wrapped.o").read_bytes() == (ref_dir / "out.o").read_bytes()
@@ -263,7 +264,7 @@ def test_residual_regalloc_policy_directory_is_served_and_exported(
         seen.append(obs)
         return NumpyPolicy(net, trained).act(obs)
 
-    assert _interactive(["clang-19", "-O2", "-c", str(src), "-o", str(ref / "out.o")], ref,
+    assert _interactive([llvm_tool("clang"), "-O2", "-c", str(src), "-o", str(ref / "out.o")], ref,
                               trained_policy) == decisions
     assert (ref / "out.o").read_bytes() == obj and decisions != rule[0]
     assert main(["export", "--policy", str(tmp_path / "trained"), "-o", str(tmp_path / "export"),
@@ -295,7 +296,7 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, default_
     assert len(parallel) == 4 and parallel == serial
     assert subprocess.run([str(project / "prog")]).returncode in (0, 1)
     # The policy was really served: the same build under plain clang-19 differs somewhere.
-    plain = subprocess.run(["clang-19", "-O2", "-c", str(project / "pressure.c"), "-o", "-"],
+    plain = subprocess.run([llvm_tool("clang"), "-O2", "-c", str(project / "pressure.c"), "-o", "-"],
                            capture_output=True, check=True).stdout
     assert plain != serial["pressure.o"]
     assert_channels_clean(channel_tmp)
@@ -311,7 +312,7 @@ def test_unoptimized_compile_is_served_without_decisions(tmp_path: Path, channel
     subprocess.run([default_program, "-c", str(src), "-o", str(tmp_path / "p.o")], check=True,
                    timeout=120, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
     assert (tmp_path / "p.o").read_bytes() == subprocess.run(
-        ["clang-19", "-c", str(src), "-o", "-"], capture_output=True, check=True).stdout
+        [llvm_tool("clang"), "-c", str(src), "-o", "-"], capture_output=True, check=True).stdout
     assert not log.exists() or log.read_text() == ""
     assert_channels_clean(channel_tmp)
 
@@ -333,7 +334,7 @@ def test_pass_through_invocations_run_plain_clang(tmp_path: Path, channel_tmp: P
     two = run("-O2", "-c", str(srcs[0]), str(srcs[2]))
     assert two.returncode == 0 and (tmp_path / "calls.o").exists()
     (tmp_path / "main.c").write_text("int leaf(int); int main(void) { return leaf(-1); }\n")
-    subprocess.run(["clang-19", "-c", str(tmp_path / "main.c"), str(srcs[2])], cwd=tmp_path,
+    subprocess.run([llvm_tool("clang"), "-c", str(tmp_path / "main.c"), str(srcs[2])], cwd=tmp_path,
                    check=True)
     link = run("main.o", "leaf.o", "-o", "prog")
     assert link.returncode == 0, link.stderr
@@ -411,7 +412,7 @@ def test_cxx_program_matches_interactive_mode(tmp_path: Path, channel_tmp: Path)
                    check=True, timeout=300, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
     ref = tmp_path / "ref"
     ref.mkdir()
-    actions = _interactive(["clang++-19", *args, "-o", str(ref / "out.o")], ref)
+    actions = _interactive([llvm_tool("clang++"), *args, "-o", str(ref / "out.o")], ref)
     assert actions and [int(line.split("\t")[2]) for line in log.read_text().splitlines()] \
         == actions
     assert (tmp_path / "served.o").read_bytes() == (ref / "out.o").read_bytes()
