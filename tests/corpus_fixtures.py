@@ -139,16 +139,16 @@ def on_each_llvm(test):  # noqa: ANN001, ANN201 - a decorator keeps the test's s
     return test
 
 
-def make_small_corpus(root: Path, opt: str = "-Oz") -> Path:
-    """root/corpus with one module per source above (project 'small'), emitted as the chosen
-    clang emits it with `clang OPT -c` (-Oz: what inlining-for-size serves), recording its
-    LLVM version."""
+def make_small_corpus(root: Path, opt: str = "-Oz", sources: dict[str, str] | None = None) -> Path:
+    """root/corpus with one module per source above, or per `sources` (project 'small'),
+    emitted as the chosen clang emits it with `clang OPT -c` (-Oz: what inlining-for-size
+    serves), recording its LLVM version."""
     src = root / "src"
     corpus = root / "corpus"
     src.mkdir(parents=True, exist_ok=True)
     (corpus / "small").mkdir(parents=True, exist_ok=True)
     names = []
-    for fname, text in SOURCES.items():
+    for fname, text in (sources or SOURCES).items():
         (src / fname).write_text(text)
         name = "small/" + fname
         subprocess.run([llvm_tool("clang"), opt, "-Xclang", "-disable-llvm-passes", "-emit-llvm",

@@ -18,6 +18,7 @@ from mlgo.search import (
     search_corpus,
 )
 from mlgo.workers.pool import LocalPool
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 HEADER = """extern int tab[64];
@@ -49,7 +50,8 @@ def corpus(tmp_path_factory):
                        check=True)
         (root / "corpus" / "cx" / (f + ".cmd")).write_bytes(b"-c\0-Oz")
     (root / "corpus" / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": ["cx/a.cc", "cx/b.cc"]}))
+        json.dumps({"has_thinlto": False, "modules": ["cx/a.cc", "cx/b.cc"],
+                    "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(root / "corpus")
 
 

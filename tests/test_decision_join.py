@@ -34,6 +34,7 @@ from mlgo.traces import (
     trace_decisions,
 )
 from mlgo.workers.tasks import CallSites, ModuleOutcome, ModuleTask, PolicySpec, run_module
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 SOURCE = r"""
@@ -63,7 +64,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
                     str(src), "-o", str(root / (MODULE + ".bc"))], check=True)
     (root / (MODULE + ".cmd")).write_bytes(b"-c\0-Oz")
     (root / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": [MODULE], "opt_level": "-Oz"}))
+        json.dumps({"has_thinlto": False, "modules": [MODULE], "opt_level": "-Oz",
+                    "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(root)
 
 

@@ -276,7 +276,7 @@ def test_merge_dedupes_and_refuses_name_clashes(tmp_path: Path) -> None:
     os.rename(c2 / "tree", c2 / "copy")
     desc = json.loads((c2 / "corpus_description.json").read_text())
     mods = [m.replace("tree/", "copy/") for m in desc["modules"]]
-    write_description(c2, mods, {m: "copy" for m in mods})
+    write_description(c2, mods, {m: "copy" for m in mods}, llvm_version=toolchain.llvm_major())
     # A third corpus with a new module.
     (tmp_path / "t3" / "tree").mkdir(parents=True)
     (tmp_path / "t3" / "tree" / "three.c").write_text("int three(void) { return 3; }\n")

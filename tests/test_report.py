@@ -21,6 +21,7 @@ from corpus_tools.report import (
     rank_functions_by_pressure,
     run_report,
 )
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 DATA = Path(__file__).parent / "data" / "ir"
@@ -53,7 +54,7 @@ def _make_corpus(root: Path, broken: bool = True) -> Path:
         names.append("beta/broken")
     for name in names:
         (root / (name + ".cmd")).write_bytes(b"-c\0-O2")
-    write_description(root, names)
+    write_description(root, names, llvm_version=toolchain.llvm_major())
     return root
 
 

@@ -19,6 +19,7 @@ from corpus_fixtures import llvm_tool
 from tune_project import MODULES, check_command, make_project
 
 from mlgo.cli.main import main
+from mlgo_base import toolchain
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +144,8 @@ def _corpus(root: Path, sources: dict[str, str]) -> Path:
                         str(src / name), "-o", str(corpus / "p" / f"{name}.bc")], check=True)
         (corpus / "p" / f"{name}.cmd").write_bytes(b"-c\0-Oz")
     (corpus / "corpus_description.json").write_text(json.dumps(
-        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz"}))
+        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz",
+         "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(corpus)
 
 
