@@ -252,6 +252,14 @@ def new_regalloc_policy(path: Path, params=None) -> Path:
 WRAPPERS = ("python", "native")
 
 
+def without_mlgo_settings() -> dict[str, str]:
+    """This process's environment without mlgo's variables (policies, caches, channels), but
+    with the LLVM version the test runs on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env[toolchain.VERSION_VARIABLE] = str(toolchain.llvm_major())
+    return env
+
+
 def wrapper_command(kind: str, driver: str = "clang") -> str:
     """The command to use as CC: the Python entry point, or the native program made for the
     current environment (MLGO_REGALLOC_POLICY etc.)."""

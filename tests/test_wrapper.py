@@ -20,6 +20,7 @@ from corpus_fixtures import (
     llvm_tool,
     make_small_corpus,
     on_each_llvm,
+    without_mlgo_settings,
     wrapper_command,
 )
 
@@ -102,7 +103,7 @@ def test_compile_jobs_are_told_apart(tmp_path: Path, default_program: str) -> No
     fake = tmp_path / "fake-clang"
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
     fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env = without_mlgo_settings()
     env.update(MLGO_CLANG=str(fake), MLGO_TMPDIR=str(tmp_path))
     served = []
     for args, _ in CLASSIFICATION:
