@@ -260,3 +260,24 @@ def test_llvm22_protocol_data_imports_no_numpy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert out.strip() == "[]"
+
+
+def test_a_module_given_without_its_corpus(llvm: int, corpora: dict[int, Path], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlgo.env.make on a module alone: a lone .bc file records no version and is taken as the
+    chosen LLVM's (on a machine with clang-22 only it used to be refused as LLVM 19's IR); a
+    module of a corpus keeps its corpus's recorded version."""
+    module = next(m for m in Corpus.load(corpora[llvm]).modules if m.name.endswith("calls.c"))
+    lone = tmp_path / "calls.bc"
+    shutil.copy(module.bc_path, lone)
+    (tmp_path / "calls.cmd").write_bytes(module.cmd_path.read_bytes())
+    cache = BaselineCache(tmp_path / "cache")
+    problem = get_problem("inlining")
+    result = mlgo.env.run_episode(mlgo.env.make(problem, lone, cache=cache),
+                                  problem.heuristic("cost-threshold"))
+    assert result.num_decisions >= 3 and result.measurement.total == result.default.total
+    mlgo.env.make(problem, module, cache=cache)  # its corpus says this version
+    other = next(m for m in toolchain.SUPPORTED_MAJORS if m != llvm)
+    monkeypatch.setenv(toolchain.VERSION_VARIABLE, str(other))
+    with pytest.raises(LlvmVersionError, match=f"IR emitted by LLVM {llvm} "):
+        mlgo.env.make(problem, module, cache=cache)
