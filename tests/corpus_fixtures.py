@@ -253,9 +253,11 @@ WRAPPERS = ("python", "native")
 
 
 def without_mlgo_settings() -> dict[str, str]:
-    """This process's environment without mlgo's variables (policies, caches, channels), but
-    with the LLVM version the test runs on."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    """This process's environment without mlgo's variables (policies, channels, logs), but with
+    the LLVM version the test runs on and the cache it uses (so a program built here is the one
+    the test process finds)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MLGO_") or k == "MLGO_CACHE_DIR"}
     env[toolchain.VERSION_VARIABLE] = str(toolchain.llvm_major())
     return env
 
