@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import make_small_corpus
+from corpus_fixtures import make_small_corpus, on_llvm
 
 from mlgo_base import toolchain
 
@@ -64,13 +64,6 @@ def llvm_version(llvm_major: int, monkeypatch: pytest.MonkeyPatch) -> LlvmVersio
     return LlvmVersion(llvm_major)
 
 
-def _for_version(major: int) -> pytest.MonkeyPatch:
-    """A context in which MLGO_LLVM_VERSION is `major` (module-scoped fixtures that compile)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv(toolchain.VERSION_VARIABLE, str(major))
-    return mp
-
-
 @pytest.fixture
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache (MLGO_CACHE_DIR) private to one test: what the test measures or builds
@@ -95,11 +88,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, llvm_major: int) -> Path:
     """The small corpus of corpus_fixtures.SOURCES compiled at -Oz, one per test file and LLVM
     version (a test may damage its file's copy). A file that needs another corpus defines its
     own `corpus`."""
-    mp = _for_version(llvm_major)
-    try:
+    with on_llvm(llvm_major):
         return make_small_corpus(tmp_path_factory.mktemp(f"c{llvm_major}-"))
-    finally:
-        mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +100,10 @@ def default_program(llvm_major: int) -> str:
 
     env = {k: os.environ.pop(k) for k in ("MLGO_REGALLOC_POLICY", "MLGO_INLINE_POLICY")
            if k in os.environ}
-    mp = _for_version(llvm_major)
     try:
-        return launcher.launcher_for("clang")
+        with on_llvm(llvm_major):
+            return launcher.launcher_for("clang")
     finally:
-        mp.undo()
         os.environ.update(env)
 
 

@@ -11,12 +11,14 @@ in tests/conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,15 @@ def needs_llvm(*tools: str) -> pytest.MarkDecorator:
     major = toolchain.llvm_major()
     return pytest.mark.skipif(not all(_has_llvm_tool(t) for t in tools),
                               reason=f"{', '.join(f'{t}-{major}' for t in tools)} needed")
+
+
+@contextlib.contextmanager
+def on_llvm(major: int) -> Iterator[None]:
+    """MLGO_LLVM_VERSION set to `major` inside (a module-scoped fixture that compiles for the
+    `llvm_major` of tests/conftest.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(toolchain.VERSION_VARIABLE, str(major))
+        yield
 
 
 def _version_param(major: int) -> object:

@@ -2,20 +2,18 @@
 installed LLVM version)."""
 
 import pytest
-from corpus_fixtures import make_generated_corpus, make_small_corpus, on_each_llvm
+from corpus_fixtures import make_generated_corpus, make_small_corpus, on_each_llvm, on_llvm
 
 import mlgo.env
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.cache import BaselineCache
 from mlgo.problems import get_problem
-from mlgo_base import toolchain
 from mlgo_base.errors import CompileError, ProtocolError
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, llvm_major):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(toolchain.VERSION_VARIABLE, str(llvm_major))
+    with on_llvm(llvm_major):
         return Corpus.load(make_small_corpus(tmp_path_factory.mktemp(f"c{llvm_major}-")))
 
 
@@ -23,8 +21,7 @@ def corpus(tmp_path_factory, llvm_major):
 def evicting(tmp_path_factory, llvm_major):
     """A module where the greedy allocator evicts on every LLVM version (pressure.c's
     functions need no eviction on LLVM 22)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(toolchain.VERSION_VARIABLE, str(llvm_major))
+    with on_llvm(llvm_major):
         root = make_generated_corpus(tmp_path_factory.mktemp(f"e{llvm_major}-"), "regalloc", 2)
     return next(m for m in Corpus.load(root).modules if m.name == "gen/regalloc1.c")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import llvm_tool, make_small_corpus, on_each_llvm
+from corpus_fixtures import llvm_tool, make_small_corpus, on_each_llvm, on_llvm
 
 from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
@@ -29,8 +29,7 @@ from mlgo_base.errors import MlgoError
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory, llvm_major: int) -> Corpus:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(toolchain.VERSION_VARIABLE, str(llvm_major))
+    with on_llvm(llvm_major):
         return Corpus.load(make_small_corpus(tmp_path_factory.mktemp(f"plugin-corpus{llvm_major}")))
 
 
@@ -38,8 +37,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, llvm_major: int) -> Corpus:
 def cost_threshold_plugin(llvm_major: int) -> Path:
     # The user's plugin cache (keyed by content and LLVM version): built once, reused by later
     # sessions.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(toolchain.VERSION_VARIABLE, str(llvm_major))
+    with on_llvm(llvm_major):
         return plugin.plugin_for("cost-threshold")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import llvm_tool, make_small_corpus, on_each_llvm
+from corpus_fixtures import llvm_tool, make_small_corpus, on_each_llvm, on_llvm
 
 from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
@@ -29,16 +29,14 @@ from mlgo_base.errors import CompileError
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory, llvm_major: int) -> Corpus:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(toolchain.VERSION_VARIABLE, str(llvm_major))
+    with on_llvm(llvm_major):
         return Corpus.load(make_small_corpus(
             tmp_path_factory.mktemp(f"plugin-env-corpus{llvm_major}-")))
 
 
 @pytest.fixture(scope="module")
 def channel_plugin(llvm_major: int) -> Path:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(toolchain.VERSION_VARIABLE, str(llvm_major))
+    with on_llvm(llvm_major):
         return plugin.channel_plugin()
 
 

@@ -6,7 +6,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from corpus_fixtures import llvm_tool, on_each_llvm
+from corpus_fixtures import llvm_tool, on_each_llvm, on_llvm
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.cache import BaselineCache
@@ -54,8 +54,7 @@ def make_oz_corpus(root, sources=SOURCES):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, llvm_major):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(toolchain.VERSION_VARIABLE, str(llvm_major))
+    with on_llvm(llvm_major):
         return make_oz_corpus(tmp_path_factory.mktemp(f"oz{llvm_major}-"))
 
 
