@@ -5,8 +5,9 @@
               CMakeLists.txt building the interpreter), some source files held out of tuning
   2. tune     `mlgo tune` (mlgo/tune/) within the time budget: the plain -Oz build (the
               chosen clang), the search and the imitation on the project's own modules (the
-              held-out ones never take part), the policy's plugin, the build with it, the project's test
-              (the interpreter runs a Lua program whose output is checked) on both builds
+              held-out ones never take part), the policy's plugin, the build with it, the
+              project's test (the interpreter runs a Lua program whose output is checked) on
+              both builds
   3. result   the interpreter's .text with the plugin against plain -Oz, its run, and the
               figures on the tuned modules and, separately, on the held-out modules
 Every output stays in OUTPUT/ (the tune's in OUTPUT/tune/); a re-run resumes.

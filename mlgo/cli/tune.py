@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with the plugin, test, report",
         description="Tune the inliner on one project's own code within a time budget, and build "
         "it again with the tuned policy's plugin. Give a CMake source directory (configured and "
-        "built here at -Oz with the chosen clang) or --compile-db compile_commands.json from any build "
-        "system. Re-run the same command to resume; see docs/tune.md.")
+        "built here at -Oz with the chosen clang) or --compile-db compile_commands.json from any "
+        "build system. Re-run the same command to resume; see docs/tune.md.")
     p.add_argument("--problem", choices=("inlining", "regalloc"), default="inlining",
                    help="inlining (default: a smaller build) or regalloc (the register "
                    "allocator's eviction tuned for --workload, checked on --check-workload)")
