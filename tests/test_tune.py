@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool
 from tune_project import MODULES, check_command, make_project
 
 from mlgo.cli.main import main
+from mlgo_base import toolchain
 
 pytestmark = pytest.mark.slow
 
@@ -107,9 +109,9 @@ def test_a_compile_database_whose_level_cannot_be_set_is_refused(
     (tmp_path / "flags.rsp").write_text("-O2\n")
     db = tmp_path / "compile_commands.json"
     db.write_text(json.dumps([
-        {"directory": str(tmp_path), "file": "a.c", "command": "clang-19 -O2 -c a.c -o a.o"},
+        {"directory": str(tmp_path), "file": "a.c", "command": "clang -O2 -c a.c -o a.o"},
         {"directory": str(tmp_path), "file": "b.c",
-         "arguments": ["clang-19", "@flags.rsp", "-c", "b.c", "-o", "b.o"]}]))
+         "arguments": ["clang", "@flags.rsp", "-c", "b.c", "-o", "b.o"]}]))
     err = _one_line_error(capsys, ["tune", "--compile-db", str(db), "-o", str(tmp_path / "out")])
     assert str(db) in err and "b.c" in err and "response file" in err
     assert "cannot be set" in err
@@ -138,11 +140,12 @@ def _corpus(root: Path, sources: dict[str, str]) -> Path:
     (corpus / "p").mkdir(parents=True)
     for name, text in sources.items():
         (src / name).write_text(text)
-        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(src / name), "-o", str(corpus / "p" / f"{name}.bc")], check=True)
         (corpus / "p" / f"{name}.cmd").write_bytes(b"-c\0-Oz")
     (corpus / "corpus_description.json").write_text(json.dumps(
-        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz"}))
+        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz",
+         "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(corpus)
 
 

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import needs_tools
+from corpus_fixtures import llvm_tool, needs_tools
 
 from mlgo.cli.main import main
 from mlgo.policies.margin import choose_margin
@@ -35,16 +35,16 @@ __attribute__((noinline)) int never_called(int x) { return x - 1; }
 """
 
 
-@needs_tools("clang-19", "valgrind")
+@needs_tools("valgrind")
 def test_profile_make_keys_a_real_run_by_corpus_module(tmp_path: Path, capsys) -> None:
     objs = {}
     for name, text in (("main.c", MAIN_C), ("other.c", OTHER_C)):
         (tmp_path / name).write_text(text)
         objs[name] = tmp_path / (name + ".o")
-        subprocess.run(["clang-19", "-O1", "-fbasic-block-address-map", "-c",
+        subprocess.run([llvm_tool("clang"), "-O1", "-fbasic-block-address-map", "-c",
                         str(tmp_path / name), "-o", str(objs[name])], check=True, timeout=120)
     exe = tmp_path / "prog"
-    subprocess.run(["clang-19", *map(str, objs.values()), "-o", str(exe)], check=True, timeout=120)
+    subprocess.run([llvm_tool("clang"), *map(str, objs.values()), "-o", str(exe)], check=True, timeout=120)
     cg = tmp_path / "cg.out"
     subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
                     f"--callgrind-out-file={cg}", str(exe)], capture_output=True, timeout=300)
@@ -175,7 +175,7 @@ def test_choosing_on_a_held_out_program_is_refused(tmp_path: Path, capsys) -> No
 
 
 @pytest.mark.slow
-@needs_tools("clang-19", "valgrind")
+@needs_tools("valgrind")
 @pytest.mark.usefixtures("isolated_cache")
 def test_profile_programs_profiles_a_real_training_program_and_its_corpus(tmp_path: Path,
                                                                         capsys) -> None:

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "as the policy's validation figure")
     p.add_argument("--max-program-change", type=float, default=None, metavar="PERCENT",
                    help="with --choose-on-programs: only margins under which no program "
-                   "executes more than PERCENT more instructions than plain clang-19 qualify")
+                   "executes more than PERCENT more instructions than plain clang qualify")
     p.add_argument("--workdir", type=Path, default=None,
                    help="with --choose-on-programs: keep the builds here (default: temporary)")
     p.add_argument("--workers", type=workers_arg, default=None,
