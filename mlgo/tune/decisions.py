@@ -145,8 +145,6 @@ def hit_rates(summary: Path, table: Mapping[str, Sequence[Entry]]) -> dict[str, 
     """From a build's MLGO_DECISION_SUMMARY file: per module the table named, its decisions
     and how many the table answered; and the totals, with the decisions of modules it did
     not name (the policy's alone)."""
-    from mlgo.serving.decision_table import module_key as key_of
-
     rows: dict[str, dict[str, int]] = {}
     other = 0
     if not summary.is_file():
@@ -161,7 +159,7 @@ def hit_rates(summary: Path, table: Mapping[str, Sequence[Entry]]) -> dict[str, 
         if not hits:
             other += int(f[3])
             continue
-        name = key_of(f[2])
+        name = f[2]  # the module as the compile named it
         r = rows.setdefault(name, {"decisions": 0, "table": 0, "entries": 0})
         r["decisions"] += int(f[3])
         r["table"] += hits[0]
