@@ -201,3 +201,21 @@ def test_names_are_c_strings_in_the_generated_table() -> None:
     src = table_c_source({"lib/a\"b.c": [("f\\", "g\n", 3, 1)], "empty.c": []})
     assert '"lib/a\\042b.c"' in src and '"f\\134"' in src and '"g\\012"' in src
     assert "mlgo_decision_table_modules = 1;" in src  # the empty module left out
+
+
+def test_the_decision_summary_adds_up_the_tables_answers(tmp_path: Path) -> None:
+    from mlgo.serving.summary import format_summary, read_summary
+    from mlgo_base.errors import MlgoError
+
+    path = tmp_path / "s.tsv"
+    path.write_text("inlining\tP\tlib/a.c\t5\t2\ttable=5\n"
+                    "inlining\tP\tlib/b.c\t4\t1\tnot-size,table=3\n"
+                    "inlining\tP\tlib/c.c\t7\t0\t-\n")
+    groups = read_summary(path)
+    [g] = groups.values()
+    assert (g.runs, g.decisions, g.table_runs, g.table_decisions) == (3, 16, 2, 8)
+    assert "the table answered 8 of the decisions" in format_summary(groups)
+    for notes in ("table=x", "table=1,table=2"):
+        path.write_text(f"inlining\tP\tlib/a.c\t5\t2\t{notes}\n")
+        with pytest.raises(MlgoError, match="not a decision summary line"):
+            read_summary(path)
