@@ -219,3 +219,28 @@ def test_the_decision_summary_adds_up_the_tables_answers(tmp_path: Path) -> None
         path.write_text(f"inlining\tP\tlib/a.c\t5\t2\t{notes}\n")
         with pytest.raises(MlgoError, match="not a decision summary line"):
             read_summary(path)
+
+
+def test_an_earlier_tunes_entries_stay_for_modules_this_one_has_no_result_for(
+        tmp_path: Path) -> None:
+    from mlgo.tune import decisions
+
+    class NoCompiles:
+        def run(self, tasks: list) -> list:
+            assert not tasks
+            return []
+
+    earlier = tmp_path / "tune-v1"
+    earlier.mkdir()
+    (earlier / "decisions.json").write_text(json.dumps({
+        "format": "mlgo-decision-table", "version": 1,
+        "modules": {"lib/a.c": [["f", "sq", 0, 0]], "lib/b.c": [["g", "sq", 0, 1]]}}))
+    (tmp_path / "search").mkdir()
+    doc, stats = decisions.build_table([], tmp_path / "search", "p", NoCompiles(), gin="",
+                                       timeout=60, previous=earlier)
+    assert doc["modules"] == {"lib/a.c": [["f", "sq", 0, 0]], "lib/b.c": [["g", "sq", 0, 1]]}
+    assert stats["from_previous"] == 2
+    # Without an earlier tune, nothing.
+    doc, stats = decisions.build_table([], tmp_path / "search", "p", NoCompiles(), gin="",
+                                       timeout=60)
+    assert doc["modules"] == {} and stats["modules"] == 0
