@@ -82,7 +82,8 @@ def markdown(doc: dict[str, Any]) -> str:
              "included).", ""]
     if "binaries" in doc:
         t = doc["binaries_total"]
-        lines += ["## Linked binaries, .text bytes (plain clang-19 -Oz vs -Oz + plugin)", "",
+        lines += ["## Linked binaries, .text bytes (plain clang-19 -Oz vs -Oz + plugin: the "
+                  "decision table and the policy)", "",
                   f"All non-test binaries: {t['plain']:,} -> {t['plugin']:,} ({_pct(t['change'])})",
                   "", "| binary | plain -Oz | plugin | change |", "|---|---:|---:|---:|"]
         lines += [f"| {r['name']}{' (test)' if r['test'] else ''} | {r['plain']:,} | "
