@@ -244,3 +244,21 @@ def test_an_earlier_tunes_entries_stay_for_modules_this_one_has_no_result_for(
     doc, stats = decisions.build_table([], tmp_path / "search", "p", NoCompiles(), gin="",
                                        timeout=60)
     assert doc["modules"] == {} and stats["modules"] == 0
+
+
+@pytest.mark.parametrize(("sizes", "serve"), [
+    # (module, default, policy): the policy is judged on the modules outside the table
+    ([("p/a.c", 100, 90), ("p/b.c", 100, 104)], "cost-threshold"),
+    ([("p/a.c", 100, 110), ("p/b.c", 100, 99)], "policy"),
+    ([("p/a.c", 100, 90)], "policy"),  # the table names them all: judged on all of them
+    ([("p/a.c", 100, 101)], "cost-threshold"),
+])
+def test_the_policy_serves_outside_the_table_only_if_it_makes_that_code_smaller(
+        tmp_path: Path, sizes: list[tuple[str, int, int]], serve: str) -> None:
+    from mlgo.tune import decisions
+
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps({"modules": [{"module": m, "default": d, "policy": p}
+                                            for m, d, p in sizes]}))
+    got = decisions.policy_beyond_table(path, {"a.c"}, "p")
+    assert got["serve"] == serve

@@ -177,3 +177,22 @@ def summary_line(stats: dict[str, Any]) -> str:
                if stats.get("from_previous") else "")
             + (f"; {len(stats['left_out'])} left out ({json.dumps(stats['left_out'])[:300]})"
                if stats["left_out"] else ""))
+
+
+# What serves the call sites outside the table when the policy would make them bigger: LLVM's
+# own cost rule in the plugin, which compiles as plain -Oz does.
+LLVM_RULE = "cost-threshold"
+
+
+def policy_beyond_table(eval_json: Path, table_keys: set[str], project: str) -> dict[str, Any]:
+    """Whether the policy should serve what the table does not name, from its evaluation
+    (`mlgo eval`'s JSON on the tuned modules): its .text change on the tuned modules the table
+    does not name (all tuned modules if it names them all). A policy that makes them bigger is
+    replaced there by LLVM_RULE: {"serve": "policy" or LLVM_RULE, "change", "modules"}."""
+    rows = json.loads(eval_json.read_text())["modules"]
+    outside = [r for r in rows if relative_path(r["module"], project) not in table_keys]
+    basis = outside if sum(r["default"] for r in outside) > 0 else rows
+    default = sum(r["default"] for r in basis)
+    change = (sum(r["policy"] for r in basis) - default) / default if default else 0.0
+    return {"serve": LLVM_RULE if change > 0 else "policy", "change": change,
+            "modules": len(basis), "outside_table": basis is outside}

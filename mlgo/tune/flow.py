@@ -342,9 +342,19 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         finally:
             pool.close()
         prog.say(decisions.summary_line(table_stats))
-        ex = learn.export(policy, out, decisions.write(out, table))
-        ex.update(learn.write_flags(Path(ex["plugin"]), policy, out))
-        ex["table"] = table_stats
+        beyond = decisions.policy_beyond_table(
+            out / ("eval-previous-policy.json" if evaluation.get("policy") == "earlier"
+                   else "eval.json"), set(table["modules"]), name)
+        served = policy if beyond["serve"] == "policy" else decisions.LLVM_RULE
+        if beyond["serve"] != "policy":
+            prog.say(f"the policy changes .text by {100 * beyond['change']:+.2f}% on the "
+                     f"{beyond['modules']} tuned module(s)"
+                     f"{' the table does not name' if beyond['outside_table'] else ''}: "
+                     f"outside the table the plugin serves LLVM's own rule "
+                     f"({decisions.LLVM_RULE}) instead")
+        ex = learn.export(policy, out, decisions.write(out, table), served=str(served))
+        ex.update(learn.write_flags(Path(ex["plugin"]), Path(served), out))
+        ex["table"] = {**table_stats, "beyond": beyond}
         exported = steps.record("export", time.monotonic() - t, ex)
     plugin = Path(exported["plugin"])
     _update_eta(prog, base, steps, workers, o)

@@ -107,17 +107,23 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"sites of {t['modules']} module(s)"
                   + (f" ({t['from_previous']} module(s) from the earlier tune's table)"
                      if t.get("from_previous") else "")
-                  + "; the policy answers everywhere else."
+                  + ("; the policy answers everywhere else."
+                     if t.get("beyond", {}).get("serve", "policy") == "policy" else
+                     f"; everywhere else LLVM's own rule ({t['beyond']['serve']}) answers, "
+                     f"since the policy changed .text by {_pct(t['beyond']['change'])} on the "
+                     f"{t['beyond']['modules']} tuned module(s)"
+                     + (" the table does not name" if t["beyond"]["outside_table"] else "")
+                     + " (mlgo eval).")
                   + (f" Left out (their decisions did not compile to the search's bytes "
                      f"through the plugin): {', '.join(sorted(t['left_out']))}."
                      if t["left_out"] else ""),
                   f"In the build with the plugin the table answered {h.get('table_decisions', 0):,}"
                   f" of the {asked:,} decisions in the modules it names"
                   + (f" ({100 * h.get('table_decisions', 0) / asked:.1f}%)" if asked else "")
-                  + f"; the policy alone answered the {h.get('other_decisions', 0):,} decisions "
-                  "of the other modules.",
+                  + f"; the {h.get('other_decisions', 0):,} decisions of the other modules "
+                  "were not the table's.",
                   f"Modules the table names ({tm['count']}): {tm['plain']:,} -> "
-                  f"{tm['plugin']:,} ({_pct(tm['change'])}); the others, the policy alone "
+                  f"{tm['plugin']:,} ({_pct(tm['change'])}); the others, outside the table "
                   f"({pm['count']}): {pm['plain']:,} -> {pm['plugin']:,} ({_pct(pm['change'])})"]
     lines += ["", "## Search and policy", "",
               f"Search: {s['modules']} module(s) with a result ({s['searched']} searched in this "
