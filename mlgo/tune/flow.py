@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -371,6 +372,9 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         os.environ["MLGO_DECISION_SUMMARY"] = str(served)
         try:
             if cmake:
+                # From scratch: a build directory left by an earlier export (or a killed
+                # rebuild) would keep objects compiled with another plugin at the same path.
+                shutil.rmtree(out / "build-plugin", ignore_errors=True)
                 pdb = project.cmake_build(src, out / "build-plugin", out / "mlgo.cmake",
                                           o.cmake_args, logs / "build-plugin.log", jobs=workers,
                                           timeout=max(prog.left(), 60.0))
