@@ -96,6 +96,7 @@ def test_the_table_of_a_searched_module_replays_its_best_object_and_the_rest_is_
     entries = doc["modules"]["lib/a.c"]
     assert [e[3] for e in entries] == actions
     assert [e[:3] for e in entries if e[0] == "f0"] == [["f0", "pick", 0], ["f0", "pick", 1]]
+    assert all(len(e) == 7 for e in entries)  # with each site's shape
     table = decisions.write(tmp_path, doc)
 
     # The search's best object: the corpus module compiled answering its decisions in order.
@@ -127,6 +128,20 @@ def test_the_table_of_a_searched_module_replays_its_best_object_and_the_rest_is_
     # lib/b.c is not in the table: the policy's answers, no table note.
     got, notes, _ = _compile(elsewhere / "b.c", so, tmp_path)
     assert got and set(got) == {1} and notes == "-"
+
+    # A later release where f0 changed: its two sites have another shape (f0 has more blocks),
+    # so they get the policy's answer; the unchanged callers keep the table's.
+    changed = tmp_path / "release-3" / "lib"
+    changed.mkdir(parents=True)
+    (changed / "a.c").write_text(SEARCHED.replace(
+        "void f0(int i) { use(pick(i)); use(pick(i + 9)); }",
+        "void f0(int i) { if (i > 3) use(pick(i)); else use(pick(i + 9)); }"))
+    got, notes, _ = _compile(changed / "a.c", so, tmp_path)
+    f0 = [k for k, e in enumerate(entries) if e[0] == "f0"]
+    assert notes == f"table={len(actions) - len(f0)}"
+    assert [got[k] for k in f0] == [1, 1]
+    assert [g for k, g in enumerate(got) if k not in f0] == \
+        [a for k, a in enumerate(actions) if k not in f0]
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +191,10 @@ def test_a_table_entry_is_for_the_modules_whose_path_ends_with_its_key(
      "entry 0"),
     ('{"format": "mlgo-decision-table", "version": 1, "modules": {"a.c": [["f", "g", 0]]}}',
      "entry 0"),
+    ('{"format": "mlgo-decision-table", "version": 1, "modules": {"a.c": [["f", "g", 0, 1, 2]]}}',
+     "entry 0"),
+    ('{"format": "mlgo-decision-table", "version": 1, "modules": '
+     '{"a.c": [["f", "g", 0, 1, 2, 3, 4.5]]}}', "entry 0"),
     ('{"format": "mlgo-decision-table", "version": 1, "modules": '
      '{"a.c": [["f", "g", 0, 1], ["f", "g", 0, 0]]}}', "listed twice"),
 ])
@@ -198,7 +217,9 @@ def test_a_missing_table_is_one_line(tmp_path: Path) -> None:
 
 
 def test_names_are_c_strings_in_the_generated_table() -> None:
-    src = table_c_source({"lib/a\"b.c": [("f\\", "g\n", 3, 1)], "empty.c": []})
+    src = table_c_source({"lib/a\"b.c": [("f\\", "g\n", 3, 1), ("f", "g", 4, 0, 2, 1, -5)],
+                          "empty.c": []})
+    assert "{\"f\", \"g\", 4u, 0u, 1u, {2LL, 1LL, -5LL}}," in src
     assert '"lib/a\\042b.c"' in src and '"f\\134"' in src and '"g\\012"' in src
     assert "mlgo_decision_table_modules = 1;" in src  # the empty module left out
 

@@ -4,12 +4,14 @@ the plugin to serve as they are (plugin_decisions.h), the policy answering every
 A table file is JSON:
 
     {"format": "mlgo-decision-table", "version": 1,
-     "modules": {"lib/a.c": [["caller", "callee", 0, 1], ...], ...}}
+     "modules": {"lib/a.c": [["caller", "callee", 0, 1, 3, 1, 45], ...], ...}}
 
 Each module's key is its source file's path relative to the tuned project's source root; each
 entry names a call site as the plugin's training channel does (caller, callee, ordinal: how many
-decisions about that caller and callee came before it in the module) and says inline (1) or
-not (0). The plugin matches a key against the trailing path components of a module's
+decisions about that caller and callee came before it in the module), says inline (1) or
+not (0), and may give the site's shape when it was decided (LLVM's caller_basic_block_count,
+callee_basic_block_count and cost_estimate), which the site must still have for the entry to
+answer it (plugin_decisions.h). The plugin matches a key against the trailing path components of a module's
 source_filename (plugin_decisions.h has the rule), so a build in another directory, or of a
 later release unpacked elsewhere, still finds its modules' entries.
 
@@ -30,8 +32,10 @@ from mlgo_base.errors import MlgoError
 
 FORMAT = "mlgo-decision-table"
 VERSION = 1
-# Whole decisions: (caller, callee, ordinal, inline).
-Entry = tuple[str, str, int, int]
+# (caller, callee, ordinal, inline) or the same and the shape (caller blocks, callee blocks,
+# cost estimate).
+Entry = tuple[Any, ...]
+SHAPE_FEATURES = ("caller_basic_block_count", "callee_basic_block_count", "cost_estimate")
 
 
 class DecisionTableError(MlgoError):
@@ -100,19 +104,21 @@ def _check(doc: Any, where: str) -> dict[str, list[Entry]]:
         seen: set[tuple[str, str, int]] = set()
         rows: list[Entry] = []
         for i, e in enumerate(entries):
-            if (not isinstance(e, list) or len(e) != 4 or not isinstance(e[0], str)
+            if (not isinstance(e, list) or len(e) not in (4, 7) or not isinstance(e[0], str)
                     or not isinstance(e[1], str) or type(e[2]) is not int
                     or not 0 <= e[2] < 2**32 or e[3] not in (0, 1) or type(e[3]) is not int
-                    or "\0" in e[0] + e[1]):
+                    or "\0" in e[0] + e[1]
+                    or any(type(x) is not int or not -2**63 < x < 2**63 for x in e[4:])):
                 raise DecisionTableError(
                     f"{where}: module {key}, entry {i}: {json.dumps(e)[:120]} is not "
-                    "[caller, callee, ordinal >= 0, inline 0 or 1]")
+                    "[caller, callee, ordinal >= 0, inline 0 or 1] with or without the three "
+                    "whole numbers of its shape")
             site = (e[0], e[1], e[2])
             if site in seen:
                 raise DecisionTableError(f"{where}: module {key}: call site {e[0]} -> {e[1]} "
                                          f"#{e[2]} is listed twice")
             seen.add(site)
-            rows.append((e[0], e[1], e[2], e[3]))
+            rows.append(tuple(e))
         out[key] = rows
     return out
 
@@ -124,7 +130,7 @@ def table_c_source(modules: Mapping[str, Sequence[Entry]]) -> str:
              "   plugin_decisions.h */",
              "#include <stddef.h>", "#include <stdint.h>",
              "struct mlgo_table_decision { const char *caller; const char *callee; "
-             "uint32_t ordinal; uint32_t inline_site; };",
+             "uint32_t ordinal; uint32_t inline_site; uint32_t has_shape; int64_t shape[3]; };",
              "struct mlgo_table_module { const char *path; "
              "const struct mlgo_table_decision *decisions; size_t num_decisions; };"]
     rows = []
@@ -132,7 +138,9 @@ def table_c_source(modules: Mapping[str, Sequence[Entry]]) -> str:
         if not entries:
             continue
         lines.append(f"static const struct mlgo_table_decision mlgo_table_module_{n}[] = {{")
-        lines += [f"  {{{c_string(c)}, {c_string(d)}, {o}u, {a}u}}," for c, d, o, a in entries]
+        lines += [f"  {{{c_string(e[0])}, {c_string(e[1])}, {e[2]}u, {e[3]}u, "
+                  + (f"1u, {{{', '.join(f'{x}LL' for x in e[4:])}}}}}," if len(e) == 7
+                     else "0u, {0, 0, 0}},") for e in entries]
         lines.append("};")
         rows.append(f"  {{{c_string(key)}, mlgo_table_module_{n}, {len(entries)}}},")
     if rows:

@@ -494,7 +494,8 @@ protected:
     if (Runner.isChannel())
       Runner.Identity = identity(CB, Caller, Callee);
     else if (Runner.Table)
-      Runner.TableAnswer = Runner.Table->next(Caller.getName(), Callee.getName());
+      Runner.TableAnswer =
+          Runner.Table->next(Caller.getName(), Callee.getName(), &Runner.slot(0));
     bool Inline = ModelRunner->evaluate<int64_t>() != 0;
     return std::make_unique<MlgoAdvice>(this, CB, ORE, Inline);
   }

@@ -8,6 +8,11 @@
 // asked for before in the same module. Replaying the table's answers makes the compile ask the
 // same questions in the same order as the searched compile, so every ordinal matches and the
 // object is the searched one; a site the table does not name gets the policy's answer.
+// An entry may also carry the site's shape: LLVM's caller_basic_block_count,
+// callee_basic_block_count and cost_estimate when the search decided it. It then answers only
+// a site of that shape, so that in code changed since (another release), a site whose caller,
+// callee or cost changed gets the policy's answer, not a decision made for other code. In the
+// searched code itself every shape matches, as the compile is the same one.
 //
 // Which module a table entry is for: its key is the source file's path relative to the tuned
 // project's source root ("lib/a.c"). It matches a module when the key's components are the
@@ -22,6 +27,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
+#include "llvm/Analysis/InlineModelFeatureMaps.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -35,6 +41,8 @@ struct mlgo_table_decision {
   const char *callee;
   uint32_t ordinal;
   uint32_t inline_site; // 1: inline, 0: do not
+  uint32_t has_shape;   // 1: answer only a site of this shape
+  int64_t shape[3];     // caller_basic_block_count, callee_basic_block_count, cost_estimate
 };
 struct mlgo_table_module {
   const char *path; // relative to the tuned project's source root
@@ -93,19 +101,27 @@ public:
   explicit ModuleDecisions(const mlgo_table_module &M) {
     for (size_t I = 0; I < M.num_decisions; ++I) {
       const mlgo_table_decision &D = M.decisions[I];
-      Answers[key(D.caller, D.callee, D.ordinal)] = D.inline_site != 0;
+      Answers[key(D.caller, D.callee, D.ordinal)] = &D;
     }
   }
 
   // The table's answer for this decision about Caller -> Callee: 1, 0, or -1 (not in it).
-  int next(llvm::StringRef Caller, llvm::StringRef Callee) {
+  // Features: LLVM's, in FeatureIndex order (the site's shape is read from them).
+  int next(llvm::StringRef Caller, llvm::StringRef Callee, const int64_t *Features) {
     std::string Pair = (Caller + llvm::Twine('\0') + Callee).str();
     unsigned Ordinal = Seen[Pair]++;
     auto It = Answers.find(Pair + '\0' + std::to_string(Ordinal));
     if (It == Answers.end())
       return -1;
+    const mlgo_table_decision &D = *It->second;
+    using llvm::FeatureIndex;
+    if (D.has_shape &&
+        (D.shape[0] != Features[static_cast<size_t>(FeatureIndex::caller_basic_block_count)] ||
+         D.shape[1] != Features[static_cast<size_t>(FeatureIndex::callee_basic_block_count)] ||
+         D.shape[2] != Features[static_cast<size_t>(FeatureIndex::cost_estimate)]))
+      return -1;
     ++Hits;
-    return It->second ? 1 : 0;
+    return D.inline_site ? 1 : 0;
   }
 
   uint64_t Hits = 0; // decisions the table answered
@@ -115,7 +131,7 @@ private:
     return (Caller + llvm::Twine('\0') + Callee + llvm::Twine('\0') + llvm::Twine(Ordinal)).str();
   }
   llvm::StringMap<unsigned> Seen;
-  llvm::StringMap<bool> Answers;
+  llvm::StringMap<const mlgo_table_decision *> Answers;
 };
 
 } // namespace mlgo

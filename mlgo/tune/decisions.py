@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from corpus_tools.corpus import Module
-from mlgo.serving.decision_table import Entry, load_table, make_table, module_key, write_table
+from mlgo.serving.decision_table import (
+    SHAPE_FEATURES,
+    Entry,
+    load_table,
+    make_table,
+    module_key,
+    write_table,
+)
 from mlgo.workers.tasks import ModuleOutcome
 from mlgo_base.errors import MlgoError
 
@@ -60,7 +67,7 @@ def run_replay_task(task: ReplayTask) -> ModuleOutcome:
     try:
         apply_gin(task.gin_config)
         problem = InliningForSize(plugin=task.plugin)  # the rest as gin configures the search's
-        env = CompilerEnv(problem, task.module, timeout=task.timeout, record=False)
+        env = CompilerEnv(problem, task.module, timeout=task.timeout, record=True)
         res = replay(env, list(task.actions))
         if res.measurement.total != task.best_total:
             return ModuleOutcome(name, False, error=f"the search's decisions compiled through the "
@@ -70,7 +77,8 @@ def run_replay_task(task: ReplayTask) -> ModuleOutcome:
         sites = CallSites.from_contexts(res.contexts)
         return ModuleOutcome(name, True, policy_total=res.measurement.total,
                              num_decisions=len(sites), seconds=time.monotonic() - t0,
-                             extra={"sites": _entries(sites, task.actions)}, tag=task.tag)
+                             extra={"sites": _entries(sites, task.actions, res.observations)},
+                             tag=task.tag)
     except MlgoError as e:
         return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0,
                              tag=task.tag)
@@ -79,11 +87,19 @@ def run_replay_task(task: ReplayTask) -> ModuleOutcome:
                              seconds=time.monotonic() - t0, tag=task.tag)
 
 
-def _entries(sites: Any, actions: Sequence[int]) -> list[Entry]:
+def _entries(sites: Any, actions: Sequence[int], observations: Sequence[Any] | None = None
+             ) -> list[Entry]:
+    """Table entries: each site, its answer and, from the compile's observations, its shape."""
+    import numpy as np
+
     if len(sites) != len(actions):
         raise MlgoError(f"{len(sites)} call site(s) named for {len(actions)} decision(s)")
-    return [(c, d, int(o), int(a)) for c, d, o, a in
+    rows = [(c, d, int(o), int(a)) for c, d, o, a in
             zip(sites.caller, sites.callee, sites.ordinal, actions, strict=True)]
+    if observations is None:
+        return rows
+    return [(*r, *(int(np.asarray(obs[f]).reshape(-1)[0]) for f in SHAPE_FEATURES))
+            for r, obs in zip(rows, observations, strict=True)]
 
 
 def relative_path(module: str, project: str) -> str:
@@ -114,7 +130,11 @@ def build_table(modules: Sequence[Module], search: Path, project: str, pool: Any
             continue  # a module with no decision to make
         actions = [int(a) for a in r.actions]
         if r.call_sites is not None:  # searched through the plugin: it named the sites
-            tables[relative_path(m.name, project)] = _entries(r.call_sites, actions)
+            shapes = None
+            if all(f in r.features for f in SHAPE_FEATURES):
+                shapes = [{f: r.features[f][t] for f in SHAPE_FEATURES}
+                          for t in range(len(actions))]
+            tables[relative_path(m.name, project)] = _entries(r.call_sites, actions, shapes)
             continue
         plugin = plugin or str(channel_plugin())
         tasks.append(ReplayTask(m, actions, float(r.policy_total), gin, timeout, plugin,
