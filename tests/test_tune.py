@@ -93,6 +93,25 @@ def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and
     assert run.stdout.strip() == expected
     assert doc["tests"]["plugin_seconds"] > 0 and (out / "logs" / "tests-plugin.log").is_file()
 
+    # The plugin serves the search's best decisions as they are (the decision table): every
+    # decision in a module the table names is the table's, and each such module's object is
+    # the search's best bytes.
+    from mlgo.search_store import load_result
+    from mlgo.serving.decision_table import load_table
+
+    table = load_table(out / "decisions.json")
+    assert doc["table"]["modules"] == len(table) > 0 and not doc["table"]["left_out"]
+    hits = doc["table"]["hits"]
+    assert hits["table_decisions"] == hits["decisions_in_table_modules"] > 0
+    rows = {r["name"]: r for r in doc["modules"]}
+    for path in (out / "search" / "modules").rglob("*.npz"):
+        r = load_result(path)
+        key = r.module.split("/", 1)[1]
+        if key in table:
+            assert rows[key]["table"] and rows[key]["plugin"] == r.policy_total, key
+    assert not rows["tests/check.c"]["table"]
+    assert "## Decision table" in (out / "report.md").read_text()
+
 
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     assert main(argv) == 2

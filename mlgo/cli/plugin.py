@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "clang-19 -Oz -fpass-plugin=$(mlgo plugin cost-threshold) -c x.c",
     )
     p.add_argument("policy", metavar="POLICY", help=_POLICY_HELP)
+    p.add_argument("--decisions", metavar="TABLE", type=Path, default=None,
+                   help="a decision table (`mlgo tune` writes OUT/decisions.json): the plugin "
+                   "serves its answers at the call sites it names, in the modules whose source "
+                   "path ends with the table's path for them, and POLICY's everywhere else "
+                   "(docs/tune.md)")
     p.set_defaults(func=run)
 
     c = subparsers.add_parser(
@@ -61,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlgo.serving.plugin import plugin_for
 
-    print(plugin_for(args.policy))
+    print(plugin_for(args.policy, args.decisions))
     return 0
 
 
