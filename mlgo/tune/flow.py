@@ -28,6 +28,7 @@ from mlgo.tune.progress import (
 )
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
+from mlgo_base.toolchain import clang_name
 
 FLIPS = ("auto", "all", "inlined", "marginal")
 SEARCH_STRATEGIES = ("strong", "greedy")
@@ -149,8 +150,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         return project.sources(db, root=src)
 
     # 1. the plain -Oz build
-    rec = begin(1, "plain", "build at plain clang-19 -Oz" if cmake else "recompile the "
-                "compile database's compiles at plain clang-19 -Oz")
+    rec = begin(1, "plain", f"build at plain {clang_name()} -Oz" if cmake else "recompile the "
+                f"compile database's compiles at plain {clang_name()} -Oz")
     if rec is None:
         t = time.monotonic()
         if cmake:

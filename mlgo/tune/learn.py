@@ -252,7 +252,7 @@ def write_flags(plugin: Path, policy: Path, out: Path) -> dict[str, str]:
     env = {"CC": cc, "CXX": cxx, "CFLAGS": compile_flags, "CXXFLAGS": compile_flags,
            "LDFLAGS": link_flags}
     atomic_write_text(out / "flags.env",
-                      "# mlgo tune: the tuned inliner for any build system (clang-19, lld)\n"
+                      f"# mlgo tune: the tuned inliner for any build system ({toolchain.clang_name()}, lld)\n"
                       + "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
     return {"cmake": str(cmake), "flags": str(out / "flags.txt"), "env": str(out / "flags.env")}
 

@@ -15,7 +15,7 @@ from mlgo_base.files import atomic_write_text
 
 MAX_CHECK_LOSS = 0.001  # the check workload may be at most 0.1% worse for the policy to be used
 HOT_SPOTS = 15  # functions listed per workload
-LABELS = {"plain": "plain clang-19 (same flags)", "tuned": "tuned eviction policy",
+LABELS = {"plain": "plain clang (same flags)", "tuned": "tuned eviction policy",
           "pgo": "clang PGO (instrumented, training workload)",
           "pgo-tuned": "PGO + policy tuned on the PGO build"}
 # A part the compiler split off a function, named after it: hot/cold splitting's `f.cold.1`,

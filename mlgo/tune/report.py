@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
+from mlgo_base.toolchain import clang_name
 
 
 def change(before: float, after: float) -> float:
@@ -82,7 +83,7 @@ def markdown(doc: dict[str, Any]) -> str:
              "included).", ""]
     if "binaries" in doc:
         t = doc["binaries_total"]
-        lines += ["## Linked binaries, .text bytes (plain clang-19 -Oz vs -Oz + plugin: the "
+        lines += [f"## Linked binaries, .text bytes (plain {clang_name()} -Oz vs -Oz + plugin: the "
                   "decision table and the policy)", "",
                   f"All non-test binaries: {t['plain']:,} -> {t['plugin']:,} ({_pct(t['change'])})",
                   "", "| binary | plain -Oz | plugin | change |", "|---|---:|---:|---:|"]
@@ -173,7 +174,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax1.barh([n for n, _, _ in rows][::-1], [100 * c for _, c, _ in rows][::-1],
              color=[c for _, _, c in rows][::-1])
     ax1.axvline(0, color="k", lw=0.8)
-    ax1.set_xlabel(".text change vs clang-19 -Oz (%)")
+    ax1.set_xlabel(f".text change vs {clang_name()} -Oz (%)")
     ax1.set_title(f"{doc['project']}: binaries as linked, objects")
     steps = doc["steps_seconds"]
     ax2.barh(list(steps)[::-1] or ["-"], [v / 60 for v in steps.values()][::-1] or [0],
