@@ -10,6 +10,11 @@
 #   DATA holds the corpora train/, valid/, heldout/ (made with `mlgo corpus merge`, see
 #   benchmarks/RESULTS.md); STEP is one of: search, baseline, VARIANT (train + margins),
 #   heldout-VARIANT, reach, table; VARIANT is one of llvm38, use, size, loop, all.
+#   Held-out packages added after the first measurement (the addendum of
+#   benchmarks/plugin_transfer_rule.md), in the corpus DATA/heldout-added/: added-baseline (the
+#   shipped policy and the rule), added-VARIANT (the policy each variant already chose on
+#   validation, unchanged; e.g. added-all-seed1), added-reach (the search, as in reach),
+#   added-table (every chosen policy over all held-out packages, and the search's reach).
 # Niced and at two workers: the machine is shared. SEED=N (default 0) trains and chooses another
 # seed's policy into DATA/run-VARIANT-seedN and DATA/margins-VARIANT-seedN.
 set -euo pipefail
@@ -42,6 +47,20 @@ ignored() {
   echo "($out,)"  # the trailing comma: a tuple even of one name
 }
 
+# The margin policy `mlgo margin --choose-on` chose on validation in margins directory $1: the
+# chosen margin's policy is the only one recording a validation figure.
+chosen_policy() {
+  "${PYTHON:-python}" -c '
+import sys
+from pathlib import Path
+from mlgo.policies.policy_dir import read_policy_json
+chosen = [d for d in sorted(Path(sys.argv[1]).glob("margin-*"))
+          if "validation" in read_policy_json(d).get("meta", {})]
+if len(chosen) != 1:
+    sys.exit(f"{sys.argv[1]}: {len(chosen)} margins record a validation figure, not one")
+print(chosen[0])' "$1"
+}
+
 for step in "$@"; do
   case $step in
     search)
@@ -66,15 +85,28 @@ for step in "$@"; do
         --gin_bindings "imitation.ImitationConfig.batch_size = 256" \
         --gin_bindings "imitation.ImitationConfig.final_lr_fraction = 0.1"
       "${MLGO[@]}" margin --policy "$DATA/run-$step$RUN_SUFFIX/policy" -o "$DATA/margins-$step$RUN_SUFFIX" --margins 0 1 2 4 \
-        --choose-on "$DATA/valid" --workers "$WORKERS" --gin_bindings \
-        "inlining.InliningForSize.plugin = '$("${PYTHON:-python}" -c 'from mlgo.serving.plugin import channel_plugin; print(channel_plugin())')'" \
+        --choose-on "$DATA/valid" --workers "$WORKERS" --env plugin \
         | tee "$DATA/margins-$step$RUN_SUFFIX.log" ;;
     heldout-*)
       v=${step#heldout-}
-      # the margin `mlgo margin --choose-on` chose on validation (its last line names the policy)
-      chosen=$(tail -1 "$DATA/margins-$v$RUN_SUFFIX.log" | awk '{print $NF}')
+      chosen=$(chosen_policy "$DATA/margins-$v$RUN_SUFFIX")
       "${MLGO[@]}" eval --problem inlining --env plugin --corpus "$DATA/heldout" \
         --policy "$chosen" --workers "$WORKERS" --json "$DATA/heldout-$v$RUN_SUFFIX.json" ;;
+    added-baseline)
+      for p in inlining-oz cost-threshold; do
+        "${MLGO[@]}" eval --problem inlining --env plugin --corpus "$DATA/heldout-added" --policy "$p" \
+          --workers "$WORKERS" --json "$DATA/added-$p.json"
+      done ;;
+    added-reach)
+      "${MLGO[@]}" search --problem inlining --env plugin --corpus "$DATA/heldout-added" -o "$DATA/search-added" \
+        --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;
+    added-table)
+      "${PYTHON:-python}" "$(dirname "$0")/plugin_transfer_table.py" "$DATA" --all-heldout ;;
+    added-*)  # after added-baseline, added-reach and added-table
+      v=${step#added-}$RUN_SUFFIX
+      chosen=$(chosen_policy "$DATA/margins-$v")
+      "${MLGO[@]}" eval --problem inlining --env plugin --corpus "$DATA/heldout-added" \
+        --policy "$chosen" --workers "$WORKERS" --json "$DATA/added-$v.json" ;;
     reach)
       "${MLGO[@]}" search --problem inlining --env plugin --corpus "$DATA/heldout" -o "$DATA/search-heldout" \
         --workers "$WORKERS" --passes 1 --budget 15 --flips inlined --comdat-aware ;;

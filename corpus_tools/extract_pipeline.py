@@ -116,7 +116,7 @@ class ExtractSummary:
             lines.append(f"  {len(self.not_compiles)} commands that compile nothing ignored "
                          "(preprocessing only, or the compiler's own -cc1 steps)")
         if self.dropped_warnings:
-            lines.append("  warning options clang-19 does not know, left out: "
+            lines.append(f"  warning options clang-{toolchain.llvm_major()} does not know, left out: "
                          + " ".join(self.dropped_warnings))
         for f in self.failed:
             first = f.stderr.strip().splitlines()[:1]

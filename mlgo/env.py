@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from corpus_tools.corpus import Corpus, Module
+from corpus_tools.corpus import DESCRIPTION, Corpus, Module
 from mlgo.compiler.cache import BaselineCache
 from mlgo.compiler.interactive import (
     DEFAULT_TIMEOUT,
@@ -35,6 +35,7 @@ from mlgo.compiler.plugin_env import ENVIRONMENTS, call_site
 from mlgo.problems import Measurement, Problem, get_problem
 from mlgo.problems.base import Heuristic
 from mlgo.protocol import Header
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError, ProtocolError
 
 Obs = Mapping[str, np.ndarray]
@@ -195,8 +196,18 @@ def make(problem: str | Problem, module: Module | str | Path, *, corpus: Corpus 
         prob.plugin = str(channel_plugin())
     corp = Corpus.load(corpus) if isinstance(corpus, (str, Path)) else corpus
     mod = as_module(module, corp)
-    prob.check_corpus(Corpus(mod.root, [mod], extra=dict(corp.extra) if corp else {}))
+    prob.check_corpus(Corpus(mod.root, [mod], extra=dict(corp.extra) if corp else {
+        "llvm_version": _module_llvm_version(mod)}))
     return CompilerEnv(prob, mod, **kwargs)
+
+
+def _module_llvm_version(module: Module) -> int:
+    """The LLVM version of a module given without its corpus: its corpus description's when it
+    sits in a corpus, else (a bitcode file alone records none) the chosen version, the clang
+    the user made it with."""
+    if (module.root / DESCRIPTION).is_file():
+        return Corpus.load(module.root, check_files=False).llvm_version
+    return toolchain.llvm_major()
 
 
 def replay(env: CompilerEnv, actions: list[int]) -> EpisodeResult:

@@ -56,6 +56,11 @@ def llvm_major() -> int:
     return max(others) if others else DEFAULT_MAJOR
 
 
+def clang_name() -> str:
+    """The chosen clang's name as users type it, e.g. "clang-19" (for messages and reports)."""
+    return f"clang-{llvm_major()}"
+
+
 def __getattr__(name: str) -> object:
     # LLVM_MAJOR and INSTALL_HINT follow the chosen version for the modules that read them.
     if name == "LLVM_MAJOR":

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Installs what mlgo needs on Debian 12: the LLVM 19 and LLVM 22 toolchains from Debian's
-# packages (clang-22 comes from the security suite; MLGO_LLVM_VERSION chooses, default 19) and a
+# packages (clang-22 comes from the security suite; MLGO_LLVM_VERSION chooses, default 19, and
+# when set only that version is installed) and a
 # Python virtual environment (.venv) with mlgo and its test extras. Safe to run again: a second
 # run only checks and returns in a second or two.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-apt_packages=(clang-19 llvm-19 llvm-19-dev lld-19 clang-22 llvm-22 llvm-22-dev lld-22 bear dpkg-dev make cmake procps valgrind strace)
+# Both LLVM versions, or with MLGO_LLVM_VERSION=19|22 only that one (a machine with clang-22 alone).
+case "${MLGO_LLVM_VERSION:-}" in
+  "") llvm_versions=(19 22) ;;
+  19|22) llvm_versions=("$MLGO_LLVM_VERSION") ;;
+  *) echo "mlgo setup: MLGO_LLVM_VERSION='$MLGO_LLVM_VERSION': mlgo runs on LLVM 19 or 22" >&2; exit 1 ;;
+esac
+apt_packages=()
+for v in "${llvm_versions[@]}"; do
+  apt_packages+=("clang-$v" "llvm-$v" "llvm-$v-dev" "lld-$v")
+done
+apt_packages+=(bear dpkg-dev make cmake procps valgrind strace)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,20 +1,30 @@
 """Small hand-written C modules compiled into a corpus, for tests that need a real compiler, the
-mark that skips a test when an LLVM tool it runs directly is not installed, and the helpers the
-mlgo-clang tests share.
+marks that skip a test when a tool it runs directly is not installed and that run a test on each
+supported LLVM version, and the helpers the mlgo-clang tests share.
 
-The fixtures built on these (a private cache, the small corpus) are in tests/conftest.py."""
+The LLVM tools a test runs directly are the chosen version's (MLGO_LLVM_VERSION, else the rule of
+mlgo_base/toolchain.py): `llvm_tool("clang")` is clang-19 or clang-22, so the suite passes on a
+machine with either version alone.
+
+The fixtures built on these (a private cache, the small corpus, the LLVM version of a test) are
+in tests/conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from mlgo_base import toolchain
+from mlgo_base.errors import ToolchainError
 
 SOURCES = {
     "calls.c": r"""
@@ -79,28 +89,86 @@ double norm2(const double *v, int n) { double s = 0; for (int i = 0; i < n; i++)
 
 
 def needs_tools(*tools: str) -> pytest.MarkDecorator:
-    """Skip unless every one of `tools` (e.g. "clang-19", "opt-19") is on PATH."""
+    """Skip unless every one of `tools` (e.g. "valgrind", "bear") is on PATH."""
     return pytest.mark.skipif(not all(shutil.which(t) for t in tools),
                               reason=f"{', '.join(tools)} needed")
 
 
-def make_small_corpus(root: Path, opt: str = "-Oz") -> Path:
-    """root/corpus with one module per source above (project 'small'), emitted as
-    `clang-19 OPT -c` emits it (-Oz: what inlining-for-size serves)."""
+def llvm_tool(name: str) -> str:
+    """Path of LLVM tool `name` ("clang", "opt", "llvm-dis" ...) of the chosen version."""
+    return toolchain.locate(name, override=False)
+
+
+def _has_llvm_tool(name: str) -> bool:
+    try:
+        llvm_tool(name)
+    except ToolchainError:
+        return False
+    return True
+
+
+def needs_llvm(*tools: str) -> pytest.MarkDecorator:
+    """Skip unless every one of the chosen LLVM version's `tools` (e.g. "opt", "llvm-dis") is
+    installed (checked when the tests are collected)."""
+    major = toolchain.llvm_major()
+    return pytest.mark.skipif(not all(_has_llvm_tool(t) for t in tools),
+                              reason=f"{', '.join(f'{t}-{major}' for t in tools)} needed")
+
+
+@contextlib.contextmanager
+def on_llvm(major: int) -> Iterator[None]:
+    """MLGO_LLVM_VERSION set to `major` inside (a module-scoped fixture that compiles for the
+    `llvm_major` of tests/conftest.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(toolchain.VERSION_VARIABLE, str(major))
+        yield
+
+
+def _version_param(major: int) -> object:
+    return pytest.param(major, id=f"llvm{major}", marks=pytest.mark.skipif(
+        not toolchain.is_installed(major),
+        reason=f"clang-{major} is not installed: this run covers LLVM "
+        f"{', '.join(str(m) for m in toolchain.SUPPORTED_MAJORS if toolchain.is_installed(m))}"
+        f" only ({toolchain.install_hint(major)})"))
+
+
+# A test (or, as `pytestmark`, a file) marked ON_EACH_LLVM runs once per supported LLVM version,
+# with MLGO_LLVM_VERSION set to it (the `llvm_version` fixture of tests/conftest.py) and the
+# module-scoped fixtures that compile (the `corpus` ...) built per version; a version that is not
+# installed is a skip that names it.
+ON_EACH_LLVM = [
+    pytest.mark.parametrize("llvm_major", [_version_param(m) for m in toolchain.SUPPORTED_MAJORS],
+                            indirect=True),
+    pytest.mark.usefixtures("llvm_version"),
+]
+
+
+def on_each_llvm(test):  # noqa: ANN001, ANN201 - a decorator keeps the test's signature
+    """ON_EACH_LLVM as a decorator for one test."""
+    for mark in reversed(ON_EACH_LLVM):
+        test = mark(test)
+    return test
+
+
+def make_small_corpus(root: Path, opt: str = "-Oz", sources: dict[str, str] | None = None) -> Path:
+    """root/corpus with one module per source above, or per `sources` (project 'small'),
+    emitted as the chosen clang emits it with `clang OPT -c` (-Oz: what inlining-for-size
+    serves), recording its LLVM version."""
     src = root / "src"
     corpus = root / "corpus"
     src.mkdir(parents=True, exist_ok=True)
     (corpus / "small").mkdir(parents=True, exist_ok=True)
     names = []
-    for fname, text in SOURCES.items():
+    for fname, text in (sources or SOURCES).items():
         (src / fname).write_text(text)
         name = "small/" + fname
-        subprocess.run(["clang-19", opt, "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
-                        str(src / fname), "-o", str(corpus / (name + ".bc"))], check=True)
+        subprocess.run([llvm_tool("clang"), opt, "-Xclang", "-disable-llvm-passes", "-emit-llvm",
+                        "-c", str(src / fname), "-o", str(corpus / (name + ".bc"))], check=True)
         (corpus / (name + ".cmd")).write_bytes(b"\0".join([b"-c", opt.encode()]))
         names.append(name)
     (corpus / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt}))
+        json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt,
+                    "llvm_version": toolchain.llvm_major()}))
     return corpus
 
 
@@ -155,12 +223,14 @@ def make_generated_corpus(root: Path, kind: str, modules: int) -> Path:
     for i in range(modules):
         name = f"gen/{kind}{i}.c"
         (src / f"{kind}{i}.c").write_text(make(i))
-        subprocess.run(["clang-19", opt, "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
-                        str(src / f"{kind}{i}.c"), "-o", str(corpus / (name + ".bc"))], check=True)
+        subprocess.run([llvm_tool("clang"), opt, "-Xclang", "-disable-llvm-passes", "-emit-llvm",
+                        "-c", str(src / f"{kind}{i}.c"), "-o", str(corpus / (name + ".bc"))],
+                       check=True)
         (corpus / (name + ".cmd")).write_bytes(b"\0".join([b"-c", opt.encode()]))
         names.append(name)
     (corpus / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt}))
+        json.dumps({"has_thinlto": False, "modules": names, "opt_level": opt,
+                    "llvm_version": toolchain.llvm_major()}))
     return corpus
 
 
@@ -191,6 +261,16 @@ def new_regalloc_policy(path: Path, params=None) -> Path:
 # The Python entry point only finds (or builds) the native program and executes it; behaviour
 # tests run through both doors: `mlgo-clang` and the program `--print-launcher` names.
 WRAPPERS = ("python", "native")
+
+
+def without_mlgo_settings() -> dict[str, str]:
+    """This process's environment without mlgo's variables (policies, channels, logs), but with
+    the LLVM version the test runs on and the cache it uses (so a program built here is the one
+    the test process finds)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MLGO_") or k == "MLGO_CACHE_DIR"}
+    env[toolchain.VERSION_VARIABLE] = str(toolchain.llvm_major())
+    return env
 
 
 def wrapper_command(kind: str, driver: str = "clang") -> str:

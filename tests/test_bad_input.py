@@ -11,6 +11,7 @@ import pytest
 from corpus_fixtures import new_regalloc_policy, run_mlgo
 
 from mlgo.cli.main import main
+from mlgo_base import toolchain
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -176,7 +177,9 @@ def _broken_corpus(root: Path, n: int = 3) -> Path:
     names = [f"p/broken{i}.c" for i in range(n)]
     for name in names:
         _fake_module(root, name, b"BC\xc0\xde" + b"\0" * 64)
-    (root / "corpus_description.json").write_text(json.dumps({"modules": names}))
+    # The chosen LLVM's: the compiler, not the version check, must meet the broken bitcode.
+    (root / "corpus_description.json").write_text(json.dumps(
+        {"modules": names, "llvm_version": toolchain.llvm_major()}))
     return root
 
 

@@ -5,13 +5,13 @@ the build summary that says what was served."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool, without_mlgo_settings
 
 from mlgo.serving import launcher, plugin
 from mlgo.serving.summary import format_summary, read_summary
@@ -63,12 +63,12 @@ target_link_libraries(prog util)
     return d
 
 
-def _configure_and_build(src: Path, build: Path, *args: str, cc: str | None = "clang-19",
+def _configure_and_build(src: Path, build: Path, *args: str, cc: str | None = "clang",
                          summary: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_") and k != "CC"}
+    env = {k: v for k, v in without_mlgo_settings().items() if k != "CC"}
     env.update(MLGO_TMPDIR=str(build.parent))
     if cc:
-        env["CC"] = cc
+        env["CC"] = llvm_tool("clang") if cc == "clang" else cc
     configure = subprocess.run(["cmake", "-S", str(src), "-B", str(build),
                                 "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *args],
                                capture_output=True, text=True, env=env, timeout=300)
@@ -98,7 +98,7 @@ def test_plugin_warns_once_when_not_compiling_for_size(tmp_path: Path,
     src = tmp_path / "a.c"
     src.write_text(_UTIL.format(i=1) + _UTIL.format(i=2).replace("sq", "cube"))
     for level, warned in (("-Oz", False), ("-Os", False), ("-O3", True), ("-Oz -O2", True)):
-        proc = subprocess.run(["clang-19", *level.split(), f"-fpass-plugin={cost_threshold}",
+        proc = subprocess.run([llvm_tool("clang"), *level.split(), f"-fpass-plugin={cost_threshold}",
                                "-c", str(src), "-o", str(tmp_path / "a.o")],
                               capture_output=True, text=True, check=True, timeout=120)
         lines = [x for x in proc.stderr.splitlines() if "not compiled for size" in x]
@@ -180,7 +180,7 @@ def test_launcher_passes_cmakes_lto_check_and_says_lto_is_not_served(tmp_path: P
     """CMake finds llvm-ar beside the launcher (CMAKE_C_COMPILER_AR), so IPO really happens;
     each -flto compile and the link warn that the regalloc policy is not applied there, and the
     summary records it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env = without_mlgo_settings()
     native = subprocess.run([str(BIN / "mlgo-clang"), "--print-launcher"], capture_output=True,
                             text=True, check=True, timeout=300, env=env).stdout.strip()
     assert native == launcher.launcher_for("clang")
@@ -216,7 +216,7 @@ def test_launcher_passes_cmakes_lto_check_and_says_lto_is_not_served(tmp_path: P
 def test_a_launcher_warning_is_one_write(tmp_path: Path) -> None:
     """A parallel build's compiles share make's stderr pipe: a line written piecewise gets
     spliced with another compile's (seen in a -j2 LTO build). Each diagnostic is one write."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env = without_mlgo_settings()
     native = launcher.launcher_for("clang")
     (tmp_path / "x.c").write_text("int f(int x) { return x + 1; }\n")
     trace = tmp_path / "trace"
@@ -244,7 +244,7 @@ def test_wrapper_lto_link_loads_the_inline_policy_with_lld(tmp_path: Path, kind:
     """MLGO_INLINE_POLICY with -flto: the compile steps keep the plugin (they used to bypass it
     silently), an lld link loads it too, another linker gets a warning."""
     plugin.plugin_for("never")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env = without_mlgo_settings()
     env.update(MLGO_INLINE_POLICY="never", MLGO_TMPDIR=str(tmp_path))
     cc = str(BIN / "mlgo-clang")
     if kind == "native":

@@ -1,10 +1,11 @@
-"""`mlgo trace`, `mlgo vocab` and `mlgo eval` end to end on a small real corpus."""
+"""`mlgo trace`, `mlgo vocab` and `mlgo eval` end to end on a small real corpus (eval on each
+installed LLVM version)."""
 
 import json
 
 import numpy as np
 import pytest
-from corpus_fixtures import SOURCES
+from corpus_fixtures import SOURCES, on_each_llvm
 
 from mlgo.cli.main import main
 from mlgo.policies.shipped import shipped_names
@@ -39,6 +40,7 @@ def test_trace_then_vocab(corpus, tmp_path):
     assert bounds[0] == values.min() and bounds[-1] == values.max()
 
 
+@on_each_llvm
 def test_eval_reports_table_json_and_plot(corpus, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["eval", "--problem", "inlining", "--corpus", str(corpus), "--policy", "never",

@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import pytest
+from corpus_fixtures import llvm_tool
 
 from corpus_tools.corpus import Corpus
 from mlgo.cli.main import main
@@ -17,6 +18,7 @@ from mlgo.search import (
     search_corpus,
 )
 from mlgo.workers.pool import LocalPool
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 HEADER = """extern int tab[64];
@@ -43,12 +45,13 @@ def corpus(tmp_path_factory):
     (root / "corpus" / "cx").mkdir(parents=True)
     for f, text in SOURCES.items():
         (root / "src" / f).write_text(text)
-        subprocess.run(["clang++-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm",
+        subprocess.run([llvm_tool("clang++"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm",
                         "-c", str(root / "src" / f), "-o", str(root / "corpus" / "cx" / (f + ".bc"))],
                        check=True)
         (root / "corpus" / "cx" / (f + ".cmd")).write_bytes(b"-c\0-Oz")
     (root / "corpus" / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": ["cx/a.cc", "cx/b.cc"]}))
+        json.dumps({"has_thinlto": False, "modules": ["cx/a.cc", "cx/b.cc"],
+                    "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(root / "corpus")
 
 
@@ -56,11 +59,11 @@ def test_text_sections_name_their_comdat_group(tmp_path):
     (tmp_path / "h.h").write_text(HEADER)
     (tmp_path / "b.cc").write_text(SOURCES["b.cc"])
     obj = tmp_path / "b.o"
-    subprocess.run(["clang++-19", "-Oz", "-c", str(tmp_path / "b.cc"), "-o", str(obj)], check=True)
+    subprocess.run([llvm_tool("clang++"), "-Oz", "-c", str(tmp_path / "b.cc"), "-o", str(obj)], check=True)
     secs = text_sections(obj)
     groups = {s.name: s.comdat for s in secs}
     assert groups[".text"] is None and groups[".text._Z6helperi"] == "_Z6helperi"
-    out = subprocess.run(["llvm-size-19", "-A", str(obj)], capture_output=True, text=True,
+    out = subprocess.run([llvm_tool("llvm-size"), "-A", str(obj)], capture_output=True, text=True,
                          check=True).stdout
     expected = sum(int(line.split()[1]) for line in out.splitlines()
                    if line.startswith(".text"))

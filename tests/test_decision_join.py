@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import needs_tools, run_mlgo
+from corpus_fixtures import llvm_tool, needs_llvm, run_mlgo
 
 from corpus_tools.corpus import Corpus
 from corpus_tools.report import (
@@ -34,6 +34,7 @@ from mlgo.traces import (
     trace_decisions,
 )
 from mlgo.workers.tasks import CallSites, ModuleOutcome, ModuleTask, PolicySpec, run_module
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 SOURCE = r"""
@@ -50,7 +51,7 @@ int f2(int x) { return g(x) * odd(x); }
 """
 MODULE = "join/m"
 
-needs_clang = needs_tools("clang-19", "llvm-dis-19")
+needs_clang = needs_llvm("clang", "llvm-dis")
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +60,18 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     (root / "join").mkdir(parents=True)
     src = root.parent / "m.c"
     src.write_text(SOURCE)
-    subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+    subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                     str(src), "-o", str(root / (MODULE + ".bc"))], check=True)
     (root / (MODULE + ".cmd")).write_bytes(b"-c\0-Oz")
     (root / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": [MODULE], "opt_level": "-Oz"}))
+        json.dumps({"has_thinlto": False, "modules": [MODULE], "opt_level": "-Oz",
+                    "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(root)
 
 
 def _instructions_by_llvm_dis(bc: Path) -> dict[str, int]:
     """Instructions per defined function, counted in LLVM's own disassembly."""
-    text = subprocess.run(["llvm-dis-19", str(bc), "-o", "-"], check=True, capture_output=True,
+    text = subprocess.run([llvm_tool("llvm-dis"), str(bc), "-o", "-"], check=True, capture_output=True,
                           text=True).stdout
     counts: dict[str, int] = {}
     for m in re.finditer(r"^define [^@]*@([\w.]+)\(.*?\n(.*?)^}", text, re.M | re.S):

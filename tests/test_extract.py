@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool
 
 from corpus_tools import extract
 from corpus_tools.check import check_corpus
@@ -119,7 +120,7 @@ def test_compile_db_extracts_c_and_cxx_and_reports_the_broken_file(tmp_path: Pat
     # The extraction must not write the build's dependency file or object.
     assert not (src / "build" / "sum.d").exists() and not (src / "build" / "sum.o").exists()
     # Pre-optimization bitcode: the static helper is still there to be inlined.
-    dis = subprocess.run([shutil.which("llvm-dis-19") or "/usr/lib/llvm-19/bin/llvm-dis",
+    dis = subprocess.run([llvm_tool("llvm-dis"),
                           str(out / "demo/lib/sum.c.bc"), "-o", "-"],
                          capture_output=True, text=True, check=True).stdout
     assert "define internal i32 @square" in dis
@@ -275,7 +276,7 @@ def test_merge_dedupes_and_refuses_name_clashes(tmp_path: Path) -> None:
     os.rename(c2 / "tree", c2 / "copy")
     desc = json.loads((c2 / "corpus_description.json").read_text())
     mods = [m.replace("tree/", "copy/") for m in desc["modules"]]
-    write_description(c2, mods, {m: "copy" for m in mods})
+    write_description(c2, mods, {m: "copy" for m in mods}, llvm_version=toolchain.llvm_major())
     # A third corpus with a new module.
     (tmp_path / "t3" / "tree").mkdir(parents=True)
     (tmp_path / "t3" / "tree" / "three.c").write_text("int three(void) { return 3; }\n")

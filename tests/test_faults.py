@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import REPO, new_regalloc_policy, run_mlgo
+from corpus_fixtures import REPO, llvm_tool, new_regalloc_policy, run_mlgo
 
 from mlgo.cli.main import main
 
@@ -248,7 +248,7 @@ def test_killed_training_leaves_no_work_dirs(corpus, tmp_path, sig):
     warm = new_regalloc_policy(tmp_path / "warm")
     # A clang that takes 3 s per run, so that the kill lands in the middle of a compile.
     slow = tmp_path / "slow-clang"
-    slow.write_text("#!/bin/sh\nsleep 3\nexec clang-19 \"$@\"\n")
+    slow.write_text(f"#!/bin/sh\nsleep 3\nexec {llvm_tool('clang')} \"$@\"\n")
     slow.chmod(0o755)
     cmd = [sys.executable, "-m", "mlgo.cli.main", "train", "--problem", "regalloc",
            "--algorithm", "es", "--corpus", str(corpus), "-o", str(tmp_path / "run"),

@@ -5,10 +5,12 @@ import json
 
 import pytest
 from corpus_fixtures import SOURCES as SMALL
+from corpus_fixtures import llvm_tool
 from test_search import EXTERNAL_CALLEE, NOTHING_TO_GAIN, make_oz_corpus
 
 from mlgo.cli.main import main
 from mlgo.policies.loading import numpy_policy
+from mlgo_base import toolchain
 
 # Held out: the same pattern as EXTERNAL_CALLEE with another body and more callers.
 VALIDATION = "extern int h[32]; extern void put(long);\n" \
@@ -157,11 +159,12 @@ def _regalloc_run_dir(tmp_path):
     for fname, text in (("spin.c", PRESSURE), ("pressure.c", SMALL["pressure.c"]),
                         ("calls.c", SMALL["calls.c"])):
         (tmp_path / fname).write_text(text)
-        subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(tmp_path / fname), "-o", str(root / "t" / (fname + ".bc"))], check=True)
         (root / "t" / (fname + ".cmd")).write_bytes(b"-c\0-O2")
         names.append("t/" + fname)
-    (root / "corpus_description.json").write_text(json.dumps({"has_thinlto": False, "modules": names}))
+    (root / "corpus_description.json").write_text(json.dumps({"has_thinlto": False, "modules": names,
+                                                                        "llvm_version": toolchain.llvm_major()}))
     out = tmp_path / "run"
     out.mkdir()
     (out / "split.json").write_text(json.dumps({"train": ["t/spin.c", "t/calls.c"],

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,5 +100,5 @@ def test_installed_mlgo_serves_a_shipped_policy_in_clang(venv: Path, elsewhere: 
     assert Path(so).is_file(), so
     (elsewhere / "x.c").write_text(
         "static int sq(int x) { return x * x; }\nint f(int a) { return sq(a) + sq(a + 1); }\n")
-    _run(["clang-19", "-Oz", f"-fpass-plugin={so}", "-c", "x.c", "-o", "x.o"], cwd=elsewhere)
+    _run([llvm_tool("clang"), "-Oz", f"-fpass-plugin={so}", "-c", "x.c", "-o", "x.o"], cwd=elsewhere)
     assert (elsewhere / "x.o").stat().st_size > 0

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import needs_tools
+from corpus_fixtures import llvm_tool, needs_llvm
 
 from corpus_tools.ir_analysis import (
     analyze_module,
@@ -23,7 +23,7 @@ from mlgo_base.errors import CorpusError
 
 DATA = Path(__file__).parent / "data" / "ir"
 
-needs_llvm19 = needs_tools("clang-19", "opt-19", "llvm-dis-19")
+needs_llvm19 = needs_llvm("clang", "opt", "llvm-dis")
 
 
 def _functions(path: Path) -> dict:
@@ -159,12 +159,12 @@ def test_deep_graphs_do_not_recurse():
 @pytest.fixture(scope="module")
 def good_bitcode(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bc") / "calls.bc"
-    subprocess.run(["clang-19", "-O1", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+    subprocess.run([llvm_tool("clang"), "-O1", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                     str(DATA / "calls.c"), "-o", str(out)], check=True)
     return out
 
 
-@needs_tools("clang-19")
+@needs_llvm("clang")
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "flipped"])
 def test_corrupt_bitcode_raises_corpus_error(tmp_path, good_bitcode, damage):
     data = good_bitcode.read_bytes()
@@ -203,13 +203,13 @@ def test_missing_and_invalid_text_modules(tmp_path):
 
 def _compile(src: Path, out_dir: Path) -> Path:
     out = out_dir / (src.name + ".bc")
-    subprocess.run(["clang-19", "-O1", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+    subprocess.run([llvm_tool("clang"), "-O1", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                     str(src), "-o", str(out)], check=True)
     return out
 
 
 def _opt(bc: Path, passes: str) -> str:
-    res = subprocess.run(["opt-19", f"-passes={passes}", "-disable-output", str(bc)],
+    res = subprocess.run([llvm_tool("opt"), f"-passes={passes}", "-disable-output", str(bc)],
                          capture_output=True, text=True, check=True)
     return res.stdout + res.stderr
 
@@ -218,7 +218,7 @@ _DEFINE = re.compile(r'^define [^@]*@("(?:[^"\\]|\\.)*"|[-\w$.]+)\(', re.M)
 
 
 def _defined_functions(bc: Path) -> set[str]:
-    text = subprocess.run(["llvm-dis-19", str(bc), "-o", "-"], capture_output=True, text=True,
+    text = subprocess.run([llvm_tool("llvm-dis"), str(bc), "-o", "-"], capture_output=True, text=True,
                           check=True).stdout
     return {m.group(1).strip('"') for m in _DEFINE.finditer(text)}
 

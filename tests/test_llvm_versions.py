@@ -165,36 +165,44 @@ def test_regalloc_environment_runs(llvm: int, corpora: dict[int, Path], tmp_path
 def test_a_corpus_of_the_other_version_is_refused(tmp_path: Path, monkeypatch,
                                                   capsys) -> None:
     """By the problems (mlgo eval: one line naming a module), by extraction into it and by
-    merging; a corpus that records no version is LLVM 19's."""
-    old = make_small_corpus(tmp_path / "old")  # records no version: LLVM 19
-    assert Corpus.load(old).llvm_version == 19
-    newer = tmp_path / "newer"
-    shutil.copytree(old, newer)
-    desc = json.loads((newer / "corpus_description.json").read_text())
-    (newer / "corpus_description.json").write_text(json.dumps({**desc, "llvm_version": 22}))
+    merging; a corpus that records no version is LLVM 19's. Runs on whichever version is
+    installed: the other one is only named in the corpus description."""
+    ours = toolchain.llvm_major()
+    theirs = next(m for m in toolchain.SUPPORTED_MAJORS if m != ours)
+    mine = make_small_corpus(tmp_path / "mine")
+    assert Corpus.load(mine).llvm_version == ours
+    other = tmp_path / "other"
+    shutil.copytree(mine, other)
+    desc = json.loads((other / "corpus_description.json").read_text())
+    (other / "corpus_description.json").write_text(json.dumps({**desc, "llvm_version": theirs}))
 
-    monkeypatch.setenv(toolchain.VERSION_VARIABLE, "19")
+    monkeypatch.setenv(toolchain.VERSION_VARIABLE, str(ours))
     with pytest.raises(LlvmVersionError) as info:
-        get_problem("inlining").check_corpus(Corpus.load(newer))
-    first = Corpus.load(newer).modules[0].bc_path
-    assert str(info.value).startswith(f"{first}: IR emitted by LLVM 22")
-    assert "MLGO_LLVM_VERSION=22" in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(LlvmVersionError, match="holds IR of LLVM 22, mlgo is set to LLVM 19"):
-        extract.extract_sources(tmp_path / "old" / "src", newer, project="small",
+        get_problem("inlining").check_corpus(Corpus.load(other))
+    first = Corpus.load(other).modules[0].bc_path
+    assert str(info.value).startswith(f"{first}: IR emitted by LLVM {theirs}")
+    assert f"MLGO_LLVM_VERSION={theirs}" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(LlvmVersionError,
+                       match=f"holds IR of LLVM {theirs}, mlgo is set to LLVM {ours}"):
+        extract.extract_sources(tmp_path / "mine" / "src", other, project="small",
                                 opt_level="-Oz", progress=False)
-    with pytest.raises(LlvmVersionError, match="IR emitted by LLVM 22"):
-        check.check_corpus(newer, progress=False)  # `mlgo corpus check`
+    with pytest.raises(LlvmVersionError, match=f"IR emitted by LLVM {theirs}"):
+        check.check_corpus(other, progress=False)  # `mlgo corpus check`
     with pytest.raises(CorpusError, match="different LLVM versions cannot be merged"):
-        merge.merge_corpora([old, newer], tmp_path / "merged")
-    (newer / "corpus_description.json").write_text(json.dumps({**desc, "llvm_version": "22"}))
+        merge.merge_corpora([mine, other], tmp_path / "merged")
+    (other / "corpus_description.json").write_text(json.dumps({**desc, "llvm_version": "22"}))
     with pytest.raises(CorpusError, match=r"corpus_description.json: llvm_version '22' is not"):
-        get_problem("inlining").check_corpus(Corpus.load(newer))
+        get_problem("inlining").check_corpus(Corpus.load(other))
 
-    # The CLI: --llvm-version 22 on the old corpus stops before any compile, in one line.
-    assert mlgo_main(["eval", "--problem", "inlining", "--corpus", str(old), "--policy",
+    # The CLI: --llvm-version 22 on a corpus that records no version (LLVM 19's) stops before
+    # any compile, in one line.
+    unrecorded = {k: v for k, v in desc.items() if k != "llvm_version"}
+    (mine / "corpus_description.json").write_text(json.dumps(unrecorded))
+    assert Corpus.load(mine).llvm_version == 19
+    assert mlgo_main(["eval", "--problem", "inlining", "--corpus", str(mine), "--policy",
                       "cost-threshold", "--workers", "1", "--llvm-version", "22"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith(f"mlgo: error: {Corpus.load(old).modules[0].bc_path}: ")
+    assert err.count("\n") == 0 and err.startswith(f"mlgo: error: {Corpus.load(mine).modules[0].bc_path}: ")
     assert "IR emitted by LLVM 19 (no version recorded" in err
 
 
@@ -252,3 +260,24 @@ def test_llvm22_protocol_data_imports_no_numpy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout
     assert out.strip() == "[]"
+
+
+def test_a_module_given_without_its_corpus(llvm: int, corpora: dict[int, Path], tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlgo.env.make on a module alone: a lone .bc file records no version and is taken as the
+    chosen LLVM's (on a machine with clang-22 only it used to be refused as LLVM 19's IR); a
+    module of a corpus keeps its corpus's recorded version."""
+    module = next(m for m in Corpus.load(corpora[llvm]).modules if m.name.endswith("calls.c"))
+    lone = tmp_path / "calls.bc"
+    shutil.copy(module.bc_path, lone)
+    (tmp_path / "calls.cmd").write_bytes(module.cmd_path.read_bytes())
+    cache = BaselineCache(tmp_path / "cache")
+    problem = get_problem("inlining")
+    result = mlgo.env.run_episode(mlgo.env.make(problem, lone, cache=cache),
+                                  problem.heuristic("cost-threshold"))
+    assert result.num_decisions >= 3 and result.measurement.total == result.default.total
+    mlgo.env.make(problem, module, cache=cache)  # its corpus says this version
+    other = next(m for m in toolchain.SUPPORTED_MAJORS if m != llvm)
+    monkeypatch.setenv(toolchain.VERSION_VARIABLE, str(other))
+    with pytest.raises(LlvmVersionError, match=f"IR emitted by LLVM {llvm} "):
+        mlgo.env.make(problem, module, cache=cache)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from corpus_fixtures import SOURCES
+from corpus_fixtures import SOURCES, llvm_tool
 
 from mlgo.compiler.measure import SPILL_COST_KEYS, parse_regalloc_remarks, text_size
 
@@ -58,7 +58,7 @@ def test_remark_parser_agrees_with_a_yaml_loader() -> None:
 
 def _llvm_size_text(obj: Path) -> int:
     """Sum of the .text and .text.* sections in `llvm-size-19 -A` (System V format)."""
-    out = subprocess.run(["llvm-size-19", "-A", str(obj)], capture_output=True, text=True,
+    out = subprocess.run([llvm_tool("llvm-size"), "-A", str(obj)], capture_output=True, text=True,
                          check=True).stdout
     total = 0
     for line in out.splitlines():
@@ -81,7 +81,7 @@ def test_text_size_matches_llvm_size(tmp_path: Path, source: str, flags: list[st
     else:
         src.write_bytes((REMARKS / source).read_bytes())
     obj = tmp_path / "out.o"
-    compiler = "clang++-19" if source.endswith(".cpp") else "clang-19"
+    compiler = llvm_tool("clang++") if source.endswith(".cpp") else llvm_tool("clang")
     subprocess.run([compiler, *flags, "-c", str(src), "-o", str(obj)], check=True)
     expected = _llvm_size_text(obj)
     assert expected > 0

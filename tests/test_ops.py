@@ -28,9 +28,10 @@ from mlgo.policies.shipped import resolve, shipped_names
 from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
 from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
 from mlgo.protocol import llvm19
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
-CC = shutil.which("clang-19") or shutil.which("cc")
+CC = shutil.which(f"clang-{toolchain.llvm_major()}") or shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler")
 
 

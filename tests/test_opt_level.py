@@ -8,13 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import make_small_corpus
+from corpus_fixtures import llvm_tool, make_small_corpus
 
 from corpus_tools import extract
 from corpus_tools.corpus import Corpus
 from corpus_tools.ir_analysis import size_attributes
 from corpus_tools.merge import merge_corpora
 from mlgo.cli.main import main as mlgo_main
+from mlgo_base import toolchain
 from mlgo_base.errors import CorpusError
 
 SOURCE = """
@@ -71,7 +72,7 @@ def test_objects_of_another_level_are_refused_by_name(tmp_path: Path) -> None:
     objs.mkdir()
     (tmp_path / "a.c").write_text(SOURCE)
     for level in ("-O2", "-Oz"):
-        subprocess.run(["clang-19", level, "-Xclang", "-fembed-bitcode=all", "-c",
+        subprocess.run([llvm_tool("clang"), level, "-Xclang", "-fembed-bitcode=all", "-c",
                         str(tmp_path / "a.c"), "-o", str(objs / f"a{level}.o")], check=True)
     summary = extract.extract_objects(objs, tmp_path / "c", project="p", opt_level="-Oz",
                                       progress=False)
@@ -95,7 +96,7 @@ def test_inlining_on_o2_frontend_ir_stops_with_one_line_naming_the_module(
     lines = err.splitlines()
     assert len(lines) == 1, err
     assert "small/calls.c.bc: IR emitted at -O1/-O2/-O3 (0 of" in lines[0]
-    assert "needs IR as `clang-19 -Oz -c` emits it" in lines[0]
+    assert f"needs IR as `clang-{toolchain.llvm_major()} -Oz -c` emits it" in lines[0]
     assert "--opt-level Oz" in lines[0]
     # Regalloc serves the build's own level: the same corpus is fine there.
     assert mlgo_main(["eval", "--problem", "regalloc", "--policy", "proxy", "--corpus",

@@ -1,5 +1,6 @@
-"""The inliner pass plugin: built from a policy's C source, loaded by the stock clang-19, and
-making exactly the decisions interactive mode makes with the same heuristic."""
+"""The inliner pass plugin: built from a policy's C source against the chosen LLVM, loaded by the
+stock clang of that version, and making exactly the decisions interactive mode makes with the
+same heuristic (the serving tests on each installed LLVM version)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import make_small_corpus
+from corpus_fixtures import llvm_tool, make_small_corpus, on_each_llvm, on_llvm
 
 from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
@@ -19,21 +20,25 @@ from mlgo.compiler.measure import text_size
 from mlgo.policies import c_source
 from mlgo.policies.shipped import resolve as resolve_shipped
 from mlgo.problems import get_problem
-from mlgo.protocol import llvm19
+from mlgo.protocol import for_llvm
 from mlgo.serving import plugin
 from mlgo.serving.build import BuildError
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    return Corpus.load(make_small_corpus(tmp_path_factory.mktemp("plugin-corpus")))
+def corpus(tmp_path_factory: pytest.TempPathFactory, llvm_major: int) -> Corpus:
+    with on_llvm(llvm_major):
+        return Corpus.load(make_small_corpus(tmp_path_factory.mktemp(f"plugin-corpus{llvm_major}")))
 
 
 @pytest.fixture(scope="module")
-def cost_threshold_plugin() -> Path:
-    # The user's plugin cache (keyed by content): built once, reused by later sessions.
-    return plugin.plugin_for("cost-threshold")
+def cost_threshold_plugin(llvm_major: int) -> Path:
+    # The user's plugin cache (keyed by content and LLVM version): built once, reused by later
+    # sessions.
+    with on_llvm(llvm_major):
+        return plugin.plugin_for("cost-threshold")
 
 
 def _interactive(module, heuristic, workdir: Path) -> tuple[bytes, list[tuple[list[int], int]]]:
@@ -50,7 +55,7 @@ def _interactive(module, heuristic, workdir: Path) -> tuple[bytes, list[tuple[li
                               action))
             c.answer(action)
         c.finish()
-    assert names == list(llvm19.INLINE_FEATURES)
+    assert names == list(for_llvm(toolchain.llvm_major()).INLINE_FEATURES)
     return (workdir / "out.o").read_bytes(), decisions
 
 
@@ -59,7 +64,7 @@ def _with_plugin(module, so: Path, workdir: Path) -> tuple[bytes, list[tuple[lis
     log = workdir / "plugin-decisions.txt"
     out = workdir / "plugin.o"
     args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={so}"])
-    subprocess.run(["clang-19", *args, "-o", str(out)], check=True,
+    subprocess.run([llvm_tool("clang"), *args, "-o", str(out)], check=True,
                    env=dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log)))
     decisions = []
     if log.exists():
@@ -71,12 +76,14 @@ def _with_plugin(module, so: Path, workdir: Path) -> tuple[bytes, list[tuple[lis
 
 def test_feature_lists_match_the_compiler() -> None:
     inlining = get_problem("inlining").header()
-    assert inlining.feature_names == list(llvm19.INLINE_FEATURES)
+    data = for_llvm(toolchain.llvm_major())
+    assert inlining.feature_names == list(data.INLINE_FEATURES)
     regalloc = get_problem("regalloc").header()
     assert [(f.name, f.type, f.num_elements) for f in regalloc.features] == list(
-        llvm19.REGALLOC_FEATURES)
+        data.REGALLOC_FEATURES)
 
 
+@on_each_llvm
 def test_plugin_matches_interactive_mode(corpus: Corpus, cost_threshold_plugin: Path) -> None:
     problem = get_problem("inlining")
     heuristic = problem.heuristic("cost-threshold")
@@ -98,6 +105,7 @@ def test_plugin_matches_interactive_mode(corpus: Corpus, cost_threshold_plugin: 
     assert total_decisions >= 3  # calls.c alone has several call sites
 
 
+@on_each_llvm
 def test_trained_policy_plugin_matches_interactive_mode(corpus: Corpus) -> None:
     """The shipped inliner policy, compiled to C from its graph, decides in the plugin as its
     numpy twin decides in interactive mode, call site by call site."""
@@ -119,6 +127,7 @@ def test_trained_policy_plugin_matches_interactive_mode(corpus: Corpus) -> None:
     assert total >= 3
 
 
+@on_each_llvm
 def test_plugin_decisions_follow_the_policy(corpus: Corpus, cost_threshold_plugin: Path,
                                             tmp_path: Path) -> None:
     """A different policy links into a different plugin and changes the code."""
@@ -135,7 +144,7 @@ def test_plugin_decisions_follow_the_policy(corpus: Corpus, cost_threshold_plugi
 
 
 def test_policy_with_other_features_is_refused() -> None:
-    names = list(llvm19.INLINE_FEATURES)
+    names = list(for_llvm(toolchain.llvm_major()).INLINE_FEATURES)
     names[names.index("edge_count")] = "edge_count_v2"
     with pytest.raises(BuildError, match="edge_count_v2") as info:
         plugin.build_plugin(c_source.heuristic_c_source("inlining", "cost-threshold", names),
@@ -184,9 +193,9 @@ int main() {
 }
 """)
     shutil.copy(Path(plugin.SOURCE_DIR) / plugin.BINDING_HEADER, tmp_path)
-    subprocess.run(["clang-19", "-c", str(tmp_path / "policy.c"), "-o", str(tmp_path / "policy.o")],
+    subprocess.run([llvm_tool("clang"), "-c", str(tmp_path / "policy.c"), "-o", str(tmp_path / "policy.o")],
                    check=True)
-    subprocess.run(["clang++-19", "-std=c++17", "-Wall", "-Werror", str(tmp_path / "main.cpp"),
+    subprocess.run([llvm_tool("clang++"), "-std=c++17", "-Wall", "-Werror", str(tmp_path / "main.cpp"),
                     str(tmp_path / "policy.o"), "-lm", "-o", str(tmp_path / "bind")], check=True)
     out = subprocess.run([str(tmp_path / "bind")], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [

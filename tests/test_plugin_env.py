@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import make_small_corpus
+from corpus_fixtures import llvm_tool, make_small_corpus, on_each_llvm, on_llvm
 
 from corpus_tools.corpus import Corpus
 from mlgo import env as mlgo_env
@@ -20,20 +20,24 @@ from mlgo.compiler import plugin_env
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.policies import c_source
 from mlgo.problems import get_problem
-from mlgo.protocol import llvm19
+from mlgo.protocol import for_llvm
 from mlgo.serving import plugin
 from mlgo.serving.build import BuildError
+from mlgo_base import toolchain
 from mlgo_base.errors import CompileError
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
-    return Corpus.load(make_small_corpus(tmp_path_factory.mktemp("plugin-env-corpus")))
+def corpus(tmp_path_factory: pytest.TempPathFactory, llvm_major: int) -> Corpus:
+    with on_llvm(llvm_major):
+        return Corpus.load(make_small_corpus(
+            tmp_path_factory.mktemp(f"plugin-env-corpus{llvm_major}-")))
 
 
 @pytest.fixture(scope="module")
-def channel_plugin() -> Path:
-    return plugin.channel_plugin()
+def channel_plugin(llvm_major: int) -> Path:
+    with on_llvm(llvm_major):
+        return plugin.channel_plugin()
 
 
 def _compile(problem, module, policy: str) -> tuple[bytes, list[int], list[dict]]:
@@ -57,6 +61,7 @@ def _compile(problem, module, policy: str) -> tuple[bytes, list[int], list[dict]
         remove_workdir(workdir)
 
 
+@on_each_llvm
 @pytest.mark.parametrize("policy", ["cost-threshold", "llvm-default", "always"])
 def test_plugin_and_interactive_decide_alike(corpus: Corpus, channel_plugin: Path,
                                             policy: str) -> None:
@@ -71,13 +76,14 @@ def test_plugin_and_interactive_decide_alike(corpus: Corpus, channel_plugin: Pat
         assert obj_i == obj_p, module.name
         # LLVM's features are the same, but for the slot LLVM 19 overwrites with its default
         # decision in include-default mode (the plugin sends that as inlining_default).
-        same = [n for n in llvm19.INLINE_FEATURES
+        same = [n for n in for_llvm(toolchain.llvm_major()).INLINE_FEATURES
                 if n not in interactive.for_policy(policy).overwritten_features]
         assert [[o[n] for n in same] for o in obs_i] == [[o[n] for n in same] for o in obs_p]
         decided += len(act_p)
     assert decided > 5
 
 
+@on_each_llvm
 def test_env_make_plugin_names_each_call_site(corpus: Corpus, channel_plugin: Path) -> None:
     module = next(m for m in corpus.modules if m.name.endswith("calls.c"))
     env = mlgo_env.make("inlining", module, corpus=corpus, environment="plugin")
@@ -95,7 +101,7 @@ def _first_observation(channel_plugin: Path, workdir: Path, *extra: str) -> Inte
     src = workdir / "m.c"
     src.write_text("static int sq(int x) { return x * x; }\nint f(int y) { return sq(y) + sq(y + 1); }\n")
     base = workdir / "channel"
-    argv = ["clang-19", "-Oz", "-c", str(src), "-o", str(workdir / "out.o"),
+    argv = [llvm_tool("clang"), "-Oz", "-c", str(src), "-o", str(workdir / "out.o"),
             *plugin_env.channel_flags(channel_plugin, base), *extra]
     c = InteractiveCompile(argv, "m.c", workdir, channel_base=base, timeout=60)
     assert c.next_observation() is not None
@@ -174,7 +180,7 @@ def _decision_log(so: Path, module, workdir: Path, log: str | None) -> subproces
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_PLUGIN")}
     if log is not None:
         env["MLGO_PLUGIN_DECISION_LOG"] = log
-    return subprocess.run(["clang-19", *args, "-o", str(workdir / "p.o")], env=env,
+    return subprocess.run([llvm_tool("clang"), *args, "-o", str(workdir / "p.o")], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -239,7 +245,7 @@ def test_decision_log_write_error_is_one_line(served: Path, corpus: Corpus, tmp_
 
     args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={served}"])
     env = dict(os.environ, MLGO_PLUGIN_DECISION_LOG=str(log))
-    proc = subprocess.run(["clang-19", *args, "-o", str(tmp_path / "p.o")], env=env,
+    proc = subprocess.run([llvm_tool("clang"), *args, "-o", str(tmp_path / "p.o")], env=env,
                           capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
     assert proc.returncode == 1
     line = _one_plugin_error(proc.stderr)
@@ -330,7 +336,7 @@ def test_a_policy_on_the_plugins_features_serves_as_it_trains(corpus: Corpus, ch
                     action = site_rule(obs.features)
                     flips += action != int(obs.features["cost_estimate"].item(0)
                                            < obs.features["threshold"].item(0))
-                    llvm = " ".join(str(int(obs.features[n].item(0))) for n in llvm19.INLINE_FEATURES)
+                    llvm = " ".join(str(int(obs.features[n].item(0))) for n in for_llvm(toolchain.llvm_major()).INLINE_FEATURES)
                     channel_pairs.append([llvm + " ", f" {action}"])
                     c.answer(action)
                 c.finish()

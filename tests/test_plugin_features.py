@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpus_fixtures import llvm_tool
 
 from mlgo.compiler import plugin_env
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
@@ -36,7 +37,7 @@ def decisions(so: Path, source: str, suffix: str, answer: Callable[[dict[str, in
         src = workdir / f"m{suffix}"
         src.write_text(source)
         base = workdir / "channel"
-        argv = ["clang-19", "-Oz", *flags, "-c", str(src), "-o", str(workdir / "out.o"),
+        argv = [llvm_tool("clang"), "-Oz", *flags, "-c", str(src), "-o", str(workdir / "out.o"),
                 *plugin_env.channel_flags(so, base)]
         sites: list[Site] = []
         with InteractiveCompile(argv, src.name, workdir, channel_base=base, timeout=120) as c:

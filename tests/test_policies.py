@@ -29,6 +29,7 @@ from mlgo.policies.policy_dir import PolicyFormatError, load_policy, read_policy
 from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
 from mlgo.problems.regalloc.network import RegallocNetwork, RegallocNetworkConfig
 from mlgo.protocol.tensor_spec import TensorSpec
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
@@ -206,7 +207,7 @@ def test_saved_model_cli_sees_the_signature_and_aot_compiles(exported, tmp_path)
 
 
 # -- C code for the serving binaries -------------------------------------------------------------
-C_COMPILER = shutil.which("clang-19") or shutil.which("cc")
+C_COMPILER = shutil.which(f"clang-{toolchain.llvm_major()}") or shutil.which("cc")
 
 
 def _compile_c(source: str, out: Path):

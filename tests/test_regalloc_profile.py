@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool
 
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
@@ -128,9 +129,9 @@ def test_a_real_run_gives_block_counts_and_calls(tmp_path: Path) -> None:
     src = tmp_path / "p.c"
     src.write_text(PROGRAM)
     obj, exe = tmp_path / "p.o", tmp_path / "prog"
-    subprocess.run(["clang-19", "-O2", "-fbasic-block-address-map", "-c", str(src), "-o",
+    subprocess.run([llvm_tool("clang"), "-O2", "-fbasic-block-address-map", "-c", str(src), "-o",
                     str(obj)], check=True)
-    subprocess.run(["clang-19", str(obj), "-o", str(exe)], check=True)
+    subprocess.run([llvm_tool("clang"), str(obj), "-o", str(exe)], check=True)
     out = tmp_path / "cg.out"
     subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
                     f"--callgrind-out-file={out}", str(exe)], check=True, capture_output=True)
@@ -166,13 +167,13 @@ def test_the_problem_measures_a_module_by_its_profiled_run(tmp_path: Path, flags
     src = tmp_path / "p.c"
     src.write_text(PROGRAM)
     bc = root / "p" / "p.c.bc"
-    subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+    subprocess.run([llvm_tool("clang"), "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                     str(src), "-o", str(bc)], check=True)
     (root / "p" / "p.c.cmd").write_bytes(b"\0".join(x.encode() for x in ["-c", "-O2", *flags]))
     obj, exe = tmp_path / "p.o", tmp_path / "prog"
-    subprocess.run(["clang-19", "-c", "-O2", *flags, "-fbasic-block-address-map", "-x", "ir",
+    subprocess.run([llvm_tool("clang"), "-c", "-O2", *flags, "-fbasic-block-address-map", "-x", "ir",
                     str(bc), "-o", str(obj)], check=True)
-    subprocess.run(["clang-19", str(obj), "-o", str(exe)], check=True)
+    subprocess.run([llvm_tool("clang"), str(obj), "-o", str(exe)], check=True)
     out = tmp_path / "cg.out"
     subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
                     f"--callgrind-out-file={out}", str(exe)], check=True, capture_output=True)

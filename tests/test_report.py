@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import needs_tools
+from corpus_fixtures import llvm_tool, needs_llvm
 
 import corpus_tools.report as report_mod
 from corpus_tools.corpus import Corpus, Module, split_by_project, write_description
@@ -21,10 +21,11 @@ from corpus_tools.report import (
     rank_functions_by_pressure,
     run_report,
 )
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 DATA = Path(__file__).parent / "data" / "ir"
-pytestmark = needs_tools("clang-19", "llvm-as-19")
+pytestmark = needs_llvm("clang", "llvm-as")
 
 # module name -> (project, source)
 _MODULES = {
@@ -41,9 +42,9 @@ def _make_corpus(root: Path, broken: bool = True) -> Path:
         bc = root / (name + ".bc")
         bc.parent.mkdir(parents=True, exist_ok=True)
         if source.endswith(".ll"):
-            subprocess.run(["llvm-as-19", str(DATA / source), "-o", str(bc)], check=True)
+            subprocess.run([llvm_tool("llvm-as"), str(DATA / source), "-o", str(bc)], check=True)
         else:
-            subprocess.run(["clang-19", "-O1", "-Xclang", "-disable-llvm-passes", "-emit-llvm",
+            subprocess.run([llvm_tool("clang"), "-O1", "-Xclang", "-disable-llvm-passes", "-emit-llvm",
                             "-c", str(DATA / source), "-o", str(bc)], check=True)
         names.append(name)
     if broken:
@@ -53,7 +54,7 @@ def _make_corpus(root: Path, broken: bool = True) -> Path:
         names.append("beta/broken")
     for name in names:
         (root / (name + ".cmd")).write_bytes(b"-c\0-O2")
-    write_description(root, names)
+    write_description(root, names, llvm_version=toolchain.llvm_major())
     return root
 
 

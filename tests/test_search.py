@@ -1,10 +1,12 @@
-"""Greedy flip search (mlgo/search.py) on crafted -Oz modules compiled by the real clang-19."""
+"""Greedy flip search (mlgo/search.py) on crafted -Oz modules compiled by the real clang (the
+basic search on each installed LLVM version)."""
 
 import json
 import subprocess
 
 import numpy as np
 import pytest
+from corpus_fixtures import llvm_tool, on_each_llvm, on_llvm
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.cache import BaselineCache
@@ -17,6 +19,7 @@ from mlgo.search import (
     search_corpus,
 )
 from mlgo.workers.pool import LocalPool
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 # LLVM inlines `pick` (an external function: its body stays) at all 8 call sites at -Oz,
@@ -40,18 +43,19 @@ def make_oz_corpus(root, sources=SOURCES):
         src = root / "src" / fname
         src.write_text(text)
         name = "t/" + fname
-        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(src), "-o", str(root / "corpus" / (name + ".bc"))], check=True)
         (root / "corpus" / (name + ".cmd")).write_bytes(b"-c\0-Oz")
         names.append(name)
     (root / "corpus" / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": names}))
+        json.dumps({"has_thinlto": False, "modules": names, "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(root / "corpus")
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_oz_corpus(tmp_path_factory.mktemp("oz"))
+def corpus(tmp_path_factory, llvm_major):
+    with on_llvm(llvm_major):
+        return make_oz_corpus(tmp_path_factory.mktemp(f"oz{llvm_major}-"))
 
 
 @pytest.fixture
@@ -63,6 +67,7 @@ def _mod(corpus, name):
     return next(m for m in corpus.modules if m.name == f"t/{name}")
 
 
+@on_each_llvm
 def test_search_beats_oz_on_a_crafted_module(corpus, cache):
     s = FlipSearch(_mod(corpus, "external.c"), SearchConfig(passes=2), cache=cache)
     anchor, best, final = s.run()
@@ -78,6 +83,7 @@ def test_search_beats_oz_on_a_crafted_module(corpus, cache):
     assert "callee_basic_block_count" in final.observations[0]
 
 
+@on_each_llvm
 def test_search_keeps_nothing_that_does_not_shrink(corpus, cache):
     s = FlipSearch(_mod(corpus, "nothing.c"), SearchConfig(passes=3), cache=cache)
     anchor, best, _ = s.run()
@@ -275,12 +281,12 @@ def o2_corpus(tmp_path_factory):
     for fname, text in (("spin.c", PRESSURE), ("leaf.c", "int leaf(int x) { return x + 1; }\n")):
         src = root / fname
         src.write_text(text)
-        subprocess.run(["clang-19", "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-O2", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(src), "-o", str(root / "corpus" / "t" / (fname + ".bc"))], check=True)
         (root / "corpus" / "t" / (fname + ".cmd")).write_bytes(b"-c\0-O2")
         names.append("t/" + fname)
     (root / "corpus" / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": names}))
+        json.dumps({"has_thinlto": False, "modules": names, "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(root / "corpus")
 
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+from corpus_fixtures import llvm_tool
 from test_search import EXTERNAL_CALLEE, NOTHING_TO_GAIN, make_oz_corpus
 
 from mlgo.cli.main import main
@@ -41,7 +42,7 @@ def _replace_module(corpus, name, source):
     """Compile `source` over the corpus's module `name` (its bitcode changes, its name not)."""
     src = corpus.root.parent / "src" / "replaced.c"
     src.write_text(source)
-    subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+    subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                     str(src), "-o", str(corpus.root / (name + ".bc"))], check=True)
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import SOURCES
+from corpus_fixtures import SOURCES, llvm_tool
 
 from mlgo.serving import build, launcher, plugin
 
@@ -47,7 +47,7 @@ def test_truncated_plugin_is_rebuilt(tmp_path: Path, private_cache: Path) -> Non
     assert printed.stdout.strip() == str(so) and so.read_bytes() == whole
     src = tmp_path / "calls.c"
     src.write_text(SOURCES["calls.c"])
-    subprocess.run(["clang-19", "-Oz", f"-fpass-plugin={so}", "-c", str(src), "-o",
+    subprocess.run([llvm_tool("clang"), "-Oz", f"-fpass-plugin={so}", "-c", str(src), "-o",
                     str(tmp_path / "calls.o")], check=True, timeout=120)
 
 

@@ -15,6 +15,7 @@ from corpus_fixtures import SOURCES
 
 from mlgo.cli.main import main
 from mlgo.policies.policy_dir import load_policy
+from mlgo_base import toolchain
 
 pytestmark = pytest.mark.usefixtures("module_cache")
 
@@ -177,7 +178,7 @@ def test_a_broken_module_is_skipped_and_recorded(bc_run, corpus, tmp_path, caplo
     (broken / "small" / "broken.c.bc").write_bytes(b"BC\xc0\xde" + b"\0" * 64)
     (broken / "small" / "broken.c.cmd").write_bytes(b"-c\0-O2")
     names = [m.name for m in Corpus.load(corpus).modules] + ["small/broken.c"]
-    write_description(broken, names)
+    write_description(broken, names, llvm_version=toolchain.llvm_major())
     out = tmp_path / "es"
     assert main(["train", "--problem", "inlining", "--algorithm", "es", "--corpus", str(broken),
                  "-o", str(out), "--warmstart", str(bc_run / "best"), "--workers", "2",

@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool
 from tune_project import MODULES, check_command, make_project
 
 from mlgo.cli.main import main
+from mlgo_base import toolchain
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +93,25 @@ def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and
     assert run.stdout.strip() == expected
     assert doc["tests"]["plugin_seconds"] > 0 and (out / "logs" / "tests-plugin.log").is_file()
 
+    # The plugin serves the search's best decisions as they are (the decision table): every
+    # decision in a module the table names is the table's, and each such module's object is
+    # the search's best bytes.
+    from mlgo.search_store import load_result
+    from mlgo.serving.decision_table import load_table
+
+    table = load_table(out / "decisions.json")
+    assert doc["table"]["modules"] == len(table) > 0 and not doc["table"]["left_out"]
+    hits = doc["table"]["hits"]
+    assert hits["table_decisions"] == hits["decisions_in_table_modules"] > 0
+    rows = {r["name"]: r for r in doc["modules"]}
+    for path in (out / "search" / "modules").rglob("*.npz"):
+        r = load_result(path)
+        key = r.module.split("/", 1)[1]
+        if key in table:
+            assert rows[key]["table"] and rows[key]["plugin"] == r.policy_total, key
+    assert not rows["tests/check.c"]["table"]
+    assert "## Decision table" in (out / "report.md").read_text()
+
 
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     assert main(argv) == 2
@@ -107,9 +128,9 @@ def test_a_compile_database_whose_level_cannot_be_set_is_refused(
     (tmp_path / "flags.rsp").write_text("-O2\n")
     db = tmp_path / "compile_commands.json"
     db.write_text(json.dumps([
-        {"directory": str(tmp_path), "file": "a.c", "command": "clang-19 -O2 -c a.c -o a.o"},
+        {"directory": str(tmp_path), "file": "a.c", "command": "clang -O2 -c a.c -o a.o"},
         {"directory": str(tmp_path), "file": "b.c",
-         "arguments": ["clang-19", "@flags.rsp", "-c", "b.c", "-o", "b.o"]}]))
+         "arguments": ["clang", "@flags.rsp", "-c", "b.c", "-o", "b.o"]}]))
     err = _one_line_error(capsys, ["tune", "--compile-db", str(db), "-o", str(tmp_path / "out")])
     assert str(db) in err and "b.c" in err and "response file" in err
     assert "cannot be set" in err
@@ -138,11 +159,12 @@ def _corpus(root: Path, sources: dict[str, str]) -> Path:
     (corpus / "p").mkdir(parents=True)
     for name, text in sources.items():
         (src / name).write_text(text)
-        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(src / name), "-o", str(corpus / "p" / f"{name}.bc")], check=True)
         (corpus / "p" / f"{name}.cmd").write_bytes(b"-c\0-Oz")
     (corpus / "corpus_description.json").write_text(json.dumps(
-        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz"}))
+        {"has_thinlto": False, "modules": [f"p/{n}" for n in sources], "opt_level": "-Oz",
+         "llvm_version": toolchain.llvm_major()}))
     return Corpus.load(corpus)
 
 

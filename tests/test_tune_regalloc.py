@@ -1,9 +1,11 @@
 """`mlgo tune --problem regalloc` on a tiny generated CMake program with a hot loop under
 register pressure: end to end (plain build, callgrind runs of both workloads, profile, search,
-imitation, the tuned, PGO and PGO + tuned builds measured and their outputs checked, the
-report, a resume that redoes nothing), and the one-line stops: a workload that fails, one whose
-output differs between two runs of one build, a build whose output differs from the plain
-build's, and settings that cannot work."""
+imitation, the tuned and PGO builds measured, a second policy searched and trained on the PGO
+build's code (its IR carrying the profile) for the PGO + tuned build, outputs checked, the
+report, a resume that redoes nothing), split-off function parts counted with their function in
+the hot spots, and the one-line stops: a workload that fails, one whose output differs between
+two runs of one build, a build whose output differs from the plain build's, and settings that
+cannot work."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import pytest
 
 from mlgo.cli.main import main
 from mlgo.tune import regalloc_program as rp
+from mlgo.tune import regalloc_report
+from mlgo_base import process, toolchain
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +76,13 @@ def _argv(src: Path, out: Path, train: str = TRAIN, check: str = CHECK) -> list[
             "--gin_bindings", "imitation.ImitationConfig.epochs = 5"]
 
 
+def _code(obj: Path) -> str:
+    """The disassembled code of an object (not its file name)."""
+    text = process.run([toolchain.companion_tool("llvm-objdump"), "-d", "--no-show-raw-insn",
+                        str(obj)], what="llvm-objdump", timeout=60).stdout
+    return text.split("Disassembly of section", 1)[1]
+
+
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -88,9 +99,40 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
     printed = capsys.readouterr().out
     doc = json.loads((out / "report.json").read_text())
     assert doc["workloads"] == {"train": TRAIN, "check": CHECK}
-    hot = list(doc["hot_modules"])  # most executed first
-    assert hot[0] == "pressure/kernel.c" and set(hot) <= {"pressure/kernel.c", "pressure/main.c"}
-    assert doc["search"]["modules"] == len(hot) and doc["search"]["compiles"] >= 3
+    assert set(doc["policies"]) == {"plain", "pgo"}
+    for basis, base in (("plain", out), ("pgo", out / "pgo-policy")):
+        made = doc["policies"][basis]
+        hot = list(made["hot_modules"])  # most executed first
+        assert hot[0] == "pressure/kernel.c"
+        assert set(hot) <= {"pressure/kernel.c", "pressure/main.c"}
+        assert made["search"]["modules"] == len(hot) and made["search"]["compiles"] >= 3
+        assert made["evaluation"]["default"] > 0 and (base / "eval.json").is_file()
+        assert made["policy"] == str(base / "train" / "policy")
+        assert (base / "train" / "policy").is_dir() and (base / "profile.json").is_file()
+    # The PGO build's policy was searched on the PGO build's code: its modules' IR carries the
+    # profile the PGO build read (entry counts, a profile summary); the plain build's does not.
+    dis = toolchain.companion_tool("llvm-dis")
+    ir = {basis: process.run([dis, "-o", "-", str(base / "corpus" / "pressure" / "kernel.c.bc")],
+                             what="llvm-dis", timeout=60).stdout
+          for basis, base in (("plain", out), ("pgo", out / "pgo-policy"))}
+    assert "function_entry_count" in ir["pgo"] and "ProfileSummary" in ir["pgo"]
+    assert "function_entry_count" not in ir["plain"]
+    # Compiled as the corpus records, each module is the code its build compiled: the search
+    # scored the decisions of the code the build with the policy serves.
+    code = {}
+    for basis, base in (("plain", out), ("pgo", out / "pgo-policy")):
+        module = base / "corpus" / "pressure" / "kernel.c"
+        cmd = Path(f"{module}.cmd").read_text().split("\0")
+        obj = tmp_path / f"{basis}-kernel.o"
+        process.run([toolchain.clang().path, *[a for a in cmd if a], f"{module}.bc", "-o",
+                     str(obj)], what="compile", timeout=120)
+        built = next((out / f"build-{basis}").rglob("kernel.c.o"))
+        code[basis] = _code(obj)
+        assert code[basis] == _code(built), basis
+    assert code["plain"] != code["pgo"]
+    # ... and its block profile is the PGO build's training run, not the plain build's.
+    assert json.loads((out / "pgo-policy" / "profile.json").read_text()) != json.loads(
+        (out / "profile.json").read_text())
     assert set(doc["instructions"]) == {"plain", "tuned", "pgo", "pgo-tuned"}
     plain = doc["instructions"]["plain"]
     # The check workload runs fewer loop iterations: fewer instructions, measured apart.
@@ -106,14 +148,17 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
             assert got.strip().isdigit()
     spots = {r["function"]: r for r in doc["hot_spots"]["train"]}
     assert spots["mix"]["plain"] > spots["main"]["plain"] > 0
-    assert doc["evaluation"]["default"] > 0 and (out / "eval.json").is_file()
-    assert (out / "train" / "policy").is_dir() and (out / "pgo" / "default.profdata").is_file()
+    assert (out / "pgo" / "default.profdata").is_file()
+    # Each step's time is its own (extracting, compiling and evaluating take seconds).
+    assert min(doc["steps_seconds"][s] for s in ("corpus", "eval", "pgo-corpus", "pgo-eval")) > 0.1
     # The tuned builds were compiled by an mlgo-clang serving the tuned policy, not the plain one.
     caches = {v: (out / f"build-{v}" / "CMakeCache.txt").read_text() for v in
               ("plain", "tuned", "pgo", "pgo-tuned")}
     compiler = {v: next(x for x in c.splitlines() if x.startswith("CMAKE_C_COMPILER:"))
                 for v, c in caches.items()}
-    assert compiler["plain"] == compiler["pgo"] != compiler["tuned"] == compiler["pgo-tuned"]
+    # plain and PGO alone: no policy; tuned and PGO + tuned: each its own policy.
+    assert compiler["plain"] == compiler["pgo"]
+    assert len({compiler["plain"], compiler["tuned"], compiler["pgo-tuned"]}) == 3
     assert "-fprofile-instr-use=" in caches["pgo-tuned"]
     use = doc["instructions"]["tuned"]["train"]["change"] < 0 and \
         doc["instructions"]["tuned"]["check"]["change"] <= 0.001
@@ -125,8 +170,40 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
     # A re-run resumes: every step is done already, the report is the same figures.
     assert main(_argv(src, out)) == 0
     again = capsys.readouterr().out
-    assert again.count("(done earlier)") == 9
+    assert again.count("(done earlier)") == 12
     assert json.loads((out / "report.json").read_text())["instructions"] == doc["instructions"]
+
+
+def test_split_off_parts_count_with_their_function_in_the_hot_spots(tmp_path: Path) -> None:
+    def run(functions: dict[str, int]) -> dict:
+        return {"instructions": 1000, "own": 900, "seconds": 1.0, "functions": functions}
+
+    plain = {"mix": 600, "main": 200, "helper": 100}
+    # The PGO build split `mix` (a cold part) and `helper` (two outlined parts).
+    pgo = {"mix": 500, "mix.cold": 20, "main": 190, "helper.cold.1": 30, "helper.cold.2": 5,
+           "helper": 40, "mixer.part.0": 7}
+    measured = {"plain": {w: run(plain) for w in ("train", "check")},
+                "tuned": {w: run(plain) for w in ("train", "check")},
+                "pgo": {w: run(pgo) for w in ("train", "check")}}
+    made = {"plain": {"hot": {"modules": {"p/kernel.c": 0.9}}, "policy": "P",
+                      "search": {"modules": 1, "compiles": 3, "change": -0.01,
+                                 "stopped_by_budget": False, "unfinished": []},
+                      "evaluation": {"change": -0.005}}}
+
+    class Options:
+        source, program, workload, check_workload = tmp_path, "p", "a", "b"
+        cmake_args: tuple = ()
+        time_budget = 60.0
+
+    doc = regalloc_report.write_report(tmp_path, Options(), "p", made, measured, {"plain": 1.0},
+                                       1.0)
+    spots = {r["function"]: r for r in doc["hot_spots"]["train"]}
+    assert set(spots) == {"mix", "main", "helper"}
+    assert spots["mix"]["pgo"] == 520 and spots["helper"]["pgo"] == 75
+    assert spots["main"]["pgo"] == 190 and spots["mix"]["plain"] == 600
+    assert regalloc_report.fold_split_parts(pgo)["mixer"] == 7
+    md = (tmp_path / "report.md").read_text()
+    assert "| `mix` | 600 | 600 (+0.00%) | 520 (-13.33%) |" in md and "mix.cold" not in md
 
 
 def test_a_failing_workload_stops_the_tune_with_one_line(

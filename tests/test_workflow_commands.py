@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from corpus_fixtures import needs_tools
+from corpus_fixtures import llvm_tool, needs_tools
 
 from mlgo.cli.main import main
 from mlgo.policies.margin import choose_margin
@@ -35,16 +35,16 @@ __attribute__((noinline)) int never_called(int x) { return x - 1; }
 """
 
 
-@needs_tools("clang-19", "valgrind")
+@needs_tools("valgrind")
 def test_profile_make_keys_a_real_run_by_corpus_module(tmp_path: Path, capsys) -> None:
     objs = {}
     for name, text in (("main.c", MAIN_C), ("other.c", OTHER_C)):
         (tmp_path / name).write_text(text)
         objs[name] = tmp_path / (name + ".o")
-        subprocess.run(["clang-19", "-O1", "-fbasic-block-address-map", "-c",
+        subprocess.run([llvm_tool("clang"), "-O1", "-fbasic-block-address-map", "-c",
                         str(tmp_path / name), "-o", str(objs[name])], check=True, timeout=120)
     exe = tmp_path / "prog"
-    subprocess.run(["clang-19", *map(str, objs.values()), "-o", str(exe)], check=True, timeout=120)
+    subprocess.run([llvm_tool("clang"), *map(str, objs.values()), "-o", str(exe)], check=True, timeout=120)
     cg = tmp_path / "cg.out"
     subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
                     f"--callgrind-out-file={cg}", str(exe)], capture_output=True, timeout=300)
@@ -175,7 +175,7 @@ def test_choosing_on_a_held_out_program_is_refused(tmp_path: Path, capsys) -> No
 
 
 @pytest.mark.slow
-@needs_tools("clang-19", "valgrind")
+@needs_tools("valgrind")
 @pytest.mark.usefixtures("isolated_cache")
 def test_profile_programs_profiles_a_real_training_program_and_its_corpus(tmp_path: Path,
                                                                         capsys) -> None:
@@ -195,3 +195,61 @@ def test_profile_programs_profiles_a_real_training_program_and_its_corpus(tmp_pa
     assert sum(b.executed for b in execute.values()) > 10_000_000  # the interpreter's loop
     assert main(["profile", "programs", "--program", "lua5.4", "-o", str(out),
                  "--workdir", str(tmp_path / "work")]) == 2  # old callgrind files would count
+
+
+def _plugin_feature_policy(path: Path) -> Path:
+    """A fresh residual inlining policy (LLVM's rule) whose network also reads the inliner
+    plugin's own features, which only `--env plugin` compiles send."""
+    import numpy as np
+
+    from mlgo.compiler.plugin_env import PLUGIN_FEATURES
+    from mlgo.policies import vocab as V
+    from mlgo.policies.network import as_specs
+    from mlgo.policies.policy_dir import save_policy
+    from mlgo.problems import get_problem
+    from mlgo.problems.inlining.network import InliningNetwork, InliningNetworkConfig
+    from mlgo.serving.plugin import channel_plugin
+    from mlgo.training.gin_config import parse_gin
+
+    parse_gin([], [f"inlining.InliningForSize.plugin = {str(channel_plugin())!r}"])
+    try:
+        header = get_problem("inlining").header()
+    finally:
+        parse_gin([], [])
+    config = InliningNetworkConfig(residual=True, hidden_sizes=(8,))
+    specs = as_specs(header)
+    # any bucket bounds do: the fresh residual network is the rule whatever its inputs
+    vocab = {key: np.array([0.0, 1.0, 10.0, 100.0]) for f in specs
+             if f.name not in config.ignored_features
+             for key in V.vocab_names(f.name, f.num_elements)}
+    net = InliningNetwork(specs, config, vocab, header.advice)
+    assert set(PLUGIN_FEATURES) <= {f.name for f in net.features}
+    return save_policy(path, net, net.init_params(0), {"algorithm": "imitation"})
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_margin_chooses_through_the_plugin_with_env_plugin(tmp_path: Path, corpus: Path,
+                                                           capsys) -> None:
+    policy = _plugin_feature_policy(tmp_path / "policy")
+    out = tmp_path / "m"
+    assert main(["margin", "--policy", str(policy), "-o", str(out), "--margins", "0", "1",
+                 "--choose-on", str(corpus), "--workers", "1", "--env", "plugin"]) == 0
+    assert "flip margin 1 chosen on the 6 modules" in capsys.readouterr().out
+    report = json.loads((out / "eval-margin-1.json").read_text())
+    assert len(report["modules"]) == 6 and not report["failures"]
+    # LLVM's interactive mode does not send the plugin's features the network reads
+    assert main(["margin", "--policy", str(policy), "-o", str(tmp_path / "i"), "--margins", "0",
+                 "--choose-on", str(corpus), "--workers", "1", "--env", "interactive"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlgo: error: ") and "lacks feature(s) callee_linkage" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_margin_refuses_env_without_a_corpus_to_compile(tmp_path: Path, capsys) -> None:
+    policy = resolve_shipped("regalloc")
+    assert main(["margin", "--policy", policy, "-o", str(tmp_path / "m"), "--margins", "1",
+                 "--env", "plugin"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mlgo: error: --env goes with --choose-on: it says how the validation modules are "
+        "compiled, and nothing else here compiles through it")
+    assert not (tmp_path / "m").exists()

@@ -1,5 +1,6 @@
 """mlgo-clang: the one native per-compile program (and the Python entry point that executes
-it), against the real clang-19. How it fails when its compiler misbehaves or it is interrupted:
+it), against the real clang of the chosen LLVM version (serving default-rule on each installed
+version). How it fails when its compiler misbehaves or it is interrupted:
 tests/test_wrapper_faults.py."""
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from corpus_fixtures import (
     SOURCES,
     WRAPPERS,
     assert_channels_clean,
+    generated_source,
+    llvm_tool,
     make_small_corpus,
+    on_each_llvm,
+    without_mlgo_settings,
     wrapper_command,
 )
 
@@ -25,11 +30,14 @@ from mlgo.compiler.interactive import InteractiveCompile
 from mlgo.compiler.measure import parse_regalloc_remarks
 from mlgo.policies import c_source
 from mlgo.problems import get_problem
-from mlgo.protocol import llvm19
+from mlgo.protocol import for_llvm
 from mlgo.serving import launcher
-from mlgo_base.toolchain import locate
+from mlgo_base.toolchain import llvm_major, locate
 
 BIN = Path(sys.executable).parent
+# Many values live across a call: the greedy allocator evicts here on every LLVM version
+# (pressure.c's functions need no eviction on LLVM 22).
+EVICTING = generated_source("regalloc", 1)
 
 
 def _write_sources(d: Path) -> list[Path]:
@@ -98,7 +106,7 @@ def test_compile_jobs_are_told_apart(tmp_path: Path, default_program: str) -> No
     fake = tmp_path / "fake-clang"
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
     fake.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env = without_mlgo_settings()
     env.update(MLGO_CLANG=str(fake), MLGO_TMPDIR=str(tmp_path))
     served = []
     for args, _ in CLASSIFICATION:
@@ -129,7 +137,7 @@ def test_malformed_response_file_is_an_error_naming_it(tmp_path: Path, channel_t
 
 def test_policy_needing_a_feature_the_compiler_lacks_is_refused(tmp_path: Path,
                                                                 channel_tmp: Path) -> None:
-    features = list(llvm19.REGALLOC_FEATURES)
+    features = list(for_llvm(llvm_major()).REGALLOC_FEATURES)
     features[2] = ("nr_urgent_v2", "float", 33)
     features[4] = ("is_hint", "float", 33)
     program = _program(tmp_path, features)
@@ -152,9 +160,9 @@ def test_policy_needing_a_feature_the_compiler_lacks_is_refused(tmp_path: Path,
 def test_policy_inputs_are_bound_by_name(tmp_path: Path, channel_tmp: Path) -> None:
     """A policy declaring its features in another order, or only those it reads, makes the
     same decisions as one declaring the compiler's order."""
-    src = tmp_path / "pressure.c"
-    src.write_text(SOURCES["pressure.c"])
-    features = llvm19.REGALLOC_FEATURES
+    src = tmp_path / "evicting.c"
+    src.write_text(EVICTING)
+    features = for_llvm(llvm_major()).REGALLOC_FEATURES
     subset = [f for f in features if f[0] in ("use_def_density", "mask")]
     results = []
     for label, program in (("ordered", _program(tmp_path, features, "ordered")),
@@ -188,12 +196,14 @@ def _interactive(argv: list[str], workdir: Path, heuristic=None) -> list[int]:
     return actions
 
 
+@on_each_llvm
 @pytest.mark.parametrize("kind", WRAPPERS)
 def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
                                           default_program: str, kind: str) -> None:
     """Unset, MLGO_REGALLOC_POLICY serves default-rule: the same objects and decisions as
     serving it from Python, and the same spill cost as mlgo.env measures for the module."""
-    corpus = Corpus.load(make_small_corpus(tmp_path / "c"))
+    corpus = Corpus.load(make_small_corpus(tmp_path / "c", sources={
+        **SOURCES, "evicting.c": EVICTING}))
     problem = get_problem("regalloc")
     heuristic = problem.heuristic("default-rule")
     cc = wrapper_command(kind)
@@ -212,14 +222,14 @@ def test_wrapper_matches_interactive_mode(tmp_path: Path, channel_tmp: Path,
             if log.exists() else []
         ref_dir = work / "ref"
         ref_dir.mkdir()
-        ref_actions = _interactive(["clang-19", *args, "-o", str(ref_dir / "out.o")],
+        ref_actions = _interactive([llvm_tool("clang"), *args, "-o", str(ref_dir / "out.o")],
                                          ref_dir)
         assert decisions == ref_actions, module.name
         assert (work / "wrapped.o").read_bytes() == (ref_dir / "out.o").read_bytes()
         with mlgo_env.make(problem, module) as e:
             assert mlgo_env.run_episode(e, heuristic).measurement.total == wrapped_cost
         total_decisions += len(decisions)
-    assert total_decisions > 0  # pressure.c makes the allocator evict
+    assert total_decisions > 0
     assert_channels_clean(channel_tmp)
 
 
@@ -263,7 +273,7 @@ def test_residual_regalloc_policy_directory_is_served_and_exported(
         seen.append(obs)
         return NumpyPolicy(net, trained).act(obs)
 
-    assert _interactive(["clang-19", "-O2", "-c", str(src), "-o", str(ref / "out.o")], ref,
+    assert _interactive([llvm_tool("clang"), "-O2", "-c", str(src), "-o", str(ref / "out.o")], ref,
                               trained_policy) == decisions
     assert (ref / "out.o").read_bytes() == obj and decisions != rule[0]
     assert main(["export", "--policy", str(tmp_path / "trained"), "-o", str(tmp_path / "export"),
@@ -278,11 +288,13 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, default_
                                      kind: str) -> None:
     project = tmp_path / "proj"
     _write_sources(project)
+    (project / "evicting.c").write_text(EVICTING)
     (project / "main.c").write_text(
         "int twice(int); int leaf(int); long hash(const char *);\n"
+        "long ext(long x) { return x; }\n"
         "int main(void) { return (int)(twice(3) + leaf(1) + hash(\"x\")) & 1; }\n")
     (project / "Makefile").write_text(
-        "OBJS = calls.o pressure.o leaf.o main.o\n"
+        "OBJS = calls.o pressure.o evicting.o leaf.o main.o\n"
         "prog: $(OBJS)\n\t$(CC) $(OBJS) -o prog\n"
         "%.o: %.c\n\t$(CC) -O2 -c $< -o $@\n"
         "clean:\n\trm -f prog $(OBJS)\n")
@@ -292,12 +304,12 @@ def test_make_parallel_equals_serial(tmp_path: Path, channel_tmp: Path, default_
     subprocess.run([*make, "clean"], check=True)
     subprocess.run([*make, "-j1"], check=True, timeout=300)
     serial = {p.name: p.read_bytes() for p in project.glob("*.o")}
-    assert len(parallel) == 4 and parallel == serial
+    assert len(parallel) == 5 and parallel == serial
     assert subprocess.run([str(project / "prog")]).returncode in (0, 1)
-    # The policy was really served: the same build under plain clang-19 differs somewhere.
-    plain = subprocess.run(["clang-19", "-O2", "-c", str(project / "pressure.c"), "-o", "-"],
+    # The policy was really served: the same build under plain clang differs somewhere.
+    plain = subprocess.run([llvm_tool("clang"), "-O2", "-c", str(project / "evicting.c"), "-o", "-"],
                            capture_output=True, check=True).stdout
-    assert plain != serial["pressure.o"]
+    assert plain != serial["evicting.o"]
     assert_channels_clean(channel_tmp)
 
 
@@ -311,7 +323,7 @@ def test_unoptimized_compile_is_served_without_decisions(tmp_path: Path, channel
     subprocess.run([default_program, "-c", str(src), "-o", str(tmp_path / "p.o")], check=True,
                    timeout=120, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
     assert (tmp_path / "p.o").read_bytes() == subprocess.run(
-        ["clang-19", "-c", str(src), "-o", "-"], capture_output=True, check=True).stdout
+        [llvm_tool("clang"), "-c", str(src), "-o", "-"], capture_output=True, check=True).stdout
     assert not log.exists() or log.read_text() == ""
     assert_channels_clean(channel_tmp)
 
@@ -328,12 +340,12 @@ def test_pass_through_invocations_run_plain_clang(tmp_path: Path, channel_tmp: P
         return subprocess.run([cc, *args], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=300)
 
-    assert "clang version 19" in run("--version").stdout
+    assert f"clang version {llvm_major()}." in run("--version").stdout
     assert "sum_squares" in run("-E", str(srcs[0])).stdout
     two = run("-O2", "-c", str(srcs[0]), str(srcs[2]))
     assert two.returncode == 0 and (tmp_path / "calls.o").exists()
     (tmp_path / "main.c").write_text("int leaf(int); int main(void) { return leaf(-1); }\n")
-    subprocess.run(["clang-19", "-c", str(tmp_path / "main.c"), str(srcs[2])], cwd=tmp_path,
+    subprocess.run([llvm_tool("clang"), "-c", str(tmp_path / "main.c"), str(srcs[2])], cwd=tmp_path,
                    check=True)
     link = run("main.o", "leaf.o", "-o", "prog")
     assert link.returncode == 0, link.stderr
@@ -403,15 +415,15 @@ def test_unset_policy_is_default_rule_and_explicit_names_still_win(channel_tmp: 
 
 
 def test_cxx_program_matches_interactive_mode(tmp_path: Path, channel_tmp: Path) -> None:
-    src = tmp_path / "pressure.cpp"
-    src.write_text(SOURCES["pressure.c"])
+    src = tmp_path / "evicting.cpp"
+    src.write_text(EVICTING)
     args = ["-O2", "-c", str(src)]
     log = tmp_path / "decisions.txt"
     subprocess.run([wrapper_command("native", "clang++"), *args, "-o", str(tmp_path / "served.o")],
                    check=True, timeout=300, env=dict(os.environ, MLGO_HOST_DECISION_LOG=str(log)))
     ref = tmp_path / "ref"
     ref.mkdir()
-    actions = _interactive(["clang++-19", *args, "-o", str(ref / "out.o")], ref)
+    actions = _interactive([llvm_tool("clang++"), *args, "-o", str(ref / "out.o")], ref)
     assert actions and [int(line.split("\t")[2]) for line in log.read_text().splitlines()] \
         == actions
     assert (tmp_path / "served.o").read_bytes() == (ref / "out.o").read_bytes()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from corpus_fixtures import generated_source
+from corpus_fixtures import generated_source, llvm_tool
 
 MODULES = 4
 
@@ -39,9 +39,9 @@ def make_project(root: Path) -> tuple[Path, str]:
     objs = []
     for c in [*(src / "lib").glob("*.c"), src / "main.c"]:
         obj = ref / (c.stem + ".o")
-        subprocess.run(["clang-19", "-O0", "-c", str(c), "-o", str(obj)], check=True)
+        subprocess.run([llvm_tool("clang"), "-O0", "-c", str(c), "-o", str(obj)], check=True)
         objs.append(str(obj))
-    subprocess.run(["clang-19", *objs, "-o", str(ref / "app")], check=True)
+    subprocess.run([llvm_tool("clang"), *objs, "-o", str(ref / "app")], check=True)
     expected = subprocess.run([str(ref / "app")], capture_output=True, text=True,
                               check=True).stdout.strip()
     return src, expected

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(ex)
     ex.set_defaults(func=_cmd_extract)
 
-    deb = sub.add_parser("debian", help="build Debian source packages with clang-19 into "
+    deb = sub.add_parser("debian", help="build Debian source packages with the chosen clang into "
                          "one corpus (one project per package)")
     deb.add_argument("packages", nargs="*", metavar="PKG",
                      help="source package names with a recipe in corpus_tools/debian_recipes")
@@ -122,7 +122,7 @@ def _level_args(p: argparse.ArgumentParser) -> None:
                    help="the problem the corpus is for; sets the default --opt-level "
                    "(default: %(default)s)")
     p.add_argument("--opt-level", choices=[*EXTRACT_LEVELS, KEEP_LEVEL], default=None,
-                   help="optimization level the IR is emitted at, as `clang-19 -<level> -c` "
+                   help="optimization level the IR is emitted at, as `clang -<level> -c` "
                    "emits it; 'keep': each compile's own (default: Oz for inlining, keep for "
                    "regalloc)")
     add_llvm_version_arg(p)

@@ -3,10 +3,11 @@
 
   1. set-up   the project's source as a CMake project (lua: Debian's source package, with a
               CMakeLists.txt building the interpreter), some source files held out of tuning
-  2. tune     `mlgo tune` (mlgo/tune/) within the time budget: the plain clang-19 -Oz build,
-              the search and the imitation on the project's own modules (the held-out ones
-              never take part), the policy's plugin, the build with it, the project's test
-              (the interpreter runs a Lua program whose output is checked) on both builds
+  2. tune     `mlgo tune` (mlgo/tune/) within the time budget: the plain -Oz build (the
+              chosen clang), the search and the imitation on the project's own modules (the
+              held-out ones never take part), the policy's plugin, the build with it, the
+              project's test (the interpreter runs a Lua program whose output is checked) on
+              both builds
   3. result   the interpreter's .text with the plugin against plain -Oz, its run, and the
               figures on the tuned modules and, separately, on the held-out modules
 Every output stays in OUTPUT/ (the tune's in OUTPUT/tune/); a re-run resumes.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from mlgo.cli.args import workers_arg
 from mlgo.lua_demo import LUA, DemoProject
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 DEFAULT_BUDGET = "8m"
@@ -84,7 +86,8 @@ def run_demo(out: Path, project: DemoProject, *, workers: int | None = None,
     other = _total([r for r in doc["modules"]
                     if any(fnmatch.fnmatchcase(r["name"], g) for g in held)])
     print(f"{project.program} runs: {ran.stdout.strip()}  (checked)")
-    print(f"{project.program} .text: clang-19 -Oz {row['plain']:,} bytes, -Oz + mlgo plugin "
+    print(f"{project.program} .text: clang-{toolchain.llvm_major()} -Oz {row['plain']:,} bytes, "
+          f"-Oz + mlgo plugin "
           f"{row['plugin']:,} bytes: {100 * row['change']:+.2f}%")
     print(f"tuned modules ({tuned['count']}): {100 * tuned['change']:+.2f}% .text; "
           f"held-out modules ({other['count']}, never searched nor trained on): "

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlgo",
         description="Train ML policies for LLVM's inliner and register allocator, "
-        "and serve them to stock clang-19.",
+        "and serve them to stock clang (clang-19 or clang-22: MLGO_LLVM_VERSION, --llvm-version).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

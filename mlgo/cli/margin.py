@@ -4,6 +4,7 @@ recorded as one margin's validation figure (what `mlgo export` checks).
 
     mlgo margin --policy RUN/policy -o OUT --margins 0 1 4
     mlgo margin --policy RUN/policy -o OUT --margins 0 1 4 --choose-on VALIDATION_CORPUS
+    mlgo margin --policy RUN/policy -o OUT --margins 0 1 4 --choose-on VALIDATION_CORPUS --env plugin
     mlgo margin --policy RUN/policy -o OUT --margins 0 1 4 \
         --choose-on-programs "libyaml (parser)" --choose-on-programs "giflib (gif2rgb)" \
         --max-program-change 0.05
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from mlgo.checks import MAX_TIMEOUT, MAX_WORKERS
 from mlgo.cli.args import timeout_arg, workers_arg
+from mlgo.compiler.plugin_env import DEFAULT_ENVIRONMENT, ENVIRONMENTS
 from mlgo_base.errors import MlgoError
 
 
@@ -48,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "as the policy's validation figure")
     p.add_argument("--max-program-change", type=float, default=None, metavar="PERCENT",
                    help="with --choose-on-programs: only margins under which no program "
-                   "executes more than PERCENT more instructions than plain clang-19 qualify")
+                   "executes more than PERCENT more instructions than plain clang qualify")
     p.add_argument("--workdir", type=Path, default=None,
                    help="with --choose-on-programs: keep the builds here (default: temporary)")
     p.add_argument("--workers", type=workers_arg, default=None,
@@ -61,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --choose-on: gin bindings for the evaluation")
     p.add_argument("--timeout", type=timeout_arg, default=300.0,
                    help=f"with --choose-on: per-compile limit in seconds, at most {MAX_TIMEOUT:g}")
+    # No default: a policy reading the plugin's features must be evaluated through the plugin,
+    # so an --env that nothing would use is refused rather than ignored.
+    p.add_argument("--env", choices=ENVIRONMENTS, default=None,
+                   help="with --choose-on: how the compiler asks for decisions, LLVM's "
+                   "interactive mode (the default) or mlgo's inliner plugin, which also sends "
+                   "its own features (inlining only; docs/plugin-features.md)")
     p.set_defaults(func=run)
 
 
@@ -74,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     from mlgo.policies.policy_dir import load_policy
 
     margins = check_margins(args.margins)
+    if args.env is not None and args.choose_on is None:
+        raise MlgoError("--env goes with --choose-on: it says how the validation modules are "
+                        "compiled, and nothing else here compiles through it")
     net, params, _ = load_policy(args.policy)
     try:
         net.with_flip_margin(params, 0.0)
@@ -103,13 +114,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _choose(args: argparse.Namespace, problem: str, margins: list[float]) -> int:
     from corpus_tools.corpus import Corpus
+    from mlgo.cli.common import setup_gin
     from mlgo.evaluate import evaluate_policy, write_json
     from mlgo.policies.margin import choose_flip_margin, margin_policy_dir
     from mlgo.problems import get_problem
-    from mlgo.training.gin_config import parse_gin
     from mlgo.workers.pool import make_pool
 
-    gin_config = parse_gin(args.gin_file, args.gin_bindings)
+    gin_config = setup_gin(argparse.Namespace(
+        gin_file=args.gin_file, gin_bindings=args.gin_bindings, problem=problem,
+        env=args.env or DEFAULT_ENVIRONMENT))
     corpus = Corpus.load(args.choose_on)
     if len(corpus) == 0:
         raise MlgoError(f"{args.choose_on}: the corpus has no modules")

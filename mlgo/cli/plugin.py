@@ -1,5 +1,6 @@
 """`mlgo plugin POLICY`: print the path of an inliner pass plugin serving POLICY, building it
-on first use, for `clang-19 -Oz -fpass-plugin=$(mlgo plugin POLICY)`. Also `mlgo cmake-flags`
+on first use, for `clang-19 -Oz -fpass-plugin=$(mlgo plugin POLICY)` (clang-22 with
+MLGO_LLVM_VERSION=22: the plugin is built against the chosen LLVM). Also `mlgo cmake-flags`
 (the same for CMake projects) and `mlgo summary` (what was served in a build)."""
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ _POLICY_HELP = (f"a built-in inliner heuristic ({', '.join(RULES['inlining'])}),
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "plugin",
-        help="build (once) and print the path of an inliner plugin for clang-19 -fpass-plugin",
-        description="Print the path of libmlgo_inliner.so serving POLICY to stock clang-19: "
+        help="build (once) and print the path of an inliner plugin for clang -fpass-plugin",
+        description="Print the path of libmlgo_inliner.so serving POLICY to the stock clang of "
+        "the chosen LLVM version (MLGO_LLVM_VERSION, default 19 when clang-19 is installed): "
         "clang-19 -Oz -fpass-plugin=$(mlgo plugin cost-threshold) -c x.c",
     )
     p.add_argument("policy", metavar="POLICY", help=_POLICY_HELP)
+    p.add_argument("--decisions", metavar="TABLE", type=Path, default=None,
+                   help="a decision table (`mlgo tune` writes OUT/decisions.json): the plugin "
+                   "serves its answers at the call sites it names, in the modules whose source "
+                   "path ends with the table's path for them, and POLICY's everywhere else "
+                   "(docs/tune.md)")
     p.set_defaults(func=run)
 
     c = subparsers.add_parser(
@@ -35,9 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     c.add_argument("policy", metavar="POLICY", help=_POLICY_HELP)
     c.add_argument("--cc", metavar="PATH",
-                   help="C compiler (default: clang-19; e.g. $(mlgo-clang --print-launcher))")
+                   help="C compiler (default: the chosen clang, clang-19 or clang-22; e.g. "
+                   "$(mlgo-clang --print-launcher))")
     c.add_argument("--cxx", metavar="PATH",
-                   help="C++ compiler (default: clang++-19; e.g. "
+                   help="C++ compiler (default: the chosen clang++; e.g. "
                    "$(mlgo-clang++ --print-launcher))")
     c.add_argument("--no-lld", action="store_true",
                    help="leave the linker alone (then -flto links use LLVM's own inliner)")
@@ -58,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlgo.serving.plugin import plugin_for
 
-    print(plugin_for(args.policy))
+    print(plugin_for(args.policy, args.decisions))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mlgo_base import toolchain
 from mlgo_base.errors import MlgoError
 
 
@@ -123,8 +124,8 @@ def run_programs(args: argparse.Namespace) -> int:
     profile = profile_programs(programs, corpus=args.corpus, workdir=args.workdir,
                                cache=args.cache)
     write_profile(args.output, profile,
-                  "mlgo profile programs: plain clang-19 builds of " + ", ".join(programs)
-                  + " running their workloads (mlgo/problems/regalloc/programs.py)")
+                  f"mlgo profile programs: plain clang-{toolchain.llvm_major()} builds of "
+                  + ", ".join(programs) + " running their workloads (mlgo/problems/regalloc/programs.py)")
     print(f"{args.output}: {len(profile)} modules of {len(programs)} programs"
           + (f"; corpus: {args.corpus}" if args.corpus else ""))
     return 0

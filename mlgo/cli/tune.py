@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mlgo.checks import MAX_TIMEOUT
 from mlgo.cli.args import int_arg, timeout_arg, workers_arg
+from mlgo_base import toolchain
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with the plugin, test, report",
         description="Tune the inliner on one project's own code within a time budget, and build "
         "it again with the tuned policy's plugin. Give a CMake source directory (configured and "
-        "built here at clang-19 -Oz) or --compile-db compile_commands.json from any build "
-        "system. Re-run the same command to resume; see docs/tune.md.")
+        "built here at -Oz with the chosen clang) or --compile-db compile_commands.json from any "
+        "build system. Re-run the same command to resume; see docs/tune.md.")
     p.add_argument("--problem", choices=("inlining", "regalloc"), default="inlining",
                    help="inlining (default: a smaller build) or regalloc (the register "
                    "allocator's eviction tuned for --workload, checked on --check-workload)")
@@ -141,7 +142,8 @@ def run_regalloc(args: argparse.Namespace) -> int:
     for v, r in doc["instructions"].items():
         if v != "plain":
             print(f"{v}: training workload {100 * r['train']['change']:+.3f}%, check workload "
-                  f"{100 * r['check']['change']:+.3f}% instructions against plain clang-19")
+                  f"{100 * r['check']['change']:+.3f}% instructions against plain "
+                  f"clang-{toolchain.llvm_major()}")
     print(f"verdict: {doc['verdict']}; policy: {doc['outputs']['policy']}")
     print(f"this run: {doc['run_seconds'] / 60:.1f} min; report: {doc['outputs']['report']}")
     return 0

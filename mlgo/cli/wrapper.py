@@ -3,9 +3,10 @@
 The work is done by one native program (mlgo/serving/mlgo_clang.cpp) built for the current
 MLGO_REGALLOC_POLICY (unset or empty: `default-rule`; `default` serves none) and
 MLGO_INLINE_POLICY (unset or empty: none): it tells compile jobs from everything else, serves
-the regalloc policy to clang-19 in its own process and passes everything else to clang-19
-unchanged. This entry point only finds that program (building it on first use) and executes
-it; `--print-launcher` prints its path instead, so that a build can use it as CC with no Python
+the regalloc policy to the chosen clang (clang-19, or clang-22 with MLGO_LLVM_VERSION=22) in its
+own process and passes everything else to that clang unchanged. This entry point only finds
+that program (building it on first use) and executes it; `--print-launcher` prints its path
+instead, so that a build can use it as CC with no Python
 per compile. The program itself takes either variable unset or empty as asking for what it
 was made for.
 """

@@ -104,4 +104,4 @@ def _compiler_version() -> str:
     try:
         return f"clang {toolchain.clang().version}"
     except MlgoError:
-        return "unknown (clang-19 not found)"
+        return f"unknown (clang-{toolchain.llvm_major()} not found)"

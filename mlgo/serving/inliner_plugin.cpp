@@ -19,6 +19,9 @@
 //             `--env plugin`; the generic build for it links no policy.
 //   `-mllvm -mlgo-plugin-include-default` adds LLVM's own decision as `inlining_default`.
 //
+// A plugin built with a decision table (plugin_decisions.h) serves, in the modules it names,
+// the table's answer at each call site it names, and the policy's everywhere else.
+//
 // MLGO_PLUGIN_DECISION_LOG=FILE appends one line per decision: LLVM's 38 features in order,
 // then the decision, so tests can compare decisions one by one with interactive mode. Empty
 // means off; FILE must be a regular file; a failed write is one error naming it, and the
@@ -27,7 +30,8 @@
 // MLGO_DECISION_SUMMARY=FILE appends one line per module the inliner ran on (`mlgo summary FILE`
 // adds them up for a build): "inlining", the policy, the module, the decisions, how many said
 // inline, and notes: "not-size" when functions are compiled without -Os/-Oz (the policy was
-// trained for -Oz; a later -O2/-O3, such as CMake's build-type flags, overrides -Oz), and
+// trained for -Oz; a later -O2/-O3, such as CMake's build-type flags, overrides -Oz),
+// "table=N" when a decision table named the module (N of the decisions were the table's), and
 // "lto-prelink" when this is the compile step of an -flto build, whose link-time inlining
 // happens in the linker, served only if the link loads this plugin too (lld:
 // -Wl,--load-pass-plugin=PATH; its lines then say "lto-postlink"). Both cases are also warned
@@ -86,6 +90,7 @@ __attribute__((weak)) extern const size_t mlgo_policy_num_features;
 
 #include "policy_binding.h" // after the weak declarations, which it then keeps
 #include "plugin_advice.h"
+#include "plugin_decisions.h"
 
 using namespace llvm;
 
@@ -264,10 +269,13 @@ private:
 // advisor below the rest), answered by the linked policy or by the host on the channel.
 class SiteRunner final : public MLModelRunner {
 public:
-  SiteRunner(LLVMContext &Ctx, std::string ModuleName, std::string Notes, std::string Channel)
+  SiteRunner(LLVMContext &Ctx, std::string ModuleName, std::string Notes, std::string Channel,
+             const mlgo_table_module *TableModule = nullptr)
       : MLModelRunner(Ctx, Kind::Release, NumSlots), Values(NumSlots, 0), Log(Ctx),
         ModuleName(std::move(ModuleName)), Notes(std::move(Notes)),
         ChannelBase(std::move(Channel)) {
+    if (TableModule)
+      Table = std::make_unique<mlgo::ModuleDecisions>(*TableModule);
     for (size_t I = 0; I < NumberOfFeatures; ++I)
       setUpBufferForTensor(I, compilerFeatures()[I], &Values[I]);
     setUpBufferForTensor(DefaultSlot, DefaultDecisionSpec, &Values[DefaultSlot]);
@@ -291,6 +299,8 @@ public:
   ~SiteRunner() override {
     if (isChannel() || !policyLinked())
       return;
+    if (Table) // how many of the decisions the table answered (the policy the others)
+      Notes += (Notes.empty() ? "table=" : ",table=") + std::to_string(Table->Hits);
     std::string Failed = mlgo::appendSummaryLine(
         std::string("inlining\t") + policyLabel() + "\t" + ModuleName + "\t" +
         std::to_string(Decisions) + "\t" + std::to_string(Inlined) + "\t" +
@@ -305,6 +315,8 @@ public:
   std::vector<size_t> NeededSite; // the plugin features to compute per decision
   bool WantDefault = false;       // compute LLVM's own decision into inlining_default
   std::string Identity;           // the call site, sent before its observation (channel)
+  std::unique_ptr<mlgo::ModuleDecisions> Table; // this module's decision table, if any
+  int TableAnswer = -1;           // its answer for the current decision (-1: the policy's)
 
 private:
   void *evaluateUntyped() override {
@@ -316,6 +328,8 @@ private:
   }
 
   int64_t askPolicy() {
+    if (TableAnswer >= 0)
+      return TableAnswer;
     const std::vector<size_t> &Index = binding().Index;
     for (size_t I = 0; I < Index.size(); ++I)
       Inputs[I] = Values[Index[I]];
@@ -457,14 +471,19 @@ std::unique_ptr<MLModelRunner> runnerFactory(RunnerMaker Make) { return Make(); 
 #endif
 
 // What a module's decisions need computed (plugin_advice.h): everything for the training
-// channel and the decision log, which send or write every feature; else what the policy binds.
-mlgo::FeatureNeeds featureNeeds(bool Channel) {
+// channel and the decision log, which send or write every feature; else what the policy binds,
+// and the site's shape a decision table reads (plugin_decisions.h).
+mlgo::FeatureNeeds featureNeeds(bool Channel, bool Table) {
   mlgo::FeatureNeeds Needs;
   const char *Log = std::getenv("MLGO_PLUGIN_DECISION_LOG");
   if (Channel || (Log && *Log)) {
     Needs.AllByLLVM = true;
     return Needs;
   }
+  if (Table)
+    for (FeatureIndex Shape : {FeatureIndex::caller_basic_block_count,
+                               FeatureIndex::callee_basic_block_count, FeatureIndex::cost_estimate})
+      mlgo::addLLVMFeatureNeed(static_cast<size_t>(Shape), Needs);
   for (size_t Slot : binding().Index) {
     if (Slot < NumberOfFeatures)
       mlgo::addLLVMFeatureNeed(Slot, Needs);
@@ -507,6 +526,9 @@ protected:
       Runner.slot(DefaultSlot) = GetDefaultAdvice(CB);
     if (Runner.isChannel())
       Runner.Identity = identity(CB, Caller, Callee);
+    else if (Runner.Table)
+      Runner.TableAnswer =
+          Runner.Table->next(Caller.getName(), Callee.getName(), &Runner.slot(0));
     return ModelRunner->evaluate<int64_t>() != 0;
   }
 
@@ -656,11 +678,13 @@ InlineAdvisor *createAdvisor(Module &M, FunctionAnalysisManager &FAM, InlinePara
     Notes += (Notes.empty() ? "" : ",") + LTO;
   LLVMContext &Ctx = M.getContext();
   std::string ModuleName = M.getModuleIdentifier();
-  RunnerMaker MakeRunner = [&Ctx, ModuleName, Notes, Channel] {
-    return std::make_unique<SiteRunner>(Ctx, ModuleName, Notes, Channel);
+  const mlgo_table_module *TableModule =
+      Channel.empty() ? mlgo::findTableModule(M.getSourceFileName(), ModuleName) : nullptr;
+  RunnerMaker MakeRunner = [&Ctx, ModuleName, Notes, Channel, TableModule] {
+    return std::make_unique<SiteRunner>(Ctx, ModuleName, Notes, Channel, TableModule);
   };
   return new MlgoAdvisor(M, *RegisteredMAM, std::move(MakeRunner), DefaultAdvice,
-                         featureNeeds(!Channel.empty()));
+                         featureNeeds(!Channel.empty(), TableModule != nullptr));
 }
 
 void registerCallbacks(PassBuilder &PB) {

@@ -42,7 +42,8 @@ PLUGIN_SOURCE = "inliner_plugin.cpp"
 # Included by the plugin: binding the policy's inputs by name, the plugin's own features, its
 # decision log and training channel, its advisor computing only the features bound.
 BINDING_HEADER = "policy_binding.h"
-PLUGIN_HEADERS = (BINDING_HEADER, "plugin_features.h", "plugin_io.h", "plugin_advice.h")
+PLUGIN_HEADERS = (BINDING_HEADER, "plugin_features.h", "plugin_io.h", "plugin_decisions.h",
+                  "plugin_advice.h")
 PLUGIN_FILE = "libmlgo_inliner.so"
 PLUGIN_OBJECT = "inliner_plugin.o"
 
@@ -277,7 +278,13 @@ def _source_key(problem: str, policy: Path | str, generator: list[Path]) -> str:
     return h.hexdigest()
 
 
-def plugin_for(policy: str) -> Path:
-    """A ready plugin for `policy` (built-in heuristic name or policy directory)."""
+def plugin_for(policy: str, decisions: Path | None = None) -> Path:
+    """A ready plugin for `policy` (built-in heuristic name or policy directory); with
+    `decisions`, a decision table file (mlgo/serving/decision_table.py) linked in too, whose
+    answers the plugin serves at the call sites it names."""
     source, label = policy_source(policy, "inlining")
+    if decisions is not None:
+        from mlgo.serving.decision_table import load_table, table_c_source
+
+        source += "\n" + table_c_source(load_table(decisions))
     return build_plugin(source, policy_label=label)

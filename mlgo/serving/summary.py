@@ -11,8 +11,9 @@ built-in heuristic's name or a policy directory); MODULE the module the inliner 
 for regalloc); YES how many decisions said inline (`-` for regalloc); NOTES `-` or a comma list
 of: `not-size` (functions compiled without -Os/-Oz), `lto-prelink` (the compile step of an -flto
 build), `lto-postlink` (the inliner at an LTO link), `lto-not-served` / `lto-link-not-served`
-(an -flto compile or link whose register allocation mlgo did not serve). `mlgo summary FILE`
-adds them up.
+(an -flto compile or link whose register allocation mlgo did not serve), `table=N` (a
+decision table named the module: N of its decisions were the table's, the others the
+policy's). `mlgo summary FILE` adds them up.
 
 FILE must be a regular file (a FIFO would block the reader, /dev/zero never ends), is read a
 line at a time with lines up to MAX_LINE bytes, and its counts are ASCII digits (Python's
@@ -34,6 +35,7 @@ PROBLEMS = ("inlining", "regalloc")
 # A line holds two labels (policy, module: paths up to PATH_MAX each) and short fields.
 MAX_LINE = 64 * 1024
 _COUNT = re.compile(r"[0-9]{1,18}")  # a whole number of decisions, in ASCII digits
+_TABLE_NOTE = re.compile(r"table=([0-9]{1,18})")
 NOTES = ("not-size", "lto-prelink", "lto-postlink", "lto-not-served", "lto-link-not-served")
 # Where the decisions were (not) made, from the notes.
 _WHERE = (("lto-link-not-served", "LTO link, not served"),
@@ -48,6 +50,8 @@ class Group:
     decisions: int = 0
     yes: int | None = None
     notes: Counter = field(default_factory=Counter)
+    table_runs: int = 0  # runs on modules a decision table named
+    table_decisions: int = 0  # decisions the table answered
 
 
 def where(notes: set[str]) -> str:
@@ -105,6 +109,10 @@ def _add_line(groups: dict[tuple[str, str, str], Group], line: str, path: Path,
     elif not _COUNT.fullmatch(fields[3]) or not (fields[4] == "-" or _COUNT.fullmatch(fields[4])):
         bad = "decision counts are not whole numbers of at most 18 digits 0-9"
     notes = set() if bad or fields[5] == "-" else set(fields[5].split(","))
+    table = [m for m in map(_TABLE_NOTE.fullmatch, notes) if m]
+    notes -= {m.group(0) for m in table}
+    if not bad and len(table) > 1:
+        bad = "two table= notes"
     if not bad and notes - set(NOTES):
         bad = f"unknown notes {sorted(notes - set(NOTES))}"
     if bad:
@@ -115,6 +123,9 @@ def _add_line(groups: dict[tuple[str, str, str], Group], line: str, path: Path,
     if fields[4] != "-":
         group.yes = (group.yes or 0) + int(fields[4])
     group.notes.update(notes)
+    if table:
+        group.table_runs += 1
+        group.table_decisions += int(table[0].group(1))
 
 
 def format_summary(groups: dict[tuple[str, str, str], Group]) -> str:
@@ -131,6 +142,11 @@ def format_summary(groups: dict[tuple[str, str, str], Group]) -> str:
         left = "  ".join(r[i].ljust(widths[i]) for i in range(3))
         right = "  ".join(r[i].rjust(widths[i]) for i in range(3, 6))
         out.append(f"{left}  {right}")
+    tabled = [g for g in groups.values() if g.table_runs]
+    if tabled:
+        out.append(f"decision tables: {sum(g.table_runs for g in tabled)} inliner runs on modules "
+                   f"a table named; the table answered {sum(g.table_decisions for g in tabled)} "
+                   f"of the decisions, the policy the rest")
     not_size = sum(g.notes["not-size"] for g in groups.values())
     if not_size:
         out.append(f"note: {not_size} inliner runs had functions not compiled for size "

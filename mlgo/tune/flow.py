@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlgo.tune import learn, project, report
+from mlgo.tune import decisions, learn, project, report
 from mlgo.tune.progress import (
     IDENTITY,
     Progress,
@@ -27,6 +28,7 @@ from mlgo.tune.progress import (
 )
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
+from mlgo_base.toolchain import clang_name
 
 FLIPS = ("auto", "all", "inlined", "marginal")
 SEARCH_STRATEGIES = ("strong", "greedy")
@@ -106,8 +108,9 @@ def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
     baseline's compile times (a policy compile costs about 1.5 baseline compiles), the
     rebuild from the plain build, the tests from their run on the plain build."""
     compile_s = sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
+    # export: the policy's plugin and the decision table's one compile per module
     est = {"train": 40.0 + 2.5 * compile_s, "eval": 5.0 + 1.5 * compile_s,
-           "export": 45.0, "rebuild": 10.0 + 1.3 * done.get("plain", 60.0),
+           "export": 45.0 + 1.5 * compile_s, "rebuild": 10.0 + 1.3 * done.get("plain", 60.0),
            "tests-plugin": 1.2 * done.get("tests-plain", 0.0) if tests else 0.0, "report": 5.0}
     return {k: v for k, v in est.items() if k not in done}
 
@@ -147,8 +150,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         return project.sources(db, root=src)
 
     # 1. the plain -Oz build
-    rec = begin(1, "plain", "build at plain clang-19 -Oz" if cmake else "recompile the "
-                "compile database's compiles at plain clang-19 -Oz")
+    rec = begin(1, "plain", f"build at plain {clang_name()} -Oz" if cmake else "recompile the "
+                f"compile database's compiles at plain {clang_name()} -Oz")
     if rec is None:
         t = time.monotonic()
         if cmake:
@@ -329,11 +332,31 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     _update_eta(prog, base, steps, workers, o)
 
     # 8. export, plugin, flags
-    exported = begin(8, "export", "export the policy, build its plugin, write the flags files")
+    exported = begin(8, "export", "export the policy, name the searched decisions' call sites "
+                     "(decision table), build the plugin, write the flags files")
     if exported is None:
         t = time.monotonic()
-        ex = learn.export(policy, out)
-        ex.update(learn.write_flags(Path(ex["plugin"]), policy, out))
+        pool = make_pool(workers, o.ray, task_fn=decisions.run_replay_task)
+        try:
+            table, table_stats = decisions.build_table(
+                corpus.modules, search_dir, name, pool, gin=gin, timeout=o.timeout,
+                previous=o.previous.resolve() if o.previous else None)
+        finally:
+            pool.close()
+        prog.say(decisions.summary_line(table_stats))
+        beyond = decisions.policy_beyond_table(
+            out / ("eval-previous-policy.json" if evaluation.get("policy") == "earlier"
+                   else "eval.json"), set(table["modules"]), name)
+        served = policy if beyond["serve"] == "policy" else decisions.LLVM_RULE
+        if beyond["serve"] != "policy":
+            prog.say(f"the policy changes .text by {100 * beyond['change']:+.2f}% on the "
+                     f"{beyond['modules']} tuned module(s)"
+                     f"{' the table does not name' if beyond['outside_table'] else ''}: "
+                     f"outside the table the plugin serves LLVM's own rule "
+                     f"({decisions.LLVM_RULE}) instead")
+        ex = learn.export(policy, out, decisions.write(out, table), served=str(served))
+        ex.update(learn.write_flags(Path(ex["plugin"]), Path(served), out))
+        ex["table"] = {**table_stats, "beyond": beyond}
         exported = steps.record("export", time.monotonic() - t, ex)
     plugin = Path(exported["plugin"])
     _update_eta(prog, base, steps, workers, o)
@@ -342,16 +365,35 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     rebuilt = begin(9, "rebuild", "build again with the plugin")
     if rebuilt is None:
         t = time.monotonic()
-        if cmake:
-            pdb = project.cmake_build(src, out / "build-plugin", out / "mlgo.cmake",
-                                      o.cmake_args, logs / "build-plugin.log", jobs=workers,
-                                      timeout=max(prog.left(), 60.0))
-        else:
-            pdb = None
-            project.recompile(srcs, out / "objects" / "plugin", [f"-fpass-plugin={plugin}"],
-                              logs / "objects-plugin.log", jobs=workers, timeout=o.timeout,
-                              root=root)
-        rebuilt = steps.record("rebuild", time.monotonic() - t, {"db": str(pdb) if pdb else None})
+        # Which decisions the table answered, per module (its hit rate): the plugin appends a
+        # line per module to the file MLGO_DECISION_SUMMARY names, in every compile's process.
+        served = logs / "rebuild-decisions.tsv"
+        served.unlink(missing_ok=True)
+        before = os.environ.get("MLGO_DECISION_SUMMARY")
+        os.environ["MLGO_DECISION_SUMMARY"] = str(served)
+        try:
+            if cmake:
+                # From scratch: a build directory left by an earlier export (or a killed
+                # rebuild) would keep objects compiled with another plugin at the same path.
+                shutil.rmtree(out / "build-plugin", ignore_errors=True)
+                pdb = project.cmake_build(src, out / "build-plugin", out / "mlgo.cmake",
+                                          o.cmake_args, logs / "build-plugin.log", jobs=workers,
+                                          timeout=max(prog.left(), 60.0))
+            else:
+                pdb = None
+                project.recompile(srcs, out / "objects" / "plugin", [f"-fpass-plugin={plugin}"],
+                                  logs / "objects-plugin.log", jobs=workers, timeout=o.timeout,
+                                  root=root)
+        finally:
+            if before is None:
+                del os.environ["MLGO_DECISION_SUMMARY"]
+            else:
+                os.environ["MLGO_DECISION_SUMMARY"] = before
+        from mlgo.serving.decision_table import load_table
+
+        hits = decisions.hit_rates(served, load_table(out / decisions.TABLE_FILE))
+        rebuilt = steps.record("rebuild", time.monotonic() - t,
+                               {"db": str(pdb) if pdb else None, "table_hits": hits})
     _update_eta(prog, base, steps, workers, o)
 
     # 10. the tests on the plugin build
@@ -402,6 +444,7 @@ def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
     secs["report"] = t_report + time.monotonic() - t
     policy = out / ("earlier-policy" if evaluation.get("policy") == "earlier" else "train/policy")
     outputs = {"report": str(out / "report.md"), "policy": str(policy),
+               "decision table": str(out / decisions.TABLE_FILE),
                "plugin": exported["plugin"], "cmake initial cache": exported["cmake"],
                "compile flags": exported["flags"], "build-system environment": exported["env"]}
     doc = report.build_report(
@@ -411,10 +454,21 @@ def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
         search=search, evaluation=evaluation, tests=tests,
         previous=({"dir": previous["dir"], "reused": previous["reused"],
                    "modules": previous["modules"], "old_policy": previous["old_policy"]}
-                  if previous else None), outputs=outputs)
+                  if previous else None), outputs=outputs, table=_table_figures(out, exported,
+                                                                                rebuilt))
     doc["options"] = {**asdict(o), "output": str(o.output), "source": str(o.source),
                       "compile_db": str(o.compile_db), "previous": str(o.previous)}
     doc["run_seconds"] = run_seconds + time.monotonic() - t  # this invocation's wall time
     report.write(doc, out)
     steps.record("report", secs["report"])
     return doc
+
+
+def _table_figures(out: Path, exported: dict, rebuilt: dict) -> dict[str, Any] | None:
+    """The decision table's stats, its modules' paths and its hits in the rebuild."""
+    from mlgo.serving.decision_table import load_table
+
+    if "table" not in exported:
+        return None
+    keys = sorted(load_table(out / decisions.TABLE_FILE))
+    return {**exported["table"], "keys": keys, "hits": rebuilt.get("table_hits")}

@@ -219,14 +219,17 @@ def evaluate(corpus: Corpus, policy: Path, pool: Any, gin: str, timeout: float,
             "failed": [f["module"] for f in rep.failures]}
 
 
-def export(policy: Path, out: Path) -> dict[str, Any]:
-    """The policy's SavedModel and manifest (OUT/export) and its plugin, copied to
-    OUT/plugin/ so the output directory serves the policy on its own."""
+def export(policy: Path, out: Path, table: Path | None = None,
+           served: str | None = None) -> dict[str, Any]:
+    """The policy's SavedModel and manifest (OUT/export) and the plugin serving `served`
+    (default: the policy; or a built-in rule) with the decision table `table` linked in
+    (mlgo/tune/decisions.py), copied to OUT/plugin/ so the output directory serves them on
+    its own."""
     from mlgo.export.bundle import export_policy
     from mlgo.serving.plugin import plugin_for
 
     export_policy(policy, out / "export", aot=False, force=True)
-    built = plugin_for(str(policy))
+    built = plugin_for(served or str(policy), table)
     plugin = out / "plugin" / built.name
     atomic_write_bytes(plugin, built.read_bytes())
     os.chmod(plugin, 0o755)
@@ -249,7 +252,7 @@ def write_flags(plugin: Path, policy: Path, out: Path) -> dict[str, str]:
     env = {"CC": cc, "CXX": cxx, "CFLAGS": compile_flags, "CXXFLAGS": compile_flags,
            "LDFLAGS": link_flags}
     atomic_write_text(out / "flags.env",
-                      "# mlgo tune: the tuned inliner for any build system (clang-19, lld)\n"
+                      f"# mlgo tune: the tuned inliner for any build system ({toolchain.clang_name()}, lld)\n"
                       + "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
     return {"cmake": str(cmake), "flags": str(out / "flags.txt"), "env": str(out / "flags.env")}
 

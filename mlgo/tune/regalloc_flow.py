@@ -6,42 +6,45 @@ Steps (each recorded under OUT/steps/ when it ends, so a re-run resumes after th
   2. runs-plain the training workload natively, then both workloads under callgrind: the
                 reference outputs (a workload whose two plain runs differ is refused: its output
                 cannot tell a broken build from a changed input)
-  3. corpus     the block profile of the training run per module, the hot modules (the most
-                executed, at least --hot-share of the program's own instructions each), their
-                compiles extracted at the build's own level
-  4. search     eviction decisions of the hot modules searched from `default-rule`, scored by the
-                trace reward (the instructions the module would execute on the training run),
-                in the time the other steps leave
-  5. train      one imitation round of the search's best: a residual network on `default-rule`
-  6. tuned      the build with the tuned policy; both workloads under callgrind, outputs checked
+  3.-5.         a policy for the plain build's code (regalloc_policy.py): corpus (the block
+                profile of the training run per module, the hot modules' compiles extracted at
+                the build's own flags), search (their eviction decisions from `default-rule`,
+                scored by the trace reward), train (one imitation round of the search's best: a
+                residual network on `default-rule`) and eval (its trace cost)
+  6. tuned      the build with that policy; both workloads under callgrind, outputs checked
   7. pgo-gen    clang's instrumented build run on the training workload; llvm-profdata merge
   8. pgo        the profile-use build; both workloads under callgrind
-  9. pgo-tuned  the profile-use build with the tuned policy; both workloads under callgrind
- 10. report     OUT/report.md and report.json (regalloc_report.py)
+  9.-11.        a policy for the PGO build's code, the same steps on the PGO build's training
+                run and its compiles (which read the profile): pgo-corpus, pgo-search,
+                pgo-train, pgo-eval, under OUT/pgo-policy
+ 12. pgo-tuned  the profile-use build with that policy; both workloads under callgrind
+ 13. report     OUT/report.md and report.json (regalloc_report.py)
+
+With PGO on, the plain build's search gets half of the time the other steps leave, the PGO
+build's search the rest.
 
 The check workload is given before tuning starts and never feeds the profile, the search or the
 training: its figures are the held-out ones."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlgo.tune import regalloc_policy as rpol
 from mlgo.tune import regalloc_program as rp
 from mlgo.tune.progress import (
     Progress,
     Steps,
     check_identity,
     clock,
-    quiet_tensorflow,
     tune_lock,
 )
+from mlgo.tune.regalloc_policy import PROFILE_USE, Basis
 from mlgo_base.errors import MlgoError
-from mlgo_base.files import atomic_write_text
 
 WORKLOADS = ("train", "check")
 
@@ -125,7 +128,7 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
     name = o.project or src.name
     logs = out / "logs"
     commands = {"train": o.workload, "check": o.check_workload}
-    total = 10 if o.pgo else 7
+    total = 13 if o.pgo else 7
 
     def begin(n: int, step: str, what: str) -> dict | None:
         rec = steps.done(step)
@@ -153,6 +156,26 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
                       "seconds": round(r.seconds, 3), "functions": functions}
         return res
 
+    def later() -> dict[str, float]:
+        """The estimated seconds of the steps not done yet (but the searches)."""
+        hot = steps.done("corpus") or {"modules": {}}
+        return _estimate_rest(steps.seconds(), runs, len(hot["modules"]), o.pgo)
+
+    def rest() -> float:
+        return sum(later().values())
+
+    def build_and_measure(n: int, variant: str, spec: rp.Build) -> dict[str, Any]:
+        if begin(n, variant, f"build {variant}; both workloads under callgrind") is None:
+            t = time.monotonic()
+            res = measure(variant, build(spec))
+            steps.record(variant, time.monotonic() - t, res)
+        rec = steps.done(variant)
+        prog.remaining = rest()
+        prog.say(f"{variant}: " + ", ".join(
+            f"{w} {100 * (rec[w]['instructions'] / runs[w]['instructions'] - 1):+.2f}%"
+            for w in WORKLOADS) + " instructions against plain")
+        return rec
+
     # 1. the plain build
     if begin(1, "plain", "build at the project's own flags (mlgo-clang, no policy)") is None:
         t = time.monotonic()
@@ -179,230 +202,127 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
     prog.say(f"plain build: {runs['train']['instructions']:,} instructions on the training "
              f"workload, {runs['check']['instructions']:,} on the check workload")
 
-    # 3. profile, hot modules, their corpus
-    hot = begin(3, "corpus", "profile the training run per module; extract the hot modules")
-    if hot is None:
-        t = time.monotonic()
-        hot = _hot_corpus(o, out, name, src, exe, workers)
-        hot = steps.record("corpus", time.monotonic() - t, hot)
-    prog.say(f"{len(hot['modules'])} hot module(s): " + ", ".join(
-        f"{m} ({100 * s:.1f}%)" for m, s in hot["modules"].items()))
-    gin = _gin(out / "profile.json", o.gin_bindings)
+    # 3.-5. the policy for the plain build's code
+    plain = Basis("plain", out / "build-plain", exe, out / "runs" / "plain-train-callgrind", out)
+    made = {"plain": _policy(o, plain, "", (3, 4, 5, total), name, src, workers, steps, prog,
+                             later)}
+    prog.remaining = rest()
 
-    # 4. the search, in the time the other steps leave
-    search = begin(4, "search", "search eviction decisions of the hot modules (trace reward)")
-    if search is None:
-        rest = _estimate_rest(steps.seconds(), runs, len(hot["modules"]), o.pgo)
-        reserve = 1.2 * sum(rest.values())
-        deadline = prog.deadline - reserve
-        share = deadline - time.monotonic()
-        prog.remaining = max(share, 0.0) + reserve
-        prog.say(f"the search gets {clock(max(share, 0))} of the {clock(prog.left())} left "
-                 f"(the later steps are estimated at {clock(reserve)})")
-        if share < 10:
-            raise MlgoError(f"--time-budget {clock(prog.budget)} is too short for this "
-                            f"program: the steps besides the search need about "
-                            f"{clock(reserve + prog.elapsed())}")
-        t = time.monotonic()
-        res = _search(o, out, hot, gin, deadline, workers, prog, total)
-        search = steps.record("search", time.monotonic() - t, res)
-    prog.say(f"search: {search['modules']} module(s) with a result, {search['compiles']} "
-             f"compiles, trace cost {100 * search['change']:+.2f}% on the searched modules")
-    if not search["modules"]:
-        raise MlgoError(f"{out / 'search'}: no hot module has a search result (failures in "
-                        f"{out / 'search' / 'failures.json'})")
-
-    # 5. imitation
-    policy = out / "train" / "policy"
-    if begin(5, "train", "imitate the best decisions (a residual policy on default-rule)") is None:
-        t = time.monotonic()
-        _train(out, hot, gin, workers, o.timeout)
-        steps.record("train", time.monotonic() - t)
-    ev = steps.done("eval")
-    if ev is None:
-        prog.set_status("the policy on the hot modules against clang's eviction (trace cost)")
-        t = time.monotonic()
-        res = _evaluate(out, gin, workers, o.timeout)
-        ev = steps.record("eval", time.monotonic() - t, res)
-    prog.say(f"policy: trace cost {100 * ev['change']:+.2f}% on the hot modules (the search's "
-             f"best: {100 * search['change']:+.2f}%)")
-    prog.remaining = sum(_estimate_rest(steps.seconds(), runs, len(hot["modules"]),
-                                        o.pgo).values())
-
-    # 6.-9. the builds measured
-    variants = [("tuned", rp.Build("tuned", str(policy)))]
+    # 6. the tuned build
+    measured = {"plain": runs, "tuned": build_and_measure(6, "tuned", rp.Build(
+        "tuned", str(plain.policy)))}
     if o.pgo:
-        pgo_profile = out / "pgo" / "default.profdata"
-        variants += [("pgo", rp.Build("pgo", "default", f"-fprofile-instr-use={pgo_profile}")),
-                     ("pgo-tuned", rp.Build("pgo-tuned", str(policy),
-                                            f"-fprofile-instr-use={pgo_profile}"))]
-    for variant, spec in variants:
-        n = {"tuned": 6, "pgo": 8, "pgo-tuned": 9}[variant]
-        if variant == "pgo" and begin(7, "pgo-gen", "clang's instrumented build run on the "
-                                      "training workload") is None:
+        # 7.-8. PGO alone
+        profile_use = f"{PROFILE_USE}{out / 'pgo' / 'default.profdata'}"
+        if begin(7, "pgo-gen", "clang's instrumented build run on the training "
+                 "workload") is None:
             t = time.monotonic()
             _pgo_profile(o, out, build(rp.Build("pgo-gen", "default",
                                                 "-fprofile-instr-generate")), prog)
             steps.record("pgo-gen", time.monotonic() - t)
-        if begin(n, variant, f"build {variant}; both workloads under callgrind") is None:
-            t = time.monotonic()
-            res = measure(variant, build(spec))
-            steps.record(variant, time.monotonic() - t, res)
-        rec = steps.done(variant)
-        prog.remaining = sum(_estimate_rest(steps.seconds(), runs, len(hot["modules"]),
-                                            o.pgo).values())
-        prog.say(f"{variant}: " + ", ".join(
-            f"{w} {100 * (rec[w]['instructions'] / runs[w]['instructions'] - 1):+.2f}%"
-            for w in WORKLOADS) + " instructions against plain")
+        measured["pgo"] = build_and_measure(8, "pgo", rp.Build("pgo", "default", profile_use))
+        # 9.-11. a policy for the PGO build's code, 12. the PGO build with it
+        pgo = Basis("pgo", out / "build-pgo", rp.program_in(out / "build-pgo", o.program),
+                    out / "runs" / "pgo-train-callgrind", out / "pgo-policy", profile_use)
+        made["pgo"] = _policy(o, pgo, "pgo-", (9, 10, 11, total), name, src, workers, steps,
+                              prog, later)
+        measured["pgo-tuned"] = build_and_measure(12, "pgo-tuned", rp.Build(
+            "pgo-tuned", str(pgo.policy), profile_use))
 
-    # 10. the report
+    # the report
     prog.set_status(f"[{total}/{total}] write the report", say=True)
-    measured = {"plain": runs, **{v: steps.done(v) for v, _ in variants}}
-    doc = write_report(out, o, name, hot, search, ev, measured, steps.seconds(), prog.elapsed())
+    doc = write_report(out, o, name, made, measured, steps.seconds(), prog.elapsed())
     prog.remaining = 0.0
     return doc
 
 
+def _policy(o: RegallocTuneOptions, basis: Basis, prefix: str, numbers: tuple[int, ...],
+            name: str, src: Path, workers: int, steps: Steps, prog: Progress,
+            estimate: Any) -> dict[str, Any]:
+    """The steps making a policy for `basis`'s code (PREFIXcorpus, PREFIXsearch, PREFIXtrain,
+    PREFIXeval): {"hot", "search", "evaluation"} as recorded."""
+    n_corpus, n_search, n_train, total = numbers
+    on = f"the {basis.label} build's code"
+
+    def begin(n: int, step: str, what: str) -> dict | None:
+        rec = steps.done(prefix + step)
+        prog.set_status(f"[{n}/{total}] {what}" + (" (done earlier)" if rec else ""), say=True)
+        return rec
+
+    hot = begin(n_corpus, "corpus", f"profile the training run of the {basis.label} build per "
+                "module; extract the hot modules")
+    if hot is None:
+        t = time.monotonic()
+        res = rpol.hot_corpus(o, basis, name, src, workers)
+        hot = steps.record(prefix + "corpus", time.monotonic() - t, res)
+    prog.say(f"{len(hot['modules'])} hot module(s) of {on}: " + ", ".join(
+        f"{m} ({100 * s:.1f}%)" for m, s in hot["modules"].items()))
+    gin = rpol.gin(basis.base / "profile.json", o.gin_bindings)
+
+    search = begin(n_search, "search", f"search eviction decisions of the hot modules "
+                   f"({on}, trace reward)")
+    if search is None:
+        later = estimate()
+        reserve = 1.2 * sum(later.values())
+        share = prog.deadline - reserve - time.monotonic()
+        if basis.label == "plain" and o.pgo:
+            share /= 2  # the other half for the search on the PGO build's code
+        deadline = time.monotonic() + share
+        prog.remaining = max(prog.deadline - time.monotonic(), 0.0)
+        prog.say(f"the search on {on} gets {clock(max(share, 0))} of the {clock(prog.left())} "
+                 f"left (the later steps are estimated at {clock(reserve)})")
+        if share < 10:
+            raise MlgoError(f"--time-budget {clock(prog.budget)} is too short for this "
+                            f"program: the steps besides the search need about "
+                            f"{clock(reserve + prog.elapsed())}")
+
+        def status(pool: Any, modules: int) -> None:
+            prog.status = (f"[{n_search}/{total}] search ({on}): {pool.finished} of {modules} "
+                           f"module(s) done; its share ends in "
+                           f"{clock(deadline - time.monotonic())}")
+
+        t = time.monotonic()
+        res = rpol.search(o, basis, hot, gin, deadline, workers, status)
+        search = steps.record(prefix + "search", time.monotonic() - t, res)
+    prog.say(f"search ({on}): {search['modules']} module(s) with a result, "
+             f"{search['compiles']} compiles, trace cost {100 * search['change']:+.2f}% on the "
+             "searched modules")
+    if not search["modules"]:
+        raise MlgoError(f"{basis.search}: no hot module has a search result (failures in "
+                        f"{basis.search / 'failures.json'})")
+
+    if begin(n_train, "train", f"imitate the best decisions on {on} (a residual policy on "
+             "default-rule)") is None:
+        t = time.monotonic()
+        rpol.train(basis, gin, workers, o.timeout)
+        steps.record(prefix + "train", time.monotonic() - t)
+    ev = steps.done(prefix + "eval")
+    if ev is None:
+        prog.set_status(f"the policy on the hot modules of {on} against clang's eviction "
+                        "(trace cost)")
+        t = time.monotonic()
+        res = rpol.evaluate(basis, gin, workers, o.timeout)
+        ev = steps.record(prefix + "eval", time.monotonic() - t, res)
+    prog.say(f"policy for {on}: trace cost {100 * ev['change']:+.2f}% on its hot modules (the "
+             f"search's best: {100 * search['change']:+.2f}%)")
+    return {"hot": hot, "search": search, "evaluation": ev, "policy": str(basis.policy)}
+
+
 def _estimate_rest(done: dict[str, float], runs: dict, modules: int, pgo: bool
                    ) -> dict[str, float]:
-    """Seconds each step after the search will take, from the plain build's and runs' times."""
+    """Seconds each step after the search on the plain build's code will take, from the plain
+    build's and runs' times (the search on the PGO build's code is not counted: it gets what
+    is left)."""
     b = done.get("plain", 60.0)
     cg = sum(runs[w]["seconds"] for w in WORKLOADS)
-    est = {"train": 45.0 + 15.0 * modules, "tuned": 1.3 * b + cg + 20}
+    est = {"train": 45.0 + 15.0 * modules, "eval": 10.0 + 5.0 * modules,
+           "tuned": 1.3 * b + cg + 20}
     if pgo:
         est.update({"pgo-gen": 1.3 * b + 3 * runs["train"].get("native_seconds", 1.0) + 10,
-                    "pgo": 1.3 * b + cg + 20, "pgo-tuned": 1.3 * b + cg + 20})
+                    "pgo": 1.3 * b + cg + 20, "pgo-corpus": done.get("corpus", 60.0),
+                    "pgo-train": est["train"], "pgo-eval": est["eval"],
+                    "pgo-tuned": 1.3 * b + cg + 20})
     return {k: v for k, v in est.items() if k not in done}
-
-
-def _hot_corpus(o: RegallocTuneOptions, out: Path, name: str, src: Path, exe: Path,
-                workers: int) -> dict[str, Any]:
-    """The training run's block profile per module (OUT/profile.json), the hot modules, and
-    their compiles extracted at the build's own level into OUT/corpus."""
-    from corpus_tools.corpus import Corpus
-    from corpus_tools.extract import extract_compile_db
-    from mlgo.problems.regalloc.profile import write_profile
-    from mlgo.tune import project
-
-    db = out / "build-plain" / "compile_commands.json"
-    srcs, _ = project.sources(db, root=src)
-    objects = {}
-    for s in srcs:
-        obj = project.object_of(s.entry)
-        if s.relative is not None and obj is not None and obj.is_file():
-            objects[f"{name}/{s.relative}"] = (s, obj)
-    if not objects:
-        raise MlgoError(f"{db}: no compile of a source under {src} wrote an object file")
-    files = sorted((out / "runs" / "plain-train-callgrind").glob("callgrind.out.*"))
-    profile = rp.module_profile(exe, files, {m: obj for m, (_, obj) in objects.items()})
-    write_profile(out / "profile.json", profile, f"the training workload on {exe}: {o.workload}")
-    executed = {m: sum(b.executed for blocks in fns.values() for b in blocks.values())
-                for m, fns in profile.items()}
-    total = sum(executed.values())
-    if not total:
-        raise MlgoError(f"{exe}: the training workload executed none of the program's own code")
-    ranked = sorted(executed, key=executed.get, reverse=True)
-    chosen = [m for m in ranked if executed[m] >= o.hot_share * total][:o.max_modules]
-    if not chosen:
-        raise MlgoError(f"{exe}: no module executes {100 * o.hot_share:g}% of the program's "
-                        "instructions on the training workload (--hot-share)")
-    raw = json.loads(db.read_text())
-    entries = [raw[objects[m][0].index] for m in chosen]
-    cdb = out / "hot_compile_commands.json"
-    atomic_write_text(cdb, json.dumps(entries, indent=1) + "\n")
-    summary = extract_compile_db(cdb, out / "corpus", project=name, root=src, exclude=(),
-                                 jobs=workers, timeout=o.timeout, progress=False, opt_level=None)
-    if summary.failed:
-        raise MlgoError(f"{cdb}: extracting {summary.failed[0].source} failed")
-    names = {m.name for m in Corpus.load(out / "corpus").modules}
-    if names != set(chosen):
-        raise MlgoError(f"{out / 'corpus'}: the extracted modules ({', '.join(sorted(names))}) "
-                        f"are not the profiled ones ({', '.join(chosen)})")
-    return {"modules": {m: executed[m] / total for m in chosen}, "program_instructions": total}
-
-
-def _gin(profile: Path, bindings: tuple[str, ...]) -> str:
-    """The trace reward on the profile, and one imitation round cloning the search into a
-    residual network (as mlgo/shipped_policies/regalloc/train.sh trains the shipped one), with
-more epochs: the policy serves this program's decisions, it need not generalize (on zopfli, 40
-epochs agreed with 79% of the searched decisions and executed more than the plain build; 300
-agreed with 95%, docs/tune.md)."""
-    from mlgo.training.gin_config import parse_gin
-
-    return parse_gin([], [f"regalloc.RegallocEviction.profile = '{profile}'",
-                          "regalloc.RegallocNetworkConfig.residual = True",
-                          "imitation.ImitationConfig.rounds = 1",
-                          "imitation.ImitationConfig.epochs = 300",
-                          "imitation.ImitationConfig.flip_weight = 100.0", *bindings])
-
-
-def _search(o: RegallocTuneOptions, out: Path, hot: dict, gin: str, deadline: float,
-            workers: int, prog: Progress, total: int) -> dict[str, Any]:
-    from corpus_tools.corpus import Corpus
-    from mlgo.search import SearchConfig, run_search_task, search_corpus
-    from mlgo.tune.deadline_pool import DeadlinePool
-
-    corpus = Corpus.load(out / "corpus")
-    order = sorted(corpus.modules, key=lambda m: -hot["modules"][m.name])
-
-    def tick(pool: Any) -> None:
-        prog.status = (f"[4/{total}] search: {pool.finished} of {len(order)} module(s) done; "
-                       f"its share ends in {clock(deadline - time.monotonic())}")
-
-    pool = DeadlinePool(run_search_task, deadline, workers=workers, tick=tick)
-    s = search_corpus(order, out / "search", SearchConfig(passes=1, budget=o.module_budget),
-                      pool, gin_config=gin, timeout=o.timeout, progress=False,
-                      problem="regalloc")
-    return {"modules": s.modules, "compiles": s.compiles, "failed": [m for m, _ in s.failed],
-            "stopped_by_budget": pool.stopped, "unfinished": pool.unfinished,
-            "default_objective": s.default_objective, "best_objective": s.best_objective,
-            "change": (s.best_objective - s.default_objective) / s.default_objective
-            if s.default_objective else 0.0}
-
-
-def _train(out: Path, hot: dict, gin: str, workers: int, timeout: float) -> None:
-    """Imitation of the search's best decisions on the searched modules."""
-    from corpus_tools.corpus import Corpus
-    from mlgo.problems import get_problem
-    from mlgo.search import result_path, run_search_task
-    from mlgo.training.pipeline import train
-    from mlgo.workers.pool import make_pool
-
-    quiet_tensorflow()
-    corpus = Corpus.load(out / "corpus")
-    corpus = corpus.subset(m.name for m in corpus.modules
-                           if result_path(out / "search", m.name).is_file())
-    train(get_problem("regalloc"), "imitation", corpus, out / "train",
-          pool=make_pool(workers, None), gin_config=gin, validation_fraction=0.0,
-          timeout=timeout, search=out / "search",
-          search_pool=make_pool(workers, None, task_fn=run_search_task))
-    if not (out / "train" / "policy").is_dir():
-        raise MlgoError(f"{out / 'train'}: training wrote no policy")
-
-
-def _evaluate(out: Path, gin: str, workers: int, timeout: float) -> dict[str, Any]:
-    """The tuned policy's trace cost on every hot module against clang's own eviction: the
-    change the tuned build should show in those modules on the training workload."""
-    from corpus_tools.corpus import Corpus
-    from mlgo.evaluate import collect, write_json
-    from mlgo.workers.pool import make_pool
-    from mlgo.workers.tasks import ModuleTask, PolicySpec
-
-    corpus = Corpus.load(out / "corpus")
-    policy = out / "train" / "policy"
-    pool = make_pool(workers, None)
-    try:
-        rep = collect("regalloc", str(policy), "executed instructions (block trace)", corpus,
-                      pool.run([ModuleTask("regalloc", m, PolicySpec.named(str(policy)),
-                                           gin_config=gin, timeout=timeout)
-                                for m in corpus.modules]))
-    finally:
-        pool.close()
-    if not rep.modules:
-        raise MlgoError(f"{policy}: no hot module compiled with the policy")
-    write_json(rep, out / "eval.json")
-    return {"change": rep.relative_change, "default": rep.default_total,
-            "policy": rep.policy_total, "failed": [f["module"] for f in rep.failures]}
 
 
 def _pgo_profile(o: RegallocTuneOptions, out: Path, exe: Path, prog: Progress) -> None:

@@ -1,11 +1,13 @@
 """The report of `mlgo tune --problem regalloc` (OUT/report.json and OUT/report.md): what each
 workload was, the instructions each build executed on each (callgrind, the whole process) against
-the plain build, clang's own PGO alone and with the tuned policy on top, the hot spots (the
-functions that executed the most, before and after), the search and the time each step took."""
+the plain build, clang's own PGO alone and with a policy tuned on the PGO build's code on top,
+the hot spots (the functions that executed the most, before and after, a function's split-off
+parts counted with it), the searches and the time each step took."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,23 @@ from mlgo_base.files import atomic_write_text
 
 MAX_CHECK_LOSS = 0.001  # the check workload may be at most 0.1% worse for the policy to be used
 HOT_SPOTS = 15  # functions listed per workload
-LABELS = {"plain": "plain clang-19 (same flags)", "tuned": "tuned eviction policy",
-          "pgo": "clang PGO (instrumented, training workload)", "pgo-tuned": "PGO + tuned policy"}
+LABELS = {"plain": "plain clang (same flags)", "tuned": "tuned eviction policy",
+          "pgo": "clang PGO (instrumented, training workload)",
+          "pgo-tuned": "PGO + policy tuned on the PGO build"}
+# A part the compiler split off a function, named after it: hot/cold splitting's `f.cold.1`,
+# machine function splitting's and GCC's `f.cold`, partial inlining's `f.part.0`.
+SPLIT_PART = re.compile(r"^(.+?)\.(?:cold|part)(?:\.\d+)?$")
+
+
+def fold_split_parts(functions: dict[str, int]) -> dict[str, int]:
+    """Instructions per function with each split-off part (SPLIT_PART) added to the function it
+    came from, so that a function reads the same whether or not a build split it."""
+    out: dict[str, int] = {}
+    for fn, n in functions.items():
+        m = SPLIT_PART.match(fn)
+        key = m.group(1) if m else fn
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 def change(base: float, new: float) -> float:
@@ -22,9 +39,11 @@ def change(base: float, new: float) -> float:
     return (new - base) / base if base else 0.0
 
 
-def write_report(out: Path, o: Any, project: str, hot: dict, search: dict, evaluation: dict,
+def write_report(out: Path, o: Any, project: str, made: dict[str, dict],
                  measured: dict[str, dict], steps: dict[str, float], run_seconds: float
                  ) -> dict[str, Any]:
+    """`made`: for "plain" (and "pgo"), the policy made for that build's code: its hot modules,
+    search and evaluation as the steps recorded them."""
     plain = measured["plain"]
     table = {v: {w: {"instructions": r[w]["instructions"],
                      "change": change(plain[w]["instructions"], r[w]["instructions"]),
@@ -36,18 +55,23 @@ def write_report(out: Path, o: Any, project: str, hot: dict, search: dict, evalu
                and tuned["check"]["change"] <= MAX_CHECK_LOSS else "keep the plain build")
     spots = {}
     for w in ("train", "check"):
-        top = sorted(plain[w]["functions"], key=plain[w]["functions"].get,
-                     reverse=True)[:HOT_SPOTS]
-        spots[w] = [{"function": fn, **{v: r[w]["functions"].get(fn, 0)
-                                        for v, r in measured.items()}} for fn in top]
+        folded = {v: fold_split_parts(r[w]["functions"]) for v, r in measured.items()}
+        top = sorted(folded["plain"], key=folded["plain"].get, reverse=True)[:HOT_SPOTS]
+        spots[w] = [{"function": fn, **{v: f.get(fn, 0) for v, f in folded.items()}}
+                    for fn in top]
+    policies = {b: {"hot_modules": m["hot"]["modules"], "search": m["search"],
+                    "evaluation": m["evaluation"], "policy": m["policy"]}
+                for b, m in made.items()}
     doc = {
         "project": project, "source": str(o.source), "program": o.program,
         "workloads": {"train": o.workload, "check": o.check_workload},
-        "cmake_args": list(o.cmake_args), "hot_modules": hot["modules"],
-        "search": search, "evaluation": evaluation, "instructions": table, "verdict": verdict, "hot_spots": spots,
+        "cmake_args": list(o.cmake_args), "policies": policies, "instructions": table,
+        "verdict": verdict, "hot_spots": spots,
         "steps_seconds": steps, "run_seconds": run_seconds, "time_budget": o.time_budget,
-        "outputs": {"policy": str(out / "train" / "policy"), "report": str(out / "report.md"),
-                    "tuned build": str(out / "build-tuned")},
+        "outputs": {"policy": policies["plain"]["policy"], "report": str(out / "report.md"),
+                    "tuned build": str(out / "build-tuned"),
+                    **({"policy for the PGO build": policies["pgo"]["policy"]}
+                       if "pgo" in policies else {})},
     }
     atomic_write_text(out / "report.json", json.dumps(doc, indent=1) + "\n")
     atomic_write_text(out / "report.md", markdown(doc))
@@ -75,24 +99,29 @@ def markdown(doc: dict[str, Any]) -> str:
               f"instructions and the check workload at most {100 * MAX_CHECK_LOSS:g}% more)."]
     if "pgo" in doc["instructions"] and "pgo-tuned" in doc["instructions"]:
         p, pt = doc["instructions"]["pgo"], doc["instructions"]["pgo-tuned"]
-        lines += ["", "The tuned policy on top of PGO, against PGO alone: " + ", ".join(
+        lines += ["", "PGO + the policy tuned on the PGO build's code, against PGO alone: " + ", ".join(
             f"{w} {100 * change(p[w]['instructions'], pt[w]['instructions']):+.3f}%"
             for w in ("train", "check")) + "."]
-    lines += ["", "## Hot modules searched", "",
-              "| module | share of the program's instructions (training run) |", "|---|---:|"]
-    lines += [f"| {m} | {100 * s:.1f}% |" for m, s in doc["hot_modules"].items()]
-    s = doc["search"]
-    lines += ["", f"Search: {s['modules']} module(s) with a result, {s['compiles']} compiles, "
-              f"trace cost of the best decisions {100 * s['change']:+.3f}% on those modules"
-              + (f"; stopped by the budget ({len(s['unfinished'])} unfinished)"
-                 if s["stopped_by_budget"] else "") + ". The tuned policy: trace cost "
-              f"{100 * doc['evaluation']['change']:+.3f}% on the same modules."]
+    for b, p in doc["policies"].items():
+        code = "the plain build's code" if b == "plain" else "the PGO build's code"
+        lines += ["", f"## Hot modules searched ({code})", "",
+                  "| module | share of the program's instructions (training run) |",
+                  "|---|---:|"]
+        lines += [f"| {m} | {100 * s:.1f}% |" for m, s in p["hot_modules"].items()]
+        s = p["search"]
+        lines += ["", f"Search: {s['modules']} module(s) with a result, {s['compiles']} "
+                  f"compiles, trace cost of the best decisions {100 * s['change']:+.3f}% on "
+                  "those modules" + (f"; stopped by the budget ({len(s['unfinished'])} "
+                                     "unfinished)" if s["stopped_by_budget"] else "")
+                  + f". The policy ({p['policy']}): trace cost "
+                  f"{100 * p['evaluation']['change']:+.3f}% on the same modules."]
     for w, title in (("train", "training"), ("check", "check")):
         rows = doc["hot_spots"][w]
         if not rows:
             continue
         variants = [v for v in rows[0] if v != "function"]
-        lines += ["", f"## Hot spots on the {title} workload (instructions per function)", "",
+        lines += ["", f"## Hot spots on the {title} workload (instructions per function, "
+                  "split-off parts such as `f.cold` counted in `f`)", "",
                   "| function | " + " | ".join(variants) + " |",
                   "|---|" + "---:|" * len(variants)]
         for r in rows:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
+from mlgo_base.toolchain import clang_name
 
 
 def change(before: float, after: float) -> float:
@@ -36,7 +37,10 @@ def build_report(*, project: str, kind: str, budget: float, steps: dict[str, flo
                  test_binary: Any, objects: tuple[dict[str, int], dict[str, int]],
                  tuned: set[str], search: dict[str, Any], evaluation: dict[str, Any],
                  tests: dict[str, Any], previous: dict[str, Any] | None,
-                 outputs: dict[str, str]) -> dict[str, Any]:
+                 outputs: dict[str, str], table: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Every figure of the report. `table`: the decision table's stats (decisions.build_table),
+    with "keys" (its modules' paths) and "hits" (decisions.hit_rates on the rebuild)."""
     doc: dict[str, Any] = {"project": project, "input": kind, "time_budget_seconds": budget,
                            "steps_seconds": steps, "total_seconds": sum(steps.values())}
     if binaries is not None:
@@ -52,6 +56,14 @@ def build_report(*, project: str, kind: str, budget: float, steps: dict[str, flo
     doc["modules"] = mods
     doc["tuned_modules_total"] = _total([r for r in mods if r["tuned"]])
     doc["other_modules_total"] = _total([r for r in mods if not r["tuned"]])
+    if table is not None:
+        keys = set(table["keys"])
+        for r in mods:
+            r["table"] = r["name"] in keys
+        # Modules the table names (the searched decisions) and the rest, the policy's alone.
+        doc["table_modules_total"] = _total([r for r in mods if r["table"]])
+        doc["policy_modules_total"] = _total([r for r in mods if not r["table"]])
+        doc["table"] = {k: v for k, v in table.items() if k != "keys"}
     doc.update(search=search, evaluation=evaluation, tests=tests, outputs=outputs)
     if previous is not None:
         doc["previous"] = previous
@@ -71,7 +83,8 @@ def markdown(doc: dict[str, Any]) -> str:
              "included).", ""]
     if "binaries" in doc:
         t = doc["binaries_total"]
-        lines += ["## Linked binaries, .text bytes (plain clang-19 -Oz vs -Oz + plugin)", "",
+        lines += [f"## Linked binaries, .text bytes (plain {clang_name()} -Oz vs -Oz + plugin: the "
+                  "decision table and the policy)", "",
                   f"All non-test binaries: {t['plain']:,} -> {t['plugin']:,} ({_pct(t['change'])})",
                   "", "| binary | plain -Oz | plugin | change |", "|---|---:|---:|---:|"]
         lines += [f"| {r['name']}{' (test)' if r['test'] else ''} | {r['plain']:,} | "
@@ -86,6 +99,33 @@ def markdown(doc: dict[str, Any]) -> str:
               "", "| module | tuned | plain -Oz | plugin | change |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['name']} | {'yes' if r['tuned'] else 'no'} | {r['plain']:,} | "
               f"{r['plugin']:,} | {_pct(r['change'])} |" for r in doc["modules"]]
+    if "table" in doc:
+        t, tm, pm = doc["table"], doc["table_modules_total"], doc["policy_modules_total"]
+        h = t.get("hits") or {}
+        asked = h.get("decisions_in_table_modules", 0)
+        lines += ["", "## Decision table (the searched decisions, served as they are)", "",
+                  f"The plugin serves the search's best decisions at {t['decisions']:,} call "
+                  f"sites of {t['modules']} module(s)"
+                  + (f" ({t['from_previous']} module(s) from the earlier tune's table)"
+                     if t.get("from_previous") else "")
+                  + ("; the policy answers everywhere else."
+                     if t.get("beyond", {}).get("serve", "policy") == "policy" else
+                     f"; everywhere else LLVM's own rule ({t['beyond']['serve']}) answers, "
+                     f"since the policy changed .text by {_pct(t['beyond']['change'])} on the "
+                     f"{t['beyond']['modules']} tuned module(s)"
+                     + (" the table does not name" if t["beyond"]["outside_table"] else "")
+                     + " (mlgo eval).")
+                  + (f" Left out (their decisions did not compile to the search's bytes "
+                     f"through the plugin): {', '.join(sorted(t['left_out']))}."
+                     if t["left_out"] else ""),
+                  f"In the build with the plugin the table answered {h.get('table_decisions', 0):,}"
+                  f" of the {asked:,} decisions in the modules it names"
+                  + (f" ({100 * h.get('table_decisions', 0) / asked:.1f}%)" if asked else "")
+                  + f"; the {h.get('other_decisions', 0):,} decisions of the other modules "
+                  "were not the table's.",
+                  f"Modules the table names ({tm['count']}): {tm['plain']:,} -> "
+                  f"{tm['plugin']:,} ({_pct(tm['change'])}); the others, outside the table "
+                  f"({pm['count']}): {pm['plain']:,} -> {pm['plugin']:,} ({_pct(pm['change'])})"]
     lines += ["", "## Search and policy", "",
               f"Search: {s['modules']} module(s) with a result ({s['searched']} searched in this "
               f"run, {s.get('reused', 0)} reused from an earlier tune), {s['compiles']} compiles; "
@@ -134,7 +174,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax1.barh([n for n, _, _ in rows][::-1], [100 * c for _, c, _ in rows][::-1],
              color=[c for _, _, c in rows][::-1])
     ax1.axvline(0, color="k", lw=0.8)
-    ax1.set_xlabel(".text change vs clang-19 -Oz (%)")
+    ax1.set_xlabel(f".text change vs {clang_name()} -Oz (%)")
     ax1.set_title(f"{doc['project']}: binaries as linked, objects")
     steps = doc["steps_seconds"]
     ax2.barh(list(steps)[::-1] or ["-"], [v / 60 for v in steps.values()][::-1] or [0],
