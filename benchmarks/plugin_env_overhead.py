@@ -52,24 +52,6 @@ FPI = ["caller_basic_block_count", "callee_basic_block_count", "caller_users", "
        "caller_instruction_count", "callee_instruction_count"]
 
 
-def estimate_rule_source(names: list[str]) -> str:
-    """C of the policy `cost_estimate < 5` declaring `names` as its inputs (all are bound, so
-    the plugin computes each)."""
-    quoted = ", ".join(f'"{n}"' for n in names)
-    n = len(names)
-    return f"""#include <stddef.h>
-#include <stdint.h>
-const char *const mlgo_policy_feature_names[] = {{{quoted}}};
-const char *const mlgo_policy_feature_types[] = {{{", ".join(['"int64_t"'] * n)}}};
-const size_t mlgo_policy_feature_elements[] = {{{", ".join(["1"] * n)}}};
-const size_t mlgo_policy_num_features = {n};
-const char mlgo_policy_output_name[] = "inlining_decision";
-int64_t mlgo_inline_policy(const int64_t *f, size_t n) {{ (void)n; return f[0] < 5; }}
-int64_t mlgo_policy_run(const void *const *inputs) {{ return *(const int64_t *)inputs[0] < 5; }}
-void mlgo_policy_eval(const void *const *inputs, void *output) {{
-  *(int64_t *)output = mlgo_policy_run(inputs);
-}}
-"""
 
 
 def standard_variants() -> dict[str, str]:
@@ -82,8 +64,9 @@ def standard_variants() -> dict[str, str]:
         "cost-threshold (2 in)": str(build_plugin(
             c_source.heuristic_c_source("inlining", "cost-threshold", ["threshold", "cost_estimate"]),
             policy_label="cost-threshold-2")),
-        "estimate+cheap": str(build_plugin(estimate_rule_source(CHEAP), policy_label="cheap")),
-        "estimate+cheap+FPI": str(build_plugin(estimate_rule_source(CHEAP + FPI),
+        "estimate+cheap": str(build_plugin(c_source.expression_c_source(CHEAP, "f[0] < 5"),
+                                           policy_label="cheap")),
+        "estimate+cheap+FPI": str(build_plugin(c_source.expression_c_source(CHEAP + FPI, "f[0] < 5"),
                                                policy_label="cheap-fpi")),
     }
 

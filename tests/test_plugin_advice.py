@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import make_small_corpus
+from corpus_fixtures import llvm_tool, make_small_corpus
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
@@ -36,27 +36,6 @@ int again(int y) { return pick2(y) + pick2(y + 1) + pick(y * 2); }
 """
 
 
-def _rule_source(names: list[str], expression: str) -> str:
-    """C of a policy declaring `names` as inputs and answering `expression` over f[i]."""
-    n = len(names)
-    quoted = ", ".join(f'"{x}"' for x in names)
-    return f"""#include <stddef.h>
-#include <stdint.h>
-const char *const mlgo_policy_feature_names[] = {{{quoted}}};
-const char *const mlgo_policy_feature_types[] = {{{", ".join(['"int64_t"'] * n)}}};
-const size_t mlgo_policy_feature_elements[] = {{{", ".join(["1"] * n)}}};
-const size_t mlgo_policy_num_features = {n};
-const char mlgo_policy_output_name[] = "inlining_decision";
-int64_t mlgo_inline_policy(const int64_t *f, size_t n) {{ (void)n; return {expression}; }}
-int64_t mlgo_policy_run(const void *const *inputs) {{
-  int64_t f[{n}];
-  for (size_t i = 0; i < {n}; i++) f[i] = *(const int64_t *)inputs[i];
-  return mlgo_inline_policy(f, {n});
-}}
-void mlgo_policy_eval(const void *const *inputs, void *output) {{
-  *(int64_t *)output = mlgo_policy_run(inputs);
-}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +43,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("advice-corpus")
     path = make_small_corpus(root)
     (root / "split.c").write_text(SPLIT_BLOCKS_C)
-    subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+    subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                     str(root / "split.c"), "-o", str(path / "small" / "split.c.bc")], check=True)
     (path / "small" / "split.c.cmd").write_bytes(b"-c\0-Oz")
     desc = path / "corpus_description.json"
@@ -91,11 +70,11 @@ def _plugin(label: str) -> Path:
     if label == "inlining-oz":
         return plugin.plugin_for(label)
     names, expression = POLICIES[label][:2]
-    return plugin.build_plugin(_rule_source(names, expression), policy_label=label)
+    return plugin.build_plugin(c_source.expression_c_source(names, expression), policy_label=label)
 
 
 def _compile(so: Path, module, workdir: Path, *, everything: bool, extra: tuple[str, ...] = (),
-             clang: str = "clang-19") -> tuple[bytes, list[str], list[str]]:
+             clang: str | None = None) -> tuple[bytes, list[str], list[str]]:
     """Object bytes, MLGO_DECISION_SUMMARY fields (decisions, inlined) and the feature-work
     line's fields of one compile; `everything` sets the decision log."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
@@ -108,7 +87,7 @@ def _compile(so: Path, module, workdir: Path, *, everything: bool, extra: tuple[
         (workdir / "log.txt").write_text("")
         env["MLGO_PLUGIN_DECISION_LOG"] = str(workdir / "log.txt")
     args = module.compile_args(opt_level="-Oz", extra=[f"-fpass-plugin={so}", *extra])
-    proc = subprocess.run([clang, *args, "-o", str(out)], env=env, capture_output=True,
+    proc = subprocess.run([clang or llvm_tool("clang"), *args, "-o", str(out)], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     decisions = summary.read_text().split("\t")[3:5] if summary.exists() else []

@@ -13,10 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from corpus_fixtures import llvm_tool
 
 from corpus_tools.corpus import Corpus
 from mlgo.serving import plugin
 from mlgo.serving.decision_table import DecisionTableError, load_table, table_c_source
+from mlgo_base import toolchain
 
 # LLVM inlines `pick` at every call site at -Oz, yet each inlined copy is bigger than the call:
 # the search finds "no" at each. f0 calls it twice (ordinals 0 and 1 of the pair f0 -> pick).
@@ -41,7 +43,7 @@ def _compile(src: Path, so: Path, tmp: Path, cwd: Path | None = None,
         p.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_PLUGIN")}
     env.update(MLGO_PLUGIN_DECISION_LOG=str(log), MLGO_DECISION_SUMMARY=str(summary))
-    subprocess.run(["clang-19", "-Oz", "-c", str(src), "-o", str(obj), f"-fpass-plugin={so}"],
+    subprocess.run([llvm_tool("clang"), "-Oz", "-c", str(src), "-o", str(obj), f"-fpass-plugin={so}"],
                    check=True, env=env, cwd=cwd)
     decisions = [int(line.split("->")[1]) for line in log.read_text().splitlines()]
     [line] = summary.read_text().splitlines()
@@ -72,13 +74,14 @@ def test_the_table_of_a_searched_module_replays_its_best_object_and_the_rest_is_
     for fname, text in (("a.c", SEARCHED), ("b.c", OTHER)):
         (src / "lib" / fname).write_text(text)
         name = f"proj/lib/{fname}"
-        subprocess.run(["clang-19", "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
+        subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm", "-c",
                         str(src / "lib" / fname), "-o", str(tmp_path / "corpus" / f"{name}.bc")],
                        check=True)
         (tmp_path / "corpus" / f"{name}.cmd").write_bytes(b"-c\0-Oz")
         names.append(name)
     (tmp_path / "corpus" / "corpus_description.json").write_text(
-        json.dumps({"has_thinlto": False, "modules": names}))
+        json.dumps({"has_thinlto": False, "modules": names,
+                    "llvm_version": toolchain.llvm_major()}))
     corpus = Corpus.load(tmp_path / "corpus")
     a = next(m for m in corpus.modules if m.name == "proj/lib/a.c")
 

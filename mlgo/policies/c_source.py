@@ -29,6 +29,7 @@ computes what the numpy workers and the SavedModel compute.
 
     graph_c_source(graph, params, problem, doc) -> str
     heuristic_c_source(problem, name, features=None) -> str   a built-in (builtins.py)
+    expression_c_source(names, expression) -> str               an inlining rule written in C
     policy_c_source(policy_dir, problem) -> str                 a trained policy directory
 """
 
@@ -107,3 +108,20 @@ def policy_c_source(policy_dir: Path | str, problem: str) -> str:
         return graph_c_source(network.graph, network.unflatten_numpy(params), problem, doc)
     except MlgoError as e:
         raise MlgoError(f"{policy_dir}: {e}") from e
+
+
+def expression_c_source(names: Sequence[str], expression: str) -> str:
+    """The C of an inlining policy declaring the int64 inputs `names` and answering the C
+    `expression` over them, input j as `f[j]` (e.g. "f[0] < 5"): for measuring what the
+    plugin computes for a given set of bound inputs, with no graph behind it."""
+    n = len(names)
+    return (_feature_table([(name, "int64_t", 1) for name in names])
+            + f'const char mlgo_policy_output_name[] = "{ADVICE["inlining"]}";\n\n'
+            f"int64_t mlgo_inline_policy(const int64_t *f, size_t n) {{\n"
+            f"  (void)n;\n  return ({expression}) != 0;\n}}\n"
+            "int64_t mlgo_policy_run(const void *const *inputs) {\n"
+            f"  int64_t f[{n}];\n"
+            f"  for (size_t i = 0; i < {n}; i++) f[i] = *(const int64_t *)inputs[i];\n"
+            f"  return mlgo_inline_policy(f, {n});\n}}\n"
+            "void mlgo_policy_eval(const void *const *inputs, void *output) {\n"
+            "  *(int64_t *)output = mlgo_policy_run(inputs);\n}\n")
