@@ -52,7 +52,7 @@ def _compile(src: Path, so: Path, tmp: Path, cwd: Path | None = None,
 
 def _text(obj: Path, tmp: Path) -> bytes:
     out = tmp / "text.bin"
-    subprocess.run(["llvm-objcopy-19", f"--dump-section=.text={out}", str(obj), str(tmp / "x.o")],
+    subprocess.run([llvm_tool("llvm-objcopy"), f"--dump-section=.text={out}", str(obj), str(tmp / "x.o")],
                    check=True)
     return out.read_bytes()
 

@@ -409,10 +409,17 @@ def _c_op(graph: Graph, k: int, node: Node, params: Mapping[str, np.ndarray], st
         n = at["n_in"]
         statics += [c_array("float", f"{v}_{key}", [c_literal(x) for x in np.ravel(params[at[key]])])
                     for key in ("w", "b")]
-        return (decl + f"  for (int r = 0; r < {rows}; ++r)\n    for (int o = 0; o < {cols}; ++o) {{\n"
-                f"      double s = 0.0;\n      for (int i = 0; i < {n}; ++i)\n"
-                f"        s += (double){a[0]}[r * {n} + i] * (double){v}_w[i * {cols} + o];\n"
-                f"      {v}[r * {cols} + o] = (float)(s + (double){v}_b[o]);\n    }}\n")
+        # Inputs outer, outputs inner: the weights are read in order and the output loop
+        # vectorizes, while each output still sums its products in input order from 0.0, so
+        # the result is the same double sum, bit for bit, as one output at a time.
+        return (decl + f"  for (int r = 0; r < {rows}; ++r) {{\n"
+                f"    double s[{cols}];\n    for (int o = 0; o < {cols}; ++o)\n      s[o] = 0.0;\n"
+                f"    for (int i = 0; i < {n}; ++i) {{\n"
+                f"      const double x = (double){a[0]}[r * {n} + i];\n"
+                f"      const float *w = &{v}_w[i * {cols}];\n"
+                f"      for (int o = 0; o < {cols}; ++o)\n        s[o] += x * (double)w[o];\n    }}\n"
+                f"    for (int o = 0; o < {cols}; ++o)\n"
+                f"      {v}[r * {cols} + o] = (float)(s[o] + (double){v}_b[o]);\n  }}\n")
     if node.op == "index":
         x, mode = a[0], at["mode"]
         skip = f"      if ({a[1]}[e] == 0)\n        continue;\n" if len(a) > 1 else ""
