@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the project's tests, run by sh in the build directory on the plain "
                    "and on the plugin build (e.g. 'ctest --output-on-failure')")
     p.add_argument("--cmake-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for both CMake configures, e.g. -DBUILD_SHARED_LIBS=ON")
+                   help="extra argument for both CMake configures, written with = since it starts with '-': --cmake-arg=-DBUILD_SHARED_LIBS=ON")
     p.add_argument("--project", default=None, help="project name in module names (default: "
                    "the source directory's name)")
     p.add_argument("--previous", type=Path, default=None, metavar="OUT_OLD",
