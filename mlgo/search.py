@@ -59,7 +59,6 @@ import json
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,7 +79,7 @@ from mlgo.search_store import (
     save_result,
     search_lock,
 )
-from mlgo.workers.tasks import ModuleOutcome, PolicySpec
+from mlgo.workers.tasks import ModuleOutcome, PolicySpec, failed_outcome
 from mlgo_base.errors import MlgoError, ProtocolError, writing
 from mlgo_base.files import atomic_write_text
 
@@ -398,11 +397,8 @@ def run_search_task(task: SearchTask) -> ModuleOutcome:
             out.default_actions = np.asarray(best.llvm, dtype=np.int64)
             out.call_sites = decision_call_sites(s.plain, name, final.contexts, len(best.actions))
         return out
-    except MlgoError as e:
-        return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0, tag=task.tag)
-    except Exception as e:  # a bug, not a bad module: keep the traceback for the report
-        return ModuleOutcome(name, False, error=f"internal error: {e!r}\n{traceback.format_exc()}",
-                             seconds=time.monotonic() - t0, tag=task.tag)
+    except Exception as e:
+        return failed_outcome(name, e, t0, task.tag)
 
 
 def _gain(default: float, best: float) -> float:

@@ -15,7 +15,6 @@ is yielded (and saved by search_corpus) at once, so a run killed later keeps it.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,7 +29,7 @@ from mlgo.search_strategy import (
     StrongState,
     _digest,
 )
-from mlgo.workers.tasks import ModuleOutcome
+from mlgo.workers.tasks import ModuleOutcome, failed_outcome
 from mlgo_base.errors import MlgoError
 
 STRATEGY_FIELDS = ("strategy", "time_budget", "enumerate_max")
@@ -110,11 +109,8 @@ def run_strong_task(task: StrongTask) -> ModuleOutcome:
         if task.finish or (task.finish_when_done and done and state.best is not None):
             _finish(oracle, state, out)  # (replaces `extra` with the result's)
         return out
-    except MlgoError as e:
-        return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0, tag=task.tag)
-    except Exception as e:  # a bug, not a bad module: keep the traceback for the report
-        return ModuleOutcome(name, False, error=f"internal error: {e!r}\n{traceback.format_exc()}",
-                             seconds=time.monotonic() - t0, tag=task.tag)
+    except Exception as e:
+        return failed_outcome(name, e, t0, task.tag)
 
 
 def _finish(oracle: ModuleOracle, state: StrongState, out: ModuleOutcome) -> None:

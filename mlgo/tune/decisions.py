@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from mlgo.serving.decision_table import (
     module_key,
     write_table,
 )
-from mlgo.workers.tasks import ModuleOutcome
+from mlgo.workers.tasks import ModuleOutcome, failed_outcome
 from mlgo_base.errors import MlgoError
 
 TABLE_FILE = "decisions.json"
@@ -79,12 +78,8 @@ def run_replay_task(task: ReplayTask) -> ModuleOutcome:
                              num_decisions=len(sites), seconds=time.monotonic() - t0,
                              extra={"sites": _entries(sites, task.actions, res.observations)},
                              tag=task.tag)
-    except MlgoError as e:
-        return ModuleOutcome(name, False, error=str(e), seconds=time.monotonic() - t0,
-                             tag=task.tag)
-    except Exception as e:  # a bug: keep the traceback for the report
-        return ModuleOutcome(name, False, error=f"internal error: {e!r}\n{traceback.format_exc()}",
-                             seconds=time.monotonic() - t0, tag=task.tag)
+    except Exception as e:
+        return failed_outcome(name, e, t0, task.tag)
 
 
 def _entries(sites: Any, actions: Sequence[int], observations: Sequence[Any] | None = None

@@ -115,6 +115,15 @@ class ModuleOutcome:
     call_sites: CallSites | None = None
 
 
+def failed_outcome(module: str, error: Exception, started: float, tag: int = 0) -> ModuleOutcome:
+    """The outcome of a module task that raised `error` (call it in the except block): a bad
+    module (MlgoError) gets its one line; anything else is a bug, so the traceback is kept for
+    the report."""
+    text = (str(error) if isinstance(error, MlgoError)
+            else f"internal error: {error!r}\n{traceback.format_exc()}")
+    return ModuleOutcome(module, False, error=text, seconds=time.monotonic() - started, tag=tag)
+
+
 def apply_gin(config: str) -> None:
     """Apply gin bindings once per process (workers get them as text with each task)."""
     if not config:
@@ -219,9 +228,5 @@ def _run_module(task: ModuleTask) -> ModuleOutcome:
             if logprobs:
                 out.logprobs = np.asarray(logprobs, dtype=np.float32)
         return out
-    except MlgoError as e:
-        return ModuleOutcome(task.module.name, False, error=str(e), seconds=time.monotonic() - t0)
-    except Exception as e:  # a bug, not a bad module: keep the traceback for the report
-        return ModuleOutcome(task.module.name, False,
-                             error=f"internal error: {e!r}\n{traceback.format_exc()}",
-                             seconds=time.monotonic() - t0)
+    except Exception as e:
+        return failed_outcome(task.module.name, e, t0)
