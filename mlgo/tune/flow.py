@@ -21,10 +21,9 @@ from mlgo.tune.progress import (
     IDENTITY,
     Progress,
     Steps,
-    check_identity,
     clock,
     quiet_tensorflow,
-    tune_lock,
+    run_tune,
 )
 from mlgo_base.errors import MlgoError
 from mlgo_base.files import atomic_write_text
@@ -118,16 +117,8 @@ def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
 def tune(o: TuneOptions) -> dict[str, Any]:
     """Run (or resume) the tune into o.output; returns the report (report.py)."""
     check_options(o)
-    out = o.output.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with tune_lock(out):
-        check_identity(out, o.identity())
-        steps = Steps(out)
-        prog = Progress(o.time_budget)
-        try:
-            return _tune(o, out, steps, prog)
-        finally:
-            prog.close()
+    return run_tune(o.output, o.identity(), o.time_budget,
+                    lambda out, steps, prog: _tune(o, out, steps, prog))
 
 
 def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, Any]:

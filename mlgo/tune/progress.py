@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,22 @@ def tune_lock(out: Path) -> AbstractContextManager[None]:
     """One tune per output directory at a time."""
     return directory_lock(out / ".lock", f"{out}: another mlgo tune is running on this "
                           "directory", "wait for it to finish or use another output directory")
+
+
+def run_tune(output: Path, identity: dict[str, Any], time_budget: float,
+             body: Callable[[Path, Steps, Progress], dict[str, Any]]) -> dict[str, Any]:
+    """What both tunes do around their steps: the output directory made and locked, the run's
+    settings checked against the ones it started with, and the progress line for `body`'s
+    run (its result returned), closed however the run ends."""
+    out = output.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tune_lock(out):
+        check_identity(out, identity)
+        prog = Progress(time_budget)
+        try:
+            return body(out, Steps(out), prog)
+        finally:
+            prog.close()
 
 
 def check_identity(out: Path, want: dict[str, Any]) -> None:

@@ -39,9 +39,8 @@ from mlgo.tune import regalloc_program as rp
 from mlgo.tune.progress import (
     Progress,
     Steps,
-    check_identity,
     clock,
-    tune_lock,
+    run_tune,
 )
 from mlgo.tune.regalloc_policy import PROFILE_USE, Basis
 from mlgo_base.errors import MlgoError
@@ -103,15 +102,8 @@ def check_options(o: RegallocTuneOptions) -> None:
 def tune_regalloc(o: RegallocTuneOptions) -> dict[str, Any]:
     """Run (or resume) the tune into o.output; returns the report (regalloc_report.py)."""
     check_options(o)
-    out = o.output.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with tune_lock(out):
-        check_identity(out, o.identity())
-        prog = Progress(o.time_budget)
-        try:
-            return _tune(o, out, Steps(out), prog)
-        finally:
-            prog.close()
+    return run_tune(o.output, o.identity(), o.time_budget,
+                    lambda out, steps, prog: _tune(o, out, steps, prog))
 
 
 def _reference(out: Path, workload: str) -> rp.Run:
