@@ -10,13 +10,8 @@ Each module's key is its source file's path relative to the tuned project's sour
 entry names a call site as the plugin's training channel does (caller, callee, ordinal: how many
 decisions about that caller and callee came before it in the module), says inline (1) or
 not (0), and may give the site's shape when it was decided (LLVM's caller_basic_block_count,
-callee_basic_block_count and cost_estimate), then the fingerprints of its caller and callee
-then (plugin_decisions.h's functionFingerprint, as signed 64-bit numbers), which the site must
-still have for the entry to answer it (plugin_decisions.h):
-
-    [caller, callee, ordinal, inline]
-    [caller, callee, ordinal, inline, caller blocks, callee blocks, cost]
-    [caller, callee, ordinal, inline, caller blocks, callee blocks, cost, caller fp, callee fp] The plugin matches a key against the trailing path components of a module's
+callee_basic_block_count and cost_estimate), which the site must still have for the entry to
+answer it (plugin_decisions.h). The plugin matches a key against the trailing path components of a module's
 source_filename (plugin_decisions.h has the rule), so a build in another directory, or of a
 later release unpacked elsewhere, still finds its modules' entries.
 
@@ -37,13 +32,10 @@ from mlgo_base.errors import MlgoError
 
 FORMAT = "mlgo-decision-table"
 VERSION = 1
-# (caller, callee, ordinal, inline), and optionally the shape (caller blocks, callee blocks,
-# cost estimate), and after it optionally the caller's and the callee's fingerprints.
+# (caller, callee, ordinal, inline) or the same and the shape (caller blocks, callee blocks,
+# cost estimate).
 Entry = tuple[Any, ...]
 SHAPE_FEATURES = ("caller_basic_block_count", "callee_basic_block_count", "cost_estimate")
-# The call site identity's fields (the training channel's context line) holding them.
-FINGERPRINT_FIELDS = ("caller_fingerprint", "callee_fingerprint")
-ENTRY_LENGTHS = (4, 4 + len(SHAPE_FEATURES), 4 + len(SHAPE_FEATURES) + len(FINGERPRINT_FIELDS))
 
 
 class DecisionTableError(MlgoError):
@@ -112,17 +104,15 @@ def _check(doc: Any, where: str) -> dict[str, list[Entry]]:
         seen: set[tuple[str, str, int]] = set()
         rows: list[Entry] = []
         for i, e in enumerate(entries):
-            if (not isinstance(e, list) or len(e) not in ENTRY_LENGTHS
-                    or not isinstance(e[0], str)
+            if (not isinstance(e, list) or len(e) not in (4, 7) or not isinstance(e[0], str)
                     or not isinstance(e[1], str) or type(e[2]) is not int
                     or not 0 <= e[2] < 2**32 or e[3] not in (0, 1) or type(e[3]) is not int
                     or "\0" in e[0] + e[1]
-                    or any(type(x) is not int or not -2**63 <= x < 2**63 for x in e[4:])):
+                    or any(type(x) is not int or not -2**63 < x < 2**63 for x in e[4:])):
                 raise DecisionTableError(
                     f"{where}: module {key}, entry {i}: {json.dumps(e)[:120]} is not "
-                    "[caller, callee, ordinal >= 0, inline 0 or 1], optionally followed by the "
-                    "three whole numbers of its shape, then by the two of its fingerprints "
-                    "(signed 64-bit)")
+                    "[caller, callee, ordinal >= 0, inline 0 or 1] with or without the three "
+                    "whole numbers of its shape")
             site = (e[0], e[1], e[2])
             if site in seen:
                 raise DecisionTableError(f"{where}: module {key}: call site {e[0]} -> {e[1]} "
@@ -140,8 +130,7 @@ def table_c_source(modules: Mapping[str, Sequence[Entry]]) -> str:
              "   plugin_decisions.h */",
              "#include <stddef.h>", "#include <stdint.h>",
              "struct mlgo_table_decision { const char *caller; const char *callee; "
-             "uint32_t ordinal; uint32_t inline_site; uint32_t has_shape; int64_t shape[3]; "
-             "uint32_t has_fingerprints; int64_t fingerprints[2]; };",
+             "uint32_t ordinal; uint32_t inline_site; uint32_t has_shape; int64_t shape[3]; };",
              "struct mlgo_table_module { const char *path; "
              "const struct mlgo_table_decision *decisions; size_t num_decisions; };"]
     rows = []
@@ -150,8 +139,8 @@ def table_c_source(modules: Mapping[str, Sequence[Entry]]) -> str:
             continue
         lines.append(f"static const struct mlgo_table_decision mlgo_table_module_{n}[] = {{")
         lines += [f"  {{{c_string(e[0])}, {c_string(e[1])}, {e[2]}u, {e[3]}u, "
-                  + _c_numbers(e[4:7], 3) + ", " + _c_numbers(e[7:9], 2) + "},"
-                  for e in entries]
+                  + (f"1u, {{{', '.join(f'{x}LL' for x in e[4:])}}}}}," if len(e) == 7
+                     else "0u, {0, 0, 0}},") for e in entries]
         lines.append("};")
         rows.append(f"  {{{c_string(key)}, mlgo_table_module_{n}, {len(entries)}}},")
     if rows:
@@ -160,15 +149,6 @@ def table_c_source(modules: Mapping[str, Sequence[Entry]]) -> str:
         lines.append("const struct mlgo_table_module mlgo_decision_table[1] = {{0, 0, 0}};")
     lines.append(f"const size_t mlgo_decision_table_modules = {len(rows)};")
     return "\n".join(lines) + "\n"
-
-
-def _c_numbers(values: Sequence[int], n: int) -> str:
-    """`has` and the array of n int64_t for these values (none: 0 and zeros)."""
-    if not values:
-        return f"0u, {{{', '.join(['0'] * n)}}}"
-    # -2**63 has no literal in C: the negation of 2**63 overflows.
-    return "1u, {" + ", ".join("(-9223372036854775807LL - 1)" if x == -2**63 else f"{x}LL"
-                               for x in values) + "}"
 
 
 def module_key(path: str | PurePosixPath) -> str:

@@ -528,7 +528,7 @@ protected:
       Runner.Identity = identity(CB, Caller, Callee);
     else if (Runner.Table)
       Runner.TableAnswer =
-          Runner.Table->next(Caller, Callee, &Runner.slot(0));
+          Runner.Table->next(Caller.getName(), Callee.getName(), &Runner.slot(0));
     return ModelRunner->evaluate<int64_t>() != 0;
   }
 
@@ -538,8 +538,7 @@ protected:
 
 private:
   // The call site as a JSON object: caller, callee, ordinal (how many decisions about this
-  // caller and callee came before this one in the module), the two functions' fingerprints
-  // (plugin_decisions.h: what a decision table's entry checks) and, with debug info, loc.
+  // caller and callee came before this one in the module) and, with debug info, loc.
   std::string identity(CallBase &CB, Function &Caller, Function &Callee) {
     std::string Pair = (Caller.getName() + Twine('\0') + Callee.getName()).str();
     unsigned Ordinal = PairDecisions[Pair]++;
@@ -550,8 +549,6 @@ private:
       J.attribute("caller", Caller.getName());
       J.attribute("callee", Callee.getName());
       J.attribute("ordinal", static_cast<int64_t>(Ordinal));
-      J.attribute("caller_fingerprint", mlgo::functionFingerprint(Caller));
-      J.attribute("callee_fingerprint", mlgo::functionFingerprint(Callee));
       if (const DILocation *Loc = CB.getDebugLoc().get())
         J.attribute("loc", (Loc->getFilename() + ":" + Twine(Loc->getLine()) + ":" +
                             Twine(Loc->getColumn()))

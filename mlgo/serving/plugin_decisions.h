@@ -13,13 +13,6 @@
 // a site of that shape, so that in code changed since (another release), a site whose caller,
 // callee or cost changed gets the policy's answer, not a decision made for other code. In the
 // searched code itself every shape matches, as the compile is the same one.
-// An entry may also carry the fingerprints of the caller and the callee when the search decided
-// it (functionFingerprint: LLVM's detailed structural hash of each function's IR at that
-// moment, which the training channel sends with the site's identity). It then answers only
-// where both are the same: a callee whose code changed without changing its block count or
-// cost (a constant, an operator) gets the policy's answer too. The hash covers what the inliner
-// had already made of each function, so it is the same wherever the code and the decisions
-// before this one are, whatever changed elsewhere in the module.
 //
 // Which module a table entry is for: its key is the source file's path relative to the tuned
 // project's source root ("lib/a.c"). It matches a module when the key's components are the
@@ -35,8 +28,6 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
 #include "llvm/Analysis/InlineModelFeatureMaps.h"
-#include "llvm/IR/Function.h"
-#include "llvm/IR/StructuralHash.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -52,8 +43,6 @@ struct mlgo_table_decision {
   uint32_t inline_site; // 1: inline, 0: do not
   uint32_t has_shape;   // 1: answer only a site of this shape
   int64_t shape[3];     // caller_basic_block_count, callee_basic_block_count, cost_estimate
-  uint32_t has_fingerprints; // 1: answer only where caller and callee have these fingerprints
-  int64_t fingerprints[2];   // functionFingerprint of the caller, of the callee
 };
 struct mlgo_table_module {
   const char *path; // relative to the tuned project's source root
@@ -65,12 +54,6 @@ __attribute__((weak)) extern const size_t mlgo_decision_table_modules;
 }
 
 namespace mlgo {
-
-// A function's code as the inliner sees it now, as one number (the channel sends it; a table
-// entry may require it).
-inline int64_t functionFingerprint(const llvm::Function &F) {
-  return static_cast<int64_t>(llvm::StructuralHash(F, /*DetailedHash=*/true));
-}
 
 inline llvm::SmallVector<llvm::StringRef, 8> pathComponents(llvm::StringRef Path) {
   llvm::SmallVector<llvm::StringRef, 8> Parts, Kept;
@@ -124,9 +107,7 @@ public:
 
   // The table's answer for this decision about Caller -> Callee: 1, 0, or -1 (not in it).
   // Features: LLVM's, in FeatureIndex order (the site's shape is read from them).
-  int next(const llvm::Function &CallerFn, const llvm::Function &CalleeFn,
-           const int64_t *Features) {
-    llvm::StringRef Caller = CallerFn.getName(), Callee = CalleeFn.getName();
+  int next(llvm::StringRef Caller, llvm::StringRef Callee, const int64_t *Features) {
     std::string Pair = (Caller + llvm::Twine('\0') + Callee).str();
     unsigned Ordinal = Seen[Pair]++;
     auto It = Answers.find(Pair + '\0' + std::to_string(Ordinal));
@@ -138,9 +119,6 @@ public:
         (D.shape[0] != Features[static_cast<size_t>(FeatureIndex::caller_basic_block_count)] ||
          D.shape[1] != Features[static_cast<size_t>(FeatureIndex::callee_basic_block_count)] ||
          D.shape[2] != Features[static_cast<size_t>(FeatureIndex::cost_estimate)]))
-      return -1;
-    if (D.has_fingerprints && (D.fingerprints[0] != functionFingerprint(CallerFn) ||
-                               D.fingerprints[1] != functionFingerprint(CalleeFn)))
       return -1;
     ++Hits;
     return D.inline_site ? 1 : 0;

@@ -28,7 +28,6 @@ from typing import Any
 
 from corpus_tools.corpus import Module
 from mlgo.serving.decision_table import (
-    FINGERPRINT_FIELDS,
     SHAPE_FEATURES,
     Entry,
     load_table,
@@ -77,18 +76,15 @@ def run_replay_task(task: ReplayTask) -> ModuleOutcome:
         sites = CallSites.from_contexts(res.contexts)
         return ModuleOutcome(name, True, policy_total=res.measurement.total,
                              num_decisions=len(sites), seconds=time.monotonic() - t0,
-                             extra={"sites": _entries(sites, task.actions, res.observations,
-                                                      res.contexts)},
+                             extra={"sites": _entries(sites, task.actions, res.observations)},
                              tag=task.tag)
     except Exception as e:
         return failed_outcome(name, e, t0, task.tag)
 
 
-def _entries(sites: Any, actions: Sequence[int], observations: Sequence[Any] | None = None,
-             contexts: Sequence[str] | None = None) -> list[Entry]:
-    """Table entries: each site, its answer and, from the compile's observations, its shape,
-    then from its identity (the channel's context line) its caller's and callee's
-    fingerprints."""
+def _entries(sites: Any, actions: Sequence[int], observations: Sequence[Any] | None = None
+             ) -> list[Entry]:
+    """Table entries: each site, its answer and, from the compile's observations, its shape."""
     import numpy as np
 
     if len(sites) != len(actions):
@@ -97,15 +93,8 @@ def _entries(sites: Any, actions: Sequence[int], observations: Sequence[Any] | N
             zip(sites.caller, sites.callee, sites.ordinal, actions, strict=True)]
     if observations is None:
         return rows
-    rows = [(*r, *(int(np.asarray(obs[f]).reshape(-1)[0]) for f in SHAPE_FEATURES))
+    return [(*r, *(int(np.asarray(obs[f]).reshape(-1)[0]) for f in SHAPE_FEATURES))
             for r, obs in zip(rows, observations, strict=True)]
-    if contexts is None:
-        return rows
-    prints = [json.loads(c) for c in contexts]
-    if any(not all(type(p.get(f)) is int for f in FINGERPRINT_FIELDS) for p in prints):
-        raise MlgoError("the plugin named call sites without their functions' fingerprints "
-                        "(a plugin older than this mlgo?)")
-    return [(*r, *(p[f] for f in FINGERPRINT_FIELDS)) for r, p in zip(rows, prints, strict=True)]
 
 
 def relative_path(module: str, project: str) -> str:
