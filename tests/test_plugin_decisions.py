@@ -2,7 +2,9 @@
 mlgo/serving/decision_table.py, mlgo/tune/decisions.py): a searched module's table, built
 into the plugin, makes a build of the module's source (from another directory) give the
 search's best object, .text byte for byte; a module or call site the table does not name
-gets the policy's answer; which module a table entry is for goes by the trailing components
+gets the policy's answer; in a later release's code an entry answers while its site keeps its
+shape (a function added elsewhere or an edit of the caller that leaves the shape keep it, a
+changed callee drops it); which module a table entry is for goes by the trailing components
 of the source path; a bad table file is refused in one line."""
 
 from __future__ import annotations
