@@ -2,7 +2,9 @@
 mlgo/serving/decision_table.py, mlgo/tune/decisions.py): a searched module's table, built
 into the plugin, makes a build of the module's source (from another directory) give the
 search's best object, .text byte for byte; a module or call site the table does not name
-gets the policy's answer; which module a table entry is for goes by the trailing components
+gets the policy's answer; in a later release's code an entry answers while its site keeps its
+shape (a function added elsewhere or an edit of the caller that leaves the shape keep it, a
+changed callee drops it); which module a table entry is for goes by the trailing components
 of the source path; a bad table file is refused in one line."""
 
 from __future__ import annotations
@@ -286,3 +288,64 @@ def test_the_policy_serves_outside_the_table_only_if_it_makes_that_code_smaller(
                                             for m, d, p in sizes]}))
     got = decisions.policy_beyond_table(path, {"a.c"}, "p")
     assert got["serve"] == serve
+
+
+def _replayed_table(tmp_path: Path, text: str, actions: list[int]) -> tuple[Path, list]:
+    """A table for lib/a.c holding `text`, as tune makes it: the module's decisions `actions`
+    compiled through the plugin's channel, which names each site and gives its shape."""
+    from mlgo.env import CompilerEnv, replay
+    from mlgo.problems.inlining.problem import InliningForSize
+    from mlgo.serving.decision_table import make_table, write_table
+    from mlgo.tune.decisions import ReplayTask, run_replay_task
+
+    corpus = tmp_path / "corpus"
+    (corpus / "proj" / "lib").mkdir(parents=True)
+    src = tmp_path / "a.c"
+    src.write_text(text)
+    subprocess.run([llvm_tool("clang"), "-Oz", "-Xclang", "-disable-llvm-passes", "-emit-llvm",
+                    "-c", str(src), "-o", str(corpus / "proj/lib/a.c.bc")], check=True)
+    (corpus / "proj/lib/a.c.cmd").write_bytes(b"-c\0-Oz")
+    (corpus / "corpus_description.json").write_text(json.dumps(
+        {"has_thinlto": False, "modules": ["proj/lib/a.c"], "llvm_version": toolchain.llvm_major()}))
+    [module] = Corpus.load(corpus).modules
+    channel = str(plugin.channel_plugin())
+    total = replay(CompilerEnv(InliningForSize(plugin=channel), module, timeout=120),
+                   actions).measurement.total
+    out = run_replay_task(ReplayTask(module, actions, total, "", 120, channel))
+    assert out.ok, out.error
+    entries = out.extra["sites"]
+    path = tmp_path / "decisions.json"
+    write_table(path, make_table({"lib/a.c": entries}))
+    return path, entries
+
+
+# Variants of SEARCHED, as a later release might have them.
+UNRELATED_ADDED = SEARCHED + ("int other(int x) { return g[x & 7] - x; }\n"
+                              "void f9(int i) { use(other(i)); }\n")
+# pick's code changed: its cost at every site changed with it.
+CALLEE_CHANGED = SEARCHED.replace("g[i & 63] * 3 + i", "g[i & 63] * 3 + g[(i >> 2) & 63] * i")
+# f0's code changed around its sites, whose shape (f0's blocks, pick's blocks, the cost) did not.
+CALLER_EDITED = SEARCHED.replace("use(pick(i + 9))", "use(pick(i + 11))")
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    (SEARCHED, 7),
+    (UNRELATED_ADDED, 7),  # f9 -> other is the policy's; every searched site the table's
+    (CALLEE_CHANGED, 0),
+    (CALLER_EDITED, 7),
+])
+def test_an_entry_answers_while_its_site_keeps_its_shape_whatever_else_changed(
+        tmp_path: Path, text: str, kept: int) -> None:
+    # The search's answer at each site of pick is "no"; the policy inlines everywhere.
+    table, entries = _replayed_table(tmp_path, SEARCHED, [0] * 7)
+    assert [tuple(e[:2]) for e in entries].count(("f0", "pick")) == 2 and len(entries) == 7
+    assert all(len(e) == 7 for e in entries)  # with each site's shape
+    src = tmp_path / "release-2" / "lib" / "a.c"
+    src.parent.mkdir(parents=True)
+    src.write_text(text)
+    got, notes, _ = _compile(src, plugin.plugin_for("always", table), tmp_path)
+    # The table's answers are its "no"s; every other decision is the policy's "yes".
+    assert notes == f"table={kept}"
+    assert sorted(got) == [0] * kept + [1] * (len(got) - kept)
+    if text != CALLEE_CHANGED:  # the bigger pick is asked about at fewer sites
+        assert len(got) == 7 + (text == UNRELATED_ADDED)  # f9 -> other

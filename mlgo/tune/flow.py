@@ -240,10 +240,11 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
             previous = steps.record("previous", time.monotonic() - t, {
                 "dir": str(o.previous.resolve()), "reused": len(reuse["reused"]),
                 "modules": len(corpus.modules), "reused_modules": reuse["reused"],
-                "old_policy": old})
+                "why_none": reuse.get("why_none"), "old_policy": old})
         prog.say(f"the earlier policy keeps {100 * previous['old_policy']['linked_relative_change']:+.2f}% "
                  f"as linked on this code; {previous['reused']} of {previous['modules']} "
-                 "module(s) unchanged: their search results are reused")
+                 "module(s) unchanged: their search results are reused"
+                 + (f" (none: {previous['why_none']})" if previous.get("why_none") else ""))
 
     # 5. the search, in the time the other steps leave
     search = begin(5, "search", "search for decisions that beat LLVM's")

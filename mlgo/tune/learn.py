@@ -2,10 +2,14 @@
 the search (`run_search`: the one place the search is called), imitation, evaluation, export,
 and the reuse of an earlier tune's search results for modules whose code did not change.
 
-A module's fingerprint (for that reuse) is the SHA-256 of its IR as text with the source root's
-path replaced by a placeholder and the ModuleID/source_filename lines dropped, plus its .cmd:
-two releases unpacked in different directories give the same fingerprint for an unchanged file,
-and any change to its code or its compile flags gives another."""
+A module's fingerprint (for that reuse) is the SHA-256 of its IR as text without its debug
+information (`opt --strip-debug`), with the source root's path replaced by a placeholder and the
+ModuleID/source_filename lines dropped, plus its .cmd: two releases unpacked in different
+directories give the same fingerprint for an unchanged file, so does a file whose code moved to
+other lines (an edited comment, a header grown above it: only debug locations change, and they
+change no inlining decision nor .text byte), and any change to its code or its compile flags
+gives another. The fingerprint starts with its recipe, FINGERPRINT_RECIPE, so that an earlier
+tune's fingerprints made another way are not taken for changed code."""
 
 from __future__ import annotations
 
@@ -258,17 +262,20 @@ def write_flags(plugin: Path, policy: Path, out: Path) -> dict[str, str]:
 
 
 # -- incremental re-tuning ----------------------------------------------------------------------
+FINGERPRINT_RECIPE = "nodebug-sha256"
+
+
 def fingerprint(module: Module, root: Path) -> str:
     """See the module docstring."""
-    dis = process.run([toolchain.find_tool("llvm-dis", check_version=False).path,
-                       str(module.bc_path), "-o", "-"], what=f"disassembling {module.name}",
-                      timeout=300)
+    dis = process.run([toolchain.find_tool("opt", check_version=False).path, "--strip-debug",
+                       "-S", str(module.bc_path), "-o", "-"],
+                      what=f"reading {module.name} without its debug information", timeout=300)
     h = hashlib.sha256()
     for line in dis.stdout.replace(str(root), "<root>").splitlines():
         if not line.startswith(("; ModuleID", "source_filename")):
             h.update(line.encode() + b"\n")
     h.update(module.cmd_path.read_bytes().replace(str(root).encode(), b"<root>"))
-    return h.hexdigest()
+    return f"{FINGERPRINT_RECIPE}:{h.hexdigest()}"
 
 
 def fingerprints(corpus: Corpus, root: Path, jobs: int) -> dict[str, str]:
@@ -292,8 +299,12 @@ def reuse_results(previous: Path, new_prints: dict[str, str], search: Path,
     old_config = json.loads(old_config_path.read_text())
     if any(old_config.get(k) != v for k, v in config.items()):
         return {"reused": {}, "why_none": f"{old_config_path}: other search settings"}
+    old_prints = json.loads(old_prints_path.read_text())
+    if any(not fp.startswith(FINGERPRINT_RECIPE + ":") for fp in old_prints.values()):
+        return {"reused": {}, "why_none": f"{old_prints_path}: fingerprints made by an older "
+                "mlgo (another recipe), which cannot tell unchanged modules"}
     by_print: dict[str, str] = {}
-    for name, fp in json.loads(old_prints_path.read_text()).items():
+    for name, fp in old_prints.items():
         if result_path(previous / "search", name).is_file():
             by_print.setdefault(fp, name)
     reused = {}
