@@ -135,6 +135,11 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", "PGO + the policy tuned on the PGO build's code, against PGO alone: " + ", ".join(
             f"{w} {100 * change(p[w]['instructions'], pt[w]['instructions']):+.3f}%"
             for w in ("train", "check")) + "."]
+        ps = doc["instructions"].get("pgo-selected")
+        if ps:
+            lines += ["", "PGO + that policy in the measured modules only, against PGO alone: "
+                      + ", ".join(f"{w} {100 * change(p[w]['instructions'], ps[w]['instructions']):+.3f}%"
+                                  for w in ("train", "check")) + "."]
     for b, p in doc["policies"].items():
         code = "the plain build's code" if b == "plain" else "the PGO build's code"
         lines += ["", f"## Hot modules searched ({code})", "",
