@@ -165,6 +165,8 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
             assert row[w]["change"] == pytest.approx(
                 row[w]["instructions"] / plain[w]["instructions"] - 1)
             assert 0 < row[w]["own"] < row[w]["instructions"]
+            if json.loads((out / "steps" / f"{variant}.json").read_text()).get("same_as"):
+                continue  # a selection keeping no module: the build it names, not built again
             # Every build ran its workloads and printed what the plain build printed.
             got = (out / "runs" / f"{variant}-{w}-callgrind" / "stdout").read_text()
             assert got == (out / "runs" / f"plain-{w}-callgrind" / "stdout").read_text()

@@ -133,3 +133,21 @@ def test_per_source_compilers_serve_the_policy_to_the_listed_sources_only(
         process.run([cc, *args], what="compiler script", timeout=30)
     assert log.read_text().splitlines() == ["default-rule -c /src/a b.c", "default -c /src/a.c",
                                             "default -c /src/a b.cc"]
+
+
+def test_a_build_with_per_source_compilers_serves_the_policy_in_the_listed_source_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
+    src = _program(tmp_path)
+    summary = tmp_path / "served.tsv"
+    summary.touch()
+    monkeypatch.setenv("MLGO_DECISION_SUMMARY", str(summary))
+    # Without -DVARIANT, hurt.c is the -O2 compile (the greedy allocator runs, the policy is asked).
+    spec = rp.Build("selected", "default-rule", "", (str(src / "hurt.c"),))
+    rp.cmake_build(src, tmp_path / "build-selected", spec, [], tmp_path / "build.log", jobs=2,
+                   timeout=300)
+    # mlgo-clang writes one line per compile it served a regalloc policy in: helped.c alone
+    # (main.c and helped.c went to the program serving clang's own eviction).
+    served = [line.split("\t")[:2] for line in summary.read_text().splitlines()]
+    assert served == [["regalloc", "default-rule"]]
+    assert rp.program_in(tmp_path / "build-selected", "two").is_file()
