@@ -144,7 +144,9 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
         assert sorted(sel["selected"]) == sorted(m for m, e in sel["effects"].items()
                                                  if e["measured"] < 0)
         e = sel["effects"]["pressure/kernel.c"]
-        assert e["plain"] > 0 and e["forecast"] is not None and e["dropped"] >= 0
+        assert e["plain"] > 0 and e["forecast"] is not None
+        # A profiled block gone means the function's blocks changed: dropped is part of it.
+        assert 0 <= e["dropped"] <= e["reshaped"]
         selected = "selected" if basis == "plain" else "pgo-selected"
         if not sel["selected"]:
             assert doc["instructions"][selected] == doc["instructions"][base]

@@ -93,7 +93,7 @@ def test_the_selection_keeps_the_module_the_policy_helped_and_drops_the_one_it_h
         {"module": "two/helped.c", "default": 1000.0, "policy": 1100.0, "relative_change": 0.1},
         {"module": "two/hurt.c", "default": 1000.0, "policy": 900.0, "relative_change": -0.1}]}))
     basis = Basis("plain", out / "build-plain", plain["exe"], out / "runs" / "plain", out)
-    hot = {"modules": {"two/helped.c": 0.5, "two/hurt.c": 0.5}}
+    hot = {"modules": {"two/helped.c": 0.45, "two/hurt.c": 0.45, "two/main.c": 0.1}}
     sel = rsel.measure_selection(basis, out / "build-tuned", hot, "two", src,
                                  {"functions": plain["functions"]},
                                  {"functions": tuned["functions"]})
@@ -106,9 +106,16 @@ def test_the_selection_keeps_the_module_the_policy_helped_and_drops_the_one_it_h
     # is compiled alike in both builds).
     total = sum(tuned["functions"].values()) - sum(plain["functions"].values())
     assert total == sum(e["measured"] for e in eff.values())
+    assert sel["selected"] == ["two/helped.c"]
     assert sel["kept_measured"] == eff["two/helped.c"]["measured"]
-    # Code moved into other blocks: the unoptimized build has blocks the optimized one lacks.
+    # Code moved into other blocks: the unoptimized build has blocks the optimized one lacks,
+    # which the reward cannot price; main.c is compiled alike: nothing changed, nothing kept.
     assert eff["two/helped.c"]["dropped"] > 0
+    assert eff["two/helped.c"]["reshaped"] == sum(
+        b.executed for b in profile["two/helped.c"]["helped"].values())
+    assert eff["two/main.c"] == {**eff["two/main.c"], "measured": 0, "dropped": 0,
+                                 "reshaped": 0}
+    assert eff["two/main.c"]["plain"] > 0
 
 
 def test_per_source_compilers_serve_the_policy_to_the_listed_sources_only(

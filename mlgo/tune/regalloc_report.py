@@ -90,21 +90,26 @@ def write_report(out: Path, o: Any, project: str, made: dict[str, dict],
 def selection_lines(sel: dict[str, Any], code: str) -> list[str]:
     """The table of each hot module's measured effect beside the reward's forecast."""
     lines = ["", f"### Where the policy helped, measured ({code}, training workload)", "",
-             "| module | reward's forecast | of it, in profiled blocks the tuned code dropped | "
-             "measured (instructions of its functions) | measured change | served |",
-             "|---|---:|---:|---:|---:|---|"]
+             "| module | reward's forecast | profiled, in blocks the tuned code dropped | "
+             "profiled, in functions whose blocks changed | measured (instructions of its "
+             "functions) | measured change | served |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for m, e in sel["effects"].items():
         fc = (f"{e['forecast']:+,.0f} ({100 * e['forecast_change']:+.2f}%)"
               if e["forecast"] is not None else "-")
-        dropped = f"{e['dropped']:,}" if e["dropped"] is not None else "-"
-        lines.append(f"| {m} | {fc} | {dropped} | {e['measured']:+,} | "
+        dropped, reshaped = (f"{e[k]:,}" if e.get(k) is not None else "-"
+                             for k in ("dropped", "reshaped"))
+        lines.append(f"| {m} | {fc} | {dropped} | {reshaped} | {e['measured']:+,} | "
                      f"{100 * e['measured_change']:+.2f}% | "
                      f"{'yes' if m in sel['selected'] else 'no'} |")
     lines += ["", "Measured: the instructions the module's functions executed on the training "
               "workload with the policy in every module against without (callgrind, whole "
-              "program). The reward charges nothing for a profiled block the policy's code no "
-              "longer has; the column beside its forecast is how many profiled instructions "
-              "were in such blocks. The policy is served where the measured change is "
+              "program). The reward prices the tuned code on the plain build's blocks: it "
+              "charges nothing for a profiled block the tuned code no longer has, nothing for "
+              "a block the tuned code added, and a kept block its profiled count even when the "
+              "added blocks took its executions over; the two columns beside the forecast are "
+              "the profiled instructions where that happened (a forecast is trustworthy where "
+              "both are 0). The policy is served where the measured change is "
               f"negative (the kept modules' measured sum {sel['kept_measured']:+,} "
               "instructions); the check workload is not read for this."]
     return lines

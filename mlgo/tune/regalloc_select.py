@@ -58,18 +58,25 @@ def owned_functions(objects: Mapping[str, Path]) -> dict[str, set[str]]:
     return out
 
 
-def dropped_blocks(obj: Path, profile: Mapping[str, Mapping[int, Any]]) -> int:
-    """Instructions the profiled run executed in blocks the object no longer has (by block ID):
-    what the trace reward charges nothing for."""
+def unpriced(plain_obj: Path, tuned_obj: Path, profile: Mapping[str, Mapping[int, Any]]
+             ) -> tuple[int, int]:
+    """What the trace reward cannot price in the tuned object, in profiled instructions:
+    (those of blocks it no longer has, by block ID; those of functions whose blocks are not
+    the plain object's, added or gone). The reward charges a missing block nothing and a new
+    block nothing, and charges a kept block its profiled count even when the new blocks took
+    its executions over."""
     from mlgo.problems.regalloc.profile import read_block_map
 
-    blocks = read_block_map(obj)
-    missing = 0
+    before, after = read_block_map(plain_obj), read_block_map(tuned_obj)
+    dropped = reshaped = 0
     for fn, prof in profile.items():
-        have = {b[0] for b in blocks.get(fn, ())}
-        if fn in blocks:
-            missing += sum(b.executed for bid, b in prof.items() if bid not in have)
-    return missing
+        if fn not in after:
+            continue
+        have = {b[0] for b in after[fn]}
+        dropped += sum(b.executed for bid, b in prof.items() if bid not in have)
+        if have != {b[0] for b in before.get(fn, ())}:
+            reshaped += sum(b.executed for b in prof.values())
+    return dropped, reshaped
 
 
 def module_effects(hot: list[str], plain: Mapping[str, tuple[str, Path]],
@@ -80,8 +87,7 @@ def module_effects(hot: list[str], plain: Mapping[str, tuple[str, Path]],
     """Per hot module: the instructions its functions executed on the training workload in
     the plain build and with the policy (`runs`, `tuned_runs`: instructions per function of
     the two callgrind runs), the reward's forecast (`forecast`: the evaluation's record per
-    module) and what the forecast left out (profiled instructions in blocks the tuned object
-    dropped)."""
+    module) and what the forecast cannot price (unpriced)."""
     owned = owned_functions({m: o for m, (_, o) in plain.items()})
     out = {}
     for m in hot:
@@ -95,8 +101,11 @@ def module_effects(hot: list[str], plain: Mapping[str, tuple[str, Path]],
             "measured_change": (after - before) / before if before else 0.0,
             "forecast": (f["policy"] - f["default"]) if f else None,
             "forecast_change": f["relative_change"] if f else None,
-            "dropped": dropped_blocks(tuned[m][1], profile.get(m, {})) if m in tuned else None,
+            "dropped": None, "reshaped": None,
         }
+        if m in tuned:
+            out[m]["dropped"], out[m]["reshaped"] = unpriced(plain[m][1], tuned[m][1],
+                                                             profile.get(m, {}))
     return out
 
 
