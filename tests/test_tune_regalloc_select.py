@@ -146,15 +146,20 @@ def test_a_build_with_per_source_compilers_serves_the_policy_in_the_listed_sourc
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLGO_CACHE_DIR", str(tmp_path / "cache"))
     src = _program(tmp_path)
-    summary = tmp_path / "served.tsv"
-    summary.touch()
-    monkeypatch.setenv("MLGO_DECISION_SUMMARY", str(summary))
     # Without -DVARIANT, hurt.c is the -O2 compile (the greedy allocator runs, the policy is asked).
     spec = rp.Build("selected", "default-rule", "", (str(src / "hurt.c"),))
-    rp.cmake_build(src, tmp_path / "build-selected", spec, [], tmp_path / "build.log", jobs=2,
-                   timeout=300)
-    # mlgo-clang writes one line per compile it served a regalloc policy in: helped.c alone
+    rp.cmake_build(src, tmp_path / "build-selected", spec, [], tmp_path / "logs" / "build.log",
+                   jobs=2, timeout=300)
+    # mlgo-clang wrote one line per compile it served a regalloc policy in: hurt.c alone
     # (main.c and helped.c went to the program serving clang's own eviction).
+    summary = tmp_path / "logs" / "served-selected.tsv"
     served = [line.split("\t")[:2] for line in summary.read_text().splitlines()]
     assert served == [["regalloc", "default-rule"]]
     assert rp.program_in(tmp_path / "build-selected", "two").is_file()
+    # A source no compile names as listed is never served: one line, not a plain build.
+    spec = rp.Build("selected", "default-rule", "", (str(src / "hurt.c"), "hurt.c"))
+    with pytest.raises(rp.MlgoError) as e:
+        rp.cmake_build(src, tmp_path / "build-selected", spec, [], tmp_path / "logs" / "b.log",
+                       jobs=2, timeout=300)
+    assert "served the policy in 1 compile(s), fewer than the 2 source(s)" in str(e.value)
+    assert "\n" not in str(e.value)

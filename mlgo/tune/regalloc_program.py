@@ -60,17 +60,32 @@ def cmake_build(src: Path, build: Path, spec: Build, cmake_args: Sequence[str], 
         cc, cxx = per_source_compilers(spec.policy, spec.served_sources,
                                        build.parent / f"compilers-{spec.variant}")
         env.pop("MLGO_REGALLOC_POLICY")  # each compile's script sets it
+        # mlgo-clang appends a line per compile it served a policy in: the check below.
+        served_log = log.parent / f"served-{spec.variant}.tsv"
+        served_log.parent.mkdir(parents=True, exist_ok=True)
+        served_log.write_text("")
+        env["MLGO_DECISION_SUMMARY"] = str(served_log)
     flags = " ".join(f for f in (BB_FLAGS, spec.pgo_flag) if f)
     link = " ".join(f for f in ("-fuse-ld=lld", spec.pgo_flag if "generate" in spec.pgo_flag
                                 else "") if f)
     if build.exists():  # a build cut short earlier: start it again from nothing
         shutil.rmtree(build)
-    return configure_and_build(
+    db = configure_and_build(
         ["cmake", f"-DCMAKE_C_COMPILER={cc}", f"-DCMAKE_CXX_COMPILER={cxx}",
          "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
          f"-DCMAKE_EXE_LINKER_FLAGS={link}", f"-DCMAKE_SHARED_LINKER_FLAGS={link}",
          "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src), "-B", str(build)],
         src, build, log, jobs=jobs, timeout=max(timeout, 1.0), env=env, label=spec.variant)
+    if spec.served_sources:
+        served = sum(line.startswith("regalloc\t") for line in
+                     served_log.read_text().splitlines())
+        wanted = len(set(spec.served_sources))
+        if served < wanted:
+            raise MlgoError(f"{served_log}: the {spec.variant} build served the policy in "
+                            f"{served} compile(s), fewer than the {wanted} source(s) it was "
+                            "for: a compile names its source otherwise than "
+                            "compile_commands.json does")
+    return db
 
 
 def _launchers(policy: str) -> tuple[str, str]:
