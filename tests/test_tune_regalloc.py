@@ -1,8 +1,9 @@
 """`mlgo tune --problem regalloc` on a tiny generated CMake program with a hot loop under
 register pressure: end to end (plain build, callgrind runs of both workloads, profile, search,
 imitation, the tuned and PGO builds measured, a second policy searched and trained on the PGO
-build's code (its IR carrying the profile) for the PGO + tuned build, outputs checked, the
-report, a resume that redoes nothing), split-off function parts counted with their function in
+build's code (its IR carrying the profile) for the PGO + tuned build, the measured selection
+of each policy and the build serving it in the kept modules only, outputs checked, the report,
+a resume that redoes nothing, and one cut short after the selection), split-off function parts counted with their function in
 the hot spots, and the one-line stops: a workload that fails, one whose output differs between
 two runs of one build, a build whose output differs from the plain build's, and settings that
 cannot work."""
@@ -133,7 +134,31 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
     # ... and its block profile is the PGO build's training run, not the plain build's.
     assert json.loads((out / "pgo-policy" / "profile.json").read_text()) != json.loads(
         (out / "profile.json").read_text())
-    assert set(doc["instructions"]) == {"plain", "tuned", "pgo", "pgo-tuned"}
+    assert set(doc["instructions"]) == {"plain", "tuned", "selected", "pgo", "pgo-tuned",
+                                        "pgo-selected"}
+    # The measured selection: each hot module's effect from the training runs, kept where it
+    # is negative; the selected build serves the policy to the kept modules' sources only.
+    for basis, tuned, base in (("plain", "tuned", "plain"), ("pgo", "pgo-tuned", "pgo")):
+        sel = doc["policies"][basis]["selection"]
+        assert set(sel["effects"]) == set(doc["policies"][basis]["hot_modules"])
+        assert sorted(sel["selected"]) == sorted(m for m, e in sel["effects"].items()
+                                                 if e["measured"] < 0)
+        e = sel["effects"]["pressure/kernel.c"]
+        assert e["plain"] > 0 and e["forecast"] is not None
+        # A profiled block gone means the function's blocks changed: dropped is part of it.
+        assert 0 <= e["dropped"] <= e["reshaped"]
+        selected = "selected" if basis == "plain" else "pgo-selected"
+        if not sel["selected"]:
+            assert doc["instructions"][selected] == doc["instructions"][base]
+            continue
+        kernel = {v: _code(next((out / f"build-{v}").rglob("kernel.c.o")))
+                  for v in (base, tuned, selected)}
+        main_o = {v: _code(next((out / f"build-{v}").rglob("main.c.o")))
+                  for v in (base, selected)}
+        assert kernel[selected] == kernel[tuned if "pressure/kernel.c" in sel["selected"]
+                                          else base]
+        if "pressure/main.c" not in sel["selected"]:
+            assert main_o[selected] == main_o[base]
     plain = doc["instructions"]["plain"]
     # The check workload runs fewer loop iterations: fewer instructions, measured apart.
     assert plain["train"]["instructions"] > plain["check"]["instructions"] > 0
@@ -142,6 +167,8 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
             assert row[w]["change"] == pytest.approx(
                 row[w]["instructions"] / plain[w]["instructions"] - 1)
             assert 0 < row[w]["own"] < row[w]["instructions"]
+            if json.loads((out / "steps" / f"{variant}.json").read_text()).get("same_as"):
+                continue  # a selection keeping no module: the build it names, not built again
             # Every build ran its workloads and printed what the plain build printed.
             got = (out / "runs" / f"{variant}-{w}-callgrind" / "stdout").read_text()
             assert got == (out / "runs" / f"plain-{w}-callgrind" / "stdout").read_text()
@@ -160,9 +187,9 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
     assert compiler["plain"] == compiler["pgo"]
     assert len({compiler["plain"], compiler["tuned"], compiler["pgo-tuned"]}) == 3
     assert "-fprofile-instr-use=" in caches["pgo-tuned"]
-    use = doc["instructions"]["tuned"]["train"]["change"] < 0 and \
-        doc["instructions"]["tuned"]["check"]["change"] <= 0.001
-    assert doc["verdict"] == ("use the tuned policy" if use else "keep the plain build")
+    use = doc["instructions"]["selected"]["train"]["change"] < 0 and \
+        doc["instructions"]["selected"]["check"]["change"] <= 0.001
+    assert doc["verdict"] == ("use the selected policy" if use else "keep the plain build")
     md = (out / "report.md").read_text()
     assert TRAIN in md and CHECK in md and "`mix`" in md
     assert "tuned: training workload" in printed
@@ -170,8 +197,19 @@ def test_tune_regalloc_end_to_end_then_resume(tmp_path: Path, capsys: pytest.Cap
     # A re-run resumes: every step is done already, the report is the same figures.
     assert main(_argv(src, out)) == 0
     again = capsys.readouterr().out
-    assert again.count("(done earlier)") == 12
+    assert again.count("(done earlier)") == 16
     assert json.loads((out / "report.json").read_text())["instructions"] == doc["instructions"]
+
+    # Cut short after the selection: the resume keeps it and builds the selection again.
+    (out / "steps" / "selected.json").unlink()
+    assert main(_argv(src, out)) == 0
+    again = capsys.readouterr().out
+    assert again.count("(done earlier)") == 15
+    assert "[7/17] measure the policy's effect per hot module" in again
+    assert ("[8/17] build selected" if doc["policies"]["plain"]["selection"]["selected"]
+            else "[8/17] no module kept") in again
+    assert json.loads((out / "report.json").read_text())["policies"]["plain"]["selection"] == \
+        doc["policies"]["plain"]["selection"]
 
 
 def test_split_off_parts_count_with_their_function_in_the_hot_spots(tmp_path: Path) -> None:

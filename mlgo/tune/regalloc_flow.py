@@ -12,13 +12,20 @@ Steps (each recorded under OUT/steps/ when it ends, so a re-run resumes after th
                 scored by the trace reward), train (one imitation round of the search's best: a
                 residual network on `default-rule`) and eval (its trace cost)
   6. tuned      the build with that policy; both workloads under callgrind, outputs checked
-  7. pgo-gen    clang's instrumented build run on the training workload; llvm-profdata merge
-  8. pgo        the profile-use build; both workloads under callgrind
-  9.-11.        a policy for the PGO build's code, the same steps on the PGO build's training
+  7. select     per hot module, the instructions its functions executed on the training
+                workload with the policy against the plain build (the two runs of step 2 and
+                6), beside the reward's forecast; the modules where the policy measurably
+                helped are kept (regalloc_select.py); the check workload is not read
+  8. selected   the build serving the policy in the kept modules only (clang's own eviction
+                elsewhere); both workloads under callgrind
+  9. pgo-gen    clang's instrumented build run on the training workload; llvm-profdata merge
+ 10. pgo        the profile-use build; both workloads under callgrind
+ 11.-13.        a policy for the PGO build's code, the same steps on the PGO build's training
                 run and its compiles (which read the profile): pgo-corpus, pgo-search,
                 pgo-train, pgo-eval, under OUT/pgo-policy
- 12. pgo-tuned  the profile-use build with that policy; both workloads under callgrind
- 13. report     OUT/report.md and report.json (regalloc_report.py)
+ 14. pgo-tuned  the profile-use build with that policy; both workloads under callgrind
+ 15.-16.        pgo-select and pgo-selected: steps 7 and 8 for that policy against PGO alone
+ 17. report     OUT/report.md and report.json (regalloc_report.py)
 
 With PGO on, the plain build's search gets half of the time the other steps leave, the PGO
 build's search the rest.
@@ -36,6 +43,7 @@ from typing import Any
 
 from mlgo.tune import regalloc_policy as rpol
 from mlgo.tune import regalloc_program as rp
+from mlgo.tune import regalloc_select as rsel
 from mlgo.tune.progress import (
     Progress,
     Steps,
@@ -120,7 +128,7 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
     name = o.project or src.name
     logs = out / "logs"
     commands = {"train": o.workload, "check": o.check_workload}
-    total = 13 if o.pgo else 7
+    total = 17 if o.pgo else 9
 
     def begin(n: int, step: str, what: str) -> dict | None:
         rec = steps.done(step)
@@ -200,26 +208,60 @@ def _tune(o: RegallocTuneOptions, out: Path, steps: Steps, prog: Progress) -> di
                              later)}
     prog.remaining = rest()
 
-    # 6. the tuned build
+    def select_and_measure(n: int, basis: Basis, base: str, tuned: str, pgo_flag: str = ""
+                           ) -> None:
+        """Steps n and n+1: the measured selection of `basis`'s policy (its build `tuned`
+        against `base`, training workload only) and the build serving it where it helped."""
+        prefix = "" if basis.label == "plain" else "pgo-"
+        if begin(n, prefix + "select", f"measure the policy's effect per hot module ({tuned} "
+                 f"against {base}, training workload); keep the modules it helped") is None:
+            t = time.monotonic()
+            res = rsel.measure_selection(basis, out / f"build-{tuned}", made[basis.label]["hot"],
+                                         name, src, measured[base]["train"],
+                                         measured[tuned]["train"])
+            steps.record(prefix + "select", time.monotonic() - t, res)
+        sel = steps.done(prefix + "select")
+        made[basis.label]["selection"] = sel
+        for m, e in sel["effects"].items():
+            fc = e["forecast_change"]
+            prog.say(f"  {m}: measured {100 * e['measured_change']:+.2f}% on the training "
+                     "workload" + (f", the reward forecast {100 * fc:+.2f}%" if fc is not None
+                                   else "") + (" (kept)" if m in sel["selected"] else ""))
+        variant = prefix + "selected"
+        if not sel["selected"]:
+            # Nothing helped: the selection serves no policy, which is the build measured as
+            # `base` (not built again).
+            if begin(n + 1, variant, f"no module kept: the {variant} build is the {base} "
+                     "build") is None:
+                steps.record(variant, 0.0, {**measured[base], "same_as": base})
+            measured[variant] = steps.done(variant)
+            return
+        measured[variant] = build_and_measure(n + 1, variant, rp.Build(
+            variant, str(basis.policy), pgo_flag, tuple(sel["sources"])))
+
+    # 6. the tuned build, 7.-8. the policy served where it measurably helped
     measured = {"plain": runs, "tuned": build_and_measure(6, "tuned", rp.Build(
         "tuned", str(plain.policy)))}
+    select_and_measure(7, plain, "plain", "tuned")
     if o.pgo:
-        # 7.-8. PGO alone
+        # 9.-10. PGO alone
         profile_use = f"{PROFILE_USE}{out / 'pgo' / 'default.profdata'}"
-        if begin(7, "pgo-gen", "clang's instrumented build run on the training "
+        if begin(9, "pgo-gen", "clang's instrumented build run on the training "
                  "workload") is None:
             t = time.monotonic()
             _pgo_profile(o, out, build(rp.Build("pgo-gen", "default",
                                                 "-fprofile-instr-generate")), prog)
             steps.record("pgo-gen", time.monotonic() - t)
-        measured["pgo"] = build_and_measure(8, "pgo", rp.Build("pgo", "default", profile_use))
-        # 9.-11. a policy for the PGO build's code, 12. the PGO build with it
+        measured["pgo"] = build_and_measure(10, "pgo", rp.Build("pgo", "default", profile_use))
+        # 11.-13. a policy for the PGO build's code, 14. the PGO build with it, 15.-16. served
+        # where it measurably helped
         pgo = Basis("pgo", out / "build-pgo", rp.program_in(out / "build-pgo", o.program),
                     out / "runs" / "pgo-train-callgrind", out / "pgo-policy", profile_use)
-        made["pgo"] = _policy(o, pgo, "pgo-", (9, 10, 11, total), name, src, workers, steps,
+        made["pgo"] = _policy(o, pgo, "pgo-", (11, 12, 13, total), name, src, workers, steps,
                               prog, later)
-        measured["pgo-tuned"] = build_and_measure(12, "pgo-tuned", rp.Build(
+        measured["pgo-tuned"] = build_and_measure(14, "pgo-tuned", rp.Build(
             "pgo-tuned", str(pgo.policy), profile_use))
+        select_and_measure(15, pgo, "pgo", "pgo-tuned", profile_use)
 
     # the report
     prog.set_status(f"[{total}/{total}] write the report", say=True)
@@ -308,12 +350,14 @@ def _estimate_rest(done: dict[str, float], runs: dict, modules: int, pgo: bool
     b = done.get("plain", 60.0)
     cg = sum(runs[w]["seconds"] for w in WORKLOADS)
     est = {"train": 45.0 + 15.0 * modules, "eval": 10.0 + 5.0 * modules,
-           "tuned": 1.3 * b + cg + 20}
+           "tuned": 1.3 * b + cg + 20, "select": 5.0 + 2.0 * modules,
+           "selected": 1.3 * b + cg + 20}
     if pgo:
         est.update({"pgo-gen": 1.3 * b + 3 * runs["train"].get("native_seconds", 1.0) + 10,
                     "pgo": 1.3 * b + cg + 20, "pgo-corpus": done.get("corpus", 60.0),
                     "pgo-train": est["train"], "pgo-eval": est["eval"],
-                    "pgo-tuned": 1.3 * b + cg + 20})
+                    "pgo-tuned": 1.3 * b + cg + 20, "pgo-select": est["select"],
+                    "pgo-selected": 1.3 * b + cg + 20})
     return {k: v for k, v in est.items() if k not in done}
 
 

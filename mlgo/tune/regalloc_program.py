@@ -12,6 +12,8 @@ serves and in clang's own profile flags:
   pgo-gen    clang's instrumentation (-fprofile-instr-generate), run on the training workload
   pgo        the instrumented run's profile used (-fprofile-instr-use), no regalloc policy
   pgo-tuned  the same profile used, and the tuned eviction policy
+  selected   the tuned policy served only where it was measured to help (regalloc_select.py)
+  pgo-selected  the same with the PGO profile used
 
 A workload is a shell command run by sh in a fresh directory with $PROGRAM naming the program
 to run (under callgrind, $PROGRAM is a script running it under valgrind --tool=callgrind);
@@ -31,7 +33,7 @@ from mlgo_base import process, toolchain
 from mlgo_base.errors import MlgoError
 
 BB_FLAGS = "-fbasic-block-address-map"
-VARIANTS = ("plain", "tuned", "pgo-gen", "pgo", "pgo-tuned")
+VARIANTS = ("plain", "tuned", "selected", "pgo-gen", "pgo", "pgo-tuned", "pgo-selected")
 
 
 @dataclass(frozen=True)
@@ -41,36 +43,93 @@ class Build:
     variant: str
     policy: str = "default"  # MLGO_REGALLOC_POLICY for the build
     pgo_flag: str = ""  # -fprofile-instr-generate or -fprofile-instr-use=FILE
+    # Serve `policy` only when compiling one of these files (as the compile commands name
+    # them), clang's own eviction elsewhere; None: every compile.
+    served_sources: tuple[str, ...] | None = None
 
 
 def cmake_build(src: Path, build: Path, spec: Build, cmake_args: Sequence[str], log: Path, *,
                 jobs: int, timeout: float) -> Path:
     """Configure and build `src` into `build` as `spec` says; returns its
     compile_commands.json. The compiler is mlgo-clang serving spec.policy."""
-    from mlgo.serving.launcher import launcher_for
-
     env = {k: v for k, v in os.environ.items() if k != "MLGO_INLINE_POLICY"}
     env["MLGO_REGALLOC_POLICY"] = spec.policy
-    saved = os.environ.get("MLGO_REGALLOC_POLICY")
-    os.environ["MLGO_REGALLOC_POLICY"] = spec.policy
-    try:
-        cc, cxx = launcher_for("clang"), launcher_for("clang++")
-    finally:
-        if saved is None:
-            os.environ.pop("MLGO_REGALLOC_POLICY", None)
-        else:
-            os.environ["MLGO_REGALLOC_POLICY"] = saved
+    if spec.served_sources is None:
+        cc, cxx = _launchers(spec.policy)
+    else:
+        cc, cxx = per_source_compilers(spec.policy, spec.served_sources,
+                                       build.parent / f"compilers-{spec.variant}")
+        env.pop("MLGO_REGALLOC_POLICY")  # each compile's script sets it
+        # mlgo-clang appends a line per compile it served a policy in: the check below.
+        served_log = log.parent / f"served-{spec.variant}.tsv"
+        served_log.parent.mkdir(parents=True, exist_ok=True)
+        served_log.write_text("")
+        env["MLGO_DECISION_SUMMARY"] = str(served_log)
     flags = " ".join(f for f in (BB_FLAGS, spec.pgo_flag) if f)
     link = " ".join(f for f in ("-fuse-ld=lld", spec.pgo_flag if "generate" in spec.pgo_flag
                                 else "") if f)
     if build.exists():  # a build cut short earlier: start it again from nothing
         shutil.rmtree(build)
-    return configure_and_build(
+    db = configure_and_build(
         ["cmake", f"-DCMAKE_C_COMPILER={cc}", f"-DCMAKE_CXX_COMPILER={cxx}",
          "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
          f"-DCMAKE_EXE_LINKER_FLAGS={link}", f"-DCMAKE_SHARED_LINKER_FLAGS={link}",
          "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *cmake_args, "-S", str(src), "-B", str(build)],
         src, build, log, jobs=jobs, timeout=max(timeout, 1.0), env=env, label=spec.variant)
+    if spec.served_sources:
+        served = sum(line.startswith("regalloc\t") for line in
+                     served_log.read_text().splitlines())
+        wanted = len(set(spec.served_sources))
+        if served < wanted:
+            raise MlgoError(f"{served_log}: the {spec.variant} build served the policy in "
+                            f"{served} compile(s), fewer than the {wanted} source(s) it was "
+                            "for: a compile names its source otherwise than "
+                            "compile_commands.json does")
+    return db
+
+
+def _launchers(policy: str) -> tuple[str, str]:
+    """mlgo-clang's programs (C, C++) serving `policy` for eviction."""
+    from mlgo.serving.launcher import launcher_for
+
+    saved = os.environ.get("MLGO_REGALLOC_POLICY")
+    os.environ["MLGO_REGALLOC_POLICY"] = policy
+    try:
+        return launcher_for("clang"), launcher_for("clang++")
+    finally:
+        if saved is None:
+            os.environ.pop("MLGO_REGALLOC_POLICY", None)
+        else:
+            os.environ["MLGO_REGALLOC_POLICY"] = saved
+
+
+def per_source_compilers(policy: str, sources: Sequence[str], where: Path) -> tuple[str, str]:
+    """Compilers (C, C++) in `where` serving `policy` when a compile names one of `sources`
+    (source paths exactly as the compile commands give them) and clang's own eviction for
+    every other compile: each a shell script choosing one of mlgo-clang's two programs by the
+    compile's arguments. mlgo-clang serves one policy per program; this is the one place a
+    build serves a policy per source file."""
+    tuned, plain = _launchers(policy), _launchers("default")
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    patterns = "|".join(shlex.quote(s) for s in sorted(set(sources)))
+    out = []
+    for driver, t, p in (("clang", tuned[0], plain[0]), ("clang++", tuned[1], plain[1])):
+        script = where / f"mlgo-{driver}"
+        served = (f'for a in "$@"; do\n  case "$a" in\n    {patterns})\n'
+                  f"      MLGO_REGALLOC_POLICY={shlex.quote(policy)} exec {shlex.quote(t)} "
+                  '"$@" ;;\n  esac\ndone\n') if sources else ""
+        script.write_text("#!/bin/sh\n# mlgo tune --problem regalloc: the policy for the listed "
+                          "sources only\n" + served + "MLGO_REGALLOC_POLICY=default exec "
+                          f'{shlex.quote(p)} "$@"\n')
+        script.chmod(0o755)
+        out.append(str(script))
+    # CMake's LTO support looks for llvm-ar beside the compiler, as mlgo-clang provides.
+    for tool in Path(plain[0]).parent.iterdir():
+        if tool.is_symlink():
+            os.symlink(os.readlink(tool), where / tool.name)
+    return out[0], out[1]
 
 
 def program_in(build: Path, program: str) -> Path:
