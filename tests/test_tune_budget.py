@@ -33,18 +33,18 @@ def test_training_is_planned_from_its_decisions_and_capped_to_its_share_of_the_b
     from mlgo.tune import flow, learn
 
     learn.gin_config(1, None)  # own_project.gin: 1,500 epochs
-    small = flow.train_plan(100, _base(100), 1, 3600.0, ())
+    small = learn.train_plan(100, _base(100), 1, 3600.0, ())
     assert small["epochs"] == 1500 and small["seconds"] < 0.25 * 3600
     # 15,000 decisions x 1,500 epochs is far past a quarter of an hour: fewer epochs, planned
     # to fit it (muparser's training took 902 s where the old estimate said about 60).
-    big = flow.train_plan(15000, _base(15000), 1, 3600.0, ())
+    big = learn.train_plan(15000, _base(15000), 1, 3600.0, ())
     assert big["configured_epochs"] == 1500 and 100 <= big["epochs"] < 1500
     assert abs(big["seconds"] - 0.25 * 3600) < 5
-    assert flow.train_plan(15000, _base(15000), 1, 300.0, ())["epochs"] == flow.MIN_EPOCHS
+    assert learn.train_plan(15000, _base(15000), 1, 300.0, ())["epochs"] == learn.MIN_EPOCHS
     # Epochs the user set are theirs; the estimate then says what they cost.
     bound = ("imitation.ImitationConfig.epochs = 1500",)
     learn.gin_config(1, None, bound)
-    pinned = flow.train_plan(15000, _base(15000), 1, 3600.0, bound)
+    pinned = learn.train_plan(15000, _base(15000), 1, 3600.0, bound)
     assert pinned["epochs"] == 1500 and pinned["seconds"] > 900
     rest = flow.estimate_rest(_base(15000), {}, 1, False, pinned["seconds"])
     assert rest["train"] == pinned["seconds"]
@@ -53,11 +53,11 @@ def test_training_is_planned_from_its_decisions_and_capped_to_its_share_of_the_b
 @pytest.mark.usefixtures("isolated_cache")
 def test_training_stops_at_its_deadline_and_the_run_ends_within_its_budget(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from mlgo.tune import flow
+    from mlgo.tune import flow, learn
 
     # An estimate far below what training will take (20,000 epochs, minutes): only the deadline
     # keeps the run within its budget. No continuation of the search, to keep this short.
-    monkeypatch.setattr(flow, "train_seconds", lambda *a: 5.0)
+    monkeypatch.setattr(learn, "train_seconds", lambda *a: 5.0)
     monkeypatch.setattr(flow, "CONTINUE_MIN_SECONDS", 1e9)
     src, expected = make_project(tmp_path)
     out = tmp_path / "out"

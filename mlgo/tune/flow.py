@@ -8,8 +8,8 @@ tests' times); the search gets what is left of the budget after that reserve, an
 is spent. A greedy search that ends early hands the rest of its share to the strong search,
 continuing from its best decisions (the decision table gets the better of the two; the policy
 learns from the greedy results, which carry to other code). Training is planned to fit
-TRAIN_SHARE of the budget (fewer epochs when it would not) and stops at its deadline, so the
-steps after it keep their time. The defaults: benchmarks/tune_budget_rule.md."""
+a share of the budget (fewer epochs when it would not) and stops at its deadline, so the
+steps after it keep their time (learn.train_plan). The defaults: benchmarks/tune_budget_rule.md."""
 
 from __future__ import annotations
 
@@ -37,17 +37,6 @@ from mlgo_base.toolchain import clang_name
 FLIPS = ("auto", "all", "inlined", "marginal")
 SEARCH_STRATEGIES = ("strong", "greedy")
 
-# Training's cost: full-batch steps of own_project.gin's network took 29-31 us per decision and
-# epoch at 500-16,000 decisions (load 2.6-3.8), about 4 ms per step besides; muparser's training
-# (15,237 decisions, 1,500 epochs: 897 s at load 3-8, its rollout included) gives about 38 us.
-TRAIN_SECONDS_PER_DECISION_EPOCH = 40e-6
-TRAIN_SECONDS_PER_EPOCH = 5e-3
-TRAIN_FIXED_SECONDS = 40.0  # TensorFlow, the vocab
-# The most of the budget training is planned for when --gin_bindings does not set the epochs:
-# the decision table serves the searched modules, so search time is worth more than epochs past
-# this; never fewer than MIN_EPOCHS.
-TRAIN_SHARE = 0.25
-MIN_EPOCHS = 100
 CONTINUE_MIN_SECONDS = 60.0  # of the search's share left for the strong search to continue
 MORE_DIR = "search-more"  # the strong search's continuation of the greedy one
 BEST_DIR = "search-best"  # per module the better of the two: the decision table's input
@@ -119,37 +108,6 @@ def check_options(o: TuneOptions) -> None:
         raise MlgoError(f"--module-budget {o.module_budget}: at least 3 compiles (0: no limit)")
     if o.previous is not None and not (o.previous / IDENTITY).is_file():
         raise MlgoError(f"{o.previous}: not the output directory of an earlier `mlgo tune`")
-
-
-def train_seconds(decisions: int, compile_s: float, epochs: int, rounds: int) -> float:
-    """Training's estimate: fixed costs, the policy's rollout on the modules (recorded: about
-    1.5 baseline compiles), the epochs over the decisions, each later round's guided search."""
-    return (TRAIN_FIXED_SECONDS + 1.5 * compile_s
-            + rounds * epochs * (TRAIN_SECONDS_PER_EPOCH
-                                 + TRAIN_SECONDS_PER_DECISION_EPOCH * decisions)
-            + (rounds - 1) * learn.SEARCH_COMPILES_GUESS * compile_s)
-
-
-def train_plan(decisions: int, base: dict[str, Any], workers: int, budget: float,
-               bindings: tuple[str, ...]) -> dict[str, Any]:
-    """The epochs training runs and its estimated seconds, with the imitation settings gin
-    holds now: the configured epochs, or fewer when they would take more than TRAIN_SHARE of
-    the budget (never fewer than MIN_EPOCHS; never when --gin_bindings sets the epochs)."""
-    from mlgo.training.imitation import ImitationConfig
-
-    cfg = ImitationConfig()
-    compile_s = _compile_seconds(base, workers)
-    epochs = cfg.epochs
-    pinned = any("ImitationConfig.epochs" in b for b in bindings)
-    if not pinned and train_seconds(decisions, compile_s, epochs, cfg.rounds) > TRAIN_SHARE * budget:
-        per_epoch = cfg.rounds * (TRAIN_SECONDS_PER_EPOCH
-                                  + TRAIN_SECONDS_PER_DECISION_EPOCH * decisions)
-        fit = int((TRAIN_SHARE * budget - train_seconds(decisions, compile_s, 0, cfg.rounds))
-                  / per_epoch)
-        epochs = min(epochs, max(MIN_EPOCHS, fit))
-    return {"decisions": decisions, "epochs": epochs, "configured_epochs": cfg.epochs,
-            "rounds": cfg.rounds,
-            "seconds": round(train_seconds(decisions, compile_s, epochs, cfg.rounds), 1)}
 
 
 def _compile_seconds(base: dict[str, Any], workers: int) -> float:
@@ -308,12 +266,13 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     # 5. the search, in the time the other steps leave
     search = begin(5, "search", "search for decisions that beat LLVM's")
     if search is None:
-        plan = train_plan(sum(int(r.get("decisions", 0)) for r in base["modules"].values()),
-                          base, workers, prog.budget, o.gin_bindings)
+        plan = learn.train_plan(sum(int(r.get("decisions", 0))
+                                    for r in base["modules"].values()),
+                                base, workers, prog.budget, o.gin_bindings)
         prog.say(f"training is planned for {plan['epochs']} epoch(s) over up to "
                  f"{plan['decisions']:,} decisions, about {clock(plan['seconds'])}"
                  + (f" (fewer than the configured {plan['configured_epochs']}: at most "
-                    f"{TRAIN_SHARE:.0%} of the budget)"
+                    f"{learn.TRAIN_SHARE:.0%} of the budget)"
                     if plan["epochs"] < plan["configured_epochs"] else ""))
         rest = estimate_rest(base, steps.seconds(), workers, bool(o.test_command),
                              plan["seconds"])
@@ -378,8 +337,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         prog.say(f"continued: {c['compiles']} compiles on {c['modules']} module(s); "
                  f"{b['improved']} improved by {b['bytes_beyond_first']:,.0f} bytes; the "
                  f"decision table's decisions {100 * -b['gain']:+.2f}% as linked")
-    plan = search.get("train_plan") or train_plan(
-        _searched_decisions(corpus.modules, search_dir), base, workers, prog.budget,
+    plan = search.get("train_plan") or learn.train_plan(
+        learn.searched_decisions(corpus.modules, search_dir), base, workers, prog.budget,
         o.gin_bindings)
     _update_eta(prog, base, steps, workers, o, plan["seconds"])
 
@@ -524,14 +483,6 @@ def _update_eta(prog: Progress, base: dict, steps: Steps, workers: int, o: TuneO
                 train: float) -> None:
     prog.remaining = sum(estimate_rest(base, steps.seconds(), workers,
                                        bool(o.test_command), train).values())
-
-
-def _searched_decisions(modules: list, search_dir: Path) -> int:
-    """The decisions training will see: those of the modules with a search result."""
-    from mlgo.search_store import load_result, result_path
-
-    return sum(int(load_result(result_path(search_dir, m.name), m.name).num_decisions)
-               for m in modules if result_path(search_dir, m.name).is_file())
 
 
 def training_line(trained: dict[str, Any]) -> str:

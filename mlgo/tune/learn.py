@@ -1,6 +1,8 @@
 """The learning half of `mlgo tune`: the corpus of the tuned compiles, their baseline compiles,
-the search (`run_search`: the one place the search is called), imitation, evaluation, export,
-and the reuse of an earlier tune's search results for modules whose code did not change.
+the search (`run_search`, the one place the search is called, and `run_continuation`, the strong
+search from its results), imitation, evaluation, export,
+the reuse of an earlier tune's search results for modules whose code did not change, and the
+planning of training's time (train_plan: its cost grows with decisions x epochs x rounds).
 
 A module's fingerprint (for that reuse) is the SHA-256 of its IR as text with the source root's
 path replaced by a placeholder and the ModuleID/source_filename lines dropped, plus its .cmd:
@@ -27,6 +29,17 @@ from mlgo_base.files import atomic_write_bytes, atomic_write_text
 # Compiles a module's search takes, for planning only (C searches of 1 -> 0 flips usually
 # stop well before the per-module budget).
 SEARCH_COMPILES_GUESS = 10
+# Training's cost: full-batch steps of own_project.gin's network took 29-31 us per decision and
+# epoch at 500-16,000 decisions (load 2.6-3.8), about 4 ms per step besides; muparser's training
+# (15,237 decisions, 1,500 epochs: 897 s at load 3-8, its rollout included) gives about 38 us.
+TRAIN_SECONDS_PER_DECISION_EPOCH = 40e-6
+TRAIN_SECONDS_PER_EPOCH = 5e-3
+TRAIN_FIXED_SECONDS = 40.0  # TensorFlow, the vocab
+# The most of the budget training is planned for when --gin_bindings does not set the epochs:
+# the decision table serves the searched modules, so search time is worth more than epochs past
+# this; never fewer than MIN_EPOCHS.
+TRAIN_SHARE = 0.25
+MIN_EPOCHS = 100
 OWN_PROJECT_GIN = Path(__file__).resolve().parent.parent / "problems" / "inlining" / "own_project.gin"
 
 
@@ -95,6 +108,45 @@ def baseline(modules: Sequence[Module], pool: Any, gin: str, timeout: float) -> 
 def has_decision_counts(base: dict[str, Any]) -> bool:
     """Whether a baseline record counts each module's decisions (older tunes' do not)."""
     return all("decisions" in r for r in base["modules"].values())
+
+
+def train_seconds(decisions: int, compile_s: float, epochs: int, rounds: int) -> float:
+    """Training's estimate: fixed costs, the policy's rollout on the modules (recorded: about
+    1.5 baseline compiles), the epochs over the decisions, each later round's guided search."""
+    return (TRAIN_FIXED_SECONDS + 1.5 * compile_s
+            + rounds * epochs * (TRAIN_SECONDS_PER_EPOCH
+                                 + TRAIN_SECONDS_PER_DECISION_EPOCH * decisions)
+            + (rounds - 1) * SEARCH_COMPILES_GUESS * compile_s)
+
+
+def train_plan(decisions: int, base: dict[str, Any], workers: int, budget: float,
+               bindings: tuple[str, ...]) -> dict[str, Any]:
+    """The epochs training runs and its estimated seconds, with the imitation settings gin
+    holds now: the configured epochs, or fewer when they would take more than TRAIN_SHARE of
+    the budget (never fewer than MIN_EPOCHS; never when --gin_bindings sets the epochs)."""
+    from mlgo.training.imitation import ImitationConfig
+
+    cfg = ImitationConfig()
+    compile_s = sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
+    epochs = cfg.epochs
+    pinned = any("ImitationConfig.epochs" in b for b in bindings)
+    cap = TRAIN_SHARE * budget
+    if not pinned and train_seconds(decisions, compile_s, epochs, cfg.rounds) > cap:
+        per_epoch = cfg.rounds * (TRAIN_SECONDS_PER_EPOCH
+                                  + TRAIN_SECONDS_PER_DECISION_EPOCH * decisions)
+        fit = int((cap - train_seconds(decisions, compile_s, 0, cfg.rounds)) / per_epoch)
+        epochs = min(epochs, max(MIN_EPOCHS, fit))
+    return {"decisions": decisions, "epochs": epochs, "configured_epochs": cfg.epochs,
+            "rounds": cfg.rounds,
+            "seconds": round(train_seconds(decisions, compile_s, epochs, cfg.rounds), 1)}
+
+
+def searched_decisions(modules: Sequence[Module], search_dir: Path) -> int:
+    """The decisions training will see: those of the modules with a search result."""
+    from mlgo.search_store import load_result, result_path
+
+    return sum(int(load_result(result_path(search_dir, m.name), m.name).num_decisions)
+               for m in modules if result_path(search_dir, m.name).is_file())
 
 
 def search_order(modules: Sequence[Module], base: dict[str, dict],
