@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlgo.tune import decisions, learn, project, report
+from mlgo.tune import decisions, incremental, learn, project, report
 from mlgo.tune.progress import (
     IDENTITY,
     Progress,
@@ -251,8 +251,9 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                                          else None}, search_prints)
             pool = make_pool(workers, o.ray)
             try:
-                old = learn.evaluate(corpus, o.previous.resolve() / "train" / "policy", pool, gin,
-                                     o.timeout, out / "eval-previous-policy.json")
+                old = incremental.old_policy_evaluation(
+                    corpus, o.previous.resolve(), prints, pool, gin, o.timeout,
+                    out / "eval-previous-policy.json")
             finally:
                 pool.close()
             previous = steps.record("previous", time.monotonic() - t, {
@@ -261,7 +262,10 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                 "old_policy": old})
         prog.say(f"the earlier policy keeps {100 * previous['old_policy']['linked_relative_change']:+.2f}% "
                  f"as linked on this code; {previous['reused']} of {previous['modules']} "
-                 "module(s) unchanged: their search results are reused")
+                 "module(s) unchanged: their search results are reused"
+                 + (f" (and their rows of its evaluation: {previous['old_policy']['evaluated']} "
+                    "module(s) compiled with it)" if "evaluated" in previous["old_policy"]
+                    else ""))
 
     # 5. the search, in the time the other steps leave
     search = begin(5, "search", "search for decisions that beat LLVM's")
@@ -269,9 +273,14 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         plan = learn.train_plan(sum(int(r.get("decisions", 0))
                                     for r in base["modules"].values()),
                                 base, workers, prog.budget, o.gin_bindings)
+        if previous is not None:
+            plan = _fine_tune(plan, base, previous, workers)
         prog.say(f"training is planned for {plan['epochs']} epoch(s) over up to "
                  f"{plan['decisions']:,} decisions, about {clock(plan['seconds'])}"
-                 + (f" (fewer than the configured {plan['configured_epochs']}: at most "
+                 + (f", 1 round, fine-tuning the earlier policy (its epochs in proportion "
+                    f"to the {plan['changed_decisions']:,} decisions of changed and new "
+                    "modules)" if plan.get("fine_tune") else
+                    f" (fewer than the configured {plan['configured_epochs']}: at most "
                     f"{learn.TRAIN_SHARE:.0%} of the budget)"
                     if plan["epochs"] < plan["configured_epochs"] else ""))
         rest = estimate_rest(base, steps.seconds(), workers, bool(o.test_command),
@@ -282,6 +291,16 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         prog.remaining = max(share, 0.0) + reserve
         prog.say(f"the search gets {clock(max(share, 0))} of the {clock(prog.left())} left "
                  f"(the later steps are estimated at {clock(reserve)})")
+        if previous is not None:  # a re-tune: what the earlier search spent on what changed
+            changed = [m.name for m in corpus.modules if m.name not in previous["reused_modules"]]
+            bound = incremental.search_bound(o.previous.resolve(), changed, name, workers)
+            if bound["seconds"] < share:
+                share = bound["seconds"]
+                deadline = time.monotonic() + share
+                prog.remaining = share + reserve
+            prog.say(f"re-tune: {bound['changed']} changed or new module(s) ({bound['new']} new); "
+                     f"the earlier search spent {clock(bound['earlier_seconds'])} on them: this "
+                     f"search gets {clock(max(share, 0))}")
         if share < 10:
             from mlgo.search import result_path
 
@@ -299,12 +318,23 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                            f"{clock(deadline - prog.start)}")
 
         tick(0)
+        warm = None
+        if previous is not None:
+            warm = incremental.warm_search(
+                [m for m in corpus.modules if m.name in set(changed)], o.previous.resolve(),
+                out, name, base, search_dir,
+                learn.search_config(o.search_strategy, o.compile_budget, flips, 1.0),
+                deadline=deadline, workers=workers, ray=o.ray, gin=gin, timeout=o.timeout,
+                say=prog.say)
         res = learn.run_search(order, search_dir, strategy=o.search_strategy,
                                module_budget=o.compile_budget, flips=flips,
                                deadline=deadline, workers=workers, ray=o.ray, gin=gin,
                                timeout=o.timeout, comdat_weights=base["comdat_weights"],
                                tick=tick)
         res["reused"] = previous["reused"] if previous else 0
+        if warm is not None:
+            res["warm"] = warm
+            order = [m for m in order if m.name in changed]  # continue on changed code only
         left = deadline - time.monotonic()
         if (o.search_strategy == "greedy" and not res["stopped_by_budget"]
                 and left >= CONTINUE_MIN_SECONDS):
@@ -340,11 +370,15 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     plan = search.get("train_plan") or learn.train_plan(
         learn.searched_decisions(corpus.modules, search_dir), base, workers, prog.budget,
         o.gin_bindings)
+    if previous is not None and not plan.get("fine_tune"):
+        plan = _fine_tune(plan, base, previous, workers)
     _update_eta(prog, base, steps, workers, o, plan["seconds"])
 
     # 6. imitation (of the greedy results: see the module docstring)
-    trained = begin(6, "train", f"imitate the best decisions (residual policy, "
-                    f"{plan['epochs']} epoch(s))")
+    trained = begin(6, "train", ("fine-tune the earlier policy on the best decisions (1 "
+                                 "round, " if plan.get("fine_tune") else
+                                 "imitate the best decisions (residual policy, ")
+                    + f"{plan['epochs']} epoch(s))")
     if trained is None:
         t = time.monotonic()
         warm = o.previous.resolve() / "train" / "policy" if o.previous else None
@@ -354,7 +388,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                  "(the last completed epoch is kept)")
         train_gin = learn.gin_config(o.rounds, weights_path,
                                      [*o.gin_bindings,
-                                      f"imitation.ImitationConfig.epochs = {plan['epochs']}"])
+                                      f"imitation.ImitationConfig.epochs = {plan['epochs']}",
+                                      f"imitation.ImitationConfig.rounds = {plan['rounds']}"])
         info = learn.train(corpus, search_dir, out / "train", gin=train_gin, workers=workers,
                            ray=o.ray, timeout=o.timeout, warmstart=warm,
                            deadline=train_deadline)
@@ -477,6 +512,12 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                               prog.elapsed())
     prog.remaining = 0.0
     return doc
+
+
+def _fine_tune(plan: dict, base: dict, previous: dict, workers: int) -> dict[str, Any]:
+    return incremental.fine_tune_plan(plan, sum(
+        int(r.get("decisions", 0)) for m, r in base["modules"].items()
+        if m not in previous["reused_modules"]), base, workers)
 
 
 def _update_eta(prog: Progress, base: dict, steps: Steps, workers: int, o: TuneOptions,

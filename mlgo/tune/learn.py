@@ -248,12 +248,16 @@ def run_search(modules: Sequence[Module], out: Path, *, strategy: str, module_bu
 def run_continuation(modules: Sequence[Module], greedy: Path, out: Path, base: dict[str, Any], *,
                      deadline: float, workers: int | None, ray: str | None, gin: str,
                      timeout: float, comdat_weights: dict[str, float] | None,
-                     tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+                     tick: Callable[[int], None] | None = None,
+                     starts: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """The strong search (mlgo/search_schedule.py) from each module's greedy best in `greedy`
     until `deadline`, by gain per second (the greedy search's own to begin with: bytes saved
     plus 1% of the module's size, over its compiles times the module's baseline seconds). Each
     module's result is saved in `out` as its search ends; a module with one there already
-    (from a killed run) is not searched again. The greedy results are left as they are."""
+    (from a killed run) is not searched again. The greedy results are left as they are.
+    `starts` ({module: decisions}, e.g. a re-tune's earlier answers) replaces the greedy
+    results: the modules in it start from those, at rates of 1% of their size per baseline
+    second."""
     import time
 
     from mlgo.search import SearchConfig, search_identity
@@ -279,27 +283,33 @@ def run_continuation(modules: Sequence[Module], greedy: Path, out: Path, base: d
         check_config(out, want)
         prints = {m.name: module_fingerprint(m, want) for m in modules}
         done = reusable_results(out, prints)
-        starts: dict[str, list[int]] = {}
+        first_decisions: dict[str, list[int]] = {}
         rates: dict[str, float] = {}
         for m in modules:
             path = result_path(greedy, m.name)
+            if starts is not None:
+                b = base["modules"].get(m.name)
+                if m.name not in done and starts.get(m.name) and b:
+                    first_decisions[m.name] = [int(a) for a in starts[m.name]]
+                    rates[m.name] = 0.01 * float(b["size"]) / max(float(b["seconds"]), 0.05)
+                continue
             if m.name in done or not path.is_file():
                 continue
             r = load_result(path, m.name)
             if r.actions is None or len(r.actions) == 0:
                 continue  # no decision to make
-            starts[m.name] = [int(a) for a in r.actions]
+            first_decisions[m.name] = [int(a) for a in r.actions]
             d, b = float(r.extra["default_objective"]), float(r.extra["best_objective"])
             seconds = (max(int(r.extra.get("compiles", 1)), 1)
                        * max(float(base["modules"].get(m.name, {}).get("seconds", 1.0)), 0.05))
             rates[m.name] = (d - b + 0.01 * d) / seconds
-        todo = [m for m in modules if m.name in starts]
+        todo = [m for m in modules if m.name in first_decisions]
         compiles, finished, failed = 0, 0, []
         if todo:
             pool = make_pool(workers, ray, task_fn=run_strong_task)
             try:
                 for o in strong_outcomes(todo, config, pool, gin_config=gin, timeout=timeout,
-                                         comdat_weights=comdat_weights or None, starts=starts,
+                                         comdat_weights=comdat_weights or None, starts=first_decisions,
                                          rates=rates):
                     finished += 1
                     report(finished)
