@@ -9,7 +9,9 @@ is spent. A greedy search that ends early hands the rest of its share to the str
 continuing from its best decisions (the decision table gets the better of the two; the policy
 learns from the greedy results, which carry to other code). Training is planned to fit
 a share of the budget (fewer epochs when it would not) and stops at its deadline, so the
-steps after it keep their time (learn.train_plan). The defaults: benchmarks/tune_budget_rule.md."""
+steps after it keep their time (learn.train_plan). The defaults: benchmarks/tune_budget_rule.md.
+A re-tune (--previous) bounds the search's share by the earlier run's spend on what changed and
+fine-tunes the earlier policy (mlgo/tune/incremental.py)."""
 
 from __future__ import annotations
 
