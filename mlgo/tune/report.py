@@ -146,7 +146,14 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"Earlier tune: {p['dir']}. Modules unchanged (search results reused): "
                   f"{p['reused']} of {p['modules']}.",
                   f"The earlier policy on this code, without retraining: "
-                  f"{_pct(p['old_policy']['linked_relative_change'])} as linked.",
+                  f"{_pct(p['old_policy']['linked_relative_change'])} as linked"
+                  + (f" ({p['old_policy']['evaluated']} changed or new module(s) compiled with "
+                     f"it, the others' rows from the earlier evaluation)."
+                     if "evaluated" in p["old_policy"] else "."),
+                  *([f"Changed modules started from the earlier answers: {w['starts']} "
+                     f"({w['kept']:,} of {w['decisions']:,} call sites answered as before); the "
+                     f"search's share: {doc['search'].get('share_seconds', 0):.0f} s."]
+                    if (w := doc["search"].get("warm")) else []),
                   f"This run's policy: {_pct(e['linked_relative_change'])} as linked, in "
                   f"{doc['total_seconds'] / 60:.1f} min of steps.", ""]
     lines += ["## Tests", ""]
