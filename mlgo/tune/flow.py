@@ -293,6 +293,13 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         prog.remaining = max(share, 0.0) + reserve
         prog.say(f"the search gets {clock(max(share, 0))} of the {clock(prog.left())} left "
                  f"(the later steps are estimated at {clock(reserve)})")
+        if share < 10:
+            from mlgo.search import result_path
+
+            if not any(result_path(search_dir, m.name).is_file() for m in corpus.modules):
+                raise MlgoError(f"--time-budget {clock(prog.budget)} is too short for this "
+                                f"project: the steps besides the search need about "
+                                f"{clock(reserve + prog.elapsed())}")
         if previous is not None:  # a re-tune: what the earlier search spent on what changed
             changed = [m.name for m in corpus.modules if m.name not in previous["reused_modules"]]
             bound = incremental.search_bound(o.previous.resolve(), changed, name, workers)
@@ -303,13 +310,6 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
             prog.say(f"re-tune: {bound['changed']} changed or new module(s) ({bound['new']} new); "
                      f"the earlier search spent {clock(bound['earlier_seconds'])} on them: this "
                      f"search gets {clock(max(share, 0))}")
-        if share < 10:
-            from mlgo.search import result_path
-
-            if not any(result_path(search_dir, m.name).is_file() for m in corpus.modules):
-                raise MlgoError(f"--time-budget {clock(prog.budget)} is too short for this "
-                                f"project: the steps besides the search need about "
-                                f"{clock(reserve + prog.elapsed())}")
         t, started = time.monotonic(), time.time()
         order = learn.search_order(corpus.modules, base["modules"], share)
 
