@@ -100,11 +100,22 @@ def _counts(fields: list[str]) -> dict[str, int]:
     return {k: int(v) for k, v in (f.split("=") for f in fields[3:])}
 
 
-@pytest.mark.parametrize("label", [*POLICIES, "cost-threshold-2"])
+# The other plugins: label -> (mode, groups that must be done, groups that must not).
+OTHERS = {
+    "cost-threshold-2": ("lean", ["estimate", "cost_features"], ["caller_callee_fpi"]),
+    # binds all of LLVM's 38, node_count and edge_count among them
+    "inlining-oz": ("tracked", ["estimate", "cost_features", "caller_callee_fpi"], []),
+}
+
+
+def _expected(label: str) -> tuple[str, list[str], list[str]]:
+    return POLICIES[label][2:] if label in POLICIES else OTHERS[label]
+
+
+@pytest.mark.parametrize("label", [*POLICIES, *OTHERS])
 def test_computing_less_decides_the_same(corpus: Corpus, label: str, tmp_path: Path) -> None:
     so = _plugin(label)
-    names, _, mode, done, skipped = POLICIES.get(
-        label, (None, None, "lean", ["estimate", "cost_features"], ["caller_callee_fpi"]))
+    mode, done, skipped = _expected(label)
     totals: dict[str, int] = {}
     inlined = 0
     for module in corpus.modules:
@@ -123,12 +134,12 @@ def test_computing_less_decides_the_same(corpus: Corpus, label: str, tmp_path: P
 
 
 @pytest.mark.skipif(not toolchain.is_installed(22), reason="clang-22 is not installed")
-@pytest.mark.parametrize("label", ["always-cheap", "estimate-fpi", "cost-threshold-2"])
+@pytest.mark.parametrize("label", ["always-cheap", "estimate-fpi", "cost-threshold-2", "inlining-oz"])
 def test_computing_less_decides_the_same_on_llvm22(corpus: Corpus, label: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(toolchain.VERSION_VARIABLE, "22")
     so = _plugin(label)
-    mode = POLICIES[label][2] if label in POLICIES else "lean"
+    mode = _expected(label)[0]
     for module in corpus.modules:
         full_obj, full_decisions, _ = _compile(so, module, tmp_path, everything=True,
                                                clang="clang-22")
