@@ -410,26 +410,21 @@ def _c_op(graph: Graph, k: int, node: Node, params: Mapping[str, np.ndarray], st
         weights = np.asarray(params[at["w"]], np.float32)
         statics += [c_array("float", f"{v}_{key}", [c_literal(x) for x in np.ravel(params[at[key]])])
                     for key in ("w", "b")]
-        # Each output sums its products in input order from 0.0 in double, then adds the bias:
-        # the same double sum, bit for bit, however the loops are arranged. Outputs go in blocks
-        # whose sums stay in registers, and the block's loop vectorizes over contiguous weights.
-        # An input of 0 adds +-0.0 to each sum, which changes none (no sum is -0.0: each
-        # starts at +0.0), so it is skipped (ReLU outputs and many features are 0), unless a
-        # weight is not finite (0 * inf is NaN).
-        block = cols if cols <= 16 else next((b for b in (16, 8, 4, 2) if cols % b == 0), 1)
-        skip = "        if (x == 0.0)\n          continue;\n" if np.isfinite(weights).all() else ""
+        # Inputs outer, outputs inner: the weights are read in order and the output loop
+        # vectorizes, while each output still sums its products in input order from 0.0, so
+        # the result is the same double sum, bit for bit, as one output at a time. An input of
+        # 0 adds +-0.0 to each sum, which changes none (no sum is -0.0: each starts at +0.0),
+        # so it is skipped (ReLU outputs and many features are 0), unless a weight is not
+        # finite (0 * inf is NaN).
+        skip = "      if (x == 0.0)\n        continue;\n" if np.isfinite(weights).all() else ""
         return (decl + f"  for (int r = 0; r < {rows}; ++r) {{\n"
-                f"    for (int o0 = 0; o0 < {cols}; o0 += {block}) {{\n"
-                f"      double s[{block}];\n      for (int o = 0; o < {block}; ++o)\n"
-                "        s[o] = 0.0;\n"
-                f"      for (int i = 0; i < {n}; ++i) {{\n"
-                f"        const double x = (double){a[0]}[r * {n} + i];\n{skip}"
-                f"        const float *w = &{v}_w[i * {cols} + o0];\n"
-                f"        for (int o = 0; o < {block}; ++o)\n          s[o] += x * (double)w[o];\n"
-                "      }\n"
-                f"      for (int o = 0; o < {block}; ++o)\n"
-                f"        {v}[r * {cols} + o0 + o] = (float)(s[o] + (double){v}_b[o0 + o]);\n"
-                "    }\n  }\n")
+                f"    double s[{cols}];\n    for (int o = 0; o < {cols}; ++o)\n      s[o] = 0.0;\n"
+                f"    for (int i = 0; i < {n}; ++i) {{\n"
+                f"      const double x = (double){a[0]}[r * {n} + i];\n{skip}"
+                f"      const float *w = &{v}_w[i * {cols}];\n"
+                f"      for (int o = 0; o < {cols}; ++o)\n        s[o] += x * (double)w[o];\n    }}\n"
+                f"    for (int o = 0; o < {cols}; ++o)\n"
+                f"      {v}[r * {cols} + o] = (float)(s[o] + (double){v}_b[o]);\n  }}\n")
     if node.op == "index":
         x, mode = a[0], at["mode"]
         skip = f"      if ({a[1]}[e] == 0)\n        continue;\n" if len(a) > 1 else ""
