@@ -54,9 +54,9 @@ def _argv(module, plugin: str | None, out: str) -> list[str]:
 
 def profile(argv: list[str], env: dict, prefix: Path, what: str) -> tuple[int, dict[str, int]]:
     """Total Ir and each group's inclusive Ir of one compile under callgrind."""
-    data = prefix.with_suffix(".callgrind")
+    data = Path(f"{prefix}.callgrind")
     process.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}",
-                 f"--log-file={prefix.with_suffix('.log')}", *argv], what=what, timeout=3600,
+                 f"--log-file={prefix}.log", *argv], what=what, timeout=3600,
                 env=env)
     text = process.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
                         str(data)], what=f"annotating {data}", timeout=600).stdout
