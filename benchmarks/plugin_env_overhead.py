@@ -25,6 +25,8 @@ passes see nearly the same code.
 (which makes the plugin compute every feature through LLVM's own advisor) and once without, and
 reports modules whose objects differ (exit status 1), the decisions each way (MLGO_DECISION_SUMMARY:
 how many, how many inlined) and each plugin's work counts (MLGO_PLUGIN_FEATURE_WORK).
+The compiler is the chosen LLVM's clang (clang-19, or clang-22 with MLGO_LLVM_VERSION=22, whose
+plugins must then be built for 22 too).
 Usage: python benchmarks/plugin_env_overhead.py CORPUS [CORPUS ...] [--plugin LABEL=SO ...]
        [--standard-variants] [--rounds 3] [--max-modules N] [--callgrind N]
        [--callgrind-module NAME ...] [--parity]
@@ -43,7 +45,7 @@ import time
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
-from mlgo_base import process
+from mlgo_base import process, toolchain
 
 CHEAP = ["cost_estimate", "callsite_height", "nr_ctant_params", "is_callee_avail_external",
          "is_caller_avail_external", "callee_linkage", "callee_in_comdat", "callee_inline_hint",
@@ -78,7 +80,7 @@ def _cpu() -> float:
 
 def _argv(module, plugin: str | None, out: str) -> list[str]:
     extra = [f"-fpass-plugin={plugin}"] if plugin else []
-    return ["clang-19", *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
+    return [toolchain.locate("clang", override=False), *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
 
 
 def spread(modules: list, n: int) -> list:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
-from mlgo_base import process
+from mlgo_base import process, toolchain
 
 # (row label, regular expression on the demangled function name, matched at its start)
 GROUPS = [
@@ -49,7 +49,7 @@ _LINE = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(?:\S*?:)?(.*)$")
 
 def _argv(module, plugin: str | None, out: str) -> list[str]:
     extra = [f"-fpass-plugin={plugin}"] if plugin else []
-    return ["clang-19", *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
+    return [toolchain.locate("clang", override=False), *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
 
 
 def profile(argv: list[str], env: dict, prefix: Path, what: str) -> tuple[int, dict[str, int]]:
