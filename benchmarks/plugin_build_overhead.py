@@ -13,7 +13,7 @@ build must also have decided through the policy in every module it compiled
 cannot pass for a cheap one.
 
 Usage: python benchmarks/plugin_build_overhead.py --project NAME=SRC_DIR [--project ...]
-       [--policy inlining-oz] [--rounds 3] [--cmake-arg=-DOPTION=VALUE ...]
+       [--policy inlining-oz] [--plugin SO] [--rounds 3] [--cmake-arg=-DOPTION=VALUE ...]
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--policy", default="inlining-oz")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cmake-arg", action="append", default=[])
+    ap.add_argument("--plugin", metavar="SO", help="a plugin already built for POLICY (default: "
+                    "build it from this checkout)")
     args = ap.parse_args()
     projects = {}
     for spec in args.project:
@@ -65,7 +67,7 @@ def main() -> None:
         if not (Path(src) / "CMakeLists.txt").is_file():
             ap.error(f"{src}: no CMakeLists.txt")
         projects[name] = Path(src).resolve()
-    plugin = str(plugin_for(args.policy))
+    plugin = args.plugin or str(plugin_for(args.policy))
     compilers = {"C": toolchain.locate("clang"), "CXX": toolchain.locate("clang++")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGO_PLUGIN", "MLGO_DECISION"))}
     print(f"policy {args.policy}, plugin {plugin}; {os.cpu_count()} cores")
