@@ -242,14 +242,7 @@ def old_policy_evaluation(corpus: Corpus, previous: Path, prints: dict[str, str]
     rep.modules += rows.values()
     rep.modules.sort(key=lambda r: r["module"])
     write_json(rep, json_path)
-    projects = rep.linked().values()
-    return {"relative_change": rep.relative_change,
-            "linked_relative_change": rep.linked_relative_change,
-            "default_total": rep.default_total, "policy_total": rep.policy_total,
-            "linked_default": sum(p["default"] for p in projects),
-            "linked_policy": sum(p["policy"] for p in projects),
-            "failed": [f["module"] for f in rep.failures],
-            "evaluated": len(todo), "rows_reused": len(rows)}
+    return {**learn.evaluation_figures(rep), "evaluated": len(todo), "rows_reused": len(rows)}
 
 
 def fine_tune_plan(plan: dict[str, Any], changed_decisions: int, base: dict[str, Any],

@@ -434,6 +434,11 @@ def evaluate(corpus: Corpus, policy: Path, pool: Any, gin: str, timeout: float,
     if not rep.modules:
         raise MlgoError(f"{policy}: no module of the corpus compiled with the policy")
     write_json(rep, json_path)
+    return evaluation_figures(rep)
+
+
+def evaluation_figures(rep: Any) -> dict[str, Any]:
+    """An EvalReport's totals, per object and as linked, and the modules that failed."""
     projects = rep.linked().values()
     return {"relative_change": rep.relative_change,
             "linked_relative_change": rep.linked_relative_change,
