@@ -23,6 +23,7 @@ from mlgo.problems.regalloc.profile import (
     read_block_map,
     read_callgrind,
     trace_cost,
+    unpriced,
     weighted_cost,
     write_profile,
 )
@@ -90,16 +91,49 @@ def test_callgrind_without_instruction_positions_is_refused(tmp_path: Path) -> N
         read_callgrind(tmp_path / "callgrind.out", "other")
 
 
+# Block 1 ends in a conditional branch and a jmp run only on fall-through: it executed 9
+# instructions in 5 entries with 2 instructions. Block 2 never ran; block 3 is empty (its count
+# cannot be read). The function executed 39 instructions in the profiled run.
+PROFILED = {"f": {0: BlockProfile(10, 30, 3), 1: BlockProfile(5, 9, 2), 2: BlockProfile(0, 0, 6),
+                  3: BlockProfile(0, 0, 0)}}
+
+
 def test_trace_cost_adds_each_changed_instruction_at_its_blocks_count() -> None:
-    # Block 1 ends in a conditional branch and a jmp run only on fall-through: it executed 9
-    # instructions in 5 entries with 2 instructions.
-    profile = {"f": {0: BlockProfile(10, 30, 3), 1: BlockProfile(5, 9, 2)}}
-    # One reload added to block 0 (10 runs); block 2 never ran.
-    assert trace_cost({"f": {0: 4, 1: 2, 2: 7}}, profile) == {"f": 49.0}
-    assert trace_cost({"f": {0: 3, 1: 2, 2: 6}}, profile) == {"f": 39.0}
-    # Block 1 duplicated into its predecessor block 0 (2 instructions more there) and dropped:
-    # its work is charged once, at block 0's count.
-    assert trace_cost({"f": {0: 5, 3: 2}}, profile) == {"f": 50.0}
+    # The plain build's own blocks cost what it executed.
+    assert trace_cost({"f": {0: 3, 1: 2, 2: 6, 3: 0}}, PROFILED) == {"f": 39.0}
+    # One reload added to block 0 (10 runs); block 2 did not run, its growth costs nothing.
+    assert trace_cost({"f": {0: 4, 1: 2, 2: 7, 3: 0}}, PROFILED) == {"f": 49.0}
+    # A kept block's lost copy is a gain: 10 runs of one instruction fewer.
+    assert trace_cost({"f": {0: 2, 1: 2, 2: 6, 3: 0}}, PROFILED) == {"f": 29.0}
+    # Blocks that never ran (or were empty) may go: nothing ran through them.
+    assert trace_cost({"f": {0: 2, 1: 2}}, PROFILED) == {"f": 29.0}
+
+
+@pytest.mark.parametrize("blocks", [
+    {0: 2, 2: 6, 3: 0},  # block 1 ran 5 times and is gone: where did its executions go?
+    {0: 2, 1: 2, 2: 6, 3: 0, 4: 3},  # block 4 is new: the profile has no count for it
+    {0: 2, 1: 2, 2: 6, 3: 1},  # block 3 was empty, its entry count unknown, and now has code
+])
+def test_a_function_whose_blocks_changed_is_never_a_gain(blocks: dict[int, int]) -> None:
+    # Priced block by block each of these would be 29 or less (a gain over the 39 executed).
+    assert trace_cost({"f": blocks}, PROFILED) == {"f": 39.0}
+    assert unpriced(blocks, PROFILED["f"])
+    assert not unpriced({0: 2, 1: 2, 2: 6, 3: 0}, PROFILED["f"])
+
+
+def test_a_changed_function_keeps_its_forecast_loss() -> None:
+    # Block 1 duplicated into its predecessor block 0 (2 instructions more there, 10 runs) and
+    # dropped: forecast 50, more than the 39 executed, and kept as the cost.
+    assert trace_cost({"f": {0: 5, 2: 6, 3: 0}}, PROFILED) == {"f": 50.0}
+
+
+def test_the_profile_lists_every_block_of_a_function_that_ran() -> None:
+    # f: blocks 0 [0, 8) ran 4 times, 1 empty at 8, 2 [8, 12) never ran; g never ran.
+    blocks = {"f": [(0, 0, 8), (1, 8, 8), (2, 8, 12)], "g": [(0, 12, 16)]}
+    addrs = [0, 4, 8, 10, 12]
+    counts = {0: 4, 4: 4}
+    assert block_profile(blocks, addrs, counts) == {
+        "f": {0: BlockProfile(4, 8, 2), 1: BlockProfile(0, 0, 0), 2: BlockProfile(0, 0, 2)}}
 
 
 def test_weighted_cost_counts_functions_by_their_calls() -> None:
@@ -111,8 +145,12 @@ def test_profile_file_round_trip_and_bad_files(tmp_path: Path) -> None:
     blocks = {"lua/lvm.c": {"luaV_execute": {0: BlockProfile(3, 12, 4)}}, "lua/lgc.c": {}}
     write_profile(p, blocks, "test")
     assert load_profile(p) == blocks
-    p.write_text(json.dumps({"modules": {"lua/lvm.c": {"f": {"0": [1, 2]}}}}))
+    p.write_text(json.dumps({"every_block": True, "modules": {"lua/lvm.c": {"f": {"0": [1, 2]}}}}))
     with pytest.raises(MlgoError, match="profile.json: not a regalloc block profile"):
+        load_profile(p)
+    # A file listing the blocks that ran only cannot tell an added block from a cold one.
+    p.write_text(json.dumps({"modules": {"lua/lvm.c": {"f": {"0": [1, 2, 2]}}}}))
+    with pytest.raises(MlgoError, match="profile.json: lists only the blocks that ran"):
         load_profile(p)
     with pytest.raises(MlgoError, match="missing.json: no such profile file"):
         load_profile(tmp_path / "missing.json")
