@@ -109,22 +109,26 @@ def test_trace_cost_adds_each_changed_instruction_at_its_blocks_count() -> None:
     assert trace_cost({"f": {0: 2, 1: 2}}, PROFILED) == {"f": 29.0}
 
 
-@pytest.mark.parametrize("blocks", [
-    {0: 2, 2: 6, 3: 0},  # block 1 ran 5 times and is gone: where did its executions go?
-    {0: 2, 1: 2, 2: 6, 3: 0, 4: 3},  # block 4 is new: the profile has no count for it
-    {0: 2, 1: 2, 2: 6, 3: 1},  # block 3 was empty, its entry count unknown, and now has code
+@pytest.mark.parametrize(("blocks", "priced"), [
+    ({0: 2, 2: 6, 3: 0}, 20),  # block 1 ran 5 times and is gone: where did its executions go?
+    ({0: 2, 1: 2, 2: 6, 3: 0, 4: 3}, 29),  # block 4 is new: the profile has no count for it
+    ({0: 2, 1: 2, 2: 6, 3: 1}, 29),  # block 3 was empty, its entry count unknown, now has code
 ])
-def test_a_function_whose_blocks_changed_is_never_a_gain(blocks: dict[int, int]) -> None:
-    # Priced block by block each of these would be 29 or less (a gain over the 39 executed).
-    assert trace_cost({"f": blocks}, PROFILED) == {"f": 39.0}
+def test_a_function_whose_blocks_changed_is_never_a_gain(blocks: dict[int, int], priced: int
+                                                         ) -> None:
+    # Priced block by block each of these is a gain over the 39 executed; that gain is not
+    # known even in sign, and is charged as a loss of its size.
+    assert trace_cost({"f": blocks}, PROFILED) == {"f": 39.0 + (39 - priced)}
     assert unpriced(blocks, PROFILED["f"])
     assert not unpriced({0: 2, 1: 2, 2: 6, 3: 0}, PROFILED["f"])
 
 
 def test_a_changed_function_keeps_its_forecast_loss() -> None:
     # Block 1 duplicated into its predecessor block 0 (2 instructions more there, 10 runs) and
-    # dropped: forecast 50, more than the 39 executed, and kept as the cost.
+    # dropped: forecast 50, a loss of 11 over the 39 executed, charged as it is.
     assert trace_cost({"f": {0: 5, 2: 6, 3: 0}}, PROFILED) == {"f": 50.0}
+    # The same function with its blocks kept and no instruction changed costs what it ran.
+    assert trace_cost({"f": {0: 3, 1: 2, 2: 6}}, PROFILED) == {"f": 39.0}
 
 
 def test_the_profile_lists_every_block_of_a_function_that_ran() -> None:
