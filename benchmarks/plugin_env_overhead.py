@@ -12,8 +12,8 @@ independent of load, the primary figure on a shared machine (about a minute of C
 under valgrind).
 
 --standard-variants adds the plugins that show what each group of the advisor's work costs
-(mlgo/serving/plugin_advice.h): the shipped inlining-oz (binds LLVM's 38 features, so LLVM's own
-advisor computes them all), cost-threshold declaring LLVM's 38 features (the same) and declaring
+(mlgo/serving/plugin_advice.h): the shipped inlining-oz (binds LLVM's 38 features: tracked mode,
+computing all of them), cost-threshold declaring LLVM's 38 features (the same) and declaring
 only the two it reads (the estimate and the cost features, no FunctionPropertiesInfo), and two
 rules on the cost estimate (which the advisor computes anyway: a call site without one cannot be
 inlined) plus cheap call-site and IR features, without and with the FunctionPropertiesInfo
@@ -23,8 +23,10 @@ passes see nearly the same code.
 
 --parity compiles each module with each plugin twice more, once with MLGO_PLUGIN_DECISION_LOG set
 (which makes the plugin compute every feature through LLVM's own advisor) and once without, and
-reports modules whose objects differ (exit status 1), and each plugin's work counts
-(MLGO_PLUGIN_FEATURE_WORK).
+reports modules whose objects differ (exit status 1), the decisions each way (MLGO_DECISION_SUMMARY:
+how many, how many inlined) and each plugin's work counts (MLGO_PLUGIN_FEATURE_WORK).
+The compiler is the chosen LLVM's clang (clang-19, or clang-22 with MLGO_LLVM_VERSION=22, whose
+plugins must then be built for 22 too).
 Usage: python benchmarks/plugin_env_overhead.py CORPUS [CORPUS ...] [--plugin LABEL=SO ...]
        [--standard-variants] [--rounds 3] [--max-modules N] [--callgrind N]
        [--callgrind-module NAME ...] [--parity]
@@ -43,7 +45,7 @@ import time
 from pathlib import Path
 
 from corpus_tools.corpus import Corpus
-from mlgo_base import process
+from mlgo_base import process, toolchain
 
 CHEAP = ["cost_estimate", "callsite_height", "nr_ctant_params", "is_callee_avail_external",
          "is_caller_avail_external", "callee_linkage", "callee_in_comdat", "callee_inline_hint",
@@ -78,7 +80,7 @@ def _cpu() -> float:
 
 def _argv(module, plugin: str | None, out: str) -> list[str]:
     extra = [f"-fpass-plugin={plugin}"] if plugin else []
-    return ["clang-19", *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
+    return [toolchain.locate("clang", override=False), *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
 
 
 def spread(modules: list, n: int) -> list:
@@ -183,11 +185,15 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str) -
         work = Path(tmp) / f"work-{len(name)}.txt"
         work.unlink(missing_ok=True)
         differ = []
+        decided = inlined = 0
         for m in modules:
-            objs = []
+            objs, counts = [], []
             for logged in (True, False):
                 e = dict(env)
                 obj = str(Path(tmp) / f"parity-{logged}.o")
+                summary = Path(tmp) / "summary.txt"
+                summary.unlink(missing_ok=True)
+                e["MLGO_DECISION_SUMMARY"] = str(summary)
                 if logged:
                     log = Path(tmp) / "decisions.txt"
                     log.write_text("")
@@ -197,8 +203,12 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str) -
                 process.run(_argv(m, so, obj), what=f"compiling {m.name} ({name})", timeout=600,
                             env=e)
                 objs.append(Path(obj).read_bytes())
-            if objs[0] != objs[1]:
+                lines = summary.read_text().splitlines() if summary.exists() else []
+                counts.append([line.split("\t")[3:5] for line in lines])
+            if objs[0] != objs[1] or counts[0] != counts[1]:
                 differ.append(m.name)
+            decided += sum(int(c[0]) for c in counts[1])
+            inlined += sum(int(c[1]) for c in counts[1])
         totals: dict[str, int] = {}
         modes = set()
         for line in work.read_text().splitlines() if work.exists() else []:
@@ -207,8 +217,9 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str) -
             for f in fields[3:]:
                 k, v = f.split("=")
                 totals[k] = totals.get(k, 0) + int(v)
-        print(f"parity {name}: {len(modules) - len(differ)}/{len(modules)} objects identical"
-              f"{' (differ: ' + ', '.join(differ) + ')' if differ else ''}; mode "
+        print(f"parity {name}: {len(modules) - len(differ)}/{len(modules)} objects and decision "
+              f"counts identical{' (differ: ' + ', '.join(differ) + ')' if differ else ''}; "
+              f"{decided} decisions, {inlined} inlined; mode "
               f"{'/'.join(sorted(modes))}; work " + " ".join(f"{k}={v}" for k, v in totals.items()),
               flush=True)
         failed |= bool(differ)

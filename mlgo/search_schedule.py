@@ -10,6 +10,11 @@ spent); a slice starts no compile that would overrun it (by the module's mean co
 compile per module is kept for the final replay on the plain compile, which records the features
 a policy sees. A module that leaves is replayed in the slice that ended its search and its result
 is yielded (and saved by search_corpus) at once, so a run killed later keeps it.
+
+Continuing another search (`starts`: a decision vector per module, e.g. the greedy search's best,
+with `rates`: the gain per second it showed): a module's first slice compiles LLVM's decisions
+(the anchor) and the start, and climbs from the start; every round splits the time by rate, and
+a module that never got a slice yields nothing (its start stays the best known).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from corpus_tools.corpus import Module
 from mlgo.search_strategy import (
     ModuleOracle,
+    OutOfBudget,
     StrongConfig,
     StrongSearch,
     StrongState,
@@ -74,6 +80,7 @@ class StrongTask:
     tag: int = 0
     search: bool = True  # False: no search beyond `state` (just the anchor when it is None)
     finish_when_done: bool = True
+    start: tuple[int, ...] = ()  # with no `state`: the decisions the search starts from
 
 
 def strong_config(config: Any, seconds: float, compiles_done: int) -> StrongConfig:
@@ -100,6 +107,12 @@ def run_strong_task(task: StrongTask) -> ModuleOutcome:
         limits = (strong_config(task.config, task.seconds, state.compiles) if task.search
                   else StrongConfig(budget=1 if state.anchor is None else -1))
         search = StrongSearch(oracle, limits, state)
+        if task.start and task.state is None and limits.budget >= 0:
+            try:  # the anchor first (the result's reference), then the start: the best so far
+                state.anchor = search.prefix([])
+                search.prefix(list(task.start))
+            except OutOfBudget:
+                pass
         if limits.budget >= 0:
             search.run()
         out = ModuleOutcome(name, True, seconds=time.monotonic() - t0, tag=task.tag)
@@ -168,16 +181,19 @@ def slice_seconds(remaining: float, workers: int, rates: dict[str, float],
 def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_config: str = "",
                     timeout: float = 300.0, comdat_weights: dict[str, float] | None = None,
                     clock: Callable[[], float] = time.monotonic,
-                    min_slice: float = 2.0) -> Iterator[ModuleOutcome]:
+                    min_slice: float = 2.0, starts: dict[str, Sequence[int]] | None = None,
+                    rates: dict[str, float] | None = None) -> Iterator[ModuleOutcome]:
     """Each module's result (or failure) once its search ends. `pool` runs StrongTasks
     (make_pool(task_fn=run_strong_task)). Without `config.time_budget`: one task per module,
-    searched to its local optimum (and perturbed while its compile budget lasts)."""
+    searched to its local optimum (and perturbed while its compile budget lasts). `starts`
+    and `rates` (needs a time budget): continue from those decisions (module docstring)."""
     weights = dict(comdat_weights or {})
+    starts = dict(starts or {})
 
     def task(m: Module, state: StrongState | None, seconds: float, finish: bool,
              search: bool = True) -> StrongTask:
         return StrongTask(m, config, state, seconds, finish, gin_config, timeout, weights,
-                          search=search)
+                          search=search, start=tuple(starts.get(m.name, ())))
 
     if not config.time_budget:
         yield from pool.run([task(m, None, 0.0, True) for m in modules])
@@ -185,9 +201,10 @@ def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_co
     start = clock()
     by_name = {m.name: m for m in modules}
     states: dict[str, StrongState | None] = {m.name: None for m in modules}
-    rates = {m.name: 1.0 for m in modules}
+    given = dict(rates or {})
+    rates = {m.name: max(given.get(m.name, 1.0), 1e-12) for m in modules}
     spent: dict[str, tuple[int, float]] = {}  # compiles and seconds per module, finished too
-    first = True
+    first = not given  # a first round of equal shares, unless the rates are known
     workers = int(getattr(pool, "workers", 1) or 1)
     # A finish compile per module at the end: keep roughly one compile's time per module free.
     reserve = 0.0
@@ -214,7 +231,11 @@ def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_co
             if st.best is None or st.anchor is None:
                 rates.pop(out.module, None)
                 continue
-            rates[out.module] = ((st.anchor.objective - st.best.objective
+            # Gain from where this search started (a continued one: its start), per second.
+            begun = starts.get(out.module)
+            ref = st.leaves.get(_digest(list(begun))) if begun else None
+            start_objective = ref.objective if ref is not None else st.anchor.objective
+            rates[out.module] = ((start_objective - st.best.objective
                                   + 0.01 * st.anchor.objective)
                                  / max(st.seconds, 1e-3))
         compiles = sum(c for c, _ in spent.values())
@@ -222,6 +243,8 @@ def strong_outcomes(modules: Sequence[Module], config: Any, pool: Any, *, gin_co
             break
         seconds_spent = sum(s for _, s in spent.values())
         reserve = len(states) * (seconds_spent / max(compiles, 1)) / workers
-    if states:
+    # (A continued module that never got a slice has nothing to replay: its start stands.)
+    final = {n: st for n, st in states.items() if st is not None or not starts}
+    if final:
         yield from pool.run([task(by_name[n], st, 0.0, True, search=False)
-                             for n, st in states.items()])
+                             for n, st in final.items()])

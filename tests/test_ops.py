@@ -277,3 +277,17 @@ def test_networks_agree_in_numpy_tensorflow_and_c(case, tmp_path):
     # and what the serving ABI's C returns
     c_decide = c_backend(net.graph, params, [advice], tmp_path)
     assert c_decide(batch)[advice].reshape(-1).tolist() == decisions.tolist()
+
+
+def test_dense_in_c_skips_zero_inputs_only_where_that_is_exact(tmp_path):
+    """C's dense layer skips an input of 0 (its products add nothing), but not where a weight is
+    infinite, where 0 * inf makes the sum NaN, as numpy's."""
+    g = ops.Graph([("f", "float", 3)])
+    g.outputs["y"] = g.dense(g.apply("cast_f32", g.stack(["f"], rows=3)), "w", "b", 2)
+    batch = {"f": np.array([[0.0, -0.0, 2.0], [1.0, 0.0, 3.0]], np.float32)}
+    for w00 in (1.5, np.inf):
+        params = {"w": np.array([[w00, -2.0]], np.float32), "b": np.array([0.25, -1.0], np.float32)}
+        want = ops.run_numpy(g, batch, params)["y"]
+        got = c_backend(g, params, ["y"], tmp_path)(batch)["y"]
+        np.testing.assert_array_equal(got, want)
+        assert np.isnan(want).any() == (w00 == np.inf)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus_fixtures import llvm_tool, make_small_corpus
+from corpus_fixtures import llvm_tool, make_small_corpus, on_each_llvm
 
 from corpus_tools.corpus import Corpus
 from mlgo.compiler.interactive import InteractiveCompile, make_workdir, remove_workdir
 from mlgo.policies import c_source
 from mlgo.problems import get_problem
+from mlgo.protocol.llvm19 import INLINE_FEATURES
 from mlgo.serving import plugin
 from mlgo_base import toolchain
 
@@ -99,11 +100,22 @@ def _counts(fields: list[str]) -> dict[str, int]:
     return {k: int(v) for k, v in (f.split("=") for f in fields[3:])}
 
 
-@pytest.mark.parametrize("label", [*POLICIES, "cost-threshold-2"])
+# The other plugins: label -> (mode, groups that must be done, groups that must not).
+OTHERS = {
+    "cost-threshold-2": ("lean", ["estimate", "cost_features"], ["caller_callee_fpi"]),
+    # binds all of LLVM's 38, node_count and edge_count among them
+    "inlining-oz": ("tracked", ["estimate", "cost_features", "caller_callee_fpi"], []),
+}
+
+
+def _expected(label: str) -> tuple[str, list[str], list[str]]:
+    return POLICIES[label][2:] if label in POLICIES else OTHERS[label]
+
+
+@pytest.mark.parametrize("label", [*POLICIES, *OTHERS])
 def test_computing_less_decides_the_same(corpus: Corpus, label: str, tmp_path: Path) -> None:
     so = _plugin(label)
-    names, _, mode, done, skipped = POLICIES.get(
-        label, (None, None, "lean", ["estimate", "cost_features"], ["caller_callee_fpi"]))
+    mode, done, skipped = _expected(label)
     totals: dict[str, int] = {}
     inlined = 0
     for module in corpus.modules:
@@ -122,12 +134,12 @@ def test_computing_less_decides_the_same(corpus: Corpus, label: str, tmp_path: P
 
 
 @pytest.mark.skipif(not toolchain.is_installed(22), reason="clang-22 is not installed")
-@pytest.mark.parametrize("label", ["always-cheap", "estimate-fpi", "cost-threshold-2"])
+@pytest.mark.parametrize("label", ["always-cheap", "estimate-fpi", "cost-threshold-2", "inlining-oz"])
 def test_computing_less_decides_the_same_on_llvm22(corpus: Corpus, label: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(toolchain.VERSION_VARIABLE, "22")
     so = _plugin(label)
-    mode = POLICIES[label][2] if label in POLICIES else "lean"
+    mode = _expected(label)[0]
     for module in corpus.modules:
         full_obj, full_decisions, _ = _compile(so, module, tmp_path, everything=True,
                                                clang="clang-22")
@@ -136,11 +148,51 @@ def test_computing_less_decides_the_same_on_llvm22(corpus: Corpus, label: str, t
         assert work[2] == mode
 
 
-def test_llvms_module_counts_keep_llvms_advisor(corpus: Corpus, tmp_path: Path) -> None:
-    """The shipped policy binds node_count and edge_count, which only LLVM's advisor keeps."""
+def test_the_shipped_policy_is_served_tracked(corpus: Corpus, tmp_path: Path) -> None:
+    """inlining-oz binds node_count and edge_count: served in tracked mode, not LLVM's flow."""
     module = next(m for m in corpus.modules if m.name.endswith("split.c"))
-    *_, work = _compile(_plugin("inlining-oz"), module, tmp_path, everything=False)
-    assert work[2] == "llvm"
+    obj, decisions, work = _compile(_plugin("inlining-oz"), module, tmp_path, everything=False)
+    full_obj, full_decisions, _ = _compile(_plugin("inlining-oz"), module, tmp_path,
+                                           everything=True)
+    assert work[2] == "tracked" and (obj, decisions) == (full_obj, full_decisions)
+
+
+# node_count (defined functions) and edge_count (calls between defined functions; `ext` is a
+# declaration) as LLVM's advisor keeps them: each inlining of leaf into mid removes one call,
+# the second also deletes leaf (static, no use left); the same for mid into top.
+COUNTS_C = """
+extern int ext(int);
+static int leaf(int x) { return ext(x) + 1; }
+static int mid(int x) { return leaf(x) * 3 + leaf(x ^ 5); }
+int top(int x) { return mid(x) - mid(x + 7); }
+"""
+COUNTS_EXPECTED = [(3, 4), (3, 3), (2, 2), (2, 1)]  # (node_count, edge_count) per decision
+
+
+@on_each_llvm
+def test_module_counts_as_llvm_keeps_them(llvm_version, tmp_path: Path) -> None:  # noqa: ANN001
+    """A policy binding only the module counts inlines at step i only if it is served
+    COUNTS_EXPECTED[i] (a counter inside the policy): every site inlined means every value was
+    right, in tracked mode; LLVM's own flow (the decision log) logs the same values and makes
+    the same object."""
+    root = make_small_corpus(tmp_path, sources={"counts.c": COUNTS_C})
+    module = Corpus.load(root).modules[0]
+    want = ",".join(f"{{{n},{e}}}" for n, e in COUNTS_EXPECTED)
+    expression = (f"({{ static const long long want[][2] = {{{want}}}; static unsigned step; "
+                  f"unsigned s = step++; s < {len(COUNTS_EXPECTED)} && f[0] == want[s][0] && "
+                  "f[1] == want[s][1]; })")
+    so = plugin.build_plugin(c_source.expression_c_source(["node_count", "edge_count"], expression),
+                             policy_label="module-counts")
+    clang = llvm_version.tool("clang")
+    obj, decisions, work = _compile(so, module, tmp_path, everything=False, clang=clang)
+    assert work[2] == "tracked"
+    assert decisions == [str(len(COUNTS_EXPECTED))] * 2  # decided and inlined
+    full_obj, full_decisions, _ = _compile(so, module, tmp_path, everything=True, clang=clang)
+    names = list(INLINE_FEATURES)
+    logged = [line.split(" -> ")[0].split() for line in (tmp_path / "log.txt").read_text().splitlines()]
+    assert [(int(f[names.index("node_count")]), int(f[names.index("edge_count")]))
+            for f in logged] == COUNTS_EXPECTED
+    assert (obj, decisions) == (full_obj, full_decisions)
 
 
 def test_an_llvm_advisor_option_keeps_llvms_advisor(corpus: Corpus, tmp_path: Path) -> None:

@@ -95,7 +95,8 @@ def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and
 
     # The plugin serves the search's best decisions as they are (the decision table): every
     # decision in a module the table names is the table's, and each such module's object is
-    # the search's best bytes.
+    # the search's best bytes (per module the better of the greedy search and its
+    # continuation, which the greedy search's early end leaves time for here).
     from mlgo.search_store import load_result
     from mlgo.serving.decision_table import load_table
 
@@ -104,7 +105,7 @@ def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and
     hits = doc["table"]["hits"]
     assert hits["table_decisions"] == hits["decisions_in_table_modules"] > 0
     rows = {r["name"]: r for r in doc["modules"]}
-    for path in (out / "search" / "modules").rglob("*.npz"):
+    for path in (out / "search-best" / "modules").rglob("*.npz"):
         r = load_result(path)
         key = r.module.split("/", 1)[1]
         if key in table:

@@ -9,13 +9,15 @@
 // fixed per module by what the policy binds (FeatureNeeds):
 //
 //   llvm     LLVM's own getAdviceImpl computes everything: the training channel and the decision
-//            log (they send every feature), a policy that binds node_count or edge_count (LLVM
-//            keeps those counts in private members), and LLVM options this file does not
-//            reimplement (-ml-inliner-skip-policy, -ml-advisor-size-increase-threshold,
+//            log (they send every feature), and LLVM options this file does not reimplement
+//            (-ml-inliner-skip-policy, -ml-advisor-size-increase-threshold,
 //            -ml-advisor-keep-fpi-cache).
 //   tracked  the decision flow of LLVM's advisor, LLVM's advice (which keeps caller and callee
-//            FunctionPropertiesInfo current), but the cost estimate and the cost features only
-//            when bound.
+//            FunctionPropertiesInfo current), but the cost features only when bound. Also for a
+//            policy binding node_count or edge_count: LLVM's advisor keeps those module counts
+//            in this mode as in its own flow (its onPassEntry/onPassExit run, and its advice's
+//            onSuccessfulInlining), from each function's FunctionPropertiesInfo, and the plugin
+//            reads them (llvmModuleCounts below).
 //   lean     no FunctionPropertiesInfo at all: a plain InlineAdvice subclass that tracks the
 //            module's IR size itself for the growth limit.
 //
@@ -69,6 +71,7 @@ struct FeatureNeeds {
   bool Tracked = false;      // caller and callee FunctionPropertiesInfo, kept current
   bool CostEstimate = false; // as a feature (it is computed as the veto anyway)
   bool CostFeatures = false;
+  bool ModuleCounts = false; // node_count, edge_count (tracked)
 };
 
 enum class AdvisorMode { LLVM, Tracked, Lean };
@@ -90,7 +93,8 @@ inline void addLLVMFeatureNeed(size_t I, FeatureNeeds &N) {
     return;
   case FeatureIndex::node_count:
   case FeatureIndex::edge_count:
-    N.AllByLLVM = true;
+    N.Tracked = true;
+    N.ModuleCounts = true;
     return;
   case FeatureIndex::callee_basic_block_count:
   case FeatureIndex::caller_users:
@@ -116,6 +120,36 @@ inline bool llvmAdvisorOptionGiven() {
       return true;
   }
   return false;
+}
+
+// LLVM's advisor keeps node_count and edge_count in private members, which it updates in the
+// tracked flow exactly as in its own (the same onPassEntry, onPassExit and onSuccessfulInlining
+// run, on the same FunctionPropertiesInfo), so the plugin reads them rather than keeping a second
+// copy that could drift from LLVM's. An explicit instantiation may name a private member (the
+// C++ standard exempts the names in one from access checking), and a friend defined in it hands
+// the member pointer out; the plugin is compiled against the headers of the LLVM it is loaded
+// into (checkLLVMVersion), so the members are the ones that object has. A later LLVM that renames
+// them fails this build rather than reading something else.
+template <typename Tag, typename Tag::Type Member> struct ExposePrivate {
+  friend typename Tag::Type memberOf(Tag) { return Member; }
+};
+struct NodeCountMember {
+  using Type = int64_t llvm::MLInlineAdvisor::*;
+  friend Type memberOf(NodeCountMember);
+};
+struct EdgeCountMember {
+  using Type = int64_t llvm::MLInlineAdvisor::*;
+  friend Type memberOf(EdgeCountMember);
+};
+template struct ExposePrivate<NodeCountMember, &llvm::MLInlineAdvisor::NodeCount>;
+template struct ExposePrivate<EdgeCountMember, &llvm::MLInlineAdvisor::EdgeCount>;
+
+struct ModuleCounts {
+  int64_t Nodes, Edges;
+};
+
+inline ModuleCounts llvmModuleCounts(const llvm::MLInlineAdvisor &A) {
+  return {A.*memberOf(NodeCountMember{}), A.*memberOf(EdgeCountMember{})};
 }
 
 // How many call sites each group of work was done for, in one module.
@@ -365,6 +399,11 @@ inline std::unique_ptr<llvm::InlineAdvice> LazyFeatureAdvisor::getAdviceImpl(llv
     setFeature(FeatureIndex::callee_conditionally_executed_blocks,
                CalleeBefore.BlocksReachedFromConditionalInstruction);
     setFeature(FeatureIndex::callee_users, CalleeBefore.Uses);
+    if (Needs.ModuleCounts) {
+      ModuleCounts Counts = llvmModuleCounts(*this);
+      setFeature(FeatureIndex::node_count, Counts.Nodes);
+      setFeature(FeatureIndex::edge_count, Counts.Edges);
+    }
     return getAdviceFromModel(CB, ORE);
   }
   return std::make_unique<LeanAdvice>(this, CB, ORE, decide(CB));

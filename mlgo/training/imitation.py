@@ -189,7 +189,13 @@ def _total_gain(gains: list[float], defaults: list[float]) -> float:
 
 
 def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
-          first_search: Path | None = None, guide_first: bool = False) -> np.ndarray:
+          first_search: Path | None = None, guide_first: bool = False,
+          deadline: float | None = None) -> np.ndarray:
+    """`deadline` (time.monotonic()): no round starts after it but this invocation's first, and
+    cloning stops after the epoch that ends past it, keeping that epoch's parameters (the
+    round's metrics say how many epochs ran)."""
+    import time
+
     import tensorflow as tf
 
     from mlgo.compiler.measure import comdat_objective
@@ -219,6 +225,9 @@ def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
         return first_search if (r == 0 and first_search) else run.output / "search" / f"round-{r}"
 
     for rnd in run.iterations(cfg.rounds):
+        if deadline is not None and rnd > run.start_iteration and time.monotonic() >= deadline:
+            log.warning("imitation: the deadline came before round %d; stopping", rnd)
+            break
         params = theta.numpy()
         # 1. this round's search (earlier rounds' results are on disk and kept below)
         if rnd == 0 and first_search:
@@ -262,7 +271,10 @@ def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
         size = cfg.batch_size or n
         steps = cfg.epochs * -(-n // size)
         losses = []
+        epochs_run = 0
         for epoch in range(cfg.epochs):
+            if epochs_run and deadline is not None and time.monotonic() >= deadline:
+                break
             order = np.random.default_rng([run.seed, rnd, epoch, 13]).permutation(n)
             for start in range(0, n, size):
                 idx = order[start:start + size]
@@ -272,6 +284,7 @@ def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
                                   tf.constant(labels[idx]), tf.constant(w[idx]))
                 theta.assign_add(adam.step(grad.numpy()).astype(np.float32))
                 losses.append(float(loss))
+            epochs_run += 1
         new = theta.numpy()
         pred = np.argmax(net.logits_numpy(new, feats), axis=-1)
         # 5. figures
@@ -282,6 +295,8 @@ def train(run: TrainingRun, cfg: ImitationConfig, search_pool: Any,
             "imitation/flips": int(flips.sum()),
             "imitation/decisions": n,
             "imitation/modules": len(picked),
+            "imitation/epochs": epochs_run,
+            "imitation/stopped_by_deadline": int(epochs_run < cfg.epochs),
             "imitation/search_gain": _total_gain([search_gain[m] for m in picked], dflt),
             "imitation/policy_gain": _total_gain([policy_gain[m] for m in picked], dflt),
             "imitation/best_gain": _total_gain([best[m].gain for m in picked], dflt),

@@ -50,12 +50,14 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
           validation_fraction: float = 0.2, seed: int = 0,
           timeout: float = 300.0, search: Path | None = None,
           search_pool: WorkerPool | None = None,
-          validation_projects: Collection[str] | None = None) -> TrainResult:
+          validation_projects: Collection[str] | None = None,
+          deadline: float | None = None) -> TrainResult:
     """Train `algorithm` on `corpus` into the run directory `output` (see run.py for its
     layout). Imitation also takes `search_pool` (make_pool(task_fn=run_search_task)) and
     optionally a finished `mlgo search` directory `search`. The pools are closed at the end.
     `validation_projects` (if given) validates on exactly those projects' modules instead of a
-    `validation_fraction` drawn by project."""
+    `validation_fraction` drawn by project. `deadline` (time.monotonic(); imitation only): when
+    its cloning stops (imitation.train)."""
     from mlgo.training import bc, es, imitation, ppo
     from mlgo.training.run import TrainingRun, check_split_matches, named_split, run_lock
 
@@ -107,7 +109,7 @@ def train(problem: Problem, algorithm: str, corpus: Corpus, output: Path, *,
                     ppo.train(run, ppo.PPOConfig())
                 elif algorithm == "imitation":
                     imitation.train(run, imitation.ImitationConfig(), search_pool, search,
-                                    guide_first=warmstart is not None)
+                                    guide_first=warmstart is not None, deadline=deadline)
                 else:
                     es.train(run, es.ESConfig())
             finally:

@@ -3,8 +3,15 @@ them, and resuming: OUT/tune.json holds what defines the run (a re-run with othe
 refused), OUT/steps/ the finished steps (progress.py).
 
 The budget: every step but the search is timed when it runs, or estimated before it runs
-(estimate_rest, from the baseline's compile times and the plain build's and tests' times);
-the search gets what is left of the budget after that reserve, and stops when it is spent."""
+(estimate_rest, from the baseline's compile times and decision counts and the plain build's and
+tests' times); the search gets what is left of the budget after that reserve, and stops when it
+is spent. A greedy search that ends early hands the rest of its share to the strong search,
+continuing from its best decisions (the decision table gets the better of the two; the policy
+learns from the greedy results, which carry to other code). Training is planned to fit
+a share of the budget (fewer epochs when it would not) and stops at its deadline, so the
+steps after it keep their time (learn.train_plan). The defaults: benchmarks/tune_budget_rule.md.
+A re-tune (--previous) bounds the search's share by the earlier run's spend on what changed and
+fine-tunes the earlier policy (mlgo/tune/incremental.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlgo.tune import decisions, learn, project, report
+from mlgo.tune import decisions, incremental, learn, project, report
 from mlgo.tune.progress import (
     IDENTITY,
     Progress,
@@ -31,6 +38,10 @@ from mlgo_base.toolchain import clang_name
 
 FLIPS = ("auto", "all", "inlined", "marginal")
 SEARCH_STRATEGIES = ("strong", "greedy")
+
+CONTINUE_MIN_SECONDS = 60.0  # of the search's share left for the strong search to continue
+MORE_DIR = "search-more"  # the strong search's continuation of the greedy one
+BEST_DIR = "search-best"  # per module the better of the two: the decision table's input
 
 
 @dataclass
@@ -101,14 +112,19 @@ def check_options(o: TuneOptions) -> None:
         raise MlgoError(f"{o.previous}: not the output directory of an earlier `mlgo tune`")
 
 
+def _compile_seconds(base: dict[str, Any], workers: int) -> float:
+    return sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
+
+
 def estimate_rest(base: dict[str, Any], done: dict[str, float], workers: int,
-                  tests: bool) -> dict[str, float]:
-    """Seconds each step after the search will take: the compile-bound ones from the
-    baseline's compile times (a policy compile costs about 1.5 baseline compiles), the
-    rebuild from the plain build, the tests from their run on the plain build."""
-    compile_s = sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
+                  tests: bool, train: float) -> dict[str, float]:
+    """Seconds each step after the search will take: training as planned (`train`:
+    train_plan's seconds), the compile-bound ones from the baseline's compile times (a policy
+    compile costs about 1.5 baseline compiles), the rebuild from the plain build, the tests
+    from their run on the plain build."""
+    compile_s = _compile_seconds(base, workers)
     # export: the policy's plugin and the decision table's one compile per module
-    est = {"train": 40.0 + 2.5 * compile_s, "eval": 5.0 + 1.5 * compile_s,
+    est = {"train": train, "eval": 5.0 + 1.5 * compile_s,
            "export": 45.0 + 1.5 * compile_s, "rebuild": 10.0 + 1.3 * done.get("plain", 60.0),
            "tests-plugin": 1.2 * done.get("tests-plain", 0.0) if tests else 0.0, "report": 5.0}
     return {k: v for k, v in est.items() if k not in done}
@@ -194,6 +210,10 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
 
     # 4. baseline compiles, fingerprints
     base = begin(4, "baseline", f"compile the {len(corpus.modules)} modules as LLVM decides")
+    if base is not None and not learn.has_decision_counts(base) and not steps.done("search"):
+        prog.say("the baseline recorded by an earlier mlgo has no decision counts (the training "
+                 "estimate needs them): compiling it again")
+        base = None
     if base is None:
         t = time.monotonic()
         pool = make_pool(workers, o.ray)
@@ -233,8 +253,9 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                                          else None}, search_prints)
             pool = make_pool(workers, o.ray)
             try:
-                old = learn.evaluate(corpus, o.previous.resolve() / "train" / "policy", pool, gin,
-                                     o.timeout, out / "eval-previous-policy.json")
+                old = incremental.old_policy_evaluation(
+                    corpus, o.previous.resolve(), prints, pool, gin, o.timeout,
+                    out / "eval-previous-policy.json")
             finally:
                 pool.close()
             previous = steps.record("previous", time.monotonic() - t, {
@@ -244,12 +265,29 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         prog.say(f"the earlier policy keeps {100 * previous['old_policy']['linked_relative_change']:+.2f}% "
                  f"as linked on this code; {previous['reused']} of {previous['modules']} "
                  "module(s) unchanged: their search results are reused"
+                 + (f" (and their rows of its evaluation: {previous['old_policy']['evaluated']} "
+                    "module(s) compiled with it)" if "evaluated" in previous["old_policy"]
+                    else "")
                  + (f" (none: {previous['why_none']})" if previous.get("why_none") else ""))
 
     # 5. the search, in the time the other steps leave
     search = begin(5, "search", "search for decisions that beat LLVM's")
     if search is None:
-        rest = estimate_rest(base, steps.seconds(), workers, bool(o.test_command))
+        plan = learn.train_plan(sum(int(r.get("decisions", 0))
+                                    for r in base["modules"].values()),
+                                base, workers, prog.budget, o.gin_bindings)
+        if previous is not None:
+            plan = _fine_tune(plan, base, previous, workers)
+        prog.say(f"training is planned for {plan['epochs']} epoch(s) over up to "
+                 f"{plan['decisions']:,} decisions, about {clock(plan['seconds'])}"
+                 + (f", 1 round, fine-tuning the earlier policy (its epochs in proportion "
+                    f"to the {plan['changed_decisions']:,} decisions of changed and new "
+                    "modules)" if plan.get("fine_tune") else
+                    f" (fewer than the configured {plan['configured_epochs']}: at most "
+                    f"{learn.TRAIN_SHARE:.0%} of the budget)"
+                    if plan["epochs"] < plan["configured_epochs"] else ""))
+        rest = estimate_rest(base, steps.seconds(), workers, bool(o.test_command),
+                             plan["seconds"])
         reserve = 1.1 * sum(rest.values())
         deadline = prog.deadline - reserve
         share = deadline - time.monotonic()
@@ -263,7 +301,17 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                 raise MlgoError(f"--time-budget {clock(prog.budget)} is too short for this "
                                 f"project: the steps besides the search need about "
                                 f"{clock(reserve + prog.elapsed())}")
-        t = time.monotonic()
+        if previous is not None:  # a re-tune: what the earlier search spent on what changed
+            changed = [m.name for m in corpus.modules if m.name not in previous["reused_modules"]]
+            bound = incremental.search_bound(o.previous.resolve(), changed, name, workers)
+            if bound["seconds"] < share:
+                share = bound["seconds"]
+                deadline = time.monotonic() + share
+                prog.remaining = share + reserve
+            prog.say(f"re-tune: {bound['changed']} changed or new module(s) ({bound['new']} new); "
+                     f"the earlier search spent {clock(bound['earlier_seconds'])} on them: this "
+                     f"search gets {clock(max(share, 0))}")
+        t, started = time.monotonic(), time.time()
         order = learn.search_order(corpus.modules, base["modules"], share)
 
         def tick(finished: int) -> None:
@@ -273,28 +321,85 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                            f"{clock(deadline - prog.start)}")
 
         tick(0)
+        warm = None
+        if previous is not None:
+            warm = incremental.warm_search(
+                [m for m in corpus.modules if m.name in set(changed)], o.previous.resolve(),
+                out, name, base, search_dir,
+                learn.search_config(o.search_strategy, o.compile_budget, flips, 1.0),
+                deadline=deadline, workers=workers, ray=o.ray, gin=gin, timeout=o.timeout,
+                say=prog.say)
         res = learn.run_search(order, search_dir, strategy=o.search_strategy,
                                module_budget=o.compile_budget, flips=flips,
                                deadline=deadline, workers=workers, ray=o.ray, gin=gin,
                                timeout=o.timeout, comdat_weights=base["comdat_weights"],
                                tick=tick)
         res["reused"] = previous["reused"] if previous else 0
+        if warm is not None:
+            res["warm"] = warm
+            order = [m for m in order if m.name in changed]  # continue on changed code only
+        left = deadline - time.monotonic()
+        if (o.search_strategy == "greedy" and not res["stopped_by_budget"]
+                and left >= CONTINUE_MIN_SECONDS):
+            prog.say(f"the greedy search ended with {clock(left)} of its share left: the strong "
+                     "search continues from its best decisions, where they gain most per second")
+
+            def more(finished: int) -> None:
+                prog.remaining = max(deadline - time.monotonic(), 0.0) + reserve
+                prog.status = (f"[5/{total}] search, continued (strong, from the greedy best): "
+                               f"{finished} module(s) done in this run; its share ends at "
+                               f"{clock(deadline - prog.start)}")
+
+            more(0)
+            res["continuation"] = learn.run_continuation(
+                order, search_dir, out / MORE_DIR, base, deadline=deadline, workers=workers,
+                ray=o.ray, gin=gin, timeout=o.timeout, comdat_weights=base["comdat_weights"],
+                tick=more)
+        dirs = [search_dir, out / MORE_DIR]
+        res["best"] = learn.best_results(corpus.modules, dirs, out / BEST_DIR)
+        res["reach"] = learn.reach_curve(corpus.modules, dirs, base, started)
+        res["share_seconds"] = round(share, 1)
+        res["train_plan"] = plan
         search = steps.record("search", time.monotonic() - t, res)
     prog.say(f"search: {search['modules']} module(s) with a result, {search['compiles']} "
              f"compiles, best decisions {100 * -search['gain']:+.2f}% as linked"
              + (f" (stopped by the budget; {len(search['unfinished'])} unsearched)"
                 if search["stopped_by_budget"] else ""))
-    _update_eta(prog, base, steps, workers, o)
+    if "continuation" in search:
+        c, b = search["continuation"], search["best"]
+        prog.say(f"continued: {c['compiles']} compiles on {c['modules']} module(s); "
+                 f"{b['improved']} improved by {b['bytes_beyond_first']:,.0f} bytes; the "
+                 f"decision table's decisions {100 * -b['gain']:+.2f}% as linked")
+    plan = search.get("train_plan") or learn.train_plan(
+        learn.searched_decisions(corpus.modules, search_dir), base, workers, prog.budget,
+        o.gin_bindings)
+    if previous is not None and not plan.get("fine_tune"):
+        plan = _fine_tune(plan, base, previous, workers)
+    _update_eta(prog, base, steps, workers, o, plan["seconds"])
 
-    # 6. imitation
-    if begin(6, "train", "imitate the best decisions (residual policy)") is None:
+    # 6. imitation (of the greedy results: see the module docstring)
+    trained = begin(6, "train", ("fine-tune the earlier policy on the best decisions (1 "
+                                 "round, " if plan.get("fine_tune") else
+                                 "imitate the best decisions (residual policy, ")
+                    + f"{plan['epochs']} epoch(s))")
+    if trained is None:
         t = time.monotonic()
         warm = o.previous.resolve() / "train" / "policy" if o.previous else None
-        learn.train(corpus, search_dir, out / "train", gin=gin, workers=workers, ray=o.ray,
-                    timeout=o.timeout, warmstart=warm)
-        steps.record("train", time.monotonic() - t)
+        after = estimate_rest(base, steps.seconds(), workers, bool(o.test_command), 0.0)
+        train_deadline = prog.deadline - 1.1 * sum(v for k, v in after.items() if k != "train")
+        prog.say(f"training stops by {clock(train_deadline - prog.start)} at the latest "
+                 "(the last completed epoch is kept)")
+        train_gin = learn.gin_config(o.rounds, weights_path,
+                                     [*o.gin_bindings,
+                                      f"imitation.ImitationConfig.epochs = {plan['epochs']}",
+                                      f"imitation.ImitationConfig.rounds = {plan['rounds']}"])
+        info = learn.train(corpus, search_dir, out / "train", gin=train_gin, workers=workers,
+                           ray=o.ray, timeout=o.timeout, warmstart=warm,
+                           deadline=train_deadline)
+        trained = steps.record("train", time.monotonic() - t, {**info, "plan": plan})
+    prog.say("training: " + training_line(trained))
     policy = out / "train" / "policy"
-    _update_eta(prog, base, steps, workers, o)
+    _update_eta(prog, base, steps, workers, o, plan["seconds"])
 
     # 7. evaluation on the corpus
     evaluation = begin(7, "eval", "the policy on the tuned modules against -Oz")
@@ -321,7 +426,7 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                      f"({100 * old['linked_relative_change']:+.2f}% against the retrained one's "
                      f"{100 * evaluation['retrained']['linked_relative_change']:+.2f}%): "
                      "it is the one exported")
-    _update_eta(prog, base, steps, workers, o)
+    _update_eta(prog, base, steps, workers, o, plan["seconds"])
 
     # 8. export, plugin, flags
     exported = begin(8, "export", "export the policy, name the searched decisions' call sites "
@@ -330,8 +435,11 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         t = time.monotonic()
         pool = make_pool(workers, o.ray, task_fn=decisions.run_replay_task)
         try:
+            # Per module the better of the greedy result and its continuation (older runs:
+            # the greedy results alone).
+            table_dir = out / BEST_DIR if "best" in search else search_dir
             table, table_stats = decisions.build_table(
-                corpus.modules, search_dir, name, pool, gin=gin, timeout=o.timeout,
+                corpus.modules, table_dir, name, pool, gin=gin, timeout=o.timeout,
                 previous=o.previous.resolve() if o.previous else None)
         finally:
             pool.close()
@@ -351,7 +459,7 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         ex["table"] = {**table_stats, "beyond": beyond}
         exported = steps.record("export", time.monotonic() - t, ex)
     plugin = Path(exported["plugin"])
-    _update_eta(prog, base, steps, workers, o)
+    _update_eta(prog, base, steps, workers, o, plan["seconds"])
 
     # 9. the build with the plugin
     rebuilt = begin(9, "rebuild", "build again with the plugin")
@@ -386,7 +494,7 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         hits = decisions.hit_rates(served, load_table(out / decisions.TABLE_FILE))
         rebuilt = steps.record("rebuild", time.monotonic() - t,
                                {"db": str(pdb) if pdb else None, "table_hits": hits})
-    _update_eta(prog, base, steps, workers, o)
+    _update_eta(prog, base, steps, workers, o, plan["seconds"])
 
     # 10. the tests on the plugin build
     tests: dict[str, Any] = {"command": o.test_command}
@@ -409,9 +517,27 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
     return doc
 
 
-def _update_eta(prog: Progress, base: dict, steps: Steps, workers: int, o: TuneOptions) -> None:
+def _fine_tune(plan: dict, base: dict, previous: dict, workers: int) -> dict[str, Any]:
+    return incremental.fine_tune_plan(plan, sum(
+        int(r.get("decisions", 0)) for m, r in base["modules"].items()
+        if m not in previous["reused_modules"]), base, workers)
+
+
+def _update_eta(prog: Progress, base: dict, steps: Steps, workers: int, o: TuneOptions,
+                train: float) -> None:
     prog.remaining = sum(estimate_rest(base, steps.seconds(), workers,
-                                       bool(o.test_command)).values())
+                                       bool(o.test_command), train).values())
+
+
+def training_line(trained: dict[str, Any]) -> str:
+    """How many epochs training ran, per round, and whether its deadline stopped it."""
+    rounds = trained.get("rounds")
+    if not rounds:
+        return "done (no epoch count recorded)"
+    ran = ", ".join(f"{r['epochs']} of {r['of']}" for r in rounds)
+    return (f"{len(rounds)} of {trained.get('planned_rounds', len(rounds))} round(s), epochs "
+            f"{ran}" + (" (stopped by its deadline: the last completed epoch's policy is kept)"
+                        if trained.get("stopped_by_deadline") else ""))
 
 
 def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
@@ -443,7 +569,7 @@ def _measure_and_report(o: TuneOptions, out: Path, name: str, cmake: bool,
         project=name, kind=f"CMake source directory {o.source}" if cmake
         else f"compile database {o.compile_db}", budget=o.time_budget, steps=secs,
         binaries=binaries, test_binary=project.is_test_binary, objects=objects, tuned=tuned,
-        search=search, evaluation=evaluation, tests=tests,
+        search=search, evaluation=evaluation, tests=tests, training=steps.done("train"),
         previous=({"dir": previous["dir"], "reused": previous["reused"],
                    "modules": previous["modules"], "old_policy": previous["old_policy"]}
                   if previous else None), outputs=outputs, table=_table_figures(out, exported,

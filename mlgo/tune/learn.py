@@ -1,6 +1,8 @@
 """The learning half of `mlgo tune`: the corpus of the tuned compiles, their baseline compiles,
-the search (`run_search`: the one place the search is called), imitation, evaluation, export,
-and the reuse of an earlier tune's search results for modules whose code did not change.
+the search (`run_search`, the one place the search is called, and `run_continuation`, the strong
+search from its results), imitation, evaluation, export,
+the reuse of an earlier tune's search results for modules whose code did not change, and the
+planning of training's time (train_plan: its cost grows with decisions x epochs x rounds).
 
 A module's fingerprint (for that reuse) is the SHA-256 of its IR as text without its debug
 information (`opt --strip-debug`), with the source root's path replaced by a placeholder and the
@@ -31,6 +33,17 @@ from mlgo_base.files import atomic_write_bytes, atomic_write_text
 # Compiles a module's search takes, for planning only (C searches of 1 -> 0 flips usually
 # stop well before the per-module budget).
 SEARCH_COMPILES_GUESS = 10
+# Training's cost: full-batch steps of own_project.gin's network took 29-31 us per decision and
+# epoch at 500-16,000 decisions (load 2.6-3.8), about 4 ms per step besides; muparser's training
+# (15,237 decisions, 1,500 epochs: 897 s at load 3-8, its rollout included) gives about 38 us.
+TRAIN_SECONDS_PER_DECISION_EPOCH = 40e-6
+TRAIN_SECONDS_PER_EPOCH = 5e-3
+TRAIN_FIXED_SECONDS = 40.0  # TensorFlow, the vocab
+# The most of the budget training is planned for when --gin_bindings does not set the epochs:
+# the decision table serves the searched modules, so search time is worth more than epochs past
+# this; never fewer than MIN_EPOCHS.
+TRAIN_SHARE = 0.25
+MIN_EPOCHS = 100
 OWN_PROJECT_GIN = Path(__file__).resolve().parent.parent / "problems" / "inlining" / "own_project.gin"
 
 
@@ -67,9 +80,12 @@ def extract(db_entries: list[dict], root: Path, project: str, out: Path, work: P
 
 
 def baseline(modules: Sequence[Module], pool: Any, gin: str, timeout: float) -> dict[str, Any]:
-    """Each module compiled once with LLVM's own decisions: {module: {size, seconds}} and the
-    COMDAT weights (1/n per text group defined by n modules)."""
+    """Each module compiled once with LLVM's own decisions: {module: {size, seconds,
+    decisions}} and the COMDAT weights (1/n per text group defined by n modules). `decisions`
+    (the inlining decisions LLVM asks, counted by a second compile that answers them as LLVM
+    does) sizes the training estimate; `seconds` is the plain compile's."""
     from mlgo.compiler.measure import comdat_weights
+    from mlgo.problems.inlining.problem import LLVM_DEFAULT
     from mlgo.workers.tasks import ModuleTask, PolicySpec
 
     tasks = [ModuleTask("inlining", m, PolicySpec(builtin="default"), gin_config=gin,
@@ -83,7 +99,58 @@ def baseline(modules: Sequence[Module], pool: Any, gin: str, timeout: float) -> 
         groups.append({k: d for k, (_, d) in o.per_function.items()})
     if not rows:
         raise MlgoError("no module of the corpus compiles (see the errors above)")
+    counted = [ModuleTask("inlining", m, PolicySpec(builtin=LLVM_DEFAULT), gin_config=gin,
+                          timeout=timeout) for m in modules if m.name in rows]
+    for o in pool.run(counted):
+        if not o.ok:
+            raise MlgoError(f"{o.module}: compiles as LLVM decides, but not when its decisions "
+                            f"are asked for: {o.error.strip().splitlines()[0] if o.error else '?'}")
+        rows[o.module]["decisions"] = int(o.num_decisions)
     return {"modules": rows, "failed": failed, "comdat_weights": comdat_weights(groups)}
+
+
+def has_decision_counts(base: dict[str, Any]) -> bool:
+    """Whether a baseline record counts each module's decisions (older tunes' do not)."""
+    return all("decisions" in r for r in base["modules"].values())
+
+
+def train_seconds(decisions: int, compile_s: float, epochs: int, rounds: int) -> float:
+    """Training's estimate: fixed costs, the policy's rollout on the modules (recorded: about
+    1.5 baseline compiles), the epochs over the decisions, each later round's guided search."""
+    return (TRAIN_FIXED_SECONDS + 1.5 * compile_s
+            + rounds * epochs * (TRAIN_SECONDS_PER_EPOCH
+                                 + TRAIN_SECONDS_PER_DECISION_EPOCH * decisions)
+            + (rounds - 1) * SEARCH_COMPILES_GUESS * compile_s)
+
+
+def train_plan(decisions: int, base: dict[str, Any], workers: int, budget: float,
+               bindings: tuple[str, ...]) -> dict[str, Any]:
+    """The epochs training runs and its estimated seconds, with the imitation settings gin
+    holds now: the configured epochs, or fewer when they would take more than TRAIN_SHARE of
+    the budget (never fewer than MIN_EPOCHS; never when --gin_bindings sets the epochs)."""
+    from mlgo.training.imitation import ImitationConfig
+
+    cfg = ImitationConfig()
+    compile_s = sum(r["seconds"] for r in base["modules"].values()) / max(workers, 1)
+    epochs = cfg.epochs
+    pinned = any("ImitationConfig.epochs" in b for b in bindings)
+    cap = TRAIN_SHARE * budget
+    if not pinned and train_seconds(decisions, compile_s, epochs, cfg.rounds) > cap:
+        per_epoch = cfg.rounds * (TRAIN_SECONDS_PER_EPOCH
+                                  + TRAIN_SECONDS_PER_DECISION_EPOCH * decisions)
+        fit = int((cap - train_seconds(decisions, compile_s, 0, cfg.rounds)) / per_epoch)
+        epochs = min(epochs, max(MIN_EPOCHS, fit))
+    return {"decisions": decisions, "epochs": epochs, "configured_epochs": cfg.epochs,
+            "rounds": cfg.rounds,
+            "seconds": round(train_seconds(decisions, compile_s, epochs, cfg.rounds), 1)}
+
+
+def searched_decisions(modules: Sequence[Module], search_dir: Path) -> int:
+    """The decisions training will see: those of the modules with a search result."""
+    from mlgo.search_store import load_result, result_path
+
+    return sum(int(load_result(result_path(search_dir, m.name), m.name).num_decisions)
+               for m in modules if result_path(search_dir, m.name).is_file())
 
 
 def search_order(modules: Sequence[Module], base: dict[str, dict],
@@ -182,23 +249,176 @@ def run_search(modules: Sequence[Module], out: Path, *, strategy: str, module_bu
             if s.linked_default else 0.0}
 
 
+def run_continuation(modules: Sequence[Module], greedy: Path, out: Path, base: dict[str, Any], *,
+                     deadline: float, workers: int | None, ray: str | None, gin: str,
+                     timeout: float, comdat_weights: dict[str, float] | None,
+                     tick: Callable[[int], None] | None = None,
+                     starts: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """The strong search (mlgo/search_schedule.py) from each module's greedy best in `greedy`
+    until `deadline`, by gain per second (the greedy search's own to begin with: bytes saved
+    plus 1% of the module's size, over its compiles times the module's baseline seconds). Each
+    module's result is saved in `out` as its search ends; a module with one there already
+    (from a killed run) is not searched again. The greedy results are left as they are.
+    `starts` ({module: decisions}, e.g. a re-tune's earlier answers) replaces the greedy
+    results: the modules in it start from those, at rates of 1% of their size per baseline
+    second."""
+    import time
+
+    from mlgo.search import SearchConfig, search_identity
+    from mlgo.search_schedule import run_strong_task, strong_outcomes
+    from mlgo.search_store import (
+        check_config,
+        load_result,
+        module_fingerprint,
+        result_path,
+        reusable_results,
+        save_result,
+        search_lock,
+    )
+    from mlgo.workers.pool import make_pool
+
+    report = tick or (lambda n: None)
+    t0 = time.monotonic()
+    config = SearchConfig(passes=1, budget=0, strategy="strong",
+                          time_budget=max(deadline - t0, 1.0))
+    want = search_identity(config, gin_config=gin, comdat_weights=comdat_weights or None)
+    out.mkdir(parents=True, exist_ok=True)
+    with search_lock(out):
+        check_config(out, want)
+        prints = {m.name: module_fingerprint(m, want) for m in modules}
+        done = reusable_results(out, prints)
+        first_decisions: dict[str, list[int]] = {}
+        rates: dict[str, float] = {}
+        for m in modules:
+            path = result_path(greedy, m.name)
+            if starts is not None:
+                b = base["modules"].get(m.name)
+                if m.name not in done and starts.get(m.name) and b:
+                    first_decisions[m.name] = [int(a) for a in starts[m.name]]
+                    rates[m.name] = 0.01 * float(b["size"]) / max(float(b["seconds"]), 0.05)
+                continue
+            if m.name in done or not path.is_file():
+                continue
+            r = load_result(path, m.name)
+            if r.actions is None or len(r.actions) == 0:
+                continue  # no decision to make
+            first_decisions[m.name] = [int(a) for a in r.actions]
+            d, b = float(r.extra["default_objective"]), float(r.extra["best_objective"])
+            seconds = (max(int(r.extra.get("compiles", 1)), 1)
+                       * max(float(base["modules"].get(m.name, {}).get("seconds", 1.0)), 0.05))
+            rates[m.name] = (d - b + 0.01 * d) / seconds
+        todo = [m for m in modules if m.name in first_decisions]
+        compiles, finished, failed = 0, 0, []
+        if todo:
+            pool = make_pool(workers, ray, task_fn=run_strong_task)
+            try:
+                for o in strong_outcomes(todo, config, pool, gin_config=gin, timeout=timeout,
+                                         comdat_weights=comdat_weights or None, starts=first_decisions,
+                                         rates=rates):
+                    finished += 1
+                    report(finished)
+                    if not o.ok:
+                        failed.append(o.module)
+                        continue
+                    compiles += int(o.extra["compiles"])
+                    save_result(out, o, prints[o.module])
+            finally:
+                pool.close()
+    return {"modules": len(todo), "earlier": len(done), "compiles": compiles,
+            "failed": failed, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def best_results(modules: Sequence[Module], dirs: Sequence[Path], out: Path) -> dict[str, Any]:
+    """Per module, the result of `dirs` with the smallest objective (the first on a tie), copied
+    into `out` (rebuilt whole): what the decision table serves. Returns its figures, as linked,
+    with how many modules a later directory improved and by how many bytes."""
+    from mlgo.evaluate import linked_totals
+    from mlgo.search_store import load_result, result_path
+
+    shutil.rmtree(out, ignore_errors=True)
+    rows, improved, saved = [], 0, 0.0
+    for m in modules:
+        found = []
+        for d in dirs:
+            path = result_path(d, m.name)
+            if path.is_file():
+                found.append((load_result(path, m.name), path))
+        if not found:
+            continue
+        first = found[0][0]
+        r, path = min(found, key=lambda rp: float(rp[0].extra["best_objective"]))
+        if r is not first:
+            improved += 1
+            saved += first.policy_total - r.policy_total
+        dest = result_path(out, m.name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dest)
+        rows.append({"module": m.name, "project": m.project, "policy": r.policy_total,
+                     "default": r.default_total, "comdat": r.extra.get("comdat", {})})
+    linked = linked_totals(rows).values()
+    ld = sum(p["default"] for p in linked)
+    lb = sum(p["policy"] for p in linked)
+    return {"modules": len(rows), "improved": improved, "bytes_beyond_first": saved,
+            "linked_default": ld, "linked_best": lb, "gain": (ld - lb) / ld if ld else 0.0}
+
+
+def reach_curve(modules: Sequence[Module], dirs: Sequence[Path], base: dict[str, Any],
+                started: float) -> list[tuple[float, float]]:
+    """The search's reach over time: (minutes since `started` (a time.time()), bytes saved
+    over all tuned modules' -Oz bytes) each time a result was saved in one of `dirs` (by the
+    file's time; a module keeps its best result so far). Per object, COMDAT groups not
+    merged."""
+    from mlgo.search_store import load_result, result_path
+
+    events = []
+    for d in dirs:
+        for m in modules:
+            path = result_path(d, m.name)
+            if path.is_file():
+                r = load_result(path, m.name)
+                events.append((path.stat().st_mtime, m.name, r.default_total - r.policy_total))
+    total = sum(float(r["size"]) for r in base["modules"].values()) or 1.0
+    best: dict[str, float] = {}
+    curve = [(0.0, 0.0)]
+    for t, name, gain in sorted(events):
+        best[name] = max(best.get(name, 0.0), gain)
+        curve.append((round(max(t - started, 0.0) / 60, 3), sum(best.values()) / total))
+    return curve
+
+
 def train(corpus: Corpus, search: Path, out: Path, *, gin: str, workers: int | None,
-          ray: str | None, timeout: float, warmstart: Path | None = None) -> Path:
+          ray: str | None, timeout: float, warmstart: Path | None = None,
+          deadline: float | None = None) -> dict[str, Any]:
     """Imitation of the search's best decisions on every module (no validation split: the
-    policy is for this code). Returns the policy directory."""
+    policy is for this code), its cloning stopped at `deadline` (time.monotonic()) keeping the
+    last completed epoch. Returns {"policy", "rounds": [{"round", "epochs", "of", "stopped"}],
+    "stopped_by_deadline"}."""
     from mlgo.problems import get_problem
     from mlgo.search import run_search_task
+    from mlgo.training.imitation import ImitationConfig
     from mlgo.training.pipeline import train as train_run
     from mlgo.workers.pool import make_pool
 
     train_run(get_problem("inlining"), "imitation", corpus, out,
               pool=make_pool(workers, ray), gin_config=gin, warmstart=warmstart,
               validation_fraction=0.0, timeout=timeout, search=search,
-              search_pool=make_pool(workers, ray, task_fn=run_search_task))
+              search_pool=make_pool(workers, ray, task_fn=run_search_task), deadline=deadline)
     policy = out / "policy"
     if not policy.is_dir():
         raise MlgoError(f"{out}: training wrote no policy")
-    return policy
+    planned = ImitationConfig()
+    rounds = []
+    log = out / "log.jsonl"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        row = json.loads(line)
+        if "imitation/epochs" in row:  # (the latest line of a round redone after a kill wins)
+            rounds = [r for r in rounds if r["round"] != int(row["iteration"])]
+            rounds.append({"round": int(row["iteration"]), "epochs": int(row["imitation/epochs"]),
+                           "of": planned.epochs,
+                           "stopped": bool(row.get("imitation/stopped_by_deadline", 0))})
+    return {"policy": str(policy), "rounds": rounds, "planned_rounds": planned.rounds,
+            "stopped_by_deadline": any(r["stopped"] for r in rounds)
+            or len(rounds) < planned.rounds}
 
 
 def evaluate(corpus: Corpus, policy: Path, pool: Any, gin: str, timeout: float,

@@ -37,8 +37,8 @@ def build_report(*, project: str, kind: str, budget: float, steps: dict[str, flo
                  test_binary: Any, objects: tuple[dict[str, int], dict[str, int]],
                  tuned: set[str], search: dict[str, Any], evaluation: dict[str, Any],
                  tests: dict[str, Any], previous: dict[str, Any] | None,
-                 outputs: dict[str, str], table: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
+                 outputs: dict[str, str], table: dict[str, Any] | None = None,
+                 training: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every figure of the report. `table`: the decision table's stats (decisions.build_table),
     with "keys" (its modules' paths) and "hits" (decisions.hit_rates on the rebuild)."""
     doc: dict[str, Any] = {"project": project, "input": kind, "time_budget_seconds": budget,
@@ -65,6 +65,8 @@ def build_report(*, project: str, kind: str, budget: float, steps: dict[str, flo
         doc["policy_modules_total"] = _total([r for r in mods if not r["table"]])
         doc["table"] = {k: v for k, v in table.items() if k != "keys"}
     doc.update(search=search, evaluation=evaluation, tests=tests, outputs=outputs)
+    if training is not None:
+        doc["training"] = training
     if previous is not None:
         doc["previous"] = previous
     return doc
@@ -132,6 +134,7 @@ def markdown(doc: dict[str, Any]) -> str:
               f"best decisions {_pct(-s['gain'])} as linked on those modules"
               + ("; stopped by the time budget with "
                  f"{len(s['unfinished'])} module(s) unsearched" if s["stopped_by_budget"] else ""),
+              *_continuation_lines(s), *_training_lines(doc.get("training")),
               f"Policy on the tuned modules (mlgo eval): {_pct(e['relative_change'])} per object, "
               f"{_pct(e['linked_relative_change'])} as linked"
               + (f" (the earlier tune's policy, smaller on this code than the retrained one's "
@@ -143,7 +146,14 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"Earlier tune: {p['dir']}. Modules unchanged (search results reused): "
                   f"{p['reused']} of {p['modules']}.",
                   f"The earlier policy on this code, without retraining: "
-                  f"{_pct(p['old_policy']['linked_relative_change'])} as linked.",
+                  f"{_pct(p['old_policy']['linked_relative_change'])} as linked"
+                  + (f" ({p['old_policy']['evaluated']} changed or new module(s) compiled with "
+                     f"it, the others' rows from the earlier evaluation)."
+                     if "evaluated" in p["old_policy"] else "."),
+                  *([f"Changed modules started from the earlier answers: {w['starts']} "
+                     f"({w['kept']:,} of {w['decisions']:,} call sites answered as before); the "
+                     f"search's share: {doc['search'].get('share_seconds', 0):.0f} s."]
+                    if (w := doc["search"].get("warm")) else []),
                   f"This run's policy: {_pct(e['linked_relative_change'])} as linked, in "
                   f"{doc['total_seconds'] / 60:.1f} min of steps.", ""]
     lines += ["## Tests", ""]
@@ -159,6 +169,35 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _continuation_lines(s: dict[str, Any]) -> list[str]:
+    if "best" not in s:
+        return []
+    b = s["best"]
+    lines = []
+    if "continuation" in s:
+        c = s["continuation"]
+        lines.append(f"The greedy search ended before its share of the budget: the strong search "
+                     f"continued from its best on {c['modules']} module(s) ({c['compiles']} "
+                     f"compiles, {c['seconds'] / 60:.1f} min) and improved {b['improved']} of "
+                     f"them by {b['bytes_beyond_first']:,.0f} bytes.")
+    lines.append(f"The decision table's decisions (per module the best found): "
+                 f"{_pct(-b['gain'])} as linked on {b['modules']} module(s).")
+    return lines
+
+
+def _training_lines(t: dict[str, Any] | None) -> list[str]:
+    if not t or not t.get("rounds"):
+        return []
+    ran = ", ".join(f"{r['epochs']} of {r['of']}" for r in t["rounds"])
+    plan = t.get("plan", {})
+    return [f"Training (imitation of the greedy search's results): {len(t['rounds'])} round(s), "
+            f"epochs {ran}"
+            + (f" (planned {plan['epochs']} for {plan['decisions']:,} decisions, about "
+               f"{plan['seconds'] / 60:.1f} min)" if plan else "")
+            + ("; stopped by its deadline, the last completed epoch's policy kept"
+               if t.get("stopped_by_deadline") else "") + "."]
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -170,7 +209,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
              for label, t, color in (("tuned modules", doc["tuned_modules_total"], "#228833"),
                                      ("not tuned", doc["other_modules_total"], "#999999"))
              if t["count"]]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    reach = doc["search"].get("reach") or []
+    fig, axes = plt.subplots(1, 3 if reach else 2, figsize=(16 if reach else 11, 4))
+    ax1, ax2 = axes[0], axes[1]
     ax1.barh([n for n, _, _ in rows][::-1], [100 * c for _, c, _ in rows][::-1],
              color=[c for _, _, c in rows][::-1])
     ax1.axvline(0, color="k", lw=0.8)
@@ -181,6 +222,16 @@ def plot(doc: dict[str, Any], path: Path) -> None:
              color="#cc6677")
     ax2.set_xlabel("minutes")
     ax2.set_title("time per step")
+    if reach:
+        ax3 = axes[2]
+        ax3.step([m for m, _ in reach], [100 * g for _, g in reach], where="post",
+                 color="#228833")
+        if "continuation" in doc["search"]:
+            begun = doc["search"].get("search_seconds", 0.0) / 60
+            ax3.axvline(begun, color="#999999", lw=0.8, ls="--")
+        ax3.set_xlabel("minutes since the search began")
+        ax3.set_ylabel("bytes saved, % of the tuned modules' -Oz .text")
+        ax3.set_title("the search's reach (per object)")
     fig.tight_layout()
     buf = io.BytesIO()
     try:

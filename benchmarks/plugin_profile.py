@@ -1,0 +1,120 @@
+"""Where the inliner plugin's compile-time cost goes: callgrind's inclusive instruction counts of
+the inliner's and the advisor's functions, plain clang -Oz against each plugin, on named modules.
+
+Each module's bitcode is compiled with its recorded arguments at -Oz under valgrind's callgrind
+(one whole `clang -cc1`: independent of load, about a minute of CPU each), once plainly and once
+per plugin. For each variant it prints the total, then the inclusive count of each group below
+(a function's own instructions and those of everything it calls; a group sums the functions whose
+demangled names match, so recursion and nesting can count twice: read each row on its own, as
+"this much ran under it"), and the difference from plain -Oz. Rows that take no instructions in
+every variant are left out.
+
+Usage: python benchmarks/plugin_profile.py CORPUS [CORPUS ...] --module NAME [--module NAME ...]
+       --plugin LABEL=SO [--plugin LABEL=SO ...] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from corpus_tools.corpus import Corpus
+from mlgo_base import process, toolchain
+
+# (row label, regular expression on the demangled function name, matched at its start)
+GROUPS = [
+    ("inliner pass (all of it)", r"llvm::InlinerPass::run\("),
+    ("  InlineFunction", r"llvm::InlineFunction\("),
+    ("  plain advisor: getInlineCost", r"llvm::getInlineCost\("),
+    ("  ML advisor: constructor", r"llvm::MLInlineAdvisor::MLInlineAdvisor\("),
+    ("  getAdvice (the advisor's answer)", r"llvm::InlineAdvisor::getAdvice\("),
+    ("    getInliningCostEstimate", r"llvm::getInliningCostEstimate\("),
+    ("    getInliningCostFeatures", r"llvm::getInliningCostFeatures\("),
+    ("    FunctionPropertiesInfo computed", r"llvm::FunctionPropertiesAnalysis::run\("),
+    ("    the policy's network", r"mlgo_inline_policy"),
+    ("    the plugin's own features", r"mlgo::computeSiteFeature"),
+    ("  advice recorded (FPI kept current)", r"llvm::MLInlineAdvice::recordInlining"),
+    ("    FunctionPropertiesUpdater::finish", r"llvm::FunctionPropertiesUpdater::finish\("),
+    ("  onPassEntry", r"llvm::MLInlineAdvisor::onPassEntry\("),
+    ("  onPassExit", r"llvm::MLInlineAdvisor::onPassExit\("),
+    ("dominator tree built", r"void llvm::DomTreeBuilder::Calculate<"),
+    ("loop info built", r"llvm::LoopInfoBase<llvm::BasicBlock, llvm::Loop>::analyze\("),
+]
+
+_LINE = re.compile(r"^\s*([\d,]+)\s+\([^)]*\)\s+(?:\S*?:)?(.*)$")
+
+
+def _argv(module, plugin: str | None, out: str) -> list[str]:
+    extra = [f"-fpass-plugin={plugin}"] if plugin else []
+    return [toolchain.locate("clang", override=False), *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
+
+
+def profile(argv: list[str], env: dict, prefix: Path, what: str) -> tuple[int, dict[str, int]]:
+    """Total Ir and each group's inclusive Ir of one compile under callgrind."""
+    data = Path(f"{prefix}.callgrind")
+    process.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}",
+                 f"--log-file={prefix}.log", *argv], what=what, timeout=3600,
+                env=env)
+    text = process.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
+                        str(data)], what=f"annotating {data}", timeout=600).stdout
+    total = re.search(r"^\s*([\d,]+)\s+\([^)]*\)\s+PROGRAM TOTALS", text, re.M)
+    if not total:
+        raise SystemExit(f"{data}: callgrind_annotate printed no PROGRAM TOTALS")
+    groups = dict.fromkeys((label for label, _ in GROUPS), 0)
+    for line in text.splitlines():
+        found = _LINE.match(line)
+        if not found:
+            continue
+        count, name = int(found.group(1).replace(",", "")), found.group(2).strip()
+        for label, pattern in GROUPS:
+            if re.match(pattern, name):
+                groups[label] += count
+    return int(total.group(1).replace(",", "")), groups
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("corpus", nargs="+", type=Path)
+    ap.add_argument("--module", action="append", required=True, metavar="NAME")
+    ap.add_argument("--plugin", action="append", required=True, metavar="LABEL=SO")
+    ap.add_argument("--keep", type=Path, help="keep the callgrind files here")
+    args = ap.parse_args()
+    variants: dict[str, str | None] = {"plain -Oz": None}
+    for spec in args.plugin:
+        label, so = spec.split("=", 1)
+        variants[label] = so
+    modules = {m.name: m for path in args.corpus for m in Corpus.load(path).modules}
+    missing = [name for name in args.module if name not in modules]
+    if missing:
+        raise SystemExit(f"no module {', '.join(missing)} in {', '.join(map(str, args.corpus))}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGO_PLUGIN", "MLGO_DECISION"))}
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = args.keep or Path(tmp)
+        keep.mkdir(parents=True, exist_ok=True)
+        out = str(Path(tmp) / "out.o")
+        for name in args.module:
+            rows = {}
+            for i, (label, so) in enumerate(variants.items()):
+                prefix = keep / f"{Path(name).name}-{i}"
+                rows[label] = profile(_argv(modules[name], so, out), env, prefix,
+                                      f"{name} ({label})")
+            base_total, base = rows["plain -Oz"]
+            print(f"{name} (load {os.getloadavg()[0]:.1f}): instructions, inclusive "
+                  "(difference from plain -Oz in % of plain's total)")
+            print(f"  {'':38s}" + "".join(f"{label[:22]:>24s}" for label in variants))
+            print(f"  {'total':38s}" + "".join(
+                f"{t:>15,d} {(t - base_total) / base_total:+7.2%}" for t, _ in rows.values()))
+            for group, _ in GROUPS:
+                if not any(g[group] for _, g in rows.values()):
+                    continue
+                print(f"  {group:38s}" + "".join(
+                    f"{g[group]:>15,d} {(g[group] - base[group]) / base_total:+7.2%}"
+                    for _, g in rows.values()))
+            print(flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""A re-tune with `--previous` (mlgo/tune/incremental.py) costs in proportion to what changed:
+on the tiny generated project with one module changed, only that module is searched, from the
+earlier answers, in a share bounded by what the earlier search spent on it; the earlier
+policy's evaluation compiles only that module; training fine-tunes the earlier policy; and a
+re-tune killed mid-search resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tune_project import MODULES, check_command, make_project
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, MLGO_CACHE_DIR=str(tmp_path / "cache"),
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def test_fine_tune_epochs_follow_the_changed_decisions() -> None:
+    from mlgo.tune import incremental
+
+    base = {"modules": {"p/a.c": {"size": 1000, "seconds": 1.0, "decisions": 1000}}}
+    plan = {"decisions": 1000, "epochs": 1500, "configured_epochs": 1500, "rounds": 3,
+            "seconds": 100.0}
+    half = incremental.fine_tune_plan(plan, 500, base, 1)
+    assert half["epochs"] == 750 and half["rounds"] == 1 and half["fine_tune"]
+    assert half["seconds"] < plan["seconds"] * 10  # (the estimate of one round, not three)
+    assert incremental.fine_tune_plan(plan, 1, base, 1)["epochs"] == \
+        incremental.FINE_TUNE_MIN_EPOCHS
+    assert incremental.fine_tune_plan({**plan, "epochs": 30}, 1, base, 1)["epochs"] == 30
+
+
+def test_a_retune_searches_only_the_changed_module_from_its_earlier_answers_and_resumes(
+        tmp_path: Path) -> None:
+    from mlgo.search_store import result_path
+    from mlgo.tune import incremental
+
+    src, expected = make_project(tmp_path)
+    common = ["--test-command", check_command(expected), "--workers", "1",
+              "--gin_bindings", "imitation.ImitationConfig.epochs = 30"]
+    v1 = tmp_path / "tune-v1"
+    first = subprocess.run([sys.executable, "-m", "mlgo.cli.main", "tune", str(src), "-o",
+                            str(v1), "--time-budget", "4m", *common], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=400)
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    # The next version: one library module gains a function; its call sites stay.
+    src2 = tmp_path / "v2" / "proj"
+    shutil.copytree(src, src2)
+    changed = src2 / "lib" / "gen0.c"
+    changed.write_text(changed.read_text() + "\nunsigned added(unsigned x) { return x * 7u; }\n")
+    v2 = tmp_path / "tune-v2"
+    argv = [sys.executable, "-m", "mlgo.cli.main", "tune", str(src2), "-o", str(v2),
+            "--previous", str(v1), "--time-budget", "4m", *common]
+    proc = subprocess.Popen(argv, env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    warm_record = v2 / "steps" / "warm-starts.json"
+    try:
+        deadline = time.monotonic() + 200
+        while not warm_record.is_file() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the warm starts never ran"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: workers and compilers too
+    finally:
+        proc.wait()
+    killed = proc.stdout.read().decode()
+    assert not (v2 / "steps" / "search.json").exists(), f"killed too late:\n{killed}"
+    warm_at = warm_record.stat().st_mtime_ns
+
+    again = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True,
+                           timeout=400)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert warm_record.stat().st_mtime_ns == warm_at  # the warm starts were not redone
+
+    previous = json.loads((v2 / "steps" / "previous.json").read_text())
+    assert previous["reused"] == MODULES  # all but lib/gen0.c (main.c too is unchanged)
+    assert "proj/lib/gen0.c" not in previous["reused_modules"]
+    # What the earlier policy keeps: only the changed module compiled with it.
+    old = previous["old_policy"]
+    assert old["evaluated"] == 1 and old["rows_reused"] == MODULES
+    assert old["linked_default"] > 0
+
+    search = json.loads((v2 / "steps" / "search.json").read_text())
+    warm = search["warm"]
+    # The changed module started from the earlier table's answers, most call sites kept.
+    assert warm["starts"] == 1 and 0 < warm["kept"] <= warm["decisions"]
+    assert warm["joined"] == 1 and warm["compiles"] > 0
+    assert result_path(v2 / incremental.WARM_DIR, "proj/lib/gen0.c").is_file()
+    # Nothing else was searched: the greedy search found every module's result in place.
+    assert search["searched"] == 0 and search["skipped"] == MODULES + 1
+    assert "continuation" not in search or search["continuation"]["modules"] <= 1
+    # The share: at most what the earlier search spent on that module, with the headroom.
+    spent = incremental.earlier_spend(v1)["lib/gen0.c"]
+    assert search["share_seconds"] <= incremental.SHARE_HEADROOM * spent + 0.1
+    first_search = json.loads((v1 / "steps" / "search.json").read_text())
+    assert search["share_seconds"] < first_search["share_seconds"]
+    # Training fine-tuned the earlier policy: one round.
+    trained = json.loads((v2 / "steps" / "train.json").read_text())
+    assert trained["plan"]["fine_tune"] and [r["round"] for r in trained["rounds"]] == [0]
+    doc = json.loads((v2 / "report.json").read_text())
+    assert doc["tests"]["plugin_seconds"] > 0
