@@ -364,6 +364,14 @@ def unpriced(ninstr: dict[int, int], profile: dict[int, BlockProfile]) -> bool:
             or any(b.size == 0 and ninstr[bid] > 0 for bid, b in profile.items() if bid in ninstr))
 
 
+def block_priced_cost(ninstr: dict[int, int], profile: dict[int, BlockProfile]) -> float:
+    """A candidate function's blocks ({block ID: instructions}) priced block by block: each
+    profiled block it kept costs what it executed plus its entry count per instruction gained or
+    lost; others cost nothing. Exact while the blocks are the profiled ones (module docstring)."""
+    return float(sum(b.executed + b.entries * (ninstr[bid] - b.size)
+                     for bid, b in profile.items() if bid in ninstr))
+
+
 def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, BlockProfile]]
                ) -> dict[str, float]:
     """Per function: instructions the candidate build would execute on the profiled run.
@@ -378,8 +386,7 @@ def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, B
         bbs = ninstr.get(fn)
         if bbs is None:
             continue
-        cost = float(sum(b.executed + b.entries * (bbs[bid] - b.size)
-                         for bid, b in prof.items() if bid in bbs))
+        cost = block_priced_cost(bbs, prof)
         if unpriced(bbs, prof):
             executed = float(sum(b.executed for b in prof.values()))
             cost = executed + abs(cost - executed)
@@ -403,8 +410,14 @@ def function_instructions(blocks: BlockMap, addrs: list[int], instr_counts: dict
 
 def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile]]) -> dict[str, float]:
     """trace_cost of a compiled object (built with -fbasic-block-address-map) against its
-    module's profile. In a relocatable object every code section starts at address 0 (C++
-    inline functions each have their own COMDAT section, as do all functions with
+    module's profile."""
+    return trace_cost(object_block_instructions(obj), profile)
+
+
+def object_block_instructions(obj: Path | str) -> dict[str, dict[int, int]]:
+    """Instructions per block of a compiled object (built with -fbasic-block-address-map):
+    {function: {block ID: count}}. In a relocatable object every code section starts at address
+    0 (C++ inline functions each have their own COMDAT section, as do all functions with
     -ffunction-sections), so each function's blocks are counted in its own section's
     instructions, found through the symbol table."""
     from elftools.elf.constants import SH_FLAGS
@@ -415,7 +428,7 @@ def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile
         text = [s.name for s in elf.iter_sections()
                 if s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and s["sh_size"] > 0]
         if not text:
-            return trace_cost({}, profile)
+            return {}
         if len(set(text)) != len(text):
             raise MlgoError(f"{obj}: two code sections share a name; the trace reward cannot "
                             "tell their instructions apart")
@@ -432,4 +445,4 @@ def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile
             raise MlgoError(f"{obj}: function {fn} of the basic-block address map has no symbol "
                             "in a code section")
         ninstr.update(block_instructions({fn: bbs}, by_section.get(section, [])))
-    return trace_cost(ninstr, profile)
+    return ninstr
