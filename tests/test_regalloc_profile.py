@@ -15,6 +15,7 @@ from corpus_fixtures import llvm_tool
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
     block_instructions,
+    block_priced_cost,
     block_profile,
     defined_functions,
     function_instructions,
@@ -191,6 +192,62 @@ def test_a_real_run_gives_block_counts_and_calls(tmp_path: Path) -> None:
     entry = min(ninstr["work"])
     bigger = {**ninstr, "work": {**ninstr["work"], entry: ninstr["work"][entry] + 1}}
     assert trace_cost(bigger, plain)["work"] == measured["work"] + 50
+
+
+# A loop whose latch block tail duplication copies into its three predecessors when allowed
+# a larger tail (-tail-dup-size): the blocks change as they do when the registers chosen let
+# branch folding and tail duplication rebuild them.
+BRANCHY = r"""
+__attribute__((noinline)) int work(const int *a, int n) {
+  int s = 0;
+  for (int i = 0; i < n; i++) {
+    int v = a[i];
+    if (v & 1) s += v * 3; else if (v & 2) s -= v; else s ^= v;
+  }
+  return s;
+}
+int main(void) {
+  int a[64]; for (int i = 0; i < 64; i++) a[i] = i * 7;
+  int t = 0; for (int k = 0; k < 40; k++) t += work(a, 64 - k);
+  return t == 12345;
+}
+"""
+
+
+def _profiled_build(tmp_path: Path, name: str, flags: list[str]
+                    ) -> tuple[dict[int, BlockProfile], dict[int, int], int]:
+    """(work's block profile, its instructions per block, what it executed) of BRANCHY built
+    with `flags` and run under callgrind."""
+    src, exe, out = tmp_path / "b.c", tmp_path / name, tmp_path / f"{name}.cg"
+    src.write_text(BRANCHY)
+    subprocess.run([llvm_tool("clang"), "-O2", "-fbasic-block-address-map", *flags, str(src),
+                    "-o", str(exe)], check=True)
+    subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
+                    f"--callgrind-out-file={out}", str(exe)], check=True, capture_output=True)
+    prof = read_callgrind(out, exe)
+    blocks, addrs = read_block_map(exe), instruction_addresses(exe)
+    return (block_profile(blocks, addrs, prof.instructions)["work"],
+            block_instructions(blocks, addrs)["work"],
+            function_instructions(blocks, addrs, prof.instructions)["work"])
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_real_code_whose_blocks_were_rebuilt_is_never_credited_a_gain(tmp_path: Path) -> None:
+    plain_prof, plain_blocks, plain_ran = _profiled_build(tmp_path, "plain", [])
+    dup_prof, dup_blocks, dup_ran = _profiled_build(
+        tmp_path, "dup", ["-mllvm", "-tail-dup-size=10"])
+    # The duplicated build dropped a block that ran in the plain one.
+    assert any(b.entries and bid not in dup_blocks for bid, b in plain_prof.items())
+    assert unpriced(dup_blocks, plain_prof) and unpriced(plain_blocks, dup_prof)
+    # Priced block by block against the duplicated build's profile, the plain code's re-added
+    # latch costs nothing: a forecast gain far below what the plain build really executed.
+    assert block_priced_cost(plain_blocks, dup_prof) < plain_ran < dup_ran
+    # The trace cost charges that change as a loss; either way round no gain is credited.
+    assert trace_cost({"work": plain_blocks}, {"work": dup_prof})["work"] > dup_ran
+    assert trace_cost({"work": dup_blocks}, {"work": plain_prof})["work"] >= plain_ran
+    # Each build against its own profile: what it executed.
+    assert trace_cost({"work": plain_blocks}, {"work": plain_prof})["work"] == plain_ran
+    assert trace_cost({"work": dup_blocks}, {"work": dup_prof})["work"] == dup_ran
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
