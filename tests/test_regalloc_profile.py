@@ -15,6 +15,7 @@ from corpus_fixtures import llvm_tool
 from mlgo.problems.regalloc.profile import (
     BlockProfile,
     block_instructions,
+    block_priced_cost,
     block_profile,
     defined_functions,
     function_instructions,
@@ -23,6 +24,7 @@ from mlgo.problems.regalloc.profile import (
     read_block_map,
     read_callgrind,
     trace_cost,
+    unpriced,
     weighted_cost,
     write_profile,
 )
@@ -90,16 +92,53 @@ def test_callgrind_without_instruction_positions_is_refused(tmp_path: Path) -> N
         read_callgrind(tmp_path / "callgrind.out", "other")
 
 
+# Block 1 ends in a conditional branch and a jmp run only on fall-through: it executed 9
+# instructions in 5 entries with 2 instructions. Block 2 never ran; block 3 is empty (its count
+# cannot be read). The function executed 39 instructions in the profiled run.
+PROFILED = {"f": {0: BlockProfile(10, 30, 3), 1: BlockProfile(5, 9, 2), 2: BlockProfile(0, 0, 6),
+                  3: BlockProfile(0, 0, 0)}}
+
+
 def test_trace_cost_adds_each_changed_instruction_at_its_blocks_count() -> None:
-    # Block 1 ends in a conditional branch and a jmp run only on fall-through: it executed 9
-    # instructions in 5 entries with 2 instructions.
-    profile = {"f": {0: BlockProfile(10, 30, 3), 1: BlockProfile(5, 9, 2)}}
-    # One reload added to block 0 (10 runs); block 2 never ran.
-    assert trace_cost({"f": {0: 4, 1: 2, 2: 7}}, profile) == {"f": 49.0}
-    assert trace_cost({"f": {0: 3, 1: 2, 2: 6}}, profile) == {"f": 39.0}
-    # Block 1 duplicated into its predecessor block 0 (2 instructions more there) and dropped:
-    # its work is charged once, at block 0's count.
-    assert trace_cost({"f": {0: 5, 3: 2}}, profile) == {"f": 50.0}
+    # The plain build's own blocks cost what it executed.
+    assert trace_cost({"f": {0: 3, 1: 2, 2: 6, 3: 0}}, PROFILED) == {"f": 39.0}
+    # One reload added to block 0 (10 runs); block 2 did not run, its growth costs nothing.
+    assert trace_cost({"f": {0: 4, 1: 2, 2: 7, 3: 0}}, PROFILED) == {"f": 49.0}
+    # A kept block's lost copy is a gain: 10 runs of one instruction fewer.
+    assert trace_cost({"f": {0: 2, 1: 2, 2: 6, 3: 0}}, PROFILED) == {"f": 29.0}
+    # Blocks that never ran (or were empty) may go: nothing ran through them.
+    assert trace_cost({"f": {0: 2, 1: 2}}, PROFILED) == {"f": 29.0}
+
+
+@pytest.mark.parametrize(("blocks", "priced"), [
+    ({0: 2, 2: 6, 3: 0}, 20),  # block 1 ran 5 times and is gone: where did its executions go?
+    ({0: 2, 1: 2, 2: 6, 3: 0, 4: 3}, 29),  # block 4 is new: the profile has no count for it
+    ({0: 2, 1: 2, 2: 6, 3: 1}, 29),  # block 3 was empty, its entry count unknown, now has code
+])
+def test_a_function_whose_blocks_changed_is_never_a_gain(blocks: dict[int, int], priced: int
+                                                         ) -> None:
+    # Priced block by block each of these is a gain over the 39 executed; that gain is not
+    # known even in sign, and is charged as a loss of its size.
+    assert trace_cost({"f": blocks}, PROFILED) == {"f": 39.0 + (39 - priced)}
+    assert unpriced(blocks, PROFILED["f"])
+    assert not unpriced({0: 2, 1: 2, 2: 6, 3: 0}, PROFILED["f"])
+
+
+def test_a_changed_function_keeps_its_forecast_loss() -> None:
+    # Block 1 duplicated into its predecessor block 0 (2 instructions more there, 10 runs) and
+    # dropped: forecast 50, a loss of 11 over the 39 executed, charged as it is.
+    assert trace_cost({"f": {0: 5, 2: 6, 3: 0}}, PROFILED) == {"f": 50.0}
+    # The same function with its blocks kept and no instruction changed costs what it ran.
+    assert trace_cost({"f": {0: 3, 1: 2, 2: 6}}, PROFILED) == {"f": 39.0}
+
+
+def test_the_profile_lists_every_block_of_a_function_that_ran() -> None:
+    # f: blocks 0 [0, 8) ran 4 times, 1 empty at 8, 2 [8, 12) never ran; g never ran.
+    blocks = {"f": [(0, 0, 8), (1, 8, 8), (2, 8, 12)], "g": [(0, 12, 16)]}
+    addrs = [0, 4, 8, 10, 12]
+    counts = {0: 4, 4: 4}
+    assert block_profile(blocks, addrs, counts) == {
+        "f": {0: BlockProfile(4, 8, 2), 1: BlockProfile(0, 0, 0), 2: BlockProfile(0, 0, 2)}}
 
 
 def test_weighted_cost_counts_functions_by_their_calls() -> None:
@@ -111,8 +150,12 @@ def test_profile_file_round_trip_and_bad_files(tmp_path: Path) -> None:
     blocks = {"lua/lvm.c": {"luaV_execute": {0: BlockProfile(3, 12, 4)}}, "lua/lgc.c": {}}
     write_profile(p, blocks, "test")
     assert load_profile(p) == blocks
-    p.write_text(json.dumps({"modules": {"lua/lvm.c": {"f": {"0": [1, 2]}}}}))
+    p.write_text(json.dumps({"every_block": True, "modules": {"lua/lvm.c": {"f": {"0": [1, 2]}}}}))
     with pytest.raises(MlgoError, match="profile.json: not a regalloc block profile"):
+        load_profile(p)
+    # A file listing the blocks that ran only cannot tell an added block from a cold one.
+    p.write_text(json.dumps({"modules": {"lua/lvm.c": {"f": {"0": [1, 2, 2]}}}}))
+    with pytest.raises(MlgoError, match="profile.json: lists only the blocks that ran"):
         load_profile(p)
     with pytest.raises(MlgoError, match="missing.json: no such profile file"):
         load_profile(tmp_path / "missing.json")
@@ -149,6 +192,62 @@ def test_a_real_run_gives_block_counts_and_calls(tmp_path: Path) -> None:
     entry = min(ninstr["work"])
     bigger = {**ninstr, "work": {**ninstr["work"], entry: ninstr["work"][entry] + 1}}
     assert trace_cost(bigger, plain)["work"] == measured["work"] + 50
+
+
+# A loop whose latch block tail duplication copies into its three predecessors when allowed
+# a larger tail (-tail-dup-size): the blocks change as they do when the registers chosen let
+# branch folding and tail duplication rebuild them.
+BRANCHY = r"""
+__attribute__((noinline)) int work(const int *a, int n) {
+  int s = 0;
+  for (int i = 0; i < n; i++) {
+    int v = a[i];
+    if (v & 1) s += v * 3; else if (v & 2) s -= v; else s ^= v;
+  }
+  return s;
+}
+int main(void) {
+  int a[64]; for (int i = 0; i < 64; i++) a[i] = i * 7;
+  int t = 0; for (int k = 0; k < 40; k++) t += work(a, 64 - k);
+  return t == 12345;
+}
+"""
+
+
+def _profiled_build(tmp_path: Path, name: str, flags: list[str]
+                    ) -> tuple[dict[int, BlockProfile], dict[int, int], int]:
+    """(work's block profile, its instructions per block, what it executed) of BRANCHY built
+    with `flags` and run under callgrind."""
+    src, exe, out = tmp_path / "b.c", tmp_path / name, tmp_path / f"{name}.cg"
+    src.write_text(BRANCHY)
+    subprocess.run([llvm_tool("clang"), "-O2", "-fbasic-block-address-map", *flags, str(src),
+                    "-o", str(exe)], check=True)
+    subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes",
+                    f"--callgrind-out-file={out}", str(exe)], check=True, capture_output=True)
+    prof = read_callgrind(out, exe)
+    blocks, addrs = read_block_map(exe), instruction_addresses(exe)
+    return (block_profile(blocks, addrs, prof.instructions)["work"],
+            block_instructions(blocks, addrs)["work"],
+            function_instructions(blocks, addrs, prof.instructions)["work"])
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_real_code_whose_blocks_were_rebuilt_is_never_credited_a_gain(tmp_path: Path) -> None:
+    plain_prof, plain_blocks, plain_ran = _profiled_build(tmp_path, "plain", [])
+    dup_prof, dup_blocks, dup_ran = _profiled_build(
+        tmp_path, "dup", ["-mllvm", "-tail-dup-size=10"])
+    # The duplicated build dropped a block that ran in the plain one.
+    assert any(b.entries and bid not in dup_blocks for bid, b in plain_prof.items())
+    assert unpriced(dup_blocks, plain_prof) and unpriced(plain_blocks, dup_prof)
+    # Priced block by block against the duplicated build's profile, the plain code's re-added
+    # latch costs nothing: a forecast gain far below what the plain build really executed.
+    assert block_priced_cost(plain_blocks, dup_prof) < plain_ran < dup_ran
+    # The trace cost charges that change as a loss; either way round no gain is credited.
+    assert trace_cost({"work": plain_blocks}, {"work": dup_prof})["work"] > dup_ran
+    assert trace_cost({"work": dup_blocks}, {"work": plain_prof})["work"] >= plain_ran
+    # Each build against its own profile: what it executed.
+    assert trace_cost({"work": plain_blocks}, {"work": plain_prof})["work"] == plain_ran
+    assert trace_cost({"work": dup_blocks}, {"work": dup_prof})["work"] == dup_ran
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")

@@ -104,12 +104,13 @@ def selection_lines(sel: dict[str, Any], code: str) -> list[str]:
                      f"{'yes' if m in sel['selected'] else 'no'} |")
     lines += ["", "Measured: the instructions the module's functions executed on the training "
               "workload with the policy in every module against without (callgrind, whole "
-              "program). The reward prices the tuned code on the plain build's blocks: it "
-              "charges nothing for a profiled block the tuned code no longer has, nothing for "
-              "a block the tuned code added, and a kept block its profiled count even when the "
-              "added blocks took its executions over; the two columns beside the forecast are "
-              "the profiled instructions where that happened (a forecast is trustworthy where "
-              "both are 0). The policy is served where the measured change is "
+              "program). The reward prices the tuned code on the plain build's blocks, exactly "
+              "while they are kept; a function whose blocks changed (a profiled block that ran "
+              "dropped, a block added, an empty block given code) is charged its change as a "
+              "loss, as the profile cannot tell where the executions went. The two columns "
+              "beside the forecast are the profiled instructions in blocks the tuned code "
+              "dropped and in functions whose blocks changed (a forecast is exact where both "
+              "are 0). The policy is served where the measured change is "
               f"negative (the kept modules' measured sum {sel['kept_measured']:+,} "
               "instructions); the check workload is not read for this."]
     return lines

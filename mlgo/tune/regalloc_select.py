@@ -2,10 +2,11 @@
 is served in.
 
 The trace reward forecasts what a module's code executes on the training run from the plain
-build's block profile, and it can be wrong: it charges nothing for a profiled block that the
-policy's code no longer has (after allocation, tail duplication and branch folding rebuild
-blocks around the registers chosen), and the search, which maximizes the reward, finds such
-code. So the policy is served only in the hot modules where it measurably lowered the
+build's block profile. It is exact where the policy's code kept the profiled blocks; where
+allocation rebuilt them (tail duplication and branch folding act on the registers chosen) the
+profile cannot tell where the executions went, and the reward charges such a function's change
+as a loss (mlgo/problems/regalloc/profile.py), which can be wrong either way. So the policy is
+served only in the hot modules where it measurably lowered the
 instructions of the training workload, measured on the real program under callgrind: the
 build with the policy in every module against the build with none. Each source file is
 compiled alone (mlgo-clang serves no policy to an LTO compile), so what a module's functions

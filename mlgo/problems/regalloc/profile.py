@@ -11,10 +11,34 @@ instructions (benchmarks/RESULTS.md, "Regalloc"). Two rewards from a profiled ru
   each block's entry count, and a candidate compile costs what its blocks would execute on that
   run. This is the one that tracks callgrind's count (benchmarks/RESULTS.md, "Regalloc").
 
-A profile file holds, per corpus module, the plain build's executed blocks:
-`{"modules": {module: {function: {block ID: [entries, executed, instructions]}}}}`, made by
-`program_profile` (`mlgo profile make`), merged by `mlgo profile merge`, and read by
-`RegallocEviction(profile=...)`.
+A profile file holds, per corpus module, every block of each function that ran in the plain
+build (a block that did not run with entries 0):
+`{"every_block": true, "modules": {module: {function: {block ID: [entries, executed,
+instructions]}}}}`, made by `program_profile` (`mlgo profile make`), merged by `mlgo profile
+merge`, and read by `RegallocEviction(profile=...)`. A file without `every_block` lists the
+blocks that ran only, which cannot tell a block the candidate added from one that did not run,
+and is refused.
+
+What the trace cost can price, and what it refuses to credit: a candidate block keeping the
+plain block's ID is charged that block's profiled executions plus its entry count per
+instruction gained or lost (spills, reloads, copies). That is exact while the function's blocks
+are the plain build's: on xz, flac and libjpeg-turbo, every hot module whose tuned code kept each
+profiled function's blocks was forecast to within 3 instructions of callgrind's count (17
+module-policy pairs, docs/tune.md). When allocation rebuilds blocks (tail duplication and branch
+folding act on the registers chosen), the profile has no count for the result: a dropped block
+that ran is charged nothing, an added block is charged nothing, and a kept block keeps its old
+count when added blocks took its executions over; the search, maximizing the reward, finds such
+code (forecast -25.7 million instructions, measured +1.15 million, in one xz module). So a
+function is *unpriced* when a block that ran in the profile is gone, when it has a block the
+plain build did not have, or when a block that was empty in the plain build (its entry count
+cannot be read: its address is the next block's) now has instructions. A dropped block that
+never ran is allowed: nothing ran through it. Priced block by block, an unpriced function's
+change is not known even in sign (the forecast gains above were measured losses), so it costs
+what the profiled build executed in it plus the size of that change, charged as a loss: never a
+gain, and the further allocation strays from the profiled blocks the more it costs, so the
+search prefers decisions that keep them. This also charges a real gain in a rebuilt function as
+a loss (xz's `lzma_decoder.c`: forecast -1.18 million, measured -1.19 million, with its blocks
+changed); conservative, as the profile cannot tell the two apart.
 """
 
 from __future__ import annotations
@@ -60,6 +84,10 @@ def load_profile(path: Path | str) -> Profile:
     try:
         data = json.loads(Path(path).read_text())
         modules = data["modules"]
+        if data.get("every_block") is not True:
+            raise MlgoError(f"{path}: lists only the blocks that ran, so the trace reward cannot "
+                            "tell an added block from one that did not run; make it again "
+                            "(mlgo profile make)")
         if not isinstance(modules, dict):
             raise TypeError("'modules' is not an object")
         return {m: {fn: {int(bid): BlockProfile(*map(int, v)) for bid, v in blocks.items()}
@@ -76,7 +104,8 @@ def write_profile(path: Path | str, modules: Profile, source: str) -> None:
     data = {m: {fn: {str(bid): [b.entries, b.executed, b.size] for bid, b in blocks.items()}
                 for fn, blocks in fns.items()} for m, fns in modules.items()}
     with writing(path):
-        atomic_write_text(path, json.dumps({"source": source, "modules": data},
+        atomic_write_text(path, json.dumps({"source": source, "every_block": True,
+                                            "modules": data},
                                            sort_keys=True) + "\n")
 
 
@@ -283,20 +312,20 @@ class BlockProfile:
 
 def block_profile(blocks: BlockMap, addrs: list[int], instr_counts: dict[int, int]
                   ) -> dict[str, dict[int, BlockProfile]]:
-    """{function: {block ID: BlockProfile}} of the profiled build, for the blocks that ran."""
+    """{function: {block ID: BlockProfile}} of the profiled build, for the functions that ran:
+    each of their blocks, one that did not run (or is empty: its address is the next block's,
+    so its count cannot be read) with entries 0."""
     import bisect
 
     out: dict[str, dict[int, BlockProfile]] = {}
     for fn, bbs in blocks.items():
         prof = {}
         for bid, start, end in bbs:
-            entries = instr_counts.get(start, 0)
-            if end <= start or not entries:
-                continue
             inside = addrs[bisect.bisect_left(addrs, start):bisect.bisect_left(addrs, end)]
-            prof[bid] = BlockProfile(entries, sum(instr_counts.get(a, 0) for a in inside),
-                                     len(inside))
-        if prof:
+            entries = instr_counts.get(start, 0) if end > start else 0
+            prof[bid] = BlockProfile(entries, sum(instr_counts.get(a, 0) for a in inside)
+                                     if entries else 0, len(inside))
+        if any(b.entries for b in prof.values()):
             out[fn] = prof
     return out
 
@@ -326,25 +355,42 @@ def program_profile(program: Path | str, callgrind_files: list[Path],
             for module in module_objects}
 
 
+def unpriced(ninstr: dict[int, int], profile: dict[int, BlockProfile]) -> bool:
+    """Whether a candidate function's blocks ({block ID: instructions}) are not the profiled
+    function's (`profile`) in a way the trace cost cannot price (module docstring): a block that
+    ran is gone, a block is new, or a block empty in the profile has instructions."""
+    return (any(b.entries and bid not in ninstr for bid, b in profile.items())
+            or any(bid not in profile for bid in ninstr)
+            or any(b.size == 0 and ninstr[bid] > 0 for bid, b in profile.items() if bid in ninstr))
+
+
+def block_priced_cost(ninstr: dict[int, int], profile: dict[int, BlockProfile]) -> float:
+    """A candidate function's blocks ({block ID: instructions}) priced block by block: each
+    profiled block it kept costs what it executed plus its entry count per instruction gained or
+    lost; others cost nothing. Exact while the blocks are the profiled ones (module docstring)."""
+    return float(sum(b.executed + b.entries * (ninstr[bid] - b.size)
+                     for bid, b in profile.items() if bid in ninstr))
+
+
 def trace_cost(ninstr: dict[str, dict[int, int]], profile: dict[str, dict[int, BlockProfile]]
                ) -> dict[str, float]:
     """Per function: instructions the candidate build would execute on the profiled run.
 
     Each of the candidate's blocks costs what the block with its ID executed in the profile plus,
-    per instruction it gained or lost (spills, reloads, copies), that block's entry count.
-    Blocks without a counterpart cost nothing. After allocation the CFG can change with the
-    registers chosen: tail duplication copies a block into its predecessors (which grow, and
-    are charged for it at their own counts) and drops it, so a dropped block must not be
-    charged again; tail merging works the other way (its merged copy is missed), but on the
-    training programs duplication is what happens in the hot loops
-    (benchmarks/results-archive-2026.md, "A regalloc reward that tracks executed instructions")."""
+    per instruction it gained or lost (spills, reloads, copies), that block's entry count. An
+    unpriced function (`unpriced`: allocation rebuilt its blocks) costs what the profiled build
+    executed in it plus the size of the change priced that way, gain or loss: its sign is not
+    known (module docstring)."""
     out = {}
     for fn, prof in profile.items():
         bbs = ninstr.get(fn)
         if bbs is None:
             continue
-        out[fn] = float(sum(b.executed + b.entries * (bbs[bid] - b.size)
-                            for bid, b in prof.items() if bid in bbs))
+        cost = block_priced_cost(bbs, prof)
+        if unpriced(bbs, prof):
+            executed = float(sum(b.executed for b in prof.values()))
+            cost = executed + abs(cost - executed)
+        out[fn] = cost
     return out
 
 
@@ -364,8 +410,14 @@ def function_instructions(blocks: BlockMap, addrs: list[int], instr_counts: dict
 
 def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile]]) -> dict[str, float]:
     """trace_cost of a compiled object (built with -fbasic-block-address-map) against its
-    module's profile. In a relocatable object every code section starts at address 0 (C++
-    inline functions each have their own COMDAT section, as do all functions with
+    module's profile."""
+    return trace_cost(object_block_instructions(obj), profile)
+
+
+def object_block_instructions(obj: Path | str) -> dict[str, dict[int, int]]:
+    """Instructions per block of a compiled object (built with -fbasic-block-address-map):
+    {function: {block ID: count}}. In a relocatable object every code section starts at address
+    0 (C++ inline functions each have their own COMDAT section, as do all functions with
     -ffunction-sections), so each function's blocks are counted in its own section's
     instructions, found through the symbol table."""
     from elftools.elf.constants import SH_FLAGS
@@ -376,7 +428,7 @@ def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile
         text = [s.name for s in elf.iter_sections()
                 if s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and s["sh_size"] > 0]
         if not text:
-            return trace_cost({}, profile)
+            return {}
         if len(set(text)) != len(text):
             raise MlgoError(f"{obj}: two code sections share a name; the trace reward cannot "
                             "tell their instructions apart")
@@ -393,4 +445,4 @@ def object_trace_cost(obj: Path | str, profile: dict[str, dict[int, BlockProfile
             raise MlgoError(f"{obj}: function {fn} of the basic-block address map has no symbol "
                             "in a code section")
         ninstr.update(block_instructions({fn: bbs}, by_section.get(section, [])))
-    return trace_cost(ninstr, profile)
+    return ninstr
