@@ -117,3 +117,17 @@ def channel_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLGO_REGALLOC_POLICY", raising=False)
     monkeypatch.delenv("MLGO_FALLBACK", raising=False)
     return d
+
+
+@pytest.fixture(autouse=True)
+def no_gin_left_over() -> Iterator[None]:
+    """Gin bindings a test applied in this process (an in-process tune or search parses its
+    configuration here too) are cleared after it, so a later test's configurables start from
+    their defaults and not from, say, a profile an earlier tune bound."""
+    yield
+    import gin
+
+    from mlgo.workers.tasks import forget_applied_gin
+
+    gin.clear_config()
+    forget_applied_gin()

@@ -15,6 +15,7 @@ from mlgo.training import imitation  # noqa: F401  (registers its configurable w
 from mlgo.training.bc import BCConfig
 from mlgo.training.es import ESConfig
 from mlgo.training.ppo import PPOConfig
+from mlgo.workers.tasks import forget_applied_gin
 from mlgo_base.errors import MlgoError
 
 
@@ -26,6 +27,7 @@ def parse_gin(gin_files: Sequence[Path], bindings: Sequence[str]) -> str:
         if not Path(f).is_file():
             raise MlgoError(f"{f}: gin file not found")
     gin.clear_config()  # one configuration per command, even when called in-process repeatedly
+    forget_applied_gin()
     try:
         gin.parse_config_files_and_bindings([str(f) for f in gin_files], list(bindings),
                                             finalize_config=False)

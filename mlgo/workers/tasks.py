@@ -124,6 +124,12 @@ def failed_outcome(module: str, error: Exception, started: float, tag: int = 0) 
     return ModuleOutcome(module, False, error=text, seconds=time.monotonic() - started, tag=tag)
 
 
+def forget_applied_gin() -> None:
+    """Call after clearing gin's configuration in this process: the next apply_gin of any
+    configuration parses it again instead of taking it for still applied."""
+    _GIN_LOADED.clear()
+
+
 def apply_gin(config: str) -> None:
     """Apply gin bindings once per process (workers get them as text with each task)."""
     if not config:
