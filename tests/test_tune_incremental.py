@@ -42,6 +42,32 @@ def test_fine_tune_epochs_follow_the_changed_decisions() -> None:
     assert incremental.fine_tune_plan({**plan, "epochs": 30}, 1, base, 1)["epochs"] == 30
 
 
+def test_the_share_counts_a_continuation_only_where_it_found_smaller_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlgo.search_store import save_result
+    from mlgo.tune import incremental
+    from mlgo.workers.tasks import ModuleOutcome
+
+    monkeypatch.setattr(incremental, "earlier_modules",
+                        lambda previous: {f"p/{m}.c": f"{m}.c" for m in "abc"})
+
+    def result(sub: str, module: str, size: float, seconds: float) -> None:
+        save_result(tmp_path / sub, ModuleOutcome(f"p/{module}.c", True, policy_total=size,
+                                                  default_total=1000.0, seconds=seconds,
+                                                  extra={"search_seconds": seconds}), "x")
+
+    result("search", "a", 900.0, 10.0)
+    result("search-more", "a", 880.0, 50.0)  # the continuation found smaller code: counted
+    result("search", "b", 900.0, 5.0)
+    result("search-more", "b", 900.0, 40.0)  # it found nothing: the budget's leftover
+    result("search-more", "c", 990.0, 7.0)  # no greedy result to compare with: counted
+    assert incremental.earlier_spend(tmp_path) == {"a.c": 60.0, "b.c": 5.0, "c.c": 7.0}
+    bound = incremental.search_bound(tmp_path, ["p/b.c", "p/new.c"], "p", 1)
+    mean = (60.0 + 5.0 + 7.0) / 3
+    assert bound["earlier_seconds"] == round(5.0 + mean, 1) and bound["new"] == 1
+    assert bound["seconds"] == round(incremental.SHARE_HEADROOM * (5.0 + mean), 1)
+
+
 def test_a_retune_searches_only_the_changed_module_from_its_earlier_answers_and_resumes(
         tmp_path: Path) -> None:
     from mlgo.search_store import result_path

@@ -10,8 +10,9 @@ proportion to what changed. From the earlier run it takes:
   through the plugin's channel answering each call site the table names as the table does and
   the others as LLVM does, from which the strong search continues (learn.run_continuation);
 - the search's share: at most what the earlier search spent on the modules now changed
-  (search_bound: per module the seconds of its greedy search and its continuation; a new module
-  the earlier mean), with SHARE_HEADROOM, never the whole budget;
+  (search_bound: per module the seconds of its greedy search, and of its continuation when that
+  found smaller code; a new module the earlier mean), with SHARE_HEADROOM, never the whole
+  budget;
 - training: the earlier policy fine-tuned (fine_tune_plan): one round, epochs in proportion to
   the decisions in changed and new modules, since the unchanged modules' targets are the ones
   the earlier policy was trained on."""
@@ -46,19 +47,25 @@ def earlier_modules(previous: Path) -> dict[str, str]:
 
 
 def earlier_spend(previous: Path) -> dict[str, float]:
-    """Seconds the earlier search spent per module (by relative path): its greedy search's and
-    its continuation's (a reused result counts what its search took)."""
+    """Seconds the earlier search spent per module (by relative path) to reach its result: its
+    greedy search's, and its continuation's when the continuation found smaller code than the
+    greedy search (a reused result counts what its search took). A continuation runs until the
+    budget is spent, so one that found nothing measures the budget's leftover, not the
+    module's need."""
     from mlgo.search_store import load_result, result_path
 
     spend: dict[str, float] = {}
     for name, key in earlier_modules(previous).items():
         greedy = result_path(previous / "search", name)
         more = result_path(previous / "search-more", name)
-        if greedy.is_file():
-            spend[key] = float(load_result(greedy, name).seconds)
+        first = load_result(greedy, name) if greedy.is_file() else None
+        if first is not None:
+            spend[key] = float(first.seconds)
         if more.is_file():
             r = load_result(more, name)
-            spend[key] = spend.get(key, 0.0) + float(r.extra.get("search_seconds", r.seconds))
+            if first is None or r.policy_total < first.policy_total:
+                spend[key] = (spend.get(key, 0.0)
+                              + float(r.extra.get("search_seconds", r.seconds)))
     return spend
 
 
