@@ -2,7 +2,7 @@
 proportion to what changed. From the earlier run it takes:
 
 - for modules whose fingerprint did not change (learn.fingerprint): their search results
-  (learn.reuse_results) and their rows of the earlier policy's evaluation, so the figure of what
+  (learn.reuse_results) and their continuation's (reuse_continuations), and their rows of the earlier policy's evaluation, so the figure of what
   the earlier policy keeps on the new code compiles only the changed and new modules
   (old_policy_evaluation; a compile is deterministic, so an unchanged module's row is the one
   the earlier run measured);
@@ -67,6 +67,43 @@ def earlier_spend(previous: Path) -> dict[str, float]:
                 spend[key] = (spend.get(key, 0.0)
                               + float(r.extra.get("search_seconds", r.seconds)))
     return spend
+
+
+def reuse_continuations(previous: Path, modules: Sequence[Module], reused: dict[str, str],
+                        more: Path, gin: str, comdat_weights: dict[str, float] | None) -> int:
+    """Copy the earlier continuation's result of each unchanged module in `modules` (`reused`:
+    {this run's name: the earlier run's}) into `more`, this run's continuation directory, with
+    the fingerprint its continuation would give it; returns how many. The decision table takes
+    per module the better of the greedy result and its continuation, and a re-tune continues on
+    changed modules only: without these an unchanged module would lose what the earlier
+    continuation found beyond its greedy result."""
+    from mlgo.search import SearchConfig, search_identity
+    from mlgo.search_store import (
+        check_config,
+        load_result,
+        module_fingerprint,
+        result_path,
+        save_result,
+    )
+
+    # The identity run_continuation checks (its time budget is recorded as a yes or no).
+    want = search_identity(SearchConfig(passes=1, budget=0, strategy="strong", time_budget=1.0),
+                           gin_config=gin, comdat_weights=comdat_weights or None)
+    todo = [m for m in modules if m.name in reused
+            and result_path(previous / "search-more", reused[m.name]).is_file()]
+    if not todo:
+        return 0
+    more.mkdir(parents=True, exist_ok=True)
+    check_config(more, want)
+    n = 0
+    for m in todo:
+        if result_path(more, m.name).is_file():
+            continue
+        r = load_result(result_path(previous / "search-more", reused[m.name]), reused[m.name])
+        r.module = m.name
+        save_result(more, r, module_fingerprint(m, want))
+        n += 1
+    return n
 
 
 def search_bound(previous: Path, changed: Sequence[str], project: str,
