@@ -42,6 +42,70 @@ def test_fine_tune_epochs_follow_the_changed_decisions() -> None:
     assert incremental.fine_tune_plan({**plan, "epochs": 30}, 1, base, 1)["epochs"] == 30
 
 
+def test_the_share_counts_a_continuation_only_where_it_found_smaller_code(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlgo.search_store import save_result
+    from mlgo.tune import incremental
+    from mlgo.workers.tasks import ModuleOutcome
+
+    monkeypatch.setattr(incremental, "earlier_modules",
+                        lambda previous: {f"p/{m}.c": f"{m}.c" for m in "abc"})
+
+    def result(sub: str, module: str, size: float, seconds: float) -> None:
+        save_result(tmp_path / sub, ModuleOutcome(f"p/{module}.c", True, policy_total=size,
+                                                  default_total=1000.0, seconds=seconds,
+                                                  extra={"search_seconds": seconds}), "x")
+
+    result("search", "a", 900.0, 10.0)
+    result("search-more", "a", 880.0, 50.0)  # the continuation found smaller code: counted
+    result("search", "b", 900.0, 5.0)
+    result("search-more", "b", 900.0, 40.0)  # it found nothing: the budget's leftover
+    result("search-more", "c", 990.0, 7.0)  # no greedy result to compare with: counted
+    assert incremental.earlier_spend(tmp_path) == {"a.c": 60.0, "b.c": 5.0, "c.c": 7.0}
+    bound = incremental.search_bound(tmp_path, ["p/b.c", "p/new.c"], "p", 1)
+    mean = (60.0 + 5.0 + 7.0) / 3
+    assert bound["earlier_seconds"] == round(5.0 + mean, 1) and bound["new"] == 1
+    assert bound["seconds"] == round(incremental.SHARE_HEADROOM * (5.0 + mean), 1)
+
+
+def test_unchanged_modules_keep_what_the_earlier_continuation_found(tmp_path: Path) -> None:
+    from corpus_tools.corpus import Module
+    from mlgo.search import SearchConfig, search_identity
+    from mlgo.search_store import (
+        load_result,
+        module_fingerprint,
+        result_path,
+        reusable_results,
+        save_result,
+    )
+    from mlgo.tune import incremental
+    from mlgo.workers.tasks import ModuleOutcome
+
+    earlier, out = tmp_path / "v1", tmp_path / "v2"
+    for name, size in (("old/a", 880.0), ("old/b", 870.0)):
+        save_result(earlier / "search-more", ModuleOutcome(name, True, policy_total=size,
+                                                           default_total=1000.0), "earlier")
+    root = tmp_path / "corpus"
+    modules = [Module(f"new/{m}", root, "new") for m in "abc"]
+    for m in modules:
+        m.bc_path.parent.mkdir(parents=True, exist_ok=True)
+        m.bc_path.write_bytes(m.name.encode())
+        m.cmd_path.write_text("-Oz\n")
+    # a and c unchanged (c's earlier search had no continuation), b changed.
+    reused = {"new/a": "old/a", "new/c": "old/c"}
+    more = out / "search-more"
+    assert incremental.reuse_continuations(earlier, modules, reused, more, "", None) == 1
+    assert load_result(result_path(more, "new/a"), "new/a").policy_total == 880.0
+    assert not result_path(more, "new/b").exists() and not result_path(more, "new/c").exists()
+    # The continuation of this run (another time budget) takes it as its own, valid result.
+    want = search_identity(SearchConfig(passes=1, budget=0, strategy="strong",
+                                        time_budget=300.0))
+    assert set(reusable_results(more, {m.name: module_fingerprint(m, want)
+                                       for m in modules})) == {"new/a"}
+    # Called again (a resumed run): nothing copied twice.
+    assert incremental.reuse_continuations(earlier, modules, reused, more, "", None) == 0
+
+
 def test_a_retune_searches_only_the_changed_module_from_its_earlier_answers_and_resumes(
         tmp_path: Path) -> None:
     from mlgo.search_store import result_path

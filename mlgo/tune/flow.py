@@ -251,6 +251,9 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                                          "flips": flips, "comdat": bool(base["comdat_weights"]),
                                          "strategy": "strong" if o.search_strategy == "strong"
                                          else None}, search_prints)
+            more = incremental.reuse_continuations(
+                o.previous.resolve(), corpus.modules, reuse["reused"], out / MORE_DIR, gin,
+                base["comdat_weights"])
             pool = make_pool(workers, o.ray)
             try:
                 old = incremental.old_policy_evaluation(
@@ -260,6 +263,7 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                 pool.close()
             previous = steps.record("previous", time.monotonic() - t, {
                 "dir": str(o.previous.resolve()), "reused": len(reuse["reused"]),
+                "continuations_reused": more,
                 "modules": len(corpus.modules), "reused_modules": reuse["reused"],
                 "why_none": reuse.get("why_none"), "old_policy": old})
         prog.say(f"the earlier policy keeps {100 * previous['old_policy']['linked_relative_change']:+.2f}% "

@@ -2,7 +2,7 @@
 proportion to what changed. From the earlier run it takes:
 
 - for modules whose fingerprint did not change (learn.fingerprint): their search results
-  (learn.reuse_results) and their rows of the earlier policy's evaluation, so the figure of what
+  (learn.reuse_results) and their continuation's (reuse_continuations), and their rows of the earlier policy's evaluation, so the figure of what
   the earlier policy keeps on the new code compiles only the changed and new modules
   (old_policy_evaluation; a compile is deterministic, so an unchanged module's row is the one
   the earlier run measured);
@@ -10,8 +10,9 @@ proportion to what changed. From the earlier run it takes:
   through the plugin's channel answering each call site the table names as the table does and
   the others as LLVM does, from which the strong search continues (learn.run_continuation);
 - the search's share: at most what the earlier search spent on the modules now changed
-  (search_bound: per module the seconds of its greedy search and its continuation; a new module
-  the earlier mean), with SHARE_HEADROOM, never the whole budget;
+  (search_bound: per module the seconds of its greedy search, and of its continuation when that
+  found smaller code; a new module the earlier mean), with SHARE_HEADROOM, never the whole
+  budget;
 - training: the earlier policy fine-tuned (fine_tune_plan): one round, epochs in proportion to
   the decisions in changed and new modules, since the unchanged modules' targets are the ones
   the earlier policy was trained on."""
@@ -46,20 +47,63 @@ def earlier_modules(previous: Path) -> dict[str, str]:
 
 
 def earlier_spend(previous: Path) -> dict[str, float]:
-    """Seconds the earlier search spent per module (by relative path): its greedy search's and
-    its continuation's (a reused result counts what its search took)."""
+    """Seconds the earlier search spent per module (by relative path) to reach its result: its
+    greedy search's, and its continuation's when the continuation found smaller code than the
+    greedy search (a reused result counts what its search took). A continuation runs until the
+    budget is spent, so one that found nothing measures the budget's leftover, not the
+    module's need."""
     from mlgo.search_store import load_result, result_path
 
     spend: dict[str, float] = {}
     for name, key in earlier_modules(previous).items():
         greedy = result_path(previous / "search", name)
         more = result_path(previous / "search-more", name)
-        if greedy.is_file():
-            spend[key] = float(load_result(greedy, name).seconds)
+        first = load_result(greedy, name) if greedy.is_file() else None
+        if first is not None:
+            spend[key] = float(first.seconds)
         if more.is_file():
             r = load_result(more, name)
-            spend[key] = spend.get(key, 0.0) + float(r.extra.get("search_seconds", r.seconds))
+            if first is None or r.policy_total < first.policy_total:
+                spend[key] = (spend.get(key, 0.0)
+                              + float(r.extra.get("search_seconds", r.seconds)))
     return spend
+
+
+def reuse_continuations(previous: Path, modules: Sequence[Module], reused: dict[str, str],
+                        more: Path, gin: str, comdat_weights: dict[str, float] | None) -> int:
+    """Copy the earlier continuation's result of each unchanged module in `modules` (`reused`:
+    {this run's name: the earlier run's}) into `more`, this run's continuation directory, with
+    the fingerprint its continuation would give it; returns how many. The decision table takes
+    per module the better of the greedy result and its continuation, and a re-tune continues on
+    changed modules only: without these an unchanged module would lose what the earlier
+    continuation found beyond its greedy result."""
+    from mlgo.search import SearchConfig, search_identity
+    from mlgo.search_store import (
+        check_config,
+        load_result,
+        module_fingerprint,
+        result_path,
+        save_result,
+    )
+
+    # The identity run_continuation checks (its time budget is recorded as a yes or no).
+    want = search_identity(SearchConfig(passes=1, budget=0, strategy="strong", time_budget=1.0),
+                           gin_config=gin, comdat_weights=comdat_weights or None)
+    todo = [m for m in modules if m.name in reused
+            and result_path(previous / "search-more", reused[m.name]).is_file()]
+    if not todo:
+        return 0
+    more.mkdir(parents=True, exist_ok=True)
+    check_config(more, want)
+    n = 0
+    for m in todo:
+        if result_path(more, m.name).is_file():
+            continue
+        r = load_result(result_path(previous / "search-more", reused[m.name]), reused[m.name])
+        r.module = m.name
+        save_result(more, r, module_fingerprint(m, want))
+        n += 1
+    return n
 
 
 def search_bound(previous: Path, changed: Sequence[str], project: str,
