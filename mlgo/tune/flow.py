@@ -266,7 +266,8 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                 "continuations_reused": more,
                 "modules": len(corpus.modules), "reused_modules": reuse["reused"],
                 "why_none": reuse.get("why_none"), "old_policy": old})
-        prog.say(f"the earlier policy keeps {100 * previous['old_policy']['linked_relative_change']:+.2f}% "
+        kept = 100 * previous["old_policy"]["linked_relative_change"]
+        prog.say(f"the earlier policy alone (without its decision table) keeps {kept:+.2f}% "
                  f"as linked on this code; {previous['reused']} of {previous['modules']} "
                  "module(s) unchanged: their search results are reused"
                  + (f" (and their rows of its evaluation: {previous['old_policy']['evaluated']} "

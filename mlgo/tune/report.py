@@ -145,7 +145,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["## Incremental re-tune", "",
                   f"Earlier tune: {p['dir']}. Modules unchanged (search results reused): "
                   f"{p['reused']} of {p['modules']}.",
-                  f"The earlier policy on this code, without retraining: "
+                  f"The earlier policy alone on this code, without retraining or its decision table "
+                  f"(the earlier plugin serves both): "
                   f"{_pct(p['old_policy']['linked_relative_change'])} as linked"
                   + (f" ({p['old_policy']['evaluated']} changed or new module(s) compiled with "
                      f"it, the others' rows from the earlier evaluation)."
