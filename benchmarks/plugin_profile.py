@@ -9,15 +9,22 @@ demangled names match, so recursion and nesting can count twice: read each row o
 "this much ran under it"), and the difference from plain -Oz. Rows that take no instructions in
 every variant are left out.
 
+Modules come from corpora, or from a CMake build's compile_commands.json (its sources compiled
+from source with their recorded commands, frontend included), where --module names a source
+by the end of its path.
+
 Usage: python benchmarks/plugin_profile.py CORPUS [CORPUS ...] --module NAME [--module NAME ...]
        --plugin LABEL=SO [--plugin LABEL=SO ...] [--keep DIR]
+       python benchmarks/plugin_profile.py --compile-commands JSON ... --module SRC ... --plugin ...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -52,12 +59,41 @@ def _argv(module, plugin: str | None, out: str) -> list[str]:
     return [toolchain.locate("clang", override=False), *module.compile_args(opt_level="-Oz", extra=extra), "-o", out]
 
 
-def profile(argv: list[str], env: dict, prefix: Path, what: str) -> tuple[int, dict[str, int]]:
+def _recorded_argv(entry: dict, plugin: str | None, out: str) -> list[str]:
+    """A compile_commands.json entry's command, writing `out`, with the plugin if given."""
+    argv = list(entry["arguments"]) if "arguments" in entry else shlex.split(entry["command"])
+    if "-o" in argv:
+        argv[argv.index("-o") + 1] = out
+    else:
+        argv += ["-o", out]
+    return argv + ([f"-fpass-plugin={plugin}"] if plugin else [])
+
+
+def _recorded(paths: list[Path], names: list[str]) -> dict[str, dict]:
+    """The entry of each named source (the end of its path) in the compile_commands.json files."""
+    entries = []
+    for path in paths:
+        try:
+            entries += json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{path}: not a readable compile_commands.json: {e}") from None
+    found = {}
+    for name in names:
+        hits = [e for e in entries if str(e.get("file", "")).endswith(name)]
+        if len(hits) != 1:
+            raise SystemExit(f"{name}: {len(hits)} sources end so in "
+                             f"{', '.join(map(str, paths))}; name exactly one")
+        found[name] = hits[0]
+    return found
+
+
+def profile(argv: list[str], env: dict, prefix: Path, what: str,
+            cwd: str | None = None) -> tuple[int, dict[str, int]]:
     """Total Ir and each group's inclusive Ir of one compile under callgrind."""
-    data = Path(f"{prefix}.callgrind")
+    data = Path(f"{prefix}.callgrind").resolve()
     process.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}",
-                 f"--log-file={prefix}.log", *argv], what=what, timeout=3600,
-                env=env)
+                 f"--log-file={Path(f'{prefix}.log').resolve()}", *argv], what=what, timeout=3600,
+                env=env, cwd=cwd)
     text = process.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
                         str(data)], what=f"annotating {data}", timeout=600).stdout
     total = re.search(r"^\s*([\d,]+)\s+\([^)]*\)\s+PROGRAM TOTALS", text, re.M)
@@ -77,7 +113,9 @@ def profile(argv: list[str], env: dict, prefix: Path, what: str) -> tuple[int, d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("corpus", nargs="+", type=Path)
+    ap.add_argument("corpus", nargs="*", type=Path)
+    ap.add_argument("--compile-commands", action="append", default=[], type=Path, metavar="JSON",
+                    help="a CMake build's compile_commands.json: profile its sources' compiles")
     ap.add_argument("--module", action="append", required=True, metavar="NAME")
     ap.add_argument("--plugin", action="append", required=True, metavar="LABEL=SO")
     ap.add_argument("--keep", type=Path, help="keep the callgrind files here")
@@ -86,10 +124,15 @@ def main() -> None:
     for spec in args.plugin:
         label, so = spec.split("=", 1)
         variants[label] = so
-    modules = {m.name: m for path in args.corpus for m in Corpus.load(path).modules}
-    missing = [name for name in args.module if name not in modules]
-    if missing:
-        raise SystemExit(f"no module {', '.join(missing)} in {', '.join(map(str, args.corpus))}")
+    if bool(args.corpus) == bool(args.compile_commands):
+        ap.error("give corpora or --compile-commands, not both or neither")
+    if args.compile_commands:
+        recorded = _recorded(args.compile_commands, args.module)
+    else:
+        modules = {m.name: m for path in args.corpus for m in Corpus.load(path).modules}
+        missing = [name for name in args.module if name not in modules]
+        if missing:
+            raise SystemExit(f"no module {', '.join(missing)} in {', '.join(map(str, args.corpus))}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLGO_PLUGIN", "MLGO_DECISION"))}
     with tempfile.TemporaryDirectory() as tmp:
         keep = args.keep or Path(tmp)
@@ -99,8 +142,13 @@ def main() -> None:
             rows = {}
             for i, (label, so) in enumerate(variants.items()):
                 prefix = keep / f"{Path(name).name}-{i}"
-                rows[label] = profile(_argv(modules[name], so, out), env, prefix,
-                                      f"{name} ({label})")
+                if args.compile_commands:
+                    entry = recorded[name]
+                    rows[label] = profile(_recorded_argv(entry, so, out), env, prefix,
+                                          f"{name} ({label})", cwd=entry.get("directory"))
+                else:
+                    rows[label] = profile(_argv(modules[name], so, out), env, prefix,
+                                          f"{name} ({label})")
             base_total, base = rows["plain -Oz"]
             print(f"{name} (load {os.getloadavg()[0]:.1f}): instructions, inclusive "
                   "(difference from plain -Oz in % of plain's total)")
