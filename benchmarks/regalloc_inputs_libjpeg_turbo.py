@@ -1,4 +1,4 @@
-"""Inputs of the libjpeg-turbo rerun (benchmarks/notes-regalloc-reward.md), remade from the
+"""Inputs of the libjpeg-turbo rerun (benchmarks/regalloc_reward_rule.md), remade from the
 description in benchmarks/regalloc_tune_rule.md ("Blind run 2"): writes jpeg-train.ppm and
 jpeg-check.ppm into the current directory."""
 import numpy as np

@@ -1,4 +1,4 @@
-"""Inputs of the blind openjpeg run (benchmarks/notes-regalloc-reward.md): writes
+"""Inputs of the blind openjpeg run (benchmarks/regalloc_reward_rule.md): writes
 j2k-train.ppm and j2k-check.pgm into the current directory."""
 import numpy as np
 
