@@ -2,10 +2,10 @@
 proportion to what changed. From the earlier run it takes:
 
 - for modules whose fingerprint did not change (learn.fingerprint): their search results
-  (learn.reuse_results) and their continuation's (reuse_continuations), and their rows of the earlier policy's evaluation, so the figure of what
-  the earlier policy keeps on the new code compiles only the changed and new modules
-  (old_policy_evaluation; a compile is deterministic, so an unchanged module's row is the one
-  the earlier run measured);
+  (learn.reuse_results) and their continuation's (reuse_continuations), and their rows of the
+  earlier policy's evaluation, so the figure of what the earlier policy keeps on the new code
+  compiles only the changed and new modules (old_policy_evaluation; a compile is
+  deterministic, so an unchanged module's row is the one the earlier run measured);
 - for changed modules the earlier decision table names: a start (warm_starts), one compile
   through the plugin's channel answering each call site the table names as the table does and
   the others as LLVM does, from which the strong search continues (learn.run_continuation);
