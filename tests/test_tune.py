@@ -7,56 +7,46 @@ database whose optimization level cannot be set, and a test command that fails."
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from corpus_fixtures import llvm_tool
-from tune_project import MODULES, check_command, make_project
+from tune_project import (
+    MODULES,
+    check_command,
+    kill_tune_when,
+    make_project,
+    start_tune,
+    tune_argv,
+    tune_env,
+)
 
 from mlgo.cli.main import main
 from mlgo_base import toolchain
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--gin_bindings", "imitation.ImitationConfig.epochs = 30", "--workers", "1"]
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    return dict(os.environ, MLGO_CACHE_DIR=str(tmp_path / "cache"),
-                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
 def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and_tests(
         tmp_path: Path) -> None:
     src, expected = make_project(tmp_path)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "mlgo.cli.main", "tune", str(src), "-o", str(out),
-            "--time-budget", "5m", "--test-command", check_command(expected), *FAST]
-    proc = subprocess.Popen(argv, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    argv = tune_argv(str(src), "-o", str(out), "--time-budget", "5m", "--test-command",
+                     check_command(expected), *FAST)
     modules = out / "search" / "modules"
-    try:
-        deadline = time.monotonic() + 150
-        while not any(modules.rglob("*.npz")) and proc.poll() is None:
-            assert time.monotonic() < deadline, "the search never started"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: workers and compilers too
-    finally:
-        proc.wait()
-    first = proc.stdout.read().decode()
+    first = kill_tune_when(start_tune(argv, tmp_path), lambda: any(modules.rglob("*.npz")), 150,
+                           "the search")
     assert not (out / "steps" / "search.json").exists(), f"killed too late:\n{first}"
     assert (out / "steps" / "baseline.json").is_file()
     before = {p: p.stat().st_mtime_ns for p in modules.rglob("*.npz")}
     assert before
 
     # The resumed run searches the rest within its share of the budget.
-    again = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True,
+    again = subprocess.run(argv, env=tune_env(tmp_path), capture_output=True, text=True,
                            timeout=420)
     assert again.returncode == 0, again.stdout + again.stderr
     # Finished steps were skipped; modules searched before the kill were not searched again.

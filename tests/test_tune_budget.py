@@ -8,21 +8,24 @@ learns from the greedy results."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from tune_project import check_command, make_project
+from tune_project import (
+    check_command,
+    kill_tune_when,
+    make_project,
+    start_tune,
+    tune_argv,
+    tune_env,
+)
 
 from mlgo.cli.main import main
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _base(decisions: int, seconds: float = 1.0) -> dict:
@@ -84,11 +87,6 @@ def test_training_stops_at_its_deadline_and_the_run_ends_within_its_budget(
     assert "continuation" not in search and not (out / flow.MORE_DIR).exists()
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    return dict(os.environ, MLGO_CACHE_DIR=str(tmp_path / "cache"),
-                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-
-
 def test_the_strong_search_continues_from_the_greedy_best_and_resumes_after_kill(
         tmp_path: Path) -> None:
     from mlgo.search_store import load_result, result_path
@@ -96,23 +94,11 @@ def test_the_strong_search_continues_from_the_greedy_best_and_resumes_after_kill
 
     src, expected = make_project(tmp_path)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "mlgo.cli.main", "tune", str(src), "-o", str(out),
-            "--test-command", check_command(expected), "--workers", "2",
-            "--gin_bindings", "imitation.ImitationConfig.epochs = 30"]
-    proc = subprocess.Popen([*argv, "--time-budget", "4m"], env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    argv = tune_argv(str(src), "-o", str(out), "--test-command", check_command(expected),
+                     "--workers", "2", "--gin_bindings", "imitation.ImitationConfig.epochs = 30")
     more = out / "search-more"
-    try:
-        deadline = time.monotonic() + 150
-        while not (more / "search.json").is_file() and proc.poll() is None:
-            assert time.monotonic() < deadline, "the continuation never started"
-            time.sleep(0.05)
-        time.sleep(3)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: workers and compilers too
-    finally:
-        proc.wait()
-    first = proc.stdout.read().decode()
+    first = kill_tune_when(start_tune([*argv, "--time-budget", "4m"], tmp_path),
+                           (more / "search.json").is_file, 150, "the continuation", settle=3)
     assert "the strong search continues from its best decisions" in first
     assert not (out / "steps" / "search.json").exists(), f"killed too late:\n{first}"
     greedy = {p: p.stat().st_mtime_ns for p in (out / "search" / "modules").rglob("*.npz")}
@@ -120,7 +106,7 @@ def test_the_strong_search_continues_from_the_greedy_best_and_resumes_after_kill
 
     # Resumed with less time (the budget counts from each invocation): the greedy results are
     # kept as they were, the continuation runs in what is left of the search's share.
-    again = subprocess.run([*argv, "--time-budget", "200s"], env=_env(tmp_path),
+    again = subprocess.run([*argv, "--time-budget", "200s"], env=tune_env(tmp_path),
                            capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     assert all(p.stat().st_mtime_ns == t for p, t in greedy.items())

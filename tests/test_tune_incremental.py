@@ -7,25 +7,23 @@ re-tune killed mid-search resumes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from tune_project import MODULES, check_command, make_project
+from tune_project import (
+    MODULES,
+    check_command,
+    kill_tune_when,
+    make_project,
+    start_tune,
+    tune_argv,
+    tune_env,
+)
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    return dict(os.environ, MLGO_CACHE_DIR=str(tmp_path / "cache"),
-                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
 def test_fine_tune_epochs_follow_the_changed_decisions() -> None:
@@ -115,8 +113,8 @@ def test_a_retune_searches_only_the_changed_module_from_its_earlier_answers_and_
     common = ["--test-command", check_command(expected), "--workers", "1",
               "--gin_bindings", "imitation.ImitationConfig.epochs = 30"]
     v1 = tmp_path / "tune-v1"
-    first = subprocess.run([sys.executable, "-m", "mlgo.cli.main", "tune", str(src), "-o",
-                            str(v1), "--time-budget", "4m", *common], env=_env(tmp_path),
+    first = subprocess.run(tune_argv(str(src), "-o", str(v1), "--time-budget", "4m", *common),
+                           env=tune_env(tmp_path),
                            capture_output=True, text=True, timeout=400)
     assert first.returncode == 0, first.stdout + first.stderr
 
@@ -126,24 +124,15 @@ def test_a_retune_searches_only_the_changed_module_from_its_earlier_answers_and_
     changed = src2 / "lib" / "gen0.c"
     changed.write_text(changed.read_text() + "\nunsigned added(unsigned x) { return x * 7u; }\n")
     v2 = tmp_path / "tune-v2"
-    argv = [sys.executable, "-m", "mlgo.cli.main", "tune", str(src2), "-o", str(v2),
-            "--previous", str(v1), "--time-budget", "4m", *common]
-    proc = subprocess.Popen(argv, env=_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    argv = tune_argv(str(src2), "-o", str(v2), "--previous", str(v1), "--time-budget", "4m",
+                     *common)
     warm_record = v2 / "steps" / "warm-starts.json"
-    try:
-        deadline = time.monotonic() + 200
-        while not warm_record.is_file() and proc.poll() is None:
-            assert time.monotonic() < deadline, "the warm starts never ran"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: workers and compilers too
-    finally:
-        proc.wait()
-    killed = proc.stdout.read().decode()
+    killed = kill_tune_when(start_tune(argv, tmp_path), warm_record.is_file, 200,
+                            "the warm starts")
     assert not (v2 / "steps" / "search.json").exists(), f"killed too late:\n{killed}"
     warm_at = warm_record.stat().st_mtime_ns
 
-    again = subprocess.run(argv, env=_env(tmp_path), capture_output=True, text=True,
+    again = subprocess.run(argv, env=tune_env(tmp_path), capture_output=True, text=True,
                            timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     assert warm_record.stat().st_mtime_ns == warm_at  # the warm starts were not redone
