@@ -25,11 +25,15 @@ passes see nearly the same code.
 (which makes the plugin compute every feature through LLVM's own advisor) and once without, and
 reports modules whose objects differ (exit status 1), the decisions each way (MLGO_DECISION_SUMMARY:
 how many, how many inlined) and each plugin's work counts (MLGO_PLUGIN_FEATURE_WORK).
+--check-counts also sets MLGO_PLUGIN_CHECK_COUNTS=1 on the served compiles: where the plugin
+counts a caller's function properties itself after an inlining (tracked mode on LLVM 19), LLVM's
+own update runs beside it and `count_mismatches` says how often the two differed; any mismatch
+fails the run.
 The compiler is the chosen LLVM's clang (clang-19, or clang-22 with MLGO_LLVM_VERSION=22, whose
 plugins must then be built for 22 too).
 Usage: python benchmarks/plugin_env_overhead.py CORPUS [CORPUS ...] [--plugin LABEL=SO ...]
        [--standard-variants] [--rounds 3] [--max-modules N] [--callgrind N]
-       [--callgrind-module NAME ...] [--parity]
+       [--callgrind-module NAME ...] [--parity [--check-counts]]
 """
 
 from __future__ import annotations
@@ -114,7 +118,10 @@ def main() -> None:
     ap.add_argument("--callgrind", type=int, default=0, metavar="N")
     ap.add_argument("--callgrind-module", action="append", default=[], metavar="NAME")
     ap.add_argument("--parity", action="store_true")
+    ap.add_argument("--check-counts", action="store_true")
     args = ap.parse_args()
+    if args.check_counts and not args.parity:
+        ap.error("--check-counts goes with --parity")
     plugins: dict[str, str | None] = {"plain -Oz": None}
     if args.standard_variants:
         plugins.update(standard_variants())
@@ -133,7 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "out.o")
         if args.parity:
-            failed = parity(modules, plugins, env, tmp)
+            failed = parity(modules, plugins, env, tmp, check_counts=args.check_counts)
         if args.callgrind or args.callgrind_module:
             chosen = [m for m in modules if m.name in args.callgrind_module] or \
                 spread(modules, args.callgrind)
@@ -175,7 +182,8 @@ def main() -> None:
     sys.exit(1 if failed else 0)
 
 
-def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str) -> bool:
+def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str, *,
+           check_counts: bool = False) -> bool:
     """Objects with every feature computed (the decision log on) vs as served; True if any
     differ. Prints the work counts of the served compiles."""
     failed = False
@@ -200,6 +208,8 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str) -
                     e["MLGO_PLUGIN_DECISION_LOG"] = str(log)
                 else:
                     e["MLGO_PLUGIN_FEATURE_WORK"] = str(work)
+                    if check_counts:
+                        e["MLGO_PLUGIN_CHECK_COUNTS"] = "1"
                 process.run(_argv(m, so, obj), what=f"compiling {m.name} ({name})", timeout=600,
                             env=e)
                 objs.append(Path(obj).read_bytes())
@@ -222,7 +232,7 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str) -
               f"{decided} decisions, {inlined} inlined; mode "
               f"{'/'.join(sorted(modes))}; work " + " ".join(f"{k}={v}" for k, v in totals.items()),
               flush=True)
-        failed |= bool(differ)
+        failed |= bool(differ) or totals.get("count_mismatches", 0) > 0
     return failed
 
 

@@ -75,10 +75,14 @@ def _plugin(label: str) -> Path:
 
 
 def _compile(so: Path, module, workdir: Path, *, everything: bool, extra: tuple[str, ...] = (),
-             clang: str | None = None) -> tuple[bytes, list[str], list[str]]:
+             clang: str | None = None, check_counts: bool = False
+             ) -> tuple[bytes, list[str], list[str]]:
     """Object bytes, MLGO_DECISION_SUMMARY fields (decisions, inlined) and the feature-work
-    line's fields of one compile; `everything` sets the decision log."""
+    line's fields of one compile; `everything` sets the decision log, `check_counts`
+    MLGO_PLUGIN_CHECK_COUNTS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    if check_counts:
+        env["MLGO_PLUGIN_CHECK_COUNTS"] = "1"
     summary, work, out = workdir / "summary.txt", workdir / "work.txt", workdir / "out.o"
     for f in (summary, work):
         f.unlink(missing_ok=True)
@@ -155,6 +159,30 @@ def test_the_shipped_policy_is_served_tracked(corpus: Corpus, tmp_path: Path) ->
     full_obj, full_decisions, _ = _compile(_plugin("inlining-oz"), module, tmp_path,
                                            everything=True)
     assert work[2] == "tracked" and (obj, decisions) == (full_obj, full_decisions)
+
+
+def test_tracked_counts_equal_llvms_update(corpus: Corpus, tmp_path: Path) -> None:
+    """On LLVM 19 the tracked advice counts a caller's function properties itself after each
+    inlining; with MLGO_PLUGIN_CHECK_COUNTS=1 LLVM's own update runs beside it on a copy, and the
+    two agree after every inlining. A policy reading the loop fields (callee_max_loop_depth)
+    keeps LLVM's update instead."""
+    recounted = 0
+    for module in corpus.modules:
+        obj, decisions, work = _compile(_plugin("inlining-oz"), module, tmp_path, everything=False,
+                                        check_counts=True)
+        counts = _counts(work)
+        assert work[2] == "tracked" and counts["count_mismatches"] == 0, (module.name, work)
+        recounted += counts["recounted"]
+        assert (obj, decisions) == _compile(_plugin("inlining-oz"), module, tmp_path,
+                                            everything=False)[:2]
+    assert recounted > 3
+    loops = plugin.build_plugin(
+        c_source.expression_c_source(["cost_estimate", "callee_max_loop_depth"],
+                                     "f[0] < 5 + 10 * (f[1] == 0)"), policy_label="loop-depth")
+    module = next(m for m in corpus.modules if m.name.endswith("split.c"))
+    obj, decisions, work = _compile(loops, module, tmp_path, everything=False, check_counts=True)
+    assert work[2] == "tracked" and _counts(work)["recounted"] == 0 and int(decisions[1]) > 0
+    assert (obj, decisions) == _compile(loops, module, tmp_path, everything=True)[:2]
 
 
 # node_count (defined functions) and edge_count (calls between defined functions; `ext` is a

@@ -487,9 +487,11 @@ mlgo::FeatureNeeds featureNeeds(bool Channel, bool Table) {
   for (size_t Slot : binding().Index) {
     if (Slot < NumberOfFeatures)
       mlgo::addLLVMFeatureNeed(Slot, Needs);
-    else if (Slot > DefaultSlot &&
-             mlgo::usesFunctionProperties(static_cast<mlgo::SiteFeature>(Slot - siteSlot(0))))
-      Needs.Tracked = true;
+    else if (Slot > DefaultSlot) {
+      auto Which = static_cast<mlgo::SiteFeature>(Slot - siteSlot(0));
+      Needs.Tracked |= mlgo::usesFunctionProperties(Which);
+      Needs.LoopProperties |= Which == mlgo::SiteFeature::callee_max_loop_depth;
+    }
   }
   return Needs;
 }

@@ -12,12 +12,18 @@
 //            log (they send every feature), and LLVM options this file does not reimplement
 //            (-ml-inliner-skip-policy, -ml-advisor-size-increase-threshold,
 //            -ml-advisor-keep-fpi-cache).
-//   tracked  the decision flow of LLVM's advisor, LLVM's advice (which keeps caller and callee
-//            FunctionPropertiesInfo current), but the cost features only when bound. Also for a
-//            policy binding node_count or edge_count: LLVM's advisor keeps those module counts
-//            in this mode as in its own flow (its onPassEntry/onPassExit run, and its advice's
-//            onSuccessfulInlining), from each function's FunctionPropertiesInfo, and the plugin
-//            reads them (llvmModuleCounts below).
+//   tracked  the decision flow of LLVM's advisor and its FunctionPropertiesInfo cache of caller and
+//            callee, but the cost features only when bound. Also for a policy binding node_count
+//            or edge_count: LLVM's advisor keeps those module counts in this mode as in its own
+//            flow (its onPassEntry/onPassExit run), from each function's FunctionPropertiesInfo,
+//            and the plugin reads them (llvmModuleCounts below). After an inlining, LLVM's advice
+//            updates the caller's FunctionPropertiesInfo and rebuilds the caller's LoopInfo for
+//            two fields no inliner feature but callee_max_loop_depth reads; on LLVM 19 the
+//            plugin's own advice (CountedAdvice) instead counts the caller's fields afresh from
+//            its reachable blocks and does the rest of LLVM's onSuccessfulInlining itself (the
+//            IR growth limit, node and edge counts), unless the policy binds
+//            callee_max_loop_depth. MLGO_PLUGIN_CHECK_COUNTS=1 also runs LLVM's own update on a
+//            copy and counts the inlinings whose fields differ (count_mismatches, below).
 //   lean     no FunctionPropertiesInfo at all: a plain InlineAdvice subclass that tracks the
 //            module's IR size itself for the growth limit.
 //
@@ -43,6 +49,7 @@
 #include "llvm/Analysis/InlineAdvisor.h"
 #include "llvm/Analysis/InlineCost.h"
 #include "llvm/Analysis/InlineModelFeatureMaps.h"
+#include "llvm/Analysis/LazyCallGraph.h"
 #include "llvm/Analysis/LoopInfo.h"
 #include "llvm/Analysis/MLInlineAdvisor.h"
 #include "llvm/Analysis/MLModelRunner.h"
@@ -60,7 +67,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace mlgo {
@@ -72,6 +81,7 @@ struct FeatureNeeds {
   bool CostEstimate = false; // as a feature (it is computed as the veto anyway)
   bool CostFeatures = false;
   bool ModuleCounts = false; // node_count, edge_count (tracked)
+  bool LoopProperties = false; // FunctionPropertiesInfo's loop fields (tracked by LLVM's advice)
 };
 
 enum class AdvisorMode { LLVM, Tracked, Lean };
@@ -152,6 +162,95 @@ inline ModuleCounts llvmModuleCounts(const llvm::MLInlineAdvisor &A) {
   return {A.*memberOf(NodeCountMember{}), A.*memberOf(EdgeCountMember{})};
 }
 
+// The rest of the state LLVM's onSuccessfulInlining updates, for CountedAdvice (the same types in
+// LLVM 19 and 22).
+struct FPICacheMember {
+  using Type = std::map<const llvm::Function *, llvm::FunctionPropertiesInfo>
+      llvm::MLInlineAdvisor::*;
+  friend Type memberOf(FPICacheMember);
+};
+struct InitialIRSizeMember {
+  using Type = const int32_t llvm::MLInlineAdvisor::*;
+  friend Type memberOf(InitialIRSizeMember);
+};
+struct CurrentIRSizeMember {
+  using Type = int32_t llvm::MLInlineAdvisor::*;
+  friend Type memberOf(CurrentIRSizeMember);
+};
+struct ForceStopMember {
+  using Type = bool llvm::MLInlineAdvisor::*;
+  friend Type memberOf(ForceStopMember);
+};
+struct NodesInLastSCCMember {
+  using Type = llvm::SmallPtrSet<const llvm::LazyCallGraph::Node *, 1> llvm::MLInlineAdvisor::*;
+  friend Type memberOf(NodesInLastSCCMember);
+};
+struct DeadFunctionsMember {
+  using Type = llvm::DenseSet<llvm::Function *> llvm::MLInlineAdvisor::*;
+  friend Type memberOf(DeadFunctionsMember);
+};
+template struct ExposePrivate<FPICacheMember, &llvm::MLInlineAdvisor::FPICache>;
+template struct ExposePrivate<InitialIRSizeMember, &llvm::MLInlineAdvisor::InitialIRSize>;
+template struct ExposePrivate<CurrentIRSizeMember, &llvm::MLInlineAdvisor::CurrentIRSize>;
+template struct ExposePrivate<ForceStopMember, &llvm::MLInlineAdvisor::ForceStop>;
+template struct ExposePrivate<NodesInLastSCCMember, &llvm::MLInlineAdvisor::NodesInLastSCC>;
+template struct ExposePrivate<DeadFunctionsMember, &llvm::MLInlineAdvisor::DeadFunctions>;
+
+// LLVM 19's onSuccessfulInlining is what CountedAdvice repeats step for step; LLVM 22's differs
+// (it updates the caller's dominator tree in place), so there the tracked mode keeps LLVM's
+// advice.
+constexpr bool CountedFlowAvailable = LLVM_VERSION_MAJOR == 19;
+
+// The FunctionPropertiesInfo fields LLVM's advisor and the inliner features read, counted over
+// F's blocks reachable from its entry as LLVM's FunctionPropertiesAnalysis counts them. The loop
+// fields (MaxLoopDepth, TopLevelLoopCount) need LoopInfo and are left as they were.
+inline void countProperties(const llvm::Function &F, const llvm::DominatorTree &DT,
+                            llvm::FunctionPropertiesInfo &Out) {
+  int64_t Blocks = 0, FromConditional = 0, LocalCalls = 0, Loads = 0, Stores = 0, Size = 0;
+  for (const llvm::BasicBlock &BB : F) {
+    if (!DT.isReachableFromEntry(&BB))
+      continue;
+    ++Blocks;
+    const llvm::Instruction *Term = BB.getTerminator();
+    if (const auto *Br = llvm::dyn_cast_or_null<llvm::BranchInst>(Term)) {
+      if (Br->isConditional())
+        FromConditional += Br->getNumSuccessors();
+    } else if (const auto *Sw = llvm::dyn_cast_or_null<llvm::SwitchInst>(Term)) {
+      FromConditional += Sw->getNumCases() + (Sw->getDefaultDest() != nullptr);
+    }
+    for (const llvm::Instruction &I : BB) {
+      if (const auto *Call = llvm::dyn_cast<llvm::CallBase>(&I)) {
+        const llvm::Function *Target = Call->getCalledFunction();
+        LocalCalls += Target && !Target->isIntrinsic() && !Target->isDeclaration();
+      }
+      Loads += I.getOpcode() == llvm::Instruction::Load;
+      Stores += I.getOpcode() == llvm::Instruction::Store;
+    }
+    Size += BB.sizeWithoutDebug();
+  }
+  Out.BasicBlockCount = Blocks;
+  Out.BlocksReachedFromConditionalInstruction = FromConditional;
+  Out.Uses = !F.hasLocalLinkage() + static_cast<int64_t>(F.getNumUses());
+  Out.DirectCallsToDefinedFunctions = LocalCalls;
+  Out.LoadInstCount = Loads;
+  Out.StoreInstCount = Stores;
+  Out.TotalInstructionCount = Size;
+}
+
+inline bool sameCountedFields(const llvm::FunctionPropertiesInfo &A,
+                              const llvm::FunctionPropertiesInfo &B) {
+  return A.BasicBlockCount == B.BasicBlockCount &&
+         A.BlocksReachedFromConditionalInstruction == B.BlocksReachedFromConditionalInstruction &&
+         A.Uses == B.Uses && A.DirectCallsToDefinedFunctions == B.DirectCallsToDefinedFunctions &&
+         A.LoadInstCount == B.LoadInstCount && A.StoreInstCount == B.StoreInstCount &&
+         A.TotalInstructionCount == B.TotalInstructionCount;
+}
+
+inline bool checkCountsRequested() {
+  const char *V = std::getenv("MLGO_PLUGIN_CHECK_COUNTS");
+  return V && std::string(V) == "1";
+}
+
 // How many call sites each group of work was done for, in one module.
 struct WorkCounts {
   uint64_t Advised = 0;           // call sites given to the policy
@@ -160,6 +259,8 @@ struct WorkCounts {
   uint64_t MandatoryChecks = 0;   // getInliningCostFeatures, for always-inline call sites
   uint64_t TrackedAdvice = 0;     // advice keeping caller and callee FunctionPropertiesInfo
   uint64_t FeaturesOnlyVetoes = 0; // estimate succeeded, cost features failed (both computed)
+  uint64_t Recounted = 0;          // inlinings whose caller CountedAdvice counted afresh
+  uint64_t CountMismatches = 0;    // of those, differing from LLVM's update (check mode)
 };
 
 // Sum of a function's instructions without debug intrinsics, as LLVM's FunctionPropertiesInfo
@@ -186,6 +287,25 @@ private:
   int64_t CallerSizeBefore, CalleeSizeBefore;
 };
 
+// Tracked mode's advice on LLVM 19: what LLVM's MLInlineAdvice records before an inlining (the
+// IR sizes and local calls of caller and callee from the advisor's cache), without its
+// FunctionPropertiesUpdater; LazyFeatureAdvisor::countedInlined does the rest.
+class CountedAdvice final : public llvm::InlineAdvice {
+public:
+  CountedAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase &CB,
+                llvm::OptimizationRemarkEmitter &ORE, bool Inline);
+
+private:
+  friend class LazyFeatureAdvisor;
+  void recordInliningImpl() override;
+  void recordInliningWithCalleeDeletedImpl() override;
+  LazyFeatureAdvisor *Owner;
+  int64_t CallerIRSize, CalleeIRSize, CallerAndCalleeEdges;
+  // Check mode: LLVM's own update, run on a copy of the caller's cached properties.
+  std::unique_ptr<llvm::FunctionPropertiesInfo> CheckedCopy;
+  std::optional<llvm::FunctionPropertiesUpdater> CheckedUpdate;
+};
+
 class LazyFeatureAdvisor : public llvm::MLInlineAdvisor {
 public:
 #if LLVM_VERSION_MAJOR >= 22
@@ -200,7 +320,10 @@ public:
       : llvm::MLInlineAdvisor(M, MAM, std::move(Runner), std::move(GetDefault)),
         Needs(Needs), Mode(Needs.AllByLLVM || llvmAdvisorOptionGiven() ? AdvisorMode::LLVM
                            : Needs.Tracked                             ? AdvisorMode::Tracked
-                                                                       : AdvisorMode::Lean) {
+                                                                       : AdvisorMode::Lean),
+        Counted(Mode == AdvisorMode::Tracked && CountedFlowAvailable && !Needs.LoopProperties),
+        CheckCounts(Counted && checkCountsRequested()),
+        CallGraph(MAM.getResult<llvm::LazyCallGraphAnalysis>(M)) {
     if (Mode == AdvisorMode::Lean)
       for (llvm::Function &F : M)
         if (!F.isDeclaration())
@@ -235,6 +358,44 @@ public:
   }
 
   bool leanForcedToStop() const { return LeanForceStop; }
+
+  bool checkingCounts() const { return CheckCounts; }
+
+  // LLVM's onSuccessfulInlining, with the caller's FunctionPropertiesInfo counted afresh.
+  void countedInlined(CountedAdvice &A, llvm::Function &Caller, llvm::Function &Callee,
+                      bool CalleeDeleted) {
+    llvm::PreservedAnalyses PA = llvm::PreservedAnalyses::all();
+    PA.abandon<llvm::FunctionPropertiesAnalysis>();
+    PA.abandon<llvm::DominatorTreeAnalysis>();
+    PA.abandon<llvm::LoopAnalysis>();
+    FAM.invalidate(Caller, PA);
+    // The dominator tree is rebuilt once here and read again for the reachability of the
+    // caller's next call sites.
+    llvm::FunctionPropertiesInfo &CallerFPI = getCachedFPI(Caller);
+    countProperties(Caller, FAM.getResult<llvm::DominatorTreeAnalysis>(Caller), CallerFPI);
+    ++Work.Recounted;
+    if (A.CheckedUpdate) {
+      A.CheckedUpdate->finish(FAM);
+      Work.CountMismatches += !sameCountedFields(CallerFPI, *A.CheckedCopy);
+    }
+    int32_t &Current = this->*memberOf(CurrentIRSizeMember{});
+    const int32_t Initial = this->*memberOf(InitialIRSizeMember{});
+    int64_t CallerAfter = CallerFPI.TotalInstructionCount;
+    Current += CallerAfter + (CalleeDeleted ? 0 : A.CalleeIRSize) -
+               (A.CallerIRSize + A.CalleeIRSize);
+    if (Current > static_cast<float>(GrowthLimit) * Initial)
+      this->*memberOf(ForceStopMember{}) = true;
+    int64_t NewEdges = CallerFPI.DirectCallsToDefinedFunctions;
+    if (CalleeDeleted) {
+      --(this->*memberOf(NodeCountMember{}));
+      (this->*memberOf(NodesInLastSCCMember{})).erase(CallGraph.lookup(Callee));
+      (this->*memberOf(DeadFunctionsMember{})).insert(&Callee);
+    } else {
+      NewEdges += getCachedFPI(Callee).DirectCallsToDefinedFunctions;
+    }
+    this->*memberOf(EdgeCountMember{}) += NewEdges - A.CallerAndCalleeEdges;
+    callerChanged(Caller);
+  }
 
   void leanInlined(llvm::Function &Caller, int64_t CallerBefore, int64_t CalleeBefore,
                    bool CalleeDeleted) {
@@ -279,8 +440,17 @@ private:
     *ModelRunner->getTensor<int64_t>(I) = static_cast<int64_t>(Value);
   }
 
+  std::unique_ptr<llvm::InlineAdvice> trackedAdvice(llvm::CallBase &CB,
+                                                    llvm::OptimizationRemarkEmitter &ORE,
+                                                    bool Inline) {
+    return std::make_unique<CountedAdvice>(this, CB, ORE, Inline);
+  }
+
   const FeatureNeeds Needs;
   const AdvisorMode Mode;
+  const bool Counted;     // tracked mode's advice is CountedAdvice
+  const bool CheckCounts; // and also runs LLVM's update to compare
+  llvm::LazyCallGraph &CallGraph;
   // LLVM's default for -ml-advisor-size-increase-threshold (given, LLVM's flow decides).
   static constexpr int64_t GrowthLimit = 2;
   int64_t InitialIRSize = 0, CurrentIRSize = 0;
@@ -295,7 +465,9 @@ inline LazyFeatureAdvisor::~LazyFeatureAdvisor() {
                      "\tcost_features=" + std::to_string(Work.CostFeatureSets) +
                      "\tmandatory_checks=" + std::to_string(Work.MandatoryChecks) +
                      "\tcaller_callee_fpi=" + std::to_string(Work.TrackedAdvice) +
-                     "\tfeatures_only_vetoes=" + std::to_string(Work.FeaturesOnlyVetoes) + "\n";
+                     "\tfeatures_only_vetoes=" + std::to_string(Work.FeaturesOnlyVetoes) +
+                     "\trecounted=" + std::to_string(Work.Recounted) +
+                     "\tcount_mismatches=" + std::to_string(Work.CountMismatches) + "\n";
   std::string Failed = appendLine("MLGO_PLUGIN_FEATURE_WORK", Line);
   if (!Failed.empty())
     llvm::errs() << "mlgo-inliner: warning: " << Failed << "\n";
@@ -315,8 +487,37 @@ inline void LeanAdvice::recordInliningWithCalleeDeletedImpl() {
   Owner->leanInlined(*Caller, CallerSizeBefore, CalleeSizeBefore, true);
 }
 
+inline CountedAdvice::CountedAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase &CB,
+                                    llvm::OptimizationRemarkEmitter &ORE, bool Inline)
+    : llvm::InlineAdvice(Advisor, CB, ORE, Inline), Owner(Advisor),
+      CallerIRSize(Advisor->isForcedToStop() ? 0 : Advisor->getIRSize(*Caller)),
+      CalleeIRSize(Advisor->isForcedToStop() ? 0 : Advisor->getIRSize(*Callee)),
+      CallerAndCalleeEdges(Advisor->isForcedToStop()
+                               ? 0
+                               : Advisor->getLocalCalls(*Caller) + Advisor->getLocalCalls(*Callee)) {
+  if (Inline && Advisor->checkingCounts()) {
+    CheckedCopy = std::make_unique<llvm::FunctionPropertiesInfo>(Advisor->getCachedFPI(*Caller));
+    CheckedUpdate.emplace(*CheckedCopy, CB);
+  }
+}
+
+inline void CountedAdvice::recordInliningImpl() {
+  Owner->countedInlined(*this, *Caller, *Callee, false);
+}
+
+inline void CountedAdvice::recordInliningWithCalleeDeletedImpl() {
+  Owner->countedInlined(*this, *Caller, *Callee, true);
+}
+
 inline std::unique_ptr<llvm::InlineAdvice>
 LazyFeatureAdvisor::getMandatoryAdvice(llvm::CallBase &CB, bool Advice) {
+  if (Counted) { // LLVM's getMandatoryAdvice, with the counted advice
+    if (auto Skip = unreachableAdvice(CB))
+      return Skip;
+    if (Advice && !isForcedToStop())
+      return trackedAdvice(CB, getCallerORE(CB), true);
+    return std::make_unique<llvm::InlineAdvice>(this, CB, getCallerORE(CB), Advice);
+  }
   if (Mode != AdvisorMode::Lean)
     return llvm::MLInlineAdvisor::getMandatoryAdvice(CB, Advice);
   if (auto Skip = unreachableAdvice(CB))
@@ -404,6 +605,8 @@ inline std::unique_ptr<llvm::InlineAdvice> LazyFeatureAdvisor::getAdviceImpl(llv
       setFeature(FeatureIndex::node_count, Counts.Nodes);
       setFeature(FeatureIndex::edge_count, Counts.Edges);
     }
+    if (Counted)
+      return trackedAdvice(CB, ORE, decide(CB));
     return getAdviceFromModel(CB, ORE);
   }
   return std::make_unique<LeanAdvice>(this, CB, ORE, decide(CB));
