@@ -26,9 +26,10 @@ passes see nearly the same code.
 reports modules whose objects differ (exit status 1), the decisions each way (MLGO_DECISION_SUMMARY:
 how many, how many inlined) and each plugin's work counts (MLGO_PLUGIN_FEATURE_WORK).
 --check-counts also sets MLGO_PLUGIN_CHECK_COUNTS=1 on the served compiles: where the plugin
-counts a caller's function properties itself after an inlining (tracked mode on LLVM 19), LLVM's
-own update runs beside it and `count_mismatches` says how often the two differed; any mismatch
-fails the run.
+counts a caller's function properties and keeps its reachable blocks itself after an inlining
+(tracked mode on LLVM 19), LLVM's own update and a dominator tree run beside it, and
+`count_mismatches` and `reachability_mismatches` say how often they differed; any mismatch fails
+the run.
 The compiler is the chosen LLVM's clang (clang-19, or clang-22 with MLGO_LLVM_VERSION=22, whose
 plugins must then be built for 22 too).
 Usage: python benchmarks/plugin_env_overhead.py CORPUS [CORPUS ...] [--plugin LABEL=SO ...]
@@ -232,7 +233,8 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str, *
               f"{decided} decisions, {inlined} inlined; mode "
               f"{'/'.join(sorted(modes))}; work " + " ".join(f"{k}={v}" for k, v in totals.items()),
               flush=True)
-        failed |= bool(differ) or totals.get("count_mismatches", 0) > 0
+        failed |= bool(differ) or any(totals.get(k, 0) > 0 for k in
+                                      ("count_mismatches", "reachability_mismatches"))
     return failed
 
 

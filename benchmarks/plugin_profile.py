@@ -71,7 +71,8 @@ def _recorded_argv(entry: dict, plugin: str | None, out: str) -> list[str]:
 
 
 def _recorded(paths: list[Path], names: list[str]) -> dict[str, dict]:
-    """The entry of each named source (the end of its path) in the compile_commands.json files."""
+    """The entry of each named source (the end of its path) in the compile_commands.json files:
+    the first, when a source is compiled more than once (a static and a shared library)."""
     entries = []
     for path in paths:
         try:
@@ -81,7 +82,7 @@ def _recorded(paths: list[Path], names: list[str]) -> dict[str, dict]:
     found = {}
     for name in names:
         hits = [e for e in entries if str(e.get("file", "")).endswith(name)]
-        if len(hits) != 1:
+        if len({str(e["file"]) for e in hits}) != 1:
             raise SystemExit(f"{name}: {len(hits)} sources end so in "
                              f"{', '.join(map(str, paths))}; name exactly one")
         found[name] = hits[0]

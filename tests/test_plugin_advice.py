@@ -162,16 +162,18 @@ def test_the_shipped_policy_is_served_tracked(corpus: Corpus, tmp_path: Path) ->
 
 
 def test_tracked_counts_equal_llvms_update(corpus: Corpus, tmp_path: Path) -> None:
-    """On LLVM 19 the tracked advice counts a caller's function properties itself after each
-    inlining; with MLGO_PLUGIN_CHECK_COUNTS=1 LLVM's own update runs beside it on a copy, and the
-    two agree after every inlining. A policy reading the loop fields (callee_max_loop_depth)
+    """On LLVM 19 the tracked advice counts a caller's function properties and keeps its
+    reachable blocks itself after each inlining; with MLGO_PLUGIN_CHECK_COUNTS=1 LLVM's own
+    update runs beside it on a copy and a dominator tree answers each reachability question
+    too, and they agree every time. A policy reading the loop fields (callee_max_loop_depth)
     keeps LLVM's update instead."""
     recounted = 0
     for module in corpus.modules:
         obj, decisions, work = _compile(_plugin("inlining-oz"), module, tmp_path, everything=False,
                                         check_counts=True)
         counts = _counts(work)
-        assert work[2] == "tracked" and counts["count_mismatches"] == 0, (module.name, work)
+        assert work[2] == "tracked", (module.name, work)
+        assert counts["count_mismatches"] == counts["reachability_mismatches"] == 0, work
         recounted += counts["recounted"]
         assert (obj, decisions) == _compile(_plugin("inlining-oz"), module, tmp_path,
                                             everything=False)[:2]

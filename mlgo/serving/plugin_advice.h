@@ -17,13 +17,14 @@
 //            or edge_count: LLVM's advisor keeps those module counts in this mode as in its own
 //            flow (its onPassEntry/onPassExit run), from each function's FunctionPropertiesInfo,
 //            and the plugin reads them (llvmModuleCounts below). After an inlining, LLVM's advice
-//            updates the caller's FunctionPropertiesInfo and rebuilds the caller's LoopInfo for
-//            two fields no inliner feature but callee_max_loop_depth reads; on LLVM 19 the
-//            plugin's own advice (CountedAdvice) instead counts the caller's fields afresh from
-//            its reachable blocks and does the rest of LLVM's onSuccessfulInlining itself (the
-//            IR growth limit, node and edge counts), unless the policy binds
-//            callee_max_loop_depth. MLGO_PLUGIN_CHECK_COUNTS=1 also runs LLVM's own update on a
-//            copy and counts the inlinings whose fields differ (count_mismatches, below).
+//            rebuilds the caller's dominator tree and loop info to update its
+//            FunctionPropertiesInfo; on LLVM 19 the plugin's own advice (CountedAdvice) instead
+//            updates the fields the features read from the blocks the inlining changed, keeps
+//            the caller's reachable blocks itself, and does the rest of LLVM's
+//            onSuccessfulInlining (the IR growth limit, node and edge counts), unless the policy
+//            binds callee_max_loop_depth (a loop field). MLGO_PLUGIN_CHECK_COUNTS=1 also runs
+//            LLVM's own update on a copy and a dominator tree beside each reachability answer,
+//            and counts the differences (count_mismatches, reachability_mismatches, below).
 //   lean     no FunctionPropertiesInfo at all: a plain InlineAdvice subclass that tracks the
 //            module's IR size itself for the growth limit.
 //
@@ -201,40 +202,57 @@ template struct ExposePrivate<DeadFunctionsMember, &llvm::MLInlineAdvisor::DeadF
 // advice.
 constexpr bool CountedFlowAvailable = LLVM_VERSION_MAJOR == 19;
 
-// The FunctionPropertiesInfo fields LLVM's advisor and the inliner features read, counted over
-// F's blocks reachable from its entry as LLVM's FunctionPropertiesAnalysis counts them. The loop
-// fields (MaxLoopDepth, TopLevelLoopCount) need LoopInfo and are left as they were.
-inline void countProperties(const llvm::Function &F, const llvm::DominatorTree &DT,
-                            llvm::FunctionPropertiesInfo &Out) {
+// The FunctionPropertiesInfo fields LLVM's advisor and the inliner features read, as sums over
+// blocks counted the way LLVM's FunctionPropertiesAnalysis counts a block (the loop fields,
+// MaxLoopDepth and TopLevelLoopCount, need LoopInfo and are not kept).
+struct PropertyCounts {
   int64_t Blocks = 0, FromConditional = 0, LocalCalls = 0, Loads = 0, Stores = 0, Size = 0;
-  for (const llvm::BasicBlock &BB : F) {
-    if (!DT.isReachableFromEntry(&BB))
-      continue;
-    ++Blocks;
+
+  void add(const llvm::BasicBlock &BB, int64_t Sign) {
+    Blocks += Sign;
     const llvm::Instruction *Term = BB.getTerminator();
     if (const auto *Br = llvm::dyn_cast_or_null<llvm::BranchInst>(Term)) {
       if (Br->isConditional())
-        FromConditional += Br->getNumSuccessors();
+        FromConditional += Sign * Br->getNumSuccessors();
     } else if (const auto *Sw = llvm::dyn_cast_or_null<llvm::SwitchInst>(Term)) {
-      FromConditional += Sw->getNumCases() + (Sw->getDefaultDest() != nullptr);
+      FromConditional += Sign * (Sw->getNumCases() + (Sw->getDefaultDest() != nullptr));
     }
     for (const llvm::Instruction &I : BB) {
       if (const auto *Call = llvm::dyn_cast<llvm::CallBase>(&I)) {
         const llvm::Function *Target = Call->getCalledFunction();
-        LocalCalls += Target && !Target->isIntrinsic() && !Target->isDeclaration();
+        LocalCalls += Sign * (Target && !Target->isIntrinsic() && !Target->isDeclaration());
       }
-      Loads += I.getOpcode() == llvm::Instruction::Load;
-      Stores += I.getOpcode() == llvm::Instruction::Store;
+      Loads += Sign * (I.getOpcode() == llvm::Instruction::Load);
+      Stores += Sign * (I.getOpcode() == llvm::Instruction::Store);
     }
-    Size += BB.sizeWithoutDebug();
+    Size += Sign * static_cast<int64_t>(BB.sizeWithoutDebug());
   }
-  Out.BasicBlockCount = Blocks;
-  Out.BlocksReachedFromConditionalInstruction = FromConditional;
-  Out.Uses = !F.hasLocalLinkage() + static_cast<int64_t>(F.getNumUses());
-  Out.DirectCallsToDefinedFunctions = LocalCalls;
-  Out.LoadInstCount = Loads;
-  Out.StoreInstCount = Stores;
-  Out.TotalInstructionCount = Size;
+
+  static PropertyCounts of(const llvm::FunctionPropertiesInfo &FPI) {
+    return {FPI.BasicBlockCount, FPI.BlocksReachedFromConditionalInstruction,
+            FPI.DirectCallsToDefinedFunctions, FPI.LoadInstCount, FPI.StoreInstCount,
+            FPI.TotalInstructionCount};
+  }
+
+  void writeTo(const llvm::Function &F, llvm::FunctionPropertiesInfo &Out) const {
+    Out.BasicBlockCount = Blocks;
+    Out.BlocksReachedFromConditionalInstruction = FromConditional;
+    Out.Uses = !F.hasLocalLinkage() + static_cast<int64_t>(F.getNumUses());
+    Out.DirectCallsToDefinedFunctions = LocalCalls;
+    Out.LoadInstCount = Loads;
+    Out.StoreInstCount = Stores;
+    Out.TotalInstructionCount = Size;
+  }
+};
+
+// Those fields of F counted over all its blocks reachable from its entry.
+inline void countProperties(const llvm::Function &F, const llvm::DominatorTree &DT,
+                            llvm::FunctionPropertiesInfo &Out) {
+  PropertyCounts Counts;
+  for (const llvm::BasicBlock &BB : F)
+    if (DT.isReachableFromEntry(&BB))
+      Counts.add(BB, 1);
+  Counts.writeTo(F, Out);
 }
 
 inline bool sameCountedFields(const llvm::FunctionPropertiesInfo &A,
@@ -259,8 +277,11 @@ struct WorkCounts {
   uint64_t MandatoryChecks = 0;   // getInliningCostFeatures, for always-inline call sites
   uint64_t TrackedAdvice = 0;     // advice keeping caller and callee FunctionPropertiesInfo
   uint64_t FeaturesOnlyVetoes = 0; // estimate succeeded, cost features failed (both computed)
-  uint64_t Recounted = 0;          // inlinings whose caller CountedAdvice counted afresh
+  uint64_t Recounted = 0;          // inlinings whose caller CountedAdvice counted
+  uint64_t CountedAfresh = 0;      // of those, whose whole caller it counted again
   uint64_t CountMismatches = 0;    // of those, differing from LLVM's update (check mode)
+  uint64_t ReachabilityMismatches = 0; // call sites the kept reachable blocks and a dominator
+                                       // tree built then disagree on (check mode)
 };
 
 // Sum of a function's instructions without debug intrinsics, as LLVM's FunctionPropertiesInfo
@@ -290,6 +311,17 @@ private:
 // Tracked mode's advice on LLVM 19: what LLVM's MLInlineAdvice records before an inlining (the
 // IR sizes and local calls of caller and callee from the advisor's cache), without its
 // FunctionPropertiesUpdater; LazyFeatureAdvisor::countedInlined does the rest.
+//
+// An inlining changes the caller only from the call site's block on: the block is split, the
+// callee's blocks come between its two halves, the second half branches where the block did,
+// and allocas may move to the entry block. So before it the advice takes the counts of the call
+// site's block, the entry block and the block's successors (for an invoke, also those of its
+// unwind destination: inlined calls may unwind there and split it) off the caller's; after it
+// walks forward from the call site's block, stopping at those successors, and adds back what it
+// walked, and the entry block. When the walk reaches every one of the successors they are as
+// reachable as before, and so is every other block of the caller: the counts are exact. When it
+// does not (a callee that never returns, a landing pad no longer used), the caller is counted
+// afresh.
 class CountedAdvice final : public llvm::InlineAdvice {
 public:
   CountedAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase &CB,
@@ -301,6 +333,9 @@ private:
   void recordInliningWithCalleeDeletedImpl() override;
   LazyFeatureAdvisor *Owner;
   int64_t CallerIRSize, CalleeIRSize, CallerAndCalleeEdges;
+  llvm::BasicBlock *CallSiteBlock = nullptr;
+  llvm::SmallPtrSet<const llvm::BasicBlock *, 4> Boundary; // its successors, not itself
+  PropertyCounts Unchanged; // the caller's counts without the blocks the inlining may change
   // Check mode: LLVM's own update, run on a copy of the caller's cached properties.
   std::unique_ptr<llvm::FunctionPropertiesInfo> CheckedCopy;
   std::optional<llvm::FunctionPropertiesUpdater> CheckedUpdate;
@@ -336,12 +371,14 @@ public:
   AdvisorMode mode() const { return Mode; }
 
   void onPassEntry(llvm::LazyCallGraph::SCC *SCC) override {
+    Reachable.clear(); // the function passes between inliner runs change functions
     if (Mode != AdvisorMode::Lean)
       return llvm::MLInlineAdvisor::onPassEntry(SCC);
-    Sizes.clear(); // the function passes between inliner runs change functions
+    Sizes.clear();
   }
 
   void onPassExit(llvm::LazyCallGraph::SCC *SCC) override {
+    Reachable.clear();
     if (Mode != AdvisorMode::Lean)
       return llvm::MLInlineAdvisor::onPassExit(SCC);
     Sizes.clear();
@@ -361,7 +398,8 @@ public:
 
   bool checkingCounts() const { return CheckCounts; }
 
-  // LLVM's onSuccessfulInlining, with the caller's FunctionPropertiesInfo counted afresh.
+  // LLVM's onSuccessfulInlining, with the caller's FunctionPropertiesInfo counted by the plugin
+  // (CountedAdvice) rather than LLVM's updater.
   void countedInlined(CountedAdvice &A, llvm::Function &Caller, llvm::Function &Callee,
                       bool CalleeDeleted) {
     llvm::PreservedAnalyses PA = llvm::PreservedAnalyses::all();
@@ -369,11 +407,42 @@ public:
     PA.abandon<llvm::DominatorTreeAnalysis>();
     PA.abandon<llvm::LoopAnalysis>();
     FAM.invalidate(Caller, PA);
-    // The dominator tree is rebuilt once here and read again for the reachability of the
-    // caller's next call sites.
     llvm::FunctionPropertiesInfo &CallerFPI = getCachedFPI(Caller);
-    countProperties(Caller, FAM.getResult<llvm::DominatorTreeAnalysis>(Caller), CallerFPI);
-    ++Work.Recounted;
+    PropertyCounts Counts = A.Unchanged;
+    llvm::SmallPtrSet<const llvm::BasicBlock *, 16> Walked;
+    llvm::SmallVector<const llvm::BasicBlock *, 16> Pending;
+    if (A.CallSiteBlock) { // else the advice was made after the growth limit stopped tracking
+      Pending.push_back(A.CallSiteBlock);
+      Walked.insert(A.CallSiteBlock);
+    }
+    size_t BoundaryReached = 0;
+    while (!Pending.empty()) {
+      const llvm::BasicBlock *BB = Pending.pop_back_val();
+      Counts.add(*BB, 1);
+      // Past a boundary block lie blocks the inlining left as they were: only the boundary
+      // blocks among its successors (an unwind destination's) are followed.
+      bool AtBoundary = A.Boundary.contains(BB);
+      BoundaryReached += AtBoundary;
+      for (const llvm::BasicBlock *Next : llvm::successors(BB))
+        if ((!AtBoundary || A.Boundary.contains(Next)) && Walked.insert(Next).second)
+          Pending.push_back(Next);
+    }
+    if (!Walked.contains(&Caller.getEntryBlock()))
+      Counts.add(Caller.getEntryBlock(), 1);
+    auto Known = Reachable.find(&Caller);
+    if (A.CallSiteBlock && BoundaryReached == A.Boundary.size()) {
+      Counts.writeTo(Caller, CallerFPI);
+      ++this->Work.Recounted;
+      if (Known != Reachable.end())
+        Known->second.insert(Walked.begin(), Walked.end());
+    } else {
+      countProperties(Caller, FAM.getResult<llvm::DominatorTreeAnalysis>(Caller), CallerFPI);
+      ++this->Work.CountedAfresh;
+      if (Known != Reachable.end())
+        Reachable.erase(Known);
+    }
+    if (CalleeDeleted)
+      Reachable.erase(&Callee);
     if (A.CheckedUpdate) {
       A.CheckedUpdate->finish(FAM);
       Work.CountMismatches += !sameCountedFields(CallerFPI, *A.CheckedCopy);
@@ -426,10 +495,39 @@ protected:
 
 private:
   std::unique_ptr<llvm::InlineAdvice> unreachableAdvice(llvm::CallBase &CB) {
-    if (FAM.getResult<llvm::DominatorTreeAnalysis>(*CB.getCaller())
-            .isReachableFromEntry(CB.getParent()))
+    if (reachable(CB))
       return nullptr;
     return std::make_unique<llvm::InlineAdvice>(this, CB, getCallerORE(CB), false);
+  }
+
+  // Whether CB's block is reachable from its function's entry, as LLVM's advisor reads it from
+  // the caller's dominator tree. LLVM's flow rebuilds that tree after every inlining it tracks;
+  // the counted flow instead keeps the caller's reachable blocks (found by a walk from the entry
+  // when first asked, grown by each inlining's walk, dropped when an inlining may have cut
+  // blocks off), which give the same answers as a tree built at that moment. Once the growth
+  // limit stops tracking, inlinings go untracked and the tree LLVM's flow reads may no longer
+  // be current, so from then on the dominator tree is read as LLVM does: every tree the analysis
+  // manager holds then was current when the limit was reached, in both flows.
+  bool reachable(llvm::CallBase &CB) {
+    llvm::Function &Caller = *CB.getCaller();
+    if (!Counted || isForcedToStop())
+      return FAM.getResult<llvm::DominatorTreeAnalysis>(Caller).isReachableFromEntry(
+          CB.getParent());
+    auto [It, New] = Reachable.try_emplace(&Caller);
+    if (New) {
+      llvm::SmallVector<const llvm::BasicBlock *, 16> Pending{&Caller.getEntryBlock()};
+      It->second.insert(&Caller.getEntryBlock());
+      while (!Pending.empty())
+        for (const llvm::BasicBlock *Next : llvm::successors(Pending.pop_back_val()))
+          if (It->second.insert(Next).second)
+            Pending.push_back(Next);
+    }
+    bool Answer = It->second.contains(CB.getParent());
+    if (CheckCounts)
+      Work.ReachabilityMismatches +=
+          Answer != FAM.getResult<llvm::DominatorTreeAnalysis>(Caller).isReachableFromEntry(
+                        CB.getParent());
+    return Answer;
   }
 
   bool forcedToStop() const {
@@ -456,6 +554,7 @@ private:
   int64_t InitialIRSize = 0, CurrentIRSize = 0;
   bool LeanForceStop = false;
   llvm::DenseMap<const llvm::Function *, int64_t> Sizes; // lean mode's IR sizes
+  llvm::DenseMap<const llvm::Function *, llvm::DenseSet<const llvm::BasicBlock *>> Reachable;
 };
 
 inline LazyFeatureAdvisor::~LazyFeatureAdvisor() {
@@ -466,8 +565,11 @@ inline LazyFeatureAdvisor::~LazyFeatureAdvisor() {
                      "\tmandatory_checks=" + std::to_string(Work.MandatoryChecks) +
                      "\tcaller_callee_fpi=" + std::to_string(Work.TrackedAdvice) +
                      "\tfeatures_only_vetoes=" + std::to_string(Work.FeaturesOnlyVetoes) +
-                     "\trecounted=" + std::to_string(Work.Recounted) +
-                     "\tcount_mismatches=" + std::to_string(Work.CountMismatches) + "\n";
+                     "\trecounted=" + std::to_string(Work.Recounted + Work.CountedAfresh) +
+                     "\tcounted_afresh=" + std::to_string(Work.CountedAfresh) +
+                     "\tcount_mismatches=" + std::to_string(Work.CountMismatches) +
+                     "\treachability_mismatches=" + std::to_string(Work.ReachabilityMismatches) +
+                     "\n";
   std::string Failed = appendLine("MLGO_PLUGIN_FEATURE_WORK", Line);
   if (!Failed.empty())
     llvm::errs() << "mlgo-inliner: warning: " << Failed << "\n";
@@ -495,6 +597,21 @@ inline CountedAdvice::CountedAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase 
       CallerAndCalleeEdges(Advisor->isForcedToStop()
                                ? 0
                                : Advisor->getLocalCalls(*Caller) + Advisor->getLocalCalls(*Callee)) {
+  if (Inline && !Advisor->isForcedToStop()) {
+    CallSiteBlock = CB.getParent();
+    Unchanged = PropertyCounts::of(Advisor->getCachedFPI(*Caller));
+    for (const llvm::BasicBlock *Next : llvm::successors(CallSiteBlock))
+      Boundary.insert(Next);
+    if (const auto *Invoke = llvm::dyn_cast<llvm::InvokeInst>(&CB))
+      for (const llvm::BasicBlock *Next : llvm::successors(Invoke->getUnwindDest()))
+        Boundary.insert(Next);
+    Boundary.erase(CallSiteBlock);
+    llvm::SmallPtrSet<const llvm::BasicBlock *, 8> Changing(Boundary.begin(), Boundary.end());
+    Changing.insert(CallSiteBlock);
+    Changing.insert(&Caller->getEntryBlock());
+    for (const llvm::BasicBlock *BB : Changing)
+      Unchanged.add(*BB, -1);
+  }
   if (Inline && Advisor->checkingCounts()) {
     CheckedCopy = std::make_unique<llvm::FunctionPropertiesInfo>(Advisor->getCachedFPI(*Caller));
     CheckedUpdate.emplace(*CheckedCopy, CB);
