@@ -28,8 +28,9 @@ how many, how many inlined) and each plugin's work counts (MLGO_PLUGIN_FEATURE_W
 --check-counts also sets MLGO_PLUGIN_CHECK_COUNTS=1 on the served compiles: where the plugin
 counts a caller's function properties and keeps its reachable blocks itself after an inlining
 (tracked mode on LLVM 19), LLVM's own update and a dominator tree run beside it, and
-`count_mismatches` and `reachability_mismatches` say how often they differed; any mismatch fails
-the run.
+`count_mismatches` and `reachability_mismatches` say how often they differed; the served
+compile also writes a decision log, every feature computed in the plugin's tracked mode, which
+must equal LLVM's line by line (every feature of every decision). Any difference fails the run.
 The compiler is the chosen LLVM's clang (clang-19, or clang-22 with MLGO_LLVM_VERSION=22, whose
 plugins must then be built for 22 too).
 Usage: python benchmarks/plugin_env_overhead.py CORPUS [CORPUS ...] [--plugin LABEL=SO ...]
@@ -196,7 +197,7 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str, *
         differ = []
         decided = inlined = 0
         for m in modules:
-            objs, counts = [], []
+            objs, counts, logs = [], [], []
             for logged in (True, False):
                 e = dict(env)
                 obj = str(Path(tmp) / f"parity-{logged}.o")
@@ -211,12 +212,17 @@ def parity(modules: list, plugins: dict[str, str | None], env: dict, tmp: str, *
                     e["MLGO_PLUGIN_FEATURE_WORK"] = str(work)
                     if check_counts:
                         e["MLGO_PLUGIN_CHECK_COUNTS"] = "1"
+                        log = Path(tmp) / "decisions-served.txt"
+                        log.write_text("")
+                        e["MLGO_PLUGIN_DECISION_LOG"] = str(log)
                 process.run(_argv(m, so, obj), what=f"compiling {m.name} ({name})", timeout=600,
                             env=e)
                 objs.append(Path(obj).read_bytes())
+                logs.append(log.read_text() if logged or check_counts else "")
                 lines = summary.read_text().splitlines() if summary.exists() else []
                 counts.append([line.split("\t")[3:5] for line in lines])
-            if objs[0] != objs[1] or counts[0] != counts[1]:
+            if objs[0] != objs[1] or counts[0] != counts[1] or (check_counts and
+                                                                 logs[0] != logs[1]):
                 differ.append(m.name)
             decided += sum(int(c[0]) for c in counts[1])
             inlined += sum(int(c[1]) for c in counts[1])

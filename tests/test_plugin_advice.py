@@ -165,7 +165,7 @@ def test_tracked_counts_equal_llvms_update(corpus: Corpus, tmp_path: Path) -> No
     """On LLVM 19 the tracked advice counts a caller's function properties and keeps its
     reachable blocks itself after each inlining; with MLGO_PLUGIN_CHECK_COUNTS=1 LLVM's own
     update runs beside it on a copy and a dominator tree answers each reachability question
-    too, and they agree every time. A policy reading the loop fields (callee_max_loop_depth)
+    too, and they agree every time; the features logged from tracked mode equal LLVM's. A policy reading the loop fields (callee_max_loop_depth)
     keeps LLVM's update instead."""
     recounted = 0
     for module in corpus.modules:
@@ -177,6 +177,13 @@ def test_tracked_counts_equal_llvms_update(corpus: Corpus, tmp_path: Path) -> No
         recounted += counts["recounted"]
         assert (obj, decisions) == _compile(_plugin("inlining-oz"), module, tmp_path,
                                             everything=False)[:2]
+        # The decision log with the check on is written from tracked mode: every feature of
+        # every decision as LLVM's own flow logs it.
+        *_, logged_work = _compile(_plugin("inlining-oz"), module, tmp_path, everything=True,
+                                   check_counts=True)
+        tracked_log = (tmp_path / "log.txt").read_text()
+        _compile(_plugin("inlining-oz"), module, tmp_path, everything=True)
+        assert logged_work[2] == "tracked" and tracked_log == (tmp_path / "log.txt").read_text()
     assert recounted > 3
     loops = plugin.build_plugin(
         c_source.expression_c_source(["cost_estimate", "callee_max_loop_depth"],

@@ -25,7 +25,10 @@
 // MLGO_PLUGIN_DECISION_LOG=FILE appends one line per decision: LLVM's 38 features in order,
 // then the decision, so tests can compare decisions one by one with interactive mode. Empty
 // means off; FILE must be a regular file; a failed write is one error naming it, and the
-// compile fails (a log with decisions missing would pass a comparison it should fail).
+// compile fails (a log with decisions missing would pass a comparison it should fail). The log
+// makes LLVM's own advisor compute every feature, unless MLGO_PLUGIN_CHECK_COUNTS=1 is set too:
+// then the plugin's tracked mode computes them all (plugin_advice.h), for a log to compare with
+// LLVM's feature by feature.
 //
 // MLGO_DECISION_SUMMARY=FILE appends one line per module the inliner ran on (`mlgo summary FILE`
 // adds them up for a build): "inlining", the policy, the module, the decisions, how many said
@@ -476,6 +479,12 @@ std::unique_ptr<MLModelRunner> runnerFactory(RunnerMaker Make) { return Make(); 
 mlgo::FeatureNeeds featureNeeds(bool Channel, bool Table) {
   mlgo::FeatureNeeds Needs;
   const char *Log = std::getenv("MLGO_PLUGIN_DECISION_LOG");
+  if (Log && *Log && !Channel && mlgo::checkCountsRequested()) {
+    // Every feature for the log, but computed in tracked mode, so that the log can be compared
+    // with one written by LLVM's flow.
+    Needs.Tracked = Needs.CostEstimate = Needs.CostFeatures = Needs.ModuleCounts = true;
+    return Needs;
+  }
   if (Channel || (Log && *Log)) {
     Needs.AllByLLVM = true;
     return Needs;

@@ -190,6 +190,22 @@ struct DeadFunctionsMember {
   using Type = llvm::DenseSet<llvm::Function *> llvm::MLInlineAdvisor::*;
   friend Type memberOf(DeadFunctionsMember);
 };
+struct FunctionLevelsMember {
+  using Type = std::map<const llvm::LazyCallGraph::Node *, unsigned> llvm::MLInlineAdvisor::*;
+  friend Type memberOf(FunctionLevelsMember);
+};
+struct AllNodesMember {
+  using Type = llvm::DenseSet<const llvm::LazyCallGraph::Node *> llvm::MLInlineAdvisor::*;
+  friend Type memberOf(AllNodesMember);
+};
+struct EdgesOfLastSeenNodesMember {
+  using Type = int64_t llvm::MLInlineAdvisor::*;
+  friend Type memberOf(EdgesOfLastSeenNodesMember);
+};
+template struct ExposePrivate<FunctionLevelsMember, &llvm::MLInlineAdvisor::FunctionLevels>;
+template struct ExposePrivate<AllNodesMember, &llvm::MLInlineAdvisor::AllNodes>;
+template struct ExposePrivate<EdgesOfLastSeenNodesMember,
+                              &llvm::MLInlineAdvisor::EdgesOfLastSeenNodes>;
 template struct ExposePrivate<FPICacheMember, &llvm::MLInlineAdvisor::FPICache>;
 template struct ExposePrivate<InitialIRSizeMember, &llvm::MLInlineAdvisor::InitialIRSize>;
 template struct ExposePrivate<CurrentIRSizeMember, &llvm::MLInlineAdvisor::CurrentIRSize>;
@@ -254,6 +270,44 @@ inline void countProperties(const llvm::Function &F, const llvm::DominatorTree &
       Counts.add(BB, 1);
   Counts.writeTo(F, Out);
 }
+
+// A function's property counts over its blocks reachable from the entry (found by a walk, with
+// no dominator tree or loop info) and its uses, as of when they were computed. The counted flow
+// asks for these where LLVM's advisor asks for FunctionPropertiesAnalysis, and they are dropped
+// exactly when that analysis would be (the same preservation check), so a cached result is as
+// old as LLVM's cached FunctionPropertiesInfo would be: LLVM reads a callee's `Uses` from when
+// its properties were last computed, not from the moment of the decision.
+class PropertyCountsAnalysis : public llvm::AnalysisInfoMixin<PropertyCountsAnalysis> {
+public:
+  static inline llvm::AnalysisKey Key;
+
+  struct Result {
+    PropertyCounts Counts;
+    int64_t Uses = 0;
+    bool invalidate(llvm::Function &, const llvm::PreservedAnalyses &PA,
+                    llvm::FunctionAnalysisManager::Invalidator &) {
+      auto Checker = PA.getChecker<llvm::FunctionPropertiesAnalysis>();
+      return !Checker.preserved() &&
+             !Checker.preservedSet<llvm::AllAnalysesOn<llvm::Function>>();
+    }
+  };
+
+  Result run(llvm::Function &F, llvm::FunctionAnalysisManager &) {
+    Result R;
+    llvm::SmallPtrSet<const llvm::BasicBlock *, 32> Seen;
+    llvm::SmallVector<const llvm::BasicBlock *, 32> Pending{&F.getEntryBlock()};
+    Seen.insert(&F.getEntryBlock());
+    while (!Pending.empty()) {
+      const llvm::BasicBlock *BB = Pending.pop_back_val();
+      R.Counts.add(*BB, 1);
+      for (const llvm::BasicBlock *Next : llvm::successors(BB))
+        if (Seen.insert(Next).second)
+          Pending.push_back(Next);
+    }
+    R.Uses = !F.hasLocalLinkage() + static_cast<int64_t>(F.getNumUses());
+    return R;
+  }
+};
 
 inline bool sameCountedFields(const llvm::FunctionPropertiesInfo &A,
                               const llvm::FunctionPropertiesInfo &B) {
@@ -359,6 +413,8 @@ public:
         Counted(Mode == AdvisorMode::Tracked && CountedFlowAvailable && !Needs.LoopProperties),
         CheckCounts(Counted && checkCountsRequested()),
         CallGraph(MAM.getResult<llvm::LazyCallGraphAnalysis>(M)) {
+    if (Counted) // (a no-op when already registered)
+      FAM.registerPass([] { return PropertyCountsAnalysis(); });
     if (Mode == AdvisorMode::Lean)
       for (llvm::Function &F : M)
         if (!F.isDeclaration())
@@ -372,6 +428,8 @@ public:
 
   void onPassEntry(llvm::LazyCallGraph::SCC *SCC) override {
     Reachable.clear(); // the function passes between inliner runs change functions
+    if (Counted)
+      return countedPassEntry(SCC);
     if (Mode != AdvisorMode::Lean)
       return llvm::MLInlineAdvisor::onPassEntry(SCC);
     Sizes.clear();
@@ -379,9 +437,31 @@ public:
 
   void onPassExit(llvm::LazyCallGraph::SCC *SCC) override {
     Reachable.clear();
+    if (Counted)
+      return countedPassExit(SCC);
     if (Mode != AdvisorMode::Lean)
       return llvm::MLInlineAdvisor::onPassExit(SCC);
     Sizes.clear();
+  }
+
+  // The caller's or callee's entry of LLVM's FunctionPropertiesInfo cache, filled as LLVM's
+  // getCachedFPI fills it, but from PropertyCountsAnalysis where LLVM would compute
+  // FunctionPropertiesAnalysis (its results computed when the advisor was made are read as LLVM
+  // reads them). The loop fields of an entry so filled are 0: the counted flow is not used
+  // for a policy that reads them.
+  llvm::FunctionPropertiesInfo &properties(llvm::Function &F) {
+    auto &Cache = this->*memberOf(FPICacheMember{});
+    auto [It, New] = Cache.try_emplace(&F);
+    if (!New)
+      return It->second;
+    if (const auto *Made = FAM.getCachedResult<llvm::FunctionPropertiesAnalysis>(F)) {
+      It->second = *Made;
+    } else {
+      const auto &R = FAM.getResult<PropertyCountsAnalysis>(F);
+      R.Counts.writeTo(F, It->second);
+      It->second.Uses = R.Uses;
+    }
+    return It->second;
   }
 
   // Called after an inlining into Caller, whatever the mode.
@@ -407,7 +487,7 @@ public:
     PA.abandon<llvm::DominatorTreeAnalysis>();
     PA.abandon<llvm::LoopAnalysis>();
     FAM.invalidate(Caller, PA);
-    llvm::FunctionPropertiesInfo &CallerFPI = getCachedFPI(Caller);
+    llvm::FunctionPropertiesInfo &CallerFPI = properties(Caller);
     PropertyCounts Counts = A.Unchanged;
     llvm::SmallPtrSet<const llvm::BasicBlock *, 16> Walked;
     llvm::SmallVector<const llvm::BasicBlock *, 16> Pending;
@@ -460,10 +540,58 @@ public:
       (this->*memberOf(NodesInLastSCCMember{})).erase(CallGraph.lookup(Callee));
       (this->*memberOf(DeadFunctionsMember{})).insert(&Callee);
     } else {
-      NewEdges += getCachedFPI(Callee).DirectCallsToDefinedFunctions;
+      NewEdges += properties(Callee).DirectCallsToDefinedFunctions;
     }
     this->*memberOf(EdgeCountMember{}) += NewEdges - A.CallerAndCalleeEdges;
     callerChanged(Caller);
+  }
+
+  // LLVM's onPassEntry: the module counts brought up to date with what the function passes
+  // since the last inliner run did, over the nodes it last saw and their neighbours (in the same
+  // order, which decides the call-site height of a node found new), with the local calls read
+  // through properties().
+  void countedPassEntry(llvm::LazyCallGraph::SCC *SCC) {
+    if (!SCC || isForcedToStop())
+      return;
+    (this->*memberOf(FPICacheMember{})).clear();
+    auto &LastSeen = this->*memberOf(NodesInLastSCCMember{});
+    auto &Levels = this->*memberOf(FunctionLevelsMember{});
+    auto &All = this->*memberOf(AllNodesMember{});
+    int64_t &Edges = this->*memberOf(EdgeCountMember{});
+    while (!LastSeen.empty()) {
+      const llvm::LazyCallGraph::Node *N = *LastSeen.begin();
+      LastSeen.erase(N);
+      Edges += properties(N->getFunction()).DirectCallsToDefinedFunctions;
+      unsigned Level = Levels.at(N);
+      for (const llvm::LazyCallGraph::Edge &E : *(*N)) {
+        const llvm::LazyCallGraph::Node *Next = &E.getNode();
+        if (All.insert(Next).second) {
+          ++(this->*memberOf(NodeCountMember{}));
+          LastSeen.insert(Next);
+          Levels[Next] = Level;
+        }
+      }
+    }
+    int64_t &LastEdges = this->*memberOf(EdgesOfLastSeenNodesMember{});
+    Edges -= LastEdges;
+    LastEdges = 0;
+    for (const llvm::LazyCallGraph::Node &N : *SCC)
+      LastSeen.insert(&N);
+  }
+
+  // LLVM's onPassExit: the local calls of the nodes seen in this run, for the next entry.
+  void countedPassExit(llvm::LazyCallGraph::SCC *SCC) {
+    (this->*memberOf(FPICacheMember{})).clear();
+    if (!SCC || isForcedToStop())
+      return;
+    auto &LastSeen = this->*memberOf(NodesInLastSCCMember{});
+    int64_t &LastEdges = this->*memberOf(EdgesOfLastSeenNodesMember{});
+    LastEdges = 0;
+    for (const llvm::LazyCallGraph::Node *N : LastSeen)
+      LastEdges += properties(N->getFunction()).DirectCallsToDefinedFunctions;
+    for (const llvm::LazyCallGraph::Node &N : *SCC)
+      if (LastSeen.insert(&N).second)
+        LastEdges += properties(N.getFunction()).DirectCallsToDefinedFunctions;
   }
 
   void leanInlined(llvm::Function &Caller, int64_t CallerBefore, int64_t CalleeBefore,
@@ -592,14 +720,17 @@ inline void LeanAdvice::recordInliningWithCalleeDeletedImpl() {
 inline CountedAdvice::CountedAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase &CB,
                                     llvm::OptimizationRemarkEmitter &ORE, bool Inline)
     : llvm::InlineAdvice(Advisor, CB, ORE, Inline), Owner(Advisor),
-      CallerIRSize(Advisor->isForcedToStop() ? 0 : Advisor->getIRSize(*Caller)),
-      CalleeIRSize(Advisor->isForcedToStop() ? 0 : Advisor->getIRSize(*Callee)),
+      CallerIRSize(Advisor->isForcedToStop() ? 0
+                                             : Advisor->properties(*Caller).TotalInstructionCount),
+      CalleeIRSize(Advisor->isForcedToStop() ? 0
+                                             : Advisor->properties(*Callee).TotalInstructionCount),
       CallerAndCalleeEdges(Advisor->isForcedToStop()
                                ? 0
-                               : Advisor->getLocalCalls(*Caller) + Advisor->getLocalCalls(*Callee)) {
+                               : Advisor->properties(*Caller).DirectCallsToDefinedFunctions +
+                                     Advisor->properties(*Callee).DirectCallsToDefinedFunctions) {
   if (Inline && !Advisor->isForcedToStop()) {
     CallSiteBlock = CB.getParent();
-    Unchanged = PropertyCounts::of(Advisor->getCachedFPI(*Caller));
+    Unchanged = PropertyCounts::of(Advisor->properties(*Caller));
     for (const llvm::BasicBlock *Next : llvm::successors(CallSiteBlock))
       Boundary.insert(Next);
     if (const auto *Invoke = llvm::dyn_cast<llvm::InvokeInst>(&CB))
@@ -613,7 +744,7 @@ inline CountedAdvice::CountedAdvice(LazyFeatureAdvisor *Advisor, llvm::CallBase 
       Unchanged.add(*BB, -1);
   }
   if (Inline && Advisor->checkingCounts()) {
-    CheckedCopy = std::make_unique<llvm::FunctionPropertiesInfo>(Advisor->getCachedFPI(*Caller));
+    CheckedCopy = std::make_unique<llvm::FunctionPropertiesInfo>(Advisor->properties(*Caller));
     CheckedUpdate.emplace(*CheckedCopy, CB);
   }
 }
@@ -707,8 +838,8 @@ inline std::unique_ptr<llvm::InlineAdvice> LazyFeatureAdvisor::getAdviceImpl(llv
   ++Work.Advised;
   if (Mode == AdvisorMode::Tracked) {
     ++Work.TrackedAdvice;
-    FunctionPropertiesInfo &CallerBefore = getCachedFPI(Caller);
-    FunctionPropertiesInfo &CalleeBefore = getCachedFPI(Callee);
+    FunctionPropertiesInfo &CallerBefore = Counted ? properties(Caller) : getCachedFPI(Caller);
+    FunctionPropertiesInfo &CalleeBefore = Counted ? properties(Callee) : getCachedFPI(Callee);
     setFeature(FeatureIndex::callee_basic_block_count, CalleeBefore.BasicBlockCount);
     setFeature(FeatureIndex::caller_users, CallerBefore.Uses);
     setFeature(FeatureIndex::caller_conditionally_executed_blocks,
