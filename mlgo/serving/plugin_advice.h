@@ -144,16 +144,16 @@ inline bool llvmAdvisorOptionGiven() {
 template <typename Tag, typename Tag::Type Member> struct ExposePrivate {
   friend typename Tag::Type memberOf(Tag) { return Member; }
 };
-struct NodeCountMember {
-  using Type = int64_t llvm::MLInlineAdvisor::*;
-  friend Type memberOf(NodeCountMember);
-};
-struct EdgeCountMember {
-  using Type = int64_t llvm::MLInlineAdvisor::*;
-  friend Type memberOf(EdgeCountMember);
-};
-template struct ExposePrivate<NodeCountMember, &llvm::MLInlineAdvisor::NodeCount>;
-template struct ExposePrivate<EdgeCountMember, &llvm::MLInlineAdvisor::EdgeCount>;
+// NAME##Member{} is the tag of MLInlineAdvisor's private member NAME, of the type given last.
+#define MLGO_EXPOSE_MEMBER(NAME, ...)                                                              \
+  struct NAME##Member {                                                                            \
+    using Type = __VA_ARGS__ llvm::MLInlineAdvisor::*;                                             \
+    friend Type memberOf(NAME##Member);                                                            \
+  };                                                                                               \
+  template struct ExposePrivate<NAME##Member, &llvm::MLInlineAdvisor::NAME>;
+
+MLGO_EXPOSE_MEMBER(NodeCount, int64_t)
+MLGO_EXPOSE_MEMBER(EdgeCount, int64_t)
 
 struct ModuleCounts {
   int64_t Nodes, Edges;
@@ -163,55 +163,18 @@ inline ModuleCounts llvmModuleCounts(const llvm::MLInlineAdvisor &A) {
   return {A.*memberOf(NodeCountMember{}), A.*memberOf(EdgeCountMember{})};
 }
 
-// The rest of the state LLVM's onSuccessfulInlining updates, for CountedAdvice (the same types in
-// LLVM 19 and 22).
-struct FPICacheMember {
-  using Type = std::map<const llvm::Function *, llvm::FunctionPropertiesInfo>
-      llvm::MLInlineAdvisor::*;
-  friend Type memberOf(FPICacheMember);
-};
-struct InitialIRSizeMember {
-  using Type = const int32_t llvm::MLInlineAdvisor::*;
-  friend Type memberOf(InitialIRSizeMember);
-};
-struct CurrentIRSizeMember {
-  using Type = int32_t llvm::MLInlineAdvisor::*;
-  friend Type memberOf(CurrentIRSizeMember);
-};
-struct ForceStopMember {
-  using Type = bool llvm::MLInlineAdvisor::*;
-  friend Type memberOf(ForceStopMember);
-};
-struct NodesInLastSCCMember {
-  using Type = llvm::SmallPtrSet<const llvm::LazyCallGraph::Node *, 1> llvm::MLInlineAdvisor::*;
-  friend Type memberOf(NodesInLastSCCMember);
-};
-struct DeadFunctionsMember {
-  using Type = llvm::DenseSet<llvm::Function *> llvm::MLInlineAdvisor::*;
-  friend Type memberOf(DeadFunctionsMember);
-};
-struct FunctionLevelsMember {
-  using Type = std::map<const llvm::LazyCallGraph::Node *, unsigned> llvm::MLInlineAdvisor::*;
-  friend Type memberOf(FunctionLevelsMember);
-};
-struct AllNodesMember {
-  using Type = llvm::DenseSet<const llvm::LazyCallGraph::Node *> llvm::MLInlineAdvisor::*;
-  friend Type memberOf(AllNodesMember);
-};
-struct EdgesOfLastSeenNodesMember {
-  using Type = int64_t llvm::MLInlineAdvisor::*;
-  friend Type memberOf(EdgesOfLastSeenNodesMember);
-};
-template struct ExposePrivate<FunctionLevelsMember, &llvm::MLInlineAdvisor::FunctionLevels>;
-template struct ExposePrivate<AllNodesMember, &llvm::MLInlineAdvisor::AllNodes>;
-template struct ExposePrivate<EdgesOfLastSeenNodesMember,
-                              &llvm::MLInlineAdvisor::EdgesOfLastSeenNodes>;
-template struct ExposePrivate<FPICacheMember, &llvm::MLInlineAdvisor::FPICache>;
-template struct ExposePrivate<InitialIRSizeMember, &llvm::MLInlineAdvisor::InitialIRSize>;
-template struct ExposePrivate<CurrentIRSizeMember, &llvm::MLInlineAdvisor::CurrentIRSize>;
-template struct ExposePrivate<ForceStopMember, &llvm::MLInlineAdvisor::ForceStop>;
-template struct ExposePrivate<NodesInLastSCCMember, &llvm::MLInlineAdvisor::NodesInLastSCC>;
-template struct ExposePrivate<DeadFunctionsMember, &llvm::MLInlineAdvisor::DeadFunctions>;
+// The rest of the state LLVM's onSuccessfulInlining, onPassEntry and onPassExit update, for the
+// counted flow (the same types in LLVM 19 and 22).
+MLGO_EXPOSE_MEMBER(FPICache, std::map<const llvm::Function *, llvm::FunctionPropertiesInfo>)
+MLGO_EXPOSE_MEMBER(InitialIRSize, const int32_t)
+MLGO_EXPOSE_MEMBER(CurrentIRSize, int32_t)
+MLGO_EXPOSE_MEMBER(ForceStop, bool)
+MLGO_EXPOSE_MEMBER(NodesInLastSCC, llvm::SmallPtrSet<const llvm::LazyCallGraph::Node *, 1>)
+MLGO_EXPOSE_MEMBER(DeadFunctions, llvm::DenseSet<llvm::Function *>)
+MLGO_EXPOSE_MEMBER(FunctionLevels, std::map<const llvm::LazyCallGraph::Node *, unsigned>)
+MLGO_EXPOSE_MEMBER(AllNodes, llvm::DenseSet<const llvm::LazyCallGraph::Node *>)
+MLGO_EXPOSE_MEMBER(EdgesOfLastSeenNodes, int64_t)
+#undef MLGO_EXPOSE_MEMBER
 
 // LLVM 19's onSuccessfulInlining is what CountedAdvice repeats step for step; LLVM 22's differs
 // (it updates the caller's dominator tree in place), so there the tracked mode keeps LLVM's
@@ -478,15 +441,20 @@ public:
 
   bool checkingCounts() const { return CheckCounts; }
 
-  // LLVM's onSuccessfulInlining, with the caller's FunctionPropertiesInfo counted by the plugin
-  // (CountedAdvice) rather than LLVM's updater.
-  void countedInlined(CountedAdvice &A, llvm::Function &Caller, llvm::Function &Callee,
-                      bool CalleeDeleted) {
+  // What LLVM's advisor drops of the caller's analyses after each inlining it tracks.
+  void invalidateAfterInlining(llvm::Function &Caller) {
     llvm::PreservedAnalyses PA = llvm::PreservedAnalyses::all();
     PA.abandon<llvm::FunctionPropertiesAnalysis>();
     PA.abandon<llvm::DominatorTreeAnalysis>();
     PA.abandon<llvm::LoopAnalysis>();
     FAM.invalidate(Caller, PA);
+  }
+
+  // LLVM's onSuccessfulInlining, with the caller's FunctionPropertiesInfo counted by the plugin
+  // (CountedAdvice) rather than LLVM's updater.
+  void countedInlined(CountedAdvice &A, llvm::Function &Caller, llvm::Function &Callee,
+                      bool CalleeDeleted) {
+    invalidateAfterInlining(Caller);
     llvm::FunctionPropertiesInfo &CallerFPI = properties(Caller);
     PropertyCounts Counts = A.Unchanged;
     llvm::SmallPtrSet<const llvm::BasicBlock *, 16> Walked;
@@ -596,14 +564,8 @@ public:
 
   void leanInlined(llvm::Function &Caller, int64_t CallerBefore, int64_t CalleeBefore,
                    bool CalleeDeleted) {
-    // The caller's analyses are stale, as after any inlining in LLVM's advisor, which also
-    // brings the caller's dominator tree up to date (its FunctionPropertiesUpdater): the next
-    // call sites' reachability is read from it.
-    llvm::PreservedAnalyses PA = llvm::PreservedAnalyses::all();
-    PA.abandon<llvm::FunctionPropertiesAnalysis>();
-    PA.abandon<llvm::LoopAnalysis>();
-    PA.abandon<llvm::DominatorTreeAnalysis>();
-    FAM.invalidate(Caller, PA);
+    // The next call sites' reachability is read from the caller's dominator tree, rebuilt.
+    invalidateAfterInlining(Caller);
     int64_t CallerAfter = irSize(Caller);
     Sizes[&Caller] = CallerAfter;
     CurrentIRSize += CallerAfter + (CalleeDeleted ? 0 : CalleeBefore) - (CallerBefore + CalleeBefore);
