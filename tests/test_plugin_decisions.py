@@ -130,6 +130,19 @@ def test_the_table_of_a_searched_module_replays_its_best_object_and_the_rest_is_
     policy_only, _, obj = _compile(elsewhere / "a.c", plugin.plugin_for("always"), tmp_path)
     assert policy_only == [1] * len(actions) and _text(obj, tmp_path) != searched_text
 
+    # Served (no decision log), with a policy reading the cost features: the sites the table
+    # answers get no cost features computed, and the object is still the searched one.
+    work = tmp_path / "work.txt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGO_")}
+    env["MLGO_PLUGIN_FEATURE_WORK"] = str(work)
+    subprocess.run([llvm_tool("clang"), "-Oz", "-c", str(elsewhere / "a.c"), "-o",
+                    str(tmp_path / "served.o"),
+                    f"-fpass-plugin={plugin.plugin_for('cost-threshold', table)}"],
+                   check=True, env=env)
+    assert _text(tmp_path / "served.o", tmp_path) == searched_text
+    counts = dict(f.split("=") for f in work.read_text().split("\t")[3:])
+    assert int(counts["table_answered"]) == len(actions) and int(counts["cost_features"]) == 0
+
     # lib/b.c is not in the table: the policy's answers, no table note.
     got, notes, _ = _compile(elsewhere / "b.c", so, tmp_path)
     assert got and set(got) == {1} and notes == "-"

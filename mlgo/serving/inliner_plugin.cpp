@@ -502,6 +502,7 @@ mlgo::FeatureNeeds featureNeeds(bool Channel, bool Table) {
       Needs.LoopProperties |= Which == mlgo::SiteFeature::callee_max_loop_depth;
     }
   }
+  Needs.CostFeaturesAfterTable = Table && Needs.CostFeatures;
   return Needs;
 }
 
@@ -526,20 +527,31 @@ protected:
     return std::make_unique<MlgoAdvice>(this, CB, ORE, decide(CB));
   }
 
+  bool tableAnswers(CallBase &CB) override {
+    auto &Runner = static_cast<SiteRunner &>(*ModelRunner);
+    return Runner.Table && Runner.Table->peek(CB.getCaller()->getName(),
+                                              CB.getCalledFunction()->getName(),
+                                              &Runner.slot(0)) >= 0;
+  }
+
   // The plugin's features the policy binds (all of them for the channel), then the answer.
   bool decide(CallBase &CB) override {
     auto &Runner = static_cast<SiteRunner &>(*ModelRunner);
     Function &Caller = *CB.getCaller(), &Callee = *CB.getCalledFunction();
-    mlgo::SiteInputs In{CB, Caller, Callee, *this, FAM, CG, Frequencies};
-    for (size_t I : Runner.NeededSite)
-      Runner.slot(siteSlot(I)) = mlgo::computeSiteFeature(static_cast<mlgo::SiteFeature>(I), In);
+    if (Runner.Table) // (its shape is LLVM's features, already written)
+      Runner.TableAnswer =
+          Runner.Table->next(Caller.getName(), Callee.getName(), &Runner.slot(0));
+    // A table's answer needs none of the plugin's features.
+    if (!Runner.Table || Runner.TableAnswer < 0) {
+      mlgo::SiteInputs In{CB, Caller, Callee, *this, FAM, CG, Frequencies};
+      for (size_t I : Runner.NeededSite)
+        Runner.slot(siteSlot(I)) =
+            mlgo::computeSiteFeature(static_cast<mlgo::SiteFeature>(I), In);
+    }
     if (Runner.WantDefault)
       Runner.slot(DefaultSlot) = GetDefaultAdvice(CB);
     if (Runner.isChannel())
       Runner.Identity = identity(CB, Caller, Callee);
-    else if (Runner.Table)
-      Runner.TableAnswer =
-          Runner.Table->next(Caller.getName(), Callee.getName(), &Runner.slot(0));
     return ModelRunner->evaluate<int64_t>() != 0;
   }
 

@@ -83,6 +83,9 @@ struct FeatureNeeds {
   bool CostFeatures = false;
   bool ModuleCounts = false; // node_count, edge_count (tracked)
   bool LoopProperties = false; // FunctionPropertiesInfo's loop fields (tracked by LLVM's advice)
+  // A decision table serves the module: the cost features are computed after the table is
+  // asked, and only for the call sites it does not answer (the policy decides those).
+  bool CostFeaturesAfterTable = false;
 };
 
 enum class AdvisorMode { LLVM, Tracked, Lean };
@@ -294,6 +297,7 @@ struct WorkCounts {
   uint64_t MandatoryChecks = 0;   // getInliningCostFeatures, for always-inline call sites
   uint64_t TrackedAdvice = 0;     // advice keeping caller and callee FunctionPropertiesInfo
   uint64_t FeaturesOnlyVetoes = 0; // estimate succeeded, cost features failed (both computed)
+  uint64_t TableAnswered = 0;      // call sites a decision table answered (no cost features)
   uint64_t Recounted = 0;          // inlinings whose caller CountedAdvice counted
   uint64_t CountedAfresh = 0;      // of those, whose whole caller it counted again
   uint64_t CountMismatches = 0;    // of those, differing from LLVM's update (check mode)
@@ -578,6 +582,10 @@ protected:
   // The policy's answer for CB, LLVM's features it binds already written to the runner.
   virtual bool decide(llvm::CallBase &CB) = 0;
 
+  // Whether a decision table will answer CB (decide() gives its answer), LLVM's features but the
+  // cost features already written; asks without counting the decision.
+  virtual bool tableAnswers(llvm::CallBase &CB) { return false; }
+
   std::unique_ptr<llvm::InlineAdvice> getAdviceImpl(llvm::CallBase &CB) override;
   std::unique_ptr<llvm::InlineAdvice> getMandatoryAdvice(llvm::CallBase &CB, bool Advice) override;
 
@@ -655,6 +663,7 @@ inline LazyFeatureAdvisor::~LazyFeatureAdvisor() {
                      "\tmandatory_checks=" + std::to_string(Work.MandatoryChecks) +
                      "\tcaller_callee_fpi=" + std::to_string(Work.TrackedAdvice) +
                      "\tfeatures_only_vetoes=" + std::to_string(Work.FeaturesOnlyVetoes) +
+                     "\ttable_answered=" + std::to_string(Work.TableAnswered) +
                      "\trecounted=" + std::to_string(Work.Recounted + Work.CountedAfresh) +
                      "\tcounted_afresh=" + std::to_string(Work.CountedAfresh) +
                      "\tcount_mismatches=" + std::to_string(Work.CountMismatches) +
@@ -772,20 +781,25 @@ inline std::unique_ptr<llvm::InlineAdvice> LazyFeatureAdvisor::getAdviceImpl(llv
       return std::make_unique<InlineAdvice>(this, CB, ORE, false); // cannot be inlined
     CostEstimate = *Estimate;
   }
-  // LLVM also vetoes always-inline call sites whose cost features fail: computed for those.
-  if (Needs.CostFeatures || Mandatory) {
+  // The cost features into the runner; false when LLVM's analysis fails, a veto in its flow.
+  auto WriteCostFeatures = [&]() {
     ++(Mandatory ? Work.MandatoryChecks : Work.CostFeatureSets);
     std::optional<InlineCostFeatures> CostFeatures =
         getInliningCostFeatures(CB, TIR, GetAssumptionCache);
     if (!CostFeatures) {
       Work.FeaturesOnlyVetoes += !Mandatory;
-      return std::make_unique<InlineAdvice>(this, CB, ORE, false);
+      return false;
     }
     for (size_t I = 0; I < static_cast<size_t>(InlineCostFeatureIndex::NumberOfFeatures); ++I)
       *ModelRunner->getTensor<int64_t>(
           inlineCostFeatureToMlFeature(static_cast<InlineCostFeatureIndex>(I))) =
           CostFeatures->at(I);
-  }
+    return true;
+  };
+  // LLVM also vetoes always-inline call sites whose cost features fail: computed for those.
+  bool LateCostFeatures = Needs.CostFeaturesAfterTable && !Mandatory;
+  if ((Needs.CostFeatures || Mandatory) && !LateCostFeatures && !WriteCostFeatures())
+    return std::make_unique<InlineAdvice>(this, CB, ORE, false);
   if (Mandatory)
     return getMandatoryAdvice(CB, true);
 
@@ -815,10 +829,17 @@ inline std::unique_ptr<llvm::InlineAdvice> LazyFeatureAdvisor::getAdviceImpl(llv
       setFeature(FeatureIndex::node_count, Counts.Nodes);
       setFeature(FeatureIndex::edge_count, Counts.Edges);
     }
-    if (Counted)
-      return trackedAdvice(CB, ORE, decide(CB));
-    return getAdviceFromModel(CB, ORE);
   }
+  // A table's answer needs no cost features (the same veto as LLVM's is assumed as in lean mode:
+  // where the estimate succeeds, the cost features do too).
+  if (LateCostFeatures) {
+    if (tableAnswers(CB))
+      ++Work.TableAnswered;
+    else if (!WriteCostFeatures())
+      return std::make_unique<InlineAdvice>(this, CB, ORE, false);
+  }
+  if (Mode == AdvisorMode::Tracked)
+    return Counted ? trackedAdvice(CB, ORE, decide(CB)) : getAdviceFromModel(CB, ORE);
   return std::make_unique<LeanAdvice>(this, CB, ORE, decide(CB));
 }
 

@@ -108,8 +108,17 @@ public:
   // The table's answer for this decision about Caller -> Callee: 1, 0, or -1 (not in it).
   // Features: LLVM's, in FeatureIndex order (the site's shape is read from them).
   int next(llvm::StringRef Caller, llvm::StringRef Callee, const int64_t *Features) {
+    int Answer = peek(Caller, Callee, Features);
+    ++Seen[(Caller + llvm::Twine('\0') + Callee).str()];
+    Hits += Answer >= 0;
+    return Answer;
+  }
+
+  // What next() will answer for the next decision about Caller -> Callee, without counting it.
+  int peek(llvm::StringRef Caller, llvm::StringRef Callee, const int64_t *Features) const {
     std::string Pair = (Caller + llvm::Twine('\0') + Callee).str();
-    unsigned Ordinal = Seen[Pair]++;
+    auto Count = Seen.find(Pair);
+    unsigned Ordinal = Count == Seen.end() ? 0 : Count->second;
     auto It = Answers.find(Pair + '\0' + std::to_string(Ordinal));
     if (It == Answers.end())
       return -1;
@@ -120,7 +129,6 @@ public:
          D.shape[1] != Features[static_cast<size_t>(FeatureIndex::callee_basic_block_count)] ||
          D.shape[2] != Features[static_cast<size_t>(FeatureIndex::cost_estimate)]))
       return -1;
-    ++Hits;
     return D.inline_site ? 1 : 0;
   }
 
