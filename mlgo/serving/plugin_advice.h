@@ -227,14 +227,25 @@ struct PropertyCounts {
   }
 };
 
-// Those fields of F counted over all its blocks reachable from its entry.
-inline void countProperties(const llvm::Function &F, const llvm::DominatorTree &DT,
-                            llvm::FunctionPropertiesInfo &Out) {
+// The blocks of F reachable from its entry (the ones a dominator tree of F holds).
+inline void reachableBlocks(const llvm::Function &F,
+                            llvm::DenseSet<const llvm::BasicBlock *> &Out) {
+  llvm::SmallVector<const llvm::BasicBlock *, 32> Pending{&F.getEntryBlock()};
+  Out.insert(&F.getEntryBlock());
+  while (!Pending.empty())
+    for (const llvm::BasicBlock *Next : llvm::successors(Pending.pop_back_val()))
+      if (Out.insert(Next).second)
+        Pending.push_back(Next);
+}
+
+// Those fields counted over all of F's blocks reachable from its entry.
+inline PropertyCounts reachableCounts(const llvm::Function &F) {
+  llvm::DenseSet<const llvm::BasicBlock *> Reached;
+  reachableBlocks(F, Reached);
   PropertyCounts Counts;
-  for (const llvm::BasicBlock &BB : F)
-    if (DT.isReachableFromEntry(&BB))
-      Counts.add(BB, 1);
-  Counts.writeTo(F, Out);
+  for (const llvm::BasicBlock *BB : Reached)
+    Counts.add(*BB, 1);
+  return Counts;
 }
 
 // A function's property counts over its blocks reachable from the entry (found by a walk, with
@@ -259,19 +270,7 @@ public:
   };
 
   Result run(llvm::Function &F, llvm::FunctionAnalysisManager &) {
-    Result R;
-    llvm::SmallPtrSet<const llvm::BasicBlock *, 32> Seen;
-    llvm::SmallVector<const llvm::BasicBlock *, 32> Pending{&F.getEntryBlock()};
-    Seen.insert(&F.getEntryBlock());
-    while (!Pending.empty()) {
-      const llvm::BasicBlock *BB = Pending.pop_back_val();
-      R.Counts.add(*BB, 1);
-      for (const llvm::BasicBlock *Next : llvm::successors(BB))
-        if (Seen.insert(Next).second)
-          Pending.push_back(Next);
-    }
-    R.Uses = !F.hasLocalLinkage() + static_cast<int64_t>(F.getNumUses());
-    return R;
+    return {reachableCounts(F), !F.hasLocalLinkage() + static_cast<int64_t>(F.getNumUses())};
   }
 };
 
@@ -488,7 +487,7 @@ public:
       if (Known != Reachable.end())
         Known->second.insert(Walked.begin(), Walked.end());
     } else {
-      countProperties(Caller, FAM.getResult<llvm::DominatorTreeAnalysis>(Caller), CallerFPI);
+      reachableCounts(Caller).writeTo(Caller, CallerFPI);
       ++this->Work.CountedAfresh;
       if (Known != Reachable.end())
         Reachable.erase(Known);
@@ -612,14 +611,8 @@ private:
       return FAM.getResult<llvm::DominatorTreeAnalysis>(Caller).isReachableFromEntry(
           CB.getParent());
     auto [It, New] = Reachable.try_emplace(&Caller);
-    if (New) {
-      llvm::SmallVector<const llvm::BasicBlock *, 16> Pending{&Caller.getEntryBlock()};
-      It->second.insert(&Caller.getEntryBlock());
-      while (!Pending.empty())
-        for (const llvm::BasicBlock *Next : llvm::successors(Pending.pop_back_val()))
-          if (It->second.insert(Next).second)
-            Pending.push_back(Next);
-    }
+    if (New)
+      reachableBlocks(Caller, It->second);
     bool Answer = It->second.contains(CB.getParent());
     if (CheckCounts)
       Work.ReachabilityMismatches +=
