@@ -102,10 +102,12 @@ def run_strong_task(task: StrongTask) -> ModuleOutcome:
     try:
         apply_gin(task.gin_config)
         objective = comdat_objective(task.comdat_weights) if task.comdat_weights else None
-        oracle = ModuleOracle(task.module, objective, task.timeout)
         state = task.state or StrongState(seed=int.from_bytes(_digest([name])[:4], "little"))
         limits = (strong_config(task.config, task.seconds, state.compiles) if task.search
                   else StrongConfig(budget=1 if state.anchor is None else -1))
+        # Batched flips need call-site names and function sizes: the plugin's compile.
+        oracle = ModuleOracle(task.module, objective, task.timeout,
+                              attribute=bool(limits.batch_min))
         search = StrongSearch(oracle, limits, state)
         if task.start and task.state is None and limits.budget >= 0:
             try:  # the anchor first (the result's reference), then the start: the best so far

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from corpus_tools.corpus import Module
+from mlgo.problems.base import Measurement
 from mlgo_base.errors import MlgoError, ProtocolError
 
 STRATEGIES = ("greedy", "strong")
@@ -91,6 +93,10 @@ class Trajectory:
     llvm: list[int]
     sigs: list[tuple] = field(default_factory=list)
     per_function: dict[str, float] = field(default_factory=dict)
+    # With an attributing oracle: the (caller, callee) of each asked call site, and the bytes
+    # of each function of the object.
+    sites: list[tuple[str, str]] = field(default_factory=list)
+    function_bytes: dict[str, float] = field(default_factory=dict)
 
 
 class Oracle:
@@ -101,10 +107,15 @@ class Oracle:
 
 
 class ModuleOracle(Oracle):
-    """The real compile: clang-19's interactive inliner with LLVM's decision sent along."""
+    """The real compile: clang-19's interactive inliner with LLVM's decision sent along.
+    `attribute`: through mlgo's inliner plugin instead (the same decisions give the same object,
+    benchmarks/RESULTS.md, "Serving"), which names each call site's caller and callee, and
+    with each function's bytes measured: what batched flips need."""
 
     def __init__(self, module: Module, objective: Callable[[Any], float] | None = None,
-                 timeout: float = 300.0, cache: Any = None) -> None:
+                 timeout: float = 300.0, cache: Any = None, attribute: bool = False) -> None:
+        import copy
+
         from mlgo.compiler.cache import BaselineCache
         from mlgo.problems import get_problem
         from mlgo.problems.inlining.problem import LLVM_DEFAULT
@@ -114,8 +125,16 @@ class ModuleOracle(Oracle):
         self.objective = objective or (lambda m: m.total)
         self.timeout = timeout
         self.cache = cache or BaselineCache()
+        self.attribute = attribute
+        if attribute:
+            from mlgo.serving.plugin import channel_plugin
+
+            self.problem = copy.copy(self.problem)  # (its `plain`, the final replay's, stays)
+            self.problem.plugin = str(channel_plugin())
+            self.problem.function_sizes = True
 
     def run(self, answer: Answer) -> Trajectory:
+        from mlgo.compiler.measure import FUNCTION_PREFIX
         from mlgo.env import CompilerEnv
         from mlgo.problems.inlining.problem import llvm_default
 
@@ -124,21 +143,31 @@ class ModuleOracle(Oracle):
         actions: list[int] = []
         llvm: list[int] = []
         sigs: list[tuple] = []
+        sites: list[tuple[str, str]] = []
         try:
-            obs, _ = env.reset()
+            obs, info = env.reset()
             while obs is not None:
                 d = llvm_default(obs)
                 sig = tuple(int(np.asarray(obs[f]).reshape(-1)[0]) for f in SITE_FEATURES)
+                if self.attribute:  # the names make a plan's matches exact across callers
+                    site = info["call_site"]
+                    sites.append((sys.intern(site.caller), sys.intern(site.callee)))
+                    sig += sites[-1]
                 a = int(answer(len(actions), sig, d))
                 actions.append(a)
                 llvm.append(d)
                 sigs.append(sig)
-                obs, _, _, _, _ = env.step(a)
+                obs, _, _, _, info = env.step(a)
         finally:
             env.close()
         assert env.result is not None
         m = env.result.measurement
-        return Trajectory(float(self.objective(m)), m.total, actions, llvm, sigs, m.per_function)
+        per_function = {k: v for k, v in m.per_function.items()
+                        if not k.startswith(FUNCTION_PREFIX)}
+        functions = {sys.intern(k[len(FUNCTION_PREFIX):]): v for k, v in m.per_function.items()
+                     if k.startswith(FUNCTION_PREFIX)}
+        return Trajectory(float(self.objective(Measurement(m.total, per_function))), m.total,
+                          actions, llvm, sigs, per_function, sites, functions)
 
 
 def prefix_answer(prefix: Sequence[int]) -> Answer:
@@ -149,14 +178,16 @@ def plan_answer(ref: Trajectory, answers: Sequence[int]) -> Answer:
     """`answers` along `ref`'s call sites, matched by signature (exact first, then coarse,
     within MATCH_WINDOW of the last match); LLVM's decision where nothing matches."""
     state = {"next": 0}
-    coarse = [s[COARSE_KEY] for s in ref.sigs]
+    # (a signature's names, when the oracle sends them, stay in the coarse key)
+    coarse = [s[COARSE_KEY] + s[len(SITE_FEATURES):] for s in ref.sigs]
 
     def answer(i: int, sig: tuple, d: int) -> int:
         j0 = state["next"]
         window = range(j0, min(j0 + MATCH_WINDOW, len(ref.sigs)))
         hit = next((j for j in window if ref.sigs[j] == sig), None)
         if hit is None:
-            hit = next((j for j in window if coarse[j] == sig[COARSE_KEY]), None)
+            key = sig[COARSE_KEY] + sig[len(SITE_FEATURES):]
+            hit = next((j for j in window if coarse[j] == key), None)
         if hit is None:
             return d
         state["next"] = hit + 1
@@ -196,6 +227,7 @@ class StrongState:
     # answered prefix, and the compiles by their full answers (both keyed by _digest).
     nodes: dict[bytes, tuple[tuple, int]] = field(default_factory=dict)
     leaves: dict[bytes, Trajectory] = field(default_factory=dict)
+    batched: bool = False  # batched flip rounds ended (one kept nothing)
 
 
 @dataclass(frozen=True)
@@ -205,6 +237,9 @@ class StrongConfig:
     enumerate_max: int = 8  # anchor decisions up to which the tree is enumerated (0: never)
     enumerate_leaves: int = 1024
     pairs_max: int = 400  # pair moves per move list
+    batch_min: int = 64  # anchor decisions from which batched flip rounds come first (0: never)
+    batch_size: int = 32  # flips per batched compile at most
+    batch_singles: int = 8  # predicted gains then tried alone, when together they were not one
 
 
 class StrongSearch:
@@ -345,6 +380,82 @@ class StrongSearch:
                     b[x], b[y] = 1 - b[x], 1 - b[y]
                     yield b
 
+    def batch_round(self) -> bool:
+        """One round of batched single flips from the best; True when it kept a move.
+
+        A compile answers the best's decisions with several of them flipped, chosen so that no
+        two flips can change the same function: a flip changes its caller and every function
+        the caller's code was inlined into, and the callee's own body only when the flip can
+        remove or revive it (the callee is gone in the best, or the flip inlines a call that no
+        other asked call site leaves standing). Each flip's change is then read off the bytes of
+        its own functions. The flips predicted to save are compiled together, then the better
+        half of them, and so on down to the best one alone; then a few of the next alone. One
+        compile tries up to `batch_size` flips, so a module with thousands of call sites is
+        read in a hundred compiles instead of thousands."""
+        s = self.state
+        best = s.best
+        assert best is not None
+        n = len(best.actions)
+        if not best.sites or len(best.sites) != n or not best.function_bytes:
+            return False
+        into: dict[str, set[str]] = {}
+        standing: dict[str, int] = {}  # call sites left calling each callee
+        for (caller, callee), a in zip(best.sites, best.actions, strict=True):
+            if a:
+                into.setdefault(callee, set()).add(caller)
+            else:
+                standing[callee] = standing.get(callee, 0) + 1
+
+        def footprint(j: int) -> set[str]:
+            caller, callee = best.sites[j]
+            out: set[str] = set()
+            stack = [caller]
+            while stack:
+                f = stack.pop()
+                if f not in out:
+                    out.add(f)
+                    stack.extend(into.get(f, ()))
+            if callee not in best.function_bytes or (
+                    not best.actions[j] and standing.get(callee, 0) <= 1):
+                out.add(callee)
+            return out
+
+        def flipped(positions: Sequence[int]) -> list[int]:
+            answers = list(best.actions)
+            for j in positions:
+                answers[j] = 1 - answers[j]
+            return answers
+
+        order = [(s.cursor + i) % n for i in range(n)]
+        feet = {j: footprint(j) for j in order if _digest(flipped([j])) not in s.tried}
+        batches: list[tuple[set[str], list[int]]] = []
+        for j, fp in feet.items():
+            for used, members in batches:
+                if len(members) < self.config.batch_size and used.isdisjoint(fp):
+                    used |= fp
+                    members.append(j)
+                    break
+            else:
+                batches.append((set(fp), [j]))
+        predicted: dict[int, float] = {}
+        for _, members in batches:  # (a batch that is smaller itself becomes the best)
+            t = self.plan(best, flipped(members))
+            for j in members:
+                predicted[j] = sum(t.function_bytes.get(f, 0.0) - best.function_bytes.get(f, 0.0)
+                                   for f in feet[j])
+        s.tried.update(_digest(flipped(m)) for _, m in batches if len(m) == 1)
+        gains = [j for d, j in sorted((d, j) for j, d in predicted.items() if d < 0)]
+        chosen = gains
+        while chosen:  # kept when smaller than the best so far, the batches included
+            self.plan(best, flipped(chosen))
+            chosen = chosen[:len(chosen) // 2]
+        for j in gains[:1 + self.config.batch_singles]:
+            key = _digest(flipped([j]))
+            if key not in s.tried:
+                s.tried.add(key)
+                self.plan(best, flipped([j]))
+        return s.best is not best
+
     def climb(self) -> None:
         """First-improvement hill climbing over the move list until no move improves."""
         s = self.state
@@ -432,6 +543,8 @@ class StrongSearch:
                 self._enumerate()
             if s.enumerated:
                 return s
+            while c.batch_min and n >= c.batch_min and not s.batched:
+                s.batched = not self.batch_round()
             self.climb()
             if small:
                 self._enumerate()

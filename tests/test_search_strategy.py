@@ -131,6 +131,86 @@ def test_compile_and_time_budgets_are_respected():
     assert s.done and oracle.compiles == 4  # the 4 paths of a 2-site tree, once each
 
 
+class SizedOracle(Oracle):
+    """Call sites (caller, callee, LLVM's answer, bytes of the caller when inlined, when not)
+    asked in order, each caller's bytes its sites' sum, the callees external (always kept):
+    what an attributing oracle reports, with `pairs` adding bytes to a caller when two of its
+    sites are both flipped from LLVM's answer (an interaction a batch must not trust)."""
+
+    def __init__(self, sites, pairs=None):
+        self.sites, self.pairs = sites, pairs or {}
+        self.compiles = 0
+
+    def run(self, answer):
+        self.compiles += 1
+        actions, llvm, sigs, names, sizes = [], [], [], [], {}
+        for i, (caller, callee, d, inlined, called) in enumerate(self.sites):
+            a = answer(len(actions), sig(i, i), d)
+            actions.append(a)
+            llvm.append(d)
+            sigs.append(sig(i, i))
+            names.append((caller, callee))
+            sizes[caller] = sizes.get(caller, 0) + (inlined if a else called)
+            sizes.setdefault(callee, 50)
+        for (i, j), extra in self.pairs.items():
+            if actions[i] != llvm[i] and actions[j] != llvm[j]:
+                caller = self.sites[i][0]
+                sizes[caller] += extra
+        total = float(sum(sizes.values()))
+        return Trajectory(total, total, actions, llvm, sigs, {}, names,
+                          {k: float(v) for k, v in sizes.items()})
+
+
+def test_batched_flips_find_independent_savings_in_few_compiles():
+    # 40 callers, one call site each; flipping 5 of them saves bytes, the rest cost.
+    saving = {3, 11, 19, 27, 35}
+    sites = [(f"f{i}", f"g{i}", 1, 20 if i not in saving else 30, 25) for i in range(40)]
+    optimum = sum(25 if i in saving else 20 for i in range(40)) + 40 * 50
+    oracle = SizedOracle(sites)
+    state = StrongSearch(oracle, StrongConfig(budget=6, enumerate_max=0, batch_min=8)).run()
+    assert state.best.objective == optimum
+    # anchor, two batches (32 + 8 flips), the five predicted savings together
+    assert state.history[3][0] == 4 and state.history[3][2] == optimum
+    # Without batches, six compiles reach at most five single flips.
+    unbatched = StrongSearch(SizedOracle(sites), StrongConfig(budget=6, enumerate_max=0,
+                                                              batch_min=0)).run()
+    assert unbatched.best.objective > optimum
+
+
+def test_batched_flips_that_clash_together_are_tried_in_halves():
+    # Two flips in one caller: each saves 5 alone, together they cost 20 more.
+    sites = [("f", "g", 1, 30, 25), ("f", "h", 1, 30, 25), *[(f"k{i}", f"m{i}", 1, 20, 25)
+                                                                for i in range(10)]]
+    oracle = SizedOracle(sites, pairs={(0, 1): 20})
+    s = StrongSearch(oracle, StrongConfig(budget=20, enumerate_max=0, batch_min=8))
+    s.state.anchor = s.prefix([])
+    assert s.batch_round()  # the two share their caller: separate batches, both predicted -5
+    assert s.state.best.objective == s.state.anchor.objective - 5
+    assert sum(a != d for a, d in zip(s.state.best.actions, s.state.best.llvm, strict=True)) == 1
+    assert not s.batch_round()  # the other alone is tried again from the new best: it clashes
+
+
+def test_batch_footprints_follow_code_inlined_into_other_functions():
+    # "h" is inlined into "f": a flip inside h changes f's bytes too, so h's flip and f's own
+    # flip never share a compile.
+    class Nested(SizedOracle):
+        def run(self, answer):
+            t = super().run(answer)
+            if t.actions[0]:  # f inlined h: h's bytes (with its own decision) appear in f
+                t.function_bytes["f"] += t.function_bytes["h"]
+            t.objective = t.size = sum(t.function_bytes.values())
+            return t
+    sites = [("f", "h", 1, 5, 200), ("h", "x", 1, 30, 40), ("f", "y", 1, 30, 40)]  # none saves
+    s = StrongSearch(Nested(sites), StrongConfig(budget=20, enumerate_max=0, batch_min=2))
+    s.state.anchor = s.prefix([])
+    compiled = []
+    real_plan = s.plan
+    s.plan = lambda ref, answers: compiled.append(list(answers)) or real_plan(ref, answers)
+    s.batch_round()
+    flips = [sum(a != b for a, b in zip(c, s.state.anchor.actions, strict=True)) for c in compiled]
+    assert flips == [1, 1, 1]  # (without h's inliner in its footprint: [2, 1])
+
+
 def test_schedule_splits_time_without_letting_a_module_eat_it():
     rates = {"a": 100.0, "b": 1.0, "c": 1.0}
     first = slice_seconds(60.0, 2, rates, first_round=True)
@@ -169,6 +249,22 @@ def test_real_module_where_inlining_none_is_best(none_corpus, tmp_path):
     assert anchor.actions == [1, 1, 1] and greedy.objective == anchor.objective
     state = StrongSearch(ModuleOracle(module, cache=cache), StrongConfig(enumerate_max=0)).run()
     assert state.best.actions == [0, 0, 0] and state.best.objective < greedy.objective
+
+
+def test_attributing_oracle_names_call_sites_and_sizes_functions(none_corpus, tmp_path):
+    module = none_corpus.modules[0]
+    cache = BaselineCache(tmp_path / "cache")
+    plain, named = ModuleOracle(module, cache=cache), ModuleOracle(module, cache=cache, attribute=True)
+    for answers in ([1, 1, 1], [0, 0, 0]):
+        a, b = plain.run(prefix_answer(answers)), named.run(prefix_answer(answers))
+        assert (b.actions, b.llvm) == (a.actions, a.llvm)
+        assert b.sigs == [x + y for x, y in zip(a.sigs, b.sites, strict=True)]  # names added
+        assert b.objective == a.objective and not a.sites and not a.function_bytes
+        assert sorted(b.sites) == [("f0", "pick"), ("f1", "pick"), ("f2", "pick")]
+        assert {"f0", "f1", "f2"} <= set(b.function_bytes)
+        # pick's body is deleted once every call is inlined, kept when none is
+        assert ("pick" in b.function_bytes) == (answers == [0, 0, 0])
+        assert sum(b.function_bytes.values()) <= b.size
 
 
 def test_search_corpus_strong_with_a_time_budget(none_corpus, tmp_path):

@@ -65,6 +65,21 @@ def text_sections(obj: Path | str) -> list[TextSection]:
             raise MlgoError(f"{obj}: corrupt ELF section group ({e})") from e
 
 
+def function_sizes(obj: Path | str) -> dict[str, int]:
+    """Bytes of each function an ELF object defines (its symbol's size), by symbol name: where
+    in a module a change of code happened, for a search that tries several changes in one
+    compile."""
+    with _open_elf(obj) as elf:
+        try:
+            table = elf.get_section_by_name(".symtab")
+            if table is None:
+                return {}
+            return {s.name: int(s["st_size"]) for s in table.iter_symbols()
+                    if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"}
+        except ELFError as e:
+            raise MlgoError(f"{obj}: corrupt ELF symbol table ({e})") from e
+
+
 @contextmanager
 def _open_elf(obj: Path | str) -> Iterator[ELFFile]:
     try:
@@ -84,6 +99,8 @@ def _open_elf(obj: Path | str) -> Iterator[ELFFile]:
 # Measurement.per_function keys of COMDAT text sections (problems/inlining): the rest of the
 # module's .text is its total minus these.
 COMDAT_PREFIX = "comdat:"
+# Keys of a function's own bytes (function_sizes), when a problem is asked to measure them.
+FUNCTION_PREFIX = "function:"
 
 
 def comdat_breakdown(sections: list[TextSection]) -> dict[str, float]:

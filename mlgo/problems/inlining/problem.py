@@ -10,7 +10,13 @@ from pathlib import Path
 import gin
 
 from mlgo.compiler import plugin_env
-from mlgo.compiler.measure import comdat_breakdown, comdat_objective, text_sections
+from mlgo.compiler.measure import (
+    FUNCTION_PREFIX,
+    comdat_breakdown,
+    comdat_objective,
+    function_sizes,
+    text_sections,
+)
 from mlgo.policies import builtins
 from mlgo.problems.base import Heuristic, Measurement, Problem
 from mlgo.protocol import FeatureValues, Header, for_llvm, llvm19, llvm22
@@ -97,6 +103,9 @@ class InliningForSize(Problem):
         # An IR2Vec vocabulary (`mlgo vocab --ir2vec`, LLVM 22 only): the compiler then also
         # sends callee_embedding and caller_embedding (mlgo/protocol/llvm22.py).
         self.ir2vec_vocab = ir2vec_vocab
+        # Measure each function's bytes too (FUNCTION_PREFIX keys of per_function): the strong
+        # search's batched flips attribute a compile's changes to the call sites it changed.
+        self.function_sizes = False
         if ir2vec_vocab and self.llvm_major < 22:
             raise MlgoError(f"inlining.InliningForSize.ir2vec_vocab={ir2vec_vocab!r}: IR2Vec "
                             f"embeddings need LLVM 22, mlgo is set to LLVM {self.llvm_major} "
@@ -163,11 +172,17 @@ class InliningForSize(Problem):
     # per_function holds the bytes of each COMDAT text group (measure.comdat_breakdown), for
     # dedup-aware reports and rewards; version 2 of the measurement, so older cached
     # baselines without it are not reused.
-    measurement_version = "2"
+    @property
+    def measurement_version(self) -> str:
+        return "2,functions" if self.function_sizes else "2"
 
     def measure(self, workdir: Path, name: str) -> Measurement:
         sections = text_sections(workdir / "out.o")
-        return Measurement(float(sum(s.size for s in sections)), comdat_breakdown(sections))
+        per_function = comdat_breakdown(sections)
+        if self.function_sizes:
+            per_function.update({FUNCTION_PREFIX + f: float(n)
+                                 for f, n in function_sizes(workdir / "out.o").items()})
+        return Measurement(float(sum(s.size for s in sections)), per_function)
 
     def heuristics(self) -> dict[str, Heuristic | None]:
         return {
