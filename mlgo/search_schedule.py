@@ -94,7 +94,7 @@ def strong_config(config: Any, seconds: float, compiles_done: int) -> StrongConf
 
 def run_strong_task(task: StrongTask) -> ModuleOutcome:
     """One slice in a worker. Never raises for a bad module: the outcome carries the error."""
-    from mlgo.compiler.measure import comdat_objective
+    from mlgo.compiler.measure import COMDAT_PREFIX, comdat_objective
     from mlgo.workers.tasks import apply_gin
 
     t0 = time.monotonic()
@@ -106,8 +106,11 @@ def run_strong_task(task: StrongTask) -> ModuleOutcome:
         limits = (strong_config(task.config, task.seconds, state.compiles) if task.search
                   else StrongConfig(budget=1 if state.anchor is None else -1))
         # Batched flips need call-site names and function sizes: the plugin's compile.
+        # A C++ inline function is its own COMDAT group, named as the function.
         oracle = ModuleOracle(task.module, objective, task.timeout,
-                              attribute=bool(limits.batch_min))
+                              attribute=bool(limits.batch_min), function_weights={
+                                  k.removeprefix(COMDAT_PREFIX): w
+                                  for k, w in task.comdat_weights.items()})
         search = StrongSearch(oracle, limits, state)
         if task.start and task.state is None and limits.budget >= 0:
             try:  # the anchor first (the result's reference), then the start: the best so far

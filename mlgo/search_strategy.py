@@ -109,6 +109,10 @@ class Trajectory:
 class Oracle:
     """Compiles a module under an answer function (one compile per call)."""
 
+    # What a byte of a function is worth to the objective, for functions that are not worth a
+    # byte (COMDAT functions under a COMDAT-aware objective); batched flips weigh by it.
+    function_weights: dict[str, float] = {}
+
     def run(self, answer: Answer) -> Trajectory:
         raise NotImplementedError
 
@@ -120,7 +124,8 @@ class ModuleOracle(Oracle):
     with each function's bytes measured: what batched flips need."""
 
     def __init__(self, module: Module, objective: Callable[[Any], float] | None = None,
-                 timeout: float = 300.0, cache: Any = None, attribute: bool = False) -> None:
+                 timeout: float = 300.0, cache: Any = None, attribute: bool = False,
+                 function_weights: dict[str, float] | None = None) -> None:
         import copy
 
         from mlgo.compiler.cache import BaselineCache
@@ -133,6 +138,7 @@ class ModuleOracle(Oracle):
         self.timeout = timeout
         self.cache = cache or BaselineCache()
         self.attribute = attribute
+        self.function_weights = dict(function_weights or {})
         if attribute:
             from mlgo.serving.plugin import channel_plugin
 
@@ -444,11 +450,13 @@ class StrongSearch:
                     break
             else:
                 batches.append((set(fp), [j]))
+        weight = self.oracle.function_weights
         predicted: dict[int, float] = {}
         for _, members in batches:  # (a batch that is smaller itself becomes the best)
             t = self.plan(best, flipped(members))
             for j in members:
-                predicted[j] = sum(t.function_bytes.get(f, 0.0) - best.function_bytes.get(f, 0.0)
+                predicted[j] = sum(weight.get(f, 1.0) * (t.function_bytes.get(f, 0.0)
+                                                         - best.function_bytes.get(f, 0.0))
                                    for f in feet[j])
         s.tried.update(_digest(flipped(m)) for _, m in batches if len(m) == 1)
         gains = [j for d, j in sorted((d, j) for j, d in predicted.items() if d < 0)]

@@ -137,8 +137,9 @@ class SizedOracle(Oracle):
     what an attributing oracle reports, with `pairs` adding bytes to a caller when two of its
     sites are both flipped from LLVM's answer (an interaction a batch must not trust)."""
 
-    def __init__(self, sites, pairs=None):
+    def __init__(self, sites, pairs=None, weights=None):
         self.sites, self.pairs = sites, pairs or {}
+        self.function_weights = weights or {}
         self.compiles = 0
 
     def run(self, answer):
@@ -152,12 +153,11 @@ class SizedOracle(Oracle):
             names.append((caller, callee))
             sizes[caller] = sizes.get(caller, 0) + (inlined if a else called)
             sizes.setdefault(callee, 50)
-        for (i, j), extra in self.pairs.items():
+        for (i, j), (where, extra) in self.pairs.items():
             if actions[i] != llvm[i] and actions[j] != llvm[j]:
-                caller = self.sites[i][0]
-                sizes[caller] += extra
-        total = float(sum(sizes.values()))
-        return Trajectory(total, total, actions, llvm, sigs, {}, names,
+                sizes[where] = sizes.get(where, 0) + extra
+        objective = float(sum(self.function_weights.get(f, 1.0) * v for f, v in sizes.items()))
+        return Trajectory(objective, float(sum(sizes.values())), actions, llvm, sigs, {}, names,
                           {k: float(v) for k, v in sizes.items()})
 
 
@@ -181,13 +181,32 @@ def test_batched_flips_that_clash_together_are_tried_in_halves():
     # Two flips in one caller: each saves 5 alone, together they cost 20 more.
     sites = [("f", "g", 1, 30, 25), ("f", "h", 1, 30, 25), *[(f"k{i}", f"m{i}", 1, 20, 25)
                                                                 for i in range(10)]]
-    oracle = SizedOracle(sites, pairs={(0, 1): 20})
+    oracle = SizedOracle(sites, pairs={(0, 1): ("f", 20)})
     s = StrongSearch(oracle, StrongConfig(budget=20, enumerate_max=0, batch_min=8))
     s.state.anchor = s.prefix([])
     assert s.batch_round()  # the two share their caller: separate batches, both predicted -5
     assert s.state.best.objective == s.state.anchor.objective - 5
     assert sum(a != d for a, d in zip(s.state.best.actions, s.state.best.llvm, strict=True)) == 1
     assert not s.batch_round()  # the other alone is tried again from the new best: it clashes
+
+
+def test_batched_flips_weigh_bytes_as_the_objective_does():
+    # Flipping in "a" saves 3 bytes; in "b", a COMDAT function worth 0.1 a byte, 10 bytes (1 of
+    # the objective); both together cost 50 elsewhere. Weighed, "a" alone is tried first.
+    sites = [("a", "x", 1, 23, 20), ("b", "y", 1, 30, 20),
+             *[(f"k{i}", f"m{i}", 1, 20, 25) for i in range(8)]]
+    oracle = SizedOracle(sites, pairs={(0, 1): ("z", 50)}, weights={"b": 0.1})
+    s = StrongSearch(oracle, StrongConfig(budget=20, enumerate_max=0, batch_min=8,
+                                          batch_singles=0))
+    s.state.anchor = s.prefix([])
+    assert s.batch_round()
+    assert s.state.best.objective == s.state.anchor.objective - 3
+    oracle.function_weights = {}  # (what a raw-byte prediction would have kept)
+    s = StrongSearch(oracle, StrongConfig(budget=20, enumerate_max=0, batch_min=8,
+                                          batch_singles=0))
+    s.state.anchor = s.prefix([])
+    s.batch_round()
+    assert s.state.best.actions[1] != s.state.best.llvm[1]
 
 
 def test_batch_footprints_follow_code_inlined_into_other_functions():
