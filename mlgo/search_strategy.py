@@ -240,7 +240,9 @@ class StrongState:
     # answered prefix, and the compiles by their full answers (both keyed by _digest).
     nodes: dict[bytes, tuple[tuple, int]] = field(default_factory=dict)
     leaves: dict[bytes, Trajectory] = field(default_factory=dict)
-    batched: bool = False  # batched flip rounds ended (one kept nothing)
+    batched: bool = False  # batched flip rounds ended (a sweep of every call site kept nothing)
+    batch_cursor: int = 0  # the call site the next batched round starts from
+    batch_swept: int = 0  # call sites the rounds since the last kept move covered
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ class StrongConfig:
     pairs_max: int = 400  # pair moves per move list
     batch_min: int = 64  # anchor decisions from which batched flip rounds come first (0: never)
     batch_size: int = 32  # flips per batched compile at most
+    batch_chunk: int = 16  # batched compiles per round, before its predicted gains are tried
     batch_singles: int = 8  # predicted gains then tried alone, when together they were not one
 
 
@@ -394,22 +397,26 @@ class StrongSearch:
                     yield b
 
     def batch_round(self) -> bool:
-        """One round of batched single flips from the best; True when it kept a move.
+        """One round of batched single flips from the best; True when it kept a move. Sets
+        `batched` once the rounds since the last kept move have tried every call site.
 
         A compile answers the best's decisions with several of them flipped, chosen so that no
         two flips can change the same function: a flip changes its caller and every function
         the caller's code was inlined into, and the callee's own body only when the flip can
         remove or revive it (the callee is gone in the best, or the flip inlines a call that no
         other asked call site leaves standing). Each flip's change is then read off the bytes of
-        its own functions. The flips predicted to save are compiled together, then the better
-        half of them, and so on down to the best one alone; then a few of the next alone. One
-        compile tries up to `batch_size` flips, so a module with thousands of call sites is
-        read in a hundred compiles instead of thousands."""
+        its own functions, weighed as the objective weighs them. A round packs the flips from
+        `batch_cursor` on into at most `batch_chunk` compiles of at most `batch_size` flips;
+        the flips predicted to save are then compiled together, then the better half of them,
+        and so on down to the best one alone, and when none of that is kept a few of the next
+        alone. So a module with thousands of call sites is read in about a hundred compiles
+        instead of thousands, and a round's gains are kept before the next round starts."""
         s = self.state
         best = s.best
         assert best is not None
         n = len(best.actions)
         if not best.sites or len(best.sites) != n or not best.function_bytes:
+            s.batched = True
             return False
         into: dict[str, set[str]] = {}
         standing: dict[str, int] = {}  # call sites left calling each callee
@@ -439,17 +446,27 @@ class StrongSearch:
                 answers[j] = 1 - answers[j]
             return answers
 
-        order = [(s.cursor + i) % n for i in range(n)]
-        feet = {j: footprint(j) for j in order if _digest(flipped([j])) not in s.tried}
+        c = self.config
+        feet: dict[int, set[str]] = {}
         batches: list[tuple[set[str], list[int]]] = []
-        for j, fp in feet.items():
-            for used, members in batches:
-                if len(members) < self.config.batch_size and used.isdisjoint(fp):
-                    used |= fp
-                    members.append(j)
+        looked = n  # call sites this round covers, from the cursor on
+        for i in range(n):
+            j = (s.batch_cursor + i) % n
+            if _digest(flipped([j])) in s.tried:
+                continue
+            fp = footprint(j)
+            k = next((k for k, (used, members) in enumerate(batches)
+                      if len(members) < c.batch_size and used.isdisjoint(fp)), None)
+            if k is None:
+                if len(batches) >= c.batch_chunk:
+                    looked = i
                     break
-            else:
-                batches.append((set(fp), [j]))
+                batches.append((set(), []))
+                k = len(batches) - 1
+            batches[k][0].update(fp)
+            batches[k][1].append(j)
+            feet[j] = fp
+        s.batch_cursor = (s.batch_cursor + looked) % n
         weight = self.oracle.function_weights
         predicted: dict[int, float] = {}
         for _, members in batches:  # (a batch that is smaller itself becomes the best)
@@ -461,15 +478,20 @@ class StrongSearch:
         s.tried.update(_digest(flipped(m)) for _, m in batches if len(m) == 1)
         gains = [j for d, j in sorted((d, j) for j, d in predicted.items() if d < 0)]
         chosen = gains
-        while chosen:  # kept when smaller than the best so far, the batches included
+        while chosen and s.best is best:
             self.plan(best, flipped(chosen))
             chosen = chosen[:len(chosen) // 2]
-        for j in gains[:1 + self.config.batch_singles]:
+        for j in gains[1:1 + c.batch_singles]:
             key = _digest(flipped([j]))
-            if key not in s.tried:
+            if s.best is best and key not in s.tried:
                 s.tried.add(key)
                 self.plan(best, flipped([j]))
-        return s.best is not best
+        if s.best is not best:
+            s.batch_swept = 0
+            return True
+        s.batch_swept += looked
+        s.batched = s.batch_swept >= n or not feet
+        return False
 
     def climb(self) -> None:
         """First-improvement hill climbing over the move list until no move improves."""
@@ -559,7 +581,7 @@ class StrongSearch:
             if s.enumerated:
                 return s
             while c.batch_min and n >= c.batch_min and not s.batched:
-                s.batched = not self.batch_round()
+                self.batch_round()
             self.climb()
             if small:
                 self._enumerate()

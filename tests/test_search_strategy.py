@@ -177,6 +177,25 @@ def test_batched_flips_find_independent_savings_in_few_compiles():
     assert unbatched.best.objective > optimum
 
 
+def test_batched_rounds_keep_gains_as_they_go_and_end_after_a_sweep():
+    # Rounds of one compile of 8 flips: the saving at site 3 is kept after the first round,
+    # the one at 35 in the fifth; the rounds end once a sweep of all 40 sites keeps nothing.
+    sites = [(f"f{i}", f"g{i}", 1, 30 if i in (3, 35) else 20, 25) for i in range(40)]
+    s = StrongSearch(SizedOracle(sites), StrongConfig(budget=200, enumerate_max=0, batch_min=8,
+                                                      batch_size=8, batch_chunk=1))
+    s.state.anchor = s.prefix([])
+    assert s.batch_round() and s.state.batch_cursor == 8
+    flips = [k for k, (a, d) in enumerate(zip(s.state.best.actions, s.state.best.llvm,
+                                              strict=True)) if a != d]
+    assert flips == [3]
+    rounds = 1
+    while not s.state.batched:
+        s.batch_round()
+        rounds += 1
+    assert s.state.best.objective == s.state.anchor.objective - 10
+    assert rounds == 5 + 5  # the fifth keeps site 35; then a sweep of five keeps nothing
+
+
 def test_batched_flips_that_clash_together_are_tried_in_halves():
     # Two flips in one caller: each saves 5 alone, together they cost 20 more.
     sites = [("f", "g", 1, 30, 25), ("f", "h", 1, 30, 25), *[(f"k{i}", f"m{i}", 1, 20, 25)
