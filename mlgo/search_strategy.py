@@ -410,7 +410,9 @@ class StrongSearch:
         the flips predicted to save are then compiled together, then the better half of them,
         and so on down to the best one alone, and when none of that is kept a few of the next
         alone. So a module with thousands of call sites is read in about a hundred compiles
-        instead of thousands, and a round's gains are kept before the next round starts."""
+        instead of thousands, and a round's gains are kept before the next round starts. A
+        round whose compiles would hold fewer than two flips each on average ends the rounds
+        instead: most call sites are then in the same few functions."""
         s = self.state
         best = s.best
         assert best is not None
@@ -466,6 +468,11 @@ class StrongSearch:
             batches[k][0].update(fp)
             batches[k][1].append(j)
             feet[j] = fp
+        if sum(len(m) for _, m in batches) < 2 * len(batches):
+            # Most flips change the same few functions: a batch holds one or two of them, and
+            # the climb's single flips, each kept as soon as it saves, do better there.
+            s.batched = True
+            return False
         s.batch_cursor = (s.batch_cursor + looked) % n
         weight = self.oracle.function_weights
         predicted: dict[int, float] = {}

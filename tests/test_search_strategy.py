@@ -209,6 +209,17 @@ def test_batched_flips_that_clash_together_are_tried_in_halves():
     assert not s.batch_round()  # the other alone is tried again from the new best: it clashes
 
 
+def test_batched_rounds_end_where_flips_share_their_functions():
+    # Every call site is in one caller: a batch would hold one flip, so the rounds end at once
+    # (no compile) and the climb's single flips take over.
+    sites = [("f", f"g{i}", 1, 30 if i == 5 else 20, 25) for i in range(12)]
+    oracle = SizedOracle(sites)
+    s = StrongSearch(oracle, StrongConfig(budget=40, enumerate_max=0, batch_min=8))
+    s.state.anchor = s.prefix([])
+    assert not s.batch_round() and s.state.batched and oracle.compiles == 1
+    assert s.run().best.objective == s.state.anchor.objective - 5
+
+
 def test_batched_flips_weigh_bytes_as_the_objective_does():
     # Flipping in "a" saves 3 bytes; in "b", a COMDAT function worth 0.1 a byte, 10 bytes (1 of
     # the objective); both together cost 50 elsewhere. Weighed, "a" alone is tried first.
@@ -238,15 +249,16 @@ def test_batch_footprints_follow_code_inlined_into_other_functions():
                 t.function_bytes["f"] += t.function_bytes["h"]
             t.objective = t.size = sum(t.function_bytes.values())
             return t
-    sites = [("f", "h", 1, 5, 200), ("h", "x", 1, 30, 40), ("f", "y", 1, 30, 40)]  # none saves
-    s = StrongSearch(Nested(sites), StrongConfig(budget=20, enumerate_max=0, batch_min=2))
+    sites = [("f", "h", 1, 5, 200), ("h", "x", 1, 30, 40), ("f", "y", 1, 30, 40),  # none saves
+             *[(f"k{i}", f"m{i}", 1, 20, 25) for i in range(10)]]
+    s = StrongSearch(Nested(sites), StrongConfig(budget=20, enumerate_max=0, batch_min=8))
     s.state.anchor = s.prefix([])
     compiled = []
     real_plan = s.plan
     s.plan = lambda ref, answers: compiled.append(list(answers)) or real_plan(ref, answers)
     s.batch_round()
     flips = [sum(a != b for a, b in zip(c, s.state.anchor.actions, strict=True)) for c in compiled]
-    assert flips == [1, 1, 1]  # (without h's inliner in its footprint: [2, 1])
+    assert flips == [11, 1, 1]  # (without h's inliner in its footprint: [12, 1])
 
 
 def test_schedule_splits_time_without_letting_a_module_eat_it():
