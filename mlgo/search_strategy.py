@@ -19,13 +19,15 @@ Per module (StrongSearch.run), within its compile budget and deadline:
   enumerate  a module whose anchor asks at most `enumerate_max` decisions is searched
              exhaustively (every path of the tree, at most `enumerate_leaves` compiles);
              exhaustive is the best search there.
-  batched    a module whose anchor asks at least `batch_min` decisions first gets rounds of
-             batched single flips (StrongSearch.batch_round): one compile tries many flips
+  batched    a module whose anchor asks at least `batch_min` decisions, when what is left of
+             its budget would not cover a sweep of single flips (one compile each), first gets
+             rounds of batched single flips (StrongSearch.batch_round): one compile tries many flips
              that change disjoint functions, each flip's effect read off its own functions'
              bytes; the flips predicted to save are then compiled together (then halves).
              Needs an attributing oracle (the plugin's compile, which names each call site).
              On a C++ module with 1,406 decisions (jsoncpp's json_writer.cpp), 300 s found
-             -2.58% this way against -0.55% by single flips (benchmarks/RESULTS.md).
+             -2.58% this way against -0.55% by single flips; where single flips had time to
+             cover the module they did as well or better (benchmarks/RESULTS.md, "Search").
   local      first-improvement hill climbing over the move list of the current best, rebuilt
              after every kept move: every single flip in both directions, then group moves (all
              call sites of one callee, all of one caller, everything, set to inline / not),
@@ -587,7 +589,8 @@ class StrongSearch:
                 self._enumerate()
             if s.enumerated:
                 return s
-            while c.batch_min and n >= c.batch_min and not s.batched:
+            while (c.batch_min and n >= c.batch_min and not s.batched
+                   and not self._fits(len(s.best.actions) if s.best else n)):
                 self.batch_round()
             self.climb()
             if small:

@@ -171,6 +171,20 @@ def test_batched_flips_find_independent_savings_in_few_compiles():
     assert state.best.objective == optimum
     # anchor, two batches (32 + 8 flips), the five predicted savings together
     assert state.history[3][0] == 4 and state.history[3][2] == optimum
+    # With a budget that covers a sweep of single flips, the climb's single flips come first.
+    flips = []
+
+    class Logged(SizedOracle):
+        def run(self, answer):
+            t = super().run(answer)
+            flips.append(sum(a != d for a, d in zip(t.actions, t.llvm, strict=True)))
+            return t
+    state = StrongSearch(Logged(sites), StrongConfig(budget=41, enumerate_max=0,
+                                                     batch_min=8)).run()
+    assert not state.batched and flips[:5] == [0, 1, 1, 1, 1]
+    flips.clear()
+    StrongSearch(Logged(sites), StrongConfig(budget=39, enumerate_max=0, batch_min=8)).run()
+    assert flips[:3] == [0, 32, 8]
     # Without batches, six compiles reach at most five single flips.
     unbatched = StrongSearch(SizedOracle(sites), StrongConfig(budget=6, enumerate_max=0,
                                                               batch_min=0)).run()
