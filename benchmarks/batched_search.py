@@ -2,7 +2,7 @@
 same wall time per module:
 
     python benchmarks/batched_search.py --corpus C [--corpus C2] [--min-decisions 64] \\
-        [--seconds 120] [--modules N] [--json OUT]
+        [--seconds 120] [--modules N] [--skip K] [--json OUT]
 
 Per module of the corpora whose anchor compile (LLVM's own answer at every call site) asks at
 least --min-decisions: the strong search of mlgo/search_strategy.py runs twice from scratch for
@@ -15,7 +15,7 @@ time on one core, so run it on an otherwise idle core.
 
 Prints per module: decisions, anchor bytes, each search's best and compiles, and when each
 found its best; then totals over the modules (% vs anchor). --modules takes the first N
-qualifying modules in corpus order.
+qualifying modules in corpus order, after the first --skip K of them.
 """
 
 from __future__ import annotations
@@ -47,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-decisions", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--modules", type=int, default=0)
+    ap.add_argument("--skip", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     rows = []
+    skipped = 0
     for path in args.corpus:
         corpus = Corpus.load(path)
         for module in corpus.modules:
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             anchor = ModuleOracle(module, attribute=True).run(lambda i, sig, d: d)
             if len(anchor.actions) < args.min_decisions:
+                continue
+            if skipped < args.skip:
+                skipped += 1
                 continue
             row = {"module": module.name, "decisions": len(anchor.actions),
                    "batched": run_one(module, args.seconds, args.min_decisions),
