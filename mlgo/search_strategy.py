@@ -21,13 +21,15 @@ Per module (StrongSearch.run), within its compile budget and deadline:
              exhaustive is the best search there.
   batched    a module whose anchor asks at least `batch_min` decisions, when what is left of
              its budget would not cover a sweep of single flips (one compile each), first gets
-             rounds of batched single flips (StrongSearch.batch_round): one compile tries many flips
-             that change disjoint functions, each flip's effect read off its own functions'
-             bytes; the flips predicted to save are then compiled together (then halves).
+             rounds of batched single flips (StrongSearch.batch_round): one compile tries
+             many flips that change disjoint functions, each flip's effect read off its own
+             functions' bytes; the flips predicted to save are then compiled together (then
+             halves).
              Needs an attributing oracle (the plugin's compile, which names each call site).
              On a C++ module with 1,406 decisions (jsoncpp's json_writer.cpp), 300 s found
              -2.58% this way against -0.55% by single flips; where single flips had time to
-             cover the module they did as well or better (benchmarks/RESULTS.md, "Search").
+             cover the module they did as well or better (benchmarks/RESULTS.md, "Search: how
+             much there is to take").
   local      first-improvement hill climbing over the move list of the current best, rebuilt
              after every kept move: every single flip in both directions, then group moves (all
              call sites of one callee, all of one caller, everything, set to inline / not),
@@ -121,9 +123,10 @@ class Oracle:
 
 class ModuleOracle(Oracle):
     """The real compile: clang-19's interactive inliner with LLVM's decision sent along.
-    `attribute`: through mlgo's inliner plugin instead (the same decisions give the same object,
-    benchmarks/RESULTS.md, "Serving"), which names each call site's caller and callee, and
-    with each function's bytes measured: what batched flips need."""
+    `attribute`: through mlgo's inliner plugin instead (the same decisions give the same
+    object: benchmarks/RESULTS.md, "Serving: compile-time overhead and parity"), which names
+    each call site's caller and callee, and with each function's bytes measured: what batched
+    flips need."""
 
     def __init__(self, module: Module, objective: Callable[[Any], float] | None = None,
                  timeout: float = 300.0, cache: Any = None, attribute: bool = False,
