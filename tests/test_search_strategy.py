@@ -318,7 +318,8 @@ def test_real_module_where_inlining_none_is_best(none_corpus, tmp_path):
 def test_attributing_oracle_names_call_sites_and_sizes_functions(none_corpus, tmp_path):
     module = none_corpus.modules[0]
     cache = BaselineCache(tmp_path / "cache")
-    plain, named = ModuleOracle(module, cache=cache), ModuleOracle(module, cache=cache, attribute=True)
+    plain = ModuleOracle(module, cache=cache)
+    named = ModuleOracle(module, cache=cache, attribute=True)
     for answers in ([1, 1, 1], [0, 0, 0]):
         a, b = plain.run(prefix_answer(answers)), named.run(prefix_answer(answers))
         assert (b.actions, b.llvm) == (a.actions, a.llvm)
