@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--search-strategy", default="greedy", choices=("greedy", "strong"),
                    help="greedy (default): single flips from LLVM's decisions, a module still "
                    "searching when the time is up keeps nothing; strong: group moves, pairs, "
-                   "perturbation and enumeration of small modules, its time spent where it "
+                   "perturbation, enumeration of small modules and batched flips on large "
+                   "ones, its time spent where it "
                    "gains most and each module's best kept when the time is up (it reaches "
                    "more on small modules, but on lua's whole tune it found less than greedy: "
                    "docs/tune.md)")
