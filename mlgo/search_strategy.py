@@ -411,7 +411,8 @@ class StrongSearch:
         remove or revive it (the callee is gone in the best, or the flip inlines a call that no
         other asked call site leaves standing). Each flip's change is then read off the bytes of
         its own functions, weighed as the objective weighs them. A round packs the flips from
-        `batch_cursor` on into at most `batch_chunk` compiles of at most `batch_size` flips;
+        `batch_cursor` on into at most `batch_chunk` compiles of at most `batch_size` flips
+        (a flip no compile has room for waits for a later round);
         the flips predicted to save are then compiled together, then the better half of them,
         and so on down to the best one alone, and when none of that is kept a few of the next
         alone. So a module with thousands of call sites is read in about a hundred compiles
@@ -456,7 +457,7 @@ class StrongSearch:
         c = self.config
         feet: dict[int, set[str]] = {}
         batches: list[tuple[set[str], list[int]]] = []
-        looked = n  # call sites this round covers, from the cursor on
+        deferred = None  # the first call site left for a later round (no batch had room)
         for i in range(n):
             j = (s.batch_cursor + i) % n
             if _digest(flipped([j])) in s.tried:
@@ -466,8 +467,8 @@ class StrongSearch:
                       if len(members) < c.batch_size and used.isdisjoint(fp)), None)
             if k is None:
                 if len(batches) >= c.batch_chunk:
-                    looked = i
-                    break
+                    deferred = i if deferred is None else deferred
+                    continue
                 batches.append((set(), []))
                 k = len(batches) - 1
             batches[k][0].update(fp)
@@ -478,7 +479,8 @@ class StrongSearch:
             # the climb's single flips, each kept as soon as it saves, do better there.
             s.batched = True
             return False
-        s.batch_cursor = (s.batch_cursor + looked) % n
+        if deferred is not None:
+            s.batch_cursor = (s.batch_cursor + deferred) % n
         weight = self.oracle.function_weights
         predicted: dict[int, float] = {}
         for _, members in batches:  # (a batch that is smaller itself becomes the best)
@@ -501,7 +503,7 @@ class StrongSearch:
         if s.best is not best:
             s.batch_swept = 0
             return True
-        s.batch_swept += looked
+        s.batch_swept += len(feet)
         s.batched = s.batch_swept >= n or not feet
         return False
 
