@@ -27,7 +27,7 @@ Per module (StrongSearch.run), within its compile budget and deadline:
              halves).
              Needs an attributing oracle (the plugin's compile, which names each call site).
              On a C++ module with 1,406 decisions (jsoncpp's json_writer.cpp), 300 s found
-             -2.58% this way against -0.55% by single flips; where single flips had time to
+             -1.86% this way against -0.55% by single flips; where single flips had time to
              cover the module they did as well or better (benchmarks/RESULTS.md, "Search: how
              much there is to take").
   local      first-improvement hill climbing over the move list of the current best, rebuilt
