@@ -460,7 +460,8 @@ class StrongSearch:
         deferred = None  # the first call site left for a later round (no batch had room)
         for i in range(n):
             j = (s.batch_cursor + i) % n
-            if _digest(flipped([j])) in s.tried:
+            # (a full copy and digest per call site: only when something was tried from here)
+            if s.tried and _digest(flipped([j])) in s.tried:
                 continue
             fp = footprint(j)
             k = next((k for k, (used, members) in enumerate(batches)
