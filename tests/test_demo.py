@@ -35,8 +35,8 @@ def test_the_demo_runs_end_to_end_on_a_small_project(tmp_path: Path, capsys: pyt
                           expected_output=expected, held_out=lambda tree: ["lib/gen3.c"])
     out = tmp_path / "demo"
 
-    # A budget whose search share the greedy search leaves less than the continuation's
-    # minimum of: the continuation is tested in tests/test_tune_budget.py.
+    # 3 minutes: the greedy search leaves less of its share than the strong continuation
+    # needs, so none runs here (tests/test_tune_budget.py tests it).
     changes = run_demo(out, project, workers=2, time_budget=180.0,
                        gin_bindings=("imitation.ImitationConfig.epochs = 30",))
 
