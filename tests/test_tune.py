@@ -141,6 +141,54 @@ def test_a_failing_test_command_stops_the_tune_with_one_line(
     assert not (out / "corpus").exists()  # nothing tuned on a build whose tests fail
 
 
+@pytest.mark.parametrize("arg", ["-DCMAKE_C_FLAGS=-Wno-error",
+                                 "-DCMAKE_SHARED_LINKER_FLAGS:STRING=-Wl,--undefined-version",
+                                 "-DCMAKE_BUILD_TYPE=Release"])
+def test_a_cmake_arg_that_would_replace_mlgos_own_build_settings_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture, arg: str) -> None:
+    src, _ = make_project(tmp_path)
+    out = tmp_path / "out"
+    # (A short budget, so that without the check the run would end soon, with another error.)
+    err = _one_line_error(capsys, ["tune", str(src), "-o", str(out), f"--cmake-arg={arg}",
+                                   "--time-budget", "30s", "--workers", "1"])
+    name = arg[2:].split("=")[0].split(":")[0]
+    assert f"--cmake-arg {arg}" in err and f"mlgo sets {name} in its builds itself" in err
+    assert ("CMAKE_SHARED_LINKER_FLAGS_MINSIZEREL" in err) == ("LINKER" in name)
+    assert not out.exists()  # refused before anything ran
+
+
+def test_lld_refusing_a_version_script_names_the_cmake_arg_that_lets_it_link(
+        tmp_path: Path) -> None:
+    from mlgo.tune import project
+    from mlgo_base.errors import MlgoError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "lib.c").write_text("int lib_one(void) { return 1; }\n")
+    (src / "lib.sym").write_text("LIB_1 { global: lib_one; lib_gone; local: *; };\n")
+    (src / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.13)\nproject(vs C)\nadd_library(lib SHARED lib.c)\n"
+        "target_link_options(lib PRIVATE -Wl,--version-script,${CMAKE_SOURCE_DIR}/lib.sym)\n")
+    cache = tmp_path / "plain.cmake"
+    cache.write_text(project.plain_cache_text())
+
+    def build(name: str, *args: str) -> Path:
+        return project.cmake_build(src, tmp_path / name, cache, args, tmp_path / f"{name}.log",
+                                   jobs=1, timeout=120)
+
+    with pytest.raises(MlgoError) as refused:
+        build("b1")
+    message = str(refused.value)
+    assert "lib_gone" in message and "\n" not in message
+    fix = "--cmake-arg=-DCMAKE_SHARED_LINKER_FLAGS_MINSIZEREL=-Wl,--undefined-version"
+    assert fix in message
+    # The advice works, and the link is still lld's.
+    db = build("b2", fix.removeprefix("--cmake-arg="))
+    assert db.is_file() and (tmp_path / "b2" / "liblib.so").is_file()
+    link = (tmp_path / "b2" / "CMakeFiles" / "lib.dir" / "link.txt").read_text()
+    assert "-fuse-ld=lld" in link and "--undefined-version" in link
+
+
 def _corpus(root: Path, sources: dict[str, str]) -> Path:
     """A corpus (project 'p') of `sources` written under root/src, compiled by absolute path
     (so the IR names the directory, as a build's does)."""

@@ -281,6 +281,8 @@ def test_an_output_that_differs_from_the_plain_builds_is_one_line(tmp_path: Path
     (["--program", ""], "needs --program"),
     (["--check-workload", TRAIN], "is the training workload itself"),
     (["--compile-db", "x.json"], "give its CMake source directory"),
+    (["--cmake-arg=-DCMAKE_EXE_LINKER_FLAGS=-static"],
+     "mlgo sets CMAKE_EXE_LINKER_FLAGS in its builds itself"),
 ])
 def test_settings_that_cannot_work_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                extra: list[str], message: str) -> None:

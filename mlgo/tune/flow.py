@@ -110,6 +110,10 @@ def check_options(o: TuneOptions) -> None:
         raise MlgoError(f"--module-budget {o.module_budget}: at least 3 compiles (0: no limit)")
     if o.previous is not None and not (o.previous / IDENTITY).is_file():
         raise MlgoError(f"{o.previous}: not the output directory of an earlier `mlgo tune`")
+    from mlgo.serving.cmake import BUILD_TYPE_FLAGS
+
+    project.check_cmake_args(o.cmake_args, "MinSizeRel",
+                             project.owned_cmake_variables(tuple(BUILD_TYPE_FLAGS)))
 
 
 def _compile_seconds(base: dict[str, Any], workers: int) -> float:

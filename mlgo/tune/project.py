@@ -148,6 +148,45 @@ def object_of(entry: CompileEntry) -> Path | None:
 
 
 # -- CMake ----------------------------------------------------------------------------------
+def owned_cmake_variables(build_types: Sequence[str]) -> frozenset[str]:
+    """The CMake variables mlgo's own builds set (compilers, flags with the level and the plugin,
+    the linker, the build type), with the flags of `build_types`: a --cmake-arg setting one
+    would replace mlgo's value in one build or both, so the builds compared would no longer
+    differ by the policy alone."""
+    from mlgo.serving.cmake import LANGUAGES, LINK_KINDS
+
+    names = {"CMAKE_BUILD_TYPE", "CMAKE_EXPORT_COMPILE_COMMANDS"}
+    for lang in LANGUAGES:
+        names |= {f"CMAKE_{lang}_COMPILER", f"CMAKE_{lang}_FLAGS"}
+        names |= {f"CMAKE_{lang}_FLAGS_{t}" for t in build_types}
+    names |= {f"CMAKE_{kind}_LINKER_FLAGS" for kind in LINK_KINDS}
+    return frozenset(names)
+
+
+def check_cmake_args(cmake_args: Sequence[str], build_type: str,
+                     owned: frozenset[str]) -> None:
+    """Refuse, in one line, a --cmake-arg that defines one of `owned` (owned_cmake_variables).
+    Extra link flags have a variable of their own that CMake appends for `build_type`."""
+    args = list(cmake_args)
+    for i, arg in enumerate(args):
+        if arg == "-D" and i + 1 < len(args):
+            definition = args[i + 1]
+        elif arg.startswith("-D"):
+            definition = arg[2:]
+        else:
+            continue
+        name = re.split(r"[:=]", definition, maxsplit=1)[0].strip()
+        if name not in owned:
+            continue
+        hint = ""
+        if name.endswith("_LINKER_FLAGS"):
+            hint = (f"; for extra link flags use --cmake-arg=-D{name}_{build_type.upper()}=..., "
+                    "which CMake adds after mlgo's")
+        raise MlgoError(f"--cmake-arg {arg}: mlgo sets {name} in its builds itself; this would "
+                        f"replace it, and the builds compared would differ by more than the "
+                        f"policy{hint}")
+
+
 def plain_cache_text() -> str:
     """The initial-cache file of the plain build: what `mlgo cmake-flags` sets, minus the plugin."""
     from mlgo.serving.cmake import BUILD_TYPE_FLAGS, LANGUAGES, LINK_KINDS
@@ -180,6 +219,8 @@ def configure_and_build(configure: Sequence[str], src: Path, build: Path, log: P
     """Run the CMake `configure` command, then build `build`, both logged to `log`; a failure
     is one line with the log's first error. Returns the build's compile_commands.json."""
     suffix = f" ({label})" if label else ""
+    build_type = next((a.split("=", 1)[1] for a in configure
+                       if a.startswith("-DCMAKE_BUILD_TYPE=")), "MinSizeRel")
     log.parent.mkdir(parents=True, exist_ok=True)
     for what, argv in ((f"configuring {src}{suffix}", list(configure)),
                        (f"building {build}{suffix}",
@@ -188,7 +229,7 @@ def configure_and_build(configure: Sequence[str], src: Path, build: Path, log: P
             try:
                 process.run(argv, what=what, timeout=timeout, env=env, stdout=f, stderr=f)
             except process.ProcessError as e:
-                raise MlgoError(f"{what} failed ({e.reason}){_first_error(log)}; the whole "
+                raise MlgoError(f"{what} failed ({e.reason}){_first_error(log, build_type)}; the whole "
                                 f"output is in {log}") from None
     db = build / "compile_commands.json"
     if not db.is_file():
@@ -196,15 +237,26 @@ def configure_and_build(configure: Sequence[str], src: Path, build: Path, log: P
     return db
 
 
-def _first_error(log: Path) -> str:
-    """': <the first error line of the log>', or ''."""
+# lld (unlike GNU ld) refuses a version script that names a symbol the library lacks.
+_UNDEFINED_VERSION = re.compile(r"version script assignment of .* failed: symbol not defined")
+
+
+def _first_error(log: Path, build_type: str = "MinSizeRel") -> str:
+    """': <the first error line of the log>', or '', with what to do where there is one."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return ""
     first = next((x.strip() for x in lines if "error:" in x.lower() or "error at" in x.lower()),
                  None)
-    return f": {first[:300]}" if first else ""
+    if not first:
+        return ""
+    hint = ""
+    if _UNDEFINED_VERSION.search(first):
+        hint = (" (lld, which mlgo's builds link with, refuses that where GNU ld does not: "
+                f"--cmake-arg=-DCMAKE_SHARED_LINKER_FLAGS_{build_type.upper()}"
+                "=-Wl,--undefined-version lets it link)")
+    return f": {first[:300]}{hint}"
 
 
 # -- a compile database's compiles, redone ----------------------------------------------------

@@ -105,6 +105,12 @@ def check_options(o: RegallocTuneOptions) -> None:
         raise MlgoError(f"--module-budget {o.module_budget}: at least 3 compiles per module")
     if not 0.0 < o.hot_share < 1.0:
         raise MlgoError(f"--hot-share {o.hot_share}: a fraction between 0 and 1")
+    from mlgo.tune.project import check_cmake_args, owned_cmake_variables
+
+    # The build type and its flags stay the user's to set (the same in every build compared);
+    # mlgo sets the compilers and the base flags (block addresses, PGO).
+    check_cmake_args(o.cmake_args, "Release", owned_cmake_variables(())
+                     - {"CMAKE_BUILD_TYPE", "CMAKE_MODULE_LINKER_FLAGS"})
 
 
 def tune_regalloc(o: RegallocTuneOptions) -> dict[str, Any]:
