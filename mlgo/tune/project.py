@@ -166,8 +166,10 @@ def owned_cmake_variables(build_types: Sequence[str]) -> frozenset[str]:
 def check_cmake_args(cmake_args: Sequence[str], build_type: str,
                      owned: frozenset[str]) -> None:
     """Refuse, in one line, a --cmake-arg that defines one of `owned` (owned_cmake_variables).
-    Extra link flags have a variable of their own that CMake appends for `build_type`."""
+    Extra link flags have a variable of their own that CMake appends for the build type
+    (`build_type`, or the one the arguments set where that is allowed)."""
     args = list(cmake_args)
+    build_type = last_build_type(args, build_type)
     for i, arg in enumerate(args):
         if arg == "-D" and i + 1 < len(args):
             definition = args[i + 1]
@@ -185,6 +187,14 @@ def check_cmake_args(cmake_args: Sequence[str], build_type: str,
         raise MlgoError(f"--cmake-arg {arg}: mlgo sets {name} in its builds itself; this would "
                         f"replace it, and the builds compared would differ by more than the "
                         f"policy{hint}")
+
+
+def last_build_type(configure: Sequence[str], default: str) -> str:
+    """The build type a CMake command line sets (the last -DCMAKE_BUILD_TYPE wins), or
+    `default`."""
+    return next((a.split("=", 1)[1] for a in reversed(configure)
+                 if a.startswith(("-DCMAKE_BUILD_TYPE=", "-DCMAKE_BUILD_TYPE:STRING="))),
+                default)
 
 
 def plain_cache_text() -> str:
@@ -219,8 +229,7 @@ def configure_and_build(configure: Sequence[str], src: Path, build: Path, log: P
     """Run the CMake `configure` command, then build `build`, both logged to `log`; a failure
     is one line with the log's first error. Returns the build's compile_commands.json."""
     suffix = f" ({label})" if label else ""
-    build_type = next((a.split("=", 1)[1] for a in configure
-                       if a.startswith("-DCMAKE_BUILD_TYPE=")), "MinSizeRel")
+    build_type = last_build_type(configure, "MinSizeRel")
     log.parent.mkdir(parents=True, exist_ok=True)
     for what, argv in ((f"configuring {src}{suffix}", list(configure)),
                        (f"building {build}{suffix}",
@@ -229,8 +238,8 @@ def configure_and_build(configure: Sequence[str], src: Path, build: Path, log: P
             try:
                 process.run(argv, what=what, timeout=timeout, env=env, stdout=f, stderr=f)
             except process.ProcessError as e:
-                raise MlgoError(f"{what} failed ({e.reason}){_first_error(log, build_type)}; the whole "
-                                f"output is in {log}") from None
+                raise MlgoError(f"{what} failed ({e.reason}){_first_error(log, build_type)}; "
+                                f"the whole output is in {log}") from None
     db = build / "compile_commands.json"
     if not db.is_file():
         raise MlgoError(f"{build}: CMake wrote no compile_commands.json")
