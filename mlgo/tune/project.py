@@ -163,21 +163,37 @@ def owned_cmake_variables(build_types: Sequence[str]) -> frozenset[str]:
     return frozenset(names)
 
 
+def cmake_definitions(argv: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The -D definitions of a CMake command line, in order: (argument, name, value), for
+    `-DNAME=VALUE`, `-DNAME:TYPE=VALUE` and `-D NAME=VALUE`."""
+    args = list(argv)
+    found = []
+    for i, arg in enumerate(args):
+        if arg == "-D" and i + 1 < len(args):
+            definition = args[i + 1]
+        elif arg.startswith("-D") and len(arg) > 2:
+            definition = arg[2:]
+        else:
+            continue
+        head, _, value = definition.partition("=")
+        found.append((arg, head.split(":", 1)[0].strip(), value))
+    return found
+
+
+def last_build_type(configure: Sequence[str], default: str) -> str:
+    """The build type a CMake command line sets (the last -DCMAKE_BUILD_TYPE wins), or
+    `default`."""
+    return next((value for _, name, value in reversed(cmake_definitions(configure))
+                 if name == "CMAKE_BUILD_TYPE"), default)
+
+
 def check_cmake_args(cmake_args: Sequence[str], build_type: str,
                      owned: frozenset[str]) -> None:
     """Refuse, in one line, a --cmake-arg that defines one of `owned` (owned_cmake_variables).
     Extra link flags have a variable of their own that CMake appends for the build type
     (`build_type`, or the one the arguments set where that is allowed)."""
-    args = list(cmake_args)
-    build_type = last_build_type(args, build_type)
-    for i, arg in enumerate(args):
-        if arg == "-D" and i + 1 < len(args):
-            definition = args[i + 1]
-        elif arg.startswith("-D"):
-            definition = arg[2:]
-        else:
-            continue
-        name = re.split(r"[:=]", definition, maxsplit=1)[0].strip()
+    build_type = last_build_type(cmake_args, build_type)
+    for arg, name, _ in cmake_definitions(cmake_args):
         if name not in owned:
             continue
         hint = ""
@@ -187,14 +203,6 @@ def check_cmake_args(cmake_args: Sequence[str], build_type: str,
         raise MlgoError(f"--cmake-arg {arg}: mlgo sets {name} in its builds itself; this would "
                         f"replace it, and the builds compared would differ by more than the "
                         f"policy{hint}")
-
-
-def last_build_type(configure: Sequence[str], default: str) -> str:
-    """The build type a CMake command line sets (the last -DCMAKE_BUILD_TYPE wins), or
-    `default`."""
-    return next((a.split("=", 1)[1] for a in reversed(configure)
-                 if a.startswith(("-DCMAKE_BUILD_TYPE=", "-DCMAKE_BUILD_TYPE:STRING="))),
-                default)
 
 
 def plain_cache_text() -> str:
