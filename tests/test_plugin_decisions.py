@@ -285,22 +285,52 @@ def test_an_earlier_tunes_entries_stay_for_modules_this_one_has_no_result_for(
     assert doc["modules"] == {} and stats["modules"] == 0
 
 
-@pytest.mark.parametrize(("sizes", "serve"), [
+@pytest.mark.parametrize(("sizes", "table", "held_out", "serve", "basis"), [
     # (module, default, policy): the policy is judged on the modules outside the table
-    ([("p/a.c", 100, 90), ("p/b.c", 100, 104)], "cost-threshold"),
-    ([("p/a.c", 100, 110), ("p/b.c", 100, 99)], "policy"),
-    ([("p/a.c", 100, 90)], "policy"),  # the table names them all: judged on all of them
-    ([("p/a.c", 100, 101)], "cost-threshold"),
+    ([("p/a.c", 100, 90), ("p/b.c", 100, 104)], {"a.c"}, set(), "cost-threshold", "outside"),
+    ([("p/a.c", 100, 110), ("p/b.c", 100, 99)], {"a.c"}, {"a.c"}, "policy", "outside"),
+    # the table names them all: judged on those held out of training, when there are any
+    ([("p/a.c", 100, 90), ("p/b.c", 100, 101)], {"a.c", "b.c"}, {"b.c"}, "cost-threshold",
+     "held out"),
+    ([("p/a.c", 100, 110), ("p/b.c", 100, 99)], {"a.c", "b.c"}, {"b.c"}, "policy", "held out"),
+    # and only without them on the modules it was trained on
+    ([("p/a.c", 100, 90)], {"a.c"}, set(), "policy", "trained"),
+    ([("p/a.c", 100, 101)], {"a.c"}, set(), "cost-threshold", "trained"),
 ])
-def test_the_policy_serves_outside_the_table_only_if_it_makes_that_code_smaller(
-        tmp_path: Path, sizes: list[tuple[str, int, int]], serve: str) -> None:
+def test_the_policy_serves_outside_the_table_only_if_it_makes_unseen_code_smaller(
+        tmp_path: Path, sizes: list[tuple[str, int, int]], table: set[str], held_out: set[str],
+        serve: str, basis: str) -> None:
     from mlgo.tune import decisions
 
     path = tmp_path / "eval.json"
-    path.write_text(json.dumps({"modules": [{"module": m, "default": d, "policy": p}
-                                            for m, d, p in sizes]}))
-    got = decisions.policy_beyond_table(path, {"a.c"}, "p")
+    # A module that asks no decision says nothing about the policy, in or out of the table.
+    rows = [{"module": "p/main.c", "default": 100, "policy": 100, "decisions": 0}]
+    path.write_text(json.dumps({"modules": rows + [{"module": m, "default": d, "policy": p}
+                                                   for m, d, p in sizes]}))
+    got = decisions.policy_beyond_table(path, table, "p", held_out)
     assert got["serve"] == serve
+    assert decisions.basis_words(got) == {
+        "outside": "the table does not name", "held out": "held out of its training",
+        "trained": "it was trained on"}[basis]
+
+
+def test_training_holds_out_a_fifth_of_the_modules_that_ask_decisions_the_same_ones_each_run(
+        ) -> None:
+    from corpus_tools.corpus import Module
+    from mlgo.tune import learn
+
+    def modules(project: str, n: int) -> list[Module]:
+        return [Module(f"{project}/src/m{i}.c", Path("/c"), project) for i in range(n)]
+
+    base = {f"p/src/m{i}.c": {"decisions": 0 if i == 0 else 3} for i in range(11)}
+    got = learn.held_out_modules(modules("p", 11), base, "p")
+    assert len(got) == 2 and "src/m0.c" not in got  # 20% of the 10 that ask decisions
+    assert all(k.startswith("src/m") for k in got)
+    # Keys, not names: a later release in another directory holds out the same files.
+    renamed = {k.replace("p/", "p-2.0/", 1): v for k, v in base.items()}
+    assert learn.held_out_modules(modules("p-2.0", 11), renamed, "p-2.0") == got
+    # Too few modules to spare one: none held out.
+    assert learn.held_out_modules(modules("p", 3), base, "p") == []  # m0 asks none
 
 
 def _replayed_table(tmp_path: Path, text: str, actions: list[int]) -> tuple[Path, list]:

@@ -103,6 +103,13 @@ def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and
             assert rows[key]["table"] and rows[key]["plugin"] == r.policy_total, key
     assert not rows["tests/check.c"]["table"]
     assert "## Decision table" in (out / "report.md").read_text()
+    # One of the four tuned modules that ask decisions was held out of training, and the policy's place outside
+    # the table was judged on it.
+    held_out = json.loads((out / "steps" / "train.json").read_text())["held_out"]
+    assert len(held_out) == 1 and held_out[0] in table
+    split = json.loads((out / "train" / "split.json").read_text())
+    assert not any(n.endswith("/" + held_out[0]) for n in split["train"] + split["validation"])
+    assert doc["table"]["beyond"]["held_out"] and doc["table"]["beyond"]["modules"] == 1
 
 
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:

@@ -199,15 +199,35 @@ def summary_line(stats: dict[str, Any]) -> str:
 LLVM_RULE = "cost-threshold"
 
 
-def policy_beyond_table(eval_json: Path, table_keys: set[str], project: str) -> dict[str, Any]:
-    """Whether the policy should serve what the table does not name, from its evaluation
-    (`mlgo eval`'s JSON on the tuned modules): its .text change on the tuned modules the table
-    does not name (all tuned modules if it names them all). A policy that makes them bigger is
-    replaced there by LLVM_RULE: {"serve": "policy" or LLVM_RULE, "change", "modules"}."""
-    rows = json.loads(eval_json.read_text())["modules"]
-    outside = [r for r in rows if relative_path(r["module"], project) not in table_keys]
-    basis = outside if sum(r["default"] for r in outside) > 0 else rows
-    default = sum(r["default"] for r in basis)
-    change = (sum(r["policy"] for r in basis) - default) / default if default else 0.0
-    return {"serve": LLVM_RULE if change > 0 else "policy", "change": change,
-            "modules": len(basis), "outside_table": basis is outside}
+def change_on(eval_json: Path, project: str, keep: Any) -> tuple[float, int] | None:
+    """The policy's .text change, from its evaluation (`mlgo eval`'s JSON), on the modules
+    whose key `keep` accepts and where it made a decision, and their number; None when they
+    hold no .text."""
+    rows = [r for r in json.loads(eval_json.read_text())["modules"]
+            if keep(relative_path(r["module"], project)) and r.get("decisions", 1) > 0]
+    default = sum(r["default"] for r in rows)
+    if default <= 0:
+        return None
+    return (sum(r["policy"] for r in rows) - default) / default, len(rows)
+
+
+def policy_beyond_table(eval_json: Path, table_keys: set[str], project: str,
+                        held_out: set[str] = frozenset()) -> dict[str, Any]:
+    """Whether the policy should serve what the table does not name, from its evaluation on
+    the tuned modules: its .text change on those the table does not name; when the table names
+    them all, on the modules held out of its training (`held_out`, keys as the table's); only
+    without either, on the modules it was trained on, where imitation flatters it. A policy
+    that makes them bigger is replaced there by LLVM_RULE: {"serve": "policy" or LLVM_RULE,
+    "change", "modules", "outside_table", "held_out"}."""
+    outside = change_on(eval_json, project, lambda k: k not in table_keys)
+    unseen = None if outside else change_on(eval_json, project, lambda k: k in held_out)
+    change, n = outside or unseen or change_on(eval_json, project, lambda k: True) or (0.0, 0)
+    return {"serve": LLVM_RULE if change > 0 else "policy", "change": change, "modules": n,
+            "outside_table": outside is not None, "held_out": unseen is not None}
+
+
+def basis_words(beyond: Mapping[str, Any]) -> str:
+    """Which modules policy_beyond_table judged on, for a sentence about them."""
+    if beyond.get("outside_table"):
+        return "the table does not name"
+    return "held out of its training" if beyond.get("held_out") else "it was trained on"

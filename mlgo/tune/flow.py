@@ -402,10 +402,17 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                                      [*o.gin_bindings,
                                       f"imitation.ImitationConfig.epochs = {plan['epochs']}",
                                       f"imitation.ImitationConfig.rounds = {plan['rounds']}"])
-        info = learn.train(corpus, search_dir, out / "train", gin=train_gin, workers=workers,
-                           ray=o.ray, timeout=o.timeout, warmstart=warm,
+        held_out = learn.held_out_modules(corpus.modules, base["modules"], name)
+        if held_out:
+            prog.say(f"{len(held_out)} module(s) are held out of training, to judge the policy "
+                     "on code it did not learn from")
+        kept = [m.name for m in corpus.modules
+                if decisions.relative_path(m.name, name) not in set(held_out)]
+        info = learn.train(corpus.subset(kept), search_dir, out / "train", gin=train_gin,
+                           workers=workers, ray=o.ray, timeout=o.timeout, warmstart=warm,
                            deadline=train_deadline)
-        trained = steps.record("train", time.monotonic() - t, {**info, "plan": plan})
+        trained = steps.record("train", time.monotonic() - t,
+                               {**info, "plan": plan, "held_out": held_out})
     prog.say("training: " + training_line(trained))
     policy = out / "train" / "policy"
     _update_eta(prog, base, steps, workers, o, plan["seconds"])
@@ -420,8 +427,12 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         finally:
             pool.close()
         evaluation = steps.record("eval", time.monotonic() - t, ev)
+    held_out = set(trained.get("held_out", []))
+    unseen = decisions.change_on(out / "eval.json", name, held_out.__contains__)
     prog.say(f"policy: {100 * evaluation['linked_relative_change']:+.2f}% .text as linked on "
-             "the tuned modules")
+             "the tuned modules"
+             + (f"; {100 * unseen[0]:+.2f}% on the {unseen[1]} held out of its training"
+                if held_out and unseen else ""))
     if previous is not None:
         old = previous["old_policy"]
         if old["linked_policy"] < evaluation["linked_policy"]:
@@ -453,14 +464,15 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         finally:
             pool.close()
         prog.say(decisions.summary_line(table_stats))
+        earlier = evaluation.get("policy") == "earlier"
         beyond = decisions.policy_beyond_table(
-            out / ("eval-previous-policy.json" if evaluation.get("policy") == "earlier"
-                   else "eval.json"), set(table["modules"]), name)
+            out / ("eval-previous-policy.json" if earlier else "eval.json"),
+            set(table["modules"]), name,
+            set(_earlier_held_out(o.previous.resolve()) if earlier else held_out))
         served = policy if beyond["serve"] == "policy" else decisions.LLVM_RULE
         if beyond["serve"] != "policy":
             prog.say(f"the policy changes .text by {100 * beyond['change']:+.2f}% on the "
-                     f"{beyond['modules']} tuned module(s)"
-                     f"{' the table does not name' if beyond['outside_table'] else ''}: "
+                     f"{beyond['modules']} tuned module(s) {decisions.basis_words(beyond)}: "
                      f"outside the table the plugin serves LLVM's own rule "
                      f"({decisions.LLVM_RULE}) instead")
         ex = learn.export(policy, out, decisions.write(out, table), served=str(served))
@@ -524,6 +536,11 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
                               prog.elapsed())
     prog.remaining = 0.0
     return doc
+
+
+def _earlier_held_out(previous: Path) -> list[str]:
+    """The modules an earlier tune's training held out (none recorded by older tunes)."""
+    return list((Steps(previous).done("train") or {}).get("held_out", []))
 
 
 def _fine_tune(plan: dict, base: dict, previous: dict, workers: int) -> dict[str, Any]:

@@ -45,6 +45,11 @@ TRAIN_FIXED_SECONDS = 40.0  # TensorFlow, the vocab
 TRAIN_SHARE = 0.25
 MIN_EPOCHS = 100
 OWN_PROJECT_GIN = Path(__file__).resolve().parent.parent / "problems" / "inlining" / "own_project.gin"
+# The modules training never sees, so that whether the policy should answer outside the
+# decision table (tests, new code) is judged on code it did not learn from: this share of the
+# modules that ask decisions, when at least HOLD_OUT_MIN_MODULES do.
+HOLD_OUT_FRACTION = 0.2
+HOLD_OUT_MIN_MODULES = 3
 
 
 def gin_config(rounds: int, comdat_weights: Path | None, bindings: Sequence[str] = ()) -> str:
@@ -386,13 +391,28 @@ def reach_curve(modules: Sequence[Module], dirs: Sequence[Path], base: dict[str,
     return curve
 
 
+def held_out_modules(modules: Sequence[Module], base: dict[str, dict], project: str) -> list[str]:
+    """The keys (source paths relative to the project, as the decision table names modules) of
+    the modules training leaves out: HOLD_OUT_FRACTION of those that ask decisions, at least
+    one, chosen by a hash of the key, so a resumed run and a re-tune of a later release hold
+    out the same files. None when fewer than HOLD_OUT_MIN_MODULES ask decisions."""
+    from mlgo.tune.decisions import relative_path
+
+    asking = [relative_path(m.name, project) for m in modules
+              if base.get(m.name, {}).get("decisions", 1) > 0]
+    if len(asking) < HOLD_OUT_MIN_MODULES:
+        return []
+    ranked = sorted(asking, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    return sorted(ranked[:max(1, round(HOLD_OUT_FRACTION * len(ranked)))])
+
+
 def train(corpus: Corpus, search: Path, out: Path, *, gin: str, workers: int | None,
           ray: str | None, timeout: float, warmstart: Path | None = None,
           deadline: float | None = None) -> dict[str, Any]:
-    """Imitation of the search's best decisions on every module (no validation split: the
-    policy is for this code), its cloning stopped at `deadline` (time.monotonic()) keeping the
-    last completed epoch. Returns {"policy", "rounds": [{"round", "epochs", "of", "stopped"}],
-    "stopped_by_deadline"}."""
+    """Imitation of the search's best decisions on every module of `corpus` (no validation
+    split of its own: tune holds modules out by passing a subset), its cloning stopped at
+    `deadline` (time.monotonic()) keeping the last completed epoch. Returns {"policy", "rounds":
+    [{"round", "epochs", "of", "stopped"}], "stopped_by_deadline"}."""
     from mlgo.problems import get_problem
     from mlgo.search import run_search_task
     from mlgo.training.imitation import ImitationConfig

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlgo.tune import decisions
 from mlgo_base.files import atomic_write_bytes, atomic_write_text
 from mlgo_base.toolchain import clang_name
 
@@ -115,7 +116,7 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"; everywhere else LLVM's own rule ({t['beyond']['serve']}) answers, "
                      f"since the policy changed .text by {_pct(t['beyond']['change'])} on the "
                      f"{t['beyond']['modules']} tuned module(s)"
-                     + (" the table does not name" if t["beyond"]["outside_table"] else "")
+                     + f" {decisions.basis_words(t['beyond'])}"
                      + " (mlgo eval).")
                   + (f" Left out (their decisions did not compile to the search's bytes "
                      f"through the plugin): {', '.join(sorted(t['left_out']))}."
