@@ -304,3 +304,15 @@ def test_the_strong_search_ends_near_its_deadline_with_a_result_for_every_module
     assert res["modules"] == len(corpus.modules) and not res["failed"]
     assert all(result_path(tmp_path / "search", m.name).is_file() for m in corpus.modules)
     assert finished[-1] == len(corpus.modules) and res["config"]["strategy"] == "strong"
+
+
+@pytest.mark.parametrize(("path", "test"), [
+    ("src/logging.cc", False), ("src/logging_unittest.cc", True), ("db/db_test.cc", True),
+    ("tests/main.c", True), ("lib/unittest/x.cc", True), ("test_parse.c", True),
+    ("src/contest.c", False), ("src/latest_unittests.c", True), ("src/testing.c", True),
+    ("src/attest.c", False)])
+def test_sources_of_tests_are_recognized_by_their_directory_or_file_name(path: str,
+                                                                        test: bool) -> None:
+    from mlgo.tune.project import is_test_path
+
+    assert is_test_path(path) is test

@@ -37,12 +37,12 @@ def test_training_is_planned_from_its_decisions_and_capped_to_its_share_of_the_b
 
     learn.gin_config(1, None)  # own_project.gin: 1,500 epochs
     small = learn.train_plan(100, _base(100), 1, 3600.0, ())
-    assert small["epochs"] == 1500 and small["seconds"] < 0.25 * 3600
-    # 15,000 decisions x 1,500 epochs is far past a quarter of an hour: fewer epochs, planned
+    assert small["epochs"] == 1500 and small["seconds"] < learn.TRAIN_SHARE * 3600
+    # 15,000 decisions x 1,500 epochs is far past its share of an hour: fewer epochs, planned
     # to fit it (muparser's training took 902 s where the old estimate said about 60).
     big = learn.train_plan(15000, _base(15000), 1, 3600.0, ())
     assert big["configured_epochs"] == 1500 and 100 <= big["epochs"] < 1500
-    assert abs(big["seconds"] - 0.25 * 3600) < 5
+    assert abs(big["seconds"] - learn.TRAIN_SHARE * 3600) < 5
     assert learn.train_plan(15000, _base(15000), 1, 300.0, ())["epochs"] == learn.MIN_EPOCHS
     # Epochs the user set are theirs; the estimate then says what they cost.
     bound = ("imitation.ImitationConfig.epochs = 1500",)

@@ -13,8 +13,8 @@ Two kinds of input:
 
 Which compiles are tuned: paths relative to the source root, matched against --include globs
 (when given, only matching ones) and --exclude globs; by default tests are left out: a path with
-a directory named test, tests, testing, unittest or unittests, or a file named test_* or *_test.*
-(TEST_DIRS)."""
+a directory named test, tests, testing, unittest or unittests (TEST_DIRS), or a file named test_*,
+or *_NAME.* for one of those names (foo_test.cc, foo_unittest.cc)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def is_test_path(relative: str) -> bool:
     if any(p.lower() in TEST_DIRS for p in parts[:-1]):
         return True
     stem = Path(relative).stem.lower()
-    return stem.startswith("test_") or stem.endswith("_test") or stem in TEST_DIRS
+    return (stem.startswith("test_") or stem in TEST_DIRS
+            or any(stem.endswith("_" + d) for d in TEST_DIRS))
 
 
 def selected(relative: str, include: Sequence[str], exclude: Sequence[str],
