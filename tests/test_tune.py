@@ -110,6 +110,7 @@ def test_tune_resumes_after_kill_and_finishes_with_report_flags_plugin_build_and
     split = json.loads((out / "train" / "split.json").read_text())
     assert not any(n.endswith("/" + held_out[0]) for n in split["train"] + split["validation"])
     assert doc["table"]["beyond"]["held_out"] and doc["table"]["beyond"]["modules"] == 1
+    assert "module(s) held out of its training" in (out / "report.md").read_text()
 
 
 def _one_line_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:

@@ -111,7 +111,10 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"sites of {t['modules']} module(s)"
                   + (f" ({t['from_previous']} module(s) from the earlier tune's table)"
                      if t.get("from_previous") else "")
-                  + ("; the policy answers everywhere else."
+                  + ("; the policy answers everywhere else"
+                     + (f" (it changed .text by {_pct(t['beyond']['change'])} on the "
+                        f"{t['beyond']['modules']} tuned module(s) "
+                        f"{decisions.basis_words(t['beyond'])})" if "beyond" in t else "") + "."
                      if t.get("beyond", {}).get("serve", "policy") == "policy" else
                      f"; everywhere else LLVM's own rule ({t['beyond']['serve']}) answers, "
                      f"since the policy changed .text by {_pct(t['beyond']['change'])} on the "
