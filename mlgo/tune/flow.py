@@ -406,8 +406,9 @@ def _tune(o: TuneOptions, out: Path, steps: Steps, prog: Progress) -> dict[str, 
         if held_out:
             prog.say(f"{len(held_out)} module(s) are held out of training, to judge the policy "
                      "on code it did not learn from")
+        skipped = set(held_out)
         kept = [m.name for m in corpus.modules
-                if decisions.relative_path(m.name, name) not in set(held_out)]
+                if decisions.relative_path(m.name, name) not in skipped]
         info = learn.train(corpus.subset(kept), search_dir, out / "train", gin=train_gin,
                            workers=workers, ray=o.ray, timeout=o.timeout, warmstart=warm,
                            deadline=train_deadline)
